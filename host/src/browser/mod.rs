@@ -1,0 +1,117 @@
+//! The provider port: a WhatsApp account as the host sees it.
+//!
+//! A [`Provider`] starts one [`WhatsAppClient`] per session. The client
+//! reports the login lifecycle (QR codes, authentication, readiness, live
+//! messages, disconnection) as [`ClientEvent`]s on a channel the session
+//! actor owns, and answers the sync's two questions: which chats exist, and
+//! what are a chat's newest messages.
+//!
+//! Adapters: [`simulator`] (a deterministic fake account; the default) and
+//! `webdriver` (WhatsApp Web in Chromium).
+
+pub mod simulator;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::domain::{Chat, Me, Message, QrCode, SessionId};
+
+/// Errors at the provider boundary.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// A call that may work if retried (network, page busy, timeout).
+    #[error("provider call failed: {0}")]
+    Transient(String),
+    /// The client is gone (browser closed, session stopped).
+    #[error("provider disconnected: {0}")]
+    Disconnected(String),
+    /// The provider cannot be used as configured (unknown name, bad options,
+    /// a page module missing).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// What a client reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// A new QR code to scan (repeated as the code rotates).
+    Qr { code: QrCode },
+    /// The phone scanned the code (or a stored login was accepted).
+    Authenticated,
+    /// The login was refused.
+    AuthFailure { reason: String },
+    /// The account is loaded: chats and messages can be read.
+    Ready { me: Option<Me> },
+    /// A message arrived after the client became ready.
+    Message { message: Message },
+    /// The client lost its connection or was logged out.
+    Disconnected { reason: String },
+}
+
+/// One running WhatsApp client.
+#[async_trait]
+pub trait WhatsAppClient: Send + Sync {
+    /// Every chat of the account, newest activity first.
+    async fn list_chats(&self) -> Result<Vec<Chat>, ClientError>;
+
+    /// The newest `limit` messages of `chat`, oldest first.
+    async fn fetch_messages(&self, chat: &Chat, limit: u32) -> Result<Vec<Message>, ClientError>;
+
+    /// Stops the client; with `logout` the stored login is dropped too, so
+    /// the next start asks for a QR code again.
+    async fn stop(&self, logout: bool);
+}
+
+/// Starts clients of one kind.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Name used in the create body's `provider` field.
+    fn name(&self) -> &'static str;
+
+    /// Checks the provider-specific options of a create body before the
+    /// session exists, so a bad option is a 400, not a failed session.
+    fn validate(&self, options: &serde_json::Value) -> Result<(), ClientError>;
+
+    /// Starts a client for `session`. Lifecycle events go to `events`.
+    /// `restored` is true when the host restarts a session it ran before,
+    /// so providers that keep a login (a browser profile) may reuse it.
+    async fn start(
+        &self,
+        session: &SessionId,
+        options: &serde_json::Value,
+        restored: bool,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> Result<Arc<dyn WhatsAppClient>, ClientError>;
+}
+
+/// The providers this host offers, by name.
+#[derive(Default)]
+pub struct Providers {
+    by_name: HashMap<&'static str, Arc<dyn Provider>>,
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_name.keys()).finish()
+    }
+}
+
+impl Providers {
+    pub fn with(mut self, p: Arc<dyn Provider>) -> Self {
+        self.by_name.insert(p.name(), p);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Provider>> {
+        self.by_name.get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v: Vec<_> = self.by_name.keys().copied().collect();
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,400 @@
+//! Pure types shared by every subsystem: no I/O, no async, no adapters.
+//!
+//! Wire names are camelCase because the frontends and the AI service read
+//! these documents as JSON; timestamps are milliseconds since the Unix epoch
+//! (UTC) everywhere, so no layer has to guess a unit.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, the one time unit of the project.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A validated session id.
+///
+/// Ids name browser profile folders and database keys, so validation is a
+/// security boundary: only `^[A-Za-z0-9_-]{1,64}$` gets through, which rules
+/// out path separators, `..`, whitespace and anything a shell or a file
+/// system would read specially.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+/// Why a session id was refused; the message is safe to show to a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSessionId {
+    #[error("session id must not be empty")]
+    Empty,
+    #[error("session id must be at most 64 characters, got {0}")]
+    TooLong(usize),
+    #[error("session id may only contain A-Z, a-z, 0-9, '_' and '-'")]
+    BadCharacter,
+}
+
+impl SessionId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidSessionId> {
+        if raw.is_empty() {
+            return Err(InvalidSessionId::Empty);
+        }
+        let len = raw.chars().count();
+        if len > Self::MAX_LEN {
+            return Err(InvalidSessionId::TooLong(len));
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(InvalidSessionId::BadCharacter);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        SessionId::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A chat as the provider reports it and as it is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chat {
+    pub id: String,
+    pub name: Option<String>,
+    pub is_group: bool,
+    pub unread_count: u32,
+    pub archived: bool,
+    pub pinned: bool,
+    /// Last activity in the chat, ms; chats are listed newest activity first.
+    pub last_message_at: Option<i64>,
+}
+
+/// A chat as read back from the store: the provider's fields plus what the
+/// sync recorded about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredChat {
+    pub session_id: String,
+    #[serde(flatten)]
+    pub chat: Chat,
+    /// When the chat's messages were last written by a sync, ms.
+    pub synced_at: Option<i64>,
+    /// Messages stored for this chat.
+    pub message_count: u64,
+}
+
+/// A WhatsApp message, normalised across providers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    /// Provider message id (`_serialized` in WhatsApp Web); unique per session.
+    pub id: String,
+    pub chat_id: String,
+    pub from: String,
+    pub to: String,
+    /// Sender inside a group; `None` in private chats.
+    pub author: Option<String>,
+    /// Text, or the caption of a media message.
+    pub body: Option<String>,
+    /// WhatsApp's message type (`chat`, `image`, `ptt`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Sent at, ms.
+    pub timestamp: i64,
+    pub from_me: bool,
+    pub has_media: bool,
+    /// Delivery state: -1 error, 0 pending, 1 server, 2 device, 3 read, 4 played.
+    pub ack: i32,
+    pub quoted_id: Option<String>,
+    /// Labels added by plugins (a fail-open plugin that was skipped adds
+    /// `plugin-skipped:<name>`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Free-form key/values added by plugins.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A message as stored: the message plus its session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredMessage {
+    pub session_id: String,
+    #[serde(flatten)]
+    pub message: Message,
+}
+
+/// The WhatsApp account a session is linked to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub id: String,
+    pub push_name: Option<String>,
+}
+
+/// A QR code waiting to be scanned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QrCode {
+    pub qr: String,
+    /// 1 for the first code of a login, +1 per rotation.
+    pub attempt: u32,
+    /// When the phone will no longer accept this code, ms.
+    pub expires_at: i64,
+}
+
+/// Where a sync run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncStatus {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// What started a sync run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncTrigger {
+    /// The session became ready.
+    Auto,
+    /// `POST .../sync-chats`.
+    Manual,
+}
+
+impl SyncTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncTrigger::Auto => "auto",
+            SyncTrigger::Manual => "manual",
+        }
+    }
+}
+
+/// A chat the sync could not finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatFailure {
+    pub chat_id: String,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+/// The persisted record of one sync (`sync_runs`). It doubles as the
+/// checkpoint: after a restart a `running` run resumes after
+/// `checkpoint` chats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRun {
+    pub sync_id: String,
+    pub session_id: String,
+    pub trigger: SyncTrigger,
+    pub limit_per_chat: u32,
+    /// Only these chats, when the manual sync named some.
+    pub chat_ids: Option<Vec<String>>,
+    pub status: SyncStatus,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub n_chats: u32,
+    pub current_chat: u32,
+    /// Chats fully written, in sync order; resume starts after them.
+    pub checkpoint: u32,
+    /// Id of the last fully written chat.
+    pub checkpoint_chat_id: Option<String>,
+    pub total_messages_synced: u64,
+    /// Next progress event number, so a resumed run continues the sequence.
+    pub next_seq: u64,
+    pub failed_chats: Vec<ChatFailure>,
+    pub skipped_chats: u32,
+    pub quarantined: u64,
+    pub reason: Option<String>,
+}
+
+/// The phase a `sync_chats` progress event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncPhase {
+    Start,
+    Chat,
+    Messages,
+    Done,
+}
+
+/// One `sync_chats` progress event (DESIGN §3/§4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncProgress {
+    pub session_id: String,
+    pub sync_id: String,
+    pub seq: u64,
+    pub n_chats: u32,
+    pub current_chat: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<String>,
+    /// Messages stored for `chat_id` by this event (0 on `chat` events).
+    pub messages_synced: u64,
+    pub total_messages_synced: u64,
+    pub phase: SyncPhase,
+    pub done: bool,
+}
+
+/// The last word of a sync for the frontend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncComplete {
+    pub session_id: String,
+    pub sync_id: String,
+    pub n_chats: u32,
+    pub total_messages_synced: u64,
+    pub duration_ms: u64,
+}
+
+/// A sync that ended without completing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncFailed {
+    pub session_id: String,
+    pub sync_id: String,
+    pub reason: String,
+    pub current_chat: u32,
+}
+
+/// A message a fail-closed plugin refused: kept aside, never stored raw in
+/// `messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantinedMessage {
+    pub session_id: String,
+    pub sync_id: Option<String>,
+    pub plugin: String,
+    pub reason: String,
+    pub quarantined_at: i64,
+    pub message: Message,
+}
+
+/// An event waiting in (or published from) the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxEvent {
+    /// Unique id; published as the AMQP `message_id` so consumers dedupe.
+    pub event_id: String,
+    /// NestJS pattern, e.g. `session_ready`.
+    pub pattern: String,
+    pub session_id: String,
+    /// The `data` of the envelope.
+    pub data: serde_json::Value,
+    pub created_at: i64,
+    pub published_at: Option<i64>,
+    pub attempts: u32,
+}
+
+impl OutboxEvent {
+    pub fn new(pattern: &str, session_id: &SessionId, data: serde_json::Value) -> Self {
+        Self {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            pattern: pattern.to_owned(),
+            session_id: session_id.to_string(),
+            data,
+            created_at: now_ms(),
+            published_at: None,
+            attempts: 0,
+        }
+    }
+
+    /// The body a NestJS `@EventPattern(pattern)` consumer reads.
+    pub fn envelope(&self) -> serde_json::Value {
+        serde_json::json!({ "pattern": self.pattern, "data": self.data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_a_security_boundary() {
+        assert!(SessionId::parse("abc_DEF-123").is_ok());
+        assert!(SessionId::parse(&"a".repeat(64)).is_ok());
+        assert_eq!(SessionId::parse(""), Err(InvalidSessionId::Empty));
+        assert_eq!(
+            SessionId::parse(&"a".repeat(65)),
+            Err(InvalidSessionId::TooLong(65))
+        );
+        for bad in ["../x", "a/b", "a b", "a.b", "é", "a\0", "..", "x\n"] {
+            assert_eq!(
+                SessionId::parse(bad),
+                Err(InvalidSessionId::BadCharacter),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn envelope_is_what_nestjs_reads() {
+        let sid = SessionId::parse("s1").unwrap();
+        let ev = OutboxEvent::new(
+            "session_ready",
+            &sid,
+            serde_json::json!({"sessionId": "s1"}),
+        );
+        assert_eq!(
+            ev.envelope(),
+            serde_json::json!({"pattern": "session_ready", "data": {"sessionId": "s1"}})
+        );
+    }
+
+    #[test]
+    fn progress_serializes_with_design_field_names() {
+        let p = SyncProgress {
+            session_id: "s".into(),
+            sync_id: "y".into(),
+            seq: 1,
+            n_chats: 3,
+            current_chat: 1,
+            chat_id: Some("A".into()),
+            messages_synced: 0,
+            total_messages_synced: 0,
+            phase: SyncPhase::Chat,
+            done: false,
+        };
+        let v = serde_json::to_value(&p).unwrap();
+        for k in [
+            "sessionId",
+            "syncId",
+            "seq",
+            "nChats",
+            "currentChat",
+            "chatId",
+            "messagesSynced",
+            "totalMessagesSynced",
+            "phase",
+            "done",
+        ] {
+            assert!(v.get(k).is_some(), "{k} missing in {v}");
+        }
+        assert_eq!(v["phase"], "chat");
+    }
+}

@@ -1,0 +1,27 @@
+//! # wasync
+//!
+//! Links WhatsApp accounts through WhatsApp Web, syncs every chat and its
+//! recent messages into a store as soon as a session is ready, streams live
+//! progress to frontends over WebSocket, hands `session_ready` to an AI
+//! service through RabbitMQ, and runs sandboxed WebAssembly plugins on every
+//! message and chat along the way.
+//!
+//! # Layout
+//!
+//! - [`domain`]: pure types (sessions ids, chats, messages, sync runs, events).
+//! - [`storage`]: the `Store` port; `embedded` (redb) and `mongo` adapters.
+//! - [`events`]: the `EventBus` port, the outbox relay; `local` and `amqp` adapters.
+//! - [`browser`]: the `WhatsAppClient` port; `simulator` and `webdriver` adapters.
+//! - [`plugins`]: the plugin-chain port the sync runs messages and chats through.
+//! - [`sync`]: the sync engine, a plain function of the ports above.
+//! - [`session`]: one actor per session, its lifecycle state machine, the registry.
+//! - [`hub`]: fan-out of session events to clients, with bounded coalescing queues.
+//! - [`gateway`]: the HTTP server: REST routes, `/ws`, auth, problem+json errors.
+//! - [`config`]: configuration from the environment and an optional TOML file.
+//! - [`app`]: the composition root: reads the config, picks adapters, runs it all.
+
+pub mod browser;
+pub mod domain;
+pub mod events;
+pub mod plugins;
+pub mod storage;

@@ -1,0 +1,456 @@
+//! The storage contract: behaviour every [`Store`] adapter must show.
+//!
+//! Each check uses its own random session ids, so the suite can run against
+//! a shared server (and in parallel with itself). Adapters call
+//! [`run_all`] from their tests; a failing check panics with the adapter's
+//! name and what differed.
+
+use super::{ChatCommit, SessionRecord, Store};
+use crate::domain::{
+    Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, SyncRun, SyncStatus, SyncTrigger,
+    now_ms,
+};
+
+fn sid(tag: &str) -> SessionId {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    SessionId::parse(&format!("c-{tag}-{}", &suffix[..12])).unwrap()
+}
+
+fn chat(id: &str, last: Option<i64>) -> Chat {
+    Chat {
+        id: id.into(),
+        name: Some(format!("Chat {id}")),
+        is_group: id.ends_with("@g.us"),
+        unread_count: 1,
+        archived: false,
+        pinned: false,
+        last_message_at: last,
+    }
+}
+
+fn msg(chat: &str, n: i64) -> Message {
+    Message {
+        id: format!("{chat}-m{n}"),
+        chat_id: chat.into(),
+        from: chat.into(),
+        to: "me@c.us".into(),
+        author: None,
+        body: Some(format!("hello {n}")),
+        kind: "chat".into(),
+        timestamp: 1_700_000_000_000 + n * 1000,
+        from_me: n % 2 == 0,
+        has_media: false,
+        ack: 1,
+        quoted_id: None,
+        tags: vec![],
+        attributes: Default::default(),
+    }
+}
+
+fn run_for(s: &SessionId) -> SyncRun {
+    SyncRun {
+        sync_id: uuid::Uuid::now_v7().to_string(),
+        session_id: s.to_string(),
+        trigger: SyncTrigger::Auto,
+        limit_per_chat: 100,
+        chat_ids: None,
+        status: SyncStatus::Running,
+        started_at: now_ms(),
+        finished_at: None,
+        n_chats: 0,
+        current_chat: 0,
+        checkpoint: 0,
+        checkpoint_chat_id: None,
+        total_messages_synced: 0,
+        next_seq: 0,
+        failed_chats: vec![],
+        skipped_chats: 0,
+        quarantined: 0,
+        reason: None,
+    }
+}
+
+/// Runs every check.
+pub async fn run_all(store: &dyn Store) {
+    sessions_round_trip(store).await;
+    chats_upsert_and_page(store).await;
+    messages_are_idempotent_and_paged(store).await;
+    sync_runs_and_checkpoints(store).await;
+    outbox_lifecycle(store).await;
+    quarantine_and_purge(store).await;
+}
+
+pub async fn sessions_round_trip(store: &dyn Store) {
+    let s = sid("sess");
+    assert!(store.get_session(&s).await.unwrap().is_none());
+    let mut rec = SessionRecord {
+        session_id: s.to_string(),
+        status: "starting".into(),
+        provider: "simulator".into(),
+        options: serde_json::json!({"limitPerChat": 5}),
+        created_at: now_ms(),
+        updated_at: now_ms(),
+        me: None,
+        last_sync: None,
+        active: true,
+    };
+    store.put_session(&rec).await.unwrap();
+    rec.status = "ready".into();
+    store.put_session(&rec).await.unwrap();
+    assert_eq!(store.get_session(&s).await.unwrap(), Some(rec.clone()));
+    assert!(
+        store
+            .list_sessions()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r == &rec),
+        "{}: list_sessions misses a stored session",
+        store.kind()
+    );
+    store.delete_session(&s, false).await.unwrap();
+    assert!(store.get_session(&s).await.unwrap().is_none());
+}
+
+pub async fn chats_upsert_and_page(store: &dyn Store) {
+    let s = sid("chats");
+    let chats = vec![
+        chat("a@c.us", Some(3_000)),
+        chat("b@g.us", Some(5_000)),
+        chat("c@c.us", None),
+        chat("d@c.us", Some(4_000)),
+        chat("e@c.us", Some(5_000)),
+    ];
+    store.upsert_chats(&s, &chats).await.unwrap();
+    // Upserting again must not duplicate.
+    store.upsert_chats(&s, &chats).await.unwrap();
+
+    let page = store.list_chats(&s, 100, None).await.unwrap();
+    let ids: Vec<_> = page.chats.iter().map(|c| c.chat.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["b@g.us", "e@c.us", "d@c.us", "a@c.us", "c@c.us"],
+        "{}: chats must be newest activity first, ties by id, no activity last",
+        store.kind()
+    );
+    assert!(page.next_cursor.is_none());
+
+    // Paging walks the same order without gaps or repeats.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let p = store.list_chats(&s, 2, cursor.as_deref()).await.unwrap();
+        seen.extend(p.chats.iter().map(|c| c.chat.id.clone()));
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "{}: paging", store.kind());
+
+    // Activity moves a chat to the front; counters survive an upsert.
+    let run = run_for(&s);
+    store
+        .commit_chats(
+            &s,
+            &[ChatCommit {
+                chat_id: "c@c.us".into(),
+                messages: vec![msg("c@c.us", 1)],
+                quarantined: vec![],
+                synced_at: 42,
+            }],
+            &run,
+        )
+        .await
+        .unwrap();
+    store
+        .upsert_chats(&s, &[chat("c@c.us", Some(9_000))])
+        .await
+        .unwrap();
+    let page = store.list_chats(&s, 1, None).await.unwrap();
+    assert_eq!(page.chats[0].chat.id, "c@c.us");
+    assert_eq!(page.chats[0].message_count, 1);
+    assert_eq!(page.chats[0].synced_at, Some(42));
+    let all = store.list_chats(&s, 100, None).await.unwrap();
+    assert_eq!(all.chats.len(), 5, "{}: re-upsert duplicated", store.kind());
+    assert_eq!(
+        store
+            .get_chat(&s, "c@c.us")
+            .await
+            .unwrap()
+            .unwrap()
+            .chat
+            .last_message_at,
+        Some(9_000)
+    );
+    assert!(store.get_chat(&s, "zz").await.unwrap().is_none());
+}
+
+pub async fn messages_are_idempotent_and_paged(store: &dyn Store) {
+    let s = sid("msgs");
+    store
+        .upsert_chats(&s, &[chat("a@c.us", Some(1)), chat("b@c.us", Some(2))])
+        .await
+        .unwrap();
+    let a: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
+    let b: Vec<Message> = (0..7).map(|n| msg("b@c.us", n)).collect();
+    let run = run_for(&s);
+    let commits = [
+        ChatCommit {
+            chat_id: "a@c.us".into(),
+            messages: a.clone(),
+            quarantined: vec![],
+            synced_at: 1,
+        },
+        ChatCommit {
+            chat_id: "b@c.us".into(),
+            messages: b.clone(),
+            quarantined: vec![],
+            synced_at: 1,
+        },
+    ];
+    let stats = store.commit_chats(&s, &commits, &run).await.unwrap();
+    assert_eq!(stats[0].inserted, 50);
+    assert_eq!(stats[1].inserted, 7);
+
+    // The same write again changes nothing and duplicates nothing.
+    let stats = store.commit_chats(&s, &commits, &run).await.unwrap();
+    assert_eq!(stats[0].inserted, 0, "{}: re-sync inserted", store.kind());
+    assert_eq!(stats[0].unchanged + stats[0].updated, 50);
+    assert_eq!(store.count_messages(&s, Some("a@c.us")).await.unwrap(), 50);
+    assert_eq!(store.count_messages(&s, None).await.unwrap(), 57);
+    assert_eq!(
+        store
+            .get_chat(&s, "a@c.us")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        50,
+        "{}: messageCount must count stored messages once",
+        store.kind()
+    );
+
+    // A changed field (ack) is an update, not an insert.
+    let mut changed = a[10].clone();
+    changed.ack = 3;
+    let st = store.put_messages(&s, &[changed.clone()]).await.unwrap();
+    assert_eq!((st.inserted, st.updated), (0, 1));
+    assert_eq!(store.count_messages(&s, Some("a@c.us")).await.unwrap(), 50);
+
+    // A live message adds to the count.
+    let st = store.put_messages(&s, &[msg("a@c.us", 99)]).await.unwrap();
+    assert_eq!(st.inserted, 1);
+    assert_eq!(
+        store
+            .get_chat(&s, "a@c.us")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        51
+    );
+
+    // Newest first, paged with `before`.
+    let page = store.list_messages(&s, "a@c.us", 20, None).await.unwrap();
+    assert_eq!(page.len(), 20);
+    assert_eq!(page[0].message.id, "a@c.us-m99");
+    assert_eq!(page[1].message.id, "a@c.us-m49");
+    assert!(
+        page.windows(2)
+            .all(|w| w[0].message.timestamp > w[1].message.timestamp)
+    );
+    let older = store
+        .list_messages(&s, "a@c.us", 100, Some(page[19].message.timestamp))
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 31);
+    assert_eq!(older[0].message.id, "a@c.us-m30");
+    let updated = store
+        .list_messages(&s, "a@c.us", 100, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.message.id == changed.id)
+        .unwrap();
+    assert_eq!(updated.message.ack, 3);
+    assert_eq!(updated.session_id, s.as_str());
+    assert!(
+        store
+            .list_messages(&s, "nope", 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn sync_runs_and_checkpoints(store: &dyn Store) {
+    let s = sid("runs");
+    assert!(store.latest_sync_run(&s).await.unwrap().is_none());
+    let mut first = run_for(&s);
+    first.started_at = 1_000;
+    store.put_sync_run(&first).await.unwrap();
+    let mut second = run_for(&s);
+    second.started_at = 2_000;
+    second.n_chats = 3;
+    store.put_sync_run(&second).await.unwrap();
+    assert_eq!(
+        store.latest_sync_run(&s).await.unwrap().unwrap().sync_id,
+        second.sync_id
+    );
+
+    // The checkpoint moves with the data, in one step.
+    store
+        .upsert_chats(&s, &[chat("a@c.us", Some(1))])
+        .await
+        .unwrap();
+    second.checkpoint = 1;
+    second.checkpoint_chat_id = Some("a@c.us".into());
+    second.total_messages_synced = 2;
+    store
+        .commit_chats(
+            &s,
+            &[ChatCommit {
+                chat_id: "a@c.us".into(),
+                messages: vec![msg("a@c.us", 1), msg("a@c.us", 2)],
+                quarantined: vec![],
+                synced_at: 5,
+            }],
+            &second,
+        )
+        .await
+        .unwrap();
+    let got = store.get_sync_run(&second.sync_id).await.unwrap().unwrap();
+    assert_eq!(got.checkpoint, 1);
+    assert_eq!(got.checkpoint_chat_id.as_deref(), Some("a@c.us"));
+
+    second.status = SyncStatus::Completed;
+    second.finished_at = Some(3_000);
+    let ev = OutboxEvent::new(
+        "session_ready",
+        &s,
+        serde_json::json!({"chats": ["a@c.us"]}),
+    );
+    store.finish_sync(&second, Some(&ev)).await.unwrap();
+    let got = store.get_sync_run(&second.sync_id).await.unwrap().unwrap();
+    assert_eq!(got.status, SyncStatus::Completed);
+    let events = store.session_events(&s).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_id, ev.event_id);
+    assert!(store.get_sync_run("missing").await.unwrap().is_none());
+}
+
+pub async fn outbox_lifecycle(store: &dyn Store) {
+    let s = sid("outbox");
+    let e1 = OutboxEvent::new("session_ready", &s, serde_json::json!({"n": 1}));
+    let e2 = OutboxEvent::new("session_ready", &s, serde_json::json!({"n": 2}));
+    store.enqueue_event(&e1).await.unwrap();
+    store.enqueue_event(&e2).await.unwrap();
+    let pending: Vec<_> = store
+        .pending_events(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.session_id == s.as_str())
+        .collect();
+    assert_eq!(
+        pending.iter().map(|e| &e.event_id).collect::<Vec<_>>(),
+        [&e1.event_id, &e2.event_id],
+        "{}: pending events oldest first",
+        store.kind()
+    );
+    store
+        .record_attempt(std::slice::from_ref(&e1.event_id))
+        .await
+        .unwrap();
+    store
+        .mark_published(std::slice::from_ref(&e1.event_id), 77)
+        .await
+        .unwrap();
+    let pending: Vec<_> = store
+        .pending_events(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.session_id == s.as_str())
+        .collect();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].event_id, e2.event_id);
+    let all = store.session_events(&s).await.unwrap();
+    let first = all.iter().find(|e| e.event_id == e1.event_id).unwrap();
+    assert_eq!(first.published_at, Some(77));
+    assert_eq!(first.attempts, 2);
+    store
+        .mark_published(std::slice::from_ref(&e2.event_id), 78)
+        .await
+        .unwrap();
+}
+
+pub async fn quarantine_and_purge(store: &dyn Store) {
+    let s = sid("purge");
+    store
+        .upsert_chats(&s, &[chat("a@c.us", Some(1))])
+        .await
+        .unwrap();
+    let mut run = run_for(&s);
+    run.started_at = 10;
+    store
+        .commit_chats(
+            &s,
+            &[ChatCommit {
+                chat_id: "a@c.us".into(),
+                messages: vec![msg("a@c.us", 1)],
+                quarantined: vec![QuarantinedMessage {
+                    session_id: s.to_string(),
+                    sync_id: Some(run.sync_id.clone()),
+                    plugin: "redact".into(),
+                    reason: "trap".into(),
+                    quarantined_at: 1,
+                    message: msg("a@c.us", 2),
+                }],
+                synced_at: 1,
+            }],
+            &run,
+        )
+        .await
+        .unwrap();
+    let q = store.list_quarantine(&s).await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].message.id, "a@c.us-m2");
+    assert_eq!(store.count_messages(&s, None).await.unwrap(), 1);
+
+    // A neighbour whose id shares the prefix must survive the purge.
+    let neighbour = SessionId::parse(&format!("{s}x")).unwrap();
+    store
+        .upsert_chats(&neighbour, &[chat("a@c.us", Some(1))])
+        .await
+        .unwrap();
+
+    store.delete_session(&s, false).await.unwrap();
+    assert_eq!(
+        store.count_messages(&s, None).await.unwrap(),
+        1,
+        "stop keeps data"
+    );
+    store.delete_session(&s, true).await.unwrap();
+    assert_eq!(store.count_messages(&s, None).await.unwrap(), 0);
+    assert!(
+        store
+            .list_chats(&s, 10, None)
+            .await
+            .unwrap()
+            .chats
+            .is_empty()
+    );
+    assert!(store.list_quarantine(&s).await.unwrap().is_empty());
+    assert!(store.latest_sync_run(&s).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .list_chats(&neighbour, 10, None)
+            .await
+            .unwrap()
+            .chats
+            .len(),
+        1
+    );
+}

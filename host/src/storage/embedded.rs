@@ -1,0 +1,814 @@
+//! Embedded adapter: every collection in one redb file, so `cargo run`
+//! needs no server.
+//!
+//! redb is a copy-on-write B-tree with ACID transactions; a committed write
+//! transaction is fsync'd before `commit` returns, which is the durability
+//! the storage port promises. All redb calls are blocking, so each store
+//! method runs on tokio's blocking pool. Documents are JSON bytes (the same
+//! camelCase shape as the API), and secondary orderings are extra tables
+//! whose keys sort the way the reads need them.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    ChatCommit, ChatPage, SessionRecord, Store, StoreError, StoreResult, WriteStats,
+    decode_chat_cursor, encode_chat_cursor,
+};
+use crate::domain::{
+    Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
+};
+
+/// `sessionId` → session record.
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// `(sessionId, chatId)` → stored chat.
+const CHATS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("chats");
+/// `(sessionId, desc(lastMessageAt), chatId)`: chats newest activity first.
+const CHATS_BY_ACTIVITY: TableDefinition<(&str, u64, &str), ()> =
+    TableDefinition::new("chats_by_activity");
+/// `(sessionId, messageId)` → message.
+const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
+/// `(sessionId, chatId, desc(timestamp), messageId)`: a chat's messages
+/// newest first.
+const MESSAGES_BY_CHAT: TableDefinition<(&str, &str, u64, &str), ()> =
+    TableDefinition::new("messages_by_chat");
+/// `syncId` → run.
+const SYNC_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_runs");
+/// `(sessionId, startedAt, syncId)`: a session's runs, oldest first.
+const RUNS_BY_SESSION: TableDefinition<(&str, u64, &str), ()> =
+    TableDefinition::new("sync_runs_by_session");
+/// `eventId` → event. Event ids are UUIDv7, so they sort by creation.
+const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// `eventId` of every unpublished event.
+const OUTBOX_PENDING: TableDefinition<&str, ()> = TableDefinition::new("outbox_pending");
+/// `(sessionId, messageId)` → quarantined message.
+const QUARANTINE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("quarantine");
+
+/// Maps an `i64` onto a `u64` that sorts the same way.
+fn ordered(t: i64) -> u64 {
+    (t as u64) ^ (1 << 63)
+}
+
+/// Sort key that puts newer first; `None` (no activity) sorts last.
+fn desc(t: Option<i64>) -> u64 {
+    match t {
+        Some(t) => !ordered(t),
+        None => u64::MAX,
+    }
+}
+
+trait DbResult<T> {
+    fn db(self) -> StoreResult<T>;
+}
+
+impl<T, E: Into<redb::Error>> DbResult<T> for Result<T, E> {
+    fn db(self) -> StoreResult<T> {
+        self.map_err(|e| {
+            let e: redb::Error = e.into();
+            match e {
+                redb::Error::Corrupted(m) => StoreError::Corrupt(m),
+                redb::Error::Io(io) => StoreError::Unavailable(io.to_string()),
+                other => StoreError::Backend(other.to_string()),
+            }
+        })
+    }
+}
+
+fn enc<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Backend(format!("encode: {e}")))
+}
+
+fn dec<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("decode: {e}")))
+}
+
+/// The embedded store.
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file and its tables.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                "{} is already open by another wasync process",
+                path.display()
+            )),
+            other => StoreError::Unavailable(format!("cannot open {}: {other}", path.display())),
+        })?;
+        let txn = db.begin_write().db()?;
+        {
+            txn.open_table(SESSIONS).db()?;
+            txn.open_table(CHATS).db()?;
+            txn.open_table(CHATS_BY_ACTIVITY).db()?;
+            txn.open_table(MESSAGES).db()?;
+            txn.open_table(MESSAGES_BY_CHAT).db()?;
+            txn.open_table(SYNC_RUNS).db()?;
+            txn.open_table(RUNS_BY_SESSION).db()?;
+            txn.open_table(OUTBOX).db()?;
+            txn.open_table(OUTBOX_PENDING).db()?;
+            txn.open_table(QUARANTINE).db()?;
+        }
+        txn.commit().db()?;
+        Ok(Self {
+            db: Arc::new(db),
+            path: path.to_owned(),
+        })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> StoreResult<T> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+/// Writes `messages` of one session inside an open transaction; returns
+/// what changed. Unchanged messages cost one read and no write.
+fn write_messages(
+    txn: &redb::WriteTransaction,
+    sid: &str,
+    messages: &[Message],
+) -> StoreResult<(WriteStats, Vec<(String, u64)>)> {
+    let mut stats = WriteStats::default();
+    // Inserted messages per chat, to keep `messageCount` exact.
+    let mut inserted_per_chat: Vec<(String, u64)> = Vec::new();
+    let mut table = txn.open_table(MESSAGES).db()?;
+    let mut by_chat = txn.open_table(MESSAGES_BY_CHAT).db()?;
+    for m in messages {
+        let bytes = enc(m)?;
+        let old = table
+            .get((sid, m.id.as_str()))
+            .db()?
+            .map(|g| g.value().to_vec());
+        match old {
+            Some(old) if old == bytes => stats.unchanged += 1,
+            Some(old) => {
+                let old: Message = dec(&old)?;
+                by_chat
+                    .remove((
+                        sid,
+                        old.chat_id.as_str(),
+                        desc(Some(old.timestamp)),
+                        old.id.as_str(),
+                    ))
+                    .db()?;
+                by_chat
+                    .insert(
+                        (
+                            sid,
+                            m.chat_id.as_str(),
+                            desc(Some(m.timestamp)),
+                            m.id.as_str(),
+                        ),
+                        (),
+                    )
+                    .db()?;
+                table.insert((sid, m.id.as_str()), bytes.as_slice()).db()?;
+                stats.updated += 1;
+            }
+            None => {
+                by_chat
+                    .insert(
+                        (
+                            sid,
+                            m.chat_id.as_str(),
+                            desc(Some(m.timestamp)),
+                            m.id.as_str(),
+                        ),
+                        (),
+                    )
+                    .db()?;
+                table.insert((sid, m.id.as_str()), bytes.as_slice()).db()?;
+                stats.inserted += 1;
+                match inserted_per_chat.last_mut() {
+                    Some((c, n)) if *c == m.chat_id => *n += 1,
+                    _ => inserted_per_chat.push((m.chat_id.clone(), 1)),
+                }
+            }
+        }
+    }
+    Ok((stats, inserted_per_chat))
+}
+
+/// Adds `inserted` to a chat's `messageCount` (and sets `syncedAt`), if the
+/// chat is known.
+fn bump_chat(
+    txn: &redb::WriteTransaction,
+    sid: &str,
+    chat_id: &str,
+    inserted: u64,
+    synced_at: Option<i64>,
+) -> StoreResult<()> {
+    let mut chats = txn.open_table(CHATS).db()?;
+    let old = chats.get((sid, chat_id)).db()?.map(|g| g.value().to_vec());
+    if let Some(old) = old {
+        let mut chat: StoredChat = dec(&old)?;
+        chat.message_count += inserted;
+        if synced_at.is_some() {
+            chat.synced_at = synced_at;
+        }
+        chats.insert((sid, chat_id), enc(&chat)?.as_slice()).db()?;
+    }
+    Ok(())
+}
+
+fn put_run(txn: &redb::WriteTransaction, run: &SyncRun) -> StoreResult<()> {
+    let mut runs = txn.open_table(SYNC_RUNS).db()?;
+    runs.insert(run.sync_id.as_str(), enc(run)?.as_slice())
+        .db()?;
+    let mut by_session = txn.open_table(RUNS_BY_SESSION).db()?;
+    by_session
+        .insert(
+            (
+                run.session_id.as_str(),
+                ordered(run.started_at),
+                run.sync_id.as_str(),
+            ),
+            (),
+        )
+        .db()?;
+    Ok(())
+}
+
+fn put_event(txn: &redb::WriteTransaction, ev: &OutboxEvent) -> StoreResult<()> {
+    let mut outbox = txn.open_table(OUTBOX).db()?;
+    outbox
+        .insert(ev.event_id.as_str(), enc(ev)?.as_slice())
+        .db()?;
+    if ev.published_at.is_none() {
+        let mut pending = txn.open_table(OUTBOX_PENDING).db()?;
+        pending.insert(ev.event_id.as_str(), ()).db()?;
+    }
+    Ok(())
+}
+
+/// Removes every key of `table` whose first element is `sid`.
+macro_rules! purge_prefix {
+    ($txn:expr, $table:expr, $sid:expr, $lo:expr) => {{
+        let mut t = $txn.open_table($table).db()?;
+        let sid: &str = $sid;
+        t.retain_in($lo.., |k, _| k.0 != sid).db()?;
+    }};
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.blocking(|db| {
+            db.begin_read().db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_session(&self, rec: &SessionRecord) -> StoreResult<()> {
+        let rec = rec.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            txn.open_table(SESSIONS)
+                .db()?
+                .insert(rec.session_id.as_str(), enc(&rec)?.as_slice())
+                .db()?;
+            txn.commit().db()
+        })
+        .await
+    }
+
+    async fn get_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+        let id = id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().db()?;
+            let t = txn.open_table(SESSIONS).db()?;
+            t.get(id.as_str()).db()?.map(|g| dec(g.value())).transpose()
+        })
+        .await
+    }
+
+    async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().db()?;
+            let t = txn.open_table(SESSIONS).db()?;
+            let mut out = Vec::new();
+            for row in t.iter().db()? {
+                let (_, v) = row.db()?;
+                out.push(dec(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id: &SessionId, purge: bool) -> StoreResult<()> {
+        let sid = id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            txn.open_table(SESSIONS).db()?.remove(sid.as_str()).db()?;
+            if purge {
+                let s = sid.as_str();
+                purge_prefix!(txn, CHATS, s, (s, ""));
+                purge_prefix!(txn, CHATS_BY_ACTIVITY, s, (s, 0u64, ""));
+                purge_prefix!(txn, MESSAGES, s, (s, ""));
+                purge_prefix!(txn, MESSAGES_BY_CHAT, s, (s, "", 0u64, ""));
+                purge_prefix!(txn, QUARANTINE, s, (s, ""));
+                let mut ids = Vec::new();
+                {
+                    let by_session = txn.open_table(RUNS_BY_SESSION).db()?;
+                    for row in by_session.range((s, 0u64, "")..).db()? {
+                        let (k, _) = row.db()?;
+                        let (ks, _, sync_id) = k.value();
+                        if ks != s {
+                            break;
+                        }
+                        ids.push(sync_id.to_owned());
+                    }
+                }
+                purge_prefix!(txn, RUNS_BY_SESSION, s, (s, 0u64, ""));
+                let mut runs = txn.open_table(SYNC_RUNS).db()?;
+                for id in &ids {
+                    runs.remove(id.as_str()).db()?;
+                }
+            }
+            txn.commit().db()
+        })
+        .await
+    }
+
+    async fn upsert_chats(&self, id: &SessionId, chats: &[Chat]) -> StoreResult<()> {
+        let sid = id.to_string();
+        let chats = chats.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            {
+                let mut table = txn.open_table(CHATS).db()?;
+                let mut activity = txn.open_table(CHATS_BY_ACTIVITY).db()?;
+                for chat in chats {
+                    let old: Option<StoredChat> = table
+                        .get((sid.as_str(), chat.id.as_str()))
+                        .db()?
+                        .map(|g| dec(g.value()))
+                        .transpose()?;
+                    let (synced_at, message_count) = match &old {
+                        Some(o) => {
+                            activity
+                                .remove((
+                                    sid.as_str(),
+                                    desc(o.chat.last_message_at),
+                                    o.chat.id.as_str(),
+                                ))
+                                .db()?;
+                            (o.synced_at, o.message_count)
+                        }
+                        None => (None, 0),
+                    };
+                    activity
+                        .insert(
+                            (sid.as_str(), desc(chat.last_message_at), chat.id.as_str()),
+                            (),
+                        )
+                        .db()?;
+                    let stored = StoredChat {
+                        session_id: sid.clone(),
+                        chat,
+                        synced_at,
+                        message_count,
+                    };
+                    table
+                        .insert(
+                            (sid.as_str(), stored.chat.id.as_str()),
+                            enc(&stored)?.as_slice(),
+                        )
+                        .db()?;
+                }
+            }
+            txn.commit().db()
+        })
+        .await
+    }
+
+    async fn commit_chats(
+        &self,
+        id: &SessionId,
+        chats: &[ChatCommit],
+        run: &SyncRun,
+    ) -> StoreResult<Vec<WriteStats>> {
+        let sid = id.to_string();
+        let chats = chats.to_vec();
+        let run = run.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            let mut all = Vec::with_capacity(chats.len());
+            for c in &chats {
+                let (stats, _) = write_messages(&txn, &sid, &c.messages)?;
+                bump_chat(&txn, &sid, &c.chat_id, stats.inserted, Some(c.synced_at))?;
+                if !c.quarantined.is_empty() {
+                    let mut q = txn.open_table(QUARANTINE).db()?;
+                    for item in &c.quarantined {
+                        q.insert(
+                            (sid.as_str(), item.message.id.as_str()),
+                            enc(item)?.as_slice(),
+                        )
+                        .db()?;
+                    }
+                }
+                all.push(stats);
+            }
+            put_run(&txn, &run)?;
+            txn.commit().db()?;
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn put_messages(&self, id: &SessionId, messages: &[Message]) -> StoreResult<WriteStats> {
+        let sid = id.to_string();
+        let messages = messages.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            let (stats, per_chat) = write_messages(&txn, &sid, &messages)?;
+            for (chat_id, n) in per_chat {
+                bump_chat(&txn, &sid, &chat_id, n, None)?;
+            }
+            txn.commit().db()?;
+            Ok(stats)
+        })
+        .await
+    }
+
+    async fn list_chats(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<ChatPage> {
+        let sid = id.to_string();
+        let after = cursor.and_then(decode_chat_cursor);
+        self.blocking(move |db| {
+            let txn = db.begin_read().db()?;
+            let activity = txn.open_table(CHATS_BY_ACTIVITY).db()?;
+            let chats = txn.open_table(CHATS).db()?;
+            let s = sid.as_str();
+            let start = match &after {
+                Some((t, chat_id)) => Bound::Excluded((s, desc(*t), chat_id.as_str())),
+                None => Bound::Included((s, 0u64, "")),
+            };
+            let mut out = Vec::new();
+            let mut more = false;
+            for row in activity
+                .range::<(&str, u64, &str)>((start, Bound::Unbounded))
+                .db()?
+            {
+                let (k, _) = row.db()?;
+                let (ks, _, chat_id) = k.value();
+                if ks != s {
+                    break;
+                }
+                if out.len() as u32 == limit {
+                    more = true;
+                    break;
+                }
+                if let Some(g) = chats.get((s, chat_id)).db()? {
+                    out.push(dec::<StoredChat>(g.value())?);
+                }
+            }
+            let next_cursor = if more {
+                out.last()
+                    .map(|c| encode_chat_cursor(c.chat.last_message_at, &c.chat.id))
+            } else {
+                None
+            };
+            Ok(ChatPage {
+                chats: out,
+                next_cursor,
+            })
+        })
+        .await
+    }
+
+    async fn get_chat(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<StoredChat>> {
+        let sid = id.to_string();
+        let chat_id = chat_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().db()?;
+            let t = txn.open_table(CHATS).db()?;
+            t.get((sid.as_str(), chat_id.as_str()))
+                .db()?
+                .map(|g| dec(g.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_messages(
+        &self,
+        id: &SessionId,
+        chat_id: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let sid = id.to_string();
+        let chat_id = chat_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().db()?;
+            let by_chat = txn.open_table(MESSAGES_BY_CHAT).db()?;
+            let table = txn.open_table(MESSAGES).db()?;
+            let (s, c) = (sid.as_str(), chat_id.as_str());
+            // Newer sorts first; messages strictly older than `before` start
+            // right after `desc(before)`.
+            let from = match before {
+                Some(b) => desc(Some(b)).saturating_add(1),
+                None => 0,
+            };
+            let mut out = Vec::new();
+            for row in by_chat.range((s, c, from, "")..).db()? {
+                if out.len() as u32 >= limit {
+                    break;
+                }
+                let (k, _) = row.db()?;
+                let (ks, kc, _, mid) = k.value();
+                if ks != s || kc != c {
+                    break;
+                }
+                if let Some(g) = table.get((s, mid)).db()? {
+                    out.push(StoredMessage {
+                        session_id: sid.clone(),
+                        message: dec(g.value())?,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64> {
+        let sid = id.to_string();
+        let chat_id = chat_id.map(str::to_owned);
+        self.blocking(move |db| {
+            let txn = db.begin_read().db()?;
+            let s = sid.as_str();
+            let mut n = 0u64;
+            match chat_id {
+                Some(c) => {
+                    let t = txn.open_table(MESSAGES_BY_CHAT).db()?;
+                    for row in t.range((s, c.as_str(), 0u64, "")..).db()? {
+                        let (k, _) = row.db()?;
+                        let (ks, kc, _, _) = k.value();
+                        if ks != s || kc != c {
+                            break;
+                        }
+                        n += 1;
+                    }
+                }
+                None => {
+                    let t = txn.open_table(MESSAGES).db()?;
+                    for row in t.range((s, "")..).db()? {
+                        let (k, _) = row.db()?;
+                        if k.value().0 != s {
+                            break;
+                        }
+                        n += 1;
+                    }
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {
+        let run = run.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            put_run(&txn, &run)?;
+            txn.commit().db()
+        })
+        .await
+    }
+
+    async fn get_sync_run(&self, sync_id: &str) -> StoreResult<Option<SyncRun>> {
+        let sync_id = sync_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().db()?;
+            let t = txn.open_table(SYNC_RUNS).db()?;
+            t.get(sync_id.as_str())
+                .db()?
+                .map(|g| dec(g.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn latest_sync_run(&self, id: &SessionId) -> StoreResult<Option<SyncRun>> {
+        let sid = id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().db()?;
+            let by_session = txn.open_table(RUNS_BY_SESSION).db()?;
+            let runs = txn.open_table(SYNC_RUNS).db()?;
+            let s = sid.as_str();
+            let mut last: Option<String> = None;
+            for row in by_session.range((s, 0u64, "")..).db()? {
+                let (k, _) = row.db()?;
+                let (ks, _, sync_id) = k.value();
+                if ks != s {
+                    break;
+                }
+                last = Some(sync_id.to_owned());
+            }
+            match last {
+                Some(id) => runs
+                    .get(id.as_str())
+                    .db()?
+                    .map(|g| dec(g.value()))
+                    .transpose(),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn finish_sync(&self, run: &SyncRun, event: Option<&OutboxEvent>) -> StoreResult<()> {
+        let run = run.clone();
+        let event = event.cloned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            put_run(&txn, &run)?;
+            if let Some(ev) = &event {
+                put_event(&txn, ev)?;
+            }
+            txn.commit().db()
+        })
+        .await
+    }
+
+    async fn enqueue_event(&self, event: &OutboxEvent) -> StoreResult<()> {
+        let event = event.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            put_event(&txn, &event)?;
+            txn.commit().db()
+        })
+        .await
+    }
+
+    async fn pending_events(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().db()?;
+            let pending = txn.open_table(OUTBOX_PENDING).db()?;
+            let outbox = txn.open_table(OUTBOX).db()?;
+            let mut out = Vec::new();
+            for row in pending.iter().db()? {
+                if out.len() as u32 >= limit {
+                    break;
+                }
+                let (k, _) = row.db()?;
+                if let Some(g) = outbox.get(k.value()).db()? {
+                    out.push(dec(g.value())?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn mark_published(&self, event_ids: &[String], at: i64) -> StoreResult<()> {
+        let ids = event_ids.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            {
+                let mut outbox = txn.open_table(OUTBOX).db()?;
+                let mut pending = txn.open_table(OUTBOX_PENDING).db()?;
+                for id in &ids {
+                    let old = outbox.get(id.as_str()).db()?.map(|g| g.value().to_vec());
+                    if let Some(old) = old {
+                        let mut ev: OutboxEvent = dec(&old)?;
+                        ev.published_at = Some(at);
+                        ev.attempts += 1;
+                        outbox.insert(id.as_str(), enc(&ev)?.as_slice()).db()?;
+                    }
+                    pending.remove(id.as_str()).db()?;
+                }
+            }
+            txn.commit().db()
+        })
+        .await
+    }
+
+    async fn record_attempt(&self, event_ids: &[String]) -> StoreResult<()> {
+        let ids = event_ids.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            {
+                let mut outbox = txn.open_table(OUTBOX).db()?;
+                for id in &ids {
+                    let old = outbox.get(id.as_str()).db()?.map(|g| g.value().to_vec());
+                    if let Some(old) = old {
+                        let mut ev: OutboxEvent = dec(&old)?;
+                        ev.attempts += 1;
+                        outbox.insert(id.as_str(), enc(&ev)?.as_slice()).db()?;
+                    }
+                }
+            }
+            txn.commit().db()
+        })
+        .await
+    }
+
+    async fn session_events(&self, id: &SessionId) -> StoreResult<Vec<OutboxEvent>> {
+        let sid = id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().db()?;
+            let outbox = txn.open_table(OUTBOX).db()?;
+            let mut out = Vec::new();
+            for row in outbox.iter().db()? {
+                let (_, v) = row.db()?;
+                let ev: OutboxEvent = dec(v.value())?;
+                if ev.session_id == sid {
+                    out.push(ev);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_quarantine(&self, id: &SessionId) -> StoreResult<Vec<QuarantinedMessage>> {
+        let sid = id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().db()?;
+            let q = txn.open_table(QUARANTINE).db()?;
+            let s = sid.as_str();
+            let mut out = Vec::new();
+            for row in q.range((s, "")..).db()? {
+                let (k, v) = row.db()?;
+                if k.value().0 != s {
+                    break;
+                }
+                out.push(dec(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn desc_orders_newest_first_and_none_last() {
+        let mut keys = [desc(Some(5)), desc(None), desc(Some(-3)), desc(Some(100))];
+        keys.sort();
+        assert_eq!(
+            keys,
+            [desc(Some(100)), desc(Some(5)), desc(Some(-3)), desc(None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn passes_the_storage_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("wasync.redb")).unwrap();
+        super::super::contract::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wasync.redb");
+        let _first = EmbeddedStore::open(&path).unwrap();
+        let err = EmbeddedStore::open(&path).unwrap_err();
+        assert!(err.to_string().contains("already open"), "{err}");
+    }
+}

@@ -1,0 +1,199 @@
+//! The storage port: everything the host keeps, behind one trait.
+//!
+//! Adapters: [`embedded`] (one redb file, the default) and `mongo` (the
+//! official driver, when `MONGODB_URI` is set). Both pass the same contract
+//! suite (`contract` below, run by each adapter's tests and by the
+//! integration suite), so the sync engine never knows which one it writes to.
+//!
+//! Durability contract: when a write method returns `Ok`, the data is
+//! durably committed (fsync'd or journaled). The sync emits a progress event
+//! only after that, so what a frontend is told is synced survives a crash.
+
+pub mod embedded;
+
+#[doc(hidden)]
+pub mod contract;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    Chat, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
+};
+
+/// Errors at the storage boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing server or file cannot be reached right now; the caller may
+    /// retry later. Maps to HTTP 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored document could not be decoded, or a constraint failed.
+    #[error("store corrupt or inconsistent: {0}")]
+    Corrupt(String),
+    /// Anything else the backend reported.
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A session's persisted state (`sessions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    pub session_id: String,
+    /// Last known lifecycle status (see `session::Status`).
+    pub status: String,
+    pub provider: String,
+    /// The create body, kept so a restart recreates the same session.
+    pub options: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The account, once known.
+    pub me: Option<crate::domain::Me>,
+    /// Summary of the last finished sync.
+    pub last_sync: Option<serde_json::Value>,
+    /// False once the session was stopped with `DELETE`; such sessions are
+    /// not restarted with the host.
+    pub active: bool,
+}
+
+/// One chat's share of a sync commit: the chat (with its new counters) and
+/// its messages, already through the plugin chain.
+#[derive(Debug, Clone, Default)]
+pub struct ChatCommit {
+    pub chat_id: String,
+    pub messages: Vec<crate::domain::Message>,
+    pub quarantined: Vec<QuarantinedMessage>,
+    pub synced_at: i64,
+}
+
+/// What a message write did, for progress and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Messages not stored before.
+    pub inserted: u64,
+    /// Messages stored before whose content changed.
+    pub updated: u64,
+    /// Messages stored before, unchanged.
+    pub unchanged: u64,
+}
+
+/// A page of chats plus the cursor of the next page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatPage {
+    pub chats: Vec<StoredChat>,
+    /// Opaque; pass as `cursor` for the next page. `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Opaque paging cursor for chats: (lastMessageAt, chatId) of the last chat
+/// on the previous page. Encoded as `<ms>:<chatId>` (`-` for no activity).
+pub fn encode_chat_cursor(last_message_at: Option<i64>, chat_id: &str) -> String {
+    match last_message_at {
+        Some(t) => format!("{t}:{chat_id}"),
+        None => format!("-:{chat_id}"),
+    }
+}
+
+/// Parses a cursor made by [`encode_chat_cursor`]; `None` if it is not one.
+pub fn decode_chat_cursor(cursor: &str) -> Option<(Option<i64>, String)> {
+    let (t, id) = cursor.split_once(':')?;
+    if id.is_empty() {
+        return None;
+    }
+    let t = if t == "-" {
+        None
+    } else {
+        Some(t.parse().ok()?)
+    };
+    Some((t, id.to_owned()))
+}
+
+/// The storage port.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Name of the adapter, for logs and `/readyz`.
+    fn kind(&self) -> &'static str;
+
+    /// Cheap reachability check for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ---- sessions -------------------------------------------------------
+    async fn put_session(&self, rec: &SessionRecord) -> StoreResult<()>;
+    async fn get_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
+    async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>>;
+    /// Drops the session record; with `purge`, also its chats, messages,
+    /// sync runs and quarantine.
+    async fn delete_session(&self, id: &SessionId, purge: bool) -> StoreResult<()>;
+
+    // ---- chats and messages ----------------------------------------------
+    /// Inserts or updates chats in one write; keeps `syncedAt` and
+    /// `messageCount` of chats that already exist.
+    async fn upsert_chats(&self, id: &SessionId, chats: &[Chat]) -> StoreResult<()>;
+
+    /// Writes the messages (idempotent on `(sessionId, messageId)`), the
+    /// quarantined ones, each chat's `syncedAt`/`messageCount`, and `run`
+    /// (its checkpoint), as one durable step. Returns per-chat stats in the
+    /// order of `chats`.
+    async fn commit_chats(
+        &self,
+        id: &SessionId,
+        chats: &[ChatCommit],
+        run: &SyncRun,
+    ) -> StoreResult<Vec<WriteStats>>;
+
+    /// Writes live messages (outside a sync); idempotent.
+    async fn put_messages(
+        &self,
+        id: &SessionId,
+        messages: &[crate::domain::Message],
+    ) -> StoreResult<WriteStats>;
+
+    /// Chats, newest activity first (`lastMessageAt` desc, chats without
+    /// activity last, ties by chat id).
+    async fn list_chats(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<ChatPage>;
+
+    async fn get_chat(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<StoredChat>>;
+
+    /// A chat's messages, newest first; `before` (ms, exclusive) pages back.
+    async fn list_messages(
+        &self,
+        id: &SessionId,
+        chat_id: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> StoreResult<Vec<StoredMessage>>;
+
+    async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64>;
+
+    // ---- sync runs --------------------------------------------------------
+    async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()>;
+    async fn get_sync_run(&self, sync_id: &str) -> StoreResult<Option<SyncRun>>;
+    /// The newest run of a session.
+    async fn latest_sync_run(&self, id: &SessionId) -> StoreResult<Option<SyncRun>>;
+
+    /// Completes a run and queues its event in one durable step, so the
+    /// event exists if and only if the data it announces does.
+    async fn finish_sync(&self, run: &SyncRun, event: Option<&OutboxEvent>) -> StoreResult<()>;
+
+    // ---- outbox -----------------------------------------------------------
+    async fn enqueue_event(&self, event: &OutboxEvent) -> StoreResult<()>;
+    /// Unpublished events, oldest first.
+    async fn pending_events(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>>;
+    async fn mark_published(&self, event_ids: &[String], at: i64) -> StoreResult<()>;
+    /// Counts a failed attempt.
+    async fn record_attempt(&self, event_ids: &[String]) -> StoreResult<()>;
+    /// Every outbox event of a session (published or not), oldest first.
+    async fn session_events(&self, id: &SessionId) -> StoreResult<Vec<OutboxEvent>>;
+
+    // ---- quarantine -------------------------------------------------------
+    async fn list_quarantine(&self, id: &SessionId) -> StoreResult<Vec<QuarantinedMessage>>;
+}
