@@ -1,0 +1,31 @@
+# wasync task list. CI calls only `just ci` (through .ci/run).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Run the server on the embedded defaults (embedded store, local events, simulator).
+run *ARGS:
+    cargo run --release -p wasync -- {{ARGS}}
+
+# Install what the tests need, start the services, run every suite.
+test: setup
+    scripts/test.sh
+
+# Install test prerequisites (idempotent).
+setup:
+    scripts/setup.sh
+
+# Format check, lints, then the full test suite.
+ci: fmt-check clippy test
+
+fmt:
+    cargo fmt --all
+
+fmt-check:
+    cargo fmt --all --check
+
+clippy:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmarks; `just bench --quick` is the CI smoke mode.
+bench *ARGS:
+    cargo run --release -p wasync-tests --bin bench -- {{ARGS}}
