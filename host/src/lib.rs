@@ -25,3 +25,4 @@ pub mod domain;
 pub mod events;
 pub mod plugins;
 pub mod storage;
+pub mod sync;
