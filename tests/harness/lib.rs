@@ -1,1 +1,3 @@
+//! Shared test harness of the integration suite.
 
+pub mod mongo;
