@@ -114,8 +114,8 @@ impl MongoServer {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                let log = std::fs::read_to_string(self.dir.path().join("server.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
                 panic!("the MongoDB-wire server exited ({status}):\n{log}");
             }
             assert!(

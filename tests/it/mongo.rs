@@ -196,7 +196,8 @@ async fn mongo_creates_design_indexes_idempotently() {
             let b: Vec<_> = keys.iter().collect();
             a.len() == b.len()
                 && a.iter().zip(&b).all(|((ka, va), (kb, vb))| {
-                    ka == kb && va.as_i32().map(i64::from).or(va.as_i64()) == vb.as_i32().map(i64::from)
+                    ka == kb
+                        && va.as_i32().map(i64::from).or(va.as_i64()) == vb.as_i32().map(i64::from)
                 })
         });
         let found = found.unwrap_or_else(|| panic!("{coll}: no index {keys}; have {indexes:?}"));
@@ -267,7 +268,11 @@ async fn mongo_documents_match_design() {
     assert_eq!(stored.get_str("author").unwrap(), "x@c.us");
     assert_eq!(stored.get_array("tags").unwrap().len(), 1);
     assert_eq!(
-        stored.get_document("attributes").unwrap().get_str("k").unwrap(),
+        stored
+            .get_document("attributes")
+            .unwrap()
+            .get_str("k")
+            .unwrap(),
         "v"
     );
 
@@ -303,7 +308,13 @@ async fn mongo_documents_match_design() {
     assert_eq!(r.get_str("status").unwrap(), "running");
     assert_eq!(r.get_str("trigger").unwrap(), "manual");
     assert!(matches!(r.get("startedAt"), Some(Bson::DateTime(_))));
-    for k in ["limitPerChat", "nChats", "currentChat", "checkpoint", "failedChats"] {
+    for k in [
+        "limitPerChat",
+        "nChats",
+        "currentChat",
+        "checkpoint",
+        "failedChats",
+    ] {
         assert!(r.contains_key(k), "run field {k} missing: {r}");
     }
 }
@@ -345,7 +356,10 @@ async fn disarm_failpoint() {
 async fn mongo_failpoints_fail_writes_and_a_repeat_is_exact() {
     let db = fresh_db_name("fp");
     let app = format!("wasync-{db}");
-    let uri = format!("{}/?appName={app}", test_mongodb_uri().trim_end_matches('/'));
+    let uri = format!(
+        "{}/?appName={app}",
+        test_mongodb_uri().trim_end_matches('/')
+    );
     let store = MongoStore::connect(&uri, &db).await.unwrap();
     let raw = raw_db(&db).await;
     let s = sid("fp");
@@ -531,13 +545,11 @@ async fn mongo_two_writers_of_one_session_never_duplicate() {
     let b: Vec<Message> = (0..80).map(|n| msg("b@c.us", n)).collect();
     let run_a = run_for(&s);
     let run_b = run_for(&s);
+    let first = [commit("a@c.us", a1), commit("b@c.us", b.clone())];
+    let second = [commit("a@c.us", a2), commit("b@c.us", b)];
     let (ra, rb) = tokio::join!(
-        store_a.commit_chats(
-            &s,
-            &[commit("a@c.us", a1), commit("b@c.us", b.clone())],
-            &run_a
-        ),
-        store_b.commit_chats(&s, &[commit("a@c.us", a2), commit("b@c.us", b)], &run_b),
+        store_a.commit_chats(&s, &first, &run_a),
+        store_b.commit_chats(&s, &second, &run_b),
     );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(
@@ -575,7 +587,12 @@ async fn mongo_two_writers_of_one_session_never_duplicate() {
     x.unwrap();
     y.unwrap();
     assert_eq!(
-        store_a.list_chats(&s, 1000, None).await.unwrap().chats.len(),
+        store_a
+            .list_chats(&s, 1000, None)
+            .await
+            .unwrap()
+            .chats
+            .len(),
         22
     );
 }

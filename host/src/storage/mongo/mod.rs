@@ -225,12 +225,14 @@ impl MongoStore {
     /// [`connect`](Self::connect) with explicit options.
     pub async fn connect_with(uri: &str, db: &str, options: MongoOptions) -> StoreResult<Self> {
         validate_db_name(db)?;
-        let mut opts = ClientOptions::parse(uri).await.map_err(|e| match e.kind.as_ref() {
-            ErrorKind::DnsResolve { .. } => {
-                StoreError::Unavailable(format!("cannot resolve MONGODB_URI: {e}"))
-            }
-            _ => StoreError::Backend(format!("invalid MONGODB_URI: {e}")),
-        })?;
+        let mut opts = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| match e.kind.as_ref() {
+                ErrorKind::DnsResolve { .. } => {
+                    StoreError::Unavailable(format!("cannot resolve MONGODB_URI: {e}"))
+                }
+                _ => StoreError::Backend(format!("invalid MONGODB_URI: {e}")),
+            })?;
         opts.server_selection_timeout
             .get_or_insert(options.server_selection_timeout);
         opts.connect_timeout.get_or_insert(options.connect_timeout);
@@ -367,7 +369,11 @@ impl MongoStore {
     /// Upserts whose only possible failure is the race of two writers
     /// creating the same new document: the loser hits the unique index, and
     /// running its statement again updates the winner's document.
-    async fn upsert_statements(&self, collection: &str, statements: Vec<Document>) -> StoreResult<()> {
+    async fn upsert_statements(
+        &self,
+        collection: &str,
+        statements: Vec<Document>,
+    ) -> StoreResult<()> {
         let reply = self
             .update_statements(collection, statements.clone(), false)
             .await?;
@@ -834,10 +840,7 @@ impl Store for MongoStore {
         if let Some(c) = chat_id {
             filter.insert("chatId", c);
         }
-        self.messages
-            .count_documents(filter)
-            .await
-            .map_err(map_err)
+        self.messages.count_documents(filter).await.map_err(map_err)
     }
 
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {
