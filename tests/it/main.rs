@@ -3,6 +3,7 @@
 mod api_errors;
 mod cli;
 mod mongo;
+mod mongo_sync;
 mod restart;
 mod storage_contract;
 mod sync_flow;

@@ -100,7 +100,7 @@ pub struct MongoOptions {
 impl Default for MongoOptions {
     fn default() -> Self {
         Self {
-            server_selection_timeout: Duration::from_secs(3),
+            server_selection_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(3),
         }
     }
@@ -524,6 +524,25 @@ impl MongoStore {
         }
     }
 
+    /// Upserts quarantined messages by `(sessionId, messageId)`, in one
+    /// command.
+    async fn write_quarantine(&self, sid: &str, items: &[&QuarantinedMessage]) -> StoreResult<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let statements = items
+            .iter()
+            .map(|q| {
+                Ok(doc! {
+                    "q": { "sessionId": sid, "messageId": q.message.id.as_str() },
+                    "u": quarantine_doc(q)?,
+                    "upsert": true,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.upsert_statements(QUARANTINE, statements).await
+    }
+
     async fn put_run(&self, run: &SyncRun) -> StoreResult<()> {
         let mut d = encode(run, RUN_DATES)?;
         d.insert("_id", run.sync_id.as_str());
@@ -701,20 +720,9 @@ impl Store for MongoStore {
         }
 
         // 2. Quarantine, keyed like messages so a re-sync overwrites.
-        let quarantined: Vec<Document> = chats
-            .iter()
-            .flat_map(|c| c.quarantined.iter())
-            .map(|q| {
-                Ok(doc! {
-                    "q": { "sessionId": sid, "messageId": q.message.id.as_str() },
-                    "u": quarantine_doc(q)?,
-                    "upsert": true,
-                })
-            })
-            .collect::<StoreResult<_>>()?;
-        if !quarantined.is_empty() {
-            self.upsert_statements(QUARANTINE, quarantined).await?;
-        }
+        let quarantined: Vec<&QuarantinedMessage> =
+            chats.iter().flat_map(|c| c.quarantined.iter()).collect();
+        self.write_quarantine(sid, &quarantined).await?;
 
         // 3. Chat counters, recounted.
         let mut refresh: Vec<(String, Option<i64>)> = Vec::new();
@@ -934,6 +942,15 @@ impl Store for MongoStore {
             .await
             .map_err(map_err)?;
         Self::collect_docs(cursor, OUTBOX_DATES).await
+    }
+
+    async fn put_quarantine(
+        &self,
+        id: &SessionId,
+        items: &[QuarantinedMessage],
+    ) -> StoreResult<()> {
+        let items: Vec<&QuarantinedMessage> = items.iter().collect();
+        self.write_quarantine(id.as_str(), &items).await
     }
 
     async fn list_quarantine(&self, id: &SessionId) -> StoreResult<Vec<QuarantinedMessage>> {
