@@ -176,7 +176,7 @@ fn bench_message(chat: usize, n: usize) -> Message {
         )),
         kind: "chat".into(),
         timestamp: 1_700_000_000_000 + (n as i64) * 1000,
-        from_me: n % 3 == 0,
+        from_me: n.is_multiple_of(3),
         has_media: false,
         ack: 2,
         quoted_id: None,
