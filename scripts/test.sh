@@ -10,6 +10,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# MongoDB-wire server: exports WASYNC_TEST_MONGODB_URI and WASYNC_SECANTUSD.
 mongo_test_server_start
 
+# The CLI test runs the real binary.
+cargo build -p wasync --bin wasync
 cargo test --workspace --no-fail-fast
+# The benchmarks' smoke mode keeps the bench code working (no figures kept).
+cargo run -p wasync-tests --bin bench -- --quick --out target/bench-quick.md
