@@ -52,6 +52,7 @@ pub struct MongoServer {
 }
 
 impl MongoServer {
+    /// Starts the server named by `WASYNC_SECANTUSD`; panics if unset.
     pub async fn start() -> Self {
         let bin = std::env::var(SERVER_BIN_ENV).unwrap_or_else(|_| {
             panic!(
@@ -60,12 +61,17 @@ impl MongoServer {
                  {SERVER_BIN_ENV}=$PWD/.venv/bin/secantusd-py"
             )
         });
+        Self::start_bin(PathBuf::from(bin)).await
+    }
+
+    /// Starts the server binary at `bin`.
+    pub async fn start_bin(bin: PathBuf) -> Self {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
             l.local_addr().unwrap().port()
         };
         let mut server = Self {
-            bin: PathBuf::from(bin),
+            bin,
             port,
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
@@ -135,8 +141,11 @@ pub struct MongoBenchReport {
     pub chats: usize,
     /// The raw driver: one `insert_many` of every document.
     pub raw: Duration,
-    /// The store: `commit_chats` once per chat, as the sync does.
+    /// The store path being measured (`what`).
     pub store: Duration,
+    /// What `store` measured: the store's `commit_chats`, or a whole host
+    /// sync.
+    pub what: &'static str,
 }
 
 impl MongoBenchReport {
@@ -151,12 +160,13 @@ impl std::fmt::Display for MongoBenchReport {
         let rate = |d: Duration| self.messages as f64 / d.as_secs_f64().max(f64::EPSILON);
         write!(
             f,
-            "mongo insert, {} messages in {} chats: raw insert_many {:.2?} ({:.0} msg/s), \
-             store commit_chats {:.2?} ({:.0} msg/s), ratio {:.2}x (target <= 1.15x)",
+            "{} messages in {} chats into MongoDB: raw insert_many {:.2?} ({:.0} msg/s), \
+             {} {:.2?} ({:.0} msg/s), ratio {:.2}x (target <= 1.15x)",
             self.messages,
             self.chats,
             self.raw,
             rate(self.raw),
+            self.what,
             self.store,
             rate(self.store),
             self.ratio()
@@ -188,9 +198,15 @@ fn bench_message(chat: usize, n: usize) -> Message {
 /// Inserts `chats * per_chat` generated messages twice into the same
 /// server in the same run: once with the raw driver's `insert_many` (into a
 /// fresh database with the same indexes and write concern), once through
-/// [`MongoStore::commit_chats`], one commit per chat like the sync. Both
+/// [`MongoStore::commit_chats`], whole chats grouped up to `group_messages`
+/// per commit as the sync engine does (its default is 2,000). Both
 /// databases are dropped afterwards.
-pub async fn bench_insert(uri: &str, chats: usize, per_chat: usize) -> MongoBenchReport {
+pub async fn bench_insert(
+    uri: &str,
+    chats: usize,
+    per_chat: usize,
+    group_messages: usize,
+) -> MongoBenchReport {
     let sid = SessionId::parse("bench").unwrap();
     let messages: Vec<Vec<Message>> = (0..chats)
         .map(|c| (0..per_chat).map(|n| bench_message(c, n)).collect())
@@ -201,27 +217,7 @@ pub async fn bench_insert(uri: &str, chats: usize, per_chat: usize) -> MongoBenc
         .await
         .expect("connect to the bench server");
     let raw_db = client.database(&fresh_db_name("bench_raw"));
-    let wc = WriteConcern::builder()
-        .w(Acknowledgment::Majority)
-        .journal(true)
-        .build();
-    let coll = raw_db.collection_with_options::<MessageDoc>(
-        schema::MESSAGES,
-        mongodb::options::CollectionOptions::builder()
-            .write_concern(wc)
-            .build(),
-    );
-    raw_db.create_collection(schema::MESSAGES).await.unwrap();
-    for spec in schema::indexes()
-        .into_iter()
-        .filter(|s| s.collection == schema::MESSAGES)
-    {
-        raw_db
-            .collection::<Document>(schema::MESSAGES)
-            .create_index(spec.model())
-            .await
-            .unwrap();
-    }
+    let coll = raw_messages::<MessageDoc>(&raw_db).await;
     let docs: Vec<MessageDoc> = messages
         .iter()
         .flatten()
@@ -270,25 +266,30 @@ pub async fn bench_insert(uri: &str, chats: usize, per_chat: usize) -> MongoBenc
         reason: None,
     };
     let t = Instant::now();
+    let mut group: Vec<ChatCommit> = Vec::new();
+    let mut in_group = 0;
+    let n_chats = messages.len();
     for (i, batch) in messages.into_iter().enumerate() {
         let chat_id = format!("{i}@c.us");
+        in_group += batch.len();
         run.current_chat = i as u32 + 1;
         run.checkpoint = i as u32 + 1;
         run.checkpoint_chat_id = Some(chat_id.clone());
         run.total_messages_synced += batch.len() as u64;
-        store
-            .commit_chats(
-                &sid,
-                &[ChatCommit {
-                    chat_id,
-                    messages: batch,
-                    quarantined: vec![],
-                    synced_at: now_ms(),
-                }],
-                &run,
-            )
-            .await
-            .expect("store commit");
+        group.push(ChatCommit {
+            chat_id,
+            messages: batch,
+            quarantined: vec![],
+            synced_at: now_ms(),
+        });
+        if in_group >= group_messages || i + 1 == n_chats {
+            store
+                .commit_chats(&sid, &group, &run)
+                .await
+                .expect("store commit");
+            group.clear();
+            in_group = 0;
+        }
     }
     let store_time = t.elapsed();
     assert_eq!(
@@ -303,5 +304,127 @@ pub async fn bench_insert(uri: &str, chats: usize, per_chat: usize) -> MongoBenc
         chats,
         raw,
         store: store_time,
+        what: "store commit_chats",
+    }
+}
+
+/// A fresh `messages` collection for the raw baseline: the store's indexes
+/// and write concern, so the comparison measures the adapter, not the
+/// schema.
+async fn raw_messages<T: Send + Sync>(db: &mongodb::Database) -> mongodb::Collection<T> {
+    let wc = WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .journal(true)
+        .build();
+    db.create_collection(schema::MESSAGES)
+        .await
+        .expect("create the raw collection");
+    for spec in schema::indexes()
+        .into_iter()
+        .filter(|s| s.collection == schema::MESSAGES)
+    {
+        db.collection::<Document>(schema::MESSAGES)
+            .create_index(spec.model())
+            .await
+            .expect("create the raw indexes");
+    }
+    db.collection_with_options::<T>(
+        schema::MESSAGES,
+        mongodb::options::CollectionOptions::builder()
+            .write_concern(wc)
+            .build(),
+    )
+}
+
+/// The whole sync through a real host into MongoDB (simulator account of
+/// `chats * per_chat` messages, no plugins, no clients), then the raw
+/// driver's `insert_many` of exactly the documents that sync stored into a
+/// fresh database on the same server. Sync time is the run's
+/// `finishedAt - startedAt`. Both databases are dropped afterwards.
+pub async fn bench_sync_vs_raw(uri: &str, chats: u32, per_chat: u32) -> MongoBenchReport {
+    use futures_util::TryStreamExt;
+    use serde_json::{Value, json};
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let db_name = fresh_db_name("bench_sync");
+    let env: std::collections::HashMap<String, String> = [
+        (
+            wasync::config::WASYNC_DATA_DIR.to_owned(),
+            data.path().display().to_string(),
+        ),
+        (wasync::config::MONGODB_URI.to_owned(), uri.to_owned()),
+        (wasync::config::MONGODB_DB.to_owned(), db_name.clone()),
+    ]
+    .into();
+    let config = wasync::config::Config::load(&env, None).expect("bench config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = wasync::app::App::start(config, listener, wasync::app::Tuning::default())
+        .await
+        .expect("host starts");
+    let base = format!("http://{}", app.local_addr());
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{base}/whatsapp-web/session/bench"))
+        .json(&json!({
+            "limitPerChat": per_chat,
+            "simulator": {"chats": chats, "messagesPerChat": per_chat,
+                          "qrEveryMs": 10, "scanAfterMs": 1, "fetchLatencyMs": 0}
+        }))
+        .send()
+        .await
+        .expect("create the session");
+    assert_eq!(resp.status(), 201, "create the bench session");
+    let run = loop {
+        let r: Value = http
+            .get(format!("{base}/whatsapp-web/session/bench/sync"))
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if r["status"] == "completed" {
+            break r;
+        }
+        assert!(r["status"] != "failed", "bench sync failed: {r}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    app.stop().await;
+    let ms = (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()).max(1);
+    let sync = Duration::from_millis(ms as u64);
+    let messages = (chats * per_chat) as usize;
+    assert_eq!(run["totalMessagesSynced"], messages as u64);
+
+    // The same documents, as stored, minus their ids.
+    let client = mongodb::Client::with_uri_str(uri)
+        .await
+        .expect("connect to the bench server");
+    let sync_db = client.database(&db_name);
+    let docs: Vec<Document> = sync_db
+        .collection::<Document>(schema::MESSAGES)
+        .find(mongodb::bson::doc! {})
+        .projection(mongodb::bson::doc! {"_id": 0})
+        .await
+        .expect("read back")
+        .try_collect()
+        .await
+        .expect("read back");
+    assert_eq!(docs.len(), messages);
+    let raw_db = client.database(&fresh_db_name("bench_raw"));
+    let coll = raw_messages::<Document>(&raw_db).await;
+    let t = Instant::now();
+    coll.insert_many(&docs).await.expect("raw insert_many");
+    let raw = t.elapsed();
+
+    let _ = raw_db.drop().await;
+    let _ = sync_db.drop().await;
+    MongoBenchReport {
+        messages,
+        chats: chats as usize,
+        raw,
+        store: sync,
+        what: "host sync",
     }
 }

@@ -15,7 +15,9 @@ use mongodb::bson::{Bson, Document, doc};
 use wasync::domain::{Chat, Message, SessionId, SyncRun, SyncStatus, SyncTrigger, now_ms};
 use wasync::storage::mongo::{MongoOptions, MongoStore};
 use wasync::storage::{ChatCommit, Store, StoreError, contract};
-use wasync_tests::mongo::{MongoServer, fresh_db_name, test_mongodb_uri};
+use wasync_tests::mongo::{
+    MongoServer, bench_insert, bench_sync_vs_raw, fresh_db_name, test_mongodb_uri,
+};
 
 async fn store() -> (MongoStore, String) {
     let db = fresh_db_name("it");
@@ -629,4 +631,17 @@ async fn mongo_two_sessions_at_once() {
         assert_eq!(page.chats.len(), 5);
         assert!(page.chats.iter().all(|c| c.message_count == 40));
     }
+}
+
+// ---- the benchmark code stays working -------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_bench_smoke() {
+    let uri = test_mongodb_uri();
+    let r = bench_insert(&uri, 10, 50, 120).await;
+    assert_eq!(r.messages, 500);
+    eprintln!("{r}");
+    let r = bench_sync_vs_raw(&uri, 5, 40).await;
+    assert_eq!(r.messages, 200);
+    eprintln!("{r}");
 }
