@@ -645,3 +645,60 @@ async fn mongo_bench_smoke() {
     assert_eq!(r.messages, 200);
     eprintln!("{r}");
 }
+
+#[tokio::test]
+async fn mongo_rewrites_only_changed_messages_even_when_the_time_moved() {
+    let (store, db) = store().await;
+    let s = sid("chg");
+    store
+        .upsert_chats(&s, &[chat("a@c.us", Some(1)), chat("b@c.us", Some(2))])
+        .await
+        .unwrap();
+    let a: Vec<Message> = (0..30).map(|n| msg("a@c.us", n)).collect();
+    let b: Vec<Message> = (0..20).map(|n| msg("b@c.us", n)).collect();
+    let run = run_for(&s);
+    store
+        .commit_chats(
+            &s,
+            &[commit("a@c.us", a.clone()), commit("b@c.us", b.clone())],
+            &run,
+        )
+        .await
+        .unwrap();
+    // One ack moves on in each chat, and one message's time moves far
+    // outside the batch's window (found by id, not by the time range).
+    let mut a2 = a.clone();
+    a2[3].ack = 3;
+    a2[29].timestamp += 10_000_000;
+    let mut b2 = b.clone();
+    b2[7].ack = 4;
+    let stats = store
+        .commit_chats(
+            &s,
+            &[commit("a@c.us", a2.clone()), commit("b@c.us", b2)],
+            &run,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats[0].inserted, stats[0].updated, stats[0].unchanged),
+        (0, 2, 28)
+    );
+    assert_eq!(
+        (stats[1].inserted, stats[1].updated, stats[1].unchanged),
+        (0, 1, 19)
+    );
+    let newest = store.list_messages(&s, "a@c.us", 1, None).await.unwrap();
+    assert_eq!(newest[0].message, a2[29]);
+    let raw = raw_db(&db).await;
+    assert_eq!(assert_no_duplicate_messages(&raw, &s).await, 50);
+    assert_eq!(
+        store
+            .get_chat(&s, "a@c.us")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        30
+    );
+}

@@ -428,19 +428,7 @@ impl MongoStore {
         }
 
         // Already stored: read those back and rewrite only what changed.
-        let ids: Vec<&str> = duplicates
-            .iter()
-            .map(|&i| docs[i].message_id.as_str())
-            .collect();
-        let stored: HashMap<String, MessageDoc> = self
-            .messages
-            .find(doc! { "sessionId": sid, "messageId": { "$in": ids } })
-            .await
-            .map_err(map_err)?
-            .map_ok(|d| (d.message_id.clone(), d))
-            .try_collect()
-            .await
-            .map_err(map_err)?;
+        let stored = self.read_back(sid, &docs, &duplicates).await?;
         let mut updates = Vec::new();
         for &i in &duplicates {
             let new = &docs[i];
@@ -468,6 +456,63 @@ impl MongoStore {
             }
         }
         Ok(outcomes)
+    }
+
+    /// The stored versions of `docs[i]` for every `i` in `which`, by
+    /// message id.
+    ///
+    /// A sync's batch is a run of whole chats over a time window, so the
+    /// read is a range scan of the `(sessionId, chatId, timestamp)` index
+    /// over those chats and that window, filtered to the wanted ids here;
+    /// a long `$in` list on message ids is far slower on some servers. Ids
+    /// the range misses (a message whose stored timestamp differs) are
+    /// looked up by id.
+    async fn read_back(
+        &self,
+        sid: &str,
+        docs: &[MessageDoc],
+        which: &[usize],
+    ) -> StoreResult<HashMap<String, MessageDoc>> {
+        let wanted: HashSet<&str> = which.iter().map(|&i| docs[i].message_id.as_str()).collect();
+        let mut chats: Vec<&str> = which.iter().map(|&i| docs[i].chat_id.as_str()).collect();
+        chats.sort_unstable();
+        chats.dedup();
+        let (lo, hi) = which.iter().map(|&i| docs[i].timestamp).fold(
+            (None, None),
+            |(lo, hi): (Option<DateTime>, Option<DateTime>), t| {
+                (
+                    Some(lo.map_or(t, |l| l.min(t))),
+                    Some(hi.map_or(t, |h| h.max(t))),
+                )
+            },
+        );
+        let mut filter = doc! { "sessionId": sid, "chatId": { "$in": &chats } };
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            filter.insert("timestamp", doc! { "$gte": lo, "$lte": hi });
+        }
+        let mut stored: HashMap<String, MessageDoc> = HashMap::with_capacity(wanted.len());
+        let mut cursor = self.messages.find(filter).await.map_err(map_err)?;
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            if wanted.contains(d.message_id.as_str()) {
+                stored.insert(d.message_id.clone(), d);
+            }
+        }
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|id| !stored.contains_key(*id))
+            .collect();
+        if !missing.is_empty() {
+            let mut cursor = self
+                .messages
+                .find(doc! { "sessionId": sid, "messageId": { "$in": missing } })
+                .await
+                .map_err(map_err)?;
+            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+                stored.insert(d.message_id.clone(), d);
+            }
+        }
+        Ok(stored)
     }
 
     /// Recounts the stored messages of `chats` and raises each chat's
