@@ -24,6 +24,7 @@ pub struct RelayConfig {
     pub poll: Duration,
     /// First retry delay after a failure; doubles up to `max_backoff`.
     pub min_backoff: Duration,
+    /// Ceiling of the retry delay.
     pub max_backoff: Duration,
 }
 
@@ -50,6 +51,11 @@ impl RelaySignal {
 }
 
 /// Runs until `shutdown`. Returns the number of events published.
+///
+/// After a failure the relay sleeps its backoff even if the sync kicks it:
+/// during an outage every finished sync kicks, and retrying on each kick
+/// would hammer a broker that is coming back up. A publish in flight is
+/// abandoned on shutdown; its events stay pending (at-least-once).
 pub async fn run(
     store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
@@ -60,27 +66,31 @@ pub async fn run(
     let mut published = 0u64;
     let mut backoff = cfg.min_backoff;
     loop {
-        let delay = match drain_once(&*store, &*bus, cfg.batch).await {
+        let drained = tokio::select! {
+            _ = shutdown.cancelled() => return published,
+            r = drain_once(&*store, &*bus, cfg.batch) => r,
+        };
+        match drained {
             Ok(0) => {
                 backoff = cfg.min_backoff;
-                cfg.poll
+                tokio::select! {
+                    _ = shutdown.cancelled() => return published,
+                    _ = signal.0.notified() => {}
+                    _ = tokio::time::sleep(cfg.poll) => {}
+                }
             }
             Ok(n) => {
                 published += n;
                 backoff = cfg.min_backoff;
-                continue;
             }
             Err(e) => {
                 tracing::warn!(target: "wasync::events", error = %e, retry_in = ?backoff, "outbox relay: publish failed");
-                let d = backoff;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return published,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
                 backoff = (backoff * 2).min(cfg.max_backoff);
-                d
             }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return published,
-            _ = signal.0.notified() => {}
-            _ = tokio::time::sleep(delay) => {}
         }
     }
 }

@@ -1,0 +1,529 @@
+//! RabbitMQ adapter on `lapin`: publishes outbox events to one durable queue
+//! in the envelope a NestJS `@EventPattern` consumer reads.
+//!
+//! Why it looks the way it does:
+//! - **Lazy link.** The host must start (and sync, and stream progress) with
+//!   the broker down, so [`AmqpEvents::new`] only validates the URL. The
+//!   connection, the confirm-mode channel and the queue declaration are made
+//!   on first use and remade after any failure. `lapin` does not reconnect by
+//!   itself; the relay's retry with backoff drives reconnection, and the
+//!   outbox keeps every event until the broker confirms it.
+//! - **Pipelined confirms.** Awaiting each confirm costs a round trip per
+//!   event (~1.6k msgs/s measured here); publishing a window and then
+//!   collecting its confirms reaches ~26k msgs/s. Only acked ids are returned,
+//!   so a nack, a timeout or a lost channel leaves those events pending.
+//! - **Mandatory publishes.** A message the broker cannot route (the queue was
+//!   deleted under us) comes back acked *and* returned; it counts as not
+//!   delivered, and the link is remade so the queue is declared again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+
+use super::{EventBus, EventError, EventSwitches};
+use crate::domain::OutboxEvent;
+
+/// Default queue (`AMQP_QUEUE`).
+pub const DEFAULT_QUEUE: &str = "wasync.session_ready";
+
+/// AMQP `delivery_mode` for messages the broker writes to disk.
+const PERSISTENT: u8 = 2;
+
+/// Heartbeat asked for when the URL does not set one: a half-open TCP link
+/// (a cable pulled, a proxy that stops forwarding) is noticed in seconds
+/// rather than after the server's default minute.
+const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+
+/// How long `ping` trusts its last failed connect before trying again, so a
+/// `/readyz` probe loop cannot turn into a connect storm against a dead
+/// broker.
+const PING_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Adapter configuration (the `AMQP_*` settings).
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// `AMQP_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`; `amqps://`
+    /// uses rustls with the system's root certificates. Query parameters
+    /// such as `heartbeat` are honoured.
+    pub url: String,
+    /// `AMQP_QUEUE`: the durable queue every event goes to.
+    pub queue: String,
+    /// Which optional patterns go out (`AMQP_PUBLISH_SYNC_FAILED`,
+    /// `AMQP_PUBLISH_MESSAGES`); events of a switched-off pattern are
+    /// confirmed without being sent, so they leave the outbox.
+    pub switches: EventSwitches,
+    /// Messages published before their confirms are awaited.
+    pub confirm_window: usize,
+    /// Upper bound for one window: publishing it and collecting its
+    /// confirms. Past it the missing confirms count as failures.
+    pub confirm_timeout: Duration,
+    /// Upper bound for TCP connect + AMQP handshake + queue declaration.
+    pub connect_timeout: Duration,
+}
+
+impl AmqpConfig {
+    /// A config with the defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            queue: DEFAULT_QUEUE.to_owned(),
+            switches: EventSwitches::default(),
+            confirm_window: 512,
+            confirm_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Publishes outbox events to RabbitMQ. Cheap to share (`Arc` inside).
+#[derive(Clone)]
+pub struct AmqpEvents {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AmqpEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL: it carries the broker password.
+        f.debug_struct("AmqpEvents")
+            .field("host", &self.inner.uri.authority.host)
+            .field("port", &self.inner.uri.authority.port)
+            .field("queue", &self.inner.cfg.queue)
+            .finish()
+    }
+}
+
+struct Inner {
+    cfg: AmqpConfig,
+    uri: AMQPUri,
+    link: Mutex<LinkState>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    link: Option<Link>,
+    /// Why the last connect failed and when, for `ping` between retries.
+    last_failure: Option<(Instant, String)>,
+}
+
+/// One connection with its confirm-mode channel, queue declared.
+struct Link {
+    conn: Connection,
+    channel: Channel,
+}
+
+impl Link {
+    fn is_up(&self) -> bool {
+        self.conn.status().connected() && self.channel.status().connected()
+    }
+}
+
+/// What went wrong in a window, deciding whether the link is kept.
+enum WindowFault {
+    /// The broker nacked some messages: its problem, the link is fine.
+    Nacked(usize),
+    /// Messages came back unroutable: the queue is gone; redeclare.
+    Returned(usize),
+    /// The channel or connection failed, or a confirm did not come in time.
+    Link(String),
+}
+
+impl AmqpEvents {
+    /// Validates the configuration; does not touch the network, so the host
+    /// starts whether or not the broker is up.
+    pub fn new(cfg: AmqpConfig) -> Result<Self, EventError> {
+        let mut uri: AMQPUri = cfg
+            .url
+            .parse()
+            .map_err(|e| EventError::InvalidConfig(format!("AMQP_URL: {e}")))?;
+        if cfg.queue.is_empty() || cfg.queue.len() > 255 {
+            return Err(EventError::InvalidConfig(
+                "AMQP_QUEUE must be 1 to 255 bytes".into(),
+            ));
+        }
+        if cfg.queue.starts_with("amq.") {
+            return Err(EventError::InvalidConfig(
+                "AMQP_QUEUE must not start with `amq.` (reserved by the broker)".into(),
+            ));
+        }
+        if cfg.confirm_window == 0 {
+            return Err(EventError::InvalidConfig(
+                "confirm window must be at least 1".into(),
+            ));
+        }
+        if uri.query.heartbeat.is_none() {
+            uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
+        }
+        if uri.query.connection_timeout.is_none() {
+            uri.query.connection_timeout = Some(cfg.connect_timeout.as_millis() as u64);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cfg,
+                uri,
+                link: Mutex::new(LinkState::default()),
+            }),
+        })
+    }
+
+    /// The queue events go to.
+    pub fn queue(&self) -> &str {
+        &self.inner.cfg.queue
+    }
+
+    /// Drops the current link (if any); the next publish reconnects.
+    /// Exposed for operations and tests that simulate a broker restart.
+    pub async fn disconnect(&self) {
+        let mut state = self.inner.link.lock().await;
+        if let Some(link) = state.link.take() {
+            close_quietly(link);
+        }
+    }
+}
+
+impl Inner {
+    /// Returns a working link, connecting if there is none.
+    async fn ensure<'a>(&self, state: &'a mut LinkState) -> Result<&'a Link, EventError> {
+        if state.link.as_ref().is_some_and(|l| !l.is_up())
+            && let Some(dead) = state.link.take()
+        {
+            tracing::info!(target: "wasync::events", "amqp: link lost, reconnecting");
+            close_quietly(dead);
+        }
+        if state.link.is_none() {
+            match tokio::time::timeout(self.cfg.connect_timeout, self.connect()).await {
+                Ok(Ok(link)) => {
+                    if state.last_failure.take().is_some() {
+                        tracing::info!(target: "wasync::events", queue = %self.cfg.queue, "amqp: broker reachable again");
+                    }
+                    state.link = Some(link);
+                }
+                Ok(Err(e)) => {
+                    state.last_failure = Some((Instant::now(), e.clone()));
+                    return Err(EventError::Unavailable(e));
+                }
+                Err(_) => {
+                    let e = format!("connect timed out after {:?}", self.cfg.connect_timeout);
+                    state.last_failure = Some((Instant::now(), e.clone()));
+                    return Err(EventError::Unavailable(e));
+                }
+            }
+        }
+        Ok(state.link.as_ref().expect("link set above"))
+    }
+
+    async fn connect(&self) -> Result<Link, String> {
+        let props = ConnectionProperties::default().with_connection_name("wasync".into());
+        let conn = Connection::connect_uri(self.uri.clone(), props)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| format!("open channel: {e}"))?;
+        let queue = self.cfg.queue.as_str();
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let channel = match declared {
+            Ok(_) => channel,
+            Err(e) => {
+                // Usually PRECONDITION_FAILED: operators created the queue
+                // with other arguments (quorum type, TTL...). Their queue
+                // wins; the broker closed this channel, so check on a fresh
+                // one that it exists and publish into it as it is.
+                let channel = conn
+                    .create_channel()
+                    .await
+                    .map_err(|e| format!("open channel: {e}"))?;
+                channel
+                    .queue_declare(
+                        queue.into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e2| format!("declare queue {queue}: {e}; passive check: {e2}"))?;
+                tracing::warn!(target: "wasync::events", queue, error = %e, "amqp: queue exists with other arguments; using it as it is");
+                channel
+            }
+        };
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| format!("enable publisher confirms: {e}"))?;
+        tracing::debug!(target: "wasync::events", queue, "amqp: connected");
+        Ok(Link { conn, channel })
+    }
+
+    /// Publishes one window and collects its confirms. Returns the acked
+    /// ids, plus what went wrong for the others.
+    async fn publish_window(
+        &self,
+        channel: &Channel,
+        window: &[&OutboxEvent],
+    ) -> (Vec<String>, Option<WindowFault>) {
+        let deadline = tokio::time::Instant::now() + self.cfg.confirm_timeout;
+        let mut confirms = Vec::with_capacity(window.len());
+        let mut fault = None;
+        for ev in window {
+            let body = match serde_json::to_vec(&ev.envelope()) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Cannot happen for a `Value`; kept pending, not dropped.
+                    tracing::error!(target: "wasync::events", event_id = %ev.event_id, error = %e, "amqp: event not serialisable");
+                    continue;
+                }
+            };
+            let sent = tokio::time::timeout_at(
+                deadline,
+                channel.basic_publish(
+                    "".into(),
+                    self.cfg.queue.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &body,
+                    properties(ev),
+                ),
+            )
+            .await;
+            match sent {
+                Ok(Ok(confirm)) => confirms.push((ev.event_id.as_str(), confirm)),
+                Ok(Err(e)) => {
+                    fault = Some(WindowFault::Link(format!("publish: {e}")));
+                    break;
+                }
+                Err(_) => {
+                    fault = Some(WindowFault::Link("publish timed out".into()));
+                    break;
+                }
+            }
+        }
+        let mut acked = Vec::with_capacity(confirms.len());
+        let (mut nacked, mut returned) = (0usize, 0usize);
+        for (id, confirm) in confirms {
+            match tokio::time::timeout_at(deadline, confirm).await {
+                Ok(Ok(Confirmation::Ack(None))) => acked.push(id.to_owned()),
+                Ok(Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)))) => returned += 1,
+                Ok(Ok(Confirmation::Nack(None))) => nacked += 1,
+                Ok(Ok(Confirmation::NotRequested)) => {
+                    // Confirm mode is set before a link is handed out; if it
+                    // is not in effect, nothing here can be trusted.
+                    fault.get_or_insert(WindowFault::Link("confirms not enabled".into()));
+                    break;
+                }
+                Ok(Err(e)) => {
+                    fault.get_or_insert(WindowFault::Link(format!("awaiting confirm: {e}")));
+                    break;
+                }
+                Err(_) => {
+                    fault.get_or_insert(WindowFault::Link(format!(
+                        "no confirm within {:?}",
+                        self.cfg.confirm_timeout
+                    )));
+                    break;
+                }
+            }
+        }
+        if fault.is_none() {
+            if returned > 0 {
+                fault = Some(WindowFault::Returned(returned));
+            } else if nacked > 0 {
+                fault = Some(WindowFault::Nacked(nacked));
+            }
+        }
+        (acked, fault)
+    }
+}
+
+/// The AMQP properties of an event's message.
+fn properties(ev: &OutboxEvent) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(PERSISTENT)
+        .with_message_id(ev.event_id.as_str().into())
+        // AMQP timestamps are whole seconds; the event's creation, not the
+        // (possibly much later) publish.
+        .with_timestamp(u64::try_from(ev.created_at / 1000).unwrap_or(0))
+        .with_type(ev.pattern.as_str().into())
+        .with_app_id("wasync".into())
+}
+
+/// Closes a link without waiting: on a dead socket the close handshake can
+/// only time out, and the caller wants its new link now.
+fn close_quietly(link: Link) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            link.conn.close(200, "wasync reconnecting".into()),
+        )
+        .await;
+    });
+}
+
+#[async_trait]
+impl EventBus for AmqpEvents {
+    fn kind(&self) -> &'static str {
+        "amqp"
+    }
+
+    async fn publish(&self, events: &[OutboxEvent]) -> Result<Vec<String>, EventError> {
+        let inner = &*self.inner;
+        let mut acked = Vec::with_capacity(events.len());
+        let mut wanted = Vec::with_capacity(events.len());
+        for ev in events {
+            if inner.cfg.switches.allows(&ev.pattern) {
+                wanted.push(ev);
+            } else {
+                // Switched off: confirm without sending so the outbox drains.
+                tracing::debug!(target: "wasync::events", event_id = %ev.event_id, pattern = %ev.pattern, "amqp: pattern switched off, not published");
+                acked.push(ev.event_id.clone());
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(acked);
+        }
+        let mut state = inner.link.lock().await;
+        let channel = match inner.ensure(&mut state).await {
+            Ok(link) => link.channel.clone(),
+            Err(e) if acked.is_empty() => return Err(e),
+            Err(e) => {
+                tracing::warn!(target: "wasync::events", error = %e, "amqp: broker unavailable");
+                return Ok(acked);
+            }
+        };
+        let mut last_fault = None;
+        for window in wanted.chunks(inner.cfg.confirm_window) {
+            let (ok, fault) = inner.publish_window(&channel, window).await;
+            acked.extend(ok);
+            match fault {
+                None => {}
+                Some(WindowFault::Nacked(n)) => {
+                    last_fault = Some(EventError::NotConfirmed(format!("{n} messages nacked")));
+                }
+                Some(WindowFault::Returned(n)) => {
+                    if let Some(link) = state.link.take() {
+                        close_quietly(link);
+                    }
+                    last_fault = Some(EventError::NotConfirmed(format!(
+                        "{n} messages returned unroutable (queue {} missing?)",
+                        inner.cfg.queue
+                    )));
+                    break;
+                }
+                Some(WindowFault::Link(e)) => {
+                    if let Some(link) = state.link.take() {
+                        close_quietly(link);
+                    }
+                    last_fault = Some(EventError::Unavailable(e));
+                    break;
+                }
+            }
+        }
+        match last_fault {
+            Some(e) if acked.is_empty() => Err(e),
+            Some(e) => {
+                tracing::warn!(target: "wasync::events", error = %e, acked = acked.len(), of = events.len(), "amqp: batch partly confirmed");
+                Ok(acked)
+            }
+            None => Ok(acked),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), EventError> {
+        // A publish holding the link means it is in use; report its state
+        // rather than queue a readiness probe behind a confirm window.
+        let Ok(mut state) = self.inner.link.try_lock() else {
+            return Ok(());
+        };
+        if state.link.as_ref().is_some_and(Link::is_up) {
+            return Ok(());
+        }
+        if let Some((at, why)) = &state.last_failure
+            && at.elapsed() < PING_RETRY_AFTER
+            && state.link.is_none()
+        {
+            return Err(EventError::Unavailable(why.clone()));
+        }
+        self.inner.ensure(&mut state).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_config_is_a_clear_error_not_a_panic() {
+        for (url, queue, needle) in [
+            ("http://x", DEFAULT_QUEUE, "AMQP_URL"),
+            ("not a url", DEFAULT_QUEUE, "AMQP_URL"),
+            ("amqp://127.0.0.1", "", "AMQP_QUEUE"),
+            ("amqp://127.0.0.1", "amq.direct", "AMQP_QUEUE"),
+        ] {
+            let mut cfg = AmqpConfig::new(url);
+            cfg.queue = queue.into();
+            let err = AmqpEvents::new(cfg).unwrap_err();
+            assert!(
+                matches!(err, EventError::InvalidConfig(_)) && err.to_string().contains(needle),
+                "{url} {queue}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn construction_does_not_need_a_broker() {
+        let ev = AmqpEvents::new(AmqpConfig::new("amqp://guest:secret@127.0.0.1:1/%2f")).unwrap();
+        assert_eq!(ev.queue(), DEFAULT_QUEUE);
+        assert!(!format!("{ev:?}").contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn broker_down_is_unavailable_not_a_hang() {
+        let mut cfg = AmqpConfig::new("amqp://127.0.0.1:1/%2f");
+        cfg.connect_timeout = Duration::from_secs(2);
+        let bus = AmqpEvents::new(cfg).unwrap();
+        let sid = crate::domain::SessionId::parse("s").unwrap();
+        let ev = OutboxEvent::new(super::super::SESSION_READY, &sid, serde_json::json!({}));
+        assert!(matches!(bus.ping().await, Err(EventError::Unavailable(_))));
+        assert!(matches!(
+            bus.publish(std::slice::from_ref(&ev)).await,
+            Err(EventError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn message_properties_follow_the_contract() {
+        let sid = crate::domain::SessionId::parse("s").unwrap();
+        let ev = OutboxEvent::new("session_ready", &sid, serde_json::json!({}));
+        let p = properties(&ev);
+        assert_eq!(p.delivery_mode(), &Some(2));
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(
+            p.message_id().as_ref().map(|s| s.as_str()),
+            Some(ev.event_id.as_str())
+        );
+        assert_eq!(p.timestamp(), &Some((ev.created_at / 1000) as u64));
+        assert_eq!(p.kind().as_ref().map(|s| s.as_str()), Some("session_ready"));
+    }
+}
