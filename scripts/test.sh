@@ -2,4 +2,10 @@
 # Starts the services the suites need, runs every suite, stops the services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# RabbitMQ for the events suite (stopped afterwards only if started here).
+scripts/rabbitmq.sh start
+trap 'scripts/rabbitmq.sh stop' EXIT
+export WASYNC_TEST_AMQP_URL="${WASYNC_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+
 cargo test --workspace --no-fail-fast
