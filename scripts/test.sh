@@ -8,4 +8,8 @@ scripts/rabbitmq.sh start
 trap 'scripts/rabbitmq.sh stop' EXIT
 export WASYNC_TEST_AMQP_URL="${WASYNC_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 
+# The CLI test runs the real binary.
+cargo build -p wasync --bin wasync
 cargo test --workspace --no-fail-fast
+# The benchmarks' smoke mode keeps the bench code working (no figures kept).
+cargo run -p wasync-tests --bin bench -- --quick --out target/bench-quick.md

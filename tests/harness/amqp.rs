@@ -62,6 +62,27 @@ pub fn unique_queue(tag: &str) -> String {
     format!("wasync.test.{tag}.{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Whether the test broker answers, with the reason if not (for callers that
+/// report rather than panic, like the bench).
+pub async fn broker_reachable() -> Result<(), String> {
+    let url = amqp_url();
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(&url, ConnectionProperties::default()),
+    )
+    .await
+    {
+        Ok(Ok(c)) => {
+            let _ = c.close(200, "probe".into()).await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(format!("RabbitMQ unreachable at {AMQP_URL_ENV}={url}: {e}")),
+        Err(_) => Err(format!(
+            "RabbitMQ at {AMQP_URL_ENV}={url} did not answer in 5s"
+        )),
+    }
+}
+
 /// Connects to the test broker or panics saying how to start it.
 pub async fn connect() -> Connection {
     let url = amqp_url();

@@ -1,4 +1,10 @@
-//! The integration suite: one binary, every module a subsystem, all against
-//! real services (see `scripts/test.sh`).
+//! The integration suite: one binary, shared harness (`wasync_tests`).
 
 mod amqp;
+mod amqp_host;
+mod api_errors;
+mod cli;
+mod restart;
+mod storage_contract;
+mod sync_flow;
+mod websocket;

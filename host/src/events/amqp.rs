@@ -106,6 +106,31 @@ struct Inner {
     cfg: AmqpConfig,
     uri: AMQPUri,
     link: Mutex<LinkState>,
+    /// The link's last known state, readable while a publish holds `link`
+    /// (a readiness probe must not queue behind a confirm window, nor report
+    /// healthy while the relay is failing to connect).
+    health: std::sync::Mutex<Result<(), String>>,
+}
+
+impl Inner {
+    fn set_health(&self, h: Result<(), String>) {
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = h;
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Drops the link so the next publish reconnects.
+    fn drop_link(&self, state: &mut LinkState, why: String) {
+        if let Some(link) = state.link.take() {
+            close_quietly(link);
+        }
+        self.set_health(Err(why));
+    }
 }
 
 #[derive(Default)]
@@ -171,6 +196,7 @@ impl AmqpEvents {
                 cfg,
                 uri,
                 link: Mutex::new(LinkState::default()),
+                health: std::sync::Mutex::new(Err("not connected yet".into())),
             }),
         })
     }
@@ -184,9 +210,7 @@ impl AmqpEvents {
     /// Exposed for operations and tests that simulate a broker restart.
     pub async fn disconnect(&self) {
         let mut state = self.inner.link.lock().await;
-        if let Some(link) = state.link.take() {
-            close_quietly(link);
-        }
+        self.inner.drop_link(&mut state, "disconnected".into());
     }
 }
 
@@ -198,6 +222,7 @@ impl Inner {
         {
             tracing::info!(target: "wasync::events", "amqp: link lost, reconnecting");
             close_quietly(dead);
+            self.set_health(Err("link lost".into()));
         }
         if state.link.is_none() {
             match tokio::time::timeout(self.cfg.connect_timeout, self.connect()).await {
@@ -206,14 +231,17 @@ impl Inner {
                         tracing::info!(target: "wasync::events", queue = %self.cfg.queue, "amqp: broker reachable again");
                     }
                     state.link = Some(link);
+                    self.set_health(Ok(()));
                 }
                 Ok(Err(e)) => {
                     state.last_failure = Some((Instant::now(), e.clone()));
+                    self.set_health(Err(e.clone()));
                     return Err(EventError::Unavailable(e));
                 }
                 Err(_) => {
                     let e = format!("connect timed out after {:?}", self.cfg.connect_timeout);
                     state.last_failure = Some((Instant::now(), e.clone()));
+                    self.set_health(Err(e.clone()));
                     return Err(EventError::Unavailable(e));
                 }
             }
@@ -443,18 +471,15 @@ impl EventBus for AmqpEvents {
                 Some(EventError::NotConfirmed(format!("{n} messages nacked")))
             }
             Some(WindowFault::Returned(n)) => {
-                if let Some(link) = state.link.take() {
-                    close_quietly(link);
-                }
-                Some(EventError::NotConfirmed(format!(
+                let e = format!(
                     "{n} messages returned unroutable (queue {} missing?)",
                     inner.cfg.queue
-                )))
+                );
+                inner.drop_link(&mut state, e.clone());
+                Some(EventError::NotConfirmed(e))
             }
             Some(WindowFault::Link(e)) => {
-                if let Some(link) = state.link.take() {
-                    close_quietly(link);
-                }
+                inner.drop_link(&mut state, e.clone());
                 Some(EventError::Unavailable(e))
             }
         };
@@ -469,10 +494,10 @@ impl EventBus for AmqpEvents {
     }
 
     async fn ping(&self) -> Result<(), EventError> {
-        // A publish holding the link means it is in use; report its state
-        // rather than queue a readiness probe behind a confirm window.
+        // A publish holds the link: report what it last saw rather than
+        // queue a readiness probe behind a confirm window.
         let Ok(mut state) = self.inner.link.try_lock() else {
-            return Ok(());
+            return self.inner.health().map_err(EventError::Unavailable);
         };
         if state.link.as_ref().is_some_and(Link::is_up) {
             return Ok(());

@@ -41,26 +41,17 @@ pub const SYNC_FAILED: &str = "sync_failed";
 pub const MESSAGE_RECEIVED: &str = "message_received";
 
 /// Which optional patterns leave the host. `session_ready` always does: it
-/// is the contract with the AI service. The others are opt-in or opt-out per
-/// deployment (`AMQP_PUBLISH_SYNC_FAILED`, `AMQP_PUBLISH_MESSAGES`), so
-/// producers can skip enqueueing what nobody reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// is the contract with the AI service. The others are opt-in per
+/// deployment (`AMQP_PUBLISH_SYNC_FAILED`, `AMQP_PUBLISH_MESSAGES`): the
+/// producers skip enqueueing them when off, and the adapter drops any that
+/// were queued before the switch was turned off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventSwitches {
-    /// Publish `sync_failed` (default on: cheap, and the AI service wants to
-    /// know that a `session_ready` will not come).
+    /// Publish `sync_failed`.
     pub sync_failed: bool,
-    /// Publish `message_received` for live messages (default off: one event
-    /// per message is a volume a deployment should choose).
+    /// Publish `message_received` for live messages (one event per message:
+    /// a volume a deployment should choose).
     pub message_received: bool,
-}
-
-impl Default for EventSwitches {
-    fn default() -> Self {
-        Self {
-            sync_failed: true,
-            message_received: false,
-        }
-    }
 }
 
 impl EventSwitches {
