@@ -164,6 +164,15 @@ fn main() {
                 let per: u32 = child_args[2].parse().expect("per chat");
                 rt.block_on(sync_embedded(chats, per))
             }
+            // One relay run on its own: `bench --child relay-rabbitmq N BATCH WINDOW`.
+            Some("relay-rabbitmq") => {
+                let n: usize = child_args[1].parse().expect("events");
+                let batch: u32 = child_args[2].parse().expect("batch");
+                let window: usize = child_args[3].parse().expect("window");
+                let r = rt.block_on(wasync_tests::amqp::bench_outbox_relay(n, batch, window));
+                eprintln!("{r}");
+                json!({"events": r.events, "eventsPerSec": r.events_per_sec(), "drainMs": r.drain.as_millis() as u64})
+            }
             other => panic!("unknown child measure {other:?}"),
         };
         println!("{v}");

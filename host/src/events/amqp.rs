@@ -10,11 +10,12 @@
 //!   outbox keeps every event until the broker confirms it.
 //! - **Pipelined confirms.** A persistent message is confirmed once the
 //!   broker has it on disk, so awaiting each confirm before the next publish
-//!   costs a round trip plus an fsync per event (about 125 msgs/s on this
-//!   machine's broker). Keeping a window of confirms in flight lets the
-//!   broker batch its fsyncs: thousands to tens of thousands of msgs/s (see
-//!   `just bench`). Only acked ids are returned, so a nack, a timeout or a
-//!   lost channel leaves those events pending.
+//!   costs a round trip plus an fsync per event (~200 events/s through the
+//!   relay on the shared 2-core test machine). Keeping a sliding window of
+//!   confirms in flight lets the broker batch its fsyncs: ~3-6k events/s
+//!   there, 15-30x more (`just bench`, row E1). Only acked ids are
+//!   returned, so a nack, a timeout or a lost channel leaves those events
+//!   pending.
 //! - **Mandatory publishes.** A message the broker cannot route (the queue was
 //!   deleted under us) comes back acked *and* returned; it counts as not
 //!   delivered, and the link is remade so the queue is declared again.
@@ -204,13 +205,6 @@ impl AmqpEvents {
     /// The queue events go to.
     pub fn queue(&self) -> &str {
         &self.inner.cfg.queue
-    }
-
-    /// Drops the current link (if any); the next publish reconnects.
-    /// Exposed for operations and tests that simulate a broker restart.
-    pub async fn disconnect(&self) {
-        let mut state = self.inner.link.lock().await;
-        self.inner.drop_link(&mut state, "disconnected".into());
     }
 }
 
