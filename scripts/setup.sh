@@ -20,3 +20,6 @@ if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('Seca
     [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "SecantusDB==$SECANTUS_VERSION"
 fi
+
+# RabbitMQ for the events suite.
+scripts/rabbitmq.sh install

@@ -12,9 +12,10 @@ use tokio_util::task::TaskTracker;
 use crate::browser::Providers;
 use crate::browser::simulator::SimulatorProvider;
 use crate::config::Config;
-use crate::events::EventBus;
+use crate::events::amqp::{AmqpConfig, AmqpEvents};
 use crate::events::local::LocalEvents;
 use crate::events::relay::{self, RelayConfig, RelaySignal};
+use crate::events::{EventBus, EventSwitches};
 use crate::gateway::{self, Gateway, GatewayDeps};
 use crate::hub::{Hub, QueueLimits};
 use crate::plugins::{NoPlugins, PluginHost};
@@ -70,11 +71,22 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// Picks the events adapter.
+/// RabbitMQ when `AMQP_URL` is set: built without touching the network, so
+/// the host starts (and syncs) with the broker down; events wait in the
+/// outbox until it is back.
 pub fn open_events(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
-    if config.events.amqp_url.is_some() {
-        anyhow::bail!("AMQP_URL is set but this build has no RabbitMQ adapter yet");
-    }
-    Ok(Arc::new(LocalEvents))
+    let Some(url) = &config.events.amqp_url else {
+        return Ok(Arc::new(LocalEvents));
+    };
+    let mut amqp = AmqpConfig::new(url.clone());
+    amqp.queue = config.events.amqp_queue.clone();
+    amqp.switches = EventSwitches {
+        sync_failed: config.events.publish_sync_failed,
+        message_received: config.events.publish_messages,
+    };
+    Ok(Arc::new(
+        AmqpEvents::new(amqp).context("configuring the RabbitMQ events adapter")?,
+    ))
 }
 
 impl App {

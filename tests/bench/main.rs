@@ -164,6 +164,15 @@ fn main() {
                 let per: u32 = child_args[2].parse().expect("per chat");
                 rt.block_on(sync_embedded(chats, per))
             }
+            // One relay run on its own: `bench --child relay-rabbitmq N BATCH WINDOW`.
+            Some("relay-rabbitmq") => {
+                let n: usize = child_args[1].parse().expect("events");
+                let batch: u32 = child_args[2].parse().expect("batch");
+                let window: usize = child_args[3].parse().expect("window");
+                let r = rt.block_on(wasync_tests::amqp::bench_outbox_relay(n, batch, window));
+                eprintln!("{r}");
+                json!({"events": r.events, "eventsPerSec": r.events_per_sec(), "drainMs": r.drain.as_millis() as u64})
+            }
             other => panic!("unknown child measure {other:?}"),
         };
         println!("{v}");
@@ -225,6 +234,9 @@ fn main() {
         rows.push(row);
     }
 
+    // E1: the outbox relay draining into RabbitMQ, publisher confirms on.
+    rows.push(rt.block_on(relay_to_rabbitmq(args.quick)));
+
     let mut md = String::new();
     md.push_str("# wasync benchmarks\n\n");
     md.push_str(&format!(
@@ -253,6 +265,44 @@ fn main() {
     std::fs::write(&args.out, &md).expect("write results");
     println!("{md}");
     eprintln!("bench: results written to {}", args.out);
+}
+
+/// E1: events/s through the outbox relay into a fresh RabbitMQ queue with a
+/// window of confirms in flight, against the same relay awaiting each
+/// confirm before the next publish (window 1).
+async fn relay_to_rabbitmq(quick: bool) -> Row {
+    use wasync_tests::amqp::{bench_outbox_relay, broker_reachable};
+    if let Err(why) = broker_reachable().await {
+        // The smoke run is a test: it must fail. A full run keeps the other rows.
+        assert!(!quick, "{why}; start it with `rabbitmq-server -detached`");
+        return Row {
+            id: "E1",
+            measure: format!("not measured: {why}"),
+            baseline: "–".into(),
+            result: "–".into(),
+            target: "–",
+            met: None,
+        };
+    }
+    let (n, n_base) = if quick { (300, 30) } else { (20_000, 500) };
+    let base = bench_outbox_relay(n_base, 256, 1).await;
+    let piped = bench_outbox_relay(n, 256, 256).await;
+    eprintln!("E1 {base}");
+    eprintln!("E1 {piped}");
+    Row {
+        id: "E1",
+        measure: format!(
+            "outbox relay -> RabbitMQ, confirms on, {n} persistent events (batch 256, window 256): {:.0} events/s",
+            piped.events_per_sec()
+        ),
+        baseline: format!(
+            "same relay awaiting each confirm (window 1), {n_base} events: {:.0} events/s",
+            base.events_per_sec()
+        ),
+        result: format!("{:.1}×", piped.events_per_sec() / base.events_per_sec()),
+        target: "–",
+        met: None,
+    }
 }
 
 fn date() -> String {
