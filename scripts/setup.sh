@@ -5,3 +5,8 @@ cd "$(dirname "$0")/.."
 
 # RabbitMQ for the events suite.
 scripts/rabbitmq.sh install
+
+# Node clients for the Socket.IO test (socket.io-client from npm).
+if [ ! -d tests/node/node_modules/socket.io-client ]; then
+    (cd tests/node && npm ci --no-audit --no-fund)
+fi
