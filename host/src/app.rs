@@ -42,6 +42,7 @@ pub struct App {
     sessions: Arc<Sessions>,
     store: Arc<dyn Store>,
     gateway: Arc<Gateway>,
+    hub: Arc<Hub>,
 }
 
 impl std::fmt::Debug for App {
@@ -104,11 +105,14 @@ impl App {
         let tasks = TaskTracker::new();
 
         let relay = RelaySignal::default();
+        let metrics = Arc::new(Metrics::new());
+        let mut relay_cfg = tuning.relay.clone();
+        relay_cfg.metrics = Some(metrics.clone());
         tasks.spawn(relay::run(
             store.clone(),
             bus.clone(),
             relay.clone(),
-            tuning.relay.clone(),
+            relay_cfg,
             shutdown.clone(),
         ));
 
@@ -119,7 +123,7 @@ impl App {
                 .min(config.server.ws_queue),
             stall_timeout: config.server.ws_stall,
         }));
-        let metrics = Arc::new(Metrics::new());
+        let hub_handle = hub.clone();
         let plugins: Arc<dyn PluginHost> = Arc::new(NoPlugins);
         let providers = Arc::new(Providers::default().with(Arc::new(SimulatorProvider)));
         let mut sync = tuning.sync.clone();
@@ -163,11 +167,17 @@ impl App {
             sessions,
             store,
             gateway: gw,
+            hub: hub_handle,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The event hub (benchmarks subscribe to it in-process).
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
     }
 
     pub fn store(&self) -> Arc<dyn Store> {

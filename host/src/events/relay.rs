@@ -27,6 +27,8 @@ pub struct RelayConfig {
     pub min_backoff: Duration,
     /// Ceiling of the retry delay.
     pub max_backoff: Duration,
+    /// Where to count published events and failed attempts.
+    pub metrics: Option<Arc<crate::telemetry::Metrics>>,
 }
 
 impl Default for RelayConfig {
@@ -36,6 +38,7 @@ impl Default for RelayConfig {
             poll: Duration::from_secs(1),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }
@@ -73,6 +76,12 @@ pub async fn run(
         }
         let Drained { confirmed, failure } = drain(&*store, &*bus, cfg.batch, &shutdown).await;
         published += confirmed;
+        if let Some(m) = &cfg.metrics {
+            m.outbox_published.inc_by(confirmed);
+            if failure.is_some() {
+                m.outbox_failures.inc();
+            }
+        }
         match failure {
             None if confirmed == 0 => {
                 backoff = cfg.min_backoff;
