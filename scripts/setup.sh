@@ -15,3 +15,8 @@ if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('Seca
     [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "SecantusDB==$SECANTUS_VERSION"
 fi
+
+# Node clients for the Socket.IO test (socket.io-client from npm).
+if [ ! -d tests/node/node_modules/socket.io-client ]; then
+    (cd tests/node && npm ci --no-audit --no-fund)
+fi
