@@ -20,12 +20,19 @@ use wasync::domain::ServerEvent;
 async fn host() -> (App, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut env = HashMap::new();
-    env.insert("WASYNC_DATA_DIR".to_owned(), dir.path().display().to_string());
+    env.insert(
+        "WASYNC_DATA_DIR".to_owned(),
+        dir.path().display().to_string(),
+    );
     // Room for 1,000 clients' queues without closing anyone.
     env.insert("WASYNC_WS_QUEUE".to_owned(), "100000".to_owned());
     let config = Config::load(&env, None).expect("config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let app = App::start(config, listener, Tuning::default()).await.expect("start");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = App::start(config, listener, Tuning::default())
+        .await
+        .expect("start");
     let base = format!("http://{}", app.local_addr());
     (app, dir, base)
 }
@@ -36,7 +43,9 @@ fn seq_of(text: &str) -> Option<u64> {
     }
     let i = text.find("\"seq\":")? + 6;
     let rest = &text[i..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -96,7 +105,8 @@ async fn sync_once(http: &reqwest::Client, base: &str, id: &str) -> f64 {
             .await
             .expect("json");
         if run["syncId"] == sync_id && run["status"] == "completed" {
-            return (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()) as f64;
+            return (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap())
+                as f64;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -148,9 +158,11 @@ pub async fn p4(quick: bool) -> FanOut {
     let mut joined = Vec::new();
     for _ in 0..n_clients {
         let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("ws");
-        ws.send(Message::Text(r#"{"event":"join-session","data":{"sessionId":"fan"}}"#.into()))
-            .await
-            .expect("join");
+        ws.send(Message::Text(
+            r#"{"event":"join-session","data":{"sessionId":"fan"}}"#.into(),
+        ))
+        .await
+        .expect("join");
         joined.push(ws);
     }
     let mut tasks = Vec::new();
@@ -197,7 +209,9 @@ pub async fn p4(quick: bool) -> FanOut {
     wait_ready(&http, &base, "stall").await;
     let baseline_ms = sync_once(&http, &base, "stall").await;
     let addr = base.trim_start_matches("http://").to_owned();
-    let mut stalled = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut stalled = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stalled
         .write_all(format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").as_bytes())
@@ -249,7 +263,9 @@ async fn hammer(http: &reqwest::Client, base: &str, sessions: usize, requests: u
                 let s = (w * 7919 + i * 31) % sessions;
                 let t = Instant::now();
                 let r = http
-                    .get(format!("{base}/whatsapp-web/session/load{s}/chats?limit=50"))
+                    .get(format!(
+                        "{base}/whatsapp-web/session/load{s}/chats?limit=50"
+                    ))
                     .send()
                     .await
                     .expect("get");
