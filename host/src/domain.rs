@@ -330,6 +330,130 @@ impl OutboxEvent {
     }
 }
 
+/// A session's lifecycle status as clients see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// The provider is starting (browser launching, page loading).
+    Starting,
+    /// Waiting for the phone to scan a QR code.
+    Qr,
+    /// Scanned; the account is loading.
+    Authenticated,
+    /// Loaded: syncs can run.
+    Ready,
+    /// The login was refused.
+    AuthFailure,
+    /// The connection was lost or the phone logged out.
+    Disconnected,
+    /// Stopped with `DELETE`.
+    Stopped,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Starting => "starting",
+            SessionStatus::Qr => "qr",
+            SessionStatus::Authenticated => "authenticated",
+            SessionStatus::Ready => "ready",
+            SessionStatus::AuthFailure => "auth_failure",
+            SessionStatus::Disconnected => "disconnected",
+            SessionStatus::Stopped => "stopped",
+        }
+    }
+}
+
+/// The sync part of a session snapshot: the latest progress and how the
+/// run stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncView {
+    pub status: SyncStatus,
+    #[serde(flatten)]
+    pub progress: SyncProgress,
+}
+
+/// What a client needs to render a session, sent on join and by
+/// `GET /whatsapp-web/session/:id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSnapshot {
+    pub session_id: String,
+    pub status: SessionStatus,
+    pub provider: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qr: Option<QrCode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub me: Option<Me>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncView>,
+}
+
+/// Every server → client event of the WebSocket protocol (DESIGN §3),
+/// serialized as `{"event": NAME, "data": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(
+    tag = "event",
+    content = "data",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ServerEvent {
+    SessionState(SessionSnapshot),
+    Qr {
+        session_id: String,
+        qr: String,
+        attempt: u32,
+        expires_at: i64,
+    },
+    Authenticated {
+        session_id: String,
+    },
+    AuthFailure {
+        session_id: String,
+        reason: String,
+    },
+    Ready {
+        session_id: String,
+    },
+    SyncChats(SyncProgress),
+    SyncComplete(SyncComplete),
+    SyncFailed(SyncFailed),
+    Message(StoredMessage),
+    Disconnected {
+        session_id: String,
+        reason: String,
+    },
+    /// A bad client frame; the connection stays open.
+    Error {
+        code: String,
+        message: String,
+    },
+    /// Answer to `ping`.
+    Pong {},
+    /// Answer to `leave-session`.
+    Left {
+        session_id: String,
+    },
+}
+
+impl ServerEvent {
+    /// Progress events may be coalesced for a slow client; every other
+    /// event must be delivered.
+    pub fn is_progress(&self) -> bool {
+        matches!(self, ServerEvent::SyncChats(_))
+    }
+
+    /// The JSON text frame.
+    pub fn to_frame(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"event":"error","data":{"code":"internal","message":"unserializable event"}}"#
+                .to_owned()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +474,29 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn server_events_use_the_wire_names() {
+        let ev = ServerEvent::Qr {
+            session_id: "s".into(),
+            qr: "q".into(),
+            attempt: 2,
+            expires_at: 5,
+        };
+        assert_eq!(
+            serde_json::to_value(&ev).unwrap(),
+            serde_json::json!({"event": "qr", "data": {"sessionId": "s", "qr": "q", "attempt": 2, "expiresAt": 5}})
+        );
+        let ev = ServerEvent::Error {
+            code: "bad_json".into(),
+            message: "m".into(),
+        };
+        assert_eq!(serde_json::to_value(&ev).unwrap()["event"], "error");
+        assert_eq!(
+            serde_json::to_value(ServerEvent::Pong {}).unwrap(),
+            serde_json::json!({"event": "pong", "data": {}})
+        );
     }
 
     #[test]

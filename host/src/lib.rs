@@ -20,8 +20,14 @@
 //! - [`config`]: configuration from the environment and an optional TOML file.
 //! - [`app`]: the composition root: reads the config, picks adapters, runs it all.
 
+pub mod app;
 pub mod browser;
+pub mod config;
 pub mod domain;
 pub mod events;
+pub mod gateway;
+pub mod hub;
 pub mod plugins;
+pub mod session;
 pub mod storage;
+pub mod sync;

@@ -1,1 +1,306 @@
+//! The shared integration harness: real hosts on port 0, real HTTP and
+//! WebSocket clients.
+//!
+//! `TestHost::spawn()` starts a host in-process with its own temporary data
+//! directory (so tests run in parallel), `restart()` stops it and starts a
+//! new one on the same data (a crash-restart as far as the store can tell),
+//! and `WsClient` speaks the `/ws` protocol.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wasync::app::{App, Tuning};
+use wasync::config::Config;
+
+/// Waits up to `$secs` seconds (default 10) for `$cond` to hold, polling.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr) => {
+        $crate::assert_eventually!($cond, 10)
+    };
+    ($cond:expr, $secs:expr) => {{
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs($secs);
+        loop {
+            if $cond {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("condition not met within {}s: {}", $secs, stringify!($cond));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }};
+}
+
+/// Installs a test log subscriber once (`RUST_LOG` picks the level).
+pub fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// How to start a host.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// Configuration variables (as the environment would give them).
+    pub env: HashMap<String, String>,
+    pub tuning: Tuning,
+}
+
+impl HostOptions {
+    pub fn var(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.env.insert(k.to_owned(), v.into());
+        self
+    }
+}
+
+/// Fast retries, so failure paths take milliseconds in tests.
+pub fn fast_tuning() -> Tuning {
+    let mut t = Tuning::default();
+    t.sync.retry_backoff = Duration::from_millis(5);
+    t.relay.poll = Duration::from_millis(50);
+    t.relay.min_backoff = Duration::from_millis(20);
+    t.relay.max_backoff = Duration::from_millis(200);
+    t
+}
+
+/// A host running in this process.
+pub struct TestHost {
+    app: Option<App>,
+    pub base: String,
+    pub http: reqwest::Client,
+    data: tempfile::TempDir,
+    opts: HostOptions,
+    api_key: Option<String>,
+}
+
+impl TestHost {
+    /// Embedded store, local events, simulator.
+    pub async fn spawn() -> TestHost {
+        Self::spawn_with(HostOptions {
+            tuning: fast_tuning(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn spawn_with(opts: HostOptions) -> TestHost {
+        init_logs();
+        let data = tempfile::tempdir().expect("temp dir");
+        let api_key = opts.env.get(wasync::config::WASYNC_API_KEY).cloned();
+        let mut host = TestHost {
+            app: None,
+            base: String::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            data,
+            opts,
+            api_key,
+        };
+        host.start().await;
+        host
+    }
+
+    async fn start(&mut self) {
+        let mut env = self.opts.env.clone();
+        env.entry(wasync::config::WASYNC_DATA_DIR.into())
+            .or_insert_with(|| self.data.path().display().to_string());
+        let config = Config::load(&env, None).expect("test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let app = App::start(config, listener, self.opts.tuning.clone())
+            .await
+            .expect("host starts");
+        self.base = format!("http://{}", app.local_addr());
+        self.app = Some(app);
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn app(&self) -> &App {
+        self.app.as_ref().expect("running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("{}/ws", self.base.replacen("http", "ws", 1))
+    }
+
+    /// A request with the host's API key, if it has one.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, self.url(path));
+        match &self.api_key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        send(self.req(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        send(self.req(reqwest::Method::POST, path).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        send(self.req(reqwest::Method::DELETE, path)).await
+    }
+
+    /// Creates a simulator session with the given account shape.
+    pub async fn create_sim(&self, id: &str, simulator: Value) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/whatsapp-web/session/{id}"),
+                json!({"provider": "simulator", "simulator": simulator}),
+            )
+            .await;
+        assert_eq!(status, 201, "create {id}: {body}");
+        body
+    }
+
+    /// Polls until the session's last sync is no longer running.
+    pub async fn wait_sync_done(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, run) = self.get(&format!("/whatsapp-web/session/{id}/sync")).await;
+            if status == 200 && run["status"] != "running" {
+                return run;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sync of {id} did not end: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens a WebSocket client.
+    pub async fn ws(&self) -> WsClient {
+        let mut url = self.ws_url();
+        if let Some(k) = &self.api_key {
+            url = format!("{url}?apiKey={k}");
+        }
+        WsClient::connect(&url).await
+    }
+
+    /// Stops the host and starts a new one on the same data directory.
+    pub async fn restart(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        self.start().await;
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+    }
+
+    /// A path under this host's data directory.
+    pub fn data_path(&self, rel: &str) -> PathBuf {
+        self.data.path().join(rel)
+    }
+}
+
+async fn send(r: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = r.send().await.expect("request sent");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// A `/ws` client.
+pub struct WsClient {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> WsClient {
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        WsClient { stream }
+    }
+
+    pub async fn send(&mut self, event: &str, data: Value) {
+        self.send_raw(json!({"event": event, "data": data}).to_string())
+            .await;
+    }
+
+    pub async fn send_raw(&mut self, text: impl Into<String>) {
+        self.stream
+            .send(Message::Text(text.into().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next event, or a panic after 10 s.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(Duration::from_secs(10))
+            .await
+            .expect("an event within 10s")
+    }
+
+    /// The next event within `wait`, or `None`.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??;
+            match msg.expect("ws frame") {
+                Message::Text(t) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("JSON frame"));
+                }
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Events until (and including) the first named `event`.
+    pub async fn until(&mut self, event: &str) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let ev = self.recv().await;
+            let done = ev["event"] == event;
+            seen.push(ev);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Joins a session and returns the `session_state` snapshot.
+    pub async fn join(&mut self, session: &str) -> Value {
+        self.send("join-session", json!({ "sessionId": session }))
+            .await;
+        let ev = self.recv().await;
+        assert_eq!(ev["event"], "session_state", "{ev}");
+        ev["data"].clone()
+    }
+}

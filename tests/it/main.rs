@@ -1,1 +1,8 @@
+//! The integration suite: one binary, shared harness (`wasync_tests`).
 
+mod api_errors;
+mod cli;
+mod restart;
+mod storage_contract;
+mod sync_flow;
+mod websocket;

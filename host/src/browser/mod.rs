@@ -46,7 +46,7 @@ pub enum ClientEvent {
     /// The account is loaded: chats and messages can be read.
     Ready { me: Option<Me> },
     /// A message arrived after the client became ready.
-    Message { message: Message },
+    Message { message: Box<Message> },
     /// The client lost its connection or was logged out.
     Disconnected { reason: String },
 }

@@ -174,7 +174,7 @@ impl Account {
     pub fn chat(&self, index: u32) -> Chat {
         let seed = self.cfg.seed;
         let r = h(seed, 1, index as u64);
-        let is_group = r % 4 == 0;
+        let is_group = r.is_multiple_of(4);
         let id = if is_group {
             format!("1203630{:011}-{index}@g.us", r % 100_000_000_000)
         } else {
@@ -191,8 +191,8 @@ impl Account {
             name: Some(format!("{name} {}", index + 1)),
             is_group,
             unread_count: ((r >> 16) % 5) as u32,
-            archived: (r >> 20) % 7 == 0,
-            pinned: index < 2 && (r >> 24) % 2 == 0,
+            archived: (r >> 20).is_multiple_of(7),
+            pinned: index < 2 && (r >> 24).is_multiple_of(2),
             last_message_at: (n > 0).then(|| self.last_message_at(index)),
         }
     }
@@ -205,7 +205,7 @@ impl Account {
     pub fn message(&self, index: u32, chat: &Chat, k: u32) -> Message {
         let n = self.cfg.messages_in(index);
         let r = h(self.cfg.seed, 2 + index as u64, k as u64);
-        let from_me = r % 3 == 0;
+        let from_me = r.is_multiple_of(3);
         let words = 3 + (r >> 8) % 9;
         let mut body = String::new();
         for w in 0..words {
@@ -214,7 +214,7 @@ impl Account {
             }
             body.push_str(WORDS[(h(r, w, 7) % WORDS.len() as u64) as usize]);
         }
-        let has_media = (r >> 12) % 17 == 0;
+        let has_media = (r >> 12).is_multiple_of(17);
         let author = (chat.is_group && !from_me)
             .then(|| format!("49{:010}@c.us", h(r, 9, 9) % 10_000_000_000));
         Message {
@@ -452,6 +452,8 @@ async fn lifecycle(
         return;
     }
     let Some(every) = cfg.live_message_every_ms else {
+        // Stay connected (the sender open) until stopped.
+        stop.cancelled().await;
         return;
     };
     let mut n = 0u64;
@@ -486,7 +488,11 @@ async fn lifecycle(
             attributes: Default::default(),
         };
         n += 1;
-        if !send(ClientEvent::Message { message }).await {
+        if !send(ClientEvent::Message {
+            message: Box::new(message),
+        })
+        .await
+        {
             return;
         }
     }

@@ -414,7 +414,21 @@ pub async fn quarantine_and_purge(store: &dyn Store) {
         )
         .await
         .unwrap();
+    let mut live = store.list_quarantine(&s).await.unwrap()[0].clone();
+    live.message.id = "a@c.us-live".into();
+    store.put_quarantine(&s, &[live.clone()]).await.unwrap();
+    store.put_quarantine(&s, &[live]).await.unwrap();
     let q = store.list_quarantine(&s).await.unwrap();
+    assert_eq!(
+        q.len(),
+        2,
+        "{}: quarantine is idempotent per message",
+        store.kind()
+    );
+    let q: Vec<_> = q
+        .into_iter()
+        .filter(|x| x.message.id != "a@c.us-live")
+        .collect();
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].message.id, "a@c.us-m2");
     assert_eq!(store.count_messages(&s, None).await.unwrap(), 1);

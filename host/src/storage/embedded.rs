@@ -762,6 +762,30 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn put_quarantine(
+        &self,
+        id: &SessionId,
+        items: &[QuarantinedMessage],
+    ) -> StoreResult<()> {
+        let sid = id.to_string();
+        let items = items.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            {
+                let mut q = txn.open_table(QUARANTINE).db()?;
+                for item in &items {
+                    q.insert(
+                        (sid.as_str(), item.message.id.as_str()),
+                        enc(item)?.as_slice(),
+                    )
+                    .db()?;
+                }
+            }
+            txn.commit().db()
+        })
+        .await
+    }
+
     async fn list_quarantine(&self, id: &SessionId) -> StoreResult<Vec<QuarantinedMessage>> {
         let sid = id.to_string();
         self.blocking(move |db| {

@@ -195,5 +195,9 @@ pub trait Store: Send + Sync + 'static {
     async fn session_events(&self, id: &SessionId) -> StoreResult<Vec<OutboxEvent>>;
 
     // ---- quarantine -------------------------------------------------------
+    /// Keeps messages a fail-closed plugin refused outside a sync (live
+    /// messages); idempotent on `(sessionId, messageId)`.
+    async fn put_quarantine(&self, id: &SessionId, items: &[QuarantinedMessage])
+    -> StoreResult<()>;
     async fn list_quarantine(&self, id: &SessionId) -> StoreResult<Vec<QuarantinedMessage>>;
 }

@@ -1,0 +1,159 @@
+//! The composition root: the one place that reads the configuration and
+//! chooses adapters. Everything else receives ports.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::browser::Providers;
+use crate::browser::simulator::SimulatorProvider;
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::events::local::LocalEvents;
+use crate::events::relay::{self, RelayConfig, RelaySignal};
+use crate::gateway::{self, Gateway};
+use crate::hub::{Hub, QueueLimits};
+use crate::plugins::{NoPlugins, PluginHost};
+use crate::session::{SessionDeps, Sessions};
+use crate::storage::Store;
+use crate::storage::embedded::EmbeddedStore;
+use crate::sync::SyncOptions;
+
+/// Knobs that are not configuration: tests and benchmarks turn them to
+/// make retries fast; production keeps the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    pub sync: SyncOptions,
+    pub relay: RelayConfig,
+}
+
+/// A running host.
+pub struct App {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    sessions: Arc<Sessions>,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("addr", &self.addr).finish()
+    }
+}
+
+/// Picks the store adapter.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(uri) = &config.storage.mongodb_uri {
+        let _ = uri;
+        anyhow::bail!("MONGODB_URI is set but this build has no MongoDB adapter yet");
+    }
+    let path = config.storage.data_dir.join("wasync.redb");
+    let store = EmbeddedStore::open(&path)
+        .with_context(|| format!("opening the embedded store {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Picks the events adapter.
+pub fn open_events(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
+    if config.events.amqp_url.is_some() {
+        anyhow::bail!("AMQP_URL is set but this build has no RabbitMQ adapter yet");
+    }
+    Ok(Arc::new(LocalEvents))
+}
+
+impl App {
+    /// Starts everything on `listener` and restores the sessions that were
+    /// running when the host last stopped.
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+        tuning: Tuning,
+    ) -> anyhow::Result<App> {
+        let addr = listener.local_addr()?;
+        let store = open_store(&config).await?;
+        let bus = open_events(&config)?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let relay = RelaySignal::default();
+        tasks.spawn(relay::run(
+            store.clone(),
+            bus.clone(),
+            relay.clone(),
+            tuning.relay.clone(),
+            shutdown.clone(),
+        ));
+
+        let hub = Arc::new(Hub::new(QueueLimits {
+            max_frames: config.server.ws_queue,
+            coalesce_after: QueueLimits::default()
+                .coalesce_after
+                .min(config.server.ws_queue),
+            stall_timeout: config.server.ws_stall,
+        }));
+        let plugins: Arc<dyn PluginHost> = Arc::new(NoPlugins);
+        let providers = Arc::new(Providers::default().with(Arc::new(SimulatorProvider)));
+        let mut sync = tuning.sync.clone();
+        sync.publish_sync_failed = config.events.publish_sync_failed;
+        let sessions = Arc::new(Sessions::new(
+            SessionDeps {
+                store: store.clone(),
+                providers,
+                hub: hub.clone(),
+                plugins,
+                relay,
+                sync,
+                default_provider: config.browser.default_provider.clone(),
+                publish_messages: config.events.publish_messages,
+            },
+            shutdown.clone(),
+        ));
+        let restored = sessions.restore().await.context("restoring sessions")?;
+        if restored > 0 {
+            tracing::info!(restored, "sessions restored");
+        }
+
+        let gw = Arc::new(Gateway {
+            sessions: sessions.clone(),
+            store: store.clone(),
+            bus,
+            hub,
+            api_key: config.server.api_key.clone(),
+            max_body_bytes: config.server.max_body_bytes,
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        });
+        tasks.spawn(gateway::serve(listener, gw));
+        tracing::info!(%addr, store = store.kind(), "wasync listening");
+        Ok(App {
+            addr,
+            shutdown,
+            tasks,
+            sessions,
+            store,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Stops accepting, ends every session actor (running syncs stop
+    /// between batches and resume at the next start) and waits for all
+    /// tasks, so the store is closed when this returns.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.sessions.join().await;
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}

@@ -1,0 +1,289 @@
+//! The native WebSocket endpoint `GET /ws` (DESIGN §3).
+//!
+//! hyper answers the upgrade; tokio-tungstenite speaks the protocol on the
+//! upgraded connection. Each socket has two halves: a reader that handles
+//! client frames, and a writer that drains the client's hub queue, so a
+//! client that stops reading only ever fills its own bounded queue.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::error::ApiError;
+use super::{Body, Gateway};
+use crate::domain::{ServerEvent, SessionId};
+use crate::hub::{ClientQueue, Frame};
+use crate::session::SessionError;
+
+/// Largest client frame; client messages are tiny JSON objects.
+const MAX_CLIENT_FRAME: usize = 64 * 1024;
+
+pub(super) fn upgrade(
+    gw: Arc<Gateway>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_required",
+            "/ws speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(ApiError::bad_request(
+            "websocket_version",
+            "only WebSocket version 13 is supported",
+        ));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(ApiError::bad_request(
+            "websocket_key",
+            "missing Sec-WebSocket-Key",
+        ));
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let tasks = gw.tasks.clone();
+    tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut cfg = WebSocketConfig::default();
+                cfg.max_message_size = Some(MAX_CLIENT_FRAME);
+                cfg.max_frame_size = Some(MAX_CLIENT_FRAME);
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(cfg),
+                )
+                .await;
+                connection(gw, ws).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(Body::default());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    Ok(resp)
+}
+
+fn error_frame(code: &str, message: impl Into<String>) -> Frame {
+    Frame::new(
+        None,
+        &ServerEvent::Error {
+            code: code.into(),
+            message: message.into(),
+        },
+    )
+}
+
+#[tracing::instrument(name = "gateway.ws", skip_all)]
+async fn connection<S>(gw: Arc<Gateway>, ws: WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let client = gw.hub.connect();
+    let (mut sink, mut stream) = ws.split();
+
+    // Writer: the only task that writes to the socket.
+    let writer_client = client.clone();
+    let shutdown = gw.shutdown.clone();
+    let writer = tokio::spawn(async move {
+        let c = writer_client;
+        let stall = c.limits().stall_timeout;
+        loop {
+            let frame = tokio::select! {
+                f = c.next() => f,
+                _ = shutdown.cancelled() => {
+                    c.close("server shutting down");
+                    None
+                }
+            };
+            let Some(frame) = frame else { break };
+            let send = sink.send(Message::Text(Utf8Bytes::from(frame.text.as_ref())));
+            match tokio::time::timeout(stall, send).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    c.close("connection lost");
+                    return;
+                }
+                Err(_) => {
+                    c.close("client too slow: send stalled");
+                    break;
+                }
+            }
+        }
+        let reason = c.close_reason().unwrap_or_else(|| "closing".into());
+        let code = if reason.contains("shutting down") {
+            CloseCode::Away
+        } else if reason.contains("too slow") {
+            CloseCode::Policy
+        } else {
+            CloseCode::Normal
+        };
+        let close = sink.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
+    });
+
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = client.closed().cancelled() => break,
+        };
+        let Some(msg) = msg else { break };
+        match msg {
+            Ok(Message::Text(text)) => handle_frame(&gw, &client, text.as_str()).await,
+            Ok(Message::Binary(_)) => client.push(error_frame(
+                "binary_not_supported",
+                "send JSON text frames: {\"event\": NAME, \"data\": {...}}",
+            )),
+            Ok(Message::Close(_)) => break,
+            Ok(_) => {} // ping/pong are answered by the protocol layer
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket read failed");
+                break;
+            }
+        }
+    }
+    client.close("closing");
+    gw.hub.disconnect(&client);
+    let _ = writer.await;
+}
+
+async fn handle_frame(gw: &Gateway, client: &Arc<ClientQueue>, text: &str) {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            client.push(error_frame("bad_json", format!("frame is not JSON: {e}")));
+            return;
+        }
+    };
+    let Some(event) = value.get("event").and_then(|e| e.as_str()) else {
+        client.push(error_frame(
+            "bad_frame",
+            "a frame is {\"event\": NAME, \"data\": {...}}",
+        ));
+        return;
+    };
+    let data = value
+        .get("data")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    match event {
+        "ping" => client.push(Frame::new(None, &ServerEvent::Pong {})),
+        "join-session" | "leave-session" => {
+            // `{sessionId}` as in the original design, or a bare string.
+            let raw = match &data {
+                serde_json::Value::String(s) => Some(s.as_str()),
+                v => v.get("sessionId").and_then(|s| s.as_str()),
+            };
+            let Some(raw) = raw else {
+                client.push(error_frame(
+                    "invalid_session_id",
+                    format!("{event} needs data {{\"sessionId\": \"...\"}}"),
+                ));
+                return;
+            };
+            let id = match SessionId::parse(raw) {
+                Ok(id) => id,
+                Err(e) => {
+                    client.push(error_frame(
+                        "invalid_session_id",
+                        format!("invalid session id: {e}"),
+                    ));
+                    return;
+                }
+            };
+            if event == "leave-session" {
+                if gw.hub.leave(client, id.as_str()) {
+                    client.push(Frame::new(
+                        None,
+                        &ServerEvent::Left {
+                            session_id: id.to_string(),
+                        },
+                    ));
+                } else {
+                    client.push(error_frame(
+                        "not_joined",
+                        format!("not joined to session {id}"),
+                    ));
+                }
+                return;
+            }
+            join(gw, client, &id).await;
+        }
+        other => client.push(error_frame(
+            "unknown_event",
+            format!("unknown event {other:?}; expected join-session, leave-session or ping"),
+        )),
+    }
+}
+
+async fn join(gw: &Gateway, client: &Arc<ClientQueue>, id: &SessionId) {
+    // A stopped session has no actor, so its stored snapshot is the state.
+    let stored = if gw.sessions.live_snapshot(id).is_none() {
+        match gw.sessions.snapshot(id).await {
+            Ok(s) => Some(s),
+            Err(SessionError::NotFound(_)) => {
+                client.push(error_frame(
+                    "session_not_found",
+                    format!(
+                        "session {id} not found; create it with POST /whatsapp-web/session/{id}"
+                    ),
+                ));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "join: snapshot failed");
+                client.push(error_frame(
+                    "unavailable",
+                    "the session cannot be read right now",
+                ));
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let sessions = &gw.sessions;
+    gw.hub.join(client, id.as_str(), || {
+        // Stopped between the check and now: report it as stopped.
+        let snap = sessions.live_snapshot(id).or(stored).unwrap_or_else(|| {
+            crate::domain::SessionSnapshot {
+                session_id: id.to_string(),
+                status: crate::domain::SessionStatus::Stopped,
+                provider: String::new(),
+                qr: None,
+                me: None,
+                sync: None,
+            }
+        });
+        ServerEvent::SessionState(snap)
+    });
+}

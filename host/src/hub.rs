@@ -1,0 +1,406 @@
+//! Fan-out of session events to connected clients.
+//!
+//! Each connected client (a `/ws` socket) owns a bounded [`ClientQueue`];
+//! publishing never waits on a client. A slow client's queue absorbs the
+//! difference: a new `sync_chats` event replaces that session's progress
+//! event still waiting in the queue (latest wins), lifecycle events are
+//! never dropped, and a client whose queue overflows anyway, or whose
+//! socket stops accepting frames, is disconnected with a close reason. So
+//! one stuck browser tab can neither slow the sync nor other clients.
+//!
+//! Every event is serialized once per publish and shared by all clients.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::ServerEvent;
+
+/// Queue bounds for one client.
+#[derive(Debug, Clone)]
+pub struct QueueLimits {
+    /// Frames waiting for one client before it is disconnected.
+    pub max_frames: usize,
+    /// Backlog from which progress frames are coalesced. Below it a client
+    /// is keeping up and gets every event, bursts included.
+    pub coalesce_after: usize,
+    /// How long one frame may take to send before the client is considered
+    /// stuck and disconnected.
+    pub stall_timeout: std::time::Duration,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            max_frames: 4096,
+            coalesce_after: 64,
+            stall_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// One serialized event on its way to a client.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The session the event belongs to (`None`: connection-level).
+    pub session: Option<Arc<str>>,
+    /// Progress frames may be coalesced.
+    pub progress: bool,
+    pub text: Arc<str>,
+}
+
+impl Frame {
+    pub fn new(session: Option<&str>, event: &ServerEvent) -> Self {
+        Self {
+            session: session.map(Arc::from),
+            progress: event.is_progress(),
+            text: Arc::from(event.to_frame()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    frames: VecDeque<Frame>,
+    sessions: HashSet<String>,
+    coalesced: u64,
+}
+
+/// A client's outbound queue.
+pub struct ClientQueue {
+    id: u64,
+    inner: Mutex<Inner>,
+    notify: Notify,
+    closed: CancellationToken,
+    close_reason: Mutex<Option<String>>,
+    limits: QueueLimits,
+}
+
+impl std::fmt::Debug for ClientQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientQueue").field("id", &self.id).finish()
+    }
+}
+
+impl ClientQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame without waiting.
+    pub fn push(&self, frame: Frame) {
+        if self.closed.is_cancelled() {
+            return;
+        }
+        let overflow = {
+            let mut inner = self.lock();
+            let replaced = frame.progress
+                && inner.frames.len() >= self.limits.coalesce_after
+                && match inner
+                    .frames
+                    .iter_mut()
+                    .rev()
+                    .find(|f| f.session == frame.session)
+                {
+                    // Only the session's newest queued frame may be replaced,
+                    // and only by its own kind, so order is preserved.
+                    Some(last) if last.progress => {
+                        *last = frame.clone();
+                        true
+                    }
+                    _ => false,
+                };
+            if replaced {
+                inner.coalesced += 1;
+                false
+            } else {
+                inner.frames.push_back(frame);
+                inner.frames.len() > self.limits.max_frames
+            }
+        };
+        if overflow {
+            self.close("send queue overflow: client too slow");
+        } else {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The next frame to send; `None` once the client is closed.
+    pub async fn next(&self) -> Option<Frame> {
+        loop {
+            if self.closed.is_cancelled() {
+                return None;
+            }
+            let notified = self.notify.notified();
+            if let Some(f) = self.lock().frames.pop_front() {
+                return Some(f);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.closed.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Marks the client closed; the connection task sends `reason` as the
+    /// close frame's reason and ends.
+    pub fn close(&self, reason: &str) {
+        let mut r = self.close_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some(reason.to_owned());
+        }
+        self.closed.cancel();
+    }
+
+    pub fn close_reason(&self) -> Option<String> {
+        self.close_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    pub fn limits(&self) -> &QueueLimits {
+        &self.limits
+    }
+
+    /// Progress frames replaced so far (for tests and metrics).
+    pub fn coalesced(&self) -> u64 {
+        self.lock().coalesced
+    }
+
+    pub fn is_joined(&self, session: &str) -> bool {
+        self.lock().sessions.contains(session)
+    }
+}
+
+/// The rooms: session id → clients that joined it.
+#[derive(Default)]
+pub struct Hub {
+    rooms: Mutex<HashMap<String, HashMap<u64, Arc<ClientQueue>>>>,
+    next_id: AtomicU64,
+    clients: AtomicU64,
+    limits: QueueLimits,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("clients", &self.clients.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Hub {
+    pub fn new(limits: QueueLimits) -> Self {
+        Self {
+            limits,
+            ..Default::default()
+        }
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, Arc<ClientQueue>>>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new client with an empty queue.
+    pub fn connect(&self) -> Arc<ClientQueue> {
+        self.clients.fetch_add(1, Ordering::Relaxed);
+        Arc::new(ClientQueue {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+            closed: CancellationToken::new(),
+            close_reason: Mutex::new(None),
+            limits: self.limits.clone(),
+        })
+    }
+
+    /// Joins `client` to `session`'s room. The snapshot is taken and queued
+    /// while publishers are held off, so the client sees the snapshot and
+    /// then every later event: nothing in between is missed.
+    pub fn join(
+        &self,
+        client: &Arc<ClientQueue>,
+        session: &str,
+        snapshot: impl FnOnce() -> ServerEvent,
+    ) {
+        let mut rooms = self.rooms();
+        client.push(Frame::new(Some(session), &snapshot()));
+        rooms
+            .entry(session.to_owned())
+            .or_default()
+            .insert(client.id, client.clone());
+        client.lock().sessions.insert(session.to_owned());
+    }
+
+    /// Leaves one room; returns whether the client was in it.
+    pub fn leave(&self, client: &ClientQueue, session: &str) -> bool {
+        let mut rooms = self.rooms();
+        if let Some(room) = rooms.get_mut(session) {
+            room.remove(&client.id);
+            if room.is_empty() {
+                rooms.remove(session);
+            }
+        }
+        client.lock().sessions.remove(session)
+    }
+
+    /// Removes the client from every room.
+    pub fn disconnect(&self, client: &ClientQueue) {
+        let sessions: Vec<String> = client.lock().sessions.drain().collect();
+        let mut rooms = self.rooms();
+        for s in sessions {
+            if let Some(room) = rooms.get_mut(&s) {
+                room.remove(&client.id);
+                if room.is_empty() {
+                    rooms.remove(&s);
+                }
+            }
+        }
+        self.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Sends `event` to every client in `session`'s room, without waiting.
+    pub fn publish(&self, session: &str, event: &ServerEvent) {
+        let rooms = self.rooms();
+        let Some(room) = rooms.get(session) else {
+            return;
+        };
+        let frame = Frame::new(Some(session), event);
+        for client in room.values() {
+            client.push(frame.clone());
+        }
+    }
+
+    /// Connected clients.
+    pub fn client_count(&self) -> u64 {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Clients in a session's room.
+    pub fn room_size(&self, session: &str) -> usize {
+        self.rooms().get(session).map_or(0, |r| r.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{SyncPhase, SyncProgress};
+
+    fn progress(seq: u64) -> ServerEvent {
+        ServerEvent::SyncChats(SyncProgress {
+            session_id: "s".into(),
+            sync_id: "y".into(),
+            seq,
+            n_chats: 10,
+            current_chat: seq as u32,
+            chat_id: None,
+            messages_synced: 0,
+            total_messages_synced: 0,
+            phase: SyncPhase::Chat,
+            done: false,
+        })
+    }
+
+    fn ready() -> ServerEvent {
+        ServerEvent::Ready {
+            session_id: "s".into(),
+        }
+    }
+
+    fn seq_of(f: &Frame) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_str(&f.text).unwrap();
+        v["data"]["seq"].as_u64()
+    }
+
+    #[tokio::test]
+    async fn slow_client_gets_latest_progress_and_every_lifecycle_event() {
+        let hub = Hub::new(QueueLimits {
+            coalesce_after: 1,
+            ..Default::default()
+        });
+        let c = hub.connect();
+        hub.join(&c, "s", ready);
+        for i in 0..100 {
+            hub.publish("s", &progress(i));
+        }
+        hub.publish("s", &ready());
+        hub.publish("s", &progress(100));
+        hub.publish("s", &progress(101));
+        let mut got = Vec::new();
+        while let Ok(Some(f)) =
+            tokio::time::timeout(std::time::Duration::from_millis(20), c.next()).await
+        {
+            got.push(f);
+        }
+        // snapshot, latest of 0..100, ready, latest of 100..102
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(seq_of(&got[1]), Some(99));
+        assert!(got[2].text.contains("\"ready\""));
+        assert_eq!(seq_of(&got[3]), Some(101));
+        assert_eq!(c.coalesced(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_keeps_up_gets_every_event_of_a_burst() {
+        let hub = Hub::new(QueueLimits::default());
+        let c = hub.connect();
+        hub.join(&c, "s", ready);
+        for i in 0..50 {
+            hub.publish("s", &progress(i));
+        }
+        c.next().await.unwrap();
+        for i in 0..50 {
+            assert_eq!(seq_of(&c.next().await.unwrap()), Some(i));
+        }
+        assert_eq!(c.coalesced(), 0);
+    }
+
+    #[tokio::test]
+    async fn overflow_closes_the_client_with_a_reason() {
+        let hub = Hub::new(QueueLimits {
+            max_frames: 8,
+            ..Default::default()
+        });
+        let c = hub.connect();
+        hub.join(&c, "s", ready);
+        for _ in 0..20 {
+            hub.publish("s", &ready());
+        }
+        assert!(c.closed().is_cancelled());
+        assert!(c.close_reason().unwrap().contains("too slow"));
+        assert!(c.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn rooms_are_separate_and_leave_works() {
+        let hub = Hub::new(QueueLimits::default());
+        let a = hub.connect();
+        let b = hub.connect();
+        hub.join(&a, "s", ready);
+        hub.join(&b, "t", ready);
+        a.next().await.unwrap();
+        b.next().await.unwrap();
+        hub.publish("t", &ready());
+        assert!(b.next().await.is_some());
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), a.next())
+                .await
+                .is_err()
+        );
+        assert!(hub.leave(&a, "s"));
+        assert!(!hub.leave(&a, "s"));
+        assert_eq!(hub.room_size("s"), 0);
+        hub.disconnect(&b);
+        assert_eq!(hub.room_size("t"), 0);
+        assert_eq!(hub.client_count(), 1);
+    }
+}

@@ -1,0 +1,459 @@
+//! Sessions: one actor task per WhatsApp session, and the registry that
+//! creates, finds, stops and restores them.
+//!
+//! The actor owns everything about its session: the provider client, the
+//! lifecycle state ([`state`]), the running sync. Every request reaches it
+//! through its command channel, so "one sync per session" is a property of
+//! a single task, not of locks. Reads (snapshots) go to a small shared view
+//! the actor keeps current, so they never wait for the actor.
+
+pub mod state;
+
+mod actor;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::browser::Providers;
+use crate::domain::{SessionId, SessionSnapshot, SessionStatus, SyncTrigger, now_ms};
+use crate::events::relay::RelaySignal;
+use crate::hub::Hub;
+use crate::plugins::PluginHost;
+use crate::storage::{SessionRecord, Store, StoreError};
+use crate::sync::SyncOptions;
+
+/// Bounds of `limitPerChat`.
+pub const LIMIT_PER_CHAT: std::ops::RangeInclusive<u32> = 1..=10_000;
+/// `limitPerChat` when the request names none.
+pub const DEFAULT_LIMIT_PER_CHAT: u32 = 100;
+
+/// The body of `POST /whatsapp-web/session/:id`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateOptions {
+    /// Messages per chat for the automatic sync (1–10,000; default 100).
+    pub limit_per_chat: Option<u32>,
+    /// Start a sync when the session becomes ready (default true).
+    pub auto_sync: Option<bool>,
+    /// `simulator` or `webdriver`; default `WASYNC_PROVIDER`.
+    pub provider: Option<String>,
+    /// The simulated account's shape (simulator only).
+    pub simulator: Option<serde_json::Value>,
+    /// Options of the webdriver provider.
+    pub webdriver: Option<serde_json::Value>,
+}
+
+/// Errors the registry reports to the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("a sync is already running for session {session_id}")]
+    SyncRunning { session_id: String, sync_id: String },
+    #[error("session {session_id} is not ready (status: {})", status.as_str())]
+    NotReady {
+        session_id: String,
+        status: SessionStatus,
+    },
+    #[error("the host is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the actors share.
+#[derive(Clone)]
+pub struct SessionDeps {
+    pub store: Arc<dyn Store>,
+    pub providers: Arc<Providers>,
+    pub hub: Arc<Hub>,
+    pub plugins: Arc<dyn PluginHost>,
+    pub relay: RelaySignal,
+    pub sync: SyncOptions,
+    /// Provider for create bodies that name none.
+    pub default_provider: String,
+    /// Queue a `message_received` event per live message.
+    pub publish_messages: bool,
+}
+
+/// Commands an actor accepts.
+enum Command {
+    StartSync {
+        trigger: SyncTrigger,
+        limit_per_chat: u32,
+        chat_ids: Option<Vec<String>>,
+        reply: oneshot::Sender<Result<String, SessionError>>,
+    },
+    Stop {
+        logout: bool,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The registry's handle on a live actor.
+struct Handle {
+    view: Arc<Mutex<SessionSnapshot>>,
+    commands: mpsc::Sender<Command>,
+    /// Cancelled when the actor has exited.
+    exited: CancellationToken,
+}
+
+/// The sessions of this host.
+pub struct Sessions {
+    deps: SessionDeps,
+    live: Mutex<HashMap<SessionId, Handle>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sessions {
+    pub fn new(deps: SessionDeps, shutdown: CancellationToken) -> Self {
+        Self {
+            deps,
+            live: Mutex::new(HashMap::new()),
+            shutdown,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    pub fn deps(&self) -> &SessionDeps {
+        &self.deps
+    }
+
+    /// Checks a create body; the message names the bad field.
+    pub fn validate(&self, opts: &CreateOptions) -> Result<String, SessionError> {
+        if let Some(l) = opts.limit_per_chat
+            && !LIMIT_PER_CHAT.contains(&l)
+        {
+            return Err(SessionError::BadRequest(format!(
+                "limitPerChat must be between {} and {}, got {l}",
+                LIMIT_PER_CHAT.start(),
+                LIMIT_PER_CHAT.end()
+            )));
+        }
+        let name = opts
+            .provider
+            .clone()
+            .unwrap_or_else(|| self.deps.default_provider.clone());
+        let provider = self.deps.providers.get(&name).ok_or_else(|| {
+            SessionError::BadRequest(format!(
+                "unknown provider {name:?}; this host offers {:?}",
+                self.deps.providers.names()
+            ))
+        })?;
+        provider
+            .validate(&serde_json::to_value(opts).unwrap_or_default())
+            .map_err(|e| SessionError::BadRequest(e.to_string()))?;
+        Ok(name)
+    }
+
+    /// Creates and starts a session. Returns `(created, snapshot)`;
+    /// `created` is false when it was already running (idempotent).
+    pub async fn create(
+        &self,
+        id: &SessionId,
+        opts: CreateOptions,
+    ) -> Result<(bool, SessionSnapshot), SessionError> {
+        if self.shutdown.is_cancelled() {
+            return Err(SessionError::ShuttingDown);
+        }
+        let provider = self.validate(&opts)?;
+        if let Some(snap) = self.running_snapshot(id) {
+            return Ok((false, snap));
+        }
+        let now = now_ms();
+        let created_at = match self.deps.store.get_session(id).await? {
+            Some(r) => r.created_at,
+            None => now,
+        };
+        let rec = SessionRecord {
+            session_id: id.to_string(),
+            status: SessionStatus::Starting.as_str().into(),
+            provider: provider.clone(),
+            options: serde_json::to_value(&opts).unwrap_or_default(),
+            created_at,
+            updated_at: now,
+            me: None,
+            last_sync: None,
+            active: true,
+        };
+        self.deps.store.put_session(&rec).await?;
+        // Two racing creates: the second finds the first's actor here.
+        let mut live = lock(&self.live);
+        if let Some(h) = live.get(id)
+            && !h.exited.is_cancelled()
+        {
+            return Ok((false, lock(&h.view).clone()));
+        }
+        let handle = self.spawn(id.clone(), provider, opts, false, None);
+        let snap = lock(&handle.view).clone();
+        live.insert(id.clone(), handle);
+        Ok((true, snap))
+    }
+
+    fn running_snapshot(&self, id: &SessionId) -> Option<SessionSnapshot> {
+        let live = lock(&self.live);
+        let h = live.get(id)?;
+        let snap = lock(&h.view).clone();
+        // A session whose actor ended (disconnected, auth failure) may be
+        // started again.
+        (!h.exited.is_cancelled()).then_some(snap)
+    }
+
+    fn spawn(
+        &self,
+        id: SessionId,
+        provider: String,
+        opts: CreateOptions,
+        restored: bool,
+        resume: Option<crate::domain::SyncRun>,
+    ) -> Handle {
+        let view = Arc::new(Mutex::new(SessionSnapshot {
+            session_id: id.to_string(),
+            status: SessionStatus::Starting,
+            provider: provider.clone(),
+            qr: None,
+            me: None,
+            sync: None,
+        }));
+        let (tx, rx) = mpsc::channel(32);
+        let exited = CancellationToken::new();
+        let actor = actor::Actor {
+            id,
+            provider,
+            opts,
+            restored,
+            resume,
+            deps: self.deps.clone(),
+            view: view.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        let done = exited.clone();
+        self.tasks.spawn(async move {
+            actor.run(rx).await;
+            done.cancel();
+        });
+        Handle {
+            view,
+            commands: tx,
+            exited,
+        }
+    }
+
+    /// The snapshot of a live session, or of a stored one that is stopped.
+    pub async fn snapshot(&self, id: &SessionId) -> Result<SessionSnapshot, SessionError> {
+        if let Some(s) = self.live_snapshot(id) {
+            return Ok(s);
+        }
+        match self.deps.store.get_session(id).await? {
+            Some(rec) => Ok(snapshot_of(&rec)),
+            None => Err(SessionError::NotFound(id.to_string())),
+        }
+    }
+
+    /// Live snapshot for the WebSocket join, without touching the store.
+    pub fn live_snapshot(&self, id: &SessionId) -> Option<SessionSnapshot> {
+        lock(&self.live).get(id).map(|h| lock(&h.view).clone())
+    }
+
+    /// Every session: live ones and stored ones.
+    pub async fn list(&self) -> Result<Vec<SessionSnapshot>, SessionError> {
+        let mut out: HashMap<String, SessionSnapshot> = self
+            .deps
+            .store
+            .list_sessions()
+            .await?
+            .iter()
+            .map(|r| (r.session_id.clone(), snapshot_of(r)))
+            .collect();
+        for h in lock(&self.live).values() {
+            let s = lock(&h.view).clone();
+            out.insert(s.session_id.clone(), s);
+        }
+        let mut v: Vec<_> = out.into_values().collect();
+        v.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        Ok(v)
+    }
+
+    /// Starts a manual sync; returns its id.
+    pub async fn start_sync(
+        &self,
+        id: &SessionId,
+        limit_per_chat: Option<u32>,
+        chat_ids: Option<Vec<String>>,
+    ) -> Result<String, SessionError> {
+        if let Some(l) = limit_per_chat
+            && !LIMIT_PER_CHAT.contains(&l)
+        {
+            return Err(SessionError::BadRequest(format!(
+                "limitPerChat must be between {} and {}, got {l}",
+                LIMIT_PER_CHAT.start(),
+                LIMIT_PER_CHAT.end()
+            )));
+        }
+        let commands = lock(&self.live).get(id).map(|h| h.commands.clone());
+        let Some(commands) = commands else {
+            return match self.deps.store.get_session(id).await? {
+                Some(rec) => Err(SessionError::NotReady {
+                    session_id: id.to_string(),
+                    status: snapshot_of(&rec).status,
+                }),
+                None => Err(SessionError::NotFound(id.to_string())),
+            };
+        };
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::StartSync {
+            trigger: SyncTrigger::Manual,
+            limit_per_chat: limit_per_chat.unwrap_or(DEFAULT_LIMIT_PER_CHAT),
+            chat_ids,
+            reply,
+        };
+        if commands.send(cmd).await.is_err() {
+            return Err(self.not_ready(id).await);
+        }
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(self.not_ready(id).await),
+        }
+    }
+
+    async fn not_ready(&self, id: &SessionId) -> SessionError {
+        match self.snapshot(id).await {
+            Ok(s) => SessionError::NotReady {
+                session_id: id.to_string(),
+                status: s.status,
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// Stops a session: cancels its sync (reported as `cancelled`), stops
+    /// the client (`logout` drops the WhatsApp login), keeps the stored data
+    /// unless `purge`.
+    pub async fn stop(
+        &self,
+        id: &SessionId,
+        logout: bool,
+        purge: bool,
+    ) -> Result<(), SessionError> {
+        let handle = lock(&self.live).remove(id);
+        match handle {
+            Some(h) => {
+                let (reply, rx) = oneshot::channel();
+                if h.commands
+                    .send(Command::Stop { logout, reply })
+                    .await
+                    .is_ok()
+                {
+                    let _ = rx.await;
+                }
+                h.exited.cancelled().await;
+            }
+            None => {
+                if self.deps.store.get_session(id).await?.is_none() {
+                    return Err(SessionError::NotFound(id.to_string()));
+                }
+            }
+        }
+        if purge {
+            self.deps.store.delete_session(id, true).await?;
+        } else if let Some(mut rec) = self.deps.store.get_session(id).await? {
+            rec.active = false;
+            rec.status = SessionStatus::Stopped.as_str().into();
+            rec.updated_at = now_ms();
+            self.deps.store.put_session(&rec).await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts every session that was active when the host last stopped;
+    /// a sync interrupted then resumes from its checkpoint once the session
+    /// is ready again.
+    pub async fn restore(&self) -> Result<usize, SessionError> {
+        let mut n = 0;
+        for rec in self.deps.store.list_sessions().await? {
+            if !rec.active {
+                continue;
+            }
+            let Ok(id) = SessionId::parse(&rec.session_id) else {
+                tracing::warn!(session_id = %rec.session_id, "skipping a stored session with an invalid id");
+                continue;
+            };
+            let opts: CreateOptions = match serde_json::from_value(rec.options.clone()) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(session_id = %id, error = %e, "skipping a stored session with unreadable options");
+                    continue;
+                }
+            };
+            let resume = self
+                .deps
+                .store
+                .latest_sync_run(&id)
+                .await?
+                .filter(|r| r.status == crate::domain::SyncStatus::Running);
+            tracing::info!(session_id = %id, resume = resume.is_some(), "restoring session");
+            let handle = self.spawn(id.clone(), rec.provider.clone(), opts, true, resume);
+            lock(&self.live).insert(id, handle);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Number of live sessions per status (for metrics).
+    pub fn status_counts(&self) -> HashMap<SessionStatus, usize> {
+        let mut out = HashMap::new();
+        for h in lock(&self.live).values() {
+            *out.entry(lock(&h.view).status).or_default() += 1;
+        }
+        out
+    }
+
+    /// Waits for every actor to exit (after the shutdown token fired).
+    pub async fn join(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+fn snapshot_of(rec: &SessionRecord) -> SessionSnapshot {
+    let status = match rec.status.as_str() {
+        "ready" if !rec.active => SessionStatus::Stopped,
+        "starting" => SessionStatus::Starting,
+        "qr" => SessionStatus::Qr,
+        "authenticated" => SessionStatus::Authenticated,
+        "ready" => SessionStatus::Ready,
+        "auth_failure" => SessionStatus::AuthFailure,
+        "disconnected" => SessionStatus::Disconnected,
+        _ => SessionStatus::Stopped,
+    };
+    SessionSnapshot {
+        session_id: rec.session_id.clone(),
+        status: if rec.active {
+            status
+        } else {
+            SessionStatus::Stopped
+        },
+        provider: rec.provider.clone(),
+        qr: None,
+        me: rec.me.clone(),
+        sync: None,
+    }
+}

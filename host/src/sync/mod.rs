@@ -1,0 +1,564 @@
+//! The sync engine: `syncChatsWithProgress` as a plain function of ports.
+//!
+//! Give it a client, a store, a plugin chain and a progress sink and it
+//! walks the account (DESIGN §4):
+//!
+//! 1. fetch the chat list once and upsert every chat in one write, so
+//!    `GET .../chats` shows the whole list while messages still sync;
+//! 2. per chat, in order: `before-chat-sync` hooks, fetch the newest
+//!    `limitPerChat` messages (retried with backoff; a chat that keeps
+//!    failing is recorded as failed and the sync goes on), the message
+//!    transformers, a bulk write, `after-chat-sync` hooks;
+//! 3. complete the run and queue `session_ready` in one durable step, then
+//!    report `done` and `sync_complete`.
+//!
+//! Progress is only reported for data that is durably committed. To keep
+//! that promise cheap, consecutive small chats are committed together (a
+//! *group*: up to [`SyncOptions::group_messages`] messages or
+//! [`SyncOptions::group_window`] of wall time), and their events are emitted
+//! in order right after the group's commit. Memory is bounded by one group,
+//! whatever the account size.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::browser::{ClientError, WhatsAppClient};
+use crate::domain::{
+    Chat, ChatFailure, OutboxEvent, SessionId, SyncComplete, SyncFailed, SyncPhase, SyncProgress,
+    SyncRun, SyncStatus, now_ms,
+};
+use crate::events::relay::RelaySignal;
+use crate::plugins::{ChatDecision, ChatSummary, PluginChain, SyncContext};
+use crate::storage::{ChatCommit, Store, StoreError};
+
+/// Where the sync reports progress (the session: its snapshot and the hub).
+pub trait ProgressSink: Send + Sync {
+    fn progress(&self, p: &SyncProgress);
+    fn complete(&self, c: &SyncComplete);
+    fn failed(&self, f: &SyncFailed);
+}
+
+/// Engine tuning; the defaults suit production.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Attempts per provider call (list, fetch) before giving up.
+    pub fetch_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub retry_backoff: Duration,
+    /// Attempts per store write before the run fails.
+    pub store_attempts: u32,
+    /// Commit a group once it holds this many messages.
+    pub group_messages: usize,
+    /// Commit a group once it is this old, so slow providers still show
+    /// progress promptly.
+    pub group_window: Duration,
+    /// Also queue a `sync_failed` event in the outbox when a run fails.
+    pub publish_sync_failed: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            fetch_attempts: 3,
+            retry_backoff: Duration::from_millis(200),
+            store_attempts: 3,
+            group_messages: 2_000,
+            group_window: Duration::from_millis(50),
+            publish_sync_failed: false,
+        }
+    }
+}
+
+/// What the engine needs.
+#[derive(Clone)]
+pub struct SyncDeps {
+    pub client: Arc<dyn WhatsAppClient>,
+    pub store: Arc<dyn Store>,
+    pub chain: Arc<dyn PluginChain>,
+    pub sink: Arc<dyn ProgressSink>,
+    pub relay: RelaySignal,
+    pub options: SyncOptions,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncEnd {
+    Completed(SyncRun),
+    /// Failed (provider or store); the run is persisted as failed if the
+    /// store allowed it.
+    Failed(SyncRun),
+    /// Stopped by the session (`DELETE`), reported as `sync_failed`
+    /// `cancelled`.
+    Cancelled(SyncRun),
+    /// The host is shutting down: nothing is reported or persisted, so the
+    /// run resumes from its checkpoint at the next start.
+    Interrupted,
+}
+
+/// Why a step stopped the run.
+enum Stop {
+    Cancelled,
+    Shutdown,
+    Failed(String),
+}
+
+/// The events of chats fetched but not yet committed.
+struct Group {
+    commits: Vec<ChatCommit>,
+    /// Per chat of the group: (position, chat id, messages stored, event
+    /// seqs of its `chat` and `messages` events).
+    chats: Vec<(u32, String, u64, u64, u64)>,
+    messages: usize,
+    opened: Instant,
+}
+
+impl Group {
+    fn new() -> Self {
+        Self {
+            commits: Vec::new(),
+            chats: Vec::new(),
+            messages: 0,
+            opened: Instant::now(),
+        }
+    }
+}
+
+/// Creates the record of a new run.
+pub fn new_run(
+    session: &SessionId,
+    trigger: crate::domain::SyncTrigger,
+    limit_per_chat: u32,
+    chat_ids: Option<Vec<String>>,
+) -> SyncRun {
+    SyncRun {
+        sync_id: uuid::Uuid::now_v7().to_string(),
+        session_id: session.to_string(),
+        trigger,
+        limit_per_chat,
+        chat_ids,
+        status: SyncStatus::Running,
+        started_at: now_ms(),
+        finished_at: None,
+        n_chats: 0,
+        current_chat: 0,
+        checkpoint: 0,
+        checkpoint_chat_id: None,
+        total_messages_synced: 0,
+        next_seq: 0,
+        failed_chats: vec![],
+        skipped_chats: 0,
+        quarantined: 0,
+        reason: None,
+    }
+}
+
+/// Runs (or resumes) `run` to its end.
+#[tracing::instrument(name = "sync.run", skip_all, fields(session_id = %run.session_id, sync_id = %run.sync_id))]
+pub async fn run(
+    deps: &SyncDeps,
+    mut run: SyncRun,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> SyncEnd {
+    let started = Instant::now();
+    match walk(deps, &mut run, cancel, shutdown).await {
+        Ok(()) => {
+            let end = SyncComplete {
+                session_id: run.session_id.clone(),
+                sync_id: run.sync_id.clone(),
+                n_chats: run.n_chats,
+                total_messages_synced: run.total_messages_synced,
+                duration_ms: (now_ms() - run.started_at).max(0) as u64,
+            };
+            tracing::info!(
+                n_chats = run.n_chats,
+                messages = run.total_messages_synced,
+                failed_chats = run.failed_chats.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "sync complete"
+            );
+            deps.sink.complete(&end);
+            SyncEnd::Completed(run)
+        }
+        Err(Stop::Shutdown) => SyncEnd::Interrupted,
+        Err(Stop::Cancelled) => {
+            run.status = SyncStatus::Cancelled;
+            run.reason = Some("cancelled".into());
+            run.finished_at = Some(now_ms());
+            if let Err(e) = deps.store.put_sync_run(&run).await {
+                tracing::warn!(error = %e, "could not record the cancelled run");
+            }
+            deps.sink.failed(&SyncFailed {
+                session_id: run.session_id.clone(),
+                sync_id: run.sync_id.clone(),
+                reason: "cancelled".into(),
+                current_chat: run.current_chat,
+            });
+            SyncEnd::Cancelled(run)
+        }
+        Err(Stop::Failed(reason)) => {
+            tracing::warn!(%reason, "sync failed");
+            run.status = SyncStatus::Failed;
+            run.reason = Some(reason.clone());
+            run.finished_at = Some(now_ms());
+            let failed = SyncFailed {
+                session_id: run.session_id.clone(),
+                sync_id: run.sync_id.clone(),
+                reason,
+                current_chat: run.current_chat,
+            };
+            let event = deps.options.publish_sync_failed.then(|| {
+                OutboxEvent::new(
+                    "sync_failed",
+                    &SessionId::parse(&run.session_id).expect("run of a valid session"),
+                    serde_json::to_value(&failed).unwrap_or_default(),
+                )
+            });
+            match deps.store.finish_sync(&run, event.as_ref()).await {
+                Ok(()) => deps.relay.kick(),
+                Err(e) => tracing::warn!(error = %e, "could not record the failed run"),
+            }
+            deps.sink.failed(&failed);
+            SyncEnd::Failed(run)
+        }
+    }
+}
+
+fn emit(
+    deps: &SyncDeps,
+    run: &SyncRun,
+    seq: u64,
+    phase: SyncPhase,
+    chat_id: Option<String>,
+    messages_synced: u64,
+) {
+    deps.sink.progress(&SyncProgress {
+        session_id: run.session_id.clone(),
+        sync_id: run.sync_id.clone(),
+        seq,
+        n_chats: run.n_chats,
+        current_chat: run.current_chat,
+        chat_id,
+        messages_synced,
+        total_messages_synced: run.total_messages_synced,
+        phase,
+        done: phase == SyncPhase::Done,
+    });
+}
+
+/// Waits for `fut` unless the run is cancelled or the host stops first.
+async fn guarded<T>(
+    fut: impl Future<Output = T>,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Result<T, Stop> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Err(Stop::Shutdown),
+        _ = cancel.cancelled() => Err(Stop::Cancelled),
+        v = fut => Ok(v),
+    }
+}
+
+/// Retries a provider call with exponential backoff.
+async fn with_retry<T, F, Fut>(
+    deps: &SyncDeps,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+    mut call: F,
+) -> Result<Result<T, (u32, ClientError)>, Stop>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    let attempts = deps.options.fetch_attempts.max(1);
+    let mut delay = deps.options.retry_backoff;
+    for attempt in 1..=attempts {
+        match guarded(call(), cancel, shutdown).await? {
+            Ok(v) => return Ok(Ok(v)),
+            Err(e @ ClientError::Disconnected(_)) | Err(e @ ClientError::Unsupported(_)) => {
+                return Ok(Err((attempt, e)));
+            }
+            Err(e) if attempt == attempts => return Ok(Err((attempt, e))),
+            Err(e) => {
+                tracing::debug!(attempt, error = %e, "provider call failed; retrying");
+                guarded(tokio::time::sleep(delay), cancel, shutdown).await?;
+                delay *= 2;
+            }
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+/// Retries a store write; an unreachable store fails the run.
+async fn store_retry<T, F, Fut>(
+    deps: &SyncDeps,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+    what: &str,
+    mut call: F,
+) -> Result<T, Stop>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let attempts = deps.options.store_attempts.max(1);
+    let mut delay = deps.options.retry_backoff;
+    for attempt in 1..=attempts {
+        match guarded(call(), cancel, shutdown).await? {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt == attempts => {
+                return Err(Stop::Failed(format!("{what}: {e}")));
+            }
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "{what} failed; retrying");
+                guarded(tokio::time::sleep(delay), cancel, shutdown).await?;
+                delay *= 2;
+            }
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+async fn walk(
+    deps: &SyncDeps,
+    run: &mut SyncRun,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Result<(), Stop> {
+    let sid = SessionId::parse(&run.session_id)
+        .map_err(|e| Stop::Failed(format!("invalid session id: {e}")))?;
+    let resuming = run.next_seq > 0;
+    let ctx = SyncContext {
+        session_id: run.session_id.clone(),
+        sync_id: run.sync_id.clone(),
+        trigger: run.trigger.as_str().to_owned(),
+    };
+
+    let mut chats: Vec<Chat> =
+        match with_retry(deps, cancel, shutdown, || deps.client.list_chats()).await? {
+            Ok(c) => c,
+            Err((_, e)) => return Err(Stop::Failed(format!("listing chats: {e}"))),
+        };
+    if let Some(only) = &run.chat_ids {
+        chats.retain(|c| only.contains(&c.id));
+    }
+    run.n_chats = chats.len() as u32;
+    store_retry(deps, cancel, shutdown, "storing the chat list", || {
+        deps.store.upsert_chats(&sid, &chats)
+    })
+    .await?;
+
+    let first = if resuming {
+        // Resume after the checkpoint chat; fall back to the count if the
+        // chat list changed shape meanwhile.
+        run.checkpoint_chat_id
+            .as_ref()
+            .and_then(|id| chats.iter().position(|c| &c.id == id).map(|p| p + 1))
+            .unwrap_or(run.checkpoint as usize)
+            .min(chats.len())
+    } else {
+        let seq = run.next_seq;
+        run.next_seq += 1;
+        store_retry(deps, cancel, shutdown, "recording the run", || {
+            deps.store.put_sync_run(run)
+        })
+        .await?;
+        emit(deps, run, seq, SyncPhase::Start, None, 0);
+        0
+    };
+    if resuming {
+        tracing::info!(from_chat = first, "resuming sync from its checkpoint");
+    }
+
+    let mut group = Group::new();
+    for (i, chat) in chats.iter().enumerate().skip(first) {
+        if shutdown.is_cancelled() {
+            return Err(Stop::Shutdown);
+        }
+        if cancel.is_cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        let position = i as u32 + 1;
+        let chat_seq = run.next_seq;
+        let messages_seq = run.next_seq + 1;
+        run.next_seq += 2;
+
+        let mut scope = deps.chain.chat_scope(&ctx, chat).await;
+        let limit = match scope.before_chat_sync().await {
+            ChatDecision::Skip { reason } => {
+                tracing::debug!(chat_id = %chat.id, %reason, "chat skipped by a plugin");
+                run.skipped_chats += 1;
+                group
+                    .chats
+                    .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
+                None
+            }
+            ChatDecision::Proceed {
+                max_messages,
+                since_ms,
+            } => Some((
+                max_messages.map_or(run.limit_per_chat, |m| m.min(run.limit_per_chat)),
+                since_ms,
+            )),
+        };
+
+        if let Some((limit, since_ms)) = limit {
+            let fetched = with_retry(deps, cancel, shutdown, || {
+                deps.client.fetch_messages(chat, limit)
+            })
+            .await?;
+            match fetched {
+                Err((attempts, e)) => {
+                    tracing::warn!(chat_id = %chat.id, attempts, error = %e, "chat failed; going on");
+                    run.failed_chats.push(ChatFailure {
+                        chat_id: chat.id.clone(),
+                        attempts,
+                        reason: e.to_string(),
+                    });
+                    group
+                        .chats
+                        .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
+                    scope
+                        .after_chat_sync(ChatSummary {
+                            failed: 1,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+                Ok(mut messages) => {
+                    if let Some(since) = since_ms {
+                        messages.retain(|m| m.timestamp >= since);
+                    }
+                    let fetched_n = messages.len() as u32;
+                    let out = if deps.chain.is_empty() {
+                        crate::plugins::Transformed {
+                            keep: messages,
+                            ..Default::default()
+                        }
+                    } else {
+                        scope.transform(messages).await
+                    };
+                    let stored = out.keep.len() as u64;
+                    run.quarantined += out.quarantined.len() as u64;
+                    group.messages += out.keep.len() + out.quarantined.len();
+                    group.commits.push(ChatCommit {
+                        chat_id: chat.id.clone(),
+                        messages: out.keep,
+                        quarantined: out.quarantined,
+                        synced_at: now_ms(),
+                    });
+                    group
+                        .chats
+                        .push((position, chat.id.clone(), stored, chat_seq, messages_seq));
+                    scope
+                        .after_chat_sync(ChatSummary {
+                            fetched: fetched_n,
+                            stored: stored as u32,
+                            modified: out.modified as u32,
+                            dropped: out.dropped as u32,
+                            failed: 0,
+                        })
+                        .await;
+                }
+            }
+        }
+        drop(scope);
+
+        let last = i + 1 == chats.len();
+        if last
+            || group.messages >= deps.options.group_messages
+            || group.opened.elapsed() >= deps.options.group_window
+        {
+            flush(deps, &sid, run, &mut group, cancel, shutdown).await?;
+        }
+    }
+    flush(deps, &sid, run, &mut group, cancel, shutdown).await?;
+
+    // Complete the run and queue `session_ready` in one durable step: the
+    // event exists if and only if everything it announces is stored.
+    run.status = SyncStatus::Completed;
+    run.finished_at = Some(now_ms());
+    run.current_chat = run.n_chats;
+    let done_seq = run.next_seq;
+    run.next_seq += 1;
+    let event = OutboxEvent::new(
+        "session_ready",
+        &sid,
+        serde_json::json!({
+            "sessionId": run.session_id,
+            "syncId": run.sync_id,
+            "chats": chats.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            "nChats": run.n_chats,
+            "totalMessagesSynced": run.total_messages_synced,
+            "failedChats": run.failed_chats.iter().map(|f| f.chat_id.as_str()).collect::<Vec<_>>(),
+        }),
+    );
+    store_retry(deps, cancel, shutdown, "completing the run", || {
+        deps.store.finish_sync(run, Some(&event))
+    })
+    .await?;
+    deps.relay.kick();
+    emit(deps, run, done_seq, SyncPhase::Done, None, 0);
+    Ok(())
+}
+
+/// Commits a group (messages, chat counters and the checkpoint in one
+/// durable step), then reports its chats in order.
+async fn flush(
+    deps: &SyncDeps,
+    sid: &SessionId,
+    run: &mut SyncRun,
+    group: &mut Group,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Result<(), Stop> {
+    if group.chats.is_empty() {
+        return Ok(());
+    }
+    let g = std::mem::replace(group, Group::new());
+    let (last_pos, last_id, ..) = g.chats.last().cloned().expect("non-empty group");
+    let before_total = run.total_messages_synced;
+    let added: u64 = g.chats.iter().map(|c| c.2).sum();
+    // The checkpoint written with the data already counts the group.
+    run.checkpoint = last_pos;
+    run.checkpoint_chat_id = Some(last_id);
+    run.current_chat = last_pos;
+    run.total_messages_synced = before_total + added;
+    store_retry(deps, cancel, shutdown, "writing messages", || {
+        deps.store.commit_chats(sid, &g.commits, run)
+    })
+    .await?;
+
+    // Replay the group's events as they would have been, one chat at a time.
+    let mut total = before_total;
+    for (position, chat_id, stored, chat_seq, messages_seq) in g.chats {
+        let mut view = run.clone();
+        view.current_chat = position;
+        view.total_messages_synced = total;
+        emit(
+            deps,
+            &view,
+            chat_seq,
+            SyncPhase::Chat,
+            Some(chat_id.clone()),
+            0,
+        );
+        total += stored;
+        view.total_messages_synced = total;
+        emit(
+            deps,
+            &view,
+            messages_seq,
+            SyncPhase::Messages,
+            Some(chat_id),
+            stored,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! The engine without a server: simulator client, embedded store, a sink
+//! that records what it is told.
+
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::browser::Provider;
+use crate::browser::simulator::SimulatorProvider;
+use crate::domain::SyncTrigger;
+use crate::plugins::NoPlugins;
+use crate::storage::embedded::EmbeddedStore;
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<serde_json::Value>>);
+
+impl ProgressSink for Recorder {
+    fn progress(&self, p: &SyncProgress) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(serde_json::to_value(p).unwrap());
+    }
+    fn complete(&self, c: &SyncComplete) {
+        let mut v = serde_json::to_value(c).unwrap();
+        v["event"] = "sync_complete".into();
+        self.0.lock().unwrap().push(v);
+    }
+    fn failed(&self, f: &SyncFailed) {
+        let mut v = serde_json::to_value(f).unwrap();
+        v["event"] = "sync_failed".into();
+        self.0.lock().unwrap().push(v);
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    rec: Arc<Recorder>,
+    deps: SyncDeps,
+    sid: SessionId,
+}
+
+async fn fixture(sim: serde_json::Value) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("db.redb")).unwrap());
+    let sid = SessionId::parse("engine").unwrap();
+    let (tx, _rx) = mpsc::channel(16);
+    let mut sim = sim;
+    sim["fetchLatencyMs"] = 0.into();
+    let client = SimulatorProvider
+        .start(&sid, &serde_json::json!({ "simulator": sim }), true, tx)
+        .await
+        .unwrap();
+    let rec = Arc::new(Recorder::default());
+    let deps = SyncDeps {
+        client,
+        store: store.clone(),
+        chain: Arc::new(NoPlugins),
+        sink: rec.clone(),
+        relay: RelaySignal::default(),
+        options: SyncOptions {
+            retry_backoff: Duration::from_millis(1),
+            group_window: Duration::ZERO,
+            ..Default::default()
+        },
+    };
+    Fixture {
+        _dir: dir,
+        store,
+        rec,
+        deps,
+        sid,
+    }
+}
+
+fn never() -> CancellationToken {
+    CancellationToken::new()
+}
+
+#[tokio::test]
+async fn three_chats_follow_the_design_sequence() {
+    let f = fixture(serde_json::json!({"chats": 3, "messagesPerChat": [50, 75, 100]})).await;
+    let run = new_run(&f.sid, SyncTrigger::Auto, 100, None);
+    let end = super::run(&f.deps, run, &never(), &never()).await;
+    let SyncEnd::Completed(run) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(run.total_messages_synced, 225);
+    let ev = f.rec.0.lock().unwrap().clone();
+    assert_eq!(ev.len(), 9, "{ev:#?}");
+    let phases: Vec<_> = ev[..8]
+        .iter()
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "start", "chat", "messages", "chat", "messages", "chat", "messages", "done"
+        ]
+    );
+    for (i, e) in ev[..8].iter().enumerate() {
+        assert_eq!(e["seq"], i as u64);
+        assert_eq!(e["nChats"], 3);
+        assert_eq!(e["done"], i == 7);
+    }
+    assert_eq!(ev[2]["messagesSynced"], 50);
+    assert_eq!(ev[4]["messagesSynced"], 75);
+    assert_eq!(ev[6]["messagesSynced"], 100);
+    assert_eq!(ev[6]["totalMessagesSynced"], 225);
+    assert_eq!(ev[1]["currentChat"], 1);
+    assert_eq!(ev[5]["currentChat"], 3);
+    assert_eq!(ev[7]["currentChat"], 3);
+    assert_eq!(ev[8]["event"], "sync_complete");
+    assert_eq!(ev[8]["totalMessagesSynced"], 225);
+    assert_eq!(f.store.count_messages(&f.sid, None).await.unwrap(), 225);
+    let events = f.store.session_events(&f.sid).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].data["chats"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn grouped_commits_keep_the_event_order() {
+    let mut f = fixture(serde_json::json!({"chats": 40, "messagesPerChat": 3})).await;
+    f.deps.options.group_window = Duration::from_secs(60);
+    f.deps.options.group_messages = 25;
+    let run = new_run(&f.sid, SyncTrigger::Auto, 100, None);
+    let end = super::run(&f.deps, run, &never(), &never()).await;
+    assert!(matches!(end, SyncEnd::Completed(_)));
+    let ev = f.rec.0.lock().unwrap().clone();
+    assert_eq!(ev.len(), 1 + 80 + 1 + 1);
+    let mut total = 0;
+    for (i, e) in ev[..82].iter().enumerate() {
+        assert_eq!(e["seq"], i as u64);
+        if e["phase"] == "messages" {
+            total += 3;
+            assert_eq!(e["totalMessagesSynced"], total);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failing_chat_is_retried_then_recorded_and_the_sync_goes_on() {
+    let f =
+        fixture(serde_json::json!({"chats": 3, "messagesPerChat": 10, "failFetch": {"2": 100}}))
+            .await;
+    let run = new_run(&f.sid, SyncTrigger::Manual, 100, None);
+    let SyncEnd::Completed(run) = super::run(&f.deps, run, &never(), &never()).await else {
+        panic!()
+    };
+    assert_eq!(run.failed_chats.len(), 1);
+    assert_eq!(run.failed_chats[0].attempts, 3);
+    assert_eq!(run.total_messages_synced, 20);
+    let ev = f.rec.0.lock().unwrap().clone();
+    assert_eq!(ev[4]["phase"], "messages");
+    assert_eq!(ev[4]["messagesSynced"], 0);
+
+    // Two failures are absorbed by the retries.
+    let f = fixture(serde_json::json!({"chats": 3, "messagesPerChat": 10, "failFetch": {"2": 2}}))
+        .await;
+    let run = new_run(&f.sid, SyncTrigger::Manual, 100, None);
+    let SyncEnd::Completed(run) = super::run(&f.deps, run, &never(), &never()).await else {
+        panic!()
+    };
+    assert!(run.failed_chats.is_empty());
+    assert_eq!(run.total_messages_synced, 30);
+}
+
+#[tokio::test]
+async fn cancellation_reports_cancelled_and_shutdown_leaves_a_resumable_run() {
+    let f = fixture(serde_json::json!({"chats": 5, "messagesPerChat": 4})).await;
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let run = new_run(&f.sid, SyncTrigger::Manual, 100, None);
+    let SyncEnd::Cancelled(run) = super::run(&f.deps, run, &cancel, &never()).await else {
+        panic!()
+    };
+    assert_eq!(run.status, SyncStatus::Cancelled);
+    let last = f.rec.0.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last["event"], "sync_failed");
+    assert_eq!(last["reason"], "cancelled");
+
+    // A run interrupted after its checkpoint resumes where it stopped.
+    let f = fixture(serde_json::json!({"chats": 5, "messagesPerChat": 4})).await;
+    let mut run = new_run(&f.sid, SyncTrigger::Auto, 100, None);
+    run.next_seq = 5; // start + two chats' events were reported
+    run.checkpoint = 2;
+    run.total_messages_synced = 8;
+    let chats = f.deps.client.list_chats().await.unwrap();
+    run.checkpoint_chat_id = Some(chats[1].id.clone());
+    f.store.upsert_chats(&f.sid, &chats).await.unwrap();
+    for c in &chats[..2] {
+        let msgs = f.deps.client.fetch_messages(c, 100).await.unwrap();
+        f.store
+            .commit_chats(
+                &f.sid,
+                &[ChatCommit {
+                    chat_id: c.id.clone(),
+                    messages: msgs,
+                    quarantined: vec![],
+                    synced_at: 1,
+                }],
+                &run,
+            )
+            .await
+            .unwrap();
+    }
+    let SyncEnd::Completed(run) = super::run(&f.deps, run, &never(), &never()).await else {
+        panic!()
+    };
+    assert_eq!(run.total_messages_synced, 20);
+    assert_eq!(f.store.count_messages(&f.sid, None).await.unwrap(), 20);
+    let ev = f.rec.0.lock().unwrap().clone();
+    assert_eq!(ev[0]["seq"], 5, "resume continues the sequence");
+    assert_eq!(ev[0]["currentChat"], 3);
+    assert_eq!(ev.iter().filter(|e| e["done"] == true).count(), 1);
+
+    let shutdown = CancellationToken::new();
+    shutdown.cancel();
+    let run = new_run(&f.sid, SyncTrigger::Manual, 100, None);
+    assert_eq!(
+        super::run(&f.deps, run, &never(), &shutdown).await,
+        SyncEnd::Interrupted
+    );
+}
+
+#[tokio::test]
+async fn zero_chats_still_completes() {
+    let f = fixture(serde_json::json!({"chats": 0})).await;
+    let run = new_run(&f.sid, SyncTrigger::Auto, 100, None);
+    assert!(matches!(
+        super::run(&f.deps, run, &never(), &never()).await,
+        SyncEnd::Completed(_)
+    ));
+    let ev = f.rec.0.lock().unwrap().clone();
+    let phases: Vec<_> = ev.iter().map(|e| e["phase"].clone()).collect();
+    assert_eq!(phases[..2], ["start", "done"]);
+    assert_eq!(ev[1]["done"], true);
+    assert_eq!(ev[2]["event"], "sync_complete");
+}

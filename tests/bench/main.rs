@@ -1,0 +1,259 @@
+//! `just bench`: wasync's benchmarks, each beside a baseline measured in the
+//! same run (these machines are shared and noisy, so only ratios and
+//! same-run comparisons mean much). Results go to `BENCHMARKS.md`.
+//!
+//! Every measure that needs a fresh process (peak memory) re-runs this
+//! binary in a child mode, so one measure's heap never inflates another's.
+//!
+//! `--quick` runs tiny sizes: CI uses it to keep the code working; its
+//! figures are not kept.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wasync::app::{App, Tuning};
+use wasync::config::Config;
+
+struct Args {
+    quick: bool,
+    out: String,
+    child: Option<Vec<String>>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        quick: false,
+        out: "BENCHMARKS.md".into(),
+        child: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => args.quick = true,
+            "--out" => args.out = it.next().expect("--out FILE"),
+            "--child" => {
+                args.child = Some(it.collect());
+                break;
+            }
+            other => {
+                eprintln!("bench: unknown argument {other:?}\nusage: bench [--quick] [--out FILE]");
+                std::process::exit(2);
+            }
+        }
+    }
+    args
+}
+
+/// Peak resident set size of this process, in KiB (Linux `VmHWM`).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs one simulator sync of `chats × per_chat` messages through a real
+/// host (embedded store, no plugins, no clients) and reports it.
+async fn sync_embedded(chats: u32, per_chat: u32) -> Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut env = std::collections::HashMap::new();
+    env.insert(
+        "WASYNC_DATA_DIR".to_owned(),
+        dir.path().display().to_string(),
+    );
+    let config = Config::load(&env, None).expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = App::start(config, listener, Tuning::default())
+        .await
+        .expect("start");
+    let base = format!("http://{}", app.local_addr());
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{base}/whatsapp-web/session/bench"))
+        .json(&json!({
+            "limitPerChat": per_chat,
+            "simulator": {"chats": chats, "messagesPerChat": per_chat, "qrEveryMs": 10, "scanAfterMs": 1, "fetchLatencyMs": 0}
+        }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status(), 201);
+    let run = loop {
+        let r: Value = http
+            .get(format!("{base}/whatsapp-web/session/bench/sync"))
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if r["status"] == "completed" {
+            break r;
+        }
+        assert!(r["status"] != "failed", "sync failed: {r}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let ms = (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()).max(1);
+    let messages = run["totalMessagesSynced"].as_u64().unwrap();
+    assert_eq!(messages, chats as u64 * per_chat as u64);
+    app.stop().await;
+    json!({
+        "messages": messages,
+        "ms": ms,
+        "msgsPerSec": messages as f64 * 1000.0 / ms as f64,
+        "peakRssKiB": peak_rss_kib(),
+    })
+}
+
+/// Runs a child measure in a fresh process and returns its JSON line.
+fn child(args: &[&str]) -> Value {
+    let exe = std::env::current_exe().expect("own path");
+    let out = std::process::Command::new(exe)
+        .arg("--child")
+        .args(args)
+        .output()
+        .expect("child runs");
+    assert!(
+        out.status.success(),
+        "child {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("null")).expect("child JSON")
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}")
+}
+
+struct Row {
+    id: &'static str,
+    measure: String,
+    baseline: String,
+    result: String,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+fn main() {
+    let args = parse_args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Some(child_args) = args.child {
+        let v = match child_args.first().map(String::as_str) {
+            Some("sync-embedded") => {
+                let chats: u32 = child_args[1].parse().expect("chats");
+                let per: u32 = child_args[2].parse().expect("per chat");
+                rt.block_on(sync_embedded(chats, per))
+            }
+            other => panic!("unknown child measure {other:?}"),
+        };
+        println!("{v}");
+        return;
+    }
+
+    let started = Instant::now();
+    let mut rows = Vec::new();
+
+    // P2: the 100k-message sync into the embedded store.
+    let (chats, per) = if args.quick { (50, 20) } else { (1000, 100) };
+    let p2 = child(&["sync-embedded", &chats.to_string(), &per.to_string()]);
+    let rate = p2["msgsPerSec"].as_f64().unwrap();
+    eprintln!("P2 sync into embedded: {p2}");
+    rows.push(Row {
+        id: "P2",
+        measure: format!(
+            "{} messages ({chats} chats × {per}) synced into the embedded store: {:.0} msgs/s ({} ms), peak RSS {:.1} MiB",
+            p2["messages"],
+            rate,
+            p2["ms"],
+            p2["peakRssKiB"].as_f64().unwrap() / 1024.0
+        ),
+        baseline: "target rate".into(),
+        result: format!("{:.2}× the target", rate / 150_000.0),
+        target: "≥ 150k msgs/s",
+        met: Some(rate >= 150_000.0),
+    });
+
+    // P5: peak memory, 1M messages against 10k messages (100 per chat).
+    let (small, big) = if args.quick { (10, 100) } else { (100, 10_000) };
+    let s = child(&["sync-embedded", &small.to_string(), "100"]);
+    let b = child(&["sync-embedded", &big.to_string(), "100"]);
+    let (s_rss, b_rss) = (
+        s["peakRssKiB"].as_f64().unwrap() / 1024.0,
+        b["peakRssKiB"].as_f64().unwrap() / 1024.0,
+    );
+    let ratio = b_rss / s_rss;
+    eprintln!("P5 peak RSS: small {s} big {b}");
+    rows.push(Row {
+        id: "P5",
+        measure: format!(
+            "peak RSS syncing {} messages: {b_rss:.1} MiB ({:.0} msgs/s)",
+            b["messages"],
+            b["msgsPerSec"].as_f64().unwrap()
+        ),
+        baseline: format!(
+            "peak RSS syncing {} messages: {s_rss:.1} MiB",
+            s["messages"]
+        ),
+        result: format!("{ratio:.2}×"),
+        target: "≤ 1.5× and < 150 MB",
+        met: Some(ratio <= 1.5 && b_rss < 150.0),
+    });
+
+    let mut md = String::new();
+    md.push_str("# wasync benchmarks\n\n");
+    md.push_str(&format!(
+        "- date: {}\n- machine: {}\n- command: `just bench{}`\n- wall time: {:.0} s\n\n",
+        date(),
+        machine(),
+        if args.quick { " --quick" } else { "" },
+        started.elapsed().as_secs_f64()
+    ));
+    md.push_str("| # | measure | baseline (same run) | result | target | met |\n|---|---|---|---|---|---|\n");
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.id,
+            r.measure,
+            r.baseline,
+            r.result,
+            r.target,
+            match r.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            }
+        ));
+    }
+    std::fs::write(&args.out, &md).expect("write results");
+    println!("{md}");
+    eprintln!("bench: results written to {}", args.out);
+}
+
+fn date() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,355 @@
+//! Bad input over HTTP: every case gets a clear problem+json error, and the
+//! server keeps serving.
+
+use serde_json::{Value, json};
+use wasync_tests::{HostOptions, TestHost, fast_tuning};
+
+async fn raw(
+    host: &TestHost,
+    method: &str,
+    path: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> (u16, String, Value) {
+    let mut r = host.http.request(method.parse().unwrap(), host.url(path));
+    if let Some((ct, b)) = body {
+        r = r.header("content-type", ct).body(b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        ct,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn assert_problem(status: u16, ct: &str, body: &Value, expect_status: u16, code: &str) {
+    assert_eq!(status, expect_status, "{body}");
+    assert_eq!(ct, "application/problem+json", "{body}");
+    assert_eq!(body["status"], expect_status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    assert_eq!(body["type"], format!("urn:wasync:problem:{code}"));
+}
+
+#[tokio::test]
+async fn bad_session_ids_are_rejected() {
+    let host = TestHost::spawn().await;
+    let long = "a".repeat(65);
+    for path in [
+        "/whatsapp-web/session/..%2Fx".to_owned(),
+        format!("/whatsapp-web/session/{long}"),
+        "/whatsapp-web/session/".to_owned(),
+        "/whatsapp-web/session/a%20b".to_owned(),
+        "/whatsapp-web/session/%00".to_owned(),
+    ] {
+        for method in ["GET", "POST", "DELETE"] {
+            let (s, ct, b) = raw(&host, method, &path, None).await;
+            assert_problem(s, &ct, &b, 400, "invalid_session_id");
+        }
+        let (s, ct, b) = raw(&host, "GET", &format!("{path}/chats"), None).await;
+        if s != 404 {
+            assert_problem(s, &ct, &b, 400, "invalid_session_id");
+        }
+    }
+    let (s, ct, b) = raw(
+        &host,
+        "GET",
+        &format!("/whatsapp-web/session/{}", "a".repeat(64)),
+        None,
+    )
+    .await;
+    assert_problem(s, &ct, &b, 404, "not_found");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn bad_bodies_are_rejected() {
+    let host = TestHost::spawn().await;
+    let path = "/whatsapp-web/session/bodies";
+    let cases: Vec<(&str, Vec<u8>, u16, &str, &str)> = vec![
+        (
+            "application/json",
+            b"{not json".to_vec(),
+            400,
+            "bad_json",
+            "invalid JSON",
+        ),
+        (
+            "application/json",
+            b"[1,2]".to_vec(),
+            400,
+            "bad_json",
+            "invalid JSON",
+        ),
+        (
+            "application/json",
+            br#"{"limitPerChat": 5, "bogus": 1}"#.to_vec(),
+            400,
+            "bad_json",
+            "unknown field",
+        ),
+        (
+            "application/json",
+            br#"{"limitPerChat": "ten"}"#.to_vec(),
+            400,
+            "bad_json",
+            "invalid type",
+        ),
+        (
+            "application/json",
+            br#"{"limitPerChat": 0}"#.to_vec(),
+            400,
+            "invalid_body",
+            "limitPerChat",
+        ),
+        (
+            "application/json",
+            br#"{"limitPerChat": 10001}"#.to_vec(),
+            400,
+            "invalid_body",
+            "limitPerChat",
+        ),
+        (
+            "application/json",
+            br#"{"provider": "fax"}"#.to_vec(),
+            400,
+            "invalid_body",
+            "unknown provider",
+        ),
+        (
+            "application/json",
+            br#"{"simulator": {"chats": "many"}}"#.to_vec(),
+            400,
+            "invalid_body",
+            "simulator",
+        ),
+        (
+            "application/json",
+            br#"{"simulator": {"colour": 1}}"#.to_vec(),
+            400,
+            "invalid_body",
+            "unknown field",
+        ),
+        (
+            "text/plain",
+            b"hello".to_vec(),
+            415,
+            "unsupported_media_type",
+            "application/json",
+        ),
+        (
+            "application/json",
+            vec![b' '; 2 * 1024 * 1024],
+            413,
+            "body_too_large",
+            "larger than",
+        ),
+    ];
+    for (ct_in, body, status, code, needle) in cases {
+        let (s, ct, b) = raw(&host, "POST", path, Some((ct_in, body))).await;
+        assert_problem(s, &ct, &b, status, code);
+        assert!(b["detail"].as_str().unwrap().contains(needle), "{b}");
+    }
+    // Nothing was created by the bad requests.
+    let (s, ct, b) = raw(&host, "GET", path, None).await;
+    assert_problem(s, &ct, &b, 404, "not_found");
+
+    // The sync body is as strict.
+    host.create_sim(
+        "bodies",
+        json!({"chats": 1, "qrEveryMs": 40, "scanAfterMs": 50}),
+    )
+    .await;
+    for (body, code) in [
+        (r#"{"limitPerChat": -1}"#, "bad_json"),
+        (r#"{"chatIds": []}"#, "invalid_body"),
+        (r#"{"chatIds": "x"}"#, "bad_json"),
+        (r#"{"everything": true}"#, "bad_json"),
+        (r#"{"limitPerChat": 0}"#, "invalid_body"),
+    ] {
+        let (s, ct, b) = raw(
+            &host,
+            "POST",
+            "/whatsapp-web/session/bodies/sync-chats",
+            Some(("application/json", body.as_bytes().to_vec())),
+        )
+        .await;
+        assert_problem(s, &ct, &b, 400, code);
+    }
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn bad_queries_are_rejected() {
+    let host = TestHost::spawn().await;
+    host.create_sim(
+        "queries",
+        json!({"chats": 1, "qrEveryMs": 40, "scanAfterMs": 50}),
+    )
+    .await;
+    for path in [
+        "/whatsapp-web/session/queries/chats?limit=0",
+        "/whatsapp-web/session/queries/chats?limit=abc",
+        "/whatsapp-web/session/queries/chats?limit=1001",
+        "/whatsapp-web/session/queries/chats?cursor=garbage",
+        "/whatsapp-web/session/queries/chats/x@c.us/messages?before=yesterday",
+        "/whatsapp-web/session/queries?logout=perhaps",
+    ] {
+        let method = if path.contains("logout") {
+            "DELETE"
+        } else {
+            "GET"
+        };
+        let (s, ct, b) = raw(&host, method, path, None).await;
+        assert_problem(s, &ct, &b, 400, "invalid_query");
+    }
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods() {
+    let host = TestHost::spawn().await;
+    for path in [
+        "/nope",
+        "/whatsapp-web",
+        "/whatsapp-web/session/x/unknown",
+        "/ws/extra",
+    ] {
+        let (s, ct, b) = raw(&host, "GET", path, None).await;
+        assert_problem(s, &ct, &b, 404, "not_found");
+    }
+    let resp = host
+        .http
+        .put(host.url("/whatsapp-web/session/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, POST, DELETE");
+    let (s, ct, b) = raw(&host, "DELETE", "/healthz", None).await;
+    assert_problem(s, &ct, &b, 405, "method_not_allowed");
+    let (s, ct, b) = raw(&host, "GET", "/whatsapp-web/session/x/sync-chats", None).await;
+    assert_problem(s, &ct, &b, 405, "method_not_allowed");
+    // A plain GET on /ws is not a WebSocket handshake.
+    let (s, ct, b) = raw(&host, "GET", "/ws", None).await;
+    assert_problem(s, &ct, &b, 426, "websocket_required");
+    let (s, _, b) = raw(&host, "GET", "/healthz", None).await;
+    assert_eq!(s, 200, "{b}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_key_guards_rest_and_websocket() {
+    let key = "test-key-0123456789abcdef";
+    let host = TestHost::spawn_with(
+        HostOptions {
+            tuning: fast_tuning(),
+            ..Default::default()
+        }
+        .var("WASYNC_API_KEY", key),
+    )
+    .await;
+    // No key, wrong key, wrong scheme: 401.
+    for auth in [
+        None,
+        Some("Bearer nope"),
+        Some(&*format!("Basic {key}")),
+        Some("Bearer "),
+    ] {
+        let mut r = host.http.get(host.url("/whatsapp-web/sessions"));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{auth:?}");
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "unauthorized");
+        assert!(!body.to_string().contains(key));
+    }
+    // Right key, either header.
+    let resp = host
+        .http
+        .get(host.url("/whatsapp-web/sessions"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = host
+        .http
+        .get(host.url("/whatsapp-web/sessions"))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Liveness and the dashboard stay open; readiness does not.
+    assert_eq!(
+        host.http
+            .get(host.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        host.http.get(host.url("/")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        host.http
+            .get(host.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    // WebSocket: refused without the key, accepted with it.
+    let err = tokio_tungstenite::connect_async(host.ws_url())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let err = tokio_tungstenite::connect_async(format!("{}?apiKey=wrong", host.ws_url()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let mut ws = host.ws().await;
+    ws.send("ping", json!({})).await;
+    assert_eq!(ws.recv().await["event"], "pong");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let host = TestHost::spawn().await;
+    let (s, b) = host.get("/healthz").await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("ok")));
+    let (s, b) = host.get("/readyz").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["store"]["kind"], "embedded");
+    assert_eq!(b["store"]["ok"], true);
+    assert_eq!(b["events"]["kind"], "local");
+    let resp = host.http.get(host.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    host.stop().await;
+}

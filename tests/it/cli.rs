@@ -1,0 +1,51 @@
+//! The `wasync` binary refuses bad configuration before binding, naming
+//! each bad variable. `scripts/test.sh` builds the binary first.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn binary() -> PathBuf {
+    // target/debug/deps/it-<hash> → target/debug/wasync
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("wasync");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p wasync --bin wasync` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn bad_configuration_is_reported_by_variable_name() {
+    let out = Command::new(binary())
+        .env_clear()
+        .env("WASYNC_LISTEN", "0.0.0.0:0")
+        .env("MONGODB_URI", "postgres://nope")
+        .env("AMQP_PUBLISH_MESSAGES", "sometimes")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for var in [
+        "WASYNC_LISTEN",
+        "WASYNC_API_KEY",
+        "MONGODB_URI",
+        "AMQP_PUBLISH_MESSAGES",
+    ] {
+        assert!(err.contains(var), "{var} not named in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = Command::new(binary()).arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+
+    let out = Command::new(binary())
+        .args(["--config", "/nonexistent/wasync.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}
