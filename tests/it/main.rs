@@ -1,6 +1,7 @@
 //! The integration suite: one binary, shared harness (`wasync_tests`).
 
 mod api_errors;
+mod plugins;
 mod cli;
 mod restart;
 mod storage_contract;
