@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The plugin tests load the components scripts/build-plugins.sh built.
+export WASYNC_TEST_PLUGINS_DIR="$PWD/plugins/dist"
+
 # The CLI test runs the real binary.
 cargo build -p wasync --bin wasync
 cargo test --workspace --no-fail-fast
