@@ -17,6 +17,7 @@ use crate::events::local::LocalEvents;
 use crate::events::relay::{self, RelayConfig, RelaySignal};
 use crate::gateway::{self, Gateway};
 use crate::hub::{Hub, QueueLimits};
+use crate::plugins::wasm::{ManagerOptions, PluginManager, PluginRuntime, RuntimeOptions};
 use crate::plugins::{NoPlugins, PluginHost};
 use crate::session::{SessionDeps, Sessions};
 use crate::storage::Store;
@@ -38,6 +39,7 @@ pub struct App {
     tasks: TaskTracker,
     sessions: Arc<Sessions>,
     store: Arc<dyn Store>,
+    plugins: Option<Arc<PluginManager>>,
 }
 
 impl std::fmt::Debug for App {
@@ -64,6 +66,27 @@ pub fn open_events(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
         anyhow::bail!("AMQP_URL is set but this build has no RabbitMQ adapter yet");
     }
     Ok(Arc::new(LocalEvents))
+}
+
+/// Loads the plugins of `WASYNC_PLUGINS_DIR`, when set; a broken plugin
+/// fails the start (skipping a redaction plugin would leak what it hides).
+pub async fn open_plugins(config: &Config) -> anyhow::Result<Option<Arc<PluginManager>>> {
+    let Some(dir) = config.plugins.dir.clone() else {
+        return Ok(None);
+    };
+    let runtime = PluginRuntime::global(RuntimeOptions {
+        cache_dir: Some(config.storage.data_dir.join("plugin-cache")),
+        ..RuntimeOptions::default()
+    })?;
+    let opts = ManagerOptions {
+        max_component_bytes: config.server.max_plugin_bytes,
+        ..ManagerOptions::default()
+    };
+    let mgr = tokio::task::spawn_blocking(move || PluginManager::open(runtime, dir, opts))
+        .await?
+        .context("loading plugins")?;
+    tracing::info!(plugins = mgr.list().len(), dir = %mgr.dir().display(), "plugins loaded");
+    Ok(Some(Arc::new(mgr)))
 }
 
 impl App {
@@ -96,7 +119,11 @@ impl App {
                 .min(config.server.ws_queue),
             stall_timeout: config.server.ws_stall,
         }));
-        let plugins: Arc<dyn PluginHost> = Arc::new(NoPlugins);
+        let plugin_manager = open_plugins(&config).await?;
+        let plugins: Arc<dyn PluginHost> = match &plugin_manager {
+            Some(m) => m.clone(),
+            None => Arc::new(NoPlugins),
+        };
         let providers = Arc::new(Providers::default().with(Arc::new(SimulatorProvider)));
         let mut sync = tuning.sync.clone();
         sync.publish_sync_failed = config.events.publish_sync_failed;
@@ -125,6 +152,8 @@ impl App {
             hub,
             api_key: config.server.api_key.clone(),
             max_body_bytes: config.server.max_body_bytes,
+            plugins: plugin_manager.clone(),
+            max_plugin_bytes: config.server.max_plugin_bytes,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });
@@ -136,6 +165,7 @@ impl App {
             tasks,
             sessions,
             store,
+            plugins: plugin_manager,
         })
     }
 
@@ -145,6 +175,12 @@ impl App {
 
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
+    }
+
+    /// The plugin manager, when `WASYNC_PLUGINS_DIR` is set (its
+    /// `render_prometheus()` feeds the metrics endpoint).
+    pub fn plugins(&self) -> Option<Arc<PluginManager>> {
+        self.plugins.clone()
     }
 
     /// Stops accepting, ends every session actor (running syncs stop

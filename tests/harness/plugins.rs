@@ -8,11 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasync::domain::{Chat, Message};
-use wasync::plugins::wasm::{ManagerOptions, Offload, PluginManager, PluginRuntime, RuntimeOptions};
+use wasync::plugins::wasm::{
+    ManagerOptions, Offload, PluginManager, PluginRuntime, RuntimeOptions,
+};
 use wasync::plugins::{PluginHost, SyncContext};
 
 /// Names the directory of built plugins for the tests.
@@ -39,16 +41,15 @@ pub fn dist_dir() -> PathBuf {
 /// One engine for the whole test process, as in production, with a compile
 /// cache shared by test runs (debug-built cranelift is slow, and each test
 /// loads its plugins afresh).
+///
+/// It is the process-wide engine hosts started by `TestHost` use too, as
+/// long as this runs first (the plugin e2e tests call it before spawning).
 pub fn runtime() -> Arc<PluginRuntime> {
-    static RT: OnceLock<Arc<PluginRuntime>> = OnceLock::new();
-    RT.get_or_init(|| {
-        PluginRuntime::new(RuntimeOptions {
-            cache_dir: Some(std::env::temp_dir().join("wasync-test-plugin-cache")),
-            ..RuntimeOptions::default()
-        })
-        .expect("plugin runtime")
+    PluginRuntime::global(RuntimeOptions {
+        cache_dir: Some(std::env::temp_dir().join("wasync-test-plugin-cache")),
+        ..RuntimeOptions::default()
     })
-    .clone()
+    .expect("plugin runtime")
 }
 
 /// A temporary plugin directory holding copies of built plugins.
@@ -74,15 +75,16 @@ impl PluginDir {
     }
 
     /// Copies a built plugin as is.
-    pub fn add(self, name: &str) -> Self {
-        self.add_with(name, |m| m)
+    pub fn with(self, name: &str) -> Self {
+        self.with_edited(name, |m| m)
     }
 
     /// Copies a built plugin, editing its manifest text on the way.
-    pub fn add_with(self, name: &str, edit: impl FnOnce(String) -> String) -> Self {
+    pub fn with_edited(self, name: &str, edit: impl FnOnce(String) -> String) -> Self {
         let (manifest, wasm) = built(name);
         std::fs::write(self.path().join(format!("{name}.wasm")), wasm).expect("copy wasm");
-        std::fs::write(self.path().join(format!("{name}.toml")), edit(manifest)).expect("write manifest");
+        std::fs::write(self.path().join(format!("{name}.toml")), edit(manifest))
+            .expect("write manifest");
         self
     }
 
@@ -117,7 +119,7 @@ pub fn message(chat: &str, n: usize, body: &str) -> Message {
         body: Some(body.to_owned()),
         kind: "chat".into(),
         timestamp: 1_700_000_000_000 + n as i64,
-        from_me: n % 2 == 0,
+        from_me: n.is_multiple_of(2),
         has_media: false,
         ack: 2,
         quoted_id: None,
@@ -166,7 +168,8 @@ pub struct RedactionBench {
 impl RedactionBench {
     /// The sandbox's added cost per message.
     pub fn added_per_message(&self) -> Duration {
-        self.plugin_per_message.saturating_sub(self.native_per_message)
+        self.plugin_per_message
+            .saturating_sub(self.native_per_message)
     }
 }
 
@@ -202,7 +205,7 @@ pub fn bench_bodies(n: usize) -> Vec<String> {
 /// per chat of `batch` messages) beside the same redaction run natively,
 /// same messages, same process. Call from a multi-threaded runtime.
 pub async fn bench_redaction(messages: usize, batch: usize, offload: Offload) -> RedactionBench {
-    let dir = PluginDir::new().add("redact-pii");
+    let dir = PluginDir::new().with("redact-pii");
     let mgr = dir.manager_with(ManagerOptions {
         offload,
         ..ManagerOptions::default()
@@ -225,12 +228,16 @@ pub async fn bench_redaction(messages: usize, batch: usize, offload: Offload) ->
     // Warm up: first instantiation touches the pool and the code pages.
     let chain = mgr.chain();
     for msgs in chats.iter().take(3) {
-        let mut scope = chain.chat_scope(&ctx, &chat(&msgs[0].chat_id, "warm")).await;
+        let mut scope = chain
+            .chat_scope(&ctx, &chat(&msgs[0].chat_id, "warm"))
+            .await;
         let _ = scope.transform(msgs.clone()).await;
     }
 
     let before = mgr.counters();
-    let inst_before = before.first().map_or((0, 0.0), |c| (c.instantiations, c.instantiate_seconds));
+    let inst_before = before
+        .first()
+        .map_or((0, 0.0), |c| (c.instantiations, c.instantiate_seconds));
     let inputs: Vec<Vec<Message>> = chats.clone();
     let started = Instant::now();
     let mut stored = 0usize;
@@ -243,9 +250,12 @@ pub async fn bench_redaction(messages: usize, batch: usize, offload: Offload) ->
     let plugin_total = started.elapsed();
     assert_eq!(stored, messages, "the plugin kept every message");
     let after = mgr.counters();
-    let (n_inst, inst_secs) = after
-        .first()
-        .map_or((0, 0.0), |c| (c.instantiations - inst_before.0, c.instantiate_seconds - inst_before.1));
+    let (n_inst, inst_secs) = after.first().map_or((0, 0.0), |c| {
+        (
+            c.instantiations - inst_before.0,
+            c.instantiate_seconds - inst_before.1,
+        )
+    });
 
     let opts = native_redact::Options::default();
     let inputs: Vec<Vec<Message>> = chats.clone();
@@ -255,7 +265,11 @@ pub async fn bench_redaction(messages: usize, batch: usize, offload: Offload) ->
         let out: Vec<Message> = msgs
             .into_iter()
             .map(|mut m| {
-                if let Some((b, _)) = m.body.as_deref().and_then(|b| native_redact::redact(b, &opts)) {
+                if let Some((b, _)) = m
+                    .body
+                    .as_deref()
+                    .and_then(|b| native_redact::redact(b, &opts))
+                {
                     m.body = Some(b);
                     m.tags.push("pii-redacted".into());
                     changed += 1;

@@ -1,8 +1,9 @@
 //! The integration suite: one binary, shared harness (`wasync_tests`).
 
 mod api_errors;
-mod plugins;
 mod cli;
+mod plugins;
+mod plugins_e2e;
 mod restart;
 mod storage_contract;
 mod sync_flow;

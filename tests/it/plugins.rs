@@ -9,7 +9,10 @@ use wasync::plugins::wasm::{ManagerOptions, Offload, PluginError};
 use wasync::plugins::{ChatDecision, ChatSummary, PluginHost};
 use wasync_tests::plugins::{PluginDir, bench_redaction, built, chat, context, message};
 
-fn counters(mgr: &wasync::plugins::wasm::PluginManager, name: &str) -> wasync::plugins::wasm::PluginCounters {
+fn counters(
+    mgr: &wasync::plugins::wasm::PluginManager,
+    name: &str,
+) -> wasync::plugins::wasm::PluginCounters {
     mgr.counters()
         .into_iter()
         .find(|c| c.plugin == name)
@@ -18,12 +21,16 @@ fn counters(mgr: &wasync::plugins::wasm::PluginManager, name: &str) -> wasync::p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redact_pii_masks_phones_and_emails() {
-    let mgr = PluginDir::new().add("redact-pii").manager();
+    let mgr = PluginDir::new().with("redact-pii").manager();
     let chain = mgr.chain();
     assert!(!chain.is_empty());
     let mut scope = chain.chat_scope(&context("s1"), &chat("c1", "Ana")).await;
     let msgs = vec![
-        message("c1", 0, "call me on +49 151 23456789 or mail ana@example.org"),
+        message(
+            "c1",
+            0,
+            "call me on +49 151 23456789 or mail ana@example.org",
+        ),
         message("c1", 1, "nothing to hide here, meeting at 10:30"),
         message("c1", 2, "office: (030) 1234-5678"),
     ];
@@ -31,10 +38,16 @@ async fn redact_pii_masks_phones_and_emails() {
     assert!(out.quarantined.is_empty());
     assert_eq!(out.keep.len(), 3);
     assert_eq!(out.modified, 2);
-    assert_eq!(out.keep[0].body.as_deref(), Some("call me on [phone] or mail [email]"));
+    assert_eq!(
+        out.keep[0].body.as_deref(),
+        Some("call me on [phone] or mail [email]")
+    );
     assert_eq!(out.keep[0].tags, vec!["pii-redacted"]);
     assert_eq!(out.keep[0].attributes["pii.redacted"], "2");
-    assert_eq!(out.keep[1].body.as_deref(), Some("nothing to hide here, meeting at 10:30"));
+    assert_eq!(
+        out.keep[1].body.as_deref(),
+        Some("nothing to hide here, meeting at 10:30")
+    );
     assert!(out.keep[1].tags.is_empty());
     assert_eq!(out.keep[2].body.as_deref(), Some("office: [phone]"));
     // Ids, chat ids and the rest are untouched.
@@ -49,15 +62,21 @@ async fn redact_pii_masks_phones_and_emails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redact_pii_mask_is_configurable_and_long_bodies_never_leak() {
     let mgr = PluginDir::new()
-        .add_with("redact-pii", |m| {
+        .with_edited("redact-pii", |m| {
             m.replace("email-mask = \"[email]\"", "email-mask = \"<e>\"")
                 .replace("[config]", "[limits]\nmax_body_bytes = 64\n\n[config]")
         })
         .manager();
-    let mut scope = mgr.chain().chat_scope(&context("s1"), &chat("c1", "Ana")).await;
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c1", "Ana"))
+        .await;
     let long = format!("{} then +49 151 23456789", "x".repeat(100));
     let out = scope
-        .transform(vec![message("c1", 0, "to bo@example.com"), message("c1", 1, &long)])
+        .transform(vec![
+            message("c1", 0, "to bo@example.com"),
+            message("c1", 1, &long),
+        ])
         .await;
     assert_eq!(out.keep[0].body.as_deref(), Some("to <e>"));
     // The phone number sat past the 64-byte input cap: the plugin never saw
@@ -69,8 +88,11 @@ async fn redact_pii_mask_is_configurable_and_long_bodies_never_leak() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyword_tagger_adds_tags_from_config() {
-    let mgr = PluginDir::new().add("keyword-tagger").manager();
-    let mut scope = mgr.chain().chat_scope(&context("s1"), &chat("c1", "Ops")).await;
+    let mgr = PluginDir::new().with("keyword-tagger").manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c1", "Ops"))
+        .await;
     let out = scope
         .transform(vec![
             message("c1", 0, "URGENT: the invoice is wrong"),
@@ -79,14 +101,18 @@ async fn keyword_tagger_adds_tags_from_config() {
         ])
         .await;
     assert_eq!(out.keep[0].tags, vec!["urgent", "billing"]);
-    assert!(out.keep[1].tags.is_empty(), "whole words only: {:?}", out.keep[1].tags);
+    assert!(
+        out.keep[1].tags.is_empty(),
+        "whole words only: {:?}",
+        out.keep[1].tags
+    );
     assert_eq!(out.keep[2].tags, vec!["meeting"]);
     assert_eq!(out.modified, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_filter_skips_archived_and_named_chats_and_caps_messages() {
-    let mgr = PluginDir::new().add("chat-filter").manager();
+    let mgr = PluginDir::new().with("chat-filter").manager();
     let chain = mgr.chain();
     let ctx = context("s1");
     let mut archived = chat("a", "Family");
@@ -97,18 +123,31 @@ async fn chat_filter_skips_archived_and_named_chats_and_caps_messages() {
         async move {
             let mut s = chain.chat_scope(&ctx, &c).await;
             let d = s.before_chat_sync().await;
-            s.after_chat_sync(ChatSummary { fetched: 1, stored: 1, ..Default::default() }).await;
+            s.after_chat_sync(ChatSummary {
+                fetched: 1,
+                stored: 1,
+                ..Default::default()
+            })
+            .await;
             d
         }
     };
-    assert_eq!(decide(archived).await, ChatDecision::Skip { reason: "chat-filter: archived".into() });
+    assert_eq!(
+        decide(archived).await,
+        ChatDecision::Skip {
+            reason: "chat-filter: archived".into()
+        }
+    );
     match decide(chat("n", "Weekly Newsletter")).await {
         ChatDecision::Skip { reason } => assert!(reason.contains("newsletter"), "{reason}"),
         other => panic!("newsletter chat: {other:?}"),
     }
     assert_eq!(
         decide(chat("f", "Friends")).await,
-        ChatDecision::Proceed { max_messages: Some(200), since_ms: None }
+        ChatDecision::Proceed {
+            max_messages: Some(200),
+            since_ms: None
+        }
     );
     // A chat-hook plugin leaves messages alone.
     let mut s = chain.chat_scope(&ctx, &chat("f", "Friends")).await;
@@ -120,15 +159,23 @@ async fn chat_filter_skips_archived_and_named_chats_and_caps_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chain_runs_by_priority_then_name() {
     let mgr = PluginDir::new()
-        .add("keyword-tagger")
-        .add("redact-pii")
-        .add("chat-filter")
+        .with("keyword-tagger")
+        .with("redact-pii")
+        .with("chat-filter")
         .manager();
     let names: Vec<String> = mgr.list().into_iter().map(|p| p.name).collect();
     assert_eq!(names, ["chat-filter", "redact-pii", "keyword-tagger"]);
-    let mut scope = mgr.chain().chat_scope(&context("s1"), &chat("c", "Work")).await;
-    assert!(matches!(scope.before_chat_sync().await, ChatDecision::Proceed { .. }));
-    let out = scope.transform(vec![message("c", 0, "urgent: call +49 151 23456789")]).await;
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "Work"))
+        .await;
+    assert!(matches!(
+        scope.before_chat_sync().await,
+        ChatDecision::Proceed { .. }
+    ));
+    let out = scope
+        .transform(vec![message("c", 0, "urgent: call +49 151 23456789")])
+        .await;
     assert_eq!(out.keep[0].body.as_deref(), Some("urgent: call [phone]"));
     assert_eq!(out.keep[0].tags, vec!["pii-redacted", "urgent"]);
     assert_eq!(out.modified, 1);
@@ -137,13 +184,24 @@ async fn chain_runs_by_priority_then_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_is_stopped_within_twice_its_deadline_and_quarantined() {
     // fixture-loop's manifest sets deadline_ms = 100 and fail-closed.
-    let mgr = PluginDir::new().add("fixture-loop").manager();
-    let mut scope = mgr.chain().chat_scope(&context("s1"), &chat("c", "x")).await;
+    let mgr = PluginDir::new().with("fixture-loop").manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
     let started = Instant::now();
-    let out = scope.transform(vec![message("c", 0, "a"), message("c", 1, "b")]).await;
+    let out = scope
+        .transform(vec![message("c", 0, "a"), message("c", 1, "b")])
+        .await;
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(90), "stopped too early: {took:?}");
-    assert!(took < Duration::from_millis(200), "deadline 100 ms, took {took:?}");
+    assert!(
+        took >= Duration::from_millis(90),
+        "stopped too early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(200),
+        "deadline 100 ms, took {took:?}"
+    );
     assert!(out.keep.is_empty(), "fail-closed stores nothing");
     assert_eq!(out.quarantined.len(), 2);
     let q = &out.quarantined[0];
@@ -155,12 +213,19 @@ async fn infinite_loop_is_stopped_within_twice_its_deadline_and_quarantined() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_hog_is_stopped_at_its_cap() {
-    let mgr = PluginDir::new().add("fixture-memory-hog").manager();
-    let mut scope = mgr.chain().chat_scope(&context("s1"), &chat("c", "x")).await;
+    let mgr = PluginDir::new().with("fixture-memory-hog").manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
     let out = scope.transform(vec![message("c", 0, "a")]).await;
     assert!(out.keep.is_empty());
     assert_eq!(out.quarantined.len(), 1);
-    assert!(out.quarantined[0].reason.contains("memory"), "{}", out.quarantined[0].reason);
+    assert!(
+        out.quarantined[0].reason.contains("memory"),
+        "{}",
+        out.quarantined[0].reason
+    );
     let c = counters(&mgr, "fixture-memory-hog");
     assert_eq!(c.failures.memory, 1, "{c:?}");
 }
@@ -168,13 +233,24 @@ async fn memory_hog_is_stopped_at_its_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_discards_the_instance_and_the_next_batch_gets_a_fresh_one() {
     let mgr = PluginDir::new()
-        .add_with("fixture-trap", |m| format!("{m}\n[config]\nwhen-body-contains = \"boom\"\n"))
+        .with_edited("fixture-trap", |m| {
+            format!("{m}\n[config]\nwhen-body-contains = \"boom\"\n")
+        })
         .manager();
-    let mut scope = mgr.chain().chat_scope(&context("s1"), &chat("c", "x")).await;
-    let out = scope.transform(vec![message("c", 0, "boom"), message("c", 1, "fine")]).await;
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
+    let out = scope
+        .transform(vec![message("c", 0, "boom"), message("c", 1, "fine")])
+        .await;
     assert!(out.keep.is_empty());
     assert_eq!(out.quarantined.len(), 2);
-    assert!(out.quarantined[0].reason.contains("trap"), "{}", out.quarantined[0].reason);
+    assert!(
+        out.quarantined[0].reason.contains("trap"),
+        "{}",
+        out.quarantined[0].reason
+    );
     let out = scope.transform(vec![message("c", 2, "fine again")]).await;
     assert_eq!(out.keep.len(), 1);
     assert!(out.quarantined.is_empty());
@@ -184,7 +260,7 @@ async fn a_trap_discards_the_instance_and_the_next_batch_gets_a_fresh_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_is_reused_across_a_chats_batches_but_not_across_chats() {
-    let mgr = PluginDir::new().add("redact-pii").manager();
+    let mgr = PluginDir::new().with("redact-pii").manager();
     let chain = mgr.chain();
     let mut scope = chain.chat_scope(&context("s1"), &chat("c", "x")).await;
     for n in 0..3 {
@@ -201,58 +277,99 @@ async fn an_instance_is_reused_across_a_chats_batches_but_not_across_chats() {
 async fn fail_open_keeps_messages_tagged_with_the_skipped_plugin() {
     // fixture-wrong-length is fail-open: its bad output is refused and the
     // batch passes through unchanged but tagged.
-    let mgr = PluginDir::new().add("fixture-wrong-length").manager();
-    let mut scope = mgr.chain().chat_scope(&context("s1"), &chat("c", "x")).await;
-    let out = scope.transform(vec![message("c", 0, "a"), message("c", 1, "b")]).await;
+    let mgr = PluginDir::new().with("fixture-wrong-length").manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
+    let out = scope
+        .transform(vec![message("c", 0, "a"), message("c", 1, "b")])
+        .await;
     assert!(out.quarantined.is_empty());
     assert_eq!(out.keep.len(), 2);
     assert_eq!(out.keep[0].body.as_deref(), Some("a"));
-    assert_eq!(out.keep[0].tags, vec!["plugin-skipped:fixture-wrong-length"]);
+    assert_eq!(
+        out.keep[0].tags,
+        vec!["plugin-skipped:fixture-wrong-length"]
+    );
     let c = counters(&mgr, "fixture-wrong-length");
     assert_eq!((c.failures.fault, c.skipped_fail_open), (1, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewritten_id_is_refused_and_fail_closed_quarantines_the_originals() {
-    let mgr = PluginDir::new().add("fixture-id-rewrite").manager();
-    let mut scope = mgr.chain().chat_scope(&context("s1"), &chat("c", "x")).await;
+    let mgr = PluginDir::new().with("fixture-id-rewrite").manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
     let out = scope.transform(vec![message("c", 0, "a")]).await;
     assert!(out.keep.is_empty());
     assert_eq!(out.quarantined.len(), 1);
-    assert_eq!(out.quarantined[0].message.id, "c-m0", "the original, not the forgery");
-    assert!(out.quarantined[0].reason.contains("replace changed message"), "{}", out.quarantined[0].reason);
+    assert_eq!(
+        out.quarantined[0].message.id, "c-m0",
+        "the original, not the forgery"
+    );
+    assert!(
+        out.quarantined[0]
+            .reason
+            .contains("replace changed message"),
+        "{}",
+        out.quarantined[0].reason
+    );
     assert_eq!(counters(&mgr, "fixture-id-rewrite").failures.fault, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_trip_the_plugin_for_the_rest_of_the_sync_only() {
-    let mgr = PluginDir::new().add("fixture-trap").manager();
+    let mgr = PluginDir::new().with("fixture-trap").manager();
     let chain = mgr.chain();
     for n in 0..5 {
-        let mut scope = chain.chat_scope(&context("s1"), &chat(&format!("c{n}"), "x")).await;
-        let out = scope.transform(vec![message(&format!("c{n}"), 0, "a")]).await;
+        let mut scope = chain
+            .chat_scope(&context("s1"), &chat(&format!("c{n}"), "x"))
+            .await;
+        let out = scope
+            .transform(vec![message(&format!("c{n}"), 0, "a")])
+            .await;
         // Tripped or not, fail-closed still quarantines.
         assert_eq!(out.quarantined.len(), 1);
         if n >= 3 {
-            assert!(out.quarantined[0].reason.contains("tripped"), "{}", out.quarantined[0].reason);
+            assert!(
+                out.quarantined[0].reason.contains("tripped"),
+                "{}",
+                out.quarantined[0].reason
+            );
         }
     }
     let c = counters(&mgr, "fixture-trap");
     assert_eq!((c.calls, c.failures.trap, c.trips), (3, 3, 1), "{c:?}");
     // The next sync starts with a clean slate.
-    let mut scope = mgr.chain().chat_scope(&context("s2"), &chat("z", "x")).await;
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s2"), &chat("z", "x"))
+        .await;
     scope.transform(vec![message("z", 0, "a")]).await;
     assert_eq!(counters(&mgr, "fixture-trap").calls, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_socket_and_env_attempts_fail_inside_the_guest() {
-    let mgr = PluginDir::new().add("fixture-sandbox-probe").manager();
-    let mut scope = mgr.chain().chat_scope(&context("s1"), &chat("c", "x")).await;
+    let mgr = PluginDir::new().with("fixture-sandbox-probe").manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
     let out = scope.transform(vec![message("c", 0, "a")]).await;
     assert!(out.quarantined.is_empty(), "{:?}", out.quarantined);
     let a = &out.keep[0].attributes;
-    for probe in ["probe.file-read", "probe.file-create", "probe.dir-list", "probe.socket", "probe.udp", "probe.env"] {
+    for probe in [
+        "probe.file-read",
+        "probe.file-create",
+        "probe.dir-list",
+        "probe.socket",
+        "probe.udp",
+        "probe.env",
+    ] {
         assert!(a[probe].starts_with("denied"), "{probe} = {:?}", a[probe]);
     }
     assert_eq!(a["probe.env-count"], "0");
@@ -264,9 +381,17 @@ async fn a_spinning_plugin_does_not_hold_the_async_runtime() {
     // One runtime thread only: if the guest ran on it, the ticker below
     // could not run until the deadline.
     let mgr = PluginDir::new()
-        .add_with("fixture-loop", |m| m.replace("deadline_ms = 100", "deadline_ms = 300"))
-        .manager_with(ManagerOptions { offload: Offload::BlockingPool, ..Default::default() });
-    let mut scope = mgr.chain().chat_scope(&context("s1"), &chat("c", "x")).await;
+        .with_edited("fixture-loop", |m| {
+            m.replace("deadline_ms = 100", "deadline_ms = 300")
+        })
+        .manager_with(ManagerOptions {
+            offload: Offload::BlockingPool,
+            ..Default::default()
+        });
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
     let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let t = ticks.clone();
     let ticker = tokio::spawn(async move {
@@ -278,14 +403,20 @@ async fn a_spinning_plugin_does_not_hold_the_async_runtime() {
     let out = scope.transform(vec![message("c", 0, "a")]).await;
     assert_eq!(out.quarantined.len(), 1);
     let n = ticks.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(n >= 10, "runtime starved while the plugin spun: {n} ticks in 300 ms");
+    assert!(
+        n >= 10,
+        "runtime starved while the plugin spun: {n} ticks in 300 ms"
+    );
     ticker.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_installs_get_typed_errors_and_change_nothing() {
-    let dir = PluginDir::new().add("redact-pii");
-    let mgr = dir.manager_with(ManagerOptions { max_component_bytes: 120_000, ..Default::default() });
+    let dir = PluginDir::new().with("redact-pii");
+    let mgr = dir.manager_with(ManagerOptions {
+        max_component_bytes: 120_000,
+        ..Default::default()
+    });
     let before = mgr.list();
     let files = || {
         let mut f: Vec<String> = std::fs::read_dir(dir.path())
@@ -300,13 +431,19 @@ async fn bad_installs_get_typed_errors_and_change_nothing() {
     let (_, filter_wasm) = built("chat-filter");
     let (_, probe) = built("fixture-sandbox-probe");
 
-    let err = mgr.install(&tagger_toml, b"hello, not wasm".to_vec()).await.unwrap_err();
+    let err = mgr
+        .install(&tagger_toml, b"hello, not wasm".to_vec())
+        .await
+        .unwrap_err();
     assert!(matches!(err, PluginError::NotWasm), "{err}");
     assert_eq!(err.http_status(), 400);
 
     // The smallest valid core module: magic plus version 1.
     let core = b"\0asm\x01\0\0\0".to_vec();
-    let err = mgr.install(&tagger_toml.replace("sha256", "# sha256"), core).await.unwrap_err();
+    let err = mgr
+        .install(&tagger_toml.replace("sha256", "# sha256"), core)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PluginError::CoreModule), "{err}");
 
     // A chat-hook component under a manifest that promises a transformer.
@@ -315,7 +452,10 @@ async fn bad_installs_get_typed_errors_and_change_nothing() {
     assert!(matches!(err, PluginError::WorldMismatch { .. }), "{err}");
     assert_eq!(err.http_status(), 422);
 
-    let err = mgr.install(&manifest.replace("keyword-tagger", "probe"), probe).await.unwrap_err();
+    let err = mgr
+        .install(&manifest.replace("keyword-tagger", "probe"), probe)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PluginError::TooLarge { .. }), "{err}");
     assert_eq!(err.http_status(), 413);
 
@@ -325,7 +465,10 @@ async fn bad_installs_get_typed_errors_and_change_nothing() {
     let err = mgr.install(&tagger_toml, tampered).await.unwrap_err();
     assert!(matches!(err, PluginError::Sha256Mismatch { .. }), "{err}");
 
-    let err = mgr.install("name = \"x\"", tagger.clone()).await.unwrap_err();
+    let err = mgr
+        .install("name = \"x\"", tagger.clone())
+        .await
+        .unwrap_err();
     assert!(matches!(err, PluginError::BadManifest { .. }), "{err}");
 
     let err = mgr.remove("nope").await.unwrap_err();
@@ -339,7 +482,7 @@ async fn bad_installs_get_typed_errors_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_remove_and_reload_swap_atomically_under_a_running_sync() {
-    let dir = PluginDir::new().add("redact-pii");
+    let dir = PluginDir::new().with("redact-pii");
     let mgr = dir.manager();
     let running = mgr.chain(); // a sync that started before the changes
 
@@ -354,10 +497,17 @@ async fn install_remove_and_reload_swap_atomically_under_a_running_sync() {
     let body = "urgent: +49 151 23456789";
     let mut old = running.chat_scope(&context("old"), &chat("c", "x")).await;
     let out = old.transform(vec![message("c", 0, body)]).await;
-    assert_eq!(out.keep[0].body.as_deref(), Some("urgent: [phone]"), "the running sync keeps its set");
+    assert_eq!(
+        out.keep[0].body.as_deref(),
+        Some("urgent: [phone]"),
+        "the running sync keeps its set"
+    );
     assert_eq!(out.keep[0].tags, vec!["pii-redacted"]);
 
-    let mut new = mgr.chain().chat_scope(&context("new"), &chat("c", "x")).await;
+    let mut new = mgr
+        .chain()
+        .chat_scope(&context("new"), &chat("c", "x"))
+        .await;
     let out = new.transform(vec![message("c", 0, body)]).await;
     assert_eq!(out.keep[0].body.as_deref(), Some(body));
     assert_eq!(out.keep[0].tags, vec!["urgent"]);
@@ -371,17 +521,31 @@ async fn install_remove_and_reload_swap_atomically_under_a_running_sync() {
     let (t, w) = built("chat-filter");
     std::fs::write(dir.path().join("chat-filter.wasm"), w).unwrap();
     std::fs::write(dir.path().join("chat-filter.toml"), t).unwrap();
-    let listed: Vec<String> = mgr.reload().await.expect("reload").into_iter().map(|p| p.name).collect();
+    let listed: Vec<String> = mgr
+        .reload()
+        .await
+        .expect("reload")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     assert_eq!(listed, ["chat-filter", "keyword-tagger"]);
-    std::fs::write(dir.path().join("broken.toml"), "name = \"broken\"\nversion = \"1\"\nworld = \"full\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "name = \"broken\"\nversion = \"1\"\nworld = \"full\"\n",
+    )
+    .unwrap();
     assert!(mgr.reload().await.is_err(), "broken.wasm is missing");
     assert_eq!(mgr.list().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_refuses_a_directory_with_a_tampered_plugin() {
-    let dir = PluginDir::new().add_with("redact-pii", |m| {
-        let sum = m.lines().find(|l| l.starts_with("sha256")).unwrap().to_owned();
+    let dir = PluginDir::new().with_edited("redact-pii", |m| {
+        let sum = m
+            .lines()
+            .find(|l| l.starts_with("sha256"))
+            .unwrap()
+            .to_owned();
         m.replace(&sum, &format!("sha256 = \"{}\"", "0".repeat(64)))
     });
     let err = wasync::plugins::wasm::PluginManager::open(
@@ -395,11 +559,17 @@ async fn open_refuses_a_directory_with_a_tampered_plugin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_render_as_prometheus_text() {
-    let mgr = PluginDir::new().add("redact-pii").manager();
-    let mut scope = mgr.chain().chat_scope(&context("s1"), &chat("c", "x")).await;
+    let mgr = PluginDir::new().with("redact-pii").manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
     scope.transform(vec![message("c", 0, "a@b.io")]).await;
     let text = mgr.render_prometheus();
-    assert!(text.contains("wasync_plugin_messages_total{plugin=\"redact-pii\",outcome=\"replace\"} 1"), "{text}");
+    assert!(
+        text.contains("wasync_plugin_messages_total{plugin=\"redact-pii\",outcome=\"replace\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

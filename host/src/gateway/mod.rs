@@ -7,6 +7,7 @@
 //! request reaches a session.
 
 pub mod error;
+pub mod plugins_api;
 mod rest;
 mod ws;
 
@@ -28,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use self::error::ApiError;
 use crate::events::EventBus;
 use crate::hub::Hub;
+use crate::plugins::wasm::PluginManager;
 use crate::session::Sessions;
 use crate::storage::Store;
 
@@ -41,6 +43,10 @@ pub struct Gateway {
     pub hub: Arc<Hub>,
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
+    /// The plugin manager, when plugins are enabled (`/plugins` routes).
+    pub plugins: Option<Arc<PluginManager>>,
+    /// Largest plugin component `POST /plugins` accepts.
+    pub max_plugin_bytes: usize,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -109,6 +115,7 @@ pub enum Route {
     Messages { id: String, chat_id: String },
     SyncChats { id: String },
     Sync { id: String },
+    Plugins(plugins_api::PluginRoute),
 }
 
 impl Route {
@@ -117,6 +124,7 @@ impl Route {
         match self {
             Route::Session { .. } => &[Method::GET, Method::POST, Method::DELETE],
             Route::SyncChats { .. } => &[Method::POST],
+            Route::Plugins(p) => p.methods(),
             _ => &[Method::GET],
         }
     }
@@ -154,6 +162,11 @@ pub fn route(path: &str) -> Option<Route> {
         },
         ["whatsapp-web", "session", id, "sync-chats"] => Route::SyncChats { id: id.to_string() },
         ["whatsapp-web", "session", id, "sync"] => Route::Sync { id: id.to_string() },
+        ["plugins"] => Route::Plugins(plugins_api::PluginRoute::List),
+        ["plugins", "reload"] => Route::Plugins(plugins_api::PluginRoute::Reload),
+        ["plugins", name] => Route::Plugins(plugins_api::PluginRoute::One {
+            name: name.to_string(),
+        }),
         _ => return None,
     };
     Some(r)
@@ -197,6 +210,7 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<
     }
     match route {
         Route::Ws => ws::upgrade(gw.clone(), req),
+        Route::Plugins(p) => plugins_api::handle(gw, p, req).await,
         other => rest::handle(gw, other, req).await,
     }
 }

@@ -239,7 +239,7 @@ pub(super) async fn handle(
                 )),
             }
         }
-        Route::Ws => unreachable!("dispatched before"),
+        Route::Ws | Route::Plugins(_) => unreachable!("dispatched before"),
     }
 }
 

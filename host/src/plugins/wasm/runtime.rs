@@ -158,6 +158,18 @@ impl PluginRuntime {
         }))
     }
 
+    /// The process's engine: the first call creates it (its options win),
+    /// later calls share it, so every host in a process (tests start many)
+    /// has one engine, one ticker and one pool.
+    pub fn global(opts: RuntimeOptions) -> Result<Arc<Self>, PluginError> {
+        static RT: std::sync::OnceLock<Arc<PluginRuntime>> = std::sync::OnceLock::new();
+        if let Some(rt) = RT.get() {
+            return Ok(rt.clone());
+        }
+        let rt = Self::new(opts)?;
+        Ok(RT.get_or_init(|| rt).clone())
+    }
+
     /// True when the pooling allocator is in use.
     pub fn pooling(&self) -> bool {
         self.pooling
