@@ -10,12 +10,13 @@ cd "$(dirname "$0")/../plugins"
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
-cargo build --release --target wasm32-wasip2 --locked
+cargo build --release --target wasm32-wasip2
 
 out=dist
 mkdir -p "$out"
 for manifest in */plugin.toml fixtures/*/plugin.toml; do
     crate_dir=$(dirname "$manifest")
+    [[ "$crate_dir" == template ]] && continue
     crate=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$crate_dir/Cargo.toml" | head -1)
     name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -1)
     wasm="target/wasm32-wasip2/release/${crate//-/_}.wasm"

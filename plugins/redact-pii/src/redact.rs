@@ -199,7 +199,10 @@ mod tests {
     fn masks_emails_and_phones() {
         assert_eq!(r("mail ana.b+x@example.co.uk now"), "mail [email] now");
         assert_eq!(r("call +49 151 2345 6789."), "call [phone].");
-        assert_eq!(r("call (030) 1234-5678 or 0151.23456789"), "call [phone] or [phone]");
+        assert_eq!(
+            r("call (030) 1234-5678 or 0151.23456789"),
+            "call [phone] or [phone]"
+        );
         assert_eq!(r("both a@b.io, +1-202-555-0143"), "both [email], [phone]");
     }
 
@@ -234,6 +237,12 @@ mod tests {
         };
         let (t, c) = redact("x@y.com +49 151 23456789", &opts).unwrap();
         assert_eq!(t, "*** +49 151 23456789");
-        assert_eq!(c, Counts { emails: 1, phones: 0 });
+        assert_eq!(
+            c,
+            Counts {
+                emails: 1,
+                phones: 0
+            }
+        );
     }
 }
