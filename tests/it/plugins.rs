@@ -578,3 +578,48 @@ async fn redaction_bench_runs_and_reports() {
     eprintln!("{r}");
     assert!(r.plugin_per_message > Duration::ZERO && r.native_per_message > Duration::ZERO);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_chat_hook_skips_the_chat_when_fail_closed_and_has_no_say_when_fail_open() {
+    let broken = |policy: &'static str| {
+        move |m: String| {
+            m.replace(
+                "on_error = \"fail-open\"",
+                &format!("on_error = \"{policy}\""),
+            )
+            .replace("max-messages = \"200\"", "max-messages = \"lots\"")
+        }
+    };
+    let closed = PluginDir::new()
+        .with_edited("chat-filter", broken("fail-closed"))
+        .manager();
+    let mut s = closed
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "Friends"))
+        .await;
+    match s.before_chat_sync().await {
+        ChatDecision::Skip { reason } => {
+            assert!(
+                reason.contains("bad-config") && reason.contains("max-messages"),
+                "{reason}"
+            )
+        }
+        other => panic!("fail-closed hook failure must skip: {other:?}"),
+    }
+    assert_eq!(counters(&closed, "chat-filter").failures.error, 1);
+
+    let open = PluginDir::new()
+        .with_edited("chat-filter", broken("fail-open"))
+        .manager();
+    let mut s = open
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "Friends"))
+        .await;
+    assert_eq!(
+        s.before_chat_sync().await,
+        ChatDecision::Proceed {
+            max_messages: None,
+            since_ms: None
+        }
+    );
+}
