@@ -50,6 +50,10 @@ const OUTBOX_PENDING: TableDefinition<&str, ()> = TableDefinition::new("outbox_p
 /// `(sessionId, messageId)` → quarantined message.
 const QUARANTINE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("quarantine");
 
+/// Page cache of the store file. Reads hit recent pages; the sync writes
+/// append, so a small cache costs little and bounds memory.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// Maps an `i64` onto a `u64` that sorts the same way.
 fn ordered(t: i64) -> u64 {
     (t as u64) ^ (1 << 63)
@@ -110,13 +114,20 @@ impl EmbeddedStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
-                "{} is already open by another wasync process",
-                path.display()
-            )),
-            other => StoreError::Unavailable(format!("cannot open {}: {other}", path.display())),
-        })?;
+        // redb caches up to 1 GiB by default, which would make the host's
+        // memory grow with the account; a bounded cache keeps it flat.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                    "{} is already open by another wasync process",
+                    path.display()
+                )),
+                other => {
+                    StoreError::Unavailable(format!("cannot open {}: {other}", path.display()))
+                }
+            })?;
         let txn = db.begin_write().db()?;
         {
             txn.open_table(SESSIONS).db()?;
@@ -163,34 +174,36 @@ fn write_messages(
     let mut by_chat = txn.open_table(MESSAGES_BY_CHAT).db()?;
     for m in messages {
         let bytes = enc(m)?;
+        // One B-tree descent: `insert` hands back what it replaced.
         let old = table
-            .get((sid, m.id.as_str()))
+            .insert((sid, m.id.as_str()), bytes.as_slice())
             .db()?
             .map(|g| g.value().to_vec());
         match old {
             Some(old) if old == bytes => stats.unchanged += 1,
             Some(old) => {
                 let old: Message = dec(&old)?;
-                by_chat
-                    .remove((
-                        sid,
-                        old.chat_id.as_str(),
-                        desc(Some(old.timestamp)),
-                        old.id.as_str(),
-                    ))
-                    .db()?;
-                by_chat
-                    .insert(
-                        (
+                if old.chat_id != m.chat_id || old.timestamp != m.timestamp {
+                    by_chat
+                        .remove((
                             sid,
-                            m.chat_id.as_str(),
-                            desc(Some(m.timestamp)),
-                            m.id.as_str(),
-                        ),
-                        (),
-                    )
-                    .db()?;
-                table.insert((sid, m.id.as_str()), bytes.as_slice()).db()?;
+                            old.chat_id.as_str(),
+                            desc(Some(old.timestamp)),
+                            old.id.as_str(),
+                        ))
+                        .db()?;
+                    by_chat
+                        .insert(
+                            (
+                                sid,
+                                m.chat_id.as_str(),
+                                desc(Some(m.timestamp)),
+                                m.id.as_str(),
+                            ),
+                            (),
+                        )
+                        .db()?;
+                }
                 stats.updated += 1;
             }
             None => {
@@ -205,7 +218,6 @@ fn write_messages(
                         (),
                     )
                     .db()?;
-                table.insert((sid, m.id.as_str()), bytes.as_slice()).db()?;
                 stats.inserted += 1;
                 match inserted_per_chat.last_mut() {
                     Some((c, n)) if *c == m.chat_id => *n += 1,

@@ -16,7 +16,8 @@
 //! that promise cheap, consecutive small chats are committed together (a
 //! *group*: up to [`SyncOptions::group_messages`] messages or
 //! [`SyncOptions::group_window`] of wall time), and their events are emitted
-//! in order right after the group's commit. Memory is bounded by one group,
+//! in order right after the group's commit. The next group is fetched while
+//! the previous one commits. Memory is bounded by two groups,
 //! whatever the account size.
 
 use std::sync::Arc;
@@ -373,6 +374,70 @@ async fn walk(
         tracing::info!(from_chat = first, "resuming sync from its checkpoint");
     }
 
+    // Commits overlap with fetching the next group; whatever happens, the
+    // commit in flight is awaited before the run ends, so the run record it
+    // writes can never land after the run's final status.
+    let mut pending: Option<InFlight> = None;
+    let walked = walk_chats(
+        deps,
+        &sid,
+        run,
+        &chats,
+        first,
+        &ctx,
+        cancel,
+        shutdown,
+        &mut pending,
+    )
+    .await;
+    let drained = match pending.take() {
+        Some(p) => finish_flush(deps, p).await,
+        None => Ok(()),
+    };
+    walked?;
+    drained?;
+
+    // Complete the run and queue `session_ready` in one durable step: the
+    // event exists if and only if everything it announces is stored.
+    run.status = SyncStatus::Completed;
+    run.finished_at = Some(now_ms());
+    run.current_chat = run.n_chats;
+    let done_seq = run.next_seq;
+    run.next_seq += 1;
+    let event = OutboxEvent::new(
+        "session_ready",
+        &sid,
+        serde_json::json!({
+            "sessionId": run.session_id,
+            "syncId": run.sync_id,
+            "chats": chats.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            "nChats": run.n_chats,
+            "totalMessagesSynced": run.total_messages_synced,
+            "failedChats": run.failed_chats.iter().map(|f| f.chat_id.as_str()).collect::<Vec<_>>(),
+        }),
+    );
+    store_retry(deps, cancel, shutdown, "completing the run", || {
+        deps.store.finish_sync(run, Some(&event))
+    })
+    .await?;
+    deps.relay.kick();
+    emit(deps, run, done_seq, SyncPhase::Done, None, 0);
+    Ok(())
+}
+
+/// Walks the chats from `first`, committing them in groups.
+#[allow(clippy::too_many_arguments)]
+async fn walk_chats(
+    deps: &SyncDeps,
+    sid: &SessionId,
+    run: &mut SyncRun,
+    chats: &[Chat],
+    first: usize,
+    ctx: &SyncContext,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+    pending: &mut Option<InFlight>,
+) -> Result<(), Stop> {
     let mut group = Group::new();
     for (i, chat) in chats.iter().enumerate().skip(first) {
         if shutdown.is_cancelled() {
@@ -386,7 +451,7 @@ async fn walk(
         let messages_seq = run.next_seq + 1;
         run.next_seq += 2;
 
-        let mut scope = deps.chain.chat_scope(&ctx, chat).await;
+        let mut scope = deps.chain.chat_scope(ctx, chat).await;
         let limit = match scope.before_chat_sync().await {
             ChatDecision::Skip { reason } => {
                 tracing::debug!(chat_id = %chat.id, %reason, "chat skipped by a plugin");
@@ -467,56 +532,43 @@ async fn walk(
         }
         drop(scope);
 
-        let last = i + 1 == chats.len();
-        if last
-            || group.messages >= deps.options.group_messages
-            || group.opened.elapsed() >= deps.options.group_window
-        {
-            flush(deps, &sid, run, &mut group, cancel, shutdown).await?;
+        let full = group.messages >= deps.options.group_messages;
+        let slow = group.opened.elapsed() >= deps.options.group_window;
+        if full || slow || i + 1 == chats.len() {
+            if let Some(p) = pending.take() {
+                finish_flush(deps, p).await?;
+            }
+            *pending = start_flush(deps, sid, run, &mut group);
+            // Overlap the commit with the next fetch only when the provider
+            // is fast (the group filled up); a slow provider's progress is
+            // reported as soon as it is durable.
+            if !full && let Some(p) = pending.take() {
+                finish_flush(deps, p).await?;
+            }
         }
     }
-    flush(deps, &sid, run, &mut group, cancel, shutdown).await?;
-
-    // Complete the run and queue `session_ready` in one durable step: the
-    // event exists if and only if everything it announces is stored.
-    run.status = SyncStatus::Completed;
-    run.finished_at = Some(now_ms());
-    run.current_chat = run.n_chats;
-    let done_seq = run.next_seq;
-    run.next_seq += 1;
-    let event = OutboxEvent::new(
-        "session_ready",
-        &sid,
-        serde_json::json!({
-            "sessionId": run.session_id,
-            "syncId": run.sync_id,
-            "chats": chats.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-            "nChats": run.n_chats,
-            "totalMessagesSynced": run.total_messages_synced,
-            "failedChats": run.failed_chats.iter().map(|f| f.chat_id.as_str()).collect::<Vec<_>>(),
-        }),
-    );
-    store_retry(deps, cancel, shutdown, "completing the run", || {
-        deps.store.finish_sync(run, Some(&event))
-    })
-    .await?;
-    deps.relay.kick();
-    emit(deps, run, done_seq, SyncPhase::Done, None, 0);
     Ok(())
 }
 
-/// Commits a group (messages, chat counters and the checkpoint in one
-/// durable step), then reports its chats in order.
-async fn flush(
+/// A group whose commit is under way.
+struct InFlight {
+    task: tokio::task::JoinHandle<Result<(), String>>,
+    chats: Vec<(u32, String, u64, u64, u64)>,
+    /// The run as this commit writes it.
+    run: SyncRun,
+    before_total: u64,
+}
+
+/// Starts committing a group (messages, chat counters and the checkpoint
+/// in one durable step) in the background.
+fn start_flush(
     deps: &SyncDeps,
     sid: &SessionId,
     run: &mut SyncRun,
     group: &mut Group,
-    cancel: &CancellationToken,
-    shutdown: &CancellationToken,
-) -> Result<(), Stop> {
+) -> Option<InFlight> {
     if group.chats.is_empty() {
-        return Ok(());
+        return None;
     }
     let g = std::mem::replace(group, Group::new());
     let (last_pos, last_id, ..) = g.chats.last().cloned().expect("non-empty group");
@@ -527,15 +579,46 @@ async fn flush(
     run.checkpoint_chat_id = Some(last_id);
     run.current_chat = last_pos;
     run.total_messages_synced = before_total + added;
-    store_retry(deps, cancel, shutdown, "writing messages", || {
-        deps.store.commit_chats(sid, &g.commits, run)
+    let snapshot = run.clone();
+    let store = deps.store.clone();
+    let sid = sid.clone();
+    let attempts = deps.options.store_attempts.max(1);
+    let mut delay = deps.options.retry_backoff;
+    let commits = g.commits;
+    let committed = snapshot.clone();
+    let task = tokio::spawn(async move {
+        for attempt in 1..=attempts {
+            match store.commit_chats(&sid, &commits, &committed).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt == attempts => return Err(format!("writing messages: {e}")),
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "writing messages failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    });
+    Some(InFlight {
+        task,
+        chats: g.chats,
+        run: snapshot,
+        before_total,
     })
-    .await?;
+}
 
-    // Replay the group's events as they would have been, one chat at a time.
-    let mut total = before_total;
-    for (position, chat_id, stored, chat_seq, messages_seq) in g.chats {
-        let mut view = run.clone();
+/// Waits for a group's commit, then reports its chats in order, one chat at
+/// a time, as they would have been reported without grouping.
+async fn finish_flush(deps: &SyncDeps, p: InFlight) -> Result<(), Stop> {
+    match p.task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => return Err(Stop::Failed(reason)),
+        Err(e) => return Err(Stop::Failed(format!("writing messages: {e}"))),
+    }
+    let mut view = p.run;
+    let mut total = p.before_total;
+    for (position, chat_id, stored, chat_seq, messages_seq) in p.chats {
         view.current_chat = position;
         view.total_messages_synced = total;
         emit(
