@@ -574,9 +574,19 @@ async fn counters_render_as_prometheus_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redaction_bench_runs_and_reports() {
-    let r = bench_redaction(2_000, 50, Offload::BlockingPool).await;
-    eprintln!("{r}");
-    assert!(r.plugin_per_message > Duration::ZERO && r.native_per_message > Duration::ZERO);
+    for offload in [Offload::BlockingPool, Offload::Inline] {
+        let r = bench_redaction(2_000, 50, offload).await;
+        eprintln!("{r}");
+        assert!(r.plugin_per_message > Duration::ZERO && r.native_per_message > Duration::ZERO);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_sync_bench_stores_every_message_with_and_without_plugins() {
+    let (without, ms0) = wasync_tests::plugins::bench_chain_sync(5, 20, false).await;
+    let (with, ms1) = wasync_tests::plugins::bench_chain_sync(5, 20, true).await;
+    eprintln!("chain sync: {without} msgs in {ms0} ms without plugins, {with} in {ms1} ms with 3");
+    assert_eq!((without, with), (100, 100));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
