@@ -23,3 +23,5 @@ fi
 
 # RabbitMQ for the events suite.
 scripts/rabbitmq.sh install
+# Guest plugins (wasm32-wasip2) for the plugin tests: plugins/dist/.
+scripts/build-plugins.sh

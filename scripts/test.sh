@@ -17,6 +17,9 @@ mongo_test_server_start
 scripts/rabbitmq.sh start
 export WASYNC_TEST_AMQP_URL="${WASYNC_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 
+# The plugin tests load the components scripts/build-plugins.sh built.
+export WASYNC_TEST_PLUGINS_DIR="$PWD/plugins/dist"
+
 # The CLI test runs the real binary.
 cargo build -p wasync --bin wasync
 cargo test --workspace --no-fail-fast

@@ -18,6 +18,7 @@ use crate::events::relay::{self, RelayConfig, RelaySignal};
 use crate::events::{EventBus, EventSwitches};
 use crate::gateway::{self, Gateway, GatewayDeps};
 use crate::hub::{Hub, QueueLimits};
+use crate::plugins::wasm::{ManagerOptions, PluginManager, PluginRuntime, RuntimeOptions};
 use crate::plugins::{NoPlugins, PluginHost};
 use crate::session::{SessionDeps, Sessions};
 use crate::storage::Store;
@@ -43,6 +44,7 @@ pub struct App {
     store: Arc<dyn Store>,
     gateway: Arc<Gateway>,
     hub: Arc<Hub>,
+    plugins: Option<Arc<PluginManager>>,
 }
 
 impl std::fmt::Debug for App {
@@ -90,6 +92,27 @@ pub fn open_events(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
     ))
 }
 
+/// Loads the plugins of `WASYNC_PLUGINS_DIR`, when set; a broken plugin
+/// fails the start (skipping a redaction plugin would leak what it hides).
+pub async fn open_plugins(config: &Config) -> anyhow::Result<Option<Arc<PluginManager>>> {
+    let Some(dir) = config.plugins.dir.clone() else {
+        return Ok(None);
+    };
+    let runtime = PluginRuntime::global(RuntimeOptions {
+        cache_dir: Some(config.storage.data_dir.join("plugin-cache")),
+        ..RuntimeOptions::default()
+    })?;
+    let opts = ManagerOptions {
+        max_component_bytes: config.server.max_plugin_bytes,
+        ..ManagerOptions::default()
+    };
+    let mgr = tokio::task::spawn_blocking(move || PluginManager::open(runtime, dir, opts))
+        .await?
+        .context("loading plugins")?;
+    tracing::info!(plugins = mgr.list().len(), dir = %mgr.dir().display(), "plugins loaded");
+    Ok(Some(Arc::new(mgr)))
+}
+
 impl App {
     /// Starts everything on `listener` and restores the sessions that were
     /// running when the host last stopped.
@@ -124,7 +147,11 @@ impl App {
             stall_timeout: config.server.ws_stall,
         }));
         let hub_handle = hub.clone();
-        let plugins: Arc<dyn PluginHost> = Arc::new(NoPlugins);
+        let plugin_manager = open_plugins(&config).await?;
+        let plugins: Arc<dyn PluginHost> = match &plugin_manager {
+            Some(m) => m.clone(),
+            None => Arc::new(NoPlugins),
+        };
         let providers = Arc::new(Providers::default().with(Arc::new(SimulatorProvider)));
         let mut sync = tuning.sync.clone();
         sync.publish_sync_failed = config.events.publish_sync_failed;
@@ -155,6 +182,8 @@ impl App {
             metrics: metrics.clone(),
             api_key: config.server.api_key.clone(),
             max_body_bytes: config.server.max_body_bytes,
+            plugins: plugin_manager.clone(),
+            max_plugin_bytes: config.server.max_plugin_bytes,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         }));
@@ -168,6 +197,7 @@ impl App {
             store,
             gateway: gw,
             hub: hub_handle,
+            plugins: plugin_manager,
         })
     }
 
@@ -182,6 +212,12 @@ impl App {
 
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
+    }
+
+    /// The plugin manager, when `WASYNC_PLUGINS_DIR` is set (its
+    /// `render_prometheus()` feeds the metrics endpoint).
+    pub fn plugins(&self) -> Option<Arc<PluginManager>> {
+        self.plugins.clone()
     }
 
     /// Stops accepting, ends every session actor (running syncs stop

@@ -14,6 +14,8 @@ pub mod proxy;
 
 pub mod mongo;
 
+pub mod plugins;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

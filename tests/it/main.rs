@@ -7,6 +7,8 @@ mod cli;
 mod mongo;
 mod mongo_sync;
 mod operations;
+mod plugins;
+mod plugins_e2e;
 mod restart;
 mod socketio;
 mod storage_contract;

@@ -8,6 +8,7 @@
 
 pub mod error;
 mod openapi;
+pub mod plugins_api;
 pub mod protocol;
 mod qr;
 mod rest;
@@ -34,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use self::error::ApiError;
 use crate::events::EventBus;
 use crate::hub::Hub;
+use crate::plugins::wasm::PluginManager;
 use crate::session::Sessions;
 use crate::storage::Store;
 use crate::telemetry::{Metrics, StatusLabel};
@@ -53,6 +55,10 @@ pub struct GatewayDeps {
     pub metrics: Arc<Metrics>,
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
+    /// The plugin manager, when plugins are enabled (`/plugins` routes).
+    pub plugins: Option<Arc<PluginManager>>,
+    /// Largest plugin component `POST /plugins` accepts.
+    pub max_plugin_bytes: usize,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -66,6 +72,10 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
+    /// The plugin manager, when plugins are enabled (`/plugins` routes).
+    pub plugins: Option<Arc<PluginManager>>,
+    /// Largest plugin component `POST /plugins` accepts.
+    pub max_plugin_bytes: usize,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub protocol: protocol::Protocol,
@@ -90,6 +100,8 @@ impl Gateway {
             max_body_bytes: d.max_body_bytes,
             shutdown: d.shutdown,
             tasks: d.tasks,
+            plugins: d.plugins,
+            max_plugin_bytes: d.max_plugin_bytes,
             protocol,
             socketio,
             io,
@@ -169,6 +181,7 @@ pub enum Route {
     Messages { id: String, chat_id: String },
     SyncChats { id: String },
     Sync { id: String },
+    Plugins(plugins_api::PluginRoute),
 }
 
 impl Route {
@@ -179,6 +192,7 @@ impl Route {
             Route::SyncChats { .. } => &[Method::POST],
             // Engine.IO long-polling posts its packets.
             Route::SocketIo => &[Method::GET, Method::POST],
+            Route::Plugins(p) => p.methods(),
             _ => &[Method::GET],
         }
     }
@@ -200,6 +214,9 @@ impl Route {
             Route::Messages { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/messages",
             Route::SyncChats { .. } => "/whatsapp-web/session/{id}/sync-chats",
             Route::Sync { .. } => "/whatsapp-web/session/{id}/sync",
+            Route::Plugins(plugins_api::PluginRoute::List) => "/plugins",
+            Route::Plugins(plugins_api::PluginRoute::One { .. }) => "/plugins/{name}",
+            Route::Plugins(plugins_api::PluginRoute::Reload) => "/plugins/reload",
         }
     }
 
@@ -239,6 +256,11 @@ pub fn route(path: &str) -> Option<Route> {
         },
         ["whatsapp-web", "session", id, "sync-chats"] => Route::SyncChats { id: id.to_string() },
         ["whatsapp-web", "session", id, "sync"] => Route::Sync { id: id.to_string() },
+        ["plugins"] => Route::Plugins(plugins_api::PluginRoute::List),
+        ["plugins", "reload"] => Route::Plugins(plugins_api::PluginRoute::Reload),
+        ["plugins", name] => Route::Plugins(plugins_api::PluginRoute::One {
+            name: name.to_string(),
+        }),
         _ => return None,
     };
     Some(r)
@@ -295,6 +317,7 @@ async fn dispatch(
     match route {
         Route::Ws => ws::upgrade(gw.clone(), req).map(boxed),
         Route::SocketIo => Ok((gw.socketio)(req).await),
+        Route::Plugins(p) => plugins_api::handle(gw, p, req).await.map(boxed),
         other => rest::handle(gw, other, req).await.map(boxed),
     }
 }
@@ -390,6 +413,9 @@ mod tests {
             "/whatsapp-web/session/s1/chats/c%40c.us/messages",
             "/whatsapp-web/session/s1/sync-chats",
             "/whatsapp-web/session/s1/sync",
+            "/plugins",
+            "/plugins/redact",
+            "/plugins/reload",
         ];
         for p in all {
             match route(p).unwrap() {
@@ -406,7 +432,8 @@ mod tests {
                 | Route::Chats { .. }
                 | Route::Messages { .. }
                 | Route::SyncChats { .. }
-                | Route::Sync { .. } => {}
+                | Route::Sync { .. }
+                | Route::Plugins(_) => {}
             }
         }
         all.to_vec()
@@ -435,7 +462,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(templates.len(), 14, "every route has its own template");
+        assert_eq!(templates.len(), 17, "every route has its own template");
         // ...and the document has nothing the router does not serve.
         for p in paths.keys() {
             assert!(

@@ -62,6 +62,11 @@ impl Modify for Security {
         rest::list_messages,
         rest::sync_chats,
         rest::get_sync,
+        super::plugins_api::list_plugins,
+        super::plugins_api::upload_plugin,
+        super::plugins_api::get_plugin,
+        super::plugins_api::remove_plugin,
+        super::plugins_api::reload_plugins,
         super::ws::upgrade,
         super::socketio::endpoint,
         document_route,
@@ -74,6 +79,7 @@ impl Modify for Security {
         (name = "data", description = "Stored chats and messages (reads never sync)"),
         (name = "sync", description = "Manual syncs and their runs"),
         (name = "events", description = "Live events: native WebSocket and Socket.IO"),
+        (name = "plugins", description = "Sandboxed WASM plugins (when WASYNC_PLUGINS_DIR is set)"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]

@@ -197,7 +197,7 @@ pub(super) async fn handle(
         Route::Sync { id } => get_sync(gw, session_id(&id)?).await,
         Route::Metrics => Ok(metrics(gw).await),
         Route::OpenApi => Ok(json(StatusCode::OK, &super::openapi::document())),
-        Route::Ws | Route::SocketIo => unreachable!("dispatched before"),
+        Route::Ws | Route::SocketIo | Route::Plugins(_) => unreachable!("dispatched before"),
     }
 }
 
@@ -495,7 +495,7 @@ pub(super) async fn readyz(gw: &Gateway) -> Response<Body> {
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
         (status = 401, body = Problem)))]
 pub(super) async fn metrics(gw: &Gateway) -> Response<Body> {
     use crate::domain::SessionStatus::*;
@@ -520,10 +520,19 @@ pub(super) async fn metrics(gw: &Gateway) -> Response<Body> {
     if let Ok(pending) = gw.store.pending_events(100_000).await {
         gw.metrics.outbox_pending.set(pending.len() as i64);
     }
-    let mut resp = Response::new(Full::new(Bytes::from(gw.metrics.render())));
+    // The host's registry, then the plugin runtime's own counters, in the
+    // Prometheus text format.
+    let mut text = gw.metrics.render();
+    if let Some(i) = text.rfind("# EOF") {
+        text.truncate(i);
+    }
+    if let Some(mgr) = &gw.plugins {
+        text.push_str(&mgr.render_prometheus());
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
 }

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+pub mod wasm;
+
 use async_trait::async_trait;
 
 use crate::domain::{Chat, Message, QuarantinedMessage};

@@ -1,0 +1,518 @@
+//! The WebAssembly adapter of the plugin port: components run by wasmtime,
+//! each in its own sandbox.
+//!
+//! - [`runtime`]: the engine (epoch deadlines, pooling allocator, compile
+//!   cache), the shared linker, the store data (WASI with nothing granted).
+//! - [`manifest`]: the TOML beside each component.
+//! - `bindings`: the only `bindgen!`; converts WIT types to domain types.
+//! - `chain`: a sync's snapshot of the plugins and its per-chat scopes.
+//! - [`stats`]: per-plugin counters.
+//!
+//! [`PluginManager`] owns the installed set: it loads a directory at start,
+//! installs, removes and reloads by swapping the whole set at once, so a
+//! running sync keeps the `Arc` of the set it started with.
+
+mod bindings;
+mod chain;
+pub mod manifest;
+pub mod runtime;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use chain::Offload;
+pub use manifest::{Limits, Manifest, OnError, World};
+pub use runtime::{PluginRuntime, RuntimeOptions};
+pub use stats::{FailureKind, Failures, PluginCounters, render_prometheus};
+
+use self::bindings::{HooksIndices, TransformIndices};
+use self::chain::{LoadedPlugin, WasmChain};
+use self::runtime::PluginData;
+use self::stats::PluginStats;
+use crate::plugins::{PluginChain, PluginHost};
+
+/// Everything that can go wrong managing plugins. Variants marked "client"
+/// are the uploader's fault (the gateway answers 4xx, see
+/// [`PluginError::http_status`]); the rest are the host's.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// Client: the manifest is not valid TOML or breaks a rule.
+    #[error("invalid manifest: {reason}")]
+    BadManifest { reason: String },
+    /// Client: the upload does not start with the WebAssembly magic.
+    #[error("not a WebAssembly binary")]
+    NotWasm,
+    /// Client: a core module, where a component is required.
+    #[error(
+        "a core WebAssembly module, not a component: build for wasm32-wasip2 or run `wasm-tools component new`"
+    )]
+    CoreModule,
+    /// Client: the component does not validate or compile.
+    #[error("invalid component: {reason}")]
+    InvalidComponent { reason: String },
+    /// Client: the component does not fit the world its manifest names
+    /// (missing exports, or imports the host does not provide).
+    #[error("component does not implement world {world:?}: {reason}")]
+    WorldMismatch { world: &'static str, reason: String },
+    /// Client: the upload exceeds the size cap.
+    #[error("component is {size} bytes, over the {max}-byte cap")]
+    TooLarge { size: usize, max: usize },
+    /// Client: the component's sha256 is not the one its manifest names.
+    #[error("sha256 mismatch: manifest says {expected}, component is {actual}")]
+    Sha256Mismatch { expected: String, actual: String },
+    /// Client: no plugin by that name.
+    #[error("no plugin named {name:?}")]
+    NotFound { name: String },
+    /// Host: a file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Host: the engine could not be set up.
+    #[error("plugin engine: {reason}")]
+    Engine { reason: String },
+}
+
+impl PluginError {
+    /// The HTTP status the gateway answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            PluginError::BadManifest { .. }
+            | PluginError::NotWasm
+            | PluginError::CoreModule
+            | PluginError::InvalidComponent { .. } => 400,
+            PluginError::WorldMismatch { .. } | PluginError::Sha256Mismatch { .. } => 422,
+            PluginError::TooLarge { .. } => 413,
+            PluginError::NotFound { .. } => 404,
+            PluginError::Io { .. } | PluginError::Engine { .. } => 500,
+        }
+    }
+
+    /// True when the request was at fault (4xx), false for host trouble.
+    pub fn is_client_error(&self) -> bool {
+        self.http_status() < 500
+    }
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PluginError + 'a {
+    move |source| PluginError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Manager settings (the runtime's are in [`RuntimeOptions`]).
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// Largest component `install` accepts.
+    pub max_component_bytes: usize,
+    /// Where guest calls run (see [`Offload`]).
+    pub offload: Offload,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        Self {
+            max_component_bytes: 16 * 1024 * 1024,
+            offload: Offload::default(),
+        }
+    }
+}
+
+/// What `GET /plugins` shows of a plugin.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub world: World,
+    pub priority: i32,
+    pub on_error: OnError,
+    pub limits: Limits,
+    pub sha256: String,
+    pub size_bytes: usize,
+    /// When this version was loaded, ms.
+    pub loaded_at: i64,
+}
+
+impl LoadedPlugin {
+    fn info(&self) -> PluginInfo {
+        let m = &self.manifest;
+        PluginInfo {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            description: m.description.clone(),
+            world: m.world,
+            priority: m.priority,
+            on_error: m.on_error,
+            limits: m.limits,
+            sha256: self.sha256.clone(),
+            size_bytes: self.size,
+            loaded_at: self.loaded_at,
+        }
+    }
+}
+
+/// Lower-case hex sha256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
+const COMPONENT_VERSION: [u8; 4] = [0x0d, 0, 0x01, 0];
+
+/// Compiles and validates one plugin against its manifest's world.
+fn load(
+    rt: &PluginRuntime,
+    manifest: Manifest,
+    wasm: &[u8],
+    stats: Arc<PluginStats>,
+) -> Result<LoadedPlugin, PluginError> {
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+        return Err(PluginError::NotWasm);
+    }
+    if wasm[4..8] == CORE_VERSION {
+        return Err(PluginError::CoreModule);
+    }
+    if wasm[4..8] != COMPONENT_VERSION {
+        return Err(PluginError::InvalidComponent {
+            reason: format!("unknown binary version {:02x?}", &wasm[4..8]),
+        });
+    }
+    let sha256 = sha256_hex(wasm);
+    if let Some(expected) = &manifest.sha256
+        && *expected != sha256
+    {
+        return Err(PluginError::Sha256Mismatch {
+            expected: expected.clone(),
+            actual: sha256,
+        });
+    }
+    let component = rt.compile(wasm)?;
+    let world = manifest.world.as_str();
+    let pre = rt
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| PluginError::WorldMismatch {
+            world,
+            reason: format!("it imports what the host does not provide: {e:#}"),
+        })?;
+    let missing = |what: &str, e: wasmtime::Error| PluginError::WorldMismatch {
+        world,
+        reason: format!("it does not export {what}: {e:#}"),
+    };
+    let transform = match manifest.world.transforms() {
+        true => Some(
+            TransformIndices::new(&pre)
+                .map_err(|e| missing("wasync:plugin/message-transform@0.1.0", e))?,
+        ),
+        false => None,
+    };
+    let hooks = match manifest.world.hooks() {
+        true => Some(
+            HooksIndices::new(&pre).map_err(|e| missing("wasync:plugin/chat-hooks@0.1.0", e))?,
+        ),
+        false => None,
+    };
+    let data = PluginData {
+        name: Arc::from(manifest.name.as_str()),
+        config: Arc::new(manifest.config.clone()),
+    };
+    Ok(LoadedPlugin {
+        manifest,
+        sha256,
+        size: wasm.len(),
+        loaded_at: crate::domain::now_ms(),
+        pre,
+        transform,
+        hooks,
+        stats,
+        data,
+    })
+}
+
+/// The installed plugins, in chain order (priority, then name).
+struct PluginSet {
+    plugins: Vec<Arc<LoadedPlugin>>,
+}
+
+impl PluginSet {
+    fn new(mut plugins: Vec<Arc<LoadedPlugin>>) -> Self {
+        plugins.sort_by(|a, b| {
+            (a.manifest.priority, &a.manifest.name).cmp(&(b.manifest.priority, &b.manifest.name))
+        });
+        Self { plugins }
+    }
+}
+
+/// Loads, installs, removes and reloads plugins, and hands each sync the
+/// current set as a [`PluginChain`].
+pub struct PluginManager {
+    runtime: Arc<PluginRuntime>,
+    dir: PathBuf,
+    opts: ManagerOptions,
+    current: RwLock<Arc<PluginSet>>,
+    stats: StatsMap,
+    /// Serialises install / remove / reload so two changes never race on
+    /// the directory or the swap.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for PluginManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginManager")
+            .field("dir", &self.dir)
+            .field("plugins", &self.list().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginManager {
+    /// Loads every `<name>.toml` + `<name>.wasm` pair in `dir` (created when
+    /// missing). Any broken plugin fails the whole start: skipping, say, a
+    /// redaction plugin would store what it exists to hide.
+    ///
+    /// Compiles on the calling thread (fast with a warm cache); call it from
+    /// `spawn_blocking` inside a runtime if the directory is large.
+    pub fn open(
+        runtime: Arc<PluginRuntime>,
+        dir: impl Into<PathBuf>,
+        opts: ManagerOptions,
+    ) -> Result<Self, PluginError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        let mgr = Self {
+            runtime,
+            dir,
+            opts,
+            current: RwLock::new(Arc::new(PluginSet::new(Vec::new()))),
+            stats: StatsMap::default(),
+            changes: tokio::sync::Mutex::new(()),
+        };
+        let set = load_dir(&mgr.runtime, &mgr.dir, &mgr.stats)?;
+        *mgr.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        Ok(mgr)
+    }
+
+    /// The directory plugins are loaded from and installed into.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The engine, e.g. to check whether pooling is in use.
+    pub fn runtime(&self) -> &Arc<PluginRuntime> {
+        &self.runtime
+    }
+
+    fn stats_for(&self, name: &str) -> Arc<PluginStats> {
+        self.stats.get(name)
+    }
+
+    fn swap(&self, set: PluginSet) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+    }
+
+    fn snapshot(&self) -> Arc<PluginSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The installed plugins in chain order.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        self.snapshot().plugins.iter().map(|p| p.info()).collect()
+    }
+
+    /// Validates and installs (or upgrades) a plugin, then swaps it into the
+    /// set. Nothing changes unless every check passes: size cap, manifest,
+    /// wasm magic, component (not core module), sha256, world.
+    pub async fn install(
+        &self,
+        manifest_toml: &str,
+        wasm: Vec<u8>,
+    ) -> Result<PluginInfo, PluginError> {
+        if wasm.len() > self.opts.max_component_bytes {
+            return Err(PluginError::TooLarge {
+                size: wasm.len(),
+                max: self.opts.max_component_bytes,
+            });
+        }
+        let manifest = Manifest::parse(manifest_toml)?;
+        let _guard = self.changes.lock().await;
+        let rt = self.runtime.clone();
+        let stats = self.stats_for(&manifest.name);
+        let text = manifest_toml.to_owned();
+        let (plugin, wasm) = tokio::task::spawn_blocking(move || {
+            load(&rt, manifest, &wasm, stats).map(|p| (p, wasm))
+        })
+        .await
+        .map_err(|e| PluginError::Engine {
+            reason: format!("compile task failed: {e}"),
+        })??;
+        let name = plugin.manifest.name.clone();
+        let text = manifest::with_sha256(&text, &plugin.manifest, &plugin.sha256);
+        // Component first, manifest last: a crash in between leaves an
+        // orphan .wasm that loading ignores, never a manifest without its
+        // component.
+        write_atomic(&self.dir.join(format!("{name}.wasm")), &wasm)?;
+        write_atomic(&self.dir.join(format!("{name}.toml")), text.as_bytes())?;
+        let info = plugin.info();
+        let mut plugins: Vec<Arc<LoadedPlugin>> = self
+            .snapshot()
+            .plugins
+            .iter()
+            .filter(|p| p.manifest.name != name)
+            .cloned()
+            .collect();
+        plugins.push(Arc::new(plugin));
+        self.swap(PluginSet::new(plugins));
+        tracing::info!(plugin = %name, version = %info.version, sha256 = %info.sha256, "plugins.installed");
+        Ok(info)
+    }
+
+    /// Uninstalls a plugin: its files go and the next sync runs without it.
+    pub async fn remove(&self, name: &str) -> Result<(), PluginError> {
+        let not_found = || PluginError::NotFound {
+            name: name.to_owned(),
+        };
+        if !manifest::valid_name(name) {
+            return Err(not_found());
+        }
+        let _guard = self.changes.lock().await;
+        let set = self.snapshot();
+        if !set.plugins.iter().any(|p| p.manifest.name == name) {
+            return Err(not_found());
+        }
+        let toml = self.dir.join(format!("{name}.toml"));
+        match std::fs::remove_file(&toml) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing", &toml)(e)),
+        }
+        let _ = std::fs::remove_file(self.dir.join(format!("{name}.wasm")));
+        self.swap(PluginSet::new(
+            set.plugins
+                .iter()
+                .filter(|p| p.manifest.name != name)
+                .cloned()
+                .collect(),
+        ));
+        tracing::info!(plugin = %name, "plugins.removed");
+        Ok(())
+    }
+
+    /// Re-reads the directory and swaps in the new set; on any error the
+    /// current set stays.
+    pub async fn reload(&self) -> Result<Vec<PluginInfo>, PluginError> {
+        let _guard = self.changes.lock().await;
+        let (rt, dir, stats) = (self.runtime.clone(), self.dir.clone(), self.stats.clone());
+        let set = tokio::task::spawn_blocking(move || load_dir(&rt, &dir, &stats))
+            .await
+            .map_err(|e| PluginError::Engine {
+                reason: format!("reload task failed: {e}"),
+            })??;
+        self.swap(set);
+        Ok(self.list())
+    }
+
+    /// Per-plugin counters, installed plugins first (also those of removed
+    /// plugins, which keep their totals).
+    pub fn counters(&self) -> Vec<PluginCounters> {
+        let stats = self.stats.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<PluginCounters> = stats.iter().map(|(n, s)| s.snapshot(n)).collect();
+        out.sort_by(|a, b| a.plugin.cmp(&b.plugin));
+        out
+    }
+
+    /// [`PluginManager::counters`] in the Prometheus text format.
+    pub fn render_prometheus(&self) -> String {
+        render_prometheus(&self.counters())
+    }
+}
+
+/// Counters by plugin name; shared with the blocking tasks that load.
+#[derive(Default, Clone)]
+struct StatsMap(Arc<Mutex<HashMap<String, Arc<PluginStats>>>>);
+
+impl StatsMap {
+    fn get(&self, name: &str) -> Arc<PluginStats> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+}
+
+/// Loads every plugin of a directory; the first broken one fails it all.
+fn load_dir(rt: &PluginRuntime, dir: &Path, stats: &StatsMap) -> Result<PluginSet, PluginError> {
+    let mut plugins = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(io("reading", dir))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(io("reading", &path))?;
+        let manifest = Manifest::parse(&text).map_err(|e| match e {
+            PluginError::BadManifest { reason } => PluginError::BadManifest {
+                reason: format!("{}: {reason}", path.display()),
+            },
+            e => e,
+        })?;
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if stem != manifest.name {
+            return Err(PluginError::BadManifest {
+                reason: format!(
+                    "{} names plugin {:?}; the file must be called {}.toml",
+                    path.display(),
+                    manifest.name,
+                    manifest.name
+                ),
+            });
+        }
+        let wasm_path = dir.join(format!("{}.wasm", manifest.name));
+        let wasm = std::fs::read(&wasm_path).map_err(io("reading", &wasm_path))?;
+        let stats = stats.get(&manifest.name);
+        let plugin = load(rt, manifest, &wasm, stats)?;
+        tracing::info!(plugin = %plugin.manifest.name, version = %plugin.manifest.version, sha256 = %plugin.sha256, "plugins.loaded");
+        plugins.push(Arc::new(plugin));
+    }
+    Ok(PluginSet::new(plugins))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    std::fs::write(&tmp, bytes).map_err(io("writing", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("renaming", path))
+}
+
+impl PluginHost for PluginManager {
+    fn chain(&self) -> Arc<dyn PluginChain> {
+        let set = self.snapshot();
+        Arc::new(WasmChain::new(
+            self.runtime.clone(),
+            set.plugins.clone(),
+            self.opts.offload,
+        ))
+    }
+}

@@ -1,0 +1,370 @@
+//! Plugin test helpers: where the built `.wasm` files are, a shared engine,
+//! plugin directories made of chosen plugins, and the redaction benchmark.
+//!
+//! The guest plugins are built by `scripts/build-plugins.sh` into
+//! `plugins/dist/`; `scripts/test.sh` exports that path as
+//! `WASYNC_TEST_PLUGINS_DIR`, and a plain `cargo test` finds it relative to
+//! this crate.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasync::domain::{Chat, Message};
+use wasync::plugins::wasm::{
+    ManagerOptions, Offload, PluginManager, PluginRuntime, RuntimeOptions,
+};
+use wasync::plugins::{PluginHost, SyncContext};
+
+/// Names the directory of built plugins for the tests.
+pub const WASYNC_TEST_PLUGINS_DIR: &str = "WASYNC_TEST_PLUGINS_DIR";
+
+/// The native twin of the redaction plugin: the very same source file.
+#[path = "../../plugins/redact-pii/src/redact.rs"]
+#[allow(dead_code)]
+pub mod native_redact;
+
+/// The built plugins; panics with the fix when they are missing.
+pub fn dist_dir() -> PathBuf {
+    let dir = std::env::var_os(WASYNC_TEST_PLUGINS_DIR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist"));
+    assert!(
+        dir.join("redact-pii.wasm").is_file(),
+        "built plugins not found in {} (set {WASYNC_TEST_PLUGINS_DIR} or run scripts/build-plugins.sh)",
+        dir.display()
+    );
+    dir
+}
+
+/// One engine for the whole test process, as in production, with a compile
+/// cache shared by test runs (debug-built cranelift is slow, and each test
+/// loads its plugins afresh).
+///
+/// It is the process-wide engine hosts started by `TestHost` use too, as
+/// long as this runs first (the plugin e2e tests call it before spawning).
+pub fn runtime() -> Arc<PluginRuntime> {
+    PluginRuntime::global(RuntimeOptions {
+        cache_dir: Some(std::env::temp_dir().join("wasync-test-plugin-cache")),
+        ..RuntimeOptions::default()
+    })
+    .expect("plugin runtime")
+}
+
+/// A temporary plugin directory holding copies of built plugins.
+pub struct PluginDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for PluginDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PluginDir {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies a built plugin as is.
+    pub fn with(self, name: &str) -> Self {
+        self.with_edited(name, |m| m)
+    }
+
+    /// Copies a built plugin, editing its manifest text on the way.
+    pub fn with_edited(self, name: &str, edit: impl FnOnce(String) -> String) -> Self {
+        let (manifest, wasm) = built(name);
+        std::fs::write(self.path().join(format!("{name}.wasm")), wasm).expect("copy wasm");
+        std::fs::write(self.path().join(format!("{name}.toml")), edit(manifest))
+            .expect("write manifest");
+        self
+    }
+
+    /// A manager over this directory with the shared engine.
+    pub fn manager(&self) -> PluginManager {
+        self.manager_with(ManagerOptions::default())
+    }
+
+    pub fn manager_with(&self, opts: ManagerOptions) -> PluginManager {
+        PluginManager::open(runtime(), self.path(), opts).expect("plugins load")
+    }
+}
+
+/// A built plugin's manifest text and component bytes.
+pub fn built(name: &str) -> (String, Vec<u8>) {
+    let dist = dist_dir();
+    let manifest = std::fs::read_to_string(dist.join(format!("{name}.toml")))
+        .unwrap_or_else(|e| panic!("{name}.toml in {}: {e}", dist.display()));
+    let wasm = std::fs::read(dist.join(format!("{name}.wasm")))
+        .unwrap_or_else(|e| panic!("{name}.wasm in {}: {e}", dist.display()));
+    (manifest, wasm)
+}
+
+/// A text message for tests.
+pub fn message(chat: &str, n: usize, body: &str) -> Message {
+    Message {
+        id: format!("{chat}-m{n}"),
+        chat_id: chat.to_owned(),
+        from: "4915100000001@c.us".into(),
+        to: "4915100000002@c.us".into(),
+        author: None,
+        body: Some(body.to_owned()),
+        kind: "chat".into(),
+        timestamp: 1_700_000_000_000 + n as i64,
+        from_me: n.is_multiple_of(2),
+        has_media: false,
+        ack: 2,
+        quoted_id: None,
+        tags: Vec::new(),
+        attributes: BTreeMap::new(),
+    }
+}
+
+/// A private chat for tests.
+pub fn chat(id: &str, name: &str) -> Chat {
+    Chat {
+        id: id.to_owned(),
+        name: Some(name.to_owned()),
+        is_group: false,
+        unread_count: 0,
+        archived: false,
+        pinned: false,
+        last_message_at: Some(1_700_000_000_000),
+    }
+}
+
+pub fn context(sync_id: &str) -> SyncContext {
+    SyncContext {
+        session_id: "plugin-test".into(),
+        sync_id: sync_id.into(),
+        trigger: "manual".into(),
+    }
+}
+
+/// What [`bench_redaction`] measured.
+#[derive(Debug, Clone)]
+pub struct RedactionBench {
+    pub messages: usize,
+    pub batch: usize,
+    pub pooling: bool,
+    pub offload: Offload,
+    /// Mean time to create a store and instantiate the plugin from its
+    /// pre-instance (one per chat).
+    pub instantiate: Duration,
+    /// Per message through the plugin (batch per chat, instance per chat).
+    pub plugin_per_message: Duration,
+    /// Per message through the same redaction code compiled natively.
+    pub native_per_message: Duration,
+}
+
+impl RedactionBench {
+    /// The sandbox's added cost per message.
+    pub fn added_per_message(&self) -> Duration {
+        self.plugin_per_message
+            .saturating_sub(self.native_per_message)
+    }
+}
+
+impl std::fmt::Display for RedactionBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "redact-pii: {} messages in batches of {} (pooling {}, {:?}): plugin {:.3} µs/msg, native {:.3} µs/msg, added {:.3} µs/msg; instantiate {:.1} µs/chat",
+            self.messages,
+            self.batch,
+            self.pooling,
+            self.offload,
+            self.plugin_per_message.as_secs_f64() * 1e6,
+            self.native_per_message.as_secs_f64() * 1e6,
+            self.added_per_message().as_secs_f64() * 1e6,
+            self.instantiate.as_secs_f64() * 1e6,
+        )
+    }
+}
+
+/// Realistic bodies: most clean, some with a phone number or an address.
+pub fn bench_bodies(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match i % 5 {
+            0 => format!("call me at +49 151 {:08} tomorrow", 10_000_000 + i),
+            1 => format!("mail user{i}@example.com the invoice please"),
+            _ => format!("message {i}: see you at the meeting, bring the slides and the notes"),
+        })
+        .collect()
+}
+
+/// Per-message cost of the redaction plugin (one instance and one batch
+/// per chat of `batch` messages) beside the same redaction run natively,
+/// same messages, same process. Call from a multi-threaded runtime.
+pub async fn bench_redaction(messages: usize, batch: usize, offload: Offload) -> RedactionBench {
+    let dir = PluginDir::new().with("redact-pii");
+    let mgr = dir.manager_with(ManagerOptions {
+        offload,
+        ..ManagerOptions::default()
+    });
+    let bodies = bench_bodies(messages);
+    let batch = batch.max(1);
+    let chats: Vec<Vec<Message>> = bodies
+        .chunks(batch)
+        .enumerate()
+        .map(|(c, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(n, b)| message(&format!("chat{c}"), n, b))
+                .collect()
+        })
+        .collect();
+    let ctx = context("bench");
+
+    // Warm up: first instantiation touches the pool and the code pages.
+    let chain = mgr.chain();
+    for msgs in chats.iter().take(3) {
+        let mut scope = chain
+            .chat_scope(&ctx, &chat(&msgs[0].chat_id, "warm"))
+            .await;
+        let _ = scope.transform(msgs.clone()).await;
+    }
+
+    let before = mgr.counters();
+    let inst_before = before
+        .first()
+        .map_or((0, 0.0), |c| (c.instantiations, c.instantiate_seconds));
+    let inputs: Vec<Vec<Message>> = chats.clone();
+    let started = Instant::now();
+    let mut stored = 0usize;
+    for msgs in inputs {
+        let c = chat(&msgs[0].chat_id, "bench");
+        let mut scope = chain.chat_scope(&ctx, &c).await;
+        let out = scope.transform(msgs).await;
+        stored += out.keep.len();
+    }
+    let plugin_total = started.elapsed();
+    assert_eq!(stored, messages, "the plugin kept every message");
+    let after = mgr.counters();
+    let (n_inst, inst_secs) = after.first().map_or((0, 0.0), |c| {
+        (
+            c.instantiations - inst_before.0,
+            c.instantiate_seconds - inst_before.1,
+        )
+    });
+
+    let opts = native_redact::Options::default();
+    let inputs: Vec<Vec<Message>> = chats.clone();
+    let started = Instant::now();
+    let mut changed = 0usize;
+    for msgs in inputs {
+        let out: Vec<Message> = msgs
+            .into_iter()
+            .map(|mut m| {
+                if let Some((b, _)) = m
+                    .body
+                    .as_deref()
+                    .and_then(|b| native_redact::redact(b, &opts))
+                {
+                    m.body = Some(b);
+                    m.tags.push("pii-redacted".into());
+                    changed += 1;
+                }
+                m
+            })
+            .collect();
+        std::hint::black_box(out);
+    }
+    let native_total = started.elapsed();
+    std::hint::black_box(changed);
+
+    RedactionBench {
+        messages,
+        batch,
+        pooling: mgr.runtime().pooling(),
+        offload,
+        instantiate: Duration::from_secs_f64(inst_secs / n_inst.max(1) as f64),
+        plugin_per_message: plugin_total / messages.max(1) as u32,
+        native_per_message: native_total / messages.max(1) as u32,
+    }
+}
+
+/// The three real plugins, configured so that every chat and message still
+/// goes through (no skips, no caps): a throughput comparison with a
+/// plugin-free sync then stores the same messages.
+pub fn bench_chain_dir() -> PluginDir {
+    PluginDir::new()
+        .with_edited("chat-filter", |m| {
+            m.replace("skip-archived = \"true\"", "skip-archived = \"false\"")
+                .replace(
+                    "skip-names = [\"*newsletter*\", \"spam *\"]",
+                    "skip-names = []",
+                )
+                .replace("max-messages = \"200\"\n", "")
+        })
+        .with("keyword-tagger")
+        .with("redact-pii")
+}
+
+/// One simulator sync of `chats × per_chat` messages through a real host
+/// (embedded store), with the [`bench_chain_dir`] plugins or none; returns
+/// (messages stored, sync milliseconds).
+pub async fn bench_chain_sync(chats: u32, per_chat: u32, with_plugins: bool) -> (u64, u64) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let plugins = with_plugins.then(bench_chain_dir);
+    let mut env = std::collections::HashMap::new();
+    env.insert(
+        wasync::config::WASYNC_DATA_DIR.to_owned(),
+        data.path().display().to_string(),
+    );
+    if let Some(p) = &plugins {
+        let _ = runtime();
+        env.insert(
+            wasync::config::WASYNC_PLUGINS_DIR.to_owned(),
+            p.path().display().to_string(),
+        );
+    }
+    let config = wasync::config::Config::load(&env, None).expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = wasync::app::App::start(config, listener, wasync::app::Tuning::default())
+        .await
+        .expect("start");
+    let base = format!("http://{}", app.local_addr());
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{base}/whatsapp-web/session/bench"))
+        .json(&serde_json::json!({
+            "limitPerChat": per_chat,
+            "simulator": {"chats": chats, "messagesPerChat": per_chat, "qrEveryMs": 10, "scanAfterMs": 1, "fetchLatencyMs": 0}
+        }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status(), 201);
+    let run = loop {
+        let r: serde_json::Value = http
+            .get(format!("{base}/whatsapp-web/session/bench/sync"))
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        if r["status"] == "completed" {
+            break r;
+        }
+        assert!(r["status"] != "failed", "sync failed: {r}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let ms = (run["finishedAt"].as_i64().unwrap_or(0) - run["startedAt"].as_i64().unwrap_or(0))
+        .max(1) as u64;
+    let messages = run["totalMessagesSynced"].as_u64().unwrap_or(0);
+    app.stop().await;
+    (messages, ms)
+}
