@@ -6,6 +6,8 @@
 //! new one on the same data (a crash-restart as far as the store can tell),
 //! and `WsClient` speaks the `/ws` protocol.
 
+pub mod whatsapp_fixture;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -6,3 +6,4 @@ mod restart;
 mod storage_contract;
 mod sync_flow;
 mod websocket;
+mod webdriver;
