@@ -197,6 +197,10 @@ async fn webdriver_login_sync_live_restart_logout() {
     let loads = fixture.page_loads();
     fixture.reload().await;
     wasync_tests::assert_eventually!(fixture.page_loads() > loads, 30);
+    // A message in the moment between the page's boot and the bridge's
+    // re-injection is not a live event (a re-sync picks it up), so give
+    // the host a few polls.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let live2 = fixture.incoming(ana, "after the reload").await;
     let evs = wait_for(&mut ws, 30, "message after reload", |e| {
         e["event"] == "message" && e["data"]["id"] == live2.as_str()
