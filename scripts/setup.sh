@@ -2,3 +2,10 @@
 # Installs what the test suites need. Idempotent; safe on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The webdriver provider's tests drive real headless Chromium through
+# Debian's chromedriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
+fi

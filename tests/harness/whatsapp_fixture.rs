@@ -82,7 +82,11 @@ impl Seed {
                     let media = !is_group && k == 4;
                     let notification = !is_group && k == 7;
                     SeedMessage {
-                        id: format!("{}_{chat}_3EB0{k:04X}{:08X}", from_me, chat.len() * 7919 + k),
+                        id: format!(
+                            "{}_{chat}_3EB0{k:04X}{:08X}",
+                            from_me,
+                            chat.len() * 7919 + k
+                        ),
                         from_me,
                         author: (is_group && !from_me)
                             .then(|| format!("49151{:08}@c.us", 200 + k % 4)),
@@ -186,7 +190,7 @@ impl Seed {
                     .max(),
             })
             .collect();
-        v.sort_by(|a, b| b.last_message_at.cmp(&a.last_message_at));
+        v.sort_by_key(|c| std::cmp::Reverse(c.last_message_at));
         v
     }
 
@@ -417,7 +421,11 @@ fn response(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response
         .expect("response")
 }
 
-async fn handle(req: Request<Incoming>, state: &Mutex<State>, seed: &Value) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<Incoming>,
+    state: &Mutex<State>,
+    seed: &Value,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
@@ -451,8 +459,13 @@ async fn handle(req: Request<Incoming>, state: &Mutex<State>, seed: &Value) -> R
             let name = p.trim_start_matches("/control/").to_owned();
             let mut s = lock(state);
             let id = s.commands.len() + 1;
-            s.commands.push(json!({"id": id, "command": name, "data": body}));
-            response(StatusCode::OK, "application/json", json!({ "id": id }).to_string())
+            s.commands
+                .push(json!({"id": id, "command": name, "data": body}));
+            response(
+                StatusCode::OK,
+                "application/json",
+                json!({ "id": id }).to_string(),
+            )
         }
         ("GET", p) if p == "/" || p.is_empty() => {
             let mut s = lock(state);

@@ -5,5 +5,5 @@ mod cli;
 mod restart;
 mod storage_contract;
 mod sync_flow;
-mod websocket;
 mod webdriver;
+mod websocket;

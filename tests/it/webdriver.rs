@@ -33,11 +33,13 @@ fn require_browser() {
 
 async fn host_for(fixture: &WhatsAppFixture) -> TestHost {
     require_browser();
-    TestHost::spawn_with(HostOptions {
-        tuning: fast_tuning(),
-        ..Default::default()
-    }
-    .var(wasync::config::WHATSAPP_WEB_URL, fixture.url.clone()))
+    TestHost::spawn_with(
+        HostOptions {
+            tuning: fast_tuning(),
+            ..Default::default()
+        }
+        .var(wasync::config::WHATSAPP_WEB_URL, fixture.url.clone()),
+    )
     .await
 }
 
@@ -52,7 +54,12 @@ fn create_body(limit: u32, extra: Value) -> Value {
 }
 
 /// Events until one satisfies `done` (included), within `secs`.
-async fn wait_for(ws: &mut WsClient, secs: u64, what: &str, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+async fn wait_for(
+    ws: &mut WsClient,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let mut seen = Vec::new();
     loop {
@@ -60,7 +67,9 @@ async fn wait_for(ws: &mut WsClient, secs: u64, what: &str, done: impl Fn(&Value
         let Some(ev) = ws.try_recv(left).await else {
             panic!(
                 "no {what} within {secs}s; saw: {:?}",
-                seen.iter().map(|e: &Value| e["event"].clone()).collect::<Vec<_>>()
+                seen.iter()
+                    .map(|e: &Value| e["event"].clone())
+                    .collect::<Vec<_>>()
             );
         };
         let hit = done(&ev);
@@ -81,7 +90,11 @@ fn processes_under(dir: &Path) -> Vec<(u32, String)> {
     let needle = dir.display().to_string();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
@@ -130,7 +143,12 @@ async fn assert_seed_stored(host: &TestHost, fixture: &WhatsAppFixture, id: &str
             .map(|m| m.message)
             .collect();
         got.reverse();
-        assert_eq!(got, fixture.seed.expected_messages(&chat.id, limit), "messages of {}", chat.id);
+        assert_eq!(
+            got,
+            fixture.seed.expected_messages(&chat.id, limit),
+            "messages of {}",
+            chat.id
+        );
     }
 }
 
@@ -143,7 +161,10 @@ async fn webdriver_login_sync_live_restart_logout() {
     let mut host = host_for(&fixture).await;
     let id = "wd-main";
     let (status, body) = host
-        .post(&format!("/whatsapp-web/session/{id}"), create_body(20, json!({})))
+        .post(
+            &format!("/whatsapp-web/session/{id}"),
+            create_body(20, json!({})),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let mut ws = host.ws().await;
@@ -155,12 +176,19 @@ async fn webdriver_login_sync_live_restart_logout() {
         let evs = wait_for(&mut ws, LONG, "qr", is("qr")).await;
         let qr = &evs.last().unwrap()["data"];
         let code = qr["qr"].as_str().unwrap();
-        assert_eq!(code.split(',').count(), 5, "ref,noise,identity,adv,platform: {code}");
+        assert_eq!(
+            code.split(',').count(),
+            5,
+            "ref,noise,identity,adv,platform: {code}"
+        );
         assert!(code.ends_with(",WEB"), "{code}");
         assert!(qr["expiresAt"].as_i64().unwrap() > wasync::domain::now_ms());
         attempts.push(qr["attempt"].as_u64().unwrap());
     }
-    assert!(attempts.windows(2).all(|w| w[1] == w[0] + 1), "{attempts:?}");
+    assert!(
+        attempts.windows(2).all(|w| w[1] == w[0] + 1),
+        "{attempts:?}"
+    );
     let (_, qr) = host.get(&format!("/whatsapp-web/session/{id}/qr")).await;
     assert!(qr["qr"].is_string(), "{qr}");
 
@@ -188,7 +216,12 @@ async fn webdriver_login_sync_live_restart_logout() {
     assert_eq!(m["to"], ME);
     assert_eq!(m["fromMe"], false);
     let sid = SessionId::parse(id).unwrap();
-    let stored = host.app().store().list_messages(&sid, ana, 1, None).await.unwrap();
+    let stored = host
+        .app()
+        .store()
+        .list_messages(&sid, ana, 1, None)
+        .await
+        .unwrap();
     assert_eq!(stored[0].message.id, live);
     fixture.ack(&live, 3).await;
 
@@ -216,7 +249,10 @@ async fn webdriver_login_sync_live_restart_logout() {
     assert!(snap["qr"].is_null(), "{snap}");
     if snap["status"] != "ready" {
         let evs = wait_for(&mut ws, LONG, "ready after restart", is("ready")).await;
-        assert!(evs.iter().all(|e| e["event"] != "qr"), "a QR after restart: {evs:?}");
+        assert!(
+            evs.iter().all(|e| e["event"] != "qr"),
+            "a QR after restart: {evs:?}"
+        );
     }
 
     // Logout drops the login and deletes the profile.
@@ -230,7 +266,10 @@ async fn webdriver_login_sync_live_restart_logout() {
 
     // The next start asks for a QR code again.
     let (status, body) = host
-        .post(&format!("/whatsapp-web/session/{id}"), create_body(20, json!({})))
+        .post(
+            &format!("/whatsapp-web/session/{id}"),
+            create_body(20, json!({})),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let mut ws = host.ws().await;
@@ -240,7 +279,10 @@ async fn webdriver_login_sync_live_restart_logout() {
     }
     let (status, _) = host.delete(&format!("/whatsapp-web/session/{id}")).await;
     assert_eq!(status, 200);
-    assert!(profile(&host, id).exists(), "a plain stop keeps the profile");
+    assert!(
+        profile(&host, id).exists(),
+        "a plain stop keeps the profile"
+    );
     let dir = host.data_dir().to_path_buf();
     host.stop().await;
     assert_no_processes_left(&dir).await;
@@ -255,7 +297,10 @@ async fn webdriver_old_load_style_and_missing_module() {
     let host = host_for(&fixture).await;
     let id = "wd-old";
     let (status, body) = host
-        .post(&format!("/whatsapp-web/session/{id}"), create_body(25, json!({})))
+        .post(
+            &format!("/whatsapp-web/session/{id}"),
+            create_body(25, json!({})),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let mut ws = host.ws().await;
@@ -269,7 +314,10 @@ async fn webdriver_old_load_style_and_missing_module() {
         .into_iter()
         .filter_map(|r| r.get("loadEarlierMsgs").cloned())
         .collect();
-    assert!(!styles.is_empty() && styles.iter().all(|s| s == "old"), "{styles:?}");
+    assert!(
+        !styles.is_empty() && styles.iter().all(|s| s == "old"),
+        "{styles:?}"
+    );
     let (status, _) = host.delete(&format!("/whatsapp-web/session/{id}")).await;
     assert_eq!(status, 200);
 
@@ -279,21 +327,97 @@ async fn webdriver_old_load_style_and_missing_module() {
     });
     let id = "wd-missing";
     let (status, body) = host
-        .post(&format!("/whatsapp-web/session/{id}"), create_body(25, json!({})))
+        .post(
+            &format!("/whatsapp-web/session/{id}"),
+            create_body(25, json!({})),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let mut ws = host.ws().await;
     ws.join(id).await;
     let evs = wait_for(&mut ws, LONG, "disconnected", is("disconnected")).await;
-    let reason = evs.last().unwrap()["data"]["reason"].as_str().unwrap().to_owned();
+    let reason = evs.last().unwrap()["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
         reason.contains("page module WAWebCollections not found"),
         "{reason}"
     );
+    assert_no_processes_left(host.data_dir()).await;
+
+    // Nobody scans: after the configured number of codes, `disconnected`.
+    fixture.configure(|c| c.missing_module = None);
+    let id = "wd-noscan";
+    let (status, body) = host
+        .post(
+            &format!("/whatsapp-web/session/{id}"),
+            create_body(5, json!({"maxQrAttempts": 3})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ws = host.ws().await;
+    let snap = ws.join(id).await;
+    let evs = wait_for(&mut ws, LONG, "disconnected", is("disconnected")).await;
+    assert_eq!(evs.last().unwrap()["data"]["reason"], "qr_timeout");
+    let qrs = evs.iter().filter(|e| e["event"] == "qr").count() + snap["qr"].is_object() as usize;
+    assert_eq!(qrs, 3, "{evs:?}");
+
     let dir = host.data_dir().to_path_buf();
     assert_no_processes_left(&dir).await;
     host.stop().await;
     assert_no_processes_left(&dir).await;
+}
+
+/// After a crash nothing runs the host's cleanup, so a new host on the same
+/// data folder kills what the old one left (found by the profiles folder on
+/// the command line) and nothing else.
+#[tokio::test]
+async fn webdriver_startup_sweeps_processes_left_by_a_crash() {
+    let data = tempfile::tempdir().unwrap();
+    let profiles = data.path().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let spawn = |arg: String| {
+        std::process::Command::new("bash")
+            .args(["-c", "sleep 30; :", "stale", &arg])
+            .spawn()
+            .unwrap()
+    };
+    let mut stale = spawn(format!(
+        "--user-data-dir={}/session-old",
+        profiles.display()
+    ));
+    let other = tempfile::tempdir().unwrap();
+    let mut unrelated = spawn(format!(
+        "--user-data-dir={}/session-old",
+        other.path().display()
+    ));
+    let host = TestHost::spawn_with(
+        HostOptions {
+            tuning: fast_tuning(),
+            ..Default::default()
+        }
+        .var(
+            wasync::config::WASYNC_DATA_DIR,
+            data.path().display().to_string(),
+        ),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stale.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stale process not killed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        unrelated.try_wait().unwrap().is_none(),
+        "an unrelated process was killed"
+    );
+    let _ = unrelated.kill();
+    let _ = unrelated.wait();
+    host.stop().await;
 }
 
 /// Chromium killed under a ready session: `disconnected`, nothing left
@@ -304,7 +428,10 @@ async fn webdriver_browser_killed_mid_session() {
     let host = host_for(&fixture).await;
     let id = "wd-kill";
     let (status, body) = host
-        .post(&format!("/whatsapp-web/session/{id}"), create_body(5, json!({})))
+        .post(
+            &format!("/whatsapp-web/session/{id}"),
+            create_body(5, json!({})),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let mut ws = host.ws().await;
@@ -327,12 +454,18 @@ async fn webdriver_browser_killed_mid_session() {
     }
     let evs = wait_for(&mut ws, LONG, "disconnected", is("disconnected")).await;
     let reason = evs.last().unwrap()["data"]["reason"].as_str().unwrap_or("");
-    assert!(reason.contains("browser closed") || !reason.is_empty(), "{reason}");
+    assert!(
+        reason.contains("browser closed") || !reason.is_empty(),
+        "{reason}"
+    );
     assert_no_processes_left(host.data_dir()).await;
 
     // Started again on the same profile: logged in, straight to ready.
     let (status, body) = host
-        .post(&format!("/whatsapp-web/session/{id}"), create_body(5, json!({})))
+        .post(
+            &format!("/whatsapp-web/session/{id}"),
+            create_body(5, json!({})),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let mut ws = host.ws().await;

@@ -176,7 +176,10 @@ impl WebDriverProvider {
                     .is_some_and(|p| p.starts_with(&root))
             });
             if n > 0 {
-                tracing::warn!(killed = n, "killed browser processes left by an earlier run");
+                tracing::warn!(
+                    killed = n,
+                    "killed browser processes left by an earlier run"
+                );
             }
         }
         Self { settings }
@@ -366,7 +369,12 @@ impl Browser {
     }
 
     /// One `execute` with the call timeout.
-    async fn exec(&self, what: &'static str, script: &str, args: Vec<Value>) -> Result<Value, WebDriverError> {
+    async fn exec(
+        &self,
+        what: &'static str,
+        script: &str,
+        args: Vec<Value>,
+    ) -> Result<Value, WebDriverError> {
         match tokio::time::timeout(self.call_timeout, self.client.execute(script, args)).await {
             Err(_) => Err(WebDriverError::Timeout(what, self.call_timeout)),
             Ok(Ok(v)) => Ok(v),
@@ -466,7 +474,9 @@ impl WebDriverClient {
         match tokio::time::timeout(self.call_timeout * 2 + Duration::from_secs(5), rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(gone()),
-            Err(_) => Err(ClientError::Transient("browser did not answer in time".into())),
+            Err(_) => Err(ClientError::Transient(
+                "browser did not answer in time".into(),
+            )),
         }
     }
 }
@@ -688,7 +698,9 @@ impl SessionTask {
             self.inject().await?;
             let v = b.exec(what, &script, args).await?;
             if v.get("__missing").is_some() {
-                return Err(WebDriverError::Page("the page bridge could not be installed".into()));
+                return Err(WebDriverError::Page(
+                    "the page bridge could not be installed".into(),
+                ));
             }
             return Ok(v);
         }
@@ -701,7 +713,7 @@ impl SessionTask {
         let chats: Vec<PageChat> = serde_json::from_value(v)
             .map_err(|e| ClientError::Transient(format!("unreadable chat list: {e}")))?;
         let mut chats: Vec<Chat> = chats.into_iter().map(Chat::from).collect();
-        chats.sort_by(|a, b| b.last_message_at.cmp(&a.last_message_at));
+        chats.sort_by_key(|c| std::cmp::Reverse(c.last_message_at));
         Ok(chats)
     }
 
@@ -745,7 +757,8 @@ impl SessionTask {
             Err(e) => return self.failed(e),
         };
         self.failures = 0;
-        let d: Drained = serde_json::from_value(v).map_err(|e| format!("unreadable page events: {e}"))?;
+        let d: Drained =
+            serde_json::from_value(v).map_err(|e| format!("unreadable page events: {e}"))?;
         if self.instance.as_deref() != Some(&d.instance) {
             self.instance = Some(d.instance.clone());
             self.ack = 0;
@@ -896,9 +909,13 @@ impl SessionTask {
         }
         if logout || self.logged_out {
             match std::fs::remove_dir_all(&self.profile) {
-                Ok(()) => tracing::info!(profile = %self.profile.display(), "browser profile deleted"),
+                Ok(()) => {
+                    tracing::info!(profile = %self.profile.display(), "browser profile deleted")
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(error = %e, profile = %self.profile.display(), "could not delete the browser profile"),
+                Err(e) => {
+                    tracing::warn!(error = %e, profile = %self.profile.display(), "could not delete the browser profile")
+                }
             }
         }
     }
