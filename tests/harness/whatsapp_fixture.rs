@@ -8,8 +8,9 @@
 //! phone through control endpoints (`POST /control/<command>`) that the page
 //! polls: scan, message, ack, state, logout, reload. Page behaviour that a
 //! test switches (the `loadEarlierMsgs` call style, a module to remove, QR
-//! timing) is set with `POST /fixture/config` and applies to pages loaded
-//! after it.
+//! timing) is set with [`WhatsAppFixture::configure`] and applies to pages
+//! loaded after it. Login survives a browser restart with the same profile
+//! (the page keeps it in IndexedDB).
 //!
 //! The seeded account is built here in Rust, so a test can compute exactly
 //! what the host must store ([`Seed::expected_chats`],
