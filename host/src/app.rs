@@ -16,13 +16,14 @@ use crate::config::Config;
 use crate::events::EventBus;
 use crate::events::local::LocalEvents;
 use crate::events::relay::{self, RelayConfig, RelaySignal};
-use crate::gateway::{self, Gateway};
+use crate::gateway::{self, Gateway, GatewayDeps};
 use crate::hub::{Hub, QueueLimits};
 use crate::plugins::{NoPlugins, PluginHost};
 use crate::session::{SessionDeps, Sessions};
 use crate::storage::Store;
 use crate::storage::embedded::EmbeddedStore;
 use crate::sync::SyncOptions;
+use crate::telemetry::Metrics;
 
 /// Knobs that are not configuration: tests and benchmarks turn them to
 /// make retries fast; production keeps the defaults.
@@ -39,6 +40,7 @@ pub struct App {
     tasks: TaskTracker,
     sessions: Arc<Sessions>,
     store: Arc<dyn Store>,
+    gateway: Arc<Gateway>,
 }
 
 impl std::fmt::Debug for App {
@@ -97,6 +99,7 @@ impl App {
                 .min(config.server.ws_queue),
             stall_timeout: config.server.ws_stall,
         }));
+        let metrics = Arc::new(Metrics::new());
         let plugins: Arc<dyn PluginHost> = Arc::new(NoPlugins);
         let webdriver = WebDriverProvider::new(WebDriverSettings {
             webdriver_url: config.browser.webdriver_url.clone(),
@@ -122,6 +125,7 @@ impl App {
                 sync,
                 default_provider: config.browser.default_provider.clone(),
                 publish_messages: config.events.publish_messages,
+                metrics: metrics.clone(),
             },
             shutdown.clone(),
         ));
@@ -130,17 +134,18 @@ impl App {
             tracing::info!(restored, "sessions restored");
         }
 
-        let gw = Arc::new(Gateway {
+        let gw = Arc::new(Gateway::new(GatewayDeps {
             sessions: sessions.clone(),
             store: store.clone(),
             bus,
             hub,
+            metrics: metrics.clone(),
             api_key: config.server.api_key.clone(),
             max_body_bytes: config.server.max_body_bytes,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
-        });
-        tasks.spawn(gateway::serve(listener, gw));
+        }));
+        tasks.spawn(gateway::serve(listener, gw.clone()));
         tracing::info!(%addr, store = store.kind(), "wasync listening");
         Ok(App {
             addr,
@@ -148,6 +153,7 @@ impl App {
             tasks,
             sessions,
             store,
+            gateway: gw,
         })
     }
 
@@ -164,6 +170,7 @@ impl App {
     /// tasks, so the store is closed when this returns.
     pub async fn stop(self) {
         self.shutdown.cancel();
+        self.gateway.close_socketio().await;
         self.sessions.join().await;
         self.tasks.close();
         self.tasks.wait().await;

@@ -2,7 +2,9 @@
 
 mod api_errors;
 mod cli;
+mod operations;
 mod restart;
+mod socketio;
 mod storage_contract;
 mod sync_flow;
 mod webdriver;

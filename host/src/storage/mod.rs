@@ -81,7 +81,7 @@ pub struct WriteStats {
 }
 
 /// A page of chats plus the cursor of the next page.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatPage {
     pub chats: Vec<StoredChat>,
