@@ -3,6 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Services are stopped on any exit, also when a suite fails.
+source scripts/mongo-test-server.sh
+cleanup() {
+    mongo_test_server_stop
+}
+trap cleanup EXIT
+
+# MongoDB-wire server: exports WASYNC_TEST_MONGODB_URI and WASYNC_SECANTUSD.
+mongo_test_server_start
+
 # The CLI test runs the real binary.
 cargo build -p wasync --bin wasync
 cargo test --workspace --no-fail-fast

@@ -22,6 +22,7 @@ use crate::plugins::{NoPlugins, PluginHost};
 use crate::session::{SessionDeps, Sessions};
 use crate::storage::Store;
 use crate::storage::embedded::EmbeddedStore;
+use crate::storage::mongo::MongoStore;
 use crate::sync::SyncOptions;
 use crate::telemetry::Metrics;
 
@@ -52,8 +53,16 @@ impl std::fmt::Debug for App {
 /// Picks the store adapter.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(uri) = &config.storage.mongodb_uri {
-        let _ = uri;
-        anyhow::bail!("MONGODB_URI is set but this build has no MongoDB adapter yet");
+        // The URI is not in the error context: it may carry credentials.
+        let store = MongoStore::connect(uri, &config.storage.mongodb_db)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the MongoDB store (database {})",
+                    config.storage.mongodb_db
+                )
+            })?;
+        return Ok(Arc::new(store));
     }
     let path = config.storage.data_dir.join("wasync.redb");
     let store = EmbeddedStore::open(&path)

@@ -219,6 +219,12 @@ fn main() {
         met: Some(ratio <= 1.5 && b_rss < 150.0),
     });
 
+    // M1: the 100k-message sync into MongoDB beside the raw driver's
+    // insert_many of the same documents, same server, same run.
+    if let Some(row) = rt.block_on(mongo_row(args.quick)) {
+        rows.push(row);
+    }
+
     let mut md = String::new();
     md.push_str("# wasync benchmarks\n\n");
     md.push_str(&format!(
@@ -256,4 +262,59 @@ fn date() -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
+}
+
+/// The MongoDB measure: against `WASYNC_BENCH_MONGODB_URI` (or the test
+/// server's `WASYNC_TEST_MONGODB_URI`), else a private SecantusDB from
+/// `.venv` (scripts/setup.sh). Without either the row says so.
+async fn mongo_row(quick: bool) -> Option<Row> {
+    use wasync_tests::mongo::{MongoServer, bench_sync_vs_raw};
+    let mut _server = None;
+    let uri = match std::env::var("WASYNC_BENCH_MONGODB_URI")
+        .or_else(|_| std::env::var(wasync_tests::mongo::URI_ENV))
+    {
+        Ok(uri) => uri,
+        Err(_) => {
+            let bin = std::env::var(wasync_tests::mongo::SERVER_BIN_ENV)
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|_| std::path::PathBuf::from(".venv/bin/secantusd-py"));
+            if !bin.exists() {
+                eprintln!(
+                    "M1 skipped: no MongoDB server (set WASYNC_BENCH_MONGODB_URI or run scripts/setup.sh)"
+                );
+                return Some(Row {
+                    id: "M1",
+                    measure: "sync into MongoDB: not run (no server; run scripts/setup.sh)".into(),
+                    baseline: "–".into(),
+                    result: "–".into(),
+                    target: "≤ 1.15× raw insert_many",
+                    met: None,
+                });
+            }
+            let server = MongoServer::start_bin(bin).await;
+            let uri = server.uri();
+            _server = Some(server);
+            uri
+        }
+    };
+    let (chats, per) = if quick { (20, 20) } else { (1000, 100) };
+    let r = bench_sync_vs_raw(&uri, chats, per).await;
+    eprintln!("M1 {r}");
+    Some(Row {
+        id: "M1",
+        measure: format!(
+            "{} messages ({chats} chats × {per}) synced through the host into MongoDB: {:.2?} ({:.0} msgs/s)",
+            r.messages,
+            r.store,
+            r.messages as f64 / r.store.as_secs_f64()
+        ),
+        baseline: format!(
+            "raw driver insert_many of the same documents, same indexes and write concern: {:.2?} ({:.0} msgs/s)",
+            r.raw,
+            r.messages as f64 / r.raw.as_secs_f64()
+        ),
+        result: format!("{:.2}×", r.ratio()),
+        target: "≤ 1.15× raw insert_many",
+        met: Some(r.ratio() <= 1.15),
+    })
 }

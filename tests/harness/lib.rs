@@ -6,6 +6,7 @@
 //! new one on the same data (a crash-restart as far as the store can tell),
 //! and `WsClient` speaks the `/ws` protocol.
 
+pub mod mongo;
 pub mod whatsapp_fixture;
 
 use std::collections::HashMap;

@@ -2,6 +2,8 @@
 
 mod api_errors;
 mod cli;
+mod mongo;
+mod mongo_sync;
 mod operations;
 mod restart;
 mod socketio;

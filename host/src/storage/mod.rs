@@ -10,6 +10,7 @@
 //! only after that, so what a frontend is told is synced survives a crash.
 
 pub mod embedded;
+pub mod mongo;
 
 #[doc(hidden)]
 pub mod contract;
