@@ -461,13 +461,26 @@ async fn webdriver_browser_killed_mid_session() {
     assert_no_processes_left(host.data_dir()).await;
 
     // Started again on the same profile: logged in, straight to ready.
-    let (status, body) = host
-        .post(
-            &format!("/whatsapp-web/session/{id}"),
-            create_body(5, json!({})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    // (Until the old actor has finished exiting, a create answers 200
+    // "already running"; it turns 201 within moments.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = host
+            .post(
+                &format!("/whatsapp-web/session/{id}"),
+                create_body(5, json!({})),
+            )
+            .await;
+        if status == 201 {
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session did not end: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut ws = host.ws().await;
     let snap = ws.join(id).await;
     if snap["status"] != "ready" {
@@ -477,4 +490,93 @@ async fn webdriver_browser_killed_mid_session() {
     let dir = host.data_dir().to_path_buf();
     host.stop().await;
     assert_no_processes_left(&dir).await;
+}
+
+/// `WEBDRIVER_URL`: the host starts no chromedriver and uses the endpoint
+/// it is given (here a chromedriver the test runs, as a grid node would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdriver_remote_endpoint() {
+    require_browser();
+    let fixture = WhatsAppFixture::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = tempfile::tempdir().unwrap();
+    let driver_bin = std::env::var("CHROMEDRIVER_PATH").unwrap_or_else(|_| "chromedriver".into());
+    // The log path puts the data folder on the command line, so the leak
+    // check below sees this chromedriver too.
+    let mut driver = tokio::process::Command::new(driver_bin)
+        .arg(format!("--port={port}"))
+        .arg(format!(
+            "--log-path={}/remote-chromedriver.log",
+            data.path().display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chromedriver did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let host = TestHost::spawn_with(
+        HostOptions {
+            tuning: fast_tuning(),
+            ..Default::default()
+        }
+        .var(wasync::config::WHATSAPP_WEB_URL, fixture.url.clone())
+        .var(wasync::config::WEBDRIVER_URL, url)
+        .var(
+            wasync::config::WASYNC_DATA_DIR,
+            data.path().display().to_string(),
+        ),
+    )
+    .await;
+    let id = "wd-remote";
+    let (status, body) = host
+        .post(
+            &format!("/whatsapp-web/session/{id}"),
+            create_body(5, json!({})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ws = host.ws().await;
+    let snap = ws.join(id).await;
+    if snap["qr"].is_null() {
+        wait_for(&mut ws, LONG, "qr", is("qr")).await;
+    }
+    fixture.scan().await;
+    wait_for(&mut ws, LONG, "sync_complete", is("sync_complete")).await;
+    assert_seed_stored(&host, &fixture, id, 5).await;
+    let (status, _) = host.delete(&format!("/whatsapp-web/session/{id}")).await;
+    assert_eq!(status, 200);
+    host.stop().await;
+    // Closing the WebDriver session ended the browser; only the endpoint
+    // itself (the test's own chromedriver) is still running.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left: Vec<_> = processes_under(data.path())
+            .into_iter()
+            .filter(|(pid, _)| Some(*pid) != driver.id())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "browser left running: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = driver.kill().await;
 }
