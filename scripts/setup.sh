@@ -21,6 +21,9 @@ if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('Seca
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "SecantusDB==$SECANTUS_VERSION"
 fi
 
+# RabbitMQ for the events suite.
+scripts/rabbitmq.sh install
+
 # The webdriver provider's tests drive real headless Chromium through
 # Debian's chromedriver.
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

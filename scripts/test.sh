@@ -7,11 +7,15 @@ cd "$(dirname "$0")/.."
 source scripts/mongo-test-server.sh
 cleanup() {
     mongo_test_server_stop
+    scripts/rabbitmq.sh stop
 }
 trap cleanup EXIT
 
 # MongoDB-wire server: exports WASYNC_TEST_MONGODB_URI and WASYNC_SECANTUSD.
 mongo_test_server_start
+# RabbitMQ for the events suite (stopped afterwards only if started here).
+scripts/rabbitmq.sh start
+export WASYNC_TEST_AMQP_URL="${WASYNC_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 
 # The CLI test runs the real binary.
 cargo build -p wasync --bin wasync

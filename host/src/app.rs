@@ -13,9 +13,10 @@ use crate::browser::Providers;
 use crate::browser::simulator::SimulatorProvider;
 use crate::browser::webdriver::{WebDriverProvider, WebDriverSettings};
 use crate::config::Config;
-use crate::events::EventBus;
+use crate::events::amqp::{AmqpConfig, AmqpEvents};
 use crate::events::local::LocalEvents;
 use crate::events::relay::{self, RelayConfig, RelaySignal};
+use crate::events::{EventBus, EventSwitches};
 use crate::gateway::{self, Gateway, GatewayDeps};
 use crate::hub::{Hub, QueueLimits};
 use crate::plugins::{NoPlugins, PluginHost};
@@ -42,6 +43,7 @@ pub struct App {
     sessions: Arc<Sessions>,
     store: Arc<dyn Store>,
     gateway: Arc<Gateway>,
+    hub: Arc<Hub>,
 }
 
 impl std::fmt::Debug for App {
@@ -71,11 +73,22 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// Picks the events adapter.
+/// RabbitMQ when `AMQP_URL` is set: built without touching the network, so
+/// the host starts (and syncs) with the broker down; events wait in the
+/// outbox until it is back.
 pub fn open_events(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
-    if config.events.amqp_url.is_some() {
-        anyhow::bail!("AMQP_URL is set but this build has no RabbitMQ adapter yet");
-    }
-    Ok(Arc::new(LocalEvents))
+    let Some(url) = &config.events.amqp_url else {
+        return Ok(Arc::new(LocalEvents));
+    };
+    let mut amqp = AmqpConfig::new(url.clone());
+    amqp.queue = config.events.amqp_queue.clone();
+    amqp.switches = EventSwitches {
+        sync_failed: config.events.publish_sync_failed,
+        message_received: config.events.publish_messages,
+    };
+    Ok(Arc::new(
+        AmqpEvents::new(amqp).context("configuring the RabbitMQ events adapter")?,
+    ))
 }
 
 impl App {
@@ -93,11 +106,14 @@ impl App {
         let tasks = TaskTracker::new();
 
         let relay = RelaySignal::default();
+        let metrics = Arc::new(Metrics::new());
+        let mut relay_cfg = tuning.relay.clone();
+        relay_cfg.metrics = Some(metrics.clone());
         tasks.spawn(relay::run(
             store.clone(),
             bus.clone(),
             relay.clone(),
-            tuning.relay.clone(),
+            relay_cfg,
             shutdown.clone(),
         ));
 
@@ -108,7 +124,7 @@ impl App {
                 .min(config.server.ws_queue),
             stall_timeout: config.server.ws_stall,
         }));
-        let metrics = Arc::new(Metrics::new());
+        let hub_handle = hub.clone();
         let plugins: Arc<dyn PluginHost> = Arc::new(NoPlugins);
         let webdriver = WebDriverProvider::new(WebDriverSettings {
             webdriver_url: config.browser.webdriver_url.clone(),
@@ -163,11 +179,17 @@ impl App {
             sessions,
             store,
             gateway: gw,
+            hub: hub_handle,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The event hub (benchmarks subscribe to it in-process).
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
     }
 
     pub fn store(&self) -> Arc<dyn Store> {

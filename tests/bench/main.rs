@@ -10,6 +10,8 @@
 
 use std::time::{Duration, Instant};
 
+mod fanout;
+
 use serde_json::{Value, json};
 use wasync::app::{App, Tuning};
 use wasync::config::Config;
@@ -164,6 +166,15 @@ fn main() {
                 let per: u32 = child_args[2].parse().expect("per chat");
                 rt.block_on(sync_embedded(chats, per))
             }
+            // One relay run on its own: `bench --child relay-rabbitmq N BATCH WINDOW`.
+            Some("relay-rabbitmq") => {
+                let n: usize = child_args[1].parse().expect("events");
+                let batch: u32 = child_args[2].parse().expect("batch");
+                let window: usize = child_args[3].parse().expect("window");
+                let r = rt.block_on(wasync_tests::amqp::bench_outbox_relay(n, batch, window));
+                eprintln!("{r}");
+                json!({"events": r.events, "eventsPerSec": r.events_per_sec(), "drainMs": r.drain.as_millis() as u64})
+            }
             other => panic!("unknown child measure {other:?}"),
         };
         println!("{v}");
@@ -225,6 +236,52 @@ fn main() {
         rows.push(row);
     }
 
+    // E1: the outbox relay draining into RabbitMQ, publisher confirms on.
+    rows.push(rt.block_on(relay_to_rabbitmq(args.quick)));
+
+    // P4: 1,000 WebSocket clients on one syncing session; a stalled client.
+    let f = rt.block_on(fanout::p4(args.quick));
+    eprintln!(
+        "P4 fan-out: {} clients, {} events, p50 {:.2} ms p99 {:.2} ms, missed {}; sync {:.0} ms alone, {:.0} ms with a stalled client",
+        f.clients, f.events, f.p50_ms, f.p99_ms, f.missed, f.baseline_ms, f.stalled_ms
+    );
+    let stall_ratio = f.stalled_ms / f.baseline_ms.max(1.0);
+    rows.push(Row {
+        id: "P4",
+        measure: format!(
+            "{} WebSocket clients joined to one syncing session, {} progress events each: delivery latency p50 {:.2} ms, p99 {:.2} ms ({} events coalesced away in total); sync with one client that never reads: {:.0} ms",
+            f.clients, f.events, f.p50_ms, f.p99_ms, f.missed, f.stalled_ms
+        ),
+        baseline: format!(
+            "latency against an in-process subscriber of the same hub; the same sync with no client: {:.0} ms",
+            f.baseline_ms
+        ),
+        result: format!("p99 {:.2} ms; stalled {:.2}×", f.p99_ms, stall_ratio),
+        target: "p99 ≤ 20 ms; stalled ≤ 1.05×",
+        met: Some(f.p99_ms <= 20.0 && stall_ratio <= 1.05),
+    });
+
+    // P6: REST latency while 200 sessions sync at once.
+    let b = rt.block_on(fanout::p6(args.quick));
+    eprintln!(
+        "P6 busy REST: p50 {:.2} p99 {:.2} ms; idle p50 {:.2} p99 {:.2} ms",
+        b.busy_p50, b.busy_p99, b.idle_p50, b.idle_p99
+    );
+    rows.push(Row {
+        id: "P6",
+        measure: format!(
+            "{} sessions syncing at once: {} `GET .../chats` (8 in flight) p50 {:.2} ms, p99 {:.2} ms",
+            b.sessions, b.requests, b.busy_p50, b.busy_p99
+        ),
+        baseline: format!(
+            "the same requests on the idle host: p50 {:.2} ms, p99 {:.2} ms",
+            b.idle_p50, b.idle_p99
+        ),
+        result: format!("p99 {:.2}× idle", b.busy_p99 / b.idle_p99.max(0.001)),
+        target: "p99 ≤ 50 ms",
+        met: Some(b.busy_p99 <= 50.0),
+    });
+
     let mut md = String::new();
     md.push_str("# wasync benchmarks\n\n");
     md.push_str(&format!(
@@ -253,6 +310,44 @@ fn main() {
     std::fs::write(&args.out, &md).expect("write results");
     println!("{md}");
     eprintln!("bench: results written to {}", args.out);
+}
+
+/// E1: events/s through the outbox relay into a fresh RabbitMQ queue with a
+/// window of confirms in flight, against the same relay awaiting each
+/// confirm before the next publish (window 1).
+async fn relay_to_rabbitmq(quick: bool) -> Row {
+    use wasync_tests::amqp::{bench_outbox_relay, broker_reachable};
+    if let Err(why) = broker_reachable().await {
+        // The smoke run is a test: it must fail. A full run keeps the other rows.
+        assert!(!quick, "{why}; start it with `rabbitmq-server -detached`");
+        return Row {
+            id: "E1",
+            measure: format!("not measured: {why}"),
+            baseline: "–".into(),
+            result: "–".into(),
+            target: "–",
+            met: None,
+        };
+    }
+    let (n, n_base) = if quick { (300, 30) } else { (20_000, 500) };
+    let base = bench_outbox_relay(n_base, 256, 1).await;
+    let piped = bench_outbox_relay(n, 256, 256).await;
+    eprintln!("E1 {base}");
+    eprintln!("E1 {piped}");
+    Row {
+        id: "E1",
+        measure: format!(
+            "outbox relay -> RabbitMQ, confirms on, {n} persistent events (batch 256, window 256): {:.0} events/s",
+            piped.events_per_sec()
+        ),
+        baseline: format!(
+            "same relay awaiting each confirm (window 1), {n_base} events: {:.0} events/s",
+            base.events_per_sec()
+        ),
+        result: format!("{:.1}×", piped.events_per_sec() / base.events_per_sec()),
+        target: "–",
+        met: None,
+    }
 }
 
 fn date() -> String {

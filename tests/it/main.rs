@@ -1,5 +1,7 @@
 //! The integration suite: one binary, shared harness (`wasync_tests`).
 
+mod amqp;
+mod amqp_host;
 mod api_errors;
 mod cli;
 mod mongo;

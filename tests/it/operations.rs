@@ -48,6 +48,7 @@ async fn metrics_parse_and_move_after_a_sync() {
             && metric(&t, "wasync_sessions{status=\"ready\"}") == 1.0
             && metric(&t, "wasync_sync_duration_seconds_count") == 1.0
             && metric(&t, "wasync_syncs_started_total") == 1.0
+            && metric(&t, "wasync_outbox_published_total") == 1.0
     });
     host.stop().await;
 }
