@@ -25,3 +25,10 @@ fi
 scripts/rabbitmq.sh install
 # Guest plugins (wasm32-wasip2) for the plugin tests: plugins/dist/.
 scripts/build-plugins.sh
+
+# The webdriver provider's tests drive real headless Chromium through
+# Debian's chromedriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
+fi

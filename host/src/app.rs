@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::browser::Providers;
 use crate::browser::simulator::SimulatorProvider;
+use crate::browser::webdriver::{WebDriverProvider, WebDriverSettings};
 use crate::config::Config;
 use crate::events::amqp::{AmqpConfig, AmqpEvents};
 use crate::events::local::LocalEvents;
@@ -152,7 +153,18 @@ impl App {
             Some(m) => m.clone(),
             None => Arc::new(NoPlugins),
         };
-        let providers = Arc::new(Providers::default().with(Arc::new(SimulatorProvider)));
+        let webdriver = WebDriverProvider::new(WebDriverSettings {
+            webdriver_url: config.browser.webdriver_url.clone(),
+            chromedriver_path: config.browser.chromedriver_path.clone(),
+            chromium_path: config.browser.chromium_path.clone(),
+            whatsapp_web_url: config.browser.whatsapp_web_url.clone(),
+            profiles_dir: config.storage.data_dir.join("profiles"),
+        });
+        let providers = Arc::new(
+            Providers::default()
+                .with(Arc::new(SimulatorProvider))
+                .with(Arc::new(webdriver)),
+        );
         let mut sync = tuning.sync.clone();
         sync.publish_sync_failed = config.events.publish_sync_failed;
         let sessions = Arc::new(Sessions::new(

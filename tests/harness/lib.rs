@@ -13,6 +13,7 @@ pub mod amqp;
 pub mod proxy;
 
 pub mod mongo;
+pub mod whatsapp_fixture;
 
 pub mod plugins;
 

@@ -13,4 +13,5 @@ mod restart;
 mod socketio;
 mod storage_contract;
 mod sync_flow;
+mod webdriver;
 mod websocket;

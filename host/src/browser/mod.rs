@@ -10,6 +10,7 @@
 //! `webdriver` (WhatsApp Web in Chromium).
 
 pub mod simulator;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,239 @@
+// The wasync page bridge: every expression wasync evaluates in WhatsApp Web
+// lives in this one file, so a change on WhatsApp's side is fixed here.
+//
+// Executed as the body of a WebDriver `execute` call. It installs
+// `window.__wasync` once per page load (a reload drops it, and the host
+// re-injects). Page events go to an in-page queue the host drains with short
+// calls, acknowledging by sequence number, so no call stays open long.
+// A page module that is missing becomes a named error, never a hang.
+if (window.__wasync) {
+  return window.__wasync.instance;
+}
+(function () {
+  const queue = [];
+  let seq = 0;
+  const W = {
+    instance: Math.random().toString(36).slice(2) + Date.now().toString(36),
+    hooked: false,
+    error: null,
+    authenticated: false,
+  };
+  window.__wasync = W;
+
+  function push(type, data) {
+    seq += 1;
+    queue.push({ seq: seq, type: type, data: data === undefined ? null : data });
+    // Bounded: a host that stops draining must not grow the page forever.
+    if (queue.length > 5000) queue.shift();
+  }
+
+  function mod(name) {
+    let m = null;
+    try {
+      m = typeof window.require === 'function' ? window.require(name) : null;
+    } catch (e) {
+      m = null;
+    }
+    if (!m) throw new Error('page module ' + name + ' not found');
+    return m;
+  }
+
+  function wid(x) {
+    if (x === null || x === undefined) return null;
+    if (typeof x === 'string') return x;
+    if (typeof x === 'object' && x._serialized) return x._serialized;
+    return String(x);
+  }
+
+  function b64(bytes) {
+    return mod('WABase64').encodeB64(bytes);
+  }
+
+  // ref,staticKeyB64,identityKeyB64,advSecretKey,platform
+  async function qrString(ref) {
+    const noise = await mod('WAWebUserPrefsInfoStore').waNoiseInfo.get();
+    const reg = await mod('WAWebSignalStoreApi').waSignalStore.getRegistrationInfo();
+    const adv = mod('WAWebUserPrefsMultiDevice').getADVSecretKey();
+    const platform = mod('WAWebCompanionRegClientUtils').DEVICE_PLATFORM;
+    return [ref, b64(noise.staticKeyPair.pubKey), b64(reg.identityKeyPair.pubKey), adv, platform].join(',');
+  }
+
+  function emitQr(ref) {
+    if (!ref) {
+      // The older DOM form is the fallback.
+      const el = document.querySelector('div[data-ref]');
+      ref = el && el.getAttribute('data-ref');
+    }
+    if (!ref) return;
+    qrString(ref).then(
+      function (qr) { push('qr', { qr: qr }); },
+      function (e) { W.error = String((e && e.message) || e); });
+  }
+
+  function me() {
+    try {
+      const m = mod('WAWebUserPrefsMeUser');
+      const id = wid(m.getMaybeMePnUser() || m.getMaybeMeLidUser());
+      if (!id) return null;
+      let pushName = null;
+      try { pushName = mod('WAWebConnModel').Conn.pushname || null; } catch (e) { pushName = null; }
+      return { id: id, pushName: pushName };
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function onState(state) {
+    push('state', { state: state });
+    if (state === 'UNPAIRED_IDLE') {
+      // The code went idle: ask for fresh ones, as the retry button would.
+      mod('WAWebCmd').Cmd.refreshQR();
+    } else if (state === 'CONNECTED' && !W.authenticated) {
+      W.authenticated = true;
+      push('authenticated');
+    }
+  }
+
+  function serializeMsg(m) {
+    const s = typeof m.serialize === 'function' ? m.serialize() : m;
+    const id = s.id || {};
+    const hasMedia = !!s.directPath;
+    return {
+      id: wid(id),
+      fromMe: !!id.fromMe,
+      remote: wid(id.remote),
+      from: wid(s.from),
+      to: wid(s.to),
+      author: wid(s.author),
+      body: hasMedia ? (s.caption === undefined ? null : s.caption) : (s.body === undefined ? null : s.body),
+      type: s.type || 'chat',
+      t: s.t || 0,
+      ack: typeof s.ack === 'number' ? s.ack : 0,
+      hasMedia: hasMedia,
+      quotedId: s.quotedStanzaID || null,
+      isNotification: !!s.isNotification,
+    };
+  }
+
+  function serializeChat(c) {
+    const s = typeof c.serialize === 'function' ? c.serialize() : c;
+    return {
+      id: wid(s.id),
+      name: s.formattedTitle || s.name || null,
+      isGroup: !!s.isGroup,
+      unreadCount: s.unreadCount || 0,
+      t: s.t || 0,
+      archive: !!s.archive,
+      pin: !!s.pin,
+      muteExpiration: (s.mute && s.mute.expiration) || 0,
+    };
+  }
+
+  function hook() {
+    const Socket = mod('WAWebSocketModel').Socket;
+    const Conn = mod('WAWebConnModel').Conn;
+    const Cmd = mod('WAWebCmd').Cmd;
+    const Collections = mod('WAWebCollections');
+    if (!Collections.Chat || !Collections.Msg) throw new Error('page module WAWebCollections has no Chat/Msg collections');
+    mod('WAWebChatLoadMessages');
+
+    if (/[?&]post_logout=1/.test(window.location.search)) push('logout', { reason: 'post_logout' });
+    Socket.on('change:state', function (_m, state) { onState(state); });
+    Conn.on('change:ref', function (_m, ref) { if (!W.authenticated) emitQr(ref); });
+    Socket.on('change:hasSynced', function (_m, synced) {
+      if (synced) {
+        if (!W.authenticated) { W.authenticated = true; push('authenticated'); }
+        push('ready', { me: me() });
+      }
+    });
+    Cmd.on('logout', function () { push('logout', { reason: 'logout' }); });
+    Cmd.on('logout_from_bridge', function () { push('logout', { reason: 'logout' }); });
+    Collections.Msg.on('add', function (m) {
+      if (m && m.isNewMsg) {
+        const s = serializeMsg(m);
+        if (!s.isNotification) push('message', s);
+      }
+    });
+    Collections.Msg.on('change:ack', function (m, ack) { push('ack', { id: wid(m.id), ack: ack }); });
+
+    const state = Socket.state;
+    onState(state);
+    if (state === 'UNPAIRED' || state === 'UNPAIRED_IDLE') emitQr(Conn.ref);
+    if (Socket.hasSynced) {
+      if (!W.authenticated) { W.authenticated = true; push('authenticated'); }
+      push('ready', { me: me() });
+    }
+  }
+
+  function tryHook() {
+    if (W.hooked || W.error) return;
+    if (!(window.Debug && window.Debug.VERSION)) return;
+    try {
+      hook();
+      W.hooked = true;
+    } catch (e) {
+      W.error = String((e && e.message) || e);
+    }
+  }
+
+  // Events after `ack` (the host has them), at most `max` at a time.
+  W.drain = function (ack, max) {
+    while (queue.length && queue[0].seq <= ack) queue.shift();
+    tryHook();
+    return {
+      instance: W.instance,
+      loaded: !!(window.Debug && window.Debug.VERSION),
+      hooked: W.hooked,
+      error: W.error,
+      events: queue.slice(0, max || 200),
+    };
+  };
+
+  W.chats = function () {
+    return mod('WAWebCollections').Chat.getModelsArray().map(serializeChat);
+  };
+
+  // The newest `limit` messages of a chat, oldest first: what is loaded,
+  // then earlier pages until the limit or the start of the history.
+  W.messages = async function (chatId, limit) {
+    const Collections = mod('WAWebCollections');
+    const load = mod('WAWebChatLoadMessages').loadEarlierMsgs;
+    if (typeof load !== 'function') throw new Error('page module WAWebChatLoadMessages has no loadEarlierMsgs');
+    const chat = Collections.Chat.get(chatId);
+    if (!chat) throw new Error('chat ' + chatId + ' not found');
+    const have = function () {
+      return chat.msgs.getModelsArray().filter(function (m) { return !m.isNotification; });
+    };
+    // Since April 2026 the call takes `{chat}`; before, `(chat, msgs)`.
+    let style = load.length >= 2 ? 'old' : 'new';
+    const call = function (s) { return s === 'new' ? load({ chat: chat }) : load(chat, chat.msgs); };
+    let rounds = 0;
+    while (have().length < limit && rounds < 10000) {
+      rounds += 1;
+      let got;
+      try {
+        got = await call(style);
+      } catch (e) {
+        if (e instanceof TypeError && rounds === 1) {
+          style = style === 'new' ? 'old' : 'new';
+          got = await call(style);
+        } else {
+          throw e;
+        }
+      }
+      if (!got || got.length === 0) break;
+    }
+    const msgs = have().map(serializeMsg).filter(function (m) { return !m.isNotification; });
+    msgs.sort(function (a, b) { return a.t - b.t; });
+    return { style: style, messages: msgs.slice(Math.max(0, msgs.length - limit)) };
+  };
+
+  W.logout = async function () {
+    const Socket = mod('WAWebSocketModel').Socket;
+    if (typeof Socket.logout === 'function') await Socket.logout();
+    return true;
+  };
+
+  tryHook();
+})();
+return window.__wasync.instance;
