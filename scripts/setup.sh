@@ -3,5 +3,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Node clients for the Socket.IO test (socket.io-client from npm).
+if [ ! -d tests/node/node_modules/socket.io-client ]; then
+    (cd tests/node && npm ci --no-audit --no-fund)
+fi
+
+# MongoDB-wire test server: SecantusDB from PyPI in a private venv (.venv/,
+# gitignored). No mongod is installable here; the driver code is the same.
+SECANTUS_VERSION="0.7.0b3"
+if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('SecantusDB') == '$SECANTUS_VERSION'" 2>/dev/null; then
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1 \
+        || ! python3 -c "import ensurepip" 2>/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv python3-pip
+    fi
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "SecantusDB==$SECANTUS_VERSION"
+fi
+
+# RabbitMQ for the events suite.
+scripts/rabbitmq.sh install
+
 # Guest plugins (wasm32-wasip2) for the plugin tests: plugins/dist/.
 scripts/build-plugins.sh

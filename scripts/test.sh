@@ -3,6 +3,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Services are stopped on any exit, also when a suite fails.
+source scripts/mongo-test-server.sh
+cleanup() {
+    mongo_test_server_stop
+    scripts/rabbitmq.sh stop
+}
+trap cleanup EXIT
+
+# MongoDB-wire server: exports WASYNC_TEST_MONGODB_URI and WASYNC_SECANTUSD.
+mongo_test_server_start
+# RabbitMQ for the events suite (stopped afterwards only if started here).
+scripts/rabbitmq.sh start
+export WASYNC_TEST_AMQP_URL="${WASYNC_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+
 # The plugin tests load the components scripts/build-plugins.sh built.
 export WASYNC_TEST_PLUGINS_DIR="$PWD/plugins/dist"
 

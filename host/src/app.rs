@@ -12,17 +12,20 @@ use tokio_util::task::TaskTracker;
 use crate::browser::Providers;
 use crate::browser::simulator::SimulatorProvider;
 use crate::config::Config;
-use crate::events::EventBus;
+use crate::events::amqp::{AmqpConfig, AmqpEvents};
 use crate::events::local::LocalEvents;
 use crate::events::relay::{self, RelayConfig, RelaySignal};
-use crate::gateway::{self, Gateway};
+use crate::events::{EventBus, EventSwitches};
+use crate::gateway::{self, Gateway, GatewayDeps};
 use crate::hub::{Hub, QueueLimits};
 use crate::plugins::wasm::{ManagerOptions, PluginManager, PluginRuntime, RuntimeOptions};
 use crate::plugins::{NoPlugins, PluginHost};
 use crate::session::{SessionDeps, Sessions};
 use crate::storage::Store;
 use crate::storage::embedded::EmbeddedStore;
+use crate::storage::mongo::MongoStore;
 use crate::sync::SyncOptions;
+use crate::telemetry::Metrics;
 
 /// Knobs that are not configuration: tests and benchmarks turn them to
 /// make retries fast; production keeps the defaults.
@@ -40,6 +43,8 @@ pub struct App {
     sessions: Arc<Sessions>,
     store: Arc<dyn Store>,
     plugins: Option<Arc<PluginManager>>,
+    gateway: Arc<Gateway>,
+    hub: Arc<Hub>,
 }
 
 impl std::fmt::Debug for App {
@@ -51,8 +56,16 @@ impl std::fmt::Debug for App {
 /// Picks the store adapter.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(uri) = &config.storage.mongodb_uri {
-        let _ = uri;
-        anyhow::bail!("MONGODB_URI is set but this build has no MongoDB adapter yet");
+        // The URI is not in the error context: it may carry credentials.
+        let store = MongoStore::connect(uri, &config.storage.mongodb_db)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the MongoDB store (database {})",
+                    config.storage.mongodb_db
+                )
+            })?;
+        return Ok(Arc::new(store));
     }
     let path = config.storage.data_dir.join("wasync.redb");
     let store = EmbeddedStore::open(&path)
@@ -61,11 +74,22 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// Picks the events adapter.
+/// RabbitMQ when `AMQP_URL` is set: built without touching the network, so
+/// the host starts (and syncs) with the broker down; events wait in the
+/// outbox until it is back.
 pub fn open_events(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
-    if config.events.amqp_url.is_some() {
-        anyhow::bail!("AMQP_URL is set but this build has no RabbitMQ adapter yet");
-    }
-    Ok(Arc::new(LocalEvents))
+    let Some(url) = &config.events.amqp_url else {
+        return Ok(Arc::new(LocalEvents));
+    };
+    let mut amqp = AmqpConfig::new(url.clone());
+    amqp.queue = config.events.amqp_queue.clone();
+    amqp.switches = EventSwitches {
+        sync_failed: config.events.publish_sync_failed,
+        message_received: config.events.publish_messages,
+    };
+    Ok(Arc::new(
+        AmqpEvents::new(amqp).context("configuring the RabbitMQ events adapter")?,
+    ))
 }
 
 /// Loads the plugins of `WASYNC_PLUGINS_DIR`, when set; a broken plugin
@@ -104,11 +128,14 @@ impl App {
         let tasks = TaskTracker::new();
 
         let relay = RelaySignal::default();
+        let metrics = Arc::new(Metrics::new());
+        let mut relay_cfg = tuning.relay.clone();
+        relay_cfg.metrics = Some(metrics.clone());
         tasks.spawn(relay::run(
             store.clone(),
             bus.clone(),
             relay.clone(),
-            tuning.relay.clone(),
+            relay_cfg,
             shutdown.clone(),
         ));
 
@@ -119,6 +146,7 @@ impl App {
                 .min(config.server.ws_queue),
             stall_timeout: config.server.ws_stall,
         }));
+        let hub_handle = hub.clone();
         let plugin_manager = open_plugins(&config).await?;
         let plugins: Arc<dyn PluginHost> = match &plugin_manager {
             Some(m) => m.clone(),
@@ -137,6 +165,7 @@ impl App {
                 sync,
                 default_provider: config.browser.default_provider.clone(),
                 publish_messages: config.events.publish_messages,
+                metrics: metrics.clone(),
             },
             shutdown.clone(),
         ));
@@ -145,19 +174,20 @@ impl App {
             tracing::info!(restored, "sessions restored");
         }
 
-        let gw = Arc::new(Gateway {
+        let gw = Arc::new(Gateway::new(GatewayDeps {
             sessions: sessions.clone(),
             store: store.clone(),
             bus,
             hub,
+            metrics: metrics.clone(),
             api_key: config.server.api_key.clone(),
             max_body_bytes: config.server.max_body_bytes,
             plugins: plugin_manager.clone(),
             max_plugin_bytes: config.server.max_plugin_bytes,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
-        });
-        tasks.spawn(gateway::serve(listener, gw));
+        }));
+        tasks.spawn(gateway::serve(listener, gw.clone()));
         tracing::info!(%addr, store = store.kind(), "wasync listening");
         Ok(App {
             addr,
@@ -166,11 +196,18 @@ impl App {
             sessions,
             store,
             plugins: plugin_manager,
+            gateway: gw,
+            hub: hub_handle,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The event hub (benchmarks subscribe to it in-process).
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
@@ -188,6 +225,7 @@ impl App {
     /// tasks, so the store is closed when this returns.
     pub async fn stop(self) {
         self.shutdown.cancel();
+        self.gateway.close_socketio().await;
         self.sessions.join().await;
         self.tasks.close();
         self.tasks.wait().await;

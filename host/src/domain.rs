@@ -78,7 +78,7 @@ impl<'de> Deserialize<'de> for SessionId {
 }
 
 /// A chat as the provider reports it and as it is stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Chat {
     pub id: String,
@@ -93,7 +93,7 @@ pub struct Chat {
 
 /// A chat as read back from the store: the provider's fields plus what the
 /// sync recorded about it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredChat {
     pub session_id: String,
@@ -106,7 +106,7 @@ pub struct StoredChat {
 }
 
 /// A WhatsApp message, normalised across providers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     /// Provider message id (`_serialized` in WhatsApp Web); unique per session.
@@ -134,11 +134,12 @@ pub struct Message {
     pub tags: Vec<String>,
     /// Free-form key/values added by plugins.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub attributes: BTreeMap<String, String>,
 }
 
 /// A message as stored: the message plus its session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredMessage {
     pub session_id: String,
@@ -147,7 +148,7 @@ pub struct StoredMessage {
 }
 
 /// The WhatsApp account a session is linked to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Me {
     pub id: String,
@@ -155,7 +156,7 @@ pub struct Me {
 }
 
 /// A QR code waiting to be scanned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QrCode {
     pub qr: String,
@@ -166,7 +167,7 @@ pub struct QrCode {
 }
 
 /// Where a sync run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncStatus {
     Running,
@@ -176,7 +177,7 @@ pub enum SyncStatus {
 }
 
 /// What started a sync run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncTrigger {
     /// The session became ready.
@@ -195,7 +196,7 @@ impl SyncTrigger {
 }
 
 /// A chat the sync could not finish.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatFailure {
     pub chat_id: String,
@@ -206,7 +207,7 @@ pub struct ChatFailure {
 /// The persisted record of one sync (`sync_runs`). It doubles as the
 /// checkpoint: after a restart a `running` run resumes after
 /// `checkpoint` chats.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncRun {
     pub sync_id: String,
@@ -234,7 +235,7 @@ pub struct SyncRun {
 }
 
 /// The phase a `sync_chats` progress event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncPhase {
     Start,
@@ -244,7 +245,7 @@ pub enum SyncPhase {
 }
 
 /// One `sync_chats` progress event (DESIGN §3/§4).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncProgress {
     pub session_id: String,
@@ -331,7 +332,7 @@ impl OutboxEvent {
 }
 
 /// A session's lifecycle status as clients see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// The provider is starting (browser launching, page loading).
@@ -366,7 +367,7 @@ impl SessionStatus {
 
 /// The sync part of a session snapshot: the latest progress and how the
 /// run stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncView {
     pub status: SyncStatus,
@@ -376,7 +377,7 @@ pub struct SyncView {
 
 /// What a client needs to render a session, sent on join and by
 /// `GET /whatsapp-web/session/:id`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSnapshot {
     pub session_id: String,

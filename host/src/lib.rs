@@ -17,6 +17,7 @@
 //! - [`session`]: one actor per session, its lifecycle state machine, the registry.
 //! - [`hub`]: fan-out of session events to clients, with bounded coalescing queues.
 //! - [`gateway`]: the HTTP server: REST routes, `/ws`, auth, problem+json errors.
+//! - [`telemetry`]: logging set-up and the Prometheus metrics registry.
 //! - [`config`]: configuration from the environment and an optional TOML file.
 //! - [`app`]: the composition root: reads the config, picks adapters, runs it all.
 
@@ -31,3 +32,4 @@ pub mod plugins;
 pub mod session;
 pub mod storage;
 pub mod sync;
+pub mod telemetry;

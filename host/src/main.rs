@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tracing_subscriber::EnvFilter;
 use wasync::app::{App, Tuning};
 use wasync::config::Config;
 
@@ -48,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    wasync::telemetry::init_logging(&config.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,24 +64,6 @@ fn main() -> ExitCode {
             eprintln!("wasync: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(config: &Config) {
-    let filter = config
-        .log
-        .filter
-        .clone()
-        .unwrap_or_else(|| "info,hyper=warn,tokio_tungstenite=warn,tungstenite=warn".into());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|e| {
-        eprintln!("wasync: RUST_LOG={filter:?} is not a valid filter ({e}); using info");
-        EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if config.log.json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

@@ -10,6 +10,8 @@
 
 use std::time::{Duration, Instant};
 
+mod fanout;
+
 use serde_json::{Value, json};
 use wasync::app::{App, Tuning};
 use wasync::config::Config;
@@ -164,6 +166,15 @@ fn main() {
                 let per: u32 = child_args[2].parse().expect("per chat");
                 rt.block_on(sync_embedded(chats, per))
             }
+            // One relay run on its own: `bench --child relay-rabbitmq N BATCH WINDOW`.
+            Some("relay-rabbitmq") => {
+                let n: usize = child_args[1].parse().expect("events");
+                let batch: u32 = child_args[2].parse().expect("batch");
+                let window: usize = child_args[3].parse().expect("window");
+                let r = rt.block_on(wasync_tests::amqp::bench_outbox_relay(n, batch, window));
+                eprintln!("{r}");
+                json!({"events": r.events, "eventsPerSec": r.events_per_sec(), "drainMs": r.drain.as_millis() as u64})
+            }
             other => panic!("unknown child measure {other:?}"),
         };
         println!("{v}");
@@ -219,6 +230,58 @@ fn main() {
         met: Some(ratio <= 1.5 && b_rss < 150.0),
     });
 
+    // M1: the 100k-message sync into MongoDB beside the raw driver's
+    // insert_many of the same documents, same server, same run.
+    if let Some(row) = rt.block_on(mongo_row(args.quick)) {
+        rows.push(row);
+    }
+
+    // E1: the outbox relay draining into RabbitMQ, publisher confirms on.
+    rows.push(rt.block_on(relay_to_rabbitmq(args.quick)));
+
+    // P4: 1,000 WebSocket clients on one syncing session; a stalled client.
+    let f = rt.block_on(fanout::p4(args.quick));
+    eprintln!(
+        "P4 fan-out: {} clients, {} events, p50 {:.2} ms p99 {:.2} ms, missed {}; sync {:.0} ms alone, {:.0} ms with a stalled client",
+        f.clients, f.events, f.p50_ms, f.p99_ms, f.missed, f.baseline_ms, f.stalled_ms
+    );
+    let stall_ratio = f.stalled_ms / f.baseline_ms.max(1.0);
+    rows.push(Row {
+        id: "P4",
+        measure: format!(
+            "{} WebSocket clients joined to one syncing session, {} progress events each: delivery latency p50 {:.2} ms, p99 {:.2} ms ({} events coalesced away in total); sync with one client that never reads: {:.0} ms",
+            f.clients, f.events, f.p50_ms, f.p99_ms, f.missed, f.stalled_ms
+        ),
+        baseline: format!(
+            "latency against an in-process subscriber of the same hub; the same sync with no client: {:.0} ms",
+            f.baseline_ms
+        ),
+        result: format!("p99 {:.2} ms; stalled {:.2}×", f.p99_ms, stall_ratio),
+        target: "p99 ≤ 20 ms; stalled ≤ 1.05×",
+        met: Some(f.p99_ms <= 20.0 && stall_ratio <= 1.05),
+    });
+
+    // P6: REST latency while 200 sessions sync at once.
+    let b = rt.block_on(fanout::p6(args.quick));
+    eprintln!(
+        "P6 busy REST: p50 {:.2} p99 {:.2} ms; idle p50 {:.2} p99 {:.2} ms",
+        b.busy_p50, b.busy_p99, b.idle_p50, b.idle_p99
+    );
+    rows.push(Row {
+        id: "P6",
+        measure: format!(
+            "{} sessions syncing at once: {} `GET .../chats` (8 in flight) p50 {:.2} ms, p99 {:.2} ms",
+            b.sessions, b.requests, b.busy_p50, b.busy_p99
+        ),
+        baseline: format!(
+            "the same requests on the idle host: p50 {:.2} ms, p99 {:.2} ms",
+            b.idle_p50, b.idle_p99
+        ),
+        result: format!("p99 {:.2}× idle", b.busy_p99 / b.idle_p99.max(0.001)),
+        target: "p99 ≤ 50 ms",
+        met: Some(b.busy_p99 <= 50.0),
+    });
+
     let mut md = String::new();
     md.push_str("# wasync benchmarks\n\n");
     md.push_str(&format!(
@@ -249,6 +312,44 @@ fn main() {
     eprintln!("bench: results written to {}", args.out);
 }
 
+/// E1: events/s through the outbox relay into a fresh RabbitMQ queue with a
+/// window of confirms in flight, against the same relay awaiting each
+/// confirm before the next publish (window 1).
+async fn relay_to_rabbitmq(quick: bool) -> Row {
+    use wasync_tests::amqp::{bench_outbox_relay, broker_reachable};
+    if let Err(why) = broker_reachable().await {
+        // The smoke run is a test: it must fail. A full run keeps the other rows.
+        assert!(!quick, "{why}; start it with `rabbitmq-server -detached`");
+        return Row {
+            id: "E1",
+            measure: format!("not measured: {why}"),
+            baseline: "–".into(),
+            result: "–".into(),
+            target: "–",
+            met: None,
+        };
+    }
+    let (n, n_base) = if quick { (300, 30) } else { (20_000, 500) };
+    let base = bench_outbox_relay(n_base, 256, 1).await;
+    let piped = bench_outbox_relay(n, 256, 256).await;
+    eprintln!("E1 {base}");
+    eprintln!("E1 {piped}");
+    Row {
+        id: "E1",
+        measure: format!(
+            "outbox relay -> RabbitMQ, confirms on, {n} persistent events (batch 256, window 256): {:.0} events/s",
+            piped.events_per_sec()
+        ),
+        baseline: format!(
+            "same relay awaiting each confirm (window 1), {n_base} events: {:.0} events/s",
+            base.events_per_sec()
+        ),
+        result: format!("{:.1}×", piped.events_per_sec() / base.events_per_sec()),
+        target: "–",
+        met: None,
+    }
+}
+
 fn date() -> String {
     std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
@@ -256,4 +357,59 @@ fn date() -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
+}
+
+/// The MongoDB measure: against `WASYNC_BENCH_MONGODB_URI` (or the test
+/// server's `WASYNC_TEST_MONGODB_URI`), else a private SecantusDB from
+/// `.venv` (scripts/setup.sh). Without either the row says so.
+async fn mongo_row(quick: bool) -> Option<Row> {
+    use wasync_tests::mongo::{MongoServer, bench_sync_vs_raw};
+    let mut _server = None;
+    let uri = match std::env::var("WASYNC_BENCH_MONGODB_URI")
+        .or_else(|_| std::env::var(wasync_tests::mongo::URI_ENV))
+    {
+        Ok(uri) => uri,
+        Err(_) => {
+            let bin = std::env::var(wasync_tests::mongo::SERVER_BIN_ENV)
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|_| std::path::PathBuf::from(".venv/bin/secantusd-py"));
+            if !bin.exists() {
+                eprintln!(
+                    "M1 skipped: no MongoDB server (set WASYNC_BENCH_MONGODB_URI or run scripts/setup.sh)"
+                );
+                return Some(Row {
+                    id: "M1",
+                    measure: "sync into MongoDB: not run (no server; run scripts/setup.sh)".into(),
+                    baseline: "–".into(),
+                    result: "–".into(),
+                    target: "≤ 1.15× raw insert_many",
+                    met: None,
+                });
+            }
+            let server = MongoServer::start_bin(bin).await;
+            let uri = server.uri();
+            _server = Some(server);
+            uri
+        }
+    };
+    let (chats, per) = if quick { (20, 20) } else { (1000, 100) };
+    let r = bench_sync_vs_raw(&uri, chats, per).await;
+    eprintln!("M1 {r}");
+    Some(Row {
+        id: "M1",
+        measure: format!(
+            "{} messages ({chats} chats × {per}) synced through the host into MongoDB: {:.2?} ({:.0} msgs/s)",
+            r.messages,
+            r.store,
+            r.messages as f64 / r.store.as_secs_f64()
+        ),
+        baseline: format!(
+            "raw driver insert_many of the same documents, same indexes and write concern: {:.2?} ({:.0} msgs/s)",
+            r.raw,
+            r.messages as f64 / r.raw.as_secs_f64()
+        ),
+        result: format!("{:.2}×", r.ratio()),
+        target: "≤ 1.15× raw insert_many",
+        met: Some(r.ratio() <= 1.15),
+    })
 }

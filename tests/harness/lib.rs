@@ -5,6 +5,14 @@
 //! directory (so tests run in parallel), `restart()` stops it and starts a
 //! new one on the same data (a crash-restart as far as the store can tell),
 //! and `WsClient` speaks the `/ws` protocol.
+//!
+//! - [`proxy`]: a TCP proxy to cut and restore a real service's network.
+//! - [`amqp`]: the test broker, per-test queues, a real consumer, the relay bench.
+
+pub mod amqp;
+pub mod proxy;
+
+pub mod mongo;
 
 pub mod plugins;
 

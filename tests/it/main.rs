@@ -1,10 +1,16 @@
 //! The integration suite: one binary, shared harness (`wasync_tests`).
 
+mod amqp;
+mod amqp_host;
 mod api_errors;
 mod cli;
+mod mongo;
+mod mongo_sync;
+mod operations;
 mod plugins;
 mod plugins_e2e;
 mod restart;
+mod socketio;
 mod storage_contract;
 mod sync_flow;
 mod websocket;

@@ -5,6 +5,7 @@
 //! left from a previous run (or a broker outage) go out without a trigger.
 //! Failures back off exponentially up to `max_backoff`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,10 @@ pub struct RelayConfig {
     pub poll: Duration,
     /// First retry delay after a failure; doubles up to `max_backoff`.
     pub min_backoff: Duration,
+    /// Ceiling of the retry delay.
     pub max_backoff: Duration,
+    /// Where to count published events and failed attempts.
+    pub metrics: Option<Arc<crate::telemetry::Metrics>>,
 }
 
 impl Default for RelayConfig {
@@ -34,6 +38,7 @@ impl Default for RelayConfig {
             poll: Duration::from_secs(1),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }
@@ -50,6 +55,12 @@ impl RelaySignal {
 }
 
 /// Runs until `shutdown`. Returns the number of events published.
+///
+/// After a failure the relay sleeps its backoff even if the sync kicks it:
+/// during an outage every finished sync kicks, and retrying on each kick
+/// would hammer a broker that is coming back up. On shutdown a publish in
+/// flight is abandoned (its events stay pending: at-least-once), but a store
+/// write in flight is finished, so the store is closed when `run` returns.
 pub async fn run(
     store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
@@ -60,67 +71,120 @@ pub async fn run(
     let mut published = 0u64;
     let mut backoff = cfg.min_backoff;
     loop {
-        let delay = match drain_once(&*store, &*bus, cfg.batch).await {
-            Ok(0) => {
-                backoff = cfg.min_backoff;
-                cfg.poll
+        if shutdown.is_cancelled() {
+            return published;
+        }
+        let Drained { confirmed, failure } = drain(&*store, &*bus, cfg.batch, &shutdown).await;
+        published += confirmed;
+        if let Some(m) = &cfg.metrics {
+            m.outbox_published.inc_by(confirmed);
+            if failure.is_some() {
+                m.outbox_failures.inc();
             }
-            Ok(n) => {
-                published += n;
+        }
+        match failure {
+            None if confirmed == 0 => {
                 backoff = cfg.min_backoff;
-                continue;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return published,
+                    _ = signal.0.notified() => {}
+                    _ = tokio::time::sleep(cfg.poll) => {}
+                }
             }
-            Err(e) => {
+            None => backoff = cfg.min_backoff,
+            Some(e) => {
+                if shutdown.is_cancelled() {
+                    return published;
+                }
                 tracing::warn!(target: "wasync::events", error = %e, retry_in = ?backoff, "outbox relay: publish failed");
-                let d = backoff;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return published,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
                 backoff = (backoff * 2).min(cfg.max_backoff);
-                d
             }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return published,
-            _ = signal.0.notified() => {}
-            _ = tokio::time::sleep(delay) => {}
         }
     }
 }
 
 /// Publishes one batch of pending events; returns how many were confirmed.
+/// An error means some (or all) were not; those stay pending.
 pub async fn drain_once(store: &dyn Store, bus: &dyn EventBus, batch: u32) -> Result<u64, String> {
-    let pending = store
-        .pending_events(batch)
-        .await
-        .map_err(|e| e.to_string())?;
-    if pending.is_empty() {
-        return Ok(0);
+    let d = drain(store, bus, batch, &CancellationToken::new()).await;
+    match d.failure {
+        None => Ok(d.confirmed),
+        Some(e) => Err(e),
     }
-    match bus.publish(&pending).await {
-        Ok(acked) => {
-            if !acked.is_empty() {
-                store
-                    .mark_published(&acked, now_ms())
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            if acked.len() < pending.len() {
-                let missing: Vec<String> = pending
-                    .iter()
-                    .map(|e| e.event_id.clone())
-                    .filter(|id| !acked.contains(id))
-                    .collect();
-                let _ = store.record_attempt(&missing).await;
-                return Err(format!(
-                    "{} of {} events not confirmed",
-                    missing.len(),
-                    pending.len()
-                ));
-            }
-            Ok(acked.len() as u64)
+}
+
+/// What one pass did: events confirmed and marked, and why the rest (if
+/// any) were not.
+struct Drained {
+    confirmed: u64,
+    failure: Option<String>,
+}
+
+async fn drain(
+    store: &dyn Store,
+    bus: &dyn EventBus,
+    batch: u32,
+    shutdown: &CancellationToken,
+) -> Drained {
+    let fail = |confirmed, e: String| Drained {
+        confirmed,
+        failure: Some(e),
+    };
+    let pending = match store.pending_events(batch).await {
+        Ok(p) if p.is_empty() => {
+            return Drained {
+                confirmed: 0,
+                failure: None,
+            };
         }
+        Ok(p) => p,
+        Err(e) => return fail(0, e.to_string()),
+    };
+    // Only the publish is abandoned on shutdown: store calls run on
+    // blocking threads that would outlive a dropped future.
+    let published = tokio::select! {
+        _ = shutdown.cancelled() => return fail(0, "shutting down".into()),
+        r = bus.publish(&pending) => r,
+    };
+    let acked = match published {
+        Ok(acked) => acked,
         Err(e) => {
             let ids: Vec<String> = pending.iter().map(|e| e.event_id.clone()).collect();
             let _ = store.record_attempt(&ids).await;
-            Err(e.to_string())
+            return fail(0, e.to_string());
         }
+    };
+    if !acked.is_empty()
+        && let Err(e) = store.mark_published(&acked, now_ms()).await
+    {
+        // Published but not marked: they go out again later (same
+        // message_id), which consumers dedupe.
+        return fail(0, format!("marking published: {e}"));
+    }
+    let confirmed = acked.len() as u64;
+    if acked.len() < pending.len() {
+        let acked: HashSet<&str> = acked.iter().map(String::as_str).collect();
+        let missing: Vec<String> = pending
+            .iter()
+            .filter(|e| !acked.contains(e.event_id.as_str()))
+            .map(|e| e.event_id.clone())
+            .collect();
+        let _ = store.record_attempt(&missing).await;
+        return fail(
+            confirmed,
+            format!(
+                "{} of {} events not confirmed",
+                missing.len(),
+                pending.len()
+            ),
+        );
+    }
+    Drained {
+        confirmed,
+        failure: None,
     }
 }

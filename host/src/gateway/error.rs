@@ -20,7 +20,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: String,
     /// Extra members of the problem object.
-    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
     /// Methods for a 405's `Allow` header.
     pub allow: Option<String>,
 }
@@ -73,7 +73,7 @@ impl ApiError {
         if let Some(extra) = self.extra
             && let Some(obj) = body.as_object_mut()
         {
-            obj.extend(extra);
+            obj.extend(*extra);
         }
         let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status;

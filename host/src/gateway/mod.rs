@@ -7,8 +7,12 @@
 //! request reaches a session.
 
 pub mod error;
+mod openapi;
 pub mod plugins_api;
+pub mod protocol;
+mod qr;
 mod rest;
+mod socketio;
 mod ws;
 
 use std::convert::Infallible;
@@ -17,10 +21,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use socketioxide::SocketIo;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,15 +38,21 @@ use crate::hub::Hub;
 use crate::plugins::wasm::PluginManager;
 use crate::session::Sessions;
 use crate::storage::Store;
+use crate::telemetry::{Metrics, StatusLabel};
 
+/// Body of the responses this module builds.
 pub type Body = Full<Bytes>;
 
-/// What the routes need.
-pub struct Gateway {
+/// Body of every response on the wire (ours, or Socket.IO's).
+pub type WireBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// What the gateway is given.
+pub struct GatewayDeps {
     pub sessions: Arc<Sessions>,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn EventBus>,
     pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
     /// The plugin manager, when plugins are enabled (`/plugins` routes).
@@ -49,6 +61,57 @@ pub struct Gateway {
     pub max_plugin_bytes: usize,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+}
+
+/// What the routes need.
+pub struct Gateway {
+    pub sessions: Arc<Sessions>,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn EventBus>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub api_key: Option<String>,
+    pub max_body_bytes: usize,
+    /// The plugin manager, when plugins are enabled (`/plugins` routes).
+    pub plugins: Option<Arc<PluginManager>>,
+    /// Largest plugin component `POST /plugins` accepts.
+    pub max_plugin_bytes: usize,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+    pub protocol: protocol::Protocol,
+    socketio: socketio::Handler,
+    io: SocketIo,
+}
+
+impl Gateway {
+    pub fn new(d: GatewayDeps) -> Self {
+        let protocol = protocol::Protocol {
+            sessions: d.sessions.clone(),
+            hub: d.hub.clone(),
+        };
+        let (socketio, io) = socketio::build(protocol.clone(), d.metrics.clone());
+        Gateway {
+            sessions: d.sessions,
+            store: d.store,
+            bus: d.bus,
+            hub: d.hub,
+            metrics: d.metrics,
+            api_key: d.api_key,
+            max_body_bytes: d.max_body_bytes,
+            plugins: d.plugins,
+            max_plugin_bytes: d.max_plugin_bytes,
+            shutdown: d.shutdown,
+            tasks: d.tasks,
+            protocol,
+            socketio,
+            io,
+        }
+    }
+
+    /// Disconnects every Socket.IO client (at shutdown).
+    pub async fn close_socketio(&self) {
+        self.io.close().await;
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -108,6 +171,9 @@ pub enum Route {
     Healthz,
     Readyz,
     Ws,
+    SocketIo,
+    Metrics,
+    OpenApi,
     Sessions,
     Session { id: String },
     Qr { id: String },
@@ -125,7 +191,32 @@ impl Route {
             Route::Session { .. } => &[Method::GET, Method::POST, Method::DELETE],
             Route::SyncChats { .. } => &[Method::POST],
             Route::Plugins(p) => p.methods(),
+            // Engine.IO long-polling posts its packets.
+            Route::SocketIo => &[Method::GET, Method::POST],
             _ => &[Method::GET],
+        }
+    }
+
+    /// The path template, as in the OpenAPI document.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::Dashboard => "/",
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Ws => "/ws",
+            Route::SocketIo => "/socket.io/",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.json",
+            Route::Sessions => "/whatsapp-web/sessions",
+            Route::Session { .. } => "/whatsapp-web/session/{id}",
+            Route::Qr { .. } => "/whatsapp-web/session/{id}/qr",
+            Route::Chats { .. } => "/whatsapp-web/session/{id}/chats",
+            Route::Messages { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/messages",
+            Route::SyncChats { .. } => "/whatsapp-web/session/{id}/sync-chats",
+            Route::Sync { .. } => "/whatsapp-web/session/{id}/sync",
+            Route::Plugins(plugins_api::PluginRoute::List) => "/plugins",
+            Route::Plugins(plugins_api::PluginRoute::One { .. }) => "/plugins/{name}",
+            Route::Plugins(plugins_api::PluginRoute::Reload) => "/plugins/reload",
         }
     }
 
@@ -152,6 +243,9 @@ pub fn route(path: &str) -> Option<Route> {
         ["healthz"] => Route::Healthz,
         ["readyz"] => Route::Readyz,
         ["ws"] => Route::Ws,
+        ["socket.io", ..] => Route::SocketIo,
+        ["metrics"] => Route::Metrics,
+        ["openapi.json"] => Route::OpenApi,
         ["whatsapp-web", "sessions"] => Route::Sessions,
         ["whatsapp-web", "session", id] => Route::Session { id: id.to_string() },
         ["whatsapp-web", "session", id, "qr"] => Route::Qr { id: id.to_string() },
@@ -173,17 +267,29 @@ pub fn route(path: &str) -> Option<Route> {
 }
 
 #[tracing::instrument(name = "gateway.request", skip_all, fields(method = %req.method(), path = %req.uri().path()))]
-async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>) -> Response<WireBody> {
     let started = std::time::Instant::now();
     let resp = match dispatch(&gw, req).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => boxed(e.into_response()),
     };
+    let class = format!("{}xx", resp.status().as_u16() / 100);
+    gw.metrics
+        .http_requests
+        .get_or_create(&StatusLabel { status: class })
+        .inc();
     tracing::debug!(%peer, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
 }
 
-async fn dispatch(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub(crate) fn boxed(resp: Response<Body>) -> Response<WireBody> {
+    resp.map(|b| b.map_err(|never| match never {}).boxed_unsync())
+}
+
+async fn dispatch(
+    gw: &Arc<Gateway>,
+    req: Request<Incoming>,
+) -> Result<Response<WireBody>, ApiError> {
     let Some(route) = route(req.uri().path()) else {
         return Err(ApiError::not_found(format!(
             "no route for {}",
@@ -209,9 +315,10 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<
         authorize(gw, &req)?;
     }
     match route {
-        Route::Ws => ws::upgrade(gw.clone(), req),
-        Route::Plugins(p) => plugins_api::handle(gw, p, req).await,
-        other => rest::handle(gw, other, req).await,
+        Route::Ws => ws::upgrade(gw.clone(), req).map(boxed),
+        Route::SocketIo => Ok((gw.socketio)(req).await),
+        Route::Plugins(p) => plugins_api::handle(gw, p, req).await.map(boxed),
+        other => rest::handle(gw, other, req).await.map(boxed),
     }
 }
 
@@ -287,6 +394,94 @@ fn too_large(limit: usize) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One request path per route; the match below fails to compile when a
+    /// route is added without a sample here.
+    fn samples() -> Vec<&'static str> {
+        let all = [
+            "/",
+            "/healthz",
+            "/readyz",
+            "/ws",
+            "/socket.io/",
+            "/metrics",
+            "/openapi.json",
+            "/whatsapp-web/sessions",
+            "/whatsapp-web/session/s1",
+            "/whatsapp-web/session/s1/qr",
+            "/whatsapp-web/session/s1/chats",
+            "/whatsapp-web/session/s1/chats/c%40c.us/messages",
+            "/whatsapp-web/session/s1/sync-chats",
+            "/whatsapp-web/session/s1/sync",
+        ];
+        for p in all {
+            match route(p).unwrap() {
+                Route::Dashboard
+                | Route::Healthz
+                | Route::Readyz
+                | Route::Ws
+                | Route::SocketIo
+                | Route::Metrics
+                | Route::OpenApi
+                | Route::Sessions
+                | Route::Session { .. }
+                | Route::Qr { .. }
+                | Route::Chats { .. }
+                | Route::Messages { .. }
+                | Route::SyncChats { .. }
+                | Route::Sync { .. } => {}
+            }
+        }
+        all.to_vec()
+    }
+
+    #[test]
+    fn every_route_and_method_is_in_the_openapi_document() {
+        let doc = openapi::document();
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut templates = std::collections::HashSet::new();
+        for p in samples() {
+            let r = route(p).unwrap();
+            templates.insert(r.template());
+            let item = paths
+                .get(r.template())
+                .unwrap_or_else(|| panic!("{} missing from /openapi.json", r.template()));
+            for m in r.methods() {
+                if r == Route::SocketIo && *m == Method::POST {
+                    continue; // Engine.IO polling; one entry documents the endpoint
+                }
+                assert!(
+                    item.get(m.as_str().to_lowercase()).is_some(),
+                    "{} {} missing from /openapi.json",
+                    m,
+                    r.template()
+                );
+            }
+        }
+        assert_eq!(templates.len(), 14, "every route has its own template");
+        // ...and the document has nothing the router does not serve.
+        for p in paths.keys() {
+            assert!(
+                templates.contains(p.as_str()),
+                "{p} is documented but not routed"
+            );
+        }
+        // Schemas the paths refer to are present.
+        for schema in [
+            "SessionSnapshot",
+            "SyncRun",
+            "ChatPage",
+            "MessagePage",
+            "Problem",
+            "CreateOptions",
+            "StoredMessage",
+        ] {
+            assert!(
+                doc["components"]["schemas"].get(schema).is_some(),
+                "{schema} missing"
+            );
+        }
+    }
 
     #[test]
     fn routes_by_segment() {

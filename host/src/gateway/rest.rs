@@ -6,13 +6,15 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::openapi::Problem;
 use super::{Body, Gateway, Route, query_param, read_body};
-use crate::domain::SessionId;
+use crate::domain::{QrCode, SessionId, SessionSnapshot, StoredMessage, SyncRun};
 use crate::session::CreateOptions;
+use crate::storage::ChatPage;
 
 pub(super) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
@@ -22,6 +24,16 @@ pub(super) fn json(status: StatusCode, value: &impl serde::Serialize) -> Respons
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    resp
+}
+
+fn bytes(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -90,11 +102,73 @@ fn num_param<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
 }
 
 /// The body of `POST .../sync-chats`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SyncBody {
-    limit_per_chat: Option<u32>,
-    chat_ids: Option<Vec<String>>,
+pub struct SyncBody {
+    /// Messages per chat, 1–10,000 (default 100).
+    pub limit_per_chat: Option<u32>,
+    /// Only these chats (default: every chat).
+    pub chat_ids: Option<Vec<String>>,
+}
+
+/// `202` answer of `POST .../sync-chats`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncAccepted {
+    pub session_id: String,
+    pub sync_id: String,
+}
+
+/// Answer of `DELETE .../session/:id`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stopped {
+    pub session_id: String,
+    /// Always `stopped`.
+    pub status: String,
+    pub logged_out: bool,
+    pub purged: bool,
+}
+
+/// `GET /whatsapp-web/sessions`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionSnapshot>,
+}
+
+/// A page of messages, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagePage {
+    pub messages: Vec<StoredMessage>,
+    /// Pass as `before` for the next (older) page; `null` on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok` while the process serves.
+    pub status: String,
+}
+
+/// One dependency in `GET /readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DependencyState {
+    /// Adapter (`embedded`, `mongo`, `local`, `amqp`).
+    pub kind: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: String,
+    pub store: DependencyState,
+    pub events: DependencyState,
 }
 
 pub(super) async fn handle(
@@ -105,176 +179,359 @@ pub(super) async fn handle(
     let method = req.method().clone();
     match route {
         Route::Dashboard => Ok(dashboard()),
-        Route::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        Route::Healthz => Ok(healthz()),
         Route::Readyz => Ok(readyz(gw).await),
-        Route::Sessions => {
-            let sessions = gw.sessions.list().await?;
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({ "sessions": sessions }),
-            ))
-        }
+        Route::Sessions => list_sessions(gw).await,
         Route::Session { id } => {
             let id = session_id(&id)?;
             match method {
-                http::Method::POST => {
-                    let opts: CreateOptions = body(req, gw.max_body_bytes).await?;
-                    let (created, snap) = gw.sessions.create(&id, opts).await?;
-                    let status = if created {
-                        StatusCode::CREATED
-                    } else {
-                        StatusCode::OK
-                    };
-                    Ok(json(status, &snap))
-                }
-                http::Method::DELETE => {
-                    let logout = bool_param(&req, "logout")?;
-                    let purge = bool_param(&req, "purge")?;
-                    gw.sessions.stop(&id, logout, purge).await?;
-                    Ok(json(
-                        StatusCode::OK,
-                        &serde_json::json!({
-                            "sessionId": id.as_str(),
-                            "status": "stopped",
-                            "loggedOut": logout,
-                            "purged": purge,
-                        }),
-                    ))
-                }
-                _ => Ok(json(StatusCode::OK, &gw.sessions.snapshot(&id).await?)),
+                http::Method::POST => create_session(gw, id, req).await,
+                http::Method::DELETE => stop_session(gw, id, req).await,
+                _ => get_session(gw, id).await,
             }
         }
-        Route::Qr { id } => {
-            let id = session_id(&id)?;
-            let snap = gw.sessions.snapshot(&id).await?;
-            let format = query_param(req.uri().query(), "format").unwrap_or_else(|| "json".into());
-            if format != "json" {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("format must be json, got {format:?}"),
-                ));
-            }
-            match snap.qr {
-                Some(qr) => Ok(json(StatusCode::OK, &qr)),
-                None => Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "no_qr",
-                    format!(
-                        "session {id} has no QR code pending (status: {})",
-                        snap.status.as_str()
-                    ),
-                )
-                .with("status", snap.status.as_str())),
-            }
-        }
-        Route::Chats { id } => {
-            let id = session_id(&id)?;
-            let limit = num_param(&req, "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
-            let cursor = query_param(req.uri().query(), "cursor");
-            if let Some(c) = &cursor
-                && crate::storage::decode_chat_cursor(c).is_none()
-            {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "cursor is not one this server returned",
-                ));
-            }
-            gw.sessions.snapshot(&id).await?;
-            let page = gw.store.list_chats(&id, limit, cursor.as_deref()).await?;
-            Ok(json(StatusCode::OK, &page))
-        }
-        Route::Messages { id, chat_id } => {
-            let id = session_id(&id)?;
-            if chat_id.is_empty() || chat_id.len() > 256 {
-                return Err(ApiError::bad_request(
-                    "invalid_chat_id",
-                    "chat id must be 1 to 256 characters",
-                ));
-            }
-            let limit = num_param(&req, "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
-            let before = num_param(&req, "before", None, i64::MIN..=i64::MAX)?;
-            gw.sessions.snapshot(&id).await?;
-            let messages = gw.store.list_messages(&id, &chat_id, limit, before).await?;
-            let next_before = (messages.len() as u32 == limit)
-                .then(|| messages.last().map(|m| m.message.timestamp))
-                .flatten();
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({ "messages": messages, "nextBefore": next_before }),
-            ))
-        }
-        Route::SyncChats { id } => {
-            let id = session_id(&id)?;
-            let b: SyncBody = body(req, gw.max_body_bytes).await?;
-            if let Some(ids) = &b.chat_ids
-                && (ids.is_empty() || ids.len() > 100_000)
-            {
-                return Err(ApiError::bad_request(
-                    "invalid_body",
-                    "chatIds must list between 1 and 100000 chat ids",
-                ));
-            }
-            let sync_id = gw
-                .sessions
-                .start_sync(&id, b.limit_per_chat, b.chat_ids)
-                .await?;
-            let mut resp = json(
-                StatusCode::ACCEPTED,
-                &serde_json::json!({ "sessionId": id.as_str(), "syncId": sync_id }),
-            );
-            if let Ok(v) = HeaderValue::from_str(&format!("/whatsapp-web/session/{id}/sync")) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            Ok(resp)
-        }
-        Route::Sync { id } => {
-            let id = session_id(&id)?;
-            gw.sessions.snapshot(&id).await?;
-            match gw.store.latest_sync_run(&id).await? {
-                Some(run) => Ok(json(StatusCode::OK, &run)),
-                None => Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "no_sync",
-                    format!("session {id} has not synced yet"),
-                )),
-            }
-        }
-        Route::Ws | Route::Plugins(_) => unreachable!("dispatched before"),
+        Route::Qr { id } => get_qr(gw, session_id(&id)?, req).await,
+        Route::Chats { id } => list_chats(gw, session_id(&id)?, req).await,
+        Route::Messages { id, chat_id } => list_messages(gw, session_id(&id)?, chat_id, req).await,
+        Route::SyncChats { id } => sync_chats(gw, session_id(&id)?, req).await,
+        Route::Sync { id } => get_sync(gw, session_id(&id)?).await,
+        Route::Metrics => Ok(metrics(gw).await),
+        Route::OpenApi => Ok(json(StatusCode::OK, &super::openapi::document())),
+        Route::Ws | Route::SocketIo | Route::Plugins(_) => unreachable!("dispatched before"),
     }
 }
 
-async fn readyz(gw: &Gateway) -> Response<Body> {
+/// Liveness: the process serves requests.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "alive", body = Health)))]
+pub(super) fn healthz() -> Response<Body> {
+    json(
+        StatusCode::OK,
+        &Health {
+            status: "ok".into(),
+        },
+    )
+}
+
+/// Every session, live and stored.
+#[utoipa::path(get, path = "/whatsapp-web/sessions", tag = "sessions",
+    responses((status = 200, body = SessionList), (status = 401, body = Problem), (status = 503, body = Problem)))]
+pub(super) async fn list_sessions(gw: &Gateway) -> Result<Response<Body>, ApiError> {
+    let sessions = gw.sessions.list().await?;
+    Ok(json(StatusCode::OK, &SessionList { sessions }))
+}
+
+/// Creates and starts a session (idempotent: 200 if it already runs).
+#[utoipa::path(post, path = "/whatsapp-web/session/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "session id, ^[A-Za-z0-9_-]{1,64}$")),
+    request_body(content = Option<CreateOptions>, description = "optional; an empty body takes the defaults"),
+    responses(
+        (status = 201, description = "created and starting", body = SessionSnapshot),
+        (status = 200, description = "already running", body = SessionSnapshot),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem)))]
+pub(super) async fn create_session(
+    gw: &Gateway,
+    id: SessionId,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let opts: CreateOptions = body(req, gw.max_body_bytes).await?;
+    let (created, snap) = gw.sessions.create(&id, opts).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(status, &snap))
+}
+
+/// A session's status snapshot.
+#[utoipa::path(get, path = "/whatsapp-web/session/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = SessionSnapshot), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub(super) async fn get_session(gw: &Gateway, id: SessionId) -> Result<Response<Body>, ApiError> {
+    Ok(json(StatusCode::OK, &gw.sessions.snapshot(&id).await?))
+}
+
+/// Stops a session; stored data stays unless `purge`.
+#[utoipa::path(delete, path = "/whatsapp-web/session/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "session id"),
+        ("logout" = Option<bool>, Query, description = "also drop the WhatsApp login"),
+        ("purge" = Option<bool>, Query, description = "also delete stored chats, messages, runs and quarantine")),
+    responses((status = 200, body = Stopped), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub(super) async fn stop_session(
+    gw: &Gateway,
+    id: SessionId,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let logout = bool_param(&req, "logout")?;
+    let purge = bool_param(&req, "purge")?;
+    gw.sessions.stop(&id, logout, purge).await?;
+    Ok(json(
+        StatusCode::OK,
+        &Stopped {
+            session_id: id.to_string(),
+            status: "stopped".into(),
+            logged_out: logout,
+            purged: purge,
+        },
+    ))
+}
+
+/// The pending QR code, as JSON or rendered.
+#[utoipa::path(get, path = "/whatsapp-web/session/{id}/qr", tag = "sessions",
+    params(("id" = String, Path, description = "session id"),
+        ("format" = Option<String>, Query, description = "json (default), svg or png")),
+    responses(
+        (status = 200, description = "the QR code", body = QrCode, content_type = "application/json"),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, description = "no QR pending, or no such session", body = Problem)))]
+pub(super) async fn get_qr(
+    gw: &Gateway,
+    id: SessionId,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let snap = gw.sessions.snapshot(&id).await?;
+    let format = query_param(req.uri().query(), "format").unwrap_or_else(|| "json".into());
+    if !["json", "svg", "png"].contains(&format.as_str()) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("format must be json, svg or png, got {format:?}"),
+        ));
+    }
+    match snap.qr {
+        Some(qr) if format == "svg" => {
+            let svg = super::qr::svg(&qr.qr).map_err(ApiError::internal)?;
+            Ok(bytes(StatusCode::OK, "image/svg+xml", svg.into_bytes()))
+        }
+        Some(qr) if format == "png" => {
+            let png = super::qr::png(&qr.qr).map_err(ApiError::internal)?;
+            Ok(bytes(StatusCode::OK, "image/png", png))
+        }
+        Some(qr) => Ok(json(StatusCode::OK, &qr)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_qr",
+            format!(
+                "session {id} has no QR code pending (status: {})",
+                snap.status.as_str()
+            ),
+        )
+        .with("status", snap.status.as_str())),
+    }
+}
+
+/// Stored chats, newest activity first. Never starts a sync.
+#[utoipa::path(get, path = "/whatsapp-web/session/{id}/chats", tag = "data",
+    params(("id" = String, Path, description = "session id"),
+        ("limit" = Option<u32>, Query, description = "1–1000, default 50"),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
+    responses((status = 200, body = ChatPage), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+pub(super) async fn list_chats(
+    gw: &Gateway,
+    id: SessionId,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let limit = num_param(&req, "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
+    let cursor = query_param(req.uri().query(), "cursor");
+    if let Some(c) = &cursor
+        && crate::storage::decode_chat_cursor(c).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "cursor is not one this server returned",
+        ));
+    }
+    gw.sessions.snapshot(&id).await?;
+    let page = gw.store.list_chats(&id, limit, cursor.as_deref()).await?;
+    Ok(json(StatusCode::OK, &page))
+}
+
+/// A chat's stored messages, newest first.
+#[utoipa::path(get, path = "/whatsapp-web/session/{id}/chats/{chatId}/messages", tag = "data",
+    params(("id" = String, Path, description = "session id"),
+        ("chatId" = String, Path, description = "chat id, e.g. 4915112345678@c.us (percent-encode it)"),
+        ("limit" = Option<u32>, Query, description = "1–1000, default 50"),
+        ("before" = Option<i64>, Query, description = "only messages older than this (ms)")),
+    responses((status = 200, body = MessagePage), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+pub(super) async fn list_messages(
+    gw: &Gateway,
+    id: SessionId,
+    chat_id: String,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if chat_id.is_empty() || chat_id.len() > 256 {
+        return Err(ApiError::bad_request(
+            "invalid_chat_id",
+            "chat id must be 1 to 256 characters",
+        ));
+    }
+    let limit = num_param(&req, "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
+    let before = num_param(&req, "before", None, i64::MIN..=i64::MAX)?;
+    gw.sessions.snapshot(&id).await?;
+    let messages = gw.store.list_messages(&id, &chat_id, limit, before).await?;
+    let next_before = (messages.len() as u32 == limit)
+        .then(|| messages.last().map(|m| m.message.timestamp))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        &MessagePage {
+            messages,
+            next_before,
+        },
+    ))
+}
+
+/// Starts a manual sync.
+#[utoipa::path(post, path = "/whatsapp-web/session/{id}/sync-chats", tag = "sync",
+    params(("id" = String, Path, description = "session id")),
+    request_body(content = Option<SyncBody>, description = "optional"),
+    responses(
+        (status = 202, description = "started; follow it on the WebSocket or at GET .../sync", body = SyncAccepted),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "a sync runs (`sync_running`, names `syncId`) or the session is not ready (`session_not_ready`)", body = Problem)))]
+pub(super) async fn sync_chats(
+    gw: &Gateway,
+    id: SessionId,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let b: SyncBody = body(req, gw.max_body_bytes).await?;
+    if let Some(ids) = &b.chat_ids
+        && (ids.is_empty() || ids.len() > 100_000)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "chatIds must list between 1 and 100000 chat ids",
+        ));
+    }
+    let sync_id = gw
+        .sessions
+        .start_sync(&id, b.limit_per_chat, b.chat_ids)
+        .await?;
+    let mut resp = json(
+        StatusCode::ACCEPTED,
+        &SyncAccepted {
+            session_id: id.to_string(),
+            sync_id,
+        },
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/whatsapp-web/session/{id}/sync")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// The current or last sync run.
+#[utoipa::path(get, path = "/whatsapp-web/session/{id}/sync", tag = "sync",
+    params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = SyncRun), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, description = "no such session, or no sync yet (`no_sync`)", body = Problem)))]
+pub(super) async fn get_sync(gw: &Gateway, id: SessionId) -> Result<Response<Body>, ApiError> {
+    gw.sessions.snapshot(&id).await?;
+    match gw.store.latest_sync_run(&id).await? {
+        Some(run) => Ok(json(StatusCode::OK, &run)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_sync",
+            format!("session {id} has not synced yet"),
+        )),
+    }
+}
+
+/// Readiness: the store and the event broker are reachable.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness), (status = 401, body = Problem)))]
+pub(super) async fn readyz(gw: &Gateway) -> Response<Body> {
     let timeout = std::time::Duration::from_secs(3);
-    let store = match tokio::time::timeout(timeout, gw.store.ping()).await {
-        Ok(Ok(())) => serde_json::json!({"kind": gw.store.kind(), "ok": true}),
-        Ok(Err(e)) => {
-            serde_json::json!({"kind": gw.store.kind(), "ok": false, "error": e.to_string()})
-        }
-        Err(_) => serde_json::json!({"kind": gw.store.kind(), "ok": false, "error": "timed out"}),
+    let state = |kind: &str, r: Result<Result<(), String>, tokio::time::error::Elapsed>| match r {
+        Ok(Ok(())) => DependencyState {
+            kind: kind.into(),
+            ok: true,
+            error: None,
+        },
+        Ok(Err(e)) => DependencyState {
+            kind: kind.into(),
+            ok: false,
+            error: Some(e),
+        },
+        Err(_) => DependencyState {
+            kind: kind.into(),
+            ok: false,
+            error: Some("timed out".into()),
+        },
     };
-    let events = match tokio::time::timeout(timeout, gw.bus.ping()).await {
-        Ok(Ok(())) => serde_json::json!({"kind": gw.bus.kind(), "ok": true}),
-        Ok(Err(e)) => {
-            serde_json::json!({"kind": gw.bus.kind(), "ok": false, "error": e.to_string()})
-        }
-        Err(_) => serde_json::json!({"kind": gw.bus.kind(), "ok": false, "error": "timed out"}),
-    };
-    let ok = store["ok"] == true && events["ok"] == true;
+    let store = state(
+        gw.store.kind(),
+        tokio::time::timeout(timeout, async {
+            gw.store.ping().await.map_err(|e| e.to_string())
+        })
+        .await,
+    );
+    let events = state(
+        gw.bus.kind(),
+        tokio::time::timeout(timeout, async {
+            gw.bus.ping().await.map_err(|e| e.to_string())
+        })
+        .await,
+    );
+    let ok = store.ok && events.ok;
     json(
         if ok {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         },
-        &serde_json::json!({
-            "status": if ok { "ready" } else { "unavailable" },
-            "store": store,
-            "events": events,
-        }),
+        &Readiness {
+            status: if ok { "ready" } else { "unavailable" }.into(),
+            store,
+            events,
+        },
     )
 }
 
-fn dashboard() -> Response<Body> {
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
+        (status = 401, body = Problem)))]
+pub(super) async fn metrics(gw: &Gateway) -> Response<Body> {
+    use crate::domain::SessionStatus::*;
+    use crate::telemetry::StatusLabel;
+    let counts = gw.sessions.status_counts();
+    for status in [
+        Starting,
+        Qr,
+        Authenticated,
+        Ready,
+        AuthFailure,
+        Disconnected,
+        Stopped,
+    ] {
+        gw.metrics
+            .sessions
+            .get_or_create(&StatusLabel {
+                status: status.as_str().into(),
+            })
+            .set(counts.get(&status).copied().unwrap_or(0) as i64);
+    }
+    if let Ok(pending) = gw.store.pending_events(100_000).await {
+        gw.metrics.outbox_pending.set(pending.len() as i64);
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(gw.metrics.render())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+/// The dashboard page.
+#[utoipa::path(get, path = "/", tag = "operations", security(()),
+    responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
+pub(super) fn dashboard() -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from_static(include_bytes!(
         "../../assets/index.html"
     ))));

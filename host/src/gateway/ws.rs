@@ -18,14 +18,20 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::error::ApiError;
+use super::protocol::error_frame;
 use super::{Body, Gateway};
-use crate::domain::{ServerEvent, SessionId};
-use crate::hub::{ClientQueue, Frame};
-use crate::session::SessionError;
+use crate::hub::ClientQueue;
 
 /// Largest client frame; client messages are tiny JSON objects.
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
 
+/// The native WebSocket endpoint. Frames are JSON text
+/// `{"event": NAME, "data": {...}}`; see the README for the events.
+#[utoipa::path(get, path = "/ws", tag = "events",
+    params(("apiKey" = Option<String>, Query, description = "the API key, for clients that cannot set headers")),
+    responses((status = 101, description = "switching to WebSocket"),
+        (status = 400, body = super::openapi::Problem), (status = 401, body = super::openapi::Problem),
+        (status = 426, description = "not a WebSocket handshake", body = super::openapi::Problem)))]
 pub(super) fn upgrade(
     gw: Arc<Gateway>,
     mut req: Request<Incoming>,
@@ -90,22 +96,20 @@ pub(super) fn upgrade(
     Ok(resp)
 }
 
-fn error_frame(code: &str, message: impl Into<String>) -> Frame {
-    Frame::new(
-        None,
-        &ServerEvent::Error {
-            code: code.into(),
-            message: message.into(),
-        },
-    )
-}
-
 #[tracing::instrument(name = "gateway.ws", skip_all)]
 async fn connection<S>(gw: Arc<Gateway>, ws: WebSocketStream<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let client = gw.hub.connect();
+    let clients = gw
+        .metrics
+        .clients
+        .get_or_create(&crate::telemetry::TransportLabel {
+            transport: "ws".into(),
+        })
+        .clone();
+    clients.inc();
     let (mut sink, mut stream) = ws.split();
 
     // Writer: the only task that writes to the socket.
@@ -173,6 +177,7 @@ where
     }
     client.close("closing");
     gw.hub.disconnect(&client);
+    clients.dec();
     let _ = writer.await;
 }
 
@@ -195,95 +200,5 @@ async fn handle_frame(gw: &Gateway, client: &Arc<ClientQueue>, text: &str) {
         .get("data")
         .cloned()
         .unwrap_or(serde_json::Value::Null);
-    match event {
-        "ping" => client.push(Frame::new(None, &ServerEvent::Pong {})),
-        "join-session" | "leave-session" => {
-            // `{sessionId}` as in the original design, or a bare string.
-            let raw = match &data {
-                serde_json::Value::String(s) => Some(s.as_str()),
-                v => v.get("sessionId").and_then(|s| s.as_str()),
-            };
-            let Some(raw) = raw else {
-                client.push(error_frame(
-                    "invalid_session_id",
-                    format!("{event} needs data {{\"sessionId\": \"...\"}}"),
-                ));
-                return;
-            };
-            let id = match SessionId::parse(raw) {
-                Ok(id) => id,
-                Err(e) => {
-                    client.push(error_frame(
-                        "invalid_session_id",
-                        format!("invalid session id: {e}"),
-                    ));
-                    return;
-                }
-            };
-            if event == "leave-session" {
-                if gw.hub.leave(client, id.as_str()) {
-                    client.push(Frame::new(
-                        None,
-                        &ServerEvent::Left {
-                            session_id: id.to_string(),
-                        },
-                    ));
-                } else {
-                    client.push(error_frame(
-                        "not_joined",
-                        format!("not joined to session {id}"),
-                    ));
-                }
-                return;
-            }
-            join(gw, client, &id).await;
-        }
-        other => client.push(error_frame(
-            "unknown_event",
-            format!("unknown event {other:?}; expected join-session, leave-session or ping"),
-        )),
-    }
-}
-
-async fn join(gw: &Gateway, client: &Arc<ClientQueue>, id: &SessionId) {
-    // A stopped session has no actor, so its stored snapshot is the state.
-    let stored = if gw.sessions.live_snapshot(id).is_none() {
-        match gw.sessions.snapshot(id).await {
-            Ok(s) => Some(s),
-            Err(SessionError::NotFound(_)) => {
-                client.push(error_frame(
-                    "session_not_found",
-                    format!(
-                        "session {id} not found; create it with POST /whatsapp-web/session/{id}"
-                    ),
-                ));
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "join: snapshot failed");
-                client.push(error_frame(
-                    "unavailable",
-                    "the session cannot be read right now",
-                ));
-                return;
-            }
-        }
-    } else {
-        None
-    };
-    let sessions = &gw.sessions;
-    gw.hub.join(client, id.as_str(), || {
-        // Stopped between the check and now: report it as stopped.
-        let snap = sessions.live_snapshot(id).or(stored).unwrap_or_else(|| {
-            crate::domain::SessionSnapshot {
-                session_id: id.to_string(),
-                status: crate::domain::SessionStatus::Stopped,
-                provider: String::new(),
-                qr: None,
-                me: None,
-                sync: None,
-            }
-        });
-        ServerEvent::SessionState(snap)
-    });
+    gw.protocol.handle(client, event, data).await;
 }

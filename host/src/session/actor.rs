@@ -39,6 +39,7 @@ struct Sink {
     id: String,
     view: Arc<Mutex<SessionSnapshot>>,
     hub: Arc<crate::hub::Hub>,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl Sink {
@@ -49,6 +50,9 @@ impl Sink {
 
 impl ProgressSink for Sink {
     fn progress(&self, p: &SyncProgress) {
+        if p.phase == crate::domain::SyncPhase::Messages {
+            self.metrics.messages_synced.inc_by(p.messages_synced);
+        }
         self.set_sync(|s| {
             *s = Some(SyncView {
                 status: SyncStatus::Running,
@@ -60,6 +64,10 @@ impl ProgressSink for Sink {
     }
 
     fn complete(&self, c: &SyncComplete) {
+        self.metrics.syncs_completed.inc();
+        self.metrics
+            .sync_duration
+            .observe(c.duration_ms as f64 / 1000.0);
         self.set_sync(|s| {
             if let Some(v) = s {
                 v.status = SyncStatus::Completed;
@@ -75,6 +83,17 @@ impl ProgressSink for Sink {
         } else {
             SyncStatus::Failed
         };
+        self.metrics
+            .syncs_failed
+            .get_or_create(&crate::telemetry::StatusLabel {
+                status: if status == SyncStatus::Cancelled {
+                    "cancelled"
+                } else {
+                    "failed"
+                }
+                .into(),
+            })
+            .inc();
         self.set_sync(|s| {
             if let Some(v) = s {
                 v.status = status;
@@ -329,10 +348,12 @@ impl Actor {
                 id: self.id.to_string(),
                 view: self.view.clone(),
                 hub: self.deps.hub.clone(),
+                metrics: self.deps.metrics.clone(),
             }),
             relay: self.deps.relay.clone(),
             options: self.deps.sync.clone(),
         };
+        self.deps.metrics.syncs_started.inc();
         // The view shows the new run from now on (not the last one's end).
         lock(&self.view).sync = Some(SyncView {
             status: SyncStatus::Running,
@@ -438,6 +459,7 @@ impl Actor {
             tracing::warn!(error = %e, message_id = %message.id, "could not store a live message");
             return;
         }
+        self.deps.metrics.live_messages.inc();
         if self.deps.publish_messages {
             let ev = OutboxEvent::new(
                 "message_received",

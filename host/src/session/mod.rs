@@ -33,7 +33,7 @@ pub const LIMIT_PER_CHAT: std::ops::RangeInclusive<u32> = 1..=10_000;
 pub const DEFAULT_LIMIT_PER_CHAT: u32 = 100;
 
 /// The body of `POST /whatsapp-web/session/:id`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOptions {
     /// Messages per chat for the automatic sync (1–10,000; default 100).
@@ -42,9 +42,13 @@ pub struct CreateOptions {
     pub auto_sync: Option<bool>,
     /// `simulator` or `webdriver`; default `WASYNC_PROVIDER`.
     pub provider: Option<String>,
-    /// The simulated account's shape (simulator only).
+    /// The simulated account's shape (simulator only): `chats`,
+    /// `messagesPerChat`, `qrEveryMs`, `scanAfterMs`, `maxQrAttempts`,
+    /// `fetchLatencyMs`, `liveMessageEveryMs`, `seed`, `failFetch`, `failAuth`.
+    #[schema(value_type = Option<Object>)]
     pub simulator: Option<serde_json::Value>,
     /// Options of the webdriver provider.
+    #[schema(value_type = Option<Object>)]
     pub webdriver: Option<serde_json::Value>,
 }
 
@@ -81,6 +85,7 @@ pub struct SessionDeps {
     pub default_provider: String,
     /// Queue a `message_received` event per live message.
     pub publish_messages: bool,
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// Commands an actor accepts.

@@ -10,6 +10,7 @@
 //! only after that, so what a frontend is told is synced survives a crash.
 
 pub mod embedded;
+pub mod mongo;
 
 #[doc(hidden)]
 pub mod contract;
@@ -81,7 +82,7 @@ pub struct WriteStats {
 }
 
 /// A page of chats plus the cursor of the next page.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatPage {
     pub chats: Vec<StoredChat>,

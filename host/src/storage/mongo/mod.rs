@@ -1,0 +1,1047 @@
+//! MongoDB adapter on the official driver, selected when `MONGODB_URI` is
+//! set. The schema (collections, indexes, document shapes) is in
+//! [`schema`] and `docs/storage.md`.
+//!
+//! # Why it is written the way it is
+//!
+//! - **Bulk, never per message.** A commit is one unordered `insert_many`
+//!   of all its messages. A message that already exists comes back as a
+//!   duplicate-key error (E11000) and is treated as "already stored"; only
+//!   those are read back, and only the ones whose content really changed
+//!   (an `ack` moving on, a plugin tag) are rewritten, in one `update`
+//!   command. A first sync therefore costs one round trip for its messages,
+//!   a re-sync of unchanged data one insert plus one read.
+//! - **Duplicates are impossible**, not merely unlikely: the unique
+//!   `(sessionId, messageId)` index rejects the second copy whoever writes
+//!   it, two writers at once included.
+//! - **No multi-document transaction.** A standalone server has none, so a
+//!   commit is made safe by its order instead: messages, then quarantine,
+//!   then the chat counters, then the run's checkpoint. A crash between two
+//!   steps leaves the checkpoint behind the data, never ahead of it; the
+//!   resumed run writes the same chat again, which is idempotent.
+//! - **`messageCount` is counted, not incremented.** After the messages are
+//!   written, the chat's count is recounted on the index and applied with
+//!   `$max`. An increment would drift whenever an insert landed but its
+//!   acknowledgement was lost (a retry then sees a duplicate and adds
+//!   nothing); a recount is exact after any failure, and `$max` keeps two
+//!   concurrent writers from overwriting a newer count with an older one
+//!   (messages are only ever removed together with their chat).
+//! - **Durable before `Ok`.** Writes default to `w: "majority", j: true`
+//!   (a URI's own `w`/`journal` is respected, `w=0` refused), so what a
+//!   progress event reports survives a crash of the server.
+//! - **Unreachable is quick and temporary.** Server selection gives up after
+//!   a few seconds (`serverSelectionTimeoutMS` in the URI overrides it) and
+//!   becomes [`StoreError::Unavailable`], which the gateway answers with
+//!   503. The driver monitors the server and reconnects by itself, so the
+//!   same store works again once the server is back.
+
+pub mod schema;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
+use mongodb::{Client, Collection, Database};
+
+use self::schema::{
+    CHATS, COLLECTIONS, ChatDoc, MESSAGES, MessageDoc, OUTBOX, OUTBOX_DATES, QUARANTINE,
+    QUARANTINE_DATES, RUN_DATES, SESSION_DATES, SESSIONS, SYNC_RUNS, date, decode, encode,
+};
+use super::{
+    ChatCommit, ChatPage, SessionRecord, Store, StoreError, StoreResult, WriteStats,
+    decode_chat_cursor, encode_chat_cursor,
+};
+use crate::domain::{
+    Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
+};
+
+/// Server error codes that mean "the server is going away or not primary
+/// right now": a retry later may succeed, so they map to `Unavailable`.
+const UNAVAILABLE_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
+const DUPLICATE_KEY: i32 = 11000;
+const NAMESPACE_EXISTS: i32 = 48;
+const INDEX_OPTIONS_CONFLICT: i32 = 85;
+const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
+
+/// Statements per `update` command, and their byte budget: well under the
+/// server's 100,000-statement and 16 MiB limits, so a batch never has to be
+/// split by the server.
+const UPDATE_BATCH_STATEMENTS: usize = 1_000;
+const UPDATE_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Knobs a deployment may want to change; the URI's own options win.
+#[derive(Debug, Clone)]
+pub struct MongoOptions {
+    /// How long an operation waits for a usable server before failing with
+    /// `Unavailable`. Short, so `/readyz` and REST answer 503 quickly
+    /// instead of hanging; the driver keeps reconnecting in the background.
+    pub server_selection_timeout: Duration,
+    /// TCP/TLS connect timeout for one connection attempt.
+    pub connect_timeout: Duration,
+}
+
+impl Default for MongoOptions {
+    fn default() -> Self {
+        Self {
+            server_selection_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The MongoDB store. Cheap to share: the driver's client is a pool.
+pub struct MongoStore {
+    db: Database,
+    /// Write concern applied to every write, including raw `update`
+    /// commands (which do not inherit the client's).
+    write_concern: Document,
+    sessions: Collection<Document>,
+    chats: Collection<ChatDoc>,
+    messages: Collection<MessageDoc>,
+    runs: Collection<Document>,
+    outbox: Collection<Document>,
+    quarantine: Collection<Document>,
+}
+
+impl std::fmt::Debug for MongoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URI: it may carry credentials.
+        f.debug_struct("MongoStore")
+            .field("database", &self.db.name())
+            .finish()
+    }
+}
+
+/// What one message of a write turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Inserted,
+    Updated,
+    Unchanged,
+}
+
+/// The parts of an `update` command reply the store acts on.
+#[derive(Debug, Default)]
+struct UpdateReply {
+    /// `(statement index, error code, message)` of statements that failed.
+    write_errors: Vec<(usize, i32, String)>,
+}
+
+/// Maps a driver error onto the storage boundary.
+fn map_err(e: mongodb::error::Error) -> StoreError {
+    match e.kind.as_ref() {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::Shutdown => StoreError::Unavailable(e.to_string()),
+        ErrorKind::Command(c) if UNAVAILABLE_CODES.contains(&c.code) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        ErrorKind::Write(WriteFailure::WriteError(w)) if UNAVAILABLE_CODES.contains(&w.code) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        ErrorKind::BsonDeserialization(_) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+fn command_code(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        _ => None,
+    }
+}
+
+/// MongoDB's rules for database names, checked up front so a bad
+/// `MONGODB_DB` is a clear start-up error rather than a driver message.
+fn validate_db_name(name: &str) -> StoreResult<()> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(StoreError::Backend(format!(
+            "invalid MongoDB database name {name:?}: must be 1 to 63 bytes"
+        )));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| matches!(c, '/' | '\\' | '.' | ' ' | '"' | '$' | '\0'))
+    {
+        return Err(StoreError::Backend(format!(
+            "invalid MongoDB database name {name:?}: it must not contain {bad:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The durability the port promises, or the URI's own choice if it made
+/// one that still waits for an acknowledgement.
+fn durable_write_concern(from_uri: Option<WriteConcern>) -> StoreResult<WriteConcern> {
+    let mut wc = from_uri.unwrap_or_default();
+    if wc.w == Some(Acknowledgment::Nodes(0)) {
+        return Err(StoreError::Backend(
+            "MONGODB_URI asks for w=0 (unacknowledged writes); wasync needs acknowledged, \
+             journaled writes to report only durable data"
+                .into(),
+        ));
+    }
+    if wc.w.is_none() {
+        wc.w = Some(Acknowledgment::Majority);
+    }
+    if wc.journal.is_none() {
+        wc.journal = Some(true);
+    }
+    Ok(wc)
+}
+
+impl MongoStore {
+    /// Connects with default [`MongoOptions`] and makes sure the collections
+    /// and indexes of DESIGN §6 exist (idempotent).
+    ///
+    /// Fails with `Unavailable` if the server cannot be reached within the
+    /// server-selection timeout, and with a message naming the collection if
+    /// a unique index cannot be built because the data already holds
+    /// duplicates.
+    pub async fn connect(uri: &str, db: &str) -> StoreResult<Self> {
+        Self::connect_with(uri, db, MongoOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with explicit options.
+    pub async fn connect_with(uri: &str, db: &str, options: MongoOptions) -> StoreResult<Self> {
+        validate_db_name(db)?;
+        let mut opts = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| match e.kind.as_ref() {
+                ErrorKind::DnsResolve { .. } => {
+                    StoreError::Unavailable(format!("cannot resolve MONGODB_URI: {e}"))
+                }
+                _ => StoreError::Backend(format!("invalid MONGODB_URI: {e}")),
+            })?;
+        opts.server_selection_timeout
+            .get_or_insert(options.server_selection_timeout);
+        opts.connect_timeout.get_or_insert(options.connect_timeout);
+        opts.app_name.get_or_insert_with(|| "wasync".to_owned());
+        let wc = durable_write_concern(opts.write_concern.take())?;
+        opts.write_concern = Some(wc.clone());
+        let write_concern = mongodb::bson::to_document(&wc)
+            .map_err(|e| StoreError::Backend(format!("encode write concern: {e}")))?;
+        let client = Client::with_options(opts)
+            .map_err(|e| StoreError::Backend(format!("invalid MONGODB_URI: {e}")))?;
+        let db = client.database(db);
+        let store = Self {
+            sessions: db.collection(SESSIONS),
+            chats: db.collection(CHATS),
+            messages: db.collection(MESSAGES),
+            runs: db.collection(SYNC_RUNS),
+            outbox: db.collection(OUTBOX),
+            quarantine: db.collection(QUARANTINE),
+            write_concern,
+            db,
+        };
+        store.ensure_schema().await?;
+        Ok(store)
+    }
+
+    /// The database this store writes to.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Creates missing collections and indexes. Creating what exists is a
+    /// no-op on the server, so every start runs it.
+    async fn ensure_schema(&self) -> StoreResult<()> {
+        let existing: HashSet<String> = self
+            .db
+            .list_collection_names()
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .collect();
+        for name in COLLECTIONS {
+            if existing.contains(name) {
+                continue;
+            }
+            if let Err(e) = self.db.create_collection(name).await
+                && command_code(&e) != Some(NAMESPACE_EXISTS)
+            {
+                return Err(map_err(e));
+            }
+        }
+        for spec in schema::indexes() {
+            let coll = self.db.collection::<Document>(spec.collection);
+            if let Err(e) = coll.create_index(spec.model()).await {
+                return Err(match command_code(&e) {
+                    Some(DUPLICATE_KEY) => StoreError::Corrupt(format!(
+                        "cannot build the unique index {} on collection `{}`: the collection \
+                         already holds documents with the same {}; remove the duplicates and \
+                         start again ({e})",
+                        spec.name, spec.collection, spec.keys
+                    )),
+                    Some(INDEX_OPTIONS_CONFLICT | INDEX_KEY_SPECS_CONFLICT) => {
+                        StoreError::Corrupt(format!(
+                            "collection `{}` already has an index that conflicts with {} {} \
+                             (unique: {}); drop it and start again ({e})",
+                            spec.collection, spec.name, spec.keys, spec.unique
+                        ))
+                    }
+                    _ => map_err(e),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `update` statements on `collection` in as few commands as the
+    /// size limits allow. Statement errors are returned (indexes into
+    /// `statements`), not raised, so callers can decide what a duplicate
+    /// key means for them; a write-concern failure is an error.
+    async fn update_statements(
+        &self,
+        collection: &str,
+        statements: Vec<Document>,
+        ordered: bool,
+    ) -> StoreResult<UpdateReply> {
+        let mut reply = UpdateReply::default();
+        let mut offset = 0;
+        let mut batch: Vec<Document> = Vec::new();
+        let mut bytes = 0;
+        let mut it = statements.into_iter().peekable();
+        while let Some(stmt) = it.next() {
+            bytes += mongodb::bson::to_vec(&stmt).map(|v| v.len()).unwrap_or(0);
+            batch.push(stmt);
+            let full = batch.len() >= UPDATE_BATCH_STATEMENTS || bytes >= UPDATE_BATCH_BYTES;
+            if full || it.peek().is_none() {
+                let n = batch.len();
+                let cmd = doc! {
+                    "update": collection,
+                    "updates": std::mem::take(&mut batch),
+                    "ordered": ordered,
+                    "writeConcern": self.write_concern.clone(),
+                };
+                let out = self.db.run_command(cmd).await.map_err(map_err)?;
+                if let Ok(wce) = out.get_document("writeConcernError") {
+                    return Err(StoreError::Backend(format!(
+                        "write concern failed on {collection}: {wce}"
+                    )));
+                }
+                if let Ok(errors) = out.get_array("writeErrors") {
+                    for e in errors.iter().filter_map(Bson::as_document) {
+                        let index = match e.get("index") {
+                            Some(Bson::Int32(i)) => *i as usize,
+                            Some(Bson::Int64(i)) => *i as usize,
+                            _ => 0,
+                        };
+                        let code = match e.get("code") {
+                            Some(Bson::Int32(c)) => *c,
+                            Some(Bson::Int64(c)) => *c as i32,
+                            _ => 0,
+                        };
+                        let msg = e.get_str("errmsg").unwrap_or_default().to_owned();
+                        reply.write_errors.push((offset + index, code, msg));
+                    }
+                    if ordered && !reply.write_errors.is_empty() {
+                        return Ok(reply);
+                    }
+                }
+                offset += n;
+                bytes = 0;
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Upserts whose only possible failure is the race of two writers
+    /// creating the same new document: the loser hits the unique index, and
+    /// running its statement again updates the winner's document.
+    async fn upsert_statements(
+        &self,
+        collection: &str,
+        statements: Vec<Document>,
+    ) -> StoreResult<()> {
+        let reply = self
+            .update_statements(collection, statements.clone(), false)
+            .await?;
+        if reply.write_errors.is_empty() {
+            return Ok(());
+        }
+        if let Some((_, code, msg)) = reply.write_errors.iter().find(|e| e.1 != DUPLICATE_KEY) {
+            return Err(StoreError::Backend(format!(
+                "upsert into {collection} failed ({code}): {msg}"
+            )));
+        }
+        let again: Vec<Document> = reply
+            .write_errors
+            .iter()
+            .filter_map(|(i, _, _)| statements.get(*i).cloned())
+            .collect();
+        let reply = self.update_statements(collection, again, false).await?;
+        match reply.write_errors.first() {
+            None => Ok(()),
+            Some((_, code, msg)) => Err(StoreError::Backend(format!(
+                "upsert into {collection} failed ({code}): {msg}"
+            ))),
+        }
+    }
+
+    /// Writes messages of one session; see the module docs for the scheme.
+    /// Returns one outcome per input message, in order.
+    async fn write_messages(&self, sid: &str, messages: &[Message]) -> StoreResult<Vec<Outcome>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let docs: Vec<MessageDoc> = messages.iter().map(|m| MessageDoc::new(sid, m)).collect();
+        let mut outcomes = vec![Outcome::Inserted; docs.len()];
+        let duplicates: Vec<usize> = match self.messages.insert_many(&docs).ordered(false).await {
+            Ok(_) => Vec::new(),
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(f) if f.write_concern_error.is_none() => {
+                    let errors = f.write_errors.as_deref().unwrap_or_default();
+                    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
+                        return Err(StoreError::Backend(format!(
+                            "insert into messages failed ({}): {}",
+                            other.code, other.message
+                        )));
+                    }
+                    errors.iter().map(|w| w.index).collect()
+                }
+                _ => return Err(map_err(e)),
+            },
+        };
+        if duplicates.is_empty() {
+            return Ok(outcomes);
+        }
+
+        // Already stored: read those back and rewrite only what changed.
+        let stored = self.read_back(sid, &docs, &duplicates).await?;
+        let mut updates = Vec::new();
+        for &i in &duplicates {
+            let new = &docs[i];
+            match stored.get(&new.message_id) {
+                Some(old) if old == new => outcomes[i] = Outcome::Unchanged,
+                // Gone since the insert (a concurrent purge): nothing to keep.
+                None => outcomes[i] = Outcome::Unchanged,
+                Some(_) => {
+                    outcomes[i] = Outcome::Updated;
+                    updates.push(doc! {
+                        "q": { "sessionId": sid, "messageId": &new.message_id },
+                        "u": { "$set": new.update_set()? },
+                    });
+                }
+            }
+        }
+        if !updates.is_empty() {
+            // Ordered, so a message repeated within one write ends as its
+            // last copy.
+            let reply = self.update_statements(MESSAGES, updates, true).await?;
+            if let Some((_, code, msg)) = reply.write_errors.first() {
+                return Err(StoreError::Backend(format!(
+                    "update of messages failed ({code}): {msg}"
+                )));
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// The stored versions of `docs[i]` for every `i` in `which`, by
+    /// message id.
+    ///
+    /// A sync's batch is a run of whole chats over a time window, so the
+    /// read is a range scan of the `(sessionId, chatId, timestamp)` index
+    /// over those chats and that window, filtered to the wanted ids here;
+    /// a long `$in` list on message ids is far slower on some servers. Ids
+    /// the range misses (a message whose stored timestamp differs) are
+    /// looked up by id.
+    async fn read_back(
+        &self,
+        sid: &str,
+        docs: &[MessageDoc],
+        which: &[usize],
+    ) -> StoreResult<HashMap<String, MessageDoc>> {
+        let wanted: HashSet<&str> = which.iter().map(|&i| docs[i].message_id.as_str()).collect();
+        let mut chats: Vec<&str> = which.iter().map(|&i| docs[i].chat_id.as_str()).collect();
+        chats.sort_unstable();
+        chats.dedup();
+        let (lo, hi) = which.iter().map(|&i| docs[i].timestamp).fold(
+            (None, None),
+            |(lo, hi): (Option<DateTime>, Option<DateTime>), t| {
+                (
+                    Some(lo.map_or(t, |l| l.min(t))),
+                    Some(hi.map_or(t, |h| h.max(t))),
+                )
+            },
+        );
+        let mut filter = doc! { "sessionId": sid, "chatId": { "$in": &chats } };
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            filter.insert("timestamp", doc! { "$gte": lo, "$lte": hi });
+        }
+        let mut stored: HashMap<String, MessageDoc> = HashMap::with_capacity(wanted.len());
+        let mut cursor = self.messages.find(filter).await.map_err(map_err)?;
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            if wanted.contains(d.message_id.as_str()) {
+                stored.insert(d.message_id.clone(), d);
+            }
+        }
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|id| !stored.contains_key(*id))
+            .collect();
+        if !missing.is_empty() {
+            let mut cursor = self
+                .messages
+                .find(doc! { "sessionId": sid, "messageId": { "$in": missing } })
+                .await
+                .map_err(map_err)?;
+            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+                stored.insert(d.message_id.clone(), d);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Recounts the stored messages of `chats` and raises each chat's
+    /// `messageCount` to it (and sets `syncedAt` where given). Chats that
+    /// do not exist are left alone, as in the embedded store.
+    async fn refresh_chats(&self, sid: &str, chats: &[(String, Option<i64>)]) -> StoreResult<()> {
+        if chats.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = chats.iter().map(|(c, _)| c.as_str()).collect();
+        let counts: HashMap<String, i64> = self
+            .messages
+            .aggregate([
+                doc! { "$match": { "sessionId": sid, "chatId": { "$in": &ids } } },
+                doc! { "$group": { "_id": "$chatId", "n": { "$sum": 1 } } },
+            ])
+            .await
+            .map_err(map_err)?
+            .map_ok(|d| {
+                let n = match d.get("n") {
+                    Some(Bson::Int32(n)) => i64::from(*n),
+                    Some(Bson::Int64(n)) => *n,
+                    Some(Bson::Double(n)) => *n as i64,
+                    _ => 0,
+                };
+                (d.get_str("_id").unwrap_or_default().to_owned(), n)
+            })
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let mut statements = Vec::with_capacity(chats.len());
+        for (chat_id, synced_at) in chats {
+            let n = counts.get(chat_id).copied().unwrap_or(0);
+            let mut update = doc! { "$max": { "messageCount": n } };
+            if let Some(at) = synced_at {
+                update.insert("$set", doc! { "syncedAt": DateTime::from_millis(*at) });
+            } else if n == 0 {
+                continue;
+            }
+            statements.push(doc! {
+                "q": { "sessionId": sid, "chatId": chat_id },
+                "u": update,
+            });
+        }
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let reply = self.update_statements(CHATS, statements, false).await?;
+        match reply.write_errors.first() {
+            None => Ok(()),
+            Some((_, code, msg)) => Err(StoreError::Backend(format!(
+                "update of chat counters failed ({code}): {msg}"
+            ))),
+        }
+    }
+
+    /// Upserts quarantined messages by `(sessionId, messageId)`, in one
+    /// command.
+    async fn write_quarantine(&self, sid: &str, items: &[&QuarantinedMessage]) -> StoreResult<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let statements = items
+            .iter()
+            .map(|q| {
+                Ok(doc! {
+                    "q": { "sessionId": sid, "messageId": q.message.id.as_str() },
+                    "u": quarantine_doc(q)?,
+                    "upsert": true,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.upsert_statements(QUARANTINE, statements).await
+    }
+
+    async fn put_run(&self, run: &SyncRun) -> StoreResult<()> {
+        let mut d = encode(run, RUN_DATES)?;
+        d.insert("_id", run.sync_id.as_str());
+        self.runs
+            .replace_one(doc! { "_id": run.sync_id.as_str() }, d)
+            .upsert(true)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn put_event(&self, ev: &OutboxEvent) -> StoreResult<()> {
+        let mut d = encode(ev, OUTBOX_DATES)?;
+        d.insert("_id", ev.event_id.as_str());
+        self.outbox
+            .replace_one(doc! { "_id": ev.event_id.as_str() }, d)
+            .upsert(true)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn collect_docs<T: serde::de::DeserializeOwned>(
+        cursor: mongodb::Cursor<Document>,
+        dates: &[&str],
+    ) -> StoreResult<Vec<T>> {
+        let docs: Vec<Document> = cursor.try_collect().await.map_err(map_err)?;
+        docs.into_iter().map(|d| decode(d, dates)).collect()
+    }
+}
+
+/// A quarantine document: the refused message (its timestamp a date like
+/// in `messages`) under `message`, keyed by `(sessionId, messageId)`.
+fn quarantine_doc(q: &QuarantinedMessage) -> StoreResult<Document> {
+    let mut d = encode(q, QUARANTINE_DATES)?;
+    d.insert("messageId", q.message.id.as_str());
+    if let Some(Bson::Document(m)) = d.get_mut("message") {
+        m.insert("timestamp", DateTime::from_millis(q.message.timestamp));
+    }
+    Ok(d)
+}
+
+fn quarantine_from_doc(mut d: Document) -> StoreResult<QuarantinedMessage> {
+    d.remove("messageId");
+    if let Some(Bson::Document(m)) = d.get_mut("message")
+        && let Some(Bson::DateTime(t)) = m.get("timestamp").cloned()
+    {
+        m.insert("timestamp", t.timestamp_millis());
+    }
+    decode(d, QUARANTINE_DATES)
+}
+
+fn sum_stats(outcomes: &[Outcome]) -> WriteStats {
+    let mut s = WriteStats::default();
+    for o in outcomes {
+        match o {
+            Outcome::Inserted => s.inserted += 1,
+            Outcome::Updated => s.updated += 1,
+            Outcome::Unchanged => s.unchanged += 1,
+        }
+    }
+    s
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn kind(&self) -> &'static str {
+        "mongo"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.db
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn put_session(&self, rec: &SessionRecord) -> StoreResult<()> {
+        let mut d = encode(rec, SESSION_DATES)?;
+        d.insert("_id", rec.session_id.as_str());
+        self.sessions
+            .replace_one(doc! { "_id": rec.session_id.as_str() }, d)
+            .upsert(true)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+        self.sessions
+            .find_one(doc! { "_id": id.as_str() })
+            .await
+            .map_err(map_err)?
+            .map(|d| decode(d, SESSION_DATES))
+            .transpose()
+    }
+
+    async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>> {
+        let cursor = self
+            .sessions
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(map_err)?;
+        Self::collect_docs(cursor, SESSION_DATES).await
+    }
+
+    async fn delete_session(&self, id: &SessionId, purge: bool) -> StoreResult<()> {
+        let sid = id.as_str();
+        // The session record goes first, so a purge that fails half-way
+        // never leaves a session that would be restarted over partial data.
+        self.sessions
+            .delete_one(doc! { "_id": sid })
+            .await
+            .map_err(map_err)?;
+        if purge {
+            let filter = doc! { "sessionId": sid };
+            self.messages
+                .delete_many(filter.clone())
+                .await
+                .map_err(map_err)?;
+            self.quarantine
+                .delete_many(filter.clone())
+                .await
+                .map_err(map_err)?;
+            self.runs
+                .delete_many(filter.clone())
+                .await
+                .map_err(map_err)?;
+            self.chats.delete_many(filter).await.map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_chats(&self, id: &SessionId, chats: &[Chat]) -> StoreResult<()> {
+        let sid = id.as_str();
+        let statements: Vec<Document> = chats
+            .iter()
+            .map(|c| {
+                doc! {
+                    "q": { "sessionId": sid, "chatId": &c.id },
+                    "u": {
+                        "$set": ChatDoc::provider_fields(c),
+                        "$setOnInsert": { "syncedAt": Bson::Null, "messageCount": 0_i64 },
+                    },
+                    "upsert": true,
+                }
+            })
+            .collect();
+        if statements.is_empty() {
+            return Ok(());
+        }
+        self.upsert_statements(CHATS, statements).await
+    }
+
+    async fn commit_chats(
+        &self,
+        id: &SessionId,
+        chats: &[ChatCommit],
+        run: &SyncRun,
+    ) -> StoreResult<Vec<WriteStats>> {
+        let sid = id.as_str();
+        // 1. Messages of every chat in one bulk write.
+        let all: Vec<Message> = chats
+            .iter()
+            .flat_map(|c| c.messages.iter().cloned())
+            .collect();
+        let outcomes = self.write_messages(sid, &all).await?;
+        let mut stats = Vec::with_capacity(chats.len());
+        let mut at = 0;
+        for c in chats {
+            stats.push(sum_stats(&outcomes[at..at + c.messages.len()]));
+            at += c.messages.len();
+        }
+
+        // 2. Quarantine, keyed like messages so a re-sync overwrites.
+        let quarantined: Vec<&QuarantinedMessage> =
+            chats.iter().flat_map(|c| c.quarantined.iter()).collect();
+        self.write_quarantine(sid, &quarantined).await?;
+
+        // 3. Chat counters, recounted.
+        let mut refresh: Vec<(String, Option<i64>)> = Vec::new();
+        for c in chats {
+            refresh.push((c.chat_id.clone(), Some(c.synced_at)));
+        }
+        for m in &all {
+            if !refresh.iter().any(|(c, _)| *c == m.chat_id) {
+                refresh.push((m.chat_id.clone(), None));
+            }
+        }
+        self.refresh_chats(sid, &refresh).await?;
+
+        // 4. The checkpoint, last: it never runs ahead of the data.
+        self.put_run(run).await?;
+        Ok(stats)
+    }
+
+    async fn put_messages(&self, id: &SessionId, messages: &[Message]) -> StoreResult<WriteStats> {
+        let sid = id.as_str();
+        let outcomes = self.write_messages(sid, messages).await?;
+        let mut touched: Vec<(String, Option<i64>)> = Vec::new();
+        for (m, o) in messages.iter().zip(&outcomes) {
+            if *o == Outcome::Inserted && !touched.iter().any(|(c, _)| *c == m.chat_id) {
+                touched.push((m.chat_id.clone(), None));
+            }
+        }
+        self.refresh_chats(sid, &touched).await?;
+        Ok(sum_stats(&outcomes))
+    }
+
+    async fn list_chats(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<ChatPage> {
+        if limit == 0 {
+            return Ok(ChatPage {
+                chats: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        let sid = id.as_str();
+        // Order: lastMessageAt desc (null last, which is where MongoDB puts
+        // null in a descending sort), then chatId asc; the cursor seeks
+        // strictly past the last chat of the previous page.
+        let filter = match cursor.and_then(decode_chat_cursor) {
+            None => doc! { "sessionId": sid },
+            Some((Some(t), chat_id)) => doc! {
+                "sessionId": sid,
+                "$or": [
+                    { "lastMessageAt": { "$lt": DateTime::from_millis(t) } },
+                    { "lastMessageAt": DateTime::from_millis(t), "chatId": { "$gt": &chat_id } },
+                    { "lastMessageAt": Bson::Null },
+                ],
+            },
+            Some((None, chat_id)) => doc! {
+                "sessionId": sid,
+                "lastMessageAt": Bson::Null,
+                "chatId": { "$gt": chat_id },
+            },
+        };
+        let mut chats: Vec<StoredChat> = self
+            .chats
+            .find(filter)
+            .sort(doc! { "lastMessageAt": -1, "chatId": 1 })
+            .limit(i64::from(limit) + 1)
+            .await
+            .map_err(map_err)?
+            .map_ok(ChatDoc::into_stored)
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let next_cursor = if chats.len() > limit as usize {
+            chats.truncate(limit as usize);
+            chats
+                .last()
+                .map(|c| encode_chat_cursor(c.chat.last_message_at, &c.chat.id))
+        } else {
+            None
+        };
+        Ok(ChatPage { chats, next_cursor })
+    }
+
+    async fn get_chat(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<StoredChat>> {
+        Ok(self
+            .chats
+            .find_one(doc! { "sessionId": id.as_str(), "chatId": chat_id })
+            .await
+            .map_err(map_err)?
+            .map(ChatDoc::into_stored))
+    }
+
+    async fn list_messages(
+        &self,
+        id: &SessionId,
+        chat_id: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut filter = doc! { "sessionId": id.as_str(), "chatId": chat_id };
+        if let Some(b) = before {
+            filter.insert("timestamp", doc! { "$lt": DateTime::from_millis(b) });
+        }
+        self.messages
+            .find(filter)
+            .sort(doc! { "timestamp": -1 })
+            .limit(i64::from(limit))
+            .await
+            .map_err(map_err)?
+            .map_ok(MessageDoc::into_stored)
+            .try_collect()
+            .await
+            .map_err(map_err)
+    }
+
+    async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64> {
+        let mut filter = doc! { "sessionId": id.as_str() };
+        if let Some(c) = chat_id {
+            filter.insert("chatId", c);
+        }
+        self.messages.count_documents(filter).await.map_err(map_err)
+    }
+
+    async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {
+        self.put_run(run).await
+    }
+
+    async fn get_sync_run(&self, sync_id: &str) -> StoreResult<Option<SyncRun>> {
+        self.runs
+            .find_one(doc! { "_id": sync_id })
+            .await
+            .map_err(map_err)?
+            .map(|d| decode(d, RUN_DATES))
+            .transpose()
+    }
+
+    async fn latest_sync_run(&self, id: &SessionId) -> StoreResult<Option<SyncRun>> {
+        self.runs
+            .find_one(doc! { "sessionId": id.as_str() })
+            .sort(doc! { "startedAt": -1, "_id": -1 })
+            .await
+            .map_err(map_err)?
+            .map(|d| decode(d, RUN_DATES))
+            .transpose()
+    }
+
+    async fn finish_sync(&self, run: &SyncRun, event: Option<&OutboxEvent>) -> StoreResult<()> {
+        // Without a transaction, the event goes first: the data it announces
+        // is already committed, and if the run update then fails the worst
+        // case is a repeated announcement (consumers dedupe on the event
+        // id), never a completed run whose event is missing.
+        if let Some(ev) = event {
+            self.put_event(ev).await?;
+        }
+        self.put_run(run).await
+    }
+
+    async fn enqueue_event(&self, event: &OutboxEvent) -> StoreResult<()> {
+        self.put_event(event).await
+    }
+
+    async fn pending_events(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let cursor = self
+            .outbox
+            .find(doc! { "publishedAt": Bson::Null })
+            .sort(doc! { "createdAt": 1, "_id": 1 })
+            .limit(i64::from(limit))
+            .await
+            .map_err(map_err)?;
+        Self::collect_docs(cursor, OUTBOX_DATES).await
+    }
+
+    async fn mark_published(&self, event_ids: &[String], at: i64) -> StoreResult<()> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
+        self.outbox
+            .update_many(
+                doc! { "_id": { "$in": event_ids } },
+                doc! {
+                    "$set": { "publishedAt": date(Some(at)) },
+                    "$inc": { "attempts": 1 },
+                },
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn record_attempt(&self, event_ids: &[String]) -> StoreResult<()> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
+        self.outbox
+            .update_many(
+                doc! { "_id": { "$in": event_ids } },
+                doc! { "$inc": { "attempts": 1 } },
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn session_events(&self, id: &SessionId) -> StoreResult<Vec<OutboxEvent>> {
+        let cursor = self
+            .outbox
+            .find(doc! { "sessionId": id.as_str() })
+            .sort(doc! { "createdAt": 1, "_id": 1 })
+            .await
+            .map_err(map_err)?;
+        Self::collect_docs(cursor, OUTBOX_DATES).await
+    }
+
+    async fn put_quarantine(
+        &self,
+        id: &SessionId,
+        items: &[QuarantinedMessage],
+    ) -> StoreResult<()> {
+        let items: Vec<&QuarantinedMessage> = items.iter().collect();
+        self.write_quarantine(id.as_str(), &items).await
+    }
+
+    async fn list_quarantine(&self, id: &SessionId) -> StoreResult<Vec<QuarantinedMessage>> {
+        let docs: Vec<Document> = self
+            .quarantine
+            .find(doc! { "sessionId": id.as_str() })
+            .sort(doc! { "messageId": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        docs.into_iter().map(quarantine_from_doc).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_checked() {
+        assert!(validate_db_name("wasync").is_ok());
+        assert!(validate_db_name("wasync_test-1").is_ok());
+        for bad in ["", "a.b", "a/b", "a b", "a$b", &"x".repeat(64)] {
+            let err = validate_db_name(bad).unwrap_err();
+            assert!(err.to_string().contains("database name"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn write_concern_is_durable_unless_the_uri_says_otherwise() {
+        let wc = durable_write_concern(None).unwrap();
+        assert_eq!(wc.w, Some(Acknowledgment::Majority));
+        assert_eq!(wc.journal, Some(true));
+        let wc = durable_write_concern(Some(WriteConcern::nodes(1))).unwrap();
+        assert_eq!(wc.w, Some(Acknowledgment::Nodes(1)));
+        assert_eq!(wc.journal, Some(true));
+        assert!(durable_write_concern(Some(WriteConcern::nodes(0))).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_bad_uri_is_a_clear_error() {
+        let err = MongoStore::connect("http://nope", "wasync")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid MONGODB_URI"), "{err}");
+    }
+}

@@ -1,0 +1,370 @@
+//! The MongoDB schema (DESIGN §6): collection names, indexes, and the
+//! mapping between domain types and stored documents.
+//!
+//! Field names are the camelCase of the API, so the AI service and ad-hoc
+//! shell queries read the same names the REST API returns. Instants the
+//! domain keeps as epoch milliseconds are stored as BSON dates, so range
+//! queries, TTL indexes and `$dateToString` work on them in the database;
+//! a BSON date is itself milliseconds since the epoch, so the round trip is
+//! exact. Counters and enums keep their plain JSON shape.
+//!
+//! Messages and chats (the hot path) have typed mirror structs the driver
+//! encodes directly into BSON, with no intermediate `Document`. The
+//! low-volume collections (sessions, runs, outbox, quarantine) go through
+//! the domain type's own serde shape with the date fields swapped in, so a
+//! field added to the domain type is stored without touching this file.
+
+use std::collections::BTreeMap;
+
+use mongodb::IndexModel;
+use mongodb::bson::{self, Bson, DateTime, Document, doc};
+use mongodb::options::IndexOptions;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Chat, Message, StoredChat, StoredMessage};
+use crate::storage::{StoreError, StoreResult};
+
+pub const SESSIONS: &str = "sessions";
+pub const CHATS: &str = "chats";
+pub const MESSAGES: &str = "messages";
+pub const SYNC_RUNS: &str = "sync_runs";
+pub const OUTBOX: &str = "outbox";
+pub const QUARANTINE: &str = "quarantine";
+
+/// Every collection the store creates at start.
+pub const COLLECTIONS: [&str; 6] = [SESSIONS, CHATS, MESSAGES, SYNC_RUNS, OUTBOX, QUARANTINE];
+
+/// Date fields of each low-volume collection (top level of the document).
+pub const SESSION_DATES: &[&str] = &["createdAt", "updatedAt"];
+pub const RUN_DATES: &[&str] = &["startedAt", "finishedAt"];
+pub const OUTBOX_DATES: &[&str] = &["createdAt", "publishedAt"];
+pub const QUARANTINE_DATES: &[&str] = &["quarantinedAt"];
+
+/// One index the store maintains: its collection, name, keys and whether it
+/// is unique. Names are fixed so a start-up can tell "already there" from
+/// "something else is in the way".
+#[derive(Debug, Clone)]
+pub struct IndexSpec {
+    pub collection: &'static str,
+    pub name: &'static str,
+    pub keys: Document,
+    pub unique: bool,
+}
+
+impl IndexSpec {
+    pub fn model(&self) -> IndexModel {
+        IndexModel::builder()
+            .keys(self.keys.clone())
+            .options(
+                IndexOptions::builder()
+                    .name(self.name.to_owned())
+                    .unique(self.unique.then_some(true))
+                    .build(),
+            )
+            .build()
+    }
+}
+
+/// The indexes of DESIGN §6 (beyond each collection's `_id`).
+///
+/// Two small additions over the table, both to keep reads on an index:
+/// `chats` sorts ties of `lastMessageAt` by `chatId`, so that key ends the
+/// activity index and the paging cursor can seek on it; `outbox` has a
+/// `(sessionId, createdAt)` index for a session's event history.
+pub fn indexes() -> Vec<IndexSpec> {
+    vec![
+        IndexSpec {
+            collection: CHATS,
+            name: "uniq_session_chat",
+            keys: doc! { "sessionId": 1, "chatId": 1 },
+            unique: true,
+        },
+        IndexSpec {
+            collection: CHATS,
+            name: "session_activity",
+            keys: doc! { "sessionId": 1, "lastMessageAt": -1, "chatId": 1 },
+            unique: false,
+        },
+        IndexSpec {
+            collection: MESSAGES,
+            name: "uniq_session_message",
+            keys: doc! { "sessionId": 1, "messageId": 1 },
+            unique: true,
+        },
+        IndexSpec {
+            collection: MESSAGES,
+            name: "session_chat_time",
+            keys: doc! { "sessionId": 1, "chatId": 1, "timestamp": -1 },
+            unique: false,
+        },
+        IndexSpec {
+            collection: SYNC_RUNS,
+            name: "session_started",
+            keys: doc! { "sessionId": 1, "startedAt": -1 },
+            unique: false,
+        },
+        IndexSpec {
+            collection: OUTBOX,
+            name: "pending_created",
+            keys: doc! { "publishedAt": 1, "createdAt": 1 },
+            unique: false,
+        },
+        IndexSpec {
+            collection: OUTBOX,
+            name: "session_created",
+            keys: doc! { "sessionId": 1, "createdAt": 1 },
+            unique: false,
+        },
+        IndexSpec {
+            collection: QUARANTINE,
+            name: "uniq_session_message",
+            keys: doc! { "sessionId": 1, "messageId": 1 },
+            unique: true,
+        },
+    ]
+}
+
+/// A `messages` document. `_id` is left to the driver (an ObjectId): the
+/// unique `(sessionId, messageId)` index is what makes a message exist once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageDoc {
+    pub session_id: String,
+    pub message_id: String,
+    pub chat_id: String,
+    pub from: String,
+    pub to: String,
+    pub author: Option<String>,
+    pub body: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub timestamp: DateTime,
+    pub from_me: bool,
+    pub has_media: bool,
+    pub ack: i32,
+    pub quoted_id: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl MessageDoc {
+    pub fn new(session_id: &str, m: &Message) -> Self {
+        Self {
+            session_id: session_id.to_owned(),
+            message_id: m.id.clone(),
+            chat_id: m.chat_id.clone(),
+            from: m.from.clone(),
+            to: m.to.clone(),
+            author: m.author.clone(),
+            body: m.body.clone(),
+            kind: m.kind.clone(),
+            timestamp: DateTime::from_millis(m.timestamp),
+            from_me: m.from_me,
+            has_media: m.has_media,
+            ack: m.ack,
+            quoted_id: m.quoted_id.clone(),
+            tags: m.tags.clone(),
+            attributes: m.attributes.clone(),
+        }
+    }
+
+    pub fn into_message(self) -> Message {
+        Message {
+            id: self.message_id,
+            chat_id: self.chat_id,
+            from: self.from,
+            to: self.to,
+            author: self.author,
+            body: self.body,
+            kind: self.kind,
+            timestamp: self.timestamp.timestamp_millis(),
+            from_me: self.from_me,
+            has_media: self.has_media,
+            ack: self.ack,
+            quoted_id: self.quoted_id,
+            tags: self.tags,
+            attributes: self.attributes,
+        }
+    }
+
+    pub fn into_stored(self) -> StoredMessage {
+        StoredMessage {
+            session_id: self.session_id.clone(),
+            message: self.into_message(),
+        }
+    }
+
+    /// The fields a changed message overwrites (everything but its key).
+    pub fn update_set(&self) -> StoreResult<Document> {
+        let mut d = to_document(self)?;
+        d.remove("sessionId");
+        d.remove("messageId");
+        Ok(d)
+    }
+}
+
+/// A `chats` document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatDoc {
+    pub session_id: String,
+    pub chat_id: String,
+    pub name: Option<String>,
+    pub is_group: bool,
+    pub unread_count: i64,
+    pub archived: bool,
+    pub pinned: bool,
+    pub last_message_at: Option<DateTime>,
+    #[serde(default)]
+    pub synced_at: Option<DateTime>,
+    #[serde(default)]
+    pub message_count: i64,
+}
+
+impl ChatDoc {
+    /// The provider-owned fields an upsert sets; `syncedAt` and
+    /// `messageCount` belong to the sync and are only set on insert.
+    pub fn provider_fields(chat: &Chat) -> Document {
+        doc! {
+            "name": chat.name.clone(),
+            "isGroup": chat.is_group,
+            "unreadCount": i64::from(chat.unread_count),
+            "archived": chat.archived,
+            "pinned": chat.pinned,
+            "lastMessageAt": chat.last_message_at.map(DateTime::from_millis),
+        }
+    }
+
+    pub fn into_stored(self) -> StoredChat {
+        StoredChat {
+            session_id: self.session_id,
+            chat: Chat {
+                id: self.chat_id,
+                name: self.name,
+                is_group: self.is_group,
+                unread_count: u32::try_from(self.unread_count.max(0)).unwrap_or(u32::MAX),
+                archived: self.archived,
+                pinned: self.pinned,
+                last_message_at: self.last_message_at.map(|d| d.timestamp_millis()),
+            },
+            synced_at: self.synced_at.map(|d| d.timestamp_millis()),
+            message_count: u64::try_from(self.message_count.max(0)).unwrap_or(0),
+        }
+    }
+}
+
+/// Optional epoch milliseconds as a BSON date or null.
+pub fn date(ms: Option<i64>) -> Bson {
+    match ms {
+        Some(ms) => Bson::DateTime(DateTime::from_millis(ms)),
+        None => Bson::Null,
+    }
+}
+
+pub fn to_document<T: Serialize>(v: &T) -> StoreResult<Document> {
+    bson::to_document(v).map_err(|e| StoreError::Backend(format!("encode document: {e}")))
+}
+
+/// Encodes a domain value through its own serde shape and turns the named
+/// top-level millisecond fields into BSON dates.
+pub fn encode<T: Serialize>(v: &T, dates: &[&str]) -> StoreResult<Document> {
+    let mut d = to_document(v)?;
+    for field in dates {
+        if let Some(slot) = d.get_mut(*field) {
+            match slot {
+                Bson::Int64(ms) => *slot = Bson::DateTime(DateTime::from_millis(*ms)),
+                Bson::Int32(ms) => *slot = Bson::DateTime(DateTime::from_millis(i64::from(*ms))),
+                _ => {}
+            }
+        }
+    }
+    Ok(d)
+}
+
+/// Inverse of [`encode`]: dates back to milliseconds, `_id` dropped (the
+/// domain type carries its key as a named field).
+pub fn decode<T: DeserializeOwned>(mut d: Document, dates: &[&str]) -> StoreResult<T> {
+    d.remove("_id");
+    for field in dates {
+        if let Some(slot) = d.get_mut(*field)
+            && let Bson::DateTime(dt) = slot
+        {
+            *slot = Bson::Int64(dt.timestamp_millis());
+        }
+    }
+    bson::from_document(d).map_err(|e| StoreError::Corrupt(format!("decode document: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{OutboxEvent, SessionId};
+
+    fn message() -> Message {
+        Message {
+            id: "m1".into(),
+            chat_id: "a@c.us".into(),
+            from: "a@c.us".into(),
+            to: "me@c.us".into(),
+            author: None,
+            body: Some("hi".into()),
+            kind: "chat".into(),
+            timestamp: 1_700_000_000_123,
+            from_me: false,
+            has_media: false,
+            ack: 2,
+            quoted_id: None,
+            tags: vec!["t".into()],
+            attributes: [("k".to_owned(), "v".to_owned())].into(),
+        }
+    }
+
+    #[test]
+    fn message_documents_use_design_names_and_dates() {
+        let d = to_document(&MessageDoc::new("s1", &message())).unwrap();
+        for k in [
+            "sessionId",
+            "messageId",
+            "chatId",
+            "from",
+            "to",
+            "author",
+            "body",
+            "type",
+            "timestamp",
+            "fromMe",
+            "hasMedia",
+            "ack",
+            "quotedId",
+            "tags",
+            "attributes",
+        ] {
+            assert!(d.contains_key(k), "{k} missing in {d}");
+        }
+        assert!(matches!(d.get("timestamp"), Some(Bson::DateTime(_))));
+        assert_eq!(d.get("author"), Some(&Bson::Null));
+        let back: MessageDoc = bson::from_document(d).unwrap();
+        assert_eq!(back.into_message(), message());
+    }
+
+    #[test]
+    fn domain_values_round_trip_with_dates() {
+        let sid = SessionId::parse("s1").unwrap();
+        let mut ev = OutboxEvent::new("session_ready", &sid, serde_json::json!({"chats": ["a"]}));
+        ev.published_at = Some(5);
+        let d = encode(&ev, OUTBOX_DATES).unwrap();
+        assert!(matches!(d.get("createdAt"), Some(Bson::DateTime(_))));
+        assert!(matches!(d.get("publishedAt"), Some(Bson::DateTime(_))));
+        let back: OutboxEvent = decode(d, OUTBOX_DATES).unwrap();
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn a_foreign_document_is_corrupt_not_a_panic() {
+        let err = decode::<OutboxEvent>(doc! {"eventId": 3}, OUTBOX_DATES).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    }
+}

@@ -1,0 +1,222 @@
+//! Logs and metrics.
+//!
+//! Logs: `tracing`, human-readable by default, JSON with
+//! `WASYNC_LOG_FORMAT=json`; spans are named `subsystem.operation` and carry
+//! `session_id` / `sync_id`. Metrics: one [`Metrics`] registry, rendered in
+//! the Prometheus text format at `/metrics`. Counters are bumped where things
+//! happen; gauges that describe current state (sessions by status, clients,
+//! outbox depth) are read at scrape time, so they can never drift.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::config::LogConfig;
+
+/// Installs the global log subscriber (call once, from `main`).
+pub fn init_logging(config: &LogConfig) {
+    let filter = config
+        .filter
+        .clone()
+        .unwrap_or_else(|| "info,hyper=warn,tokio_tungstenite=warn,tungstenite=warn,socketioxide=warn,engineioxide=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("wasync: RUST_LOG={filter:?} is not a valid filter ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.json {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// `status` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+/// `transport` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: String,
+}
+
+/// `plugin` (+ `kind`) labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    pub plugin: String,
+    pub kind: String,
+}
+
+/// Every metric the host exports.
+pub struct Metrics {
+    registry: Registry,
+    pub sessions: Family<StatusLabel, Gauge>,
+    pub syncs_started: Counter,
+    pub syncs_completed: Counter,
+    pub syncs_failed: Family<StatusLabel, Counter>,
+    pub sync_duration: Histogram,
+    pub messages_synced: Counter,
+    pub live_messages: Counter,
+    pub clients: Family<TransportLabel, Gauge>,
+    pub outbox_pending: Gauge,
+    pub outbox_published: Counter,
+    pub outbox_failures: Counter,
+    pub http_requests: Family<StatusLabel, Counter>,
+    pub plugin_calls: Family<PluginLabel, Counter>,
+    pub plugin_failures: Family<PluginLabel, Counter>,
+    pub plugin_seconds: Family<PluginLabel, Counter<f64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wasync");
+        let m = Metrics {
+            registry: Registry::default(),
+            sessions: Family::default(),
+            syncs_started: Counter::default(),
+            syncs_completed: Counter::default(),
+            syncs_failed: Family::default(),
+            sync_duration: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+            ]),
+            messages_synced: Counter::default(),
+            live_messages: Counter::default(),
+            clients: Family::default(),
+            outbox_pending: Gauge::default(),
+            outbox_published: Counter::default(),
+            outbox_failures: Counter::default(),
+            http_requests: Family::default(),
+            plugin_calls: Family::default(),
+            plugin_failures: Family::default(),
+            plugin_seconds: Family::default(),
+        };
+        registry.register("sessions", "Live sessions by status", m.sessions.clone());
+        registry.register(
+            "syncs_started",
+            "Sync runs started",
+            m.syncs_started.clone(),
+        );
+        registry.register(
+            "syncs_completed",
+            "Sync runs completed",
+            m.syncs_completed.clone(),
+        );
+        registry.register(
+            "syncs_failed",
+            "Sync runs that ended without completing, by status (failed, cancelled)",
+            m.syncs_failed.clone(),
+        );
+        registry.register(
+            "sync_duration_seconds",
+            "Duration of completed sync runs",
+            m.sync_duration.clone(),
+        );
+        registry.register(
+            "messages_synced",
+            "Messages written by syncs",
+            m.messages_synced.clone(),
+        );
+        registry.register(
+            "live_messages",
+            "Live messages stored after a sync",
+            m.live_messages.clone(),
+        );
+        registry.register(
+            "clients",
+            "Connected event clients by transport",
+            m.clients.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Events waiting in the outbox",
+            m.outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_published",
+            "Events the broker confirmed",
+            m.outbox_published.clone(),
+        );
+        registry.register(
+            "outbox_publish_failures",
+            "Failed publish attempts of the outbox relay",
+            m.outbox_failures.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests by status class",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "plugin_calls",
+            "Plugin calls by plugin and hook",
+            m.plugin_calls.clone(),
+        );
+        registry.register(
+            "plugin_failures",
+            "Plugin failures by plugin and kind (trap, deadline, memory, fault)",
+            m.plugin_failures.clone(),
+        );
+        registry.register(
+            "plugin_seconds",
+            "Time spent in plugin calls by plugin and hook",
+            m.plugin_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Shared handle.
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.syncs_started.inc();
+        m.sessions
+            .get_or_create(&StatusLabel {
+                status: "ready".into(),
+            })
+            .set(2);
+        let text = m.render();
+        assert!(text.contains("wasync_syncs_started_total 1"), "{text}");
+        assert!(
+            text.contains("wasync_sessions{status=\"ready\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE wasync_sync_duration_seconds histogram"));
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+}

@@ -1,0 +1,343 @@
+//! P4 (WebSocket fan-out) and P6 (REST under many concurrent syncs).
+//!
+//! Both run a real host in this process with real clients over loopback.
+//! P4's latency is measured against an in-process subscriber of the same
+//! hub, which sees each event the moment the sync publishes it: a client's
+//! latency for event `seq` is when it read the frame minus when that
+//! subscriber did.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use wasync::app::{App, Tuning};
+use wasync::config::Config;
+use wasync::domain::ServerEvent;
+
+async fn host() -> (App, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut env = HashMap::new();
+    env.insert(
+        "WASYNC_DATA_DIR".to_owned(),
+        dir.path().display().to_string(),
+    );
+    // Room for 1,000 clients' queues without closing anyone.
+    env.insert("WASYNC_WS_QUEUE".to_owned(), "100000".to_owned());
+    let config = Config::load(&env, None).expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = App::start(config, listener, Tuning::default())
+        .await
+        .expect("start");
+    let base = format!("http://{}", app.local_addr());
+    (app, dir, base)
+}
+
+fn seq_of(text: &str) -> Option<u64> {
+    if !text.contains("\"sync_chats\"") {
+        return None;
+    }
+    let i = text.find("\"seq\":")? + 6;
+    let rest = &text[i..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn create(http: &reqwest::Client, base: &str, id: &str, body: Value) {
+    let r = http
+        .post(format!("{base}/whatsapp-web/session/{id}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 201, "create {id}");
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str, id: &str) {
+    loop {
+        let v: Value = http
+            .get(format!("{base}/whatsapp-web/session/{id}"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if v["status"] == "ready" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Starts a manual sync and waits for its run to complete; returns its
+/// duration in ms as the run recorded it.
+async fn sync_once(http: &reqwest::Client, base: &str, id: &str) -> f64 {
+    let r = http
+        .post(format!("{base}/whatsapp-web/session/{id}/sync-chats"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("sync");
+    assert_eq!(r.status(), 202);
+    let sync_id = r.json::<Value>().await.expect("json")["syncId"].clone();
+    loop {
+        let run: Value = http
+            .get(format!("{base}/whatsapp-web/session/{id}/sync"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if run["syncId"] == sync_id && run["status"] == "completed" {
+            return (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap())
+                as f64;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// P4 results.
+pub struct FanOut {
+    pub clients: usize,
+    pub events: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub missed: u64,
+    pub baseline_ms: f64,
+    pub stalled_ms: f64,
+}
+
+pub async fn p4(quick: bool) -> FanOut {
+    let (n_clients, chats) = if quick { (20, 20) } else { (1000, 200) };
+    let (app, _dir, base) = host().await;
+    let http = reqwest::Client::new();
+    create(
+        &http,
+        &base,
+        "fan",
+        json!({"autoSync": false, "simulator": {"chats": chats, "messagesPerChat": 20, "fetchLatencyMs": 2, "qrEveryMs": 50, "scanAfterMs": 10}}),
+    )
+    .await;
+    wait_ready(&http, &base, "fan").await;
+
+    // The reference subscriber.
+    let hub = app.hub();
+    let reference = hub.connect();
+    hub.join(&reference, "fan", || ServerEvent::Pong {});
+    let ref_task = tokio::spawn(async move {
+        let mut at = HashMap::new();
+        while let Some(f) = reference.next().await {
+            if f.text.contains("\"sync_complete\"") {
+                break;
+            }
+            if let Some(seq) = seq_of(&f.text) {
+                at.insert(seq, Instant::now());
+            }
+        }
+        at
+    });
+
+    // The clients: connect and join all before the sync starts.
+    let ws_url = format!("{}/ws", base.replacen("http", "ws", 1));
+    let mut joined = Vec::new();
+    for _ in 0..n_clients {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("ws");
+        ws.send(Message::Text(
+            r#"{"event":"join-session","data":{"sessionId":"fan"}}"#.into(),
+        ))
+        .await
+        .expect("join");
+        joined.push(ws);
+    }
+    let mut tasks = Vec::new();
+    for mut ws in joined {
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(t) = m {
+                    if t.contains("\"sync_complete\"") {
+                        break;
+                    }
+                    if let Some(seq) = seq_of(t.as_str()) {
+                        got.push((seq, Instant::now()));
+                    }
+                }
+            }
+            got
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sync_once(&http, &base, "fan").await;
+    let at = ref_task.await.expect("reference");
+    let mut lat = Vec::new();
+    let mut missed = 0u64;
+    for t in tasks {
+        let got = t.await.expect("client");
+        missed += (at.len() - got.len().min(at.len())) as u64;
+        for (seq, when) in got {
+            if let Some(r) = at.get(&seq) {
+                lat.push(when.saturating_duration_since(*r).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+
+    // Sync time with one client that never reads, against none.
+    create(
+        &http,
+        &base,
+        "stall",
+        json!({"autoSync": false, "simulator": {"chats": chats * 5, "messagesPerChat": 20, "fetchLatencyMs": 0, "qrEveryMs": 50, "scanAfterMs": 10}}),
+    )
+    .await;
+    wait_ready(&http, &base, "stall").await;
+    let baseline_ms = sync_once(&http, &base, "stall").await;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stalled
+        .write_all(format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").as_bytes())
+        .await
+        .expect("handshake");
+    let mut buf = [0u8; 512];
+    let _ = stalled.read(&mut buf).await;
+    let payload = br#"{"event":"join-session","data":"stall"}"#;
+    let mask = [7u8, 1, 3, 9];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stalled.write_all(&frame).await.expect("join frame");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stalled_ms = sync_once(&http, &base, "stall").await;
+    drop(stalled);
+    app.stop().await;
+    FanOut {
+        clients: n_clients,
+        events: at.len(),
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        missed,
+        baseline_ms,
+        stalled_ms,
+    }
+}
+
+/// P6 results.
+pub struct Busy {
+    pub sessions: usize,
+    pub requests: usize,
+    pub busy_p50: f64,
+    pub busy_p99: f64,
+    pub idle_p50: f64,
+    pub idle_p99: f64,
+}
+
+async fn hammer(http: &reqwest::Client, base: &str, sessions: usize, requests: usize) -> Vec<f64> {
+    let http = Arc::new(http.clone());
+    let per_worker = requests / 8;
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let http = http.clone();
+        let base = base.to_owned();
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_worker);
+            for i in 0..per_worker {
+                let s = (w * 7919 + i * 31) % sessions;
+                let t = Instant::now();
+                let r = http
+                    .get(format!(
+                        "{base}/whatsapp-web/session/load{s}/chats?limit=50"
+                    ))
+                    .send()
+                    .await
+                    .expect("get");
+                assert_eq!(r.status(), 200);
+                let _ = r.bytes().await;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    all
+}
+
+pub async fn p6(quick: bool) -> Busy {
+    let (sessions, requests, chats) = if quick { (10, 200, 5) } else { (200, 4000, 50) };
+    let (app, _dir, base) = host().await;
+    let http = reqwest::Client::new();
+    for s in 0..sessions {
+        create(
+            &http,
+            &base,
+            &format!("load{s}"),
+            json!({"autoSync": false, "simulator": {"chats": chats, "messagesPerChat": 40, "fetchLatencyMs": 2, "qrEveryMs": 50, "scanAfterMs": 10, "seed": s}}),
+        )
+        .await;
+    }
+    for s in 0..sessions {
+        wait_ready(&http, &base, &format!("load{s}")).await;
+    }
+    // The requests while every session syncs, then the same requests on the
+    // idle host (same data).
+    let mut syncs = Vec::new();
+    for s in 0..sessions {
+        let r = http
+            .post(format!("{base}/whatsapp-web/session/load{s}/sync-chats"))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("sync");
+        assert_eq!(r.status(), 202);
+        syncs.push(s);
+    }
+    let busy = hammer(&http, &base, sessions, requests).await;
+    for s in syncs {
+        loop {
+            let run: Value = http
+                .get(format!("{base}/whatsapp-web/session/load{s}/sync"))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            if run["status"] == "completed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let idle = hammer(&http, &base, sessions, requests).await;
+    app.stop().await;
+    Busy {
+        sessions,
+        requests: busy.len(),
+        busy_p50: percentile(&busy, 0.5),
+        busy_p99: percentile(&busy, 0.99),
+        idle_p50: percentile(&idle, 0.5),
+        idle_p99: percentile(&idle, 0.99),
+    }
+}

@@ -1,0 +1,430 @@
+//! MongoDB test support: the shared test server's URI, per-test database
+//! names, a private server a test may kill and restart, and the insert
+//! benchmark (raw driver vs. the store).
+//!
+//! The servers are SecantusDB (PyPI), a single-node server speaking the
+//! MongoDB wire protocol; `scripts/test.sh` starts the shared one and
+//! exports its URI. Nothing here is specific to it but the binary name: the
+//! tests talk to it only through the official driver.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::Document;
+use mongodb::options::{Acknowledgment, WriteConcern};
+use tokio::process::{Child, Command};
+use wasync::domain::{Chat, Message, SessionId, SyncRun, SyncStatus, SyncTrigger, now_ms};
+use wasync::storage::mongo::MongoStore;
+use wasync::storage::mongo::schema::{self, MessageDoc};
+use wasync::storage::{ChatCommit, Store};
+
+/// Env var with the shared test server's URI.
+pub const URI_ENV: &str = "WASYNC_TEST_MONGODB_URI";
+/// Env var with the server binary, for tests that run a private server.
+pub const SERVER_BIN_ENV: &str = "WASYNC_SECANTUSD";
+
+/// The shared test server. Panics (never skips) when it is not configured.
+pub fn test_mongodb_uri() -> String {
+    match std::env::var(URI_ENV) {
+        Ok(uri) if !uri.is_empty() => uri,
+        _ => panic!(
+            "{URI_ENV} is not set: the MongoDB tests need a real server. Run them through \
+             `just test` (scripts/test.sh starts one), or start one yourself: \
+             `scripts/setup.sh && source scripts/mongo-test-server.sh && mongo_test_server_start`"
+        ),
+    }
+}
+
+/// A database name no other test uses.
+pub fn fresh_db_name(tag: &str) -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("wasync_{tag}_{}", &suffix[..12])
+}
+
+/// A private server on its own port and data directory, for tests that
+/// stop and restart it. Killed when dropped.
+pub struct MongoServer {
+    bin: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl MongoServer {
+    /// Starts the server named by `WASYNC_SECANTUSD`; panics if unset.
+    pub async fn start() -> Self {
+        let bin = std::env::var(SERVER_BIN_ENV).unwrap_or_else(|_| {
+            panic!(
+                "{SERVER_BIN_ENV} is not set: this test starts its own MongoDB-wire server. \
+                 Run it through `just test`, or `scripts/setup.sh` and export \
+                 {SERVER_BIN_ENV}=$PWD/.venv/bin/secantusd-py"
+            )
+        });
+        Self::start_bin(PathBuf::from(bin)).await
+    }
+
+    /// Starts the server binary at `bin`.
+    pub async fn start_bin(bin: PathBuf) -> Self {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+            l.local_addr().unwrap().port()
+        };
+        let mut server = Self {
+            bin,
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (like a crash: no clean shutdown).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts the server again on the same port and data directory, and
+    /// waits until it answers.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let data = self.dir.path().join("data");
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(&self.bin)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg("--storage-path")
+            .arg(&data)
+            .args(["--enable-test-commands", "--log-level", "WARNING"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+                panic!("the MongoDB-wire server exited ({status}):\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the MongoDB-wire server did not listen on port {} within 60 s",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// What [`bench_insert`] measured.
+#[derive(Debug, Clone)]
+pub struct MongoBenchReport {
+    pub messages: usize,
+    pub chats: usize,
+    /// The raw driver: one `insert_many` of every document.
+    pub raw: Duration,
+    /// The store path being measured (`what`).
+    pub store: Duration,
+    /// What `store` measured: the store's `commit_chats`, or a whole host
+    /// sync.
+    pub what: &'static str,
+}
+
+impl MongoBenchReport {
+    /// Store time over raw time; the target is at most 1.15.
+    pub fn ratio(&self) -> f64 {
+        self.store.as_secs_f64() / self.raw.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+impl std::fmt::Display for MongoBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = |d: Duration| self.messages as f64 / d.as_secs_f64().max(f64::EPSILON);
+        write!(
+            f,
+            "{} messages in {} chats into MongoDB: raw insert_many {:.2?} ({:.0} msg/s), \
+             {} {:.2?} ({:.0} msg/s), ratio {:.2}x (target <= 1.15x)",
+            self.messages,
+            self.chats,
+            self.raw,
+            rate(self.raw),
+            self.what,
+            self.store,
+            rate(self.store),
+            self.ratio()
+        )
+    }
+}
+
+fn bench_message(chat: usize, n: usize) -> Message {
+    Message {
+        id: format!("true_{chat}@c.us_3EB0{n:016X}"),
+        chat_id: format!("{chat}@c.us"),
+        from: format!("{chat}@c.us"),
+        to: "me@c.us".into(),
+        author: None,
+        body: Some(format!(
+            "message {n} of chat {chat}: a line of ordinary text, about as long as a chat message"
+        )),
+        kind: "chat".into(),
+        timestamp: 1_700_000_000_000 + (n as i64) * 1000,
+        from_me: n.is_multiple_of(3),
+        has_media: false,
+        ack: 2,
+        quoted_id: None,
+        tags: vec![],
+        attributes: Default::default(),
+    }
+}
+
+/// Inserts `chats * per_chat` generated messages twice into the same
+/// server in the same run: once with the raw driver's `insert_many` (into a
+/// fresh database with the same indexes and write concern), once through
+/// [`MongoStore::commit_chats`], whole chats grouped up to `group_messages`
+/// per commit as the sync engine does (its default is 2,000). Both
+/// databases are dropped afterwards.
+pub async fn bench_insert(
+    uri: &str,
+    chats: usize,
+    per_chat: usize,
+    group_messages: usize,
+) -> MongoBenchReport {
+    let sid = SessionId::parse("bench").unwrap();
+    let messages: Vec<Vec<Message>> = (0..chats)
+        .map(|c| (0..per_chat).map(|n| bench_message(c, n)).collect())
+        .collect();
+
+    // Raw driver.
+    let client = mongodb::Client::with_uri_str(uri)
+        .await
+        .expect("connect to the bench server");
+    let raw_db = client.database(&fresh_db_name("bench_raw"));
+    let coll = raw_messages::<MessageDoc>(&raw_db).await;
+    let docs: Vec<MessageDoc> = messages
+        .iter()
+        .flatten()
+        .map(|m| MessageDoc::new(sid.as_str(), m))
+        .collect();
+    let t = Instant::now();
+    coll.insert_many(&docs).await.expect("raw insert_many");
+    let raw = t.elapsed();
+    drop(docs);
+
+    // The store, as the sync uses it.
+    let store_db = fresh_db_name("bench_store");
+    let store = MongoStore::connect(uri, &store_db)
+        .await
+        .expect("connect the store");
+    let chat_list: Vec<Chat> = (0..chats)
+        .map(|c| Chat {
+            id: format!("{c}@c.us"),
+            name: Some(format!("Chat {c}")),
+            is_group: false,
+            unread_count: 0,
+            archived: false,
+            pinned: false,
+            last_message_at: Some(1_700_000_000_000 + (per_chat as i64) * 1000),
+        })
+        .collect();
+    store.upsert_chats(&sid, &chat_list).await.unwrap();
+    let mut run = SyncRun {
+        sync_id: uuid::Uuid::now_v7().to_string(),
+        session_id: sid.to_string(),
+        trigger: SyncTrigger::Manual,
+        limit_per_chat: per_chat as u32,
+        chat_ids: None,
+        status: SyncStatus::Running,
+        started_at: now_ms(),
+        finished_at: None,
+        n_chats: chats as u32,
+        current_chat: 0,
+        checkpoint: 0,
+        checkpoint_chat_id: None,
+        total_messages_synced: 0,
+        next_seq: 0,
+        failed_chats: vec![],
+        skipped_chats: 0,
+        quarantined: 0,
+        reason: None,
+    };
+    let t = Instant::now();
+    let mut group: Vec<ChatCommit> = Vec::new();
+    let mut in_group = 0;
+    let n_chats = messages.len();
+    for (i, batch) in messages.into_iter().enumerate() {
+        let chat_id = format!("{i}@c.us");
+        in_group += batch.len();
+        run.current_chat = i as u32 + 1;
+        run.checkpoint = i as u32 + 1;
+        run.checkpoint_chat_id = Some(chat_id.clone());
+        run.total_messages_synced += batch.len() as u64;
+        group.push(ChatCommit {
+            chat_id,
+            messages: batch,
+            quarantined: vec![],
+            synced_at: now_ms(),
+        });
+        if in_group >= group_messages || i + 1 == n_chats {
+            store
+                .commit_chats(&sid, &group, &run)
+                .await
+                .expect("store commit");
+            group.clear();
+            in_group = 0;
+        }
+    }
+    let store_time = t.elapsed();
+    assert_eq!(
+        store.count_messages(&sid, None).await.unwrap(),
+        (chats * per_chat) as u64
+    );
+
+    let _ = raw_db.drop().await;
+    let _ = store.database().drop().await;
+    MongoBenchReport {
+        messages: chats * per_chat,
+        chats,
+        raw,
+        store: store_time,
+        what: "store commit_chats",
+    }
+}
+
+/// A fresh `messages` collection for the raw baseline: the store's indexes
+/// and write concern, so the comparison measures the adapter, not the
+/// schema.
+async fn raw_messages<T: Send + Sync>(db: &mongodb::Database) -> mongodb::Collection<T> {
+    let wc = WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .journal(true)
+        .build();
+    db.create_collection(schema::MESSAGES)
+        .await
+        .expect("create the raw collection");
+    for spec in schema::indexes()
+        .into_iter()
+        .filter(|s| s.collection == schema::MESSAGES)
+    {
+        db.collection::<Document>(schema::MESSAGES)
+            .create_index(spec.model())
+            .await
+            .expect("create the raw indexes");
+    }
+    db.collection_with_options::<T>(
+        schema::MESSAGES,
+        mongodb::options::CollectionOptions::builder()
+            .write_concern(wc)
+            .build(),
+    )
+}
+
+/// The whole sync through a real host into MongoDB (simulator account of
+/// `chats * per_chat` messages, no plugins, no clients), then the raw
+/// driver's `insert_many` of exactly the documents that sync stored into a
+/// fresh database on the same server. Sync time is the run's
+/// `finishedAt - startedAt`. Both databases are dropped afterwards.
+pub async fn bench_sync_vs_raw(uri: &str, chats: u32, per_chat: u32) -> MongoBenchReport {
+    use futures_util::TryStreamExt;
+    use serde_json::{Value, json};
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let db_name = fresh_db_name("bench_sync");
+    let env: std::collections::HashMap<String, String> = [
+        (
+            wasync::config::WASYNC_DATA_DIR.to_owned(),
+            data.path().display().to_string(),
+        ),
+        (wasync::config::MONGODB_URI.to_owned(), uri.to_owned()),
+        (wasync::config::MONGODB_DB.to_owned(), db_name.clone()),
+    ]
+    .into();
+    let config = wasync::config::Config::load(&env, None).expect("bench config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = wasync::app::App::start(config, listener, wasync::app::Tuning::default())
+        .await
+        .expect("host starts");
+    let base = format!("http://{}", app.local_addr());
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{base}/whatsapp-web/session/bench"))
+        .json(&json!({
+            "limitPerChat": per_chat,
+            "simulator": {"chats": chats, "messagesPerChat": per_chat,
+                          "qrEveryMs": 10, "scanAfterMs": 1, "fetchLatencyMs": 0}
+        }))
+        .send()
+        .await
+        .expect("create the session");
+    assert_eq!(resp.status(), 201, "create the bench session");
+    let run = loop {
+        let r: Value = http
+            .get(format!("{base}/whatsapp-web/session/bench/sync"))
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if r["status"] == "completed" {
+            break r;
+        }
+        assert!(r["status"] != "failed", "bench sync failed: {r}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    app.stop().await;
+    let ms = (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()).max(1);
+    let sync = Duration::from_millis(ms as u64);
+    let messages = (chats * per_chat) as usize;
+    assert_eq!(run["totalMessagesSynced"], messages as u64);
+
+    // The same documents, as stored, minus their ids.
+    let client = mongodb::Client::with_uri_str(uri)
+        .await
+        .expect("connect to the bench server");
+    let sync_db = client.database(&db_name);
+    let docs: Vec<Document> = sync_db
+        .collection::<Document>(schema::MESSAGES)
+        .find(mongodb::bson::doc! {})
+        .projection(mongodb::bson::doc! {"_id": 0})
+        .await
+        .expect("read back")
+        .try_collect()
+        .await
+        .expect("read back");
+    assert_eq!(docs.len(), messages);
+    let raw_db = client.database(&fresh_db_name("bench_raw"));
+    let coll = raw_messages::<Document>(&raw_db).await;
+    let t = Instant::now();
+    coll.insert_many(&docs).await.expect("raw insert_many");
+    let raw = t.elapsed();
+
+    let _ = raw_db.drop().await;
+    let _ = sync_db.drop().await;
+    MongoBenchReport {
+        messages,
+        chats: chats as usize,
+        raw,
+        store: sync,
+        what: "host sync",
+    }
+}

@@ -1,0 +1,704 @@
+//! The MongoDB adapter against a real MongoDB-wire server (SecantusDB,
+//! started by `scripts/test.sh`): the storage contract, the schema as
+//! stored, fault injection, a server that goes away and comes back, and
+//! concurrent writers.
+//!
+//! Every test uses its own database (random suffix), so they run in
+//! parallel on the one shared server; tests that kill a server start a
+//! private one.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc};
+use wasync::domain::{Chat, Message, SessionId, SyncRun, SyncStatus, SyncTrigger, now_ms};
+use wasync::storage::mongo::{MongoOptions, MongoStore};
+use wasync::storage::{ChatCommit, Store, StoreError, contract};
+use wasync_tests::mongo::{
+    MongoServer, bench_insert, bench_sync_vs_raw, fresh_db_name, test_mongodb_uri,
+};
+
+async fn store() -> (MongoStore, String) {
+    let db = fresh_db_name("it");
+    let store = MongoStore::connect(&test_mongodb_uri(), &db)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test MongoDB server: {e}"));
+    (store, db)
+}
+
+fn sid(tag: &str) -> SessionId {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    SessionId::parse(&format!("{tag}-{}", &suffix[..10])).unwrap()
+}
+
+fn chat(id: &str, last: Option<i64>) -> Chat {
+    Chat {
+        id: id.into(),
+        name: Some(format!("Chat {id}")),
+        is_group: false,
+        unread_count: 0,
+        archived: false,
+        pinned: false,
+        last_message_at: last,
+    }
+}
+
+fn msg(chat: &str, n: i64) -> Message {
+    Message {
+        id: format!("{chat}-m{n}"),
+        chat_id: chat.into(),
+        from: chat.into(),
+        to: "me@c.us".into(),
+        author: None,
+        body: Some(format!("body {n}")),
+        kind: "chat".into(),
+        timestamp: 1_700_000_000_000 + n * 1000,
+        from_me: false,
+        has_media: false,
+        ack: 1,
+        quoted_id: None,
+        tags: vec![],
+        attributes: Default::default(),
+    }
+}
+
+fn run_for(s: &SessionId) -> SyncRun {
+    SyncRun {
+        sync_id: uuid::Uuid::now_v7().to_string(),
+        session_id: s.to_string(),
+        trigger: SyncTrigger::Manual,
+        limit_per_chat: 100,
+        chat_ids: None,
+        status: SyncStatus::Running,
+        started_at: now_ms(),
+        finished_at: None,
+        n_chats: 1,
+        current_chat: 0,
+        checkpoint: 0,
+        checkpoint_chat_id: None,
+        total_messages_synced: 0,
+        next_seq: 0,
+        failed_chats: vec![],
+        skipped_chats: 0,
+        quarantined: 0,
+        reason: None,
+    }
+}
+
+fn commit(chat_id: &str, messages: Vec<Message>) -> ChatCommit {
+    ChatCommit {
+        chat_id: chat_id.into(),
+        messages,
+        quarantined: vec![],
+        synced_at: now_ms(),
+    }
+}
+
+/// The raw driver on the same server, to look at what was stored.
+async fn raw_db(db: &str) -> mongodb::Database {
+    mongodb::Client::with_uri_str(test_mongodb_uri())
+        .await
+        .unwrap()
+        .database(db)
+}
+
+/// No `(sessionId, messageId)` appears twice, whatever the index says.
+async fn assert_no_duplicate_messages(db: &mongodb::Database, s: &SessionId) -> u64 {
+    let docs: Vec<Document> = db
+        .collection::<Document>("messages")
+        .find(doc! { "sessionId": s.as_str() })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut seen = HashSet::new();
+    for d in &docs {
+        let id = d.get_str("messageId").unwrap().to_owned();
+        assert!(seen.insert(id.clone()), "message {id} stored twice");
+    }
+    docs.len() as u64
+}
+
+// ---- the storage contract, each check in its own database -------------
+
+#[tokio::test]
+async fn mongo_contract_sessions_round_trip() {
+    contract::sessions_round_trip(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_chats_upsert_and_page() {
+    contract::chats_upsert_and_page(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_messages_are_idempotent_and_paged() {
+    contract::messages_are_idempotent_and_paged(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_sync_runs_and_checkpoints() {
+    contract::sync_runs_and_checkpoints(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_outbox_lifecycle() {
+    contract::outbox_lifecycle(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_quarantine_and_purge() {
+    contract::quarantine_and_purge(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_run_all_in_one_database() {
+    contract::run_all(&store().await.0).await;
+}
+
+// ---- schema -------------------------------------------------------------
+
+#[tokio::test]
+async fn mongo_creates_design_indexes_idempotently() {
+    let (_store, db) = store().await;
+    // A second start on the same database is a no-op, not an error.
+    let _again = MongoStore::connect(&test_mongodb_uri(), &db).await.unwrap();
+    let raw = raw_db(&db).await;
+    let expect: &[(&str, Document, bool)] = &[
+        ("chats", doc! {"sessionId": 1, "chatId": 1}, true),
+        (
+            "chats",
+            doc! {"sessionId": 1, "lastMessageAt": -1, "chatId": 1},
+            false,
+        ),
+        ("messages", doc! {"sessionId": 1, "messageId": 1}, true),
+        (
+            "messages",
+            doc! {"sessionId": 1, "chatId": 1, "timestamp": -1},
+            false,
+        ),
+        ("sync_runs", doc! {"sessionId": 1, "startedAt": -1}, false),
+        ("outbox", doc! {"publishedAt": 1, "createdAt": 1}, false),
+        ("quarantine", doc! {"sessionId": 1, "messageId": 1}, true),
+    ];
+    for (coll, keys, unique) in expect {
+        let indexes: Vec<mongodb::IndexModel> = raw
+            .collection::<Document>(coll)
+            .list_indexes()
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let found = indexes.iter().find(|i| {
+            // Key order matters for a compound index; compare as lists.
+            let a: Vec<_> = i.keys.iter().collect();
+            let b: Vec<_> = keys.iter().collect();
+            a.len() == b.len()
+                && a.iter().zip(&b).all(|((ka, va), (kb, vb))| {
+                    ka == kb
+                        && va.as_i32().map(i64::from).or(va.as_i64()) == vb.as_i32().map(i64::from)
+                })
+        });
+        let found = found.unwrap_or_else(|| panic!("{coll}: no index {keys}; have {indexes:?}"));
+        let is_unique = found
+            .options
+            .as_ref()
+            .and_then(|o| o.unique)
+            .unwrap_or(false);
+        assert_eq!(is_unique, *unique, "{coll} {keys}: unique");
+    }
+}
+
+#[tokio::test]
+async fn mongo_duplicates_block_a_unique_index_with_a_clear_error() {
+    let db = fresh_db_name("dups");
+    let raw = raw_db(&db).await;
+    let m = raw.collection::<Document>("messages");
+    for _ in 0..2 {
+        m.insert_one(doc! {"sessionId": "s", "messageId": "m1"})
+            .await
+            .unwrap();
+    }
+    let err = MongoStore::connect(&test_mongodb_uri(), &db)
+        .await
+        .expect_err("a unique index over duplicates must not be skipped");
+    let text = err.to_string();
+    assert!(
+        text.contains("`messages`") && text.contains("duplicate"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn mongo_documents_match_design() {
+    let (store, db) = store().await;
+    let s = sid("doc");
+    store
+        .upsert_chats(&s, &[chat("a@c.us", Some(1_700_000_050_000))])
+        .await
+        .unwrap();
+    let mut m = msg("a@c.us", 1);
+    m.author = Some("x@c.us".into());
+    m.tags = vec!["t".into()];
+    m.attributes.insert("k".into(), "v".into());
+    let run = run_for(&s);
+    store
+        .commit_chats(&s, &[commit("a@c.us", vec![m.clone()])], &run)
+        .await
+        .unwrap();
+    let raw = raw_db(&db).await;
+
+    let stored = raw
+        .collection::<Document>("messages")
+        .find_one(doc! {"sessionId": s.as_str()})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.get_str("messageId").unwrap(), m.id);
+    assert_eq!(stored.get_str("chatId").unwrap(), "a@c.us");
+    assert_eq!(stored.get_str("type").unwrap(), "chat");
+    assert_eq!(
+        stored.get_datetime("timestamp").unwrap().timestamp_millis(),
+        m.timestamp
+    );
+    assert!(!stored.get_bool("fromMe").unwrap());
+    assert!(!stored.get_bool("hasMedia").unwrap());
+    assert_eq!(stored.get_i32("ack").unwrap(), 1);
+    assert_eq!(stored.get_str("author").unwrap(), "x@c.us");
+    assert_eq!(stored.get_array("tags").unwrap().len(), 1);
+    assert_eq!(
+        stored
+            .get_document("attributes")
+            .unwrap()
+            .get_str("k")
+            .unwrap(),
+        "v"
+    );
+
+    let c = raw
+        .collection::<Document>("chats")
+        .find_one(doc! {"sessionId": s.as_str(), "chatId": "a@c.us"})
+        .await
+        .unwrap()
+        .unwrap();
+    for k in [
+        "name",
+        "isGroup",
+        "unreadCount",
+        "archived",
+        "pinned",
+        "lastMessageAt",
+        "syncedAt",
+        "messageCount",
+    ] {
+        assert!(c.contains_key(k), "chat field {k} missing: {c}");
+    }
+    assert!(matches!(c.get("lastMessageAt"), Some(Bson::DateTime(_))));
+    assert!(matches!(c.get("syncedAt"), Some(Bson::DateTime(_))));
+    assert_eq!(c.get_i64("messageCount").unwrap(), 1);
+
+    let r = raw
+        .collection::<Document>("sync_runs")
+        .find_one(doc! {"_id": run.sync_id.as_str()})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.get_str("sessionId").unwrap(), s.as_str());
+    assert_eq!(r.get_str("status").unwrap(), "running");
+    assert_eq!(r.get_str("trigger").unwrap(), "manual");
+    assert!(matches!(r.get("startedAt"), Some(Bson::DateTime(_))));
+    for k in [
+        "limitPerChat",
+        "nChats",
+        "currentChat",
+        "checkpoint",
+        "failedChats",
+    ] {
+        assert!(r.contains_key(k), "run field {k} missing: {r}");
+    }
+}
+
+// ---- faults ---------------------------------------------------------------
+
+/// Arms `failCommand` for the given commands, `times` times, only for
+/// connections of `app_name` (the server is shared with parallel tests).
+async fn arm_failpoint(commands: &[&str], times: i32, app_name: &str) {
+    let admin = mongodb::Client::with_uri_str(test_mongodb_uri())
+        .await
+        .unwrap()
+        .database("admin");
+    admin
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "times": times },
+            "data": {
+                "failCommands": commands,
+                "errorCode": 2,
+                "appName": app_name,
+            },
+        })
+        .await
+        .expect("configureFailPoint (is the server started with --enable-test-commands?)");
+}
+
+async fn disarm_failpoint() {
+    let admin = mongodb::Client::with_uri_str(test_mongodb_uri())
+        .await
+        .unwrap()
+        .database("admin");
+    let _ = admin
+        .run_command(doc! { "configureFailPoint": "failCommand", "mode": "off" })
+        .await;
+}
+
+#[tokio::test]
+async fn mongo_failpoints_fail_writes_and_a_repeat_is_exact() {
+    let db = fresh_db_name("fp");
+    let app = format!("wasync-{db}");
+    let uri = format!(
+        "{}/?appName={app}",
+        test_mongodb_uri().trim_end_matches('/')
+    );
+    let store = MongoStore::connect(&uri, &db).await.unwrap();
+    let raw = raw_db(&db).await;
+    let s = sid("fp");
+    let chats = [chat("a@c.us", Some(1)), chat("b@c.us", Some(2))];
+    store.upsert_chats(&s, &chats).await.unwrap();
+    let a: Vec<Message> = (0..60).map(|n| msg("a@c.us", n)).collect();
+    let b: Vec<Message> = (0..40).map(|n| msg("b@c.us", n)).collect();
+    let mut run = run_for(&s);
+
+    // The first chat goes in cleanly.
+    store
+        .commit_chats(&s, &[commit("a@c.us", a.clone())], &run)
+        .await
+        .unwrap();
+
+    // Inserts fail twice: both attempts error, nothing half-counted.
+    arm_failpoint(&["insert"], 2, &app).await;
+    for _ in 0..2 {
+        let err = store
+            .commit_chats(&s, &[commit("b@c.us", b.clone())], &run)
+            .await
+            .expect_err("an armed insert failpoint must surface as an error");
+        assert!(!err.to_string().is_empty());
+    }
+    // Then updates fail: the messages land, the counters do not.
+    arm_failpoint(&["update"], 1, &app).await;
+    assert!(
+        store
+            .commit_chats(&s, &[commit("b@c.us", b.clone())], &run)
+            .await
+            .is_err()
+    );
+    assert_eq!(store.count_messages(&s, Some("b@c.us")).await.unwrap(), 40);
+
+    // The repeat completes, with exact counts and no duplicates.
+    run.checkpoint = 2;
+    let stats = store
+        .commit_chats(
+            &s,
+            &[commit("a@c.us", a.clone()), commit("b@c.us", b.clone())],
+            &run,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats[0].inserted, 0);
+    assert_eq!(stats[0].unchanged, 60);
+    assert_eq!(stats[1].inserted + stats[1].unchanged, 40);
+    disarm_failpoint().await;
+    assert_eq!(assert_no_duplicate_messages(&raw, &s).await, 100);
+    assert_eq!(store.count_messages(&s, None).await.unwrap(), 100);
+    for (c, n) in [("a@c.us", 60), ("b@c.us", 40)] {
+        assert_eq!(
+            store.get_chat(&s, c).await.unwrap().unwrap().message_count,
+            n,
+            "{c}: messageCount after failures and a repeat"
+        );
+    }
+    assert_eq!(
+        store
+            .get_sync_run(&run.sync_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .checkpoint,
+        2
+    );
+}
+
+#[tokio::test]
+async fn mongo_server_stopped_is_unavailable_and_the_store_recovers() {
+    let mut server = MongoServer::start().await;
+    let db = fresh_db_name("down");
+    let store = MongoStore::connect_with(
+        &server.uri(),
+        &db,
+        MongoOptions {
+            server_selection_timeout: Duration::from_millis(1500),
+            ..MongoOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let s = sid("down");
+    store
+        .upsert_chats(&s, &[chat("a@c.us", Some(1))])
+        .await
+        .unwrap();
+    let run = run_for(&s);
+    let first: Vec<Message> = (0..30).map(|n| msg("a@c.us", n)).collect();
+    store
+        .commit_chats(&s, &[commit("a@c.us", first.clone())], &run)
+        .await
+        .unwrap();
+
+    server.stop().await;
+    let t = Instant::now();
+    let err = store.ping().await.expect_err("ping with the server down");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "ping took {:?}",
+        t.elapsed()
+    );
+    let more: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
+    let err = store
+        .commit_chats(&s, &[commit("a@c.us", more.clone())], &run)
+        .await
+        .expect_err("a write with the server down");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(
+        store.list_chats(&s, 10, None).await,
+        Err(StoreError::Unavailable(_))
+    ));
+
+    // Same port, same data directory: the same store object works again.
+    server.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.ping().await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for reconnect: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("store did not reconnect: {e}"),
+        }
+    }
+    let stats = store
+        .commit_chats(&s, &[commit("a@c.us", more)], &run)
+        .await
+        .unwrap();
+    assert_eq!(stats[0].inserted, 20);
+    assert_eq!(stats[0].unchanged, 30);
+    assert_eq!(store.count_messages(&s, None).await.unwrap(), 50);
+    assert_eq!(
+        store
+            .get_chat(&s, "a@c.us")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        50
+    );
+}
+
+#[tokio::test]
+async fn mongo_unreachable_at_start_is_unavailable_quickly() {
+    // A port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let t = Instant::now();
+    let err = MongoStore::connect_with(
+        &format!("mongodb://127.0.0.1:{port}"),
+        "wasync",
+        MongoOptions {
+            server_selection_timeout: Duration::from_millis(800),
+            ..MongoOptions::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+// ---- concurrency ------------------------------------------------------------
+
+#[tokio::test]
+async fn mongo_two_writers_of_one_session_never_duplicate() {
+    let (store_a, db) = store().await;
+    // A second store (its own connection pool), like a second host.
+    let store_b = MongoStore::connect(&test_mongodb_uri(), &db).await.unwrap();
+    let s = sid("race");
+    store_a
+        .upsert_chats(&s, &[chat("a@c.us", Some(1)), chat("b@c.us", Some(2))])
+        .await
+        .unwrap();
+    // Overlapping halves: 0..150 and 50..200 of chat a, all of b twice.
+    let a1: Vec<Message> = (0..150).map(|n| msg("a@c.us", n)).collect();
+    let a2: Vec<Message> = (50..200).map(|n| msg("a@c.us", n)).collect();
+    let b: Vec<Message> = (0..80).map(|n| msg("b@c.us", n)).collect();
+    let run_a = run_for(&s);
+    let run_b = run_for(&s);
+    let first = [commit("a@c.us", a1), commit("b@c.us", b.clone())];
+    let second = [commit("a@c.us", a2), commit("b@c.us", b)];
+    let (ra, rb) = tokio::join!(
+        store_a.commit_chats(&s, &first, &run_a),
+        store_b.commit_chats(&s, &second, &run_b),
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(
+        ra[0].inserted + rb[0].inserted,
+        200,
+        "each message inserted by exactly one writer"
+    );
+    assert_eq!(ra[1].inserted + rb[1].inserted, 80);
+    let raw = raw_db(&db).await;
+    assert_eq!(assert_no_duplicate_messages(&raw, &s).await, 280);
+    assert_eq!(
+        store_a
+            .get_chat(&s, "a@c.us")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        200
+    );
+    assert_eq!(
+        store_b
+            .get_chat(&s, "b@c.us")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        80
+    );
+    // Two writers creating the same new chats at once do not duplicate them.
+    let new_chats: Vec<Chat> = (0..20).map(|i| chat(&format!("n{i}@c.us"), None)).collect();
+    let (x, y) = tokio::join!(
+        store_a.upsert_chats(&s, &new_chats),
+        store_b.upsert_chats(&s, &new_chats)
+    );
+    x.unwrap();
+    y.unwrap();
+    assert_eq!(
+        store_a
+            .list_chats(&s, 1000, None)
+            .await
+            .unwrap()
+            .chats
+            .len(),
+        22
+    );
+}
+
+#[tokio::test]
+async fn mongo_two_sessions_at_once() {
+    let (store, db) = store().await;
+    let s1 = sid("one");
+    let s2 = sid("two");
+    let work = |s: SessionId| {
+        let store = &store;
+        async move {
+            let chats: Vec<Chat> = (0..5)
+                .map(|i| chat(&format!("c{i}@c.us"), Some(i)))
+                .collect();
+            store.upsert_chats(&s, &chats).await.unwrap();
+            let run = run_for(&s);
+            for c in &chats {
+                let msgs: Vec<Message> = (0..40).map(|n| msg(&c.id, n)).collect();
+                store
+                    .commit_chats(&s, &[commit(&c.id, msgs)], &run)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    tokio::join!(work(s1.clone()), work(s2.clone()));
+    let raw = raw_db(&db).await;
+    for s in [&s1, &s2] {
+        // Both sessions use the same chat and message ids: the session is
+        // part of every key.
+        assert_eq!(assert_no_duplicate_messages(&raw, s).await, 200);
+        let page = store.list_chats(s, 100, None).await.unwrap();
+        assert_eq!(page.chats.len(), 5);
+        assert!(page.chats.iter().all(|c| c.message_count == 40));
+    }
+}
+
+// ---- the benchmark code stays working -------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_bench_smoke() {
+    let uri = test_mongodb_uri();
+    let r = bench_insert(&uri, 10, 50, 120).await;
+    assert_eq!(r.messages, 500);
+    eprintln!("{r}");
+    let r = bench_sync_vs_raw(&uri, 5, 40).await;
+    assert_eq!(r.messages, 200);
+    eprintln!("{r}");
+}
+
+#[tokio::test]
+async fn mongo_rewrites_only_changed_messages_even_when_the_time_moved() {
+    let (store, db) = store().await;
+    let s = sid("chg");
+    store
+        .upsert_chats(&s, &[chat("a@c.us", Some(1)), chat("b@c.us", Some(2))])
+        .await
+        .unwrap();
+    let a: Vec<Message> = (0..30).map(|n| msg("a@c.us", n)).collect();
+    let b: Vec<Message> = (0..20).map(|n| msg("b@c.us", n)).collect();
+    let run = run_for(&s);
+    store
+        .commit_chats(
+            &s,
+            &[commit("a@c.us", a.clone()), commit("b@c.us", b.clone())],
+            &run,
+        )
+        .await
+        .unwrap();
+    // One ack moves on in each chat, and one message's time moves far
+    // outside the batch's window (found by id, not by the time range).
+    let mut a2 = a.clone();
+    a2[3].ack = 3;
+    a2[29].timestamp += 10_000_000;
+    let mut b2 = b.clone();
+    b2[7].ack = 4;
+    let stats = store
+        .commit_chats(
+            &s,
+            &[commit("a@c.us", a2.clone()), commit("b@c.us", b2)],
+            &run,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats[0].inserted, stats[0].updated, stats[0].unchanged),
+        (0, 2, 28)
+    );
+    assert_eq!(
+        (stats[1].inserted, stats[1].updated, stats[1].unchanged),
+        (0, 1, 19)
+    );
+    let newest = store.list_messages(&s, "a@c.us", 1, None).await.unwrap();
+    assert_eq!(newest[0].message, a2[29]);
+    let raw = raw_db(&db).await;
+    assert_eq!(assert_no_duplicate_messages(&raw, &s).await, 50);
+    assert_eq!(
+        store
+            .get_chat(&s, "a@c.us")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        30
+    );
+}

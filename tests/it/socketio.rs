@@ -1,0 +1,115 @@
+//! The Socket.IO endpoint with the real `socket.io-client` package, running
+//! the original frontend flow (`tests/node/frontend-flow.mjs`).
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use wasync_tests::{HostOptions, TestHost, fast_tuning};
+
+fn node_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
+    assert!(
+        dir.join("node_modules/socket.io-client").exists(),
+        "socket.io-client is not installed: run `npm install --prefix tests/node` (scripts/setup.sh does)"
+    );
+    dir
+}
+
+async fn run_flow(host: &TestHost, session: &str, key: Option<&str>, transport: &str) -> Value {
+    let out = tokio::process::Command::new("node")
+        .current_dir(node_dir())
+        .arg("frontend-flow.mjs")
+        .arg(&host.base)
+        .arg(session)
+        .arg(key.unwrap_or(""))
+        .arg(transport)
+        .output()
+        .await
+        .expect("node runs (is Node.js installed?)");
+    assert!(
+        out.status.success(),
+        "frontend flow failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap()).expect("summary JSON")
+}
+
+fn check(summary: &Value) {
+    assert!(summary["qr"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(summary["ready"], 1, "{summary}");
+    let progress = summary["progress"].as_array().unwrap();
+    let phases: Vec<&str> = progress
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "start", "chat", "messages", "chat", "messages", "chat", "messages", "done"
+        ],
+        "{summary}"
+    );
+    for (i, p) in progress.iter().enumerate() {
+        assert_eq!(p["seq"], i as u64);
+    }
+    assert_eq!(progress[6]["totalMessagesSynced"], 225);
+    let counts: Vec<u64> = summary["chats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[1].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [50, 75, 100]);
+    assert_eq!(summary["complete"]["totalMessagesSynced"], 225);
+    assert_eq!(summary["errors"][0]["code"], "unknown_event", "{summary}");
+}
+
+#[tokio::test]
+async fn the_original_frontend_flow_works_over_socket_io() {
+    let host = TestHost::spawn().await;
+    // Default transports: long-polling first, then the WebSocket upgrade.
+    let summary = run_flow(&host, "sio-default", None, "").await;
+    check(&summary);
+    let summary = run_flow(&host, "sio-ws", None, "websocket").await;
+    check(&summary);
+    let (_, metrics) = host.get("/metrics").await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("wasync_clients{transport=\"socketio\"}")
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn socket_io_needs_the_api_key_too() {
+    let key = "sio-key-0123456789abcdef";
+    let host = TestHost::spawn_with(
+        HostOptions {
+            tuning: fast_tuning(),
+            ..Default::default()
+        }
+        .var("WASYNC_API_KEY", key),
+    )
+    .await;
+    let summary = run_flow(&host, "sio-auth", Some(key), "").await;
+    check(&summary);
+    let out = tokio::process::Command::new("node")
+        .current_dir(node_dir())
+        .args([
+            "frontend-flow.mjs",
+            &host.base,
+            "sio-nokey",
+            "",
+            "websocket",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connect_error"));
+    host.stop().await;
+}
