@@ -26,6 +26,14 @@ fmt-check:
 clippy:
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Build the guest plugins (wasm32-wasip2) into plugins/dist/.
+plugins:
+    scripts/build-plugins.sh
+
+# Create a working plugin from the template: plugins/NAME.
+plugin-new NAME:
+    scripts/plugin-new.sh {{NAME}}
+
 # Benchmarks; `just bench --quick` is the CI smoke mode.
 bench *ARGS:
     cargo run --release -p wasync-tests --bin bench -- {{ARGS}}
