@@ -20,11 +20,11 @@ async fn metrics_parse_and_move_after_a_sync() {
         resp.headers()["content-type"]
             .to_str()
             .unwrap()
-            .starts_with("application/openmetrics-text")
+            .starts_with("text/plain; version=0.0.4")
     );
     let before = resp.text().await.unwrap();
     assert_eq!(metric(&before, "wasync_syncs_completed_total"), 0.0);
-    // Every sample line is `name{labels} value` and the exposition ends in EOF.
+    // Every sample line is `name{labels} value`.
     for line in before.lines().filter(|l| !l.starts_with('#')) {
         let value = line.rsplit(' ').next().unwrap();
         assert!(

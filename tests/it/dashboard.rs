@@ -1,0 +1,205 @@
+//! The dashboard in real headless Chromium (fantoccini + chromedriver):
+//! create a simulator session, see the QR image, watch the progress bar
+//! reach "Sync complete!", open a chat and see its messages. Screenshots go
+//! to `target/screenshots/`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use wasync_tests::{HostOptions, TestHost, fast_tuning};
+
+struct Browser {
+    client: Client,
+    _driver: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+async fn browser() -> Browser {
+    let driver_bin = std::env::var("CHROMEDRIVER_PATH").unwrap_or_else(|_| "chromedriver".into());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = tokio::process::Command::new(&driver_bin)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{driver_bin} does not start ({e}): run scripts/setup.sh (apt-get install chromium chromium-driver)")
+        });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "chromedriver did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let mut opts = json!({
+        "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", "--window-size=1280,900",
+            format!("--user-data-dir={}", profile.path().display()),
+        ]
+    });
+    if let Ok(bin) = std::env::var("CHROMIUM_PATH") {
+        opts["binary"] = bin.into();
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), opts);
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a headless Chromium session");
+    Browser {
+        client,
+        _driver: driver,
+        _profile: profile,
+    }
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn until(c: &Client, what: &str, secs: u64, mut check: impl AsyncFnMut(&Client) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check(c).await {
+        assert!(
+            Instant::now() < deadline,
+            "dashboard: {what} not seen within {secs}s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+/// Creates `id` from the page and follows it to "Sync complete!".
+async fn drive(c: &Client, id: &str, shot: &str) {
+    c.find(Locator::Css("#sid"))
+        .await
+        .unwrap()
+        .send_keys(id)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#create button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The QR is shown as an image rendered by the server.
+    until(c, "the QR image", 20, async |c| {
+        c.execute(
+            "const i = document.querySelector('#qr img'); return !!(i && i.complete && i.naturalWidth > 0);",
+            vec![],
+        )
+        .await
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+    })
+    .await;
+    screenshot(c, &format!("{shot}-qr.png")).await;
+    until(c, "Sync complete!", 40, async |c| {
+        text_of(c, "#ptext").await == "Sync complete!"
+    })
+    .await;
+    let width = c
+        .execute(
+            "return document.getElementById('pbar').style.width;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(width, json!("100%"));
+    // Open the first chat and see its messages.
+    until(c, "the chat list", 10, async |c| {
+        c.find_all(Locator::Css("#chats li"))
+            .await
+            .map(|v| !v.is_empty())
+            .unwrap_or(false)
+    })
+    .await;
+    c.find(Locator::Css("#chats li"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(c, "messages of the chat", 10, async |c| {
+        c.find_all(Locator::Css("#messages .msg"))
+            .await
+            .map(|v| !v.is_empty())
+            .unwrap_or(false)
+    })
+    .await;
+    screenshot(c, &format!("{shot}-complete.png")).await;
+}
+
+#[tokio::test]
+async fn the_dashboard_follows_a_session_to_sync_complete() {
+    let host = TestHost::spawn().await;
+    let b = browser().await;
+    b.client.goto(&format!("{}/", host.base)).await.unwrap();
+    drive(&b.client, "dash", "dashboard").await;
+    // What the page showed is what was stored.
+    let (_, chats) = host.get("/whatsapp-web/session/dash/chats").await;
+    assert_eq!(chats["chats"].as_array().unwrap().len(), 8);
+    b.client.close().await.unwrap();
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_asks_for_the_api_key() {
+    let key = "dash-key-0123456789abcdef";
+    let host = TestHost::spawn_with(
+        HostOptions {
+            tuning: fast_tuning(),
+            ..Default::default()
+        }
+        .var("WASYNC_API_KEY", key),
+    )
+    .await;
+    let b = browser().await;
+    let c = &b.client;
+    c.goto(&format!("{}/", host.base)).await.unwrap();
+    until(c, "the API key prompt", 10, async |c| {
+        c.find(Locator::Css("#keybox"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(text_of(c, "#err").await.contains("API key"));
+    let input = c.find(Locator::Css("#apikey")).await.unwrap();
+    input.send_keys(key).await.unwrap();
+    c.execute(
+        "document.getElementById('apikey').dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    drive(c, "dashkey", "dashboard-key").await;
+    b.client.clone().close().await.unwrap();
+    host.stop().await;
+}
