@@ -67,21 +67,29 @@ async fn create(http: &reqwest::Client, base: &str, id: &str, body: Value) {
     assert_eq!(r.status(), 201, "create {id}");
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str, id: &str) {
+/// Polls `GET url` until `done` holds for its JSON body; returns it.
+async fn poll(http: &reqwest::Client, url: String, done: impl Fn(&Value) -> bool) -> Value {
     loop {
         let v: Value = http
-            .get(format!("{base}/whatsapp-web/session/{id}"))
+            .get(&url)
             .send()
             .await
             .expect("get")
             .json()
             .await
-            .expect("json");
-        if v["status"] == "ready" {
-            return;
+            .unwrap_or(Value::Null);
+        if done(&v) {
+            return v;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str, id: &str) {
+    poll(http, format!("{base}/whatsapp-web/session/{id}"), |v| {
+        v["status"] == "ready"
+    })
+    .await;
 }
 
 /// Starts a manual sync and waits for its run to complete; returns its
@@ -95,21 +103,13 @@ async fn sync_once(http: &reqwest::Client, base: &str, id: &str) -> f64 {
         .expect("sync");
     assert_eq!(r.status(), 202);
     let sync_id = r.json::<Value>().await.expect("json")["syncId"].clone();
-    loop {
-        let run: Value = http
-            .get(format!("{base}/whatsapp-web/session/{id}/sync"))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        if run["syncId"] == sync_id && run["status"] == "completed" {
-            return (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap())
-                as f64;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let run = poll(
+        http,
+        format!("{base}/whatsapp-web/session/{id}/sync"),
+        |run| run["syncId"] == sync_id && run["status"] == "completed",
+    )
+    .await;
+    (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()) as f64
 }
 
 /// P4 results.
@@ -315,20 +315,12 @@ pub async fn p6(quick: bool) -> Busy {
     }
     let busy = hammer(&http, &base, sessions, requests).await;
     for s in syncs {
-        loop {
-            let run: Value = http
-                .get(format!("{base}/whatsapp-web/session/load{s}/sync"))
-                .send()
-                .await
-                .expect("get")
-                .json()
-                .await
-                .expect("json");
-            if run["status"] == "completed" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll(
+            &http,
+            format!("{base}/whatsapp-web/session/load{s}/sync"),
+            |r| r["status"] == "completed",
+        )
+        .await;
     }
     let idle = hammer(&http, &base, sessions, requests).await;
     app.stop().await;
