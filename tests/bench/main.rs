@@ -8,7 +8,7 @@
 //! `--quick` runs tiny sizes: CI uses it to keep the code working; its
 //! figures are not kept.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod fanout;
 
@@ -87,21 +87,7 @@ async fn sync_embedded(chats: u32, per_chat: u32) -> Value {
         .await
         .expect("create");
     assert_eq!(resp.status(), 201);
-    let run = loop {
-        let r: Value = http
-            .get(format!("{base}/whatsapp-web/session/bench/sync"))
-            .send()
-            .await
-            .expect("poll")
-            .json()
-            .await
-            .unwrap_or(Value::Null);
-        if r["status"] == "completed" {
-            break r;
-        }
-        assert!(r["status"] != "failed", "sync failed: {r}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let run = wasync_tests::wait_run_completed(&http, &base, "bench").await;
     let ms = (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()).max(1);
     let messages = run["totalMessagesSynced"].as_u64().unwrap();
     assert_eq!(messages, chats as u64 * per_chat as u64);

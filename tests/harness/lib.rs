@@ -236,6 +236,27 @@ impl TestHost {
     }
 }
 
+/// Polls `GET {base}/whatsapp-web/session/{session}/sync` until the run is
+/// `completed` and returns it; a `failed` run panics. The benchmarks use
+/// it with their own (key-less) client.
+pub async fn wait_run_completed(http: &reqwest::Client, base: &str, session: &str) -> Value {
+    loop {
+        let r: Value = http
+            .get(format!("{base}/whatsapp-web/session/{session}/sync"))
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if r["status"] == "completed" {
+            return r;
+        }
+        assert!(r["status"] != "failed", "sync of {session} failed: {r}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn send(r: reqwest::RequestBuilder) -> (u16, Value) {
     let resp = r.send().await.expect("request sent");
     let status = resp.status().as_u16();

@@ -343,7 +343,7 @@ async fn raw_messages<T: Send + Sync>(db: &mongodb::Database) -> mongodb::Collec
 /// `finishedAt - startedAt`. Both databases are dropped afterwards.
 pub async fn bench_sync_vs_raw(uri: &str, chats: u32, per_chat: u32) -> MongoBenchReport {
     use futures_util::TryStreamExt;
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     let data = tempfile::tempdir().expect("temp dir");
     let db_name = fresh_db_name("bench_sync");
@@ -376,21 +376,7 @@ pub async fn bench_sync_vs_raw(uri: &str, chats: u32, per_chat: u32) -> MongoBen
         .await
         .expect("create the session");
     assert_eq!(resp.status(), 201, "create the bench session");
-    let run = loop {
-        let r: Value = http
-            .get(format!("{base}/whatsapp-web/session/bench/sync"))
-            .send()
-            .await
-            .expect("poll")
-            .json()
-            .await
-            .unwrap_or(Value::Null);
-        if r["status"] == "completed" {
-            break r;
-        }
-        assert!(r["status"] != "failed", "bench sync failed: {r}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let run = crate::wait_run_completed(&http, &base, "bench").await;
     app.stop().await;
     let ms = (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()).max(1);
     let sync = Duration::from_millis(ms as u64);
