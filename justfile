@@ -36,4 +36,5 @@ plugin-new NAME:
 
 # Benchmarks; `just bench --quick` is the CI smoke mode.
 bench *ARGS:
-    cargo run --release -p wasync-tests --bin bench -- {{ARGS}}
+    cargo build --release -p wasync -p wasync-tests --bins
+    target/release/bench {{ARGS}}

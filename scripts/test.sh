@@ -20,8 +20,10 @@ export WASYNC_TEST_AMQP_URL="${WASYNC_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.
 # The plugin tests load the components scripts/build-plugins.sh built.
 export WASYNC_TEST_PLUGINS_DIR="$PWD/plugins/dist"
 
-# The CLI test runs the real binary.
-cargo build -p wasync --bin wasync
+# One build of every target (the CLI test and the bench's P7 run the real
+# `wasync` binary): building the binary on its own would build the host
+# library a second time, with other features unified.
+cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast
 # The benchmarks' smoke mode keeps the bench code working (no figures kept).
-cargo run -p wasync-tests --bin bench -- --quick --out target/bench-quick.md
+target/debug/bench --quick --out target/bench-quick.md

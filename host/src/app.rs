@@ -69,7 +69,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         return Ok(Arc::new(store));
     }
     let path = config.storage.data_dir.join("wasync.redb");
-    let store = EmbeddedStore::open(&path)
+    let store = EmbeddedStore::open_with_cache(&path, config.storage.store_cache_mib << 20)
         .with_context(|| format!("opening the embedded store {}", path.display()))?;
     Ok(Arc::new(store))
 }

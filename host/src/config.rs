@@ -15,6 +15,7 @@ use serde::Deserialize;
 pub const WASYNC_LISTEN: &str = "WASYNC_LISTEN";
 pub const WASYNC_API_KEY: &str = "WASYNC_API_KEY";
 pub const WASYNC_DATA_DIR: &str = "WASYNC_DATA_DIR";
+pub const WASYNC_STORE_CACHE_MIB: &str = "WASYNC_STORE_CACHE_MIB";
 pub const WASYNC_PROVIDER: &str = "WASYNC_PROVIDER";
 pub const WASYNC_PLUGINS_DIR: &str = "WASYNC_PLUGINS_DIR";
 pub const WASYNC_MAX_BODY_BYTES: &str = "WASYNC_MAX_BODY_BYTES";
@@ -75,6 +76,10 @@ pub struct StorageConfig {
     pub mongodb_uri: Option<String>,
     /// Database name (`MONGODB_DB`, default `wasync`).
     pub mongodb_db: String,
+    /// The embedded store's page cache in MiB (`WASYNC_STORE_CACHE_MIB`,
+    /// default 4): the host's memory stays flat with the account's size;
+    /// the kernel's page cache serves what it does not hold.
+    pub store_cache_mib: usize,
 }
 
 /// Where events go.
@@ -162,6 +167,7 @@ struct FileServer {
 #[serde(deny_unknown_fields)]
 struct FileStorage {
     data_dir: Option<Scalar>,
+    cache_mib: Option<Scalar>,
     mongodb_uri: Option<Scalar>,
     mongodb_db: Option<Scalar>,
 }
@@ -382,6 +388,13 @@ impl Config {
             mongodb_db: s
                 .string(MONGODB_DB, &f.storage.mongodb_db)
                 .unwrap_or_else(|| "wasync".into()),
+            store_cache_mib: s.parse(
+                WASYNC_STORE_CACHE_MIB,
+                &f.storage.cache_mib,
+                4,
+                "a size in MiB between 1 and 65536",
+                |v| (1..=65_536).contains(v),
+            ),
         };
         if storage.mongodb_db.is_empty()
             || storage.mongodb_db.len() > 63
@@ -503,6 +516,7 @@ mod tests {
         assert_eq!(c.browser.default_provider, "simulator");
         assert_eq!(c.browser.whatsapp_web_url, "https://web.whatsapp.com/");
         assert_eq!(c.server.max_body_bytes, 1 << 20);
+        assert_eq!(c.storage.store_cache_mib, 4);
     }
 
     #[test]
@@ -516,6 +530,7 @@ mod tests {
                 (AMQP_PUBLISH_MESSAGES, "maybe"),
                 (WASYNC_MAX_BODY_BYTES, "12"),
                 (WASYNC_LOG_FORMAT, "xml"),
+                (WASYNC_STORE_CACHE_MIB, "0"),
             ]),
             None,
         )
@@ -529,10 +544,11 @@ mod tests {
             AMQP_PUBLISH_MESSAGES,
             WASYNC_MAX_BODY_BYTES,
             WASYNC_LOG_FORMAT,
+            WASYNC_STORE_CACHE_MIB,
         ] {
             assert!(text.contains(var), "{var} missing from: {text}");
         }
-        assert_eq!(err.problems.len(), 7);
+        assert_eq!(err.problems.len(), 8);
     }
 
     #[test]
@@ -558,7 +574,7 @@ mod tests {
         let path = dir.path().join("wasync.toml");
         std::fs::write(
             &path,
-            "[storage]\ndata_dir = \"/tmp/x\"\nmongodb_db = \"filedb\"\n[events]\namqp_queue = \"q\"\npublish_messages = true\n[server]\nmax_body_bytes = 2048\n",
+            "[storage]\ndata_dir = \"/tmp/x\"\nmongodb_db = \"filedb\"\ncache_mib = 16\n[events]\namqp_queue = \"q\"\npublish_messages = true\n[server]\nmax_body_bytes = 2048\n",
         )
         .unwrap();
         let c = Config::load(&env(&[(MONGODB_DB, "envdb")]), Some(&path)).unwrap();
@@ -567,6 +583,7 @@ mod tests {
         assert_eq!(c.events.amqp_queue, "q");
         assert!(c.events.publish_messages);
         assert_eq!(c.server.max_body_bytes, 2048);
+        assert_eq!(c.storage.store_cache_mib, 16);
 
         std::fs::write(&path, "[storage]\ndatadir = \"/tmp/x\"\n").unwrap();
         let err = Config::load(&HashMap::new(), Some(&path)).unwrap_err();

@@ -50,6 +50,8 @@ pub struct Frame {
     /// Progress frames may be coalesced.
     pub progress: bool,
     pub text: Arc<str>,
+    /// When the event was published: delivery latency is measured from here.
+    pub published: std::time::Instant,
 }
 
 impl Frame {
@@ -58,6 +60,7 @@ impl Frame {
             session: session.map(Arc::from),
             progress: event.is_progress(),
             text: Arc::from(event.to_frame()),
+            published: std::time::Instant::now(),
         }
     }
 }
@@ -143,6 +146,15 @@ impl ClientQueue {
                 _ = self.closed.cancelled() => return None,
             }
         }
+    }
+
+    /// The next frame if one is queued, without waiting: the writer drains
+    /// what piled up behind the frame it woke for and flushes them together.
+    pub fn try_next(&self) -> Option<Frame> {
+        if self.closed.is_cancelled() {
+            return None;
+        }
+        self.lock().frames.pop_front()
     }
 
     /// Marks the client closed; the connection task sends `reason` as the
@@ -319,6 +331,28 @@ mod tests {
     fn seq_of(f: &Frame) -> Option<u64> {
         let v: serde_json::Value = serde_json::from_str(&f.text).unwrap();
         v["data"]["seq"].as_u64()
+    }
+
+    #[tokio::test]
+    async fn try_next_drains_in_order_without_waiting_and_stops_at_close() {
+        let hub = Hub::new(QueueLimits::default());
+        let c = hub.connect();
+        hub.join(&c, "s", ready);
+        assert!(c.next().await.is_some(), "the join's snapshot");
+        assert!(c.try_next().is_none(), "nothing queued: no wait");
+        for i in 0..3 {
+            hub.publish("s", &progress(i));
+        }
+        let first = c.next().await.unwrap();
+        let rest: Vec<_> = std::iter::from_fn(|| c.try_next()).collect();
+        assert_eq!(seq_of(&first), Some(0));
+        assert_eq!(
+            rest.iter().map(seq_of).collect::<Vec<_>>(),
+            [Some(1), Some(2)]
+        );
+        hub.publish("s", &progress(3));
+        c.close("bye");
+        assert!(c.try_next().is_none(), "a closed client yields nothing");
     }
 
     #[tokio::test]

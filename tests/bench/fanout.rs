@@ -1,10 +1,10 @@
 //! P4 (WebSocket fan-out) and P6 (REST under many concurrent syncs).
 //!
 //! Both run a real host in this process with real clients over loopback.
-//! P4's latency is measured against an in-process subscriber of the same
-//! hub, which sees each event the moment the sync publishes it: a client's
-//! latency for event `seq` is when it read the frame minus when that
-//! subscriber did.
+//! P4's latency is measured from the moment the sync published each event
+//! (the hub stamps its frames; an in-process subscriber of the same hub
+//! collects the stamps): a client's latency for event `seq` is when it read
+//! the frame minus when the event was published.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -147,7 +147,7 @@ pub async fn p4(quick: bool) -> FanOut {
                 break;
             }
             if let Some(seq) = seq_of(&f.text) {
-                at.insert(seq, Instant::now());
+                at.insert(seq, f.published);
             }
         }
         at

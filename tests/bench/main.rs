@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 mod fanout;
+mod startup;
 
 use serde_json::{Value, json};
 use wasync::app::{App, Tuning};
@@ -19,13 +20,22 @@ use wasync::config::Config;
 struct Args {
     quick: bool,
     out: String,
+    /// Measures to run (`--only P2,P3`); empty runs them all.
+    only: Vec<String>,
     child: Option<Vec<String>>,
+}
+
+impl Args {
+    fn wants(&self, id: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o.eq_ignore_ascii_case(id))
+    }
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
         quick: false,
         out: "BENCHMARKS.md".into(),
+        only: Vec::new(),
         child: None,
     };
     let mut it = std::env::args().skip(1);
@@ -33,12 +43,22 @@ fn parse_args() -> Args {
         match a.as_str() {
             "--quick" => args.quick = true,
             "--out" => args.out = it.next().expect("--out FILE"),
+            "--only" => {
+                args.only = it
+                    .next()
+                    .expect("--only P2,P3")
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .collect()
+            }
             "--child" => {
                 args.child = Some(it.collect());
                 break;
             }
             other => {
-                eprintln!("bench: unknown argument {other:?}\nusage: bench [--quick] [--out FILE]");
+                eprintln!(
+                    "bench: unknown argument {other:?}\nusage: bench [--quick] [--only P1,P2,...] [--out FILE]"
+                );
                 std::process::exit(2);
             }
         }
@@ -161,6 +181,19 @@ fn main() {
                 eprintln!("{r}");
                 json!({"events": r.events, "eventsPerSec": r.events_per_sec(), "drainMs": r.drain.as_millis() as u64})
             }
+            // The redaction measure alone, for profiling:
+            // `bench --child redaction MESSAGES BATCH inline|pool`.
+            Some("redaction") => {
+                let n: usize = child_args[1].parse().expect("messages");
+                let batch: usize = child_args[2].parse().expect("batch");
+                let offload = match child_args.get(3).map(String::as_str) {
+                    Some("inline") => wasync::plugins::wasm::Offload::Inline,
+                    _ => wasync::plugins::wasm::Offload::BlockingPool,
+                };
+                let r = rt.block_on(wasync_tests::plugins::bench_redaction(n, batch, offload));
+                eprintln!("{r}");
+                json!({"pluginUsPerMsg": r.plugin_per_message.as_secs_f64() * 1e6, "nativeUsPerMsg": r.native_per_message.as_secs_f64() * 1e6})
+            }
             other => panic!("unknown child measure {other:?}"),
         };
         println!("{v}");
@@ -170,146 +203,181 @@ fn main() {
     let started = Instant::now();
     let mut rows = Vec::new();
 
-    // P2: the 100k-message sync into the embedded store.
-    let (chats, per) = if args.quick { (50, 20) } else { (1000, 100) };
-    let p2 = child(&["sync-embedded", &chats.to_string(), &per.to_string()]);
-    let rate = p2["msgsPerSec"].as_f64().unwrap();
-    eprintln!("P2 sync into embedded: {p2}");
-    rows.push(Row {
-        id: "P2",
-        measure: format!(
-            "{} messages ({chats} chats × {per}) synced into the embedded store: {:.0} msgs/s ({} ms), peak RSS {:.1} MiB",
-            p2["messages"],
-            rate,
-            p2["ms"],
-            p2["peakRssKiB"].as_f64().unwrap() / 1024.0
-        ),
-        baseline: "target rate".into(),
-        result: format!("{:.2}× the target", rate / 150_000.0),
-        target: "≥ 150k msgs/s",
-        met: Some(rate >= 150_000.0),
-    });
-
-    // P5: peak memory, 1M messages against 10k messages (100 per chat).
-    let (small, big) = if args.quick { (10, 100) } else { (100, 10_000) };
-    let s = child(&["sync-embedded", &small.to_string(), "100"]);
-    let b = child(&["sync-embedded", &big.to_string(), "100"]);
-    let (s_rss, b_rss) = (
-        s["peakRssKiB"].as_f64().unwrap() / 1024.0,
-        b["peakRssKiB"].as_f64().unwrap() / 1024.0,
-    );
-    let ratio = b_rss / s_rss;
-    eprintln!("P5 peak RSS: small {s} big {b}");
-    rows.push(Row {
-        id: "P5",
-        measure: format!(
-            "peak RSS syncing {} messages: {b_rss:.1} MiB ({:.0} msgs/s)",
-            b["messages"],
-            b["msgsPerSec"].as_f64().unwrap()
-        ),
-        baseline: format!(
-            "peak RSS syncing {} messages: {s_rss:.1} MiB",
-            s["messages"]
-        ),
-        result: format!("{ratio:.2}×"),
-        target: "≤ 1.5× and < 150 MB",
-        met: Some(ratio <= 1.5 && b_rss < 150.0),
-    });
-
-    // M1: the 100k-message sync into MongoDB beside the raw driver's
-    // insert_many of the same documents, same server, same run.
-    if let Some(row) = rt.block_on(mongo_row(args.quick)) {
-        rows.push(row);
+    if args.wants("P2") {
+        // P2: the 100k-message sync into the embedded store.
+        let (chats, per) = if args.quick { (50, 20) } else { (1000, 100) };
+        let p2 = child(&["sync-embedded", &chats.to_string(), &per.to_string()]);
+        let rate = p2["msgsPerSec"].as_f64().unwrap();
+        eprintln!("P2 sync into embedded: {p2}");
+        rows.push(Row {
+            id: "P2",
+            measure: format!(
+                "{} messages ({chats} chats × {per}) synced into the embedded store: {:.0} msgs/s ({} ms), peak RSS {:.1} MiB",
+                p2["messages"],
+                rate,
+                p2["ms"],
+                p2["peakRssKiB"].as_f64().unwrap() / 1024.0
+            ),
+            baseline: "target rate".into(),
+            result: format!("{:.2}× the target", rate / 150_000.0),
+            target: "≥ 150k msgs/s",
+            met: Some(rate >= 150_000.0),
+        });
     }
 
-    // E1: the outbox relay draining into RabbitMQ, publisher confirms on.
-    rows.push(rt.block_on(relay_to_rabbitmq(args.quick)));
+    if args.wants("P5") {
+        // P5: peak memory, 1M messages against 10k messages (100 per chat).
+        let (small, big) = if args.quick { (10, 100) } else { (100, 10_000) };
+        let s = child(&["sync-embedded", &small.to_string(), "100"]);
+        let b = child(&["sync-embedded", &big.to_string(), "100"]);
+        let (s_rss, b_rss) = (
+            s["peakRssKiB"].as_f64().unwrap() / 1024.0,
+            b["peakRssKiB"].as_f64().unwrap() / 1024.0,
+        );
+        let ratio = b_rss / s_rss;
+        eprintln!("P5 peak RSS: small {s} big {b}");
+        rows.push(Row {
+            id: "P5",
+            measure: format!(
+                "peak RSS syncing {} messages: {b_rss:.1} MiB ({:.0} msgs/s)",
+                b["messages"],
+                b["msgsPerSec"].as_f64().unwrap()
+            ),
+            baseline: format!(
+                "peak RSS syncing {} messages: {s_rss:.1} MiB",
+                s["messages"]
+            ),
+            result: format!("{ratio:.2}×"),
+            target: "≤ 1.5× and < 150 MB",
+            met: Some(ratio <= 1.5 && b_rss < 150.0),
+        });
+    }
 
-    // P3: plugin cost per message (redaction, batch per chat) beside the same
-    // redaction compiled natively; sync with a 3-plugin chain beside none.
-    let (msgs, batch) = if args.quick { (400, 50) } else { (20_000, 100) };
-    let r = rt.block_on(wasync_tests::plugins::bench_redaction(
-        msgs,
-        batch,
-        wasync::plugins::wasm::Offload::default(),
-    ));
-    let added_us = (r.plugin_per_message.as_secs_f64() - r.native_per_message.as_secs_f64()) * 1e6;
-    eprintln!("P3 redaction: {r}");
-    rows.push(Row {
-        id: "P3",
-        measure: format!(
-            "redact-pii plugin on {} messages, batch of {} per chat (instance per chat, instantiate {:.1} µs): {:.2} µs/msg",
-            r.messages,
-            r.batch,
-            r.instantiate.as_secs_f64() * 1e6,
-            r.plugin_per_message.as_secs_f64() * 1e6
-        ),
-        baseline: format!(
-            "the same redaction compiled natively: {:.2} µs/msg",
-            r.native_per_message.as_secs_f64() * 1e6
-        ),
-        result: format!("+{added_us:.2} µs/msg"),
-        target: "≤ +0.5 µs/msg per plugin",
-        met: Some(added_us <= 0.5),
-    });
-    let (chats, per) = if args.quick { (10, 20) } else { (200, 100) };
-    let (n0, ms0) = rt.block_on(wasync_tests::plugins::bench_chain_sync(chats, per, false));
-    let (n3, ms3) = rt.block_on(wasync_tests::plugins::bench_chain_sync(chats, per, true));
-    let (rate0, rate3) = (
-        n0 as f64 * 1000.0 / ms0.max(1) as f64,
-        n3 as f64 * 1000.0 / ms3.max(1) as f64,
-    );
-    rows.push(Row {
-        id: "P3",
-        measure: format!("sync of {n3} messages with a 3-plugin chain (chat-filter, keyword-tagger, redact-pii): {rate3:.0} msgs/s"),
-        baseline: format!("the same sync without plugins: {rate0:.0} msgs/s"),
-        result: format!("{:.2}×", rate3 / rate0.max(1.0)),
-        target: "≥ 0.8×",
-        met: Some(rate3 / rate0.max(1.0) >= 0.8),
-    });
+    if args.wants("P1") {
+        // M1: the 100k-message sync into MongoDB beside the raw driver's
+        // insert_many of the same documents, same server, same run.
+        if let Some(row) = rt.block_on(mongo_row(args.quick)) {
+            rows.push(row);
+        }
+    }
 
-    // P4: 1,000 WebSocket clients on one syncing session; a stalled client.
-    let f = rt.block_on(fanout::p4(args.quick));
-    eprintln!(
-        "P4 fan-out: {} clients, {} events, p50 {:.2} ms p99 {:.2} ms, missed {}; sync {:.0} ms alone, {:.0} ms with a stalled client",
-        f.clients, f.events, f.p50_ms, f.p99_ms, f.missed, f.baseline_ms, f.stalled_ms
-    );
-    let stall_ratio = f.stalled_ms / f.baseline_ms.max(1.0);
-    rows.push(Row {
-        id: "P4",
-        measure: format!(
-            "{} WebSocket clients joined to one syncing session, {} progress events each: delivery latency p50 {:.2} ms, p99 {:.2} ms ({} events coalesced away in total); sync with one client that never reads: {:.0} ms",
-            f.clients, f.events, f.p50_ms, f.p99_ms, f.missed, f.stalled_ms
-        ),
-        baseline: format!(
-            "latency against an in-process subscriber of the same hub; the same sync with no client: {:.0} ms",
-            f.baseline_ms
-        ),
-        result: format!("p99 {:.2} ms; stalled {:.2}×", f.p99_ms, stall_ratio),
-        target: "p99 ≤ 20 ms; stalled ≤ 1.05×",
-        met: Some(f.p99_ms <= 20.0 && stall_ratio <= 1.05),
-    });
+    if args.wants("E1") {
+        // E1: the outbox relay draining into RabbitMQ, publisher confirms on.
+        rows.push(rt.block_on(relay_to_rabbitmq(args.quick)));
+    }
 
-    // P6: REST latency while 200 sessions sync at once.
-    let b = rt.block_on(fanout::p6(args.quick));
-    eprintln!(
-        "P6 busy REST: p50 {:.2} p99 {:.2} ms; idle p50 {:.2} p99 {:.2} ms",
-        b.busy_p50, b.busy_p99, b.idle_p50, b.idle_p99
-    );
-    rows.push(Row {
-        id: "P6",
-        measure: format!(
-            "{} sessions syncing at once: {} `GET .../chats` (8 in flight) p50 {:.2} ms, p99 {:.2} ms",
-            b.sessions, b.requests, b.busy_p50, b.busy_p99
-        ),
-        baseline: format!(
-            "the same requests on the idle host: p50 {:.2} ms, p99 {:.2} ms",
-            b.idle_p50, b.idle_p99
-        ),
-        result: format!("p99 {:.2}× idle", b.busy_p99 / b.idle_p99.max(0.001)),
-        target: "p99 ≤ 50 ms",
-        met: Some(b.busy_p99 <= 50.0),
-    });
+    if args.wants("P3") {
+        // P3: plugin cost per message (redaction, batch per chat) beside the same
+        // redaction compiled natively; sync with a 3-plugin chain beside none.
+        let (msgs, batch) = if args.quick { (400, 50) } else { (20_000, 100) };
+        let r = rt.block_on(wasync_tests::plugins::bench_redaction(
+            msgs,
+            batch,
+            wasync::plugins::wasm::Offload::default(),
+        ));
+        let added_us =
+            (r.plugin_per_message.as_secs_f64() - r.native_per_message.as_secs_f64()) * 1e6;
+        eprintln!("P3 redaction: {r}");
+        rows.push(Row {
+            id: "P3",
+            measure: format!(
+                "redact-pii plugin on {} messages, batch of {} per chat (instance per chat, instantiate {:.1} µs): {:.2} µs/msg",
+                r.messages,
+                r.batch,
+                r.instantiate.as_secs_f64() * 1e6,
+                r.plugin_per_message.as_secs_f64() * 1e6
+            ),
+            baseline: format!(
+                "the same redaction compiled natively: {:.2} µs/msg",
+                r.native_per_message.as_secs_f64() * 1e6
+            ),
+            result: format!("+{added_us:.2} µs/msg"),
+            target: "≤ +0.5 µs/msg per plugin",
+            met: Some(added_us <= 0.5),
+        });
+        let (chats, per) = if args.quick { (10, 20) } else { (200, 100) };
+        let (n0, ms0) = rt.block_on(wasync_tests::plugins::bench_chain_sync(chats, per, false));
+        let (n3, ms3) = rt.block_on(wasync_tests::plugins::bench_chain_sync(chats, per, true));
+        let (rate0, rate3) = (
+            n0 as f64 * 1000.0 / ms0.max(1) as f64,
+            n3 as f64 * 1000.0 / ms3.max(1) as f64,
+        );
+        rows.push(Row {
+            id: "P3",
+            measure: format!("sync of {n3} messages with a 3-plugin chain (chat-filter, keyword-tagger, redact-pii): {rate3:.0} msgs/s"),
+            baseline: format!("the same sync without plugins: {rate0:.0} msgs/s"),
+            result: format!("{:.2}×", rate3 / rate0.max(1.0)),
+            target: "≥ 0.8×",
+            met: Some(rate3 / rate0.max(1.0) >= 0.8),
+        });
+    }
+
+    if args.wants("P4") {
+        // P4: 1,000 WebSocket clients on one syncing session; a stalled client.
+        let f = rt.block_on(fanout::p4(args.quick));
+        eprintln!(
+            "P4 fan-out: {} clients, {} events, p50 {:.2} ms p99 {:.2} ms, missed {}; sync {:.0} ms alone, {:.0} ms with a stalled client",
+            f.clients, f.events, f.p50_ms, f.p99_ms, f.missed, f.baseline_ms, f.stalled_ms
+        );
+        let stall_ratio = f.stalled_ms / f.baseline_ms.max(1.0);
+        rows.push(Row {
+            id: "P4",
+            measure: format!(
+                "{} WebSocket clients joined to one syncing session, {} progress events each: delivery latency p50 {:.2} ms, p99 {:.2} ms ({} events coalesced away in total); sync with one client that never reads: {:.0} ms",
+                f.clients, f.events, f.p50_ms, f.p99_ms, f.missed, f.stalled_ms
+            ),
+            baseline: format!(
+                "latency against an in-process subscriber of the same hub; the same sync with no client: {:.0} ms",
+                f.baseline_ms
+            ),
+            result: format!("p99 {:.2} ms; stalled {:.2}×", f.p99_ms, stall_ratio),
+            target: "p99 ≤ 20 ms; stalled ≤ 1.05×",
+            met: Some(f.p99_ms <= 20.0 && stall_ratio <= 1.05),
+        });
+    }
+
+    if args.wants("P6") {
+        // P6: REST latency while 200 sessions sync at once.
+        let b = rt.block_on(fanout::p6(args.quick));
+        eprintln!(
+            "P6 busy REST: p50 {:.2} p99 {:.2} ms; idle p50 {:.2} p99 {:.2} ms",
+            b.busy_p50, b.busy_p99, b.idle_p50, b.idle_p99
+        );
+        rows.push(Row {
+            id: "P6",
+            measure: format!(
+                "{} sessions syncing at once: {} `GET .../chats` (8 in flight) p50 {:.2} ms, p99 {:.2} ms",
+                b.sessions, b.requests, b.busy_p50, b.busy_p99
+            ),
+            baseline: format!(
+                "the same requests on the idle host: p50 {:.2} ms, p99 {:.2} ms",
+                b.idle_p50, b.idle_p99
+            ),
+            result: format!("p99 {:.2}× idle", b.busy_p99 / b.idle_p99.max(0.001)),
+            target: "p99 ≤ 50 ms",
+            met: Some(b.busy_p99 <= 50.0),
+        });
+    }
+
+    if args.wants("P7") {
+        // P7: exec to serving with five plugins, compile cache cold and warm.
+        let s = rt.block_on(startup::p7(args.quick));
+        eprintln!(
+            "P7 start-up with {} plugins: cold {:.0} ms, warm {:.0} ms (median of {})",
+            s.plugins, s.cold_ms, s.warm_ms, s.runs
+        );
+        rows.push(Row {
+            id: "P7",
+            measure: format!(
+                "`wasync` exec to first `/readyz` 200 with {} plugins, compile cache warm: {:.0} ms (median of {})",
+                s.plugins, s.warm_ms, s.runs
+            ),
+            baseline: format!("the same start with the cache cold: {:.0} ms", s.cold_ms),
+            result: format!("{:.0} ms warm; {:.2}× cold", s.warm_ms, s.warm_ms / s.cold_ms.max(0.001)),
+            target: "≤ 300 ms warm",
+            met: Some(s.warm_ms <= 300.0),
+        });
+    }
 
     let mut md = String::new();
     md.push_str("# wasync benchmarks\n\n");
@@ -335,6 +403,14 @@ fn main() {
                 None => "–",
             }
         ));
+    }
+    // The hand-written analysis below the table (`## Notes` onwards) is
+    // kept across runs.
+    if let Some(notes) = std::fs::read_to_string(&args.out)
+        .ok()
+        .and_then(|old| old.find("\n## Notes").map(|i| old[i..].to_owned()))
+    {
+        md.push_str(&notes);
     }
     std::fs::write(&args.out, &md).expect("write results");
     println!("{md}");
@@ -407,7 +483,7 @@ async fn mongo_row(quick: bool) -> Option<Row> {
                     "M1 skipped: no MongoDB server (set WASYNC_BENCH_MONGODB_URI or run scripts/setup.sh)"
                 );
                 return Some(Row {
-                    id: "M1",
+                    id: "P1",
                     measure: "sync into MongoDB: not run (no server; run scripts/setup.sh)".into(),
                     baseline: "–".into(),
                     result: "–".into(),
@@ -425,7 +501,7 @@ async fn mongo_row(quick: bool) -> Option<Row> {
     let r = bench_sync_vs_raw(&uri, chats, per).await;
     eprintln!("M1 {r}");
     Some(Row {
-        id: "M1",
+        id: "P1",
         measure: format!(
             "{} messages ({chats} chats × {per}) synced through the host into MongoDB: {:.2?} ({:.0} msgs/s)",
             r.messages,

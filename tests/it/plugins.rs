@@ -377,9 +377,20 @@ async fn file_socket_and_env_attempts_fail_inside_the_guest() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_spinning_plugin_does_not_hold_the_async_runtime() {
-    // One runtime thread only: if the guest ran on it, the ticker below
-    // could not run until the deadline.
+async fn a_spinning_plugin_does_not_hold_a_current_thread_runtime() {
+    // One runtime thread only: if the guest ran on it, the ticker could
+    // not run until the deadline. Here the call goes to the blocking pool.
+    spinning_plugin_leaves_the_runtime_free().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_spinning_plugin_does_not_hold_a_multi_thread_runtime() {
+    // One worker: the call turns it into a blocking thread
+    // (`block_in_place`), and the ticker must move to a fresh worker.
+    spinning_plugin_leaves_the_runtime_free().await;
+}
+
+async fn spinning_plugin_leaves_the_runtime_free() {
     let mgr = PluginDir::new()
         .with_edited("fixture-loop", |m| {
             m.replace("deadline_ms = 100", "deadline_ms = 300")

@@ -96,6 +96,13 @@ pub(super) fn upgrade(
     Ok(resp)
 }
 
+/// Most frames written per flush.
+const WRITE_BATCH: usize = 64;
+
+fn text_message(frame: &crate::hub::Frame) -> Message {
+    Message::Text(Utf8Bytes::from(frame.text.as_ref()))
+}
+
 #[tracing::instrument(name = "gateway.ws", skip_all)]
 async fn connection<S>(gw: Arc<Gateway>, ws: WebSocketStream<S>)
 where
@@ -127,7 +134,16 @@ where
                 }
             };
             let Some(frame) = frame else { break };
-            let send = sink.send(Message::Text(Utf8Bytes::from(frame.text.as_ref())));
+            // Frames that queued up behind this one go out in the same
+            // write: one flush (one syscall) per wake-up, not per frame.
+            let send = async {
+                sink.feed(text_message(&frame)).await?;
+                for _ in 1..WRITE_BATCH {
+                    let Some(more) = c.try_next() else { break };
+                    sink.feed(text_message(&more)).await?;
+                }
+                sink.flush().await
+            };
             match tokio::time::timeout(stall, send).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {

@@ -35,8 +35,11 @@ pub(crate) struct LoadedPlugin {
 /// How guest calls are run relative to the async runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Offload {
-    /// On tokio's blocking pool, so a slow plugin (up to its deadline)
-    /// never holds an async worker.
+    /// Off the async workers, so a slow plugin (up to its deadline) never
+    /// holds one. On a multi-thread runtime the calling worker turns into a
+    /// blocking thread for the call (`block_in_place`: its queued tasks move
+    /// to another worker, and no thread hand-off is paid when there are
+    /// none); on a current-thread runtime the call goes to the blocking pool.
     #[default]
     BlockingPool,
     /// On the calling task: cheapest, but a call holds its worker thread
@@ -228,6 +231,16 @@ impl WasmScope {
         let (live, result) = match self.inner.offload {
             Offload::Inline => {
                 let r = invoke(&mut live, &self.ctx, &self.chat, call).await;
+                (Some(live), r)
+            }
+            Offload::BlockingPool
+                if tokio::runtime::Handle::current().runtime_flavor()
+                    == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                let handle = tokio::runtime::Handle::current();
+                let r = tokio::task::block_in_place(|| {
+                    handle.block_on(invoke(&mut live, &self.ctx, &self.chat, call))
+                });
                 (Some(live), r)
             }
             Offload::BlockingPool => {

@@ -53,6 +53,9 @@ impl Default for RuntimeOptions {
     }
 }
 
+/// Bytes of each pooled linear memory kept resident between instances.
+const KEEP_RESIDENT: usize = 4 * 1024 * 1024;
+
 /// The engine, its linker, and what kind of allocator it ended up with.
 pub struct PluginRuntime {
     pub(crate) engine: Engine,
@@ -104,7 +107,14 @@ fn config(opts: &RuntimeOptions, pooling: bool) -> Result<Config, PluginError> {
             .max_core_instances_per_component(16)
             .max_memories_per_component(4)
             .max_tables_per_component(8)
-            .max_memory_size(opts.max_memory_mib as usize * 1024 * 1024);
+            .max_memory_size(opts.max_memory_mib as usize * 1024 * 1024)
+            // A slot is reused chat after chat: resetting the pages an
+            // instance dirtied with memset (found with PAGEMAP_SCAN where
+            // the kernel has it) keeps them resident, where madvise would
+            // make the next instance fault each one in again.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 * 1024)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Ok(cfg)
