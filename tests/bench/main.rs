@@ -194,6 +194,13 @@ fn main() {
                 eprintln!("{r}");
                 json!({"pluginUsPerMsg": r.plugin_per_message.as_secs_f64() * 1e6, "nativeUsPerMsg": r.native_per_message.as_secs_f64() * 1e6})
             }
+            // The MongoDB row at another size: `bench --child mongo CHATS PER_CHAT`.
+            Some("mongo") => {
+                let chats: u32 = child_args[1].parse().expect("chats");
+                let per: u32 = child_args[2].parse().expect("per chat");
+                let row = rt.block_on(mongo_row_sized(chats, per)).expect("row");
+                json!({"measure": row.measure, "baseline": row.baseline, "result": row.result})
+            }
             other => panic!("unknown child measure {other:?}"),
         };
         println!("{v}");
@@ -468,6 +475,11 @@ fn date() -> String {
 /// server's `WASYNC_TEST_MONGODB_URI`), else a private SecantusDB from
 /// `.venv` (scripts/setup.sh). Without either the row says so.
 async fn mongo_row(quick: bool) -> Option<Row> {
+    let (chats, per) = if quick { (20, 20) } else { (1000, 100) };
+    mongo_row_sized(chats, per).await
+}
+
+async fn mongo_row_sized(chats: u32, per: u32) -> Option<Row> {
     use wasync_tests::mongo::{MongoServer, bench_sync_vs_raw};
     let mut _server = None;
     let uri = match std::env::var("WASYNC_BENCH_MONGODB_URI")
@@ -497,7 +509,6 @@ async fn mongo_row(quick: bool) -> Option<Row> {
             uri
         }
     };
-    let (chats, per) = if quick { (20, 20) } else { (1000, 100) };
     let r = bench_sync_vs_raw(&uri, chats, per).await;
     eprintln!("M1 {r}");
     Some(Row {

@@ -238,7 +238,9 @@ impl TestHost {
 
 /// Polls `GET {base}/whatsapp-web/session/{session}/sync` until the run is
 /// `completed` and returns it; a `failed` run panics. The benchmarks use
-/// it with their own (key-less) client.
+/// it with their own (key-less) client. They measure a sync by the run's
+/// own timestamps, so a slow poll only adds wall time, while a fast one
+/// would load the very server being measured (each poll is a read).
 pub async fn wait_run_completed(http: &reqwest::Client, base: &str, session: &str) -> Value {
     loop {
         let r: Value = http
@@ -253,7 +255,7 @@ pub async fn wait_run_completed(http: &reqwest::Client, base: &str, session: &st
             return r;
         }
         assert!(r["status"] != "failed", "sync of {session} failed: {r}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
