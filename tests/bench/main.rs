@@ -334,7 +334,7 @@ fn main() {
                 f.clients, f.events, f.p50_ms, f.p99_ms, f.missed, f.stalled_ms
             ),
             baseline: format!(
-                "latency against an in-process subscriber of the same hub; the same sync with no client: {:.0} ms",
+                "latency from the moment the sync published each event (the hub's stamp) to the client's read; the same sync with no client: {:.0} ms",
                 f.baseline_ms
             ),
             result: format!("p99 {:.2} ms; stalled {:.2}×", f.p99_ms, stall_ratio),
