@@ -3,7 +3,7 @@
 //! with the cache the first start left behind.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,18 +27,6 @@ pub struct Startup {
     pub runs: usize,
 }
 
-/// The `wasync` binary beside this bench binary (`just bench` builds both).
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    let bin = exe.with_file_name("wasync");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release -p wasync --bin wasync` (`just bench` does)",
-        bin.display()
-    );
-    bin
-}
-
 /// Kills the host when a measure panics half-way.
 struct Host(Child);
 
@@ -55,7 +43,7 @@ impl Drop for Host {
 async fn start_once(data: &Path, plugins: &Path) -> Duration {
     let http = reqwest::Client::new();
     let started = Instant::now();
-    let mut child = Command::new(binary())
+    let mut child = Command::new(wasync_tests::wasync_binary())
         .env_clear()
         .env("WASYNC_LISTEN", "127.0.0.1:0")
         .env("WASYNC_DATA_DIR", data)

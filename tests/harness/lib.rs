@@ -338,3 +338,23 @@ impl WsClient {
         ev["data"].clone()
     }
 }
+
+/// The `wasync` binary of this build: beside the running executable (the
+/// bench, `target/<profile>/bench`) or one level up (a test binary,
+/// `target/<profile>/deps/it-<hash>`). `scripts/test.sh` and `just bench`
+/// build it.
+pub fn wasync_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let dir = exe.parent().expect("executable's directory");
+    let candidates = [dir.join("wasync"), dir.join("../wasync")];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no wasync binary beside {}: run `cargo build -p wasync --bin wasync` (scripts/test.sh and `just bench` do)",
+                exe.display()
+            )
+        })
+}

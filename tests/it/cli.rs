@@ -5,16 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn binary() -> PathBuf {
-    // target/debug/deps/it-<hash> → target/debug/wasync
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("wasync");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p wasync --bin wasync` (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
+    wasync_tests::wasync_binary()
 }
 
 #[test]
