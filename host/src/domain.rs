@@ -352,6 +352,22 @@ pub enum SessionStatus {
 }
 
 impl SessionStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [SessionStatus; 7] = [
+        SessionStatus::Starting,
+        SessionStatus::Qr,
+        SessionStatus::Authenticated,
+        SessionStatus::Ready,
+        SessionStatus::AuthFailure,
+        SessionStatus::Disconnected,
+        SessionStatus::Stopped,
+    ];
+
+    /// The status named `name` (as [`SessionStatus::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<SessionStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SessionStatus::Starting => "starting",
@@ -458,6 +474,18 @@ impl ServerEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_session_status_round_trips_by_its_wire_name() {
+        for s in SessionStatus::ALL {
+            assert_eq!(SessionStatus::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::Value::from(s.as_str())
+            );
+        }
+        assert_eq!(SessionStatus::parse("nope"), None);
+    }
 
     #[test]
     fn session_ids_are_a_security_boundary() {

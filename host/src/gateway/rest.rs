@@ -498,18 +498,9 @@ pub(super) async fn readyz(gw: &Gateway) -> Response<Body> {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
         (status = 401, body = Problem)))]
 pub(super) async fn metrics(gw: &Gateway) -> Response<Body> {
-    use crate::domain::SessionStatus::*;
     use crate::telemetry::StatusLabel;
     let counts = gw.sessions.status_counts();
-    for status in [
-        Starting,
-        Qr,
-        Authenticated,
-        Ready,
-        AuthFailure,
-        Disconnected,
-        Stopped,
-    ] {
+    for status in crate::domain::SessionStatus::ALL {
         gw.metrics
             .sessions
             .get_or_create(&StatusLabel {

@@ -439,16 +439,7 @@ impl Sessions {
 }
 
 fn snapshot_of(rec: &SessionRecord) -> SessionSnapshot {
-    let status = match rec.status.as_str() {
-        "ready" if !rec.active => SessionStatus::Stopped,
-        "starting" => SessionStatus::Starting,
-        "qr" => SessionStatus::Qr,
-        "authenticated" => SessionStatus::Authenticated,
-        "ready" => SessionStatus::Ready,
-        "auth_failure" => SessionStatus::AuthFailure,
-        "disconnected" => SessionStatus::Disconnected,
-        _ => SessionStatus::Stopped,
-    };
+    let status = SessionStatus::parse(&rec.status).unwrap_or(SessionStatus::Stopped);
     SessionSnapshot {
         session_id: rec.session_id.clone(),
         status: if rec.active {
