@@ -508,8 +508,8 @@ pub(super) async fn metrics(gw: &Gateway) -> Response<Body> {
             })
             .set(counts.get(&status).copied().unwrap_or(0) as i64);
     }
-    if let Ok(pending) = gw.store.pending_events(100_000).await {
-        gw.metrics.outbox_pending.set(pending.len() as i64);
+    if let Ok(pending) = gw.store.count_pending_events().await {
+        gw.metrics.outbox_pending.set(pending as i64);
     }
     // The host's registry, then the plugin runtime's own counters, in the
     // Prometheus text format.

@@ -344,8 +344,15 @@ pub async fn outbox_lifecycle(store: &dyn Store) {
     let s = sid("outbox");
     let e1 = OutboxEvent::new("session_ready", &s, serde_json::json!({"n": 1}));
     let e2 = OutboxEvent::new("session_ready", &s, serde_json::json!({"n": 2}));
+    let before = store.count_pending_events().await.unwrap();
     store.enqueue_event(&e1).await.unwrap();
     store.enqueue_event(&e2).await.unwrap();
+    assert_eq!(
+        store.count_pending_events().await.unwrap(),
+        before + 2,
+        "{}: both events count as pending",
+        store.kind()
+    );
     let pending: Vec<_> = store
         .pending_events(10_000)
         .await
@@ -376,6 +383,7 @@ pub async fn outbox_lifecycle(store: &dyn Store) {
         .collect();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].event_id, e2.event_id);
+    assert_eq!(store.count_pending_events().await.unwrap(), before + 1);
     let all = store.session_events(&s).await.unwrap();
     let first = all.iter().find(|e| e.event_id == e1.event_id).unwrap();
     assert_eq!(first.published_at, Some(77));

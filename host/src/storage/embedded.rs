@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -719,6 +719,14 @@ impl Store for EmbeddedStore {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn count_pending_events(&self) -> StoreResult<u64> {
+        self.blocking(|db| {
+            let txn = db.begin_read().db()?;
+            txn.open_table(OUTBOX_PENDING).db()?.len().db()
         })
         .await
     }

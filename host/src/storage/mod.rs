@@ -189,6 +189,9 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue_event(&self, event: &OutboxEvent) -> StoreResult<()>;
     /// Unpublished events, oldest first.
     async fn pending_events(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>>;
+    /// How many events are unpublished (the `/metrics` gauge), without
+    /// reading them.
+    async fn count_pending_events(&self) -> StoreResult<u64>;
     async fn mark_published(&self, event_ids: &[String], at: i64) -> StoreResult<()>;
     /// Counts a failed attempt.
     async fn record_attempt(&self, event_ids: &[String]) -> StoreResult<()>;

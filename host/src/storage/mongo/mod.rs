@@ -948,6 +948,13 @@ impl Store for MongoStore {
         Self::collect_docs(cursor, OUTBOX_DATES).await
     }
 
+    async fn count_pending_events(&self) -> StoreResult<u64> {
+        self.outbox
+            .count_documents(doc! { "publishedAt": Bson::Null })
+            .await
+            .map_err(map_err)
+    }
+
     async fn mark_published(&self, event_ids: &[String], at: i64) -> StoreResult<()> {
         if event_ids.is_empty() {
             return Ok(());
