@@ -13,28 +13,14 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use wasync::app::{App, Tuning};
-use wasync::config::Config;
 use wasync::domain::ServerEvent;
+use wasync_tests::{HostOptions, TestHost};
 
-async fn host() -> (App, tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut env = HashMap::new();
-    env.insert(
-        "WASYNC_DATA_DIR".to_owned(),
-        dir.path().display().to_string(),
-    );
-    // Room for 1,000 clients' queues without closing anyone.
-    env.insert("WASYNC_WS_QUEUE".to_owned(), "100000".to_owned());
-    let config = Config::load(&env, None).expect("config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+/// A host on the embedded store, with room for 1,000 clients' queues
+/// without closing anyone.
+async fn host() -> TestHost {
+    TestHost::spawn_with(HostOptions::default().var(wasync::config::WASYNC_WS_QUEUE, "100000"))
         .await
-        .expect("bind");
-    let app = App::start(config, listener, Tuning::default())
-        .await
-        .expect("start");
-    let base = format!("http://{}", app.local_addr());
-    (app, dir, base)
 }
 
 fn seq_of(text: &str) -> Option<u64> {
@@ -125,7 +111,8 @@ pub struct FanOut {
 
 pub async fn p4(quick: bool) -> FanOut {
     let (n_clients, chats) = if quick { (20, 20) } else { (1000, 200) };
-    let (app, _dir, base) = host().await;
+    let host = host().await;
+    let base = host.base.clone();
     let http = reqwest::Client::new();
     create(
         &http,
@@ -137,7 +124,7 @@ pub async fn p4(quick: bool) -> FanOut {
     wait_ready(&http, &base, "fan").await;
 
     // The reference subscriber.
-    let hub = app.hub();
+    let hub = host.app().hub();
     let reference = hub.connect();
     hub.join(&reference, "fan", || ServerEvent::Pong {});
     let ref_task = tokio::spawn(async move {
@@ -228,7 +215,7 @@ pub async fn p4(quick: bool) -> FanOut {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stalled_ms = sync_once(&http, &base, "stall").await;
     drop(stalled);
-    app.stop().await;
+    host.stop().await;
     FanOut {
         clients: n_clients,
         events: at.len(),
@@ -286,7 +273,8 @@ async fn hammer(http: &reqwest::Client, base: &str, sessions: usize, requests: u
 
 pub async fn p6(quick: bool) -> Busy {
     let (sessions, requests, chats) = if quick { (10, 200, 5) } else { (200, 4000, 50) };
-    let (app, _dir, base) = host().await;
+    let host = host().await;
+    let base = host.base.clone();
     let http = reqwest::Client::new();
     for s in 0..sessions {
         create(
@@ -323,7 +311,7 @@ pub async fn p6(quick: bool) -> Busy {
         .await;
     }
     let idle = hammer(&http, &base, sessions, requests).await;
-    app.stop().await;
+    host.stop().await;
     Busy {
         sessions,
         requests: busy.len(),

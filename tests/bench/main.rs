@@ -14,8 +14,6 @@ mod fanout;
 mod startup;
 
 use serde_json::{Value, json};
-use wasync::app::{App, Tuning};
-use wasync::config::Config;
 
 struct Args {
     quick: bool,
@@ -82,36 +80,10 @@ fn peak_rss_kib() -> u64 {
 /// Runs one simulator sync of `chats × per_chat` messages through a real
 /// host (embedded store, no plugins, no clients) and reports it.
 async fn sync_embedded(chats: u32, per_chat: u32) -> Value {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut env = std::collections::HashMap::new();
-    env.insert(
-        "WASYNC_DATA_DIR".to_owned(),
-        dir.path().display().to_string(),
-    );
-    let config = Config::load(&env, None).expect("config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let app = App::start(config, listener, Tuning::default())
-        .await
-        .expect("start");
-    let base = format!("http://{}", app.local_addr());
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{base}/whatsapp-web/session/bench"))
-        .json(&json!({
-            "limitPerChat": per_chat,
-            "simulator": {"chats": chats, "messagesPerChat": per_chat, "qrEveryMs": 10, "scanAfterMs": 1, "fetchLatencyMs": 0}
-        }))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(resp.status(), 201);
-    let run = wasync_tests::wait_run_completed(&http, &base, "bench").await;
-    let ms = (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()).max(1);
+    let run = wasync_tests::bench_sync(Default::default(), chats, per_chat).await;
+    let ms = wasync_tests::run_ms(&run);
     let messages = run["totalMessagesSynced"].as_u64().unwrap();
     assert_eq!(messages, chats as u64 * per_chat as u64);
-    app.stop().await;
     json!({
         "messages": messages,
         "ms": ms,

@@ -236,6 +236,36 @@ impl TestHost {
     }
 }
 
+/// One benchmark sync through a real host started with `opts` (its own
+/// data directory unless `opts` names one, `opts.tuning` as given): creates
+/// session `bench` on a simulated account of `chats × per_chat` messages
+/// with no fetch latency, waits for its run to complete, stops the host and
+/// returns the run.
+pub async fn bench_sync(opts: HostOptions, chats: u32, per_chat: u32) -> Value {
+    let host = TestHost::spawn_with(opts).await;
+    let (status, body) = host
+        .post(
+            "/whatsapp-web/session/bench",
+            json!({
+                "limitPerChat": per_chat,
+                "simulator": {"chats": chats, "messagesPerChat": per_chat,
+                              "qrEveryMs": 10, "scanAfterMs": 1, "fetchLatencyMs": 0}
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "create the bench session: {body}");
+    let run = wait_run_completed(&host.http, &host.base, "bench").await;
+    host.stop().await;
+    run
+}
+
+/// A run's duration in ms as the run recorded it (`finishedAt -
+/// startedAt`, at least 1).
+pub fn run_ms(run: &Value) -> u64 {
+    let ms = run["finishedAt"].as_i64().unwrap_or(0) - run["startedAt"].as_i64().unwrap_or(0);
+    ms.max(1) as u64
+}
+
 /// Polls `GET {base}/whatsapp-web/session/{session}/sync` until the run is
 /// `completed` and returns it; a `failed` run panics. The benchmarks use
 /// it with their own (key-less) client. They measure a sync by the run's

@@ -343,43 +343,13 @@ async fn raw_messages<T: Send + Sync>(db: &mongodb::Database) -> mongodb::Collec
 /// `finishedAt - startedAt`. Both databases are dropped afterwards.
 pub async fn bench_sync_vs_raw(uri: &str, chats: u32, per_chat: u32) -> MongoBenchReport {
     use futures_util::TryStreamExt;
-    use serde_json::json;
 
-    let data = tempfile::tempdir().expect("temp dir");
     let db_name = fresh_db_name("bench_sync");
-    let env: std::collections::HashMap<String, String> = [
-        (
-            wasync::config::WASYNC_DATA_DIR.to_owned(),
-            data.path().display().to_string(),
-        ),
-        (wasync::config::MONGODB_URI.to_owned(), uri.to_owned()),
-        (wasync::config::MONGODB_DB.to_owned(), db_name.clone()),
-    ]
-    .into();
-    let config = wasync::config::Config::load(&env, None).expect("bench config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let app = wasync::app::App::start(config, listener, wasync::app::Tuning::default())
-        .await
-        .expect("host starts");
-    let base = format!("http://{}", app.local_addr());
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{base}/whatsapp-web/session/bench"))
-        .json(&json!({
-            "limitPerChat": per_chat,
-            "simulator": {"chats": chats, "messagesPerChat": per_chat,
-                          "qrEveryMs": 10, "scanAfterMs": 1, "fetchLatencyMs": 0}
-        }))
-        .send()
-        .await
-        .expect("create the session");
-    assert_eq!(resp.status(), 201, "create the bench session");
-    let run = crate::wait_run_completed(&http, &base, "bench").await;
-    app.stop().await;
-    let ms = (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()).max(1);
-    let sync = Duration::from_millis(ms as u64);
+    let opts = crate::HostOptions::default()
+        .var(wasync::config::MONGODB_URI, uri)
+        .var(wasync::config::MONGODB_DB, db_name.clone());
+    let run = crate::bench_sync(opts, chats, per_chat).await;
+    let sync = Duration::from_millis(crate::run_ms(&run));
     let messages = (chats * per_chat) as usize;
     assert_eq!(run["totalMessagesSynced"], messages as u64);
 

@@ -314,57 +314,16 @@ pub fn bench_chain_dir() -> PluginDir {
 /// (embedded store), with the [`bench_chain_dir`] plugins or none; returns
 /// (messages stored, sync milliseconds).
 pub async fn bench_chain_sync(chats: u32, per_chat: u32, with_plugins: bool) -> (u64, u64) {
-    let data = tempfile::tempdir().expect("temp dir");
     let plugins = with_plugins.then(bench_chain_dir);
-    let mut env = std::collections::HashMap::new();
-    env.insert(
-        wasync::config::WASYNC_DATA_DIR.to_owned(),
-        data.path().display().to_string(),
-    );
+    let mut opts = crate::HostOptions::default();
     if let Some(p) = &plugins {
         let _ = runtime();
-        env.insert(
-            wasync::config::WASYNC_PLUGINS_DIR.to_owned(),
+        opts = opts.var(
+            wasync::config::WASYNC_PLUGINS_DIR,
             p.path().display().to_string(),
         );
     }
-    let config = wasync::config::Config::load(&env, None).expect("config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let app = wasync::app::App::start(config, listener, wasync::app::Tuning::default())
-        .await
-        .expect("start");
-    let base = format!("http://{}", app.local_addr());
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{base}/whatsapp-web/session/bench"))
-        .json(&serde_json::json!({
-            "limitPerChat": per_chat,
-            "simulator": {"chats": chats, "messagesPerChat": per_chat, "qrEveryMs": 10, "scanAfterMs": 1, "fetchLatencyMs": 0}
-        }))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(resp.status(), 201);
-    let run = loop {
-        let r: serde_json::Value = http
-            .get(format!("{base}/whatsapp-web/session/bench/sync"))
-            .send()
-            .await
-            .expect("poll")
-            .json()
-            .await
-            .unwrap_or(serde_json::Value::Null);
-        if r["status"] == "completed" {
-            break r;
-        }
-        assert!(r["status"] != "failed", "sync failed: {r}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    let ms = (run["finishedAt"].as_i64().unwrap_or(0) - run["startedAt"].as_i64().unwrap_or(0))
-        .max(1) as u64;
+    let run = crate::bench_sync(opts, chats, per_chat).await;
     let messages = run["totalMessagesSynced"].as_u64().unwrap_or(0);
-    app.stop().await;
-    (messages, ms)
+    (messages, crate::run_ms(&run))
 }
