@@ -108,6 +108,19 @@ impl TestHost {
         .await
     }
 
+    /// Like [`TestHost::spawn`], with `key` required on REST and WebSocket;
+    /// the host's own requests send it.
+    pub async fn spawn_with_key(key: &str) -> TestHost {
+        Self::spawn_with(
+            HostOptions {
+                tuning: fast_tuning(),
+                ..Default::default()
+            }
+            .var(wasync::config::WASYNC_API_KEY, key),
+        )
+        .await
+    }
+
     pub async fn spawn_with(opts: HostOptions) -> TestHost {
         init_logs();
         let data = tempfile::tempdir().expect("temp dir");

@@ -2,7 +2,7 @@
 //! server keeps serving.
 
 use serde_json::{Value, json};
-use wasync_tests::{HostOptions, TestHost, fast_tuning};
+use wasync_tests::TestHost;
 
 async fn raw(
     host: &TestHost,
@@ -251,14 +251,7 @@ async fn unknown_routes_and_wrong_methods() {
 #[tokio::test]
 async fn the_api_key_guards_rest_and_websocket() {
     let key = "test-key-0123456789abcdef";
-    let host = TestHost::spawn_with(
-        HostOptions {
-            tuning: fast_tuning(),
-            ..Default::default()
-        }
-        .var("WASYNC_API_KEY", key),
-    )
-    .await;
+    let host = TestHost::spawn_with_key(key).await;
     // No key, wrong key, wrong scheme: 401.
     for auth in [
         None,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use wasync_tests::{HostOptions, TestHost, fast_tuning};
+use wasync_tests::TestHost;
 
 struct Browser {
     client: Client,
@@ -170,14 +170,7 @@ async fn the_dashboard_follows_a_session_to_sync_complete() {
 #[tokio::test]
 async fn the_dashboard_asks_for_the_api_key() {
     let key = "dash-key-0123456789abcdef";
-    let host = TestHost::spawn_with(
-        HostOptions {
-            tuning: fast_tuning(),
-            ..Default::default()
-        }
-        .var("WASYNC_API_KEY", key),
-    )
-    .await;
+    let host = TestHost::spawn_with_key(key).await;
     let b = browser().await;
     let c = &b.client;
     c.goto(&format!("{}/", host.base)).await.unwrap();

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use wasync_tests::{HostOptions, TestHost, fast_tuning};
+use wasync_tests::TestHost;
 
 fn node_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
@@ -87,14 +87,7 @@ async fn the_original_frontend_flow_works_over_socket_io() {
 #[tokio::test]
 async fn socket_io_needs_the_api_key_too() {
     let key = "sio-key-0123456789abcdef";
-    let host = TestHost::spawn_with(
-        HostOptions {
-            tuning: fast_tuning(),
-            ..Default::default()
-        }
-        .var("WASYNC_API_KEY", key),
-    )
-    .await;
+    let host = TestHost::spawn_with_key(key).await;
     let summary = run_flow(&host, "sio-auth", Some(key), "").await;
     check(&summary);
     let out = tokio::process::Command::new("node")
