@@ -12,6 +12,10 @@ use tokio_util::task::TaskTracker;
 use crate::browser::Providers;
 use crate::browser::simulator::SimulatorProvider;
 use crate::browser::webdriver::{WebDriverProvider, WebDriverSettings};
+use crate::cluster::fabric::{Fabric, FabricSettings};
+use crate::cluster::mongo::MongoCoordinator;
+use crate::cluster::solo::SoloCoordinator;
+use crate::cluster::{Cluster, ClusterSettings, Coordinator, identity, keeper};
 use crate::config::Config;
 use crate::events::amqp::{AmqpConfig, AmqpEvents};
 use crate::events::local::LocalEvents;
@@ -46,6 +50,9 @@ pub struct App {
     gateway: Arc<Gateway>,
     hub: Arc<Hub>,
     plugins: Option<Arc<PluginManager>>,
+    cluster: Arc<Cluster>,
+    /// Held until the host is gone: one host per data directory.
+    _data_lock: identity::DataDirLock,
 }
 
 impl std::fmt::Debug for App {
@@ -56,6 +63,14 @@ impl std::fmt::Debug for App {
 
 /// Picks the store adapter.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(open_store_and_db(config).await?.0)
+}
+
+/// The store, and its MongoDB database when it is shared (the cluster
+/// coordinates in it).
+async fn open_store_and_db(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Store>, Option<mongodb::Database>)> {
     if let Some(uri) = &config.storage.mongodb_uri {
         // The URI is not in the error context: it may carry credentials.
         let store = MongoStore::connect(uri, &config.storage.mongodb_db)
@@ -66,12 +81,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                     config.storage.mongodb_db
                 )
             })?;
-        return Ok(Arc::new(store));
+        let db = store.database().clone();
+        return Ok((Arc::new(store), Some(db)));
     }
     let path = config.storage.data_dir.join("wasync.redb");
     let store = EmbeddedStore::open_with_cache(&path, config.storage.store_cache_mib << 20)
         .with_context(|| format!("opening the embedded store {}", path.display()))?;
-    Ok(Arc::new(store))
+    Ok((Arc::new(store), None))
 }
 
 /// Picks the events adapter.
@@ -123,15 +139,42 @@ impl App {
         tuning: Tuning,
     ) -> anyhow::Result<App> {
         let addr = listener.local_addr()?;
-        let store = open_store(&config).await?;
+        let data_dir = &config.storage.data_dir;
+        let data_lock = identity::lock_data_dir(data_dir)?;
+        let host_id = identity::host_id(data_dir, config.cluster.host_id.as_deref())?;
+        let (store, mongo_db) = open_store_and_db(&config).await?;
         let bus = open_events(&config)?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let metrics = Arc::new(Metrics::new());
+
+        let coordinator: Arc<dyn Coordinator> = match &mongo_db {
+            Some(db) => Arc::new(
+                MongoCoordinator::open(db)
+                    .await
+                    .context("preparing the cluster's collections")?,
+            ),
+            None => Arc::new(SoloCoordinator::default()),
+        };
+        let cluster = Arc::new(Cluster::new(
+            ClusterSettings {
+                host_id: host_id.clone(),
+                advertise_url: advertise_url(&config, addr),
+                max_sessions: config.cluster.max_sessions,
+                lease_ttl: config.cluster.lease_ttl,
+                renew_every: config.cluster.lease_renew,
+                watch_every: config.cluster.lease_renew,
+            },
+            coordinator,
+            config.server.api_key.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
 
         let relay = RelaySignal::default();
-        let metrics = Arc::new(Metrics::new());
         let mut relay_cfg = tuning.relay.clone();
         relay_cfg.metrics = Some(metrics.clone());
+        relay_cfg.claimer = host_id.clone();
         tasks.spawn(relay::run(
             store.clone(),
             bus.clone(),
@@ -140,13 +183,36 @@ impl App {
             shutdown.clone(),
         ));
 
-        let hub = Arc::new(Hub::new(QueueLimits {
-            max_frames: config.server.ws_queue,
-            coalesce_after: QueueLimits::default()
-                .coalesce_after
-                .min(config.server.ws_queue),
-            stall_timeout: config.server.ws_stall,
-        }));
+        let hub = Arc::new(
+            Hub::new(QueueLimits {
+                max_frames: config.server.ws_queue,
+                coalesce_after: QueueLimits::default()
+                    .coalesce_after
+                    .min(config.server.ws_queue),
+                stall_timeout: config.server.ws_stall,
+            })
+            .with_host_id(&host_id),
+        );
+        let fabric = match (&config.events.amqp_url, cluster.is_shared()) {
+            (Some(url), true) => Some(Fabric::start(
+                FabricSettings {
+                    amqp_url: url.clone(),
+                    exchange: config.cluster.live_exchange.clone(),
+                    host_id: host_id.clone(),
+                },
+                hub.clone(),
+                metrics.clone(),
+                &tasks,
+                shutdown.clone(),
+            )),
+            (None, true) => {
+                tracing::warn!(
+                    "MONGODB_URI without AMQP_URL: live events reach only the clients connected to the host that runs the session"
+                );
+                None
+            }
+            _ => None,
+        };
         let hub_handle = hub.clone();
         let plugin_manager = open_plugins(&config).await?;
         let plugins: Arc<dyn PluginHost> = match &plugin_manager {
@@ -178,13 +244,25 @@ impl App {
                 default_provider: config.browser.default_provider.clone(),
                 publish_messages: config.events.publish_messages,
                 metrics: metrics.clone(),
+                leases: cluster.leases.clone(),
+                max_sessions: config.cluster.max_sessions,
             },
             shutdown.clone(),
         ));
-        let restored = sessions.restore().await.context("restoring sessions")?;
+        if let Err(e) = cluster.heartbeat().await {
+            anyhow::bail!("joining the cluster: {e}");
+        }
+        let restored = keeper::restore_pass(&cluster, &sessions)
+            .await
+            .context("restoring sessions")?;
         if restored > 0 {
             tracing::info!(restored, "sessions restored");
         }
+        tasks.spawn(keeper::run(
+            cluster.clone(),
+            sessions.clone(),
+            shutdown.clone(),
+        ));
 
         let gw = Arc::new(Gateway::new(GatewayDeps {
             sessions: sessions.clone(),
@@ -198,9 +276,11 @@ impl App {
             max_plugin_bytes: config.server.max_plugin_bytes,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
+            cluster: cluster.clone(),
+            fabric,
         }));
         tasks.spawn(gateway::serve(listener, gw.clone()));
-        tracing::info!(%addr, store = store.kind(), "wasync listening");
+        tracing::info!(%addr, store = store.kind(), host_id = %host_id, "wasync listening");
         Ok(App {
             addr,
             shutdown,
@@ -210,7 +290,14 @@ impl App {
             gateway: gw,
             hub: hub_handle,
             plugins: plugin_manager,
+            cluster,
+            _data_lock: data_lock,
         })
+    }
+
+    /// This host's place in the cluster.
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.cluster.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -239,7 +326,29 @@ impl App {
         self.shutdown.cancel();
         self.gateway.close_socketio().await;
         self.sessions.join().await;
+        // The actors are gone: hand the leases back so other hosts take the
+        // sessions now rather than after the TTL.
+        keeper::retire(&self.cluster).await;
         self.tasks.close();
         self.tasks.wait().await;
     }
+}
+
+/// `WASYNC_ADVERTISE_URL`, or `http://<bound address>` (loopback in place
+/// of an unspecified address such as `0.0.0.0`, which another host could
+/// not dial).
+fn advertise_url(config: &Config, addr: SocketAddr) -> String {
+    if let Some(url) = &config.cluster.advertise_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        if config.storage.mongodb_uri.is_some() {
+            tracing::warn!(
+                "listening on {addr} without WASYNC_ADVERTISE_URL: other hosts are told to use loopback; set it to this host's reachable address"
+            );
+        }
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }

@@ -232,6 +232,12 @@ pub struct SyncRun {
     pub skipped_chats: u32,
     pub quarantined: u64,
     pub reason: Option<String>,
+    /// The fencing token of the host that wrote this version: the session
+    /// lease's epoch (0 on a single host). A store refuses a write whose
+    /// epoch is lower than the stored one, so a host that lost the lease
+    /// cannot overwrite its successor's progress.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// The phase a `sync_chats` progress event reports.
@@ -314,8 +320,40 @@ pub struct OutboxEvent {
 
 impl OutboxEvent {
     pub fn new(pattern: &str, session_id: &SessionId, data: serde_json::Value) -> Self {
+        Self::with_id(uuid::Uuid::now_v7().to_string(), pattern, session_id, data)
+    }
+
+    /// The event announcing the end of run `sync_id`: its id is derived
+    /// from the run (a UUIDv8 of the pattern and the run id), so two hosts that both complete one run (an owner
+    /// that lost its lease mid-write, and its successor) queue one event,
+    /// and a consumer sees at most the same `message_id` twice.
+    pub fn for_run(
+        pattern: &str,
+        session_id: &SessionId,
+        sync_id: &str,
+        data: serde_json::Value,
+    ) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{pattern}/{sync_id}").as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        // Run ids are UUIDv7: keeping their 48-bit time prefix keeps event
+        // ids sorting by time, which the embedded outbox's order relies on.
+        if let Ok(run) = uuid::Uuid::parse_str(sync_id) {
+            bytes[..6].copy_from_slice(&run.as_bytes()[..6]);
+        }
+        let id = uuid::Uuid::new_v8(bytes).to_string();
+        Self::with_id(id, pattern, session_id, data)
+    }
+
+    fn with_id(
+        event_id: String,
+        pattern: &str,
+        session_id: &SessionId,
+        data: serde_json::Value,
+    ) -> Self {
         Self {
-            event_id: uuid::Uuid::now_v7().to_string(),
+            event_id,
             pattern: pattern.to_owned(),
             session_id: session_id.to_string(),
             data,
@@ -460,6 +498,19 @@ impl ServerEvent {
     /// event must be delivered.
     pub fn is_progress(&self) -> bool {
         matches!(self, ServerEvent::SyncChats(_))
+    }
+
+    /// The JSON text frame with `hostId` added to its data.
+    pub fn to_frame_from(&self, host_id: &str) -> String {
+        match serde_json::to_value(self) {
+            Ok(mut v) => {
+                if let Some(data) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
+                    data.insert("hostId".into(), host_id.into());
+                }
+                v.to_string()
+            }
+            Err(_) => self.to_frame(),
+        }
     }
 
     /// The JSON text frame.

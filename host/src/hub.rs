@@ -9,10 +9,15 @@
 //! one stuck browser tab can neither slow the sync nor other clients.
 //!
 //! Every event is serialized once per publish and shared by all clients.
+//! Session events carry the `hostId` of the host whose session produced
+//! them. A [`HubRelay`] (the cluster's event fabric) sees every event
+//! published here, to pass it to the other hosts, and feeds the events of
+//! sessions run elsewhere in through [`Hub::publish_remote`], so a client
+//! connected to any host sees the same sequence.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +68,29 @@ impl Frame {
             published: std::time::Instant::now(),
         }
     }
+
+    /// A session event stamped with the host that produced it.
+    pub fn from_host(session: &str, event: &ServerEvent, host_id: Option<&str>) -> Self {
+        let text = match host_id {
+            Some(h) => event.to_frame_from(h),
+            None => event.to_frame(),
+        };
+        Self {
+            session: Some(Arc::from(session)),
+            progress: event.is_progress(),
+            text: Arc::from(text),
+            published: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Sees what the hub publishes, for other hosts (the cluster's event
+/// fabric).
+pub trait HubRelay: Send + Sync + 'static {
+    /// A session event published on this host.
+    fn published(&self, session: &str, frame: &Frame);
+    /// The last local client left `session`'s room.
+    fn room_closed(&self, session: &str);
 }
 
 #[derive(Default)]
@@ -199,6 +227,8 @@ pub struct Hub {
     next_id: AtomicU64,
     clients: AtomicU64,
     limits: QueueLimits,
+    host_id: Option<Arc<str>>,
+    relay: OnceLock<Arc<dyn HubRelay>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -215,6 +245,17 @@ impl Hub {
             limits,
             ..Default::default()
         }
+    }
+
+    /// Stamps session events with `host_id`.
+    pub fn with_host_id(mut self, host_id: &str) -> Self {
+        self.host_id = Some(Arc::from(host_id));
+        self
+    }
+
+    /// Installs the relay (once; later calls are ignored).
+    pub fn set_relay(&self, relay: Arc<dyn HubRelay>) {
+        let _ = self.relay.set(relay);
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, Arc<ClientQueue>>>> {
@@ -244,7 +285,11 @@ impl Hub {
         snapshot: impl FnOnce() -> ServerEvent,
     ) {
         let mut rooms = self.rooms();
-        client.push(Frame::new(Some(session), &snapshot()));
+        client.push(Frame::from_host(
+            session,
+            &snapshot(),
+            self.host_id.as_deref(),
+        ));
         rooms
             .entry(session.to_owned())
             .or_default()
@@ -255,11 +300,17 @@ impl Hub {
     /// Leaves one room; returns whether the client was in it.
     pub fn leave(&self, client: &ClientQueue, session: &str) -> bool {
         let mut rooms = self.rooms();
+        let mut closed = false;
         if let Some(room) = rooms.get_mut(session) {
             room.remove(&client.id);
             if room.is_empty() {
                 rooms.remove(session);
+                closed = true;
             }
+        }
+        drop(rooms);
+        if closed && let Some(r) = self.relay.get() {
+            r.room_closed(session);
         }
         client.lock().sessions.remove(session)
     }
@@ -268,24 +319,59 @@ impl Hub {
     pub fn disconnect(&self, client: &ClientQueue) {
         let sessions: Vec<String> = client.lock().sessions.drain().collect();
         let mut rooms = self.rooms();
+        let mut closed = Vec::new();
         for s in sessions {
             if let Some(room) = rooms.get_mut(&s) {
                 room.remove(&client.id);
                 if room.is_empty() {
                     rooms.remove(&s);
+                    closed.push(s);
                 }
+            }
+        }
+        drop(rooms);
+        if let Some(r) = self.relay.get() {
+            for s in closed {
+                r.room_closed(&s);
             }
         }
         self.clients.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Sends `event` to every client in `session`'s room, without waiting.
+    /// Sends `event` to every client in `session`'s room, without waiting,
+    /// and to the relay.
     pub fn publish(&self, session: &str, event: &ServerEvent) {
+        let relay = self.relay.get();
+        let rooms = self.rooms();
+        let room = rooms.get(session);
+        if room.is_none() && relay.is_none() {
+            return;
+        }
+        let frame = Frame::from_host(session, event, self.host_id.as_deref());
+        if let Some(room) = room {
+            for client in room.values() {
+                client.push(frame.clone());
+            }
+        }
+        drop(rooms);
+        if let Some(r) = relay {
+            r.published(session, &frame);
+        }
+    }
+
+    /// Sends a frame another host published to this host's clients of
+    /// `session` (not to the relay).
+    pub fn publish_remote(&self, session: &str, text: Arc<str>, progress: bool) {
         let rooms = self.rooms();
         let Some(room) = rooms.get(session) else {
             return;
         };
-        let frame = Frame::new(Some(session), event);
+        let frame = Frame {
+            session: Some(Arc::from(session)),
+            progress,
+            text,
+            published: std::time::Instant::now(),
+        };
         for client in room.values() {
             client.push(frame.clone());
         }

@@ -16,6 +16,8 @@
 //! - [`sync`]: the sync engine, a plain function of the ports above.
 //! - [`session`]: one actor per session, its lifecycle state machine, the registry.
 //! - [`hub`]: fan-out of session events to clients, with bounded coalescing queues.
+//! - [`cluster`]: many hosts on one MongoDB: session leases with fencing, takeover,
+//!   forwarding to the owner, live events across hosts (RabbitMQ).
 //! - [`gateway`]: the HTTP server: REST routes, `/ws`, auth, problem+json errors.
 //! - [`telemetry`]: logging set-up and the Prometheus metrics registry.
 //! - [`config`]: configuration from the environment and an optional TOML file.
@@ -23,6 +25,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod events;

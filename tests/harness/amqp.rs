@@ -121,7 +121,7 @@ pub fn test_relay_config() -> relay::RelayConfig {
         poll: Duration::from_millis(100),
         min_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(500),
-        metrics: None,
+        ..relay::RelayConfig::default()
     }
 }
 

@@ -264,6 +264,7 @@ pub async fn bench_insert(
         skipped_chats: 0,
         quarantined: 0,
         reason: None,
+        epoch: 0,
     };
     let t = Instant::now();
     let mut group: Vec<ChatCommit> = Vec::new();

@@ -83,6 +83,7 @@ fn run_for(s: &SessionId) -> SyncRun {
         skipped_chats: 0,
         quarantined: 0,
         reason: None,
+        epoch: 0,
     }
 }
 
@@ -151,6 +152,21 @@ async fn mongo_contract_outbox_lifecycle() {
 #[tokio::test]
 async fn mongo_contract_quarantine_and_purge() {
     contract::quarantine_and_purge(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_stale_epochs_are_fenced_off() {
+    contract::stale_epochs_are_fenced_off(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_an_event_is_queued_once() {
+    contract::an_event_is_queued_once(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_claims_share_the_outbox() {
+    contract::claims_share_the_outbox(&store().await.0).await;
 }
 
 #[tokio::test]

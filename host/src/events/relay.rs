@@ -3,6 +3,10 @@
 //!
 //! It wakes when the sync signals a new event and otherwise polls, so events
 //! left from a previous run (or a broker outage) go out without a trigger.
+//! On a store several hosts share, each relay claims the batch it publishes
+//! ([`Store::claim_events`]) so the relays do not all publish every event;
+//! a claim that runs out unconfirmed (its host died) is taken again, so
+//! delivery stays at least once.
 //! Failures back off exponentially up to `max_backoff`.
 
 use std::collections::HashSet;
@@ -29,6 +33,12 @@ pub struct RelayConfig {
     pub max_backoff: Duration,
     /// Where to count published events and failed attempts.
     pub metrics: Option<Arc<crate::telemetry::Metrics>>,
+    /// Who claims events on a shared store (the host id).
+    pub claimer: String,
+    /// How long a claim keeps other hosts' relays off a batch: longer than
+    /// a publish takes, short enough that a host that dies mid-publish
+    /// delays its events only by this much.
+    pub claim: Duration,
 }
 
 impl Default for RelayConfig {
@@ -39,6 +49,8 @@ impl Default for RelayConfig {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             metrics: None,
+            claimer: "wasync".into(),
+            claim: Duration::from_secs(30),
         }
     }
 }
@@ -74,7 +86,7 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return published;
         }
-        let Drained { confirmed, failure } = drain(&*store, &*bus, cfg.batch, &shutdown).await;
+        let Drained { confirmed, failure } = drain(&*store, &*bus, &cfg, &shutdown).await;
         published += confirmed;
         if let Some(m) = &cfg.metrics {
             m.outbox_published.inc_by(confirmed);
@@ -110,7 +122,11 @@ pub async fn run(
 /// Publishes one batch of pending events; returns how many were confirmed.
 /// An error means some (or all) were not; those stay pending.
 pub async fn drain_once(store: &dyn Store, bus: &dyn EventBus, batch: u32) -> Result<u64, String> {
-    let d = drain(store, bus, batch, &CancellationToken::new()).await;
+    let cfg = RelayConfig {
+        batch,
+        ..RelayConfig::default()
+    };
+    let d = drain(store, bus, &cfg, &CancellationToken::new()).await;
     match d.failure {
         None => Ok(d.confirmed),
         Some(e) => Err(e),
@@ -127,14 +143,15 @@ struct Drained {
 async fn drain(
     store: &dyn Store,
     bus: &dyn EventBus,
-    batch: u32,
+    cfg: &RelayConfig,
     shutdown: &CancellationToken,
 ) -> Drained {
     let fail = |confirmed, e: String| Drained {
         confirmed,
         failure: Some(e),
     };
-    let pending = match store.pending_events(batch).await {
+    let claim_ms = cfg.claim.as_millis() as i64;
+    let pending = match store.claim_events(&cfg.claimer, cfg.batch, claim_ms).await {
         Ok(p) if p.is_empty() => {
             return Drained {
                 confirmed: 0,

@@ -105,6 +105,14 @@ impl From<StoreError> for ApiError {
                     "the store is unreachable right now; retry shortly",
                 )
             }
+            StoreError::Fenced(cause) => {
+                tracing::warn!(%cause, "write fenced off: this host lost the session's lease");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "session_moved",
+                    "the session moved to another host meanwhile; retry",
+                )
+            }
             other => ApiError::internal(other),
         }
     }
@@ -142,6 +150,27 @@ impl From<SessionError> for ApiError {
                 "shutting_down",
                 "the server is shutting down",
             ),
+            SessionError::Elsewhere { session_id, owner } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session_elsewhere",
+                format!("session {session_id} runs on host {owner}, which cannot be reached from here"),
+            )
+            .with("sessionId", session_id)
+            .with("ownerHostId", owner),
+            SessionError::AtCapacity { max } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "at_capacity",
+                format!("every host is at its capacity ({max} sessions here); add a host or stop a session"),
+            )
+            .with("capacity", max),
+            SessionError::Cluster(cause) => {
+                tracing::warn!(%cause, "cluster coordination unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cluster_unavailable",
+                    "the cluster's coordination store is unreachable right now; retry shortly",
+                )
+            }
             SessionError::Store(e) => e.into(),
         }
     }

@@ -61,6 +61,10 @@ pub struct GatewayDeps {
     pub max_plugin_bytes: usize,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// This host's place in the cluster (forwarding, `GET /cluster`).
+    pub cluster: Arc<crate::cluster::Cluster>,
+    /// Live events of sessions run on other hosts, when there are others.
+    pub fabric: Option<Arc<crate::cluster::fabric::Fabric>>,
 }
 
 /// What the routes need.
@@ -78,6 +82,7 @@ pub struct Gateway {
     pub max_plugin_bytes: usize,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    pub cluster: Arc<crate::cluster::Cluster>,
     pub protocol: protocol::Protocol,
     socketio: socketio::Handler,
     io: SocketIo,
@@ -88,6 +93,7 @@ impl Gateway {
         let protocol = protocol::Protocol {
             sessions: d.sessions.clone(),
             hub: d.hub.clone(),
+            fabric: d.fabric.clone(),
         };
         let (socketio, io) = socketio::build(protocol.clone(), d.metrics.clone());
         Gateway {
@@ -102,6 +108,7 @@ impl Gateway {
             max_plugin_bytes: d.max_plugin_bytes,
             shutdown: d.shutdown,
             tasks: d.tasks,
+            cluster: d.cluster,
             protocol,
             socketio,
             io,
@@ -181,6 +188,7 @@ pub enum Route {
     Messages { id: String, chat_id: String },
     SyncChats { id: String },
     Sync { id: String },
+    Cluster,
     Plugins(plugins_api::PluginRoute),
 }
 
@@ -214,6 +222,7 @@ impl Route {
             Route::Messages { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/messages",
             Route::SyncChats { .. } => "/whatsapp-web/session/{id}/sync-chats",
             Route::Sync { .. } => "/whatsapp-web/session/{id}/sync",
+            Route::Cluster => "/cluster",
             Route::Plugins(plugins_api::PluginRoute::List) => "/plugins",
             Route::Plugins(plugins_api::PluginRoute::One { .. }) => "/plugins/{name}",
             Route::Plugins(plugins_api::PluginRoute::Reload) => "/plugins/reload",
@@ -246,6 +255,7 @@ pub fn route(path: &str) -> Option<Route> {
         ["socket.io", ..] => Route::SocketIo,
         ["metrics"] => Route::Metrics,
         ["openapi.json"] => Route::OpenApi,
+        ["cluster"] => Route::Cluster,
         ["whatsapp-web", "sessions"] => Route::Sessions,
         ["whatsapp-web", "session", id] => Route::Session { id: id.to_string() },
         ["whatsapp-web", "session", id, "qr"] => Route::Qr { id: id.to_string() },
@@ -413,6 +423,7 @@ mod tests {
             "/whatsapp-web/session/s1/chats/c%40c.us/messages",
             "/whatsapp-web/session/s1/sync-chats",
             "/whatsapp-web/session/s1/sync",
+            "/cluster",
             "/plugins",
             "/plugins/redact",
             "/plugins/reload",
@@ -433,6 +444,7 @@ mod tests {
                 | Route::Messages { .. }
                 | Route::SyncChats { .. }
                 | Route::Sync { .. }
+                | Route::Cluster
                 | Route::Plugins(_) => {}
             }
         }
@@ -462,7 +474,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(templates.len(), 17, "every route has its own template");
+        assert_eq!(templates.len(), 18, "every route has its own template");
         // ...and the document has nothing the router does not serve.
         for p in paths.keys() {
             assert!(

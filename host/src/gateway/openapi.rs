@@ -62,6 +62,7 @@ impl Modify for Security {
         rest::list_messages,
         rest::sync_chats,
         rest::get_sync,
+        rest::cluster,
         super::plugins_api::list_plugins,
         super::plugins_api::upload_plugin,
         super::plugins_api::get_plugin,
@@ -80,7 +81,7 @@ impl Modify for Security {
         (name = "sync", description = "Manual syncs and their runs"),
         (name = "events", description = "Live events: native WebSocket and Socket.IO"),
         (name = "plugins", description = "Sandboxed WASM plugins (when WASYNC_PLUGINS_DIR is set)"),
-        (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "operations", description = "Health, readiness, metrics, the cluster, this document"),
     )
 )]
 struct ApiDoc;

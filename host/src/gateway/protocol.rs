@@ -14,6 +14,8 @@ use crate::session::{SessionError, Sessions};
 pub struct Protocol {
     pub sessions: Arc<Sessions>,
     pub hub: Arc<Hub>,
+    /// Events of sessions run on other hosts (cluster only).
+    pub fabric: Option<Arc<crate::cluster::fabric::Fabric>>,
 }
 
 impl std::fmt::Debug for Protocol {
@@ -112,6 +114,11 @@ impl Protocol {
         } else {
             None
         };
+        // Bound before the snapshot, so the snapshot is followed by every
+        // later event of a session run on another host.
+        if let Some(f) = &self.fabric {
+            f.follow(id.as_str()).await;
+        }
         let sessions = &self.sessions;
         self.hub.join(client, id.as_str(), || {
             // Stopped between the check and now: report it as stopped.
@@ -128,5 +135,11 @@ impl Protocol {
                 });
             ServerEvent::SessionState(snap)
         });
+        // A leave that closed the room between the bind and the join may
+        // have unbound it again: a second follow re-binds (a no-op
+        // otherwise).
+        if let Some(f) = &self.fabric {
+            f.follow(id.as_str()).await;
+        }
     }
 }

@@ -44,16 +44,15 @@ fn session_id(raw: &str) -> Result<SessionId, ApiError> {
 }
 
 /// Parses an optional JSON body; an empty body is the type's default.
-async fn body<T: DeserializeOwned + Default>(
-    req: Request<Incoming>,
-    limit: usize,
+fn parse_body<T: DeserializeOwned + Default>(
+    parts: &http::request::Parts,
+    bytes: &Bytes,
 ) -> Result<T, ApiError> {
-    let is_json = req
-        .headers()
+    let is_json = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.starts_with("application/json") || v.contains("+json"));
-    let bytes = read_body(req, limit).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -64,12 +63,12 @@ async fn body<T: DeserializeOwned + Default>(
             "send the body as application/json",
         ));
     }
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request("bad_json", format!("invalid JSON body: {e}")))
 }
 
-fn bool_param(req: &Request<Incoming>, name: &str) -> Result<bool, ApiError> {
-    match query_param(req.uri().query(), name).as_deref() {
+fn bool_param(uri: &http::Uri, name: &str) -> Result<bool, ApiError> {
+    match query_param(uri.query(), name).as_deref() {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") | Some("") => Ok(true),
         Some(other) => Err(ApiError::bad_request(
@@ -80,12 +79,12 @@ fn bool_param(req: &Request<Incoming>, name: &str) -> Result<bool, ApiError> {
 }
 
 fn num_param<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
-    req: &Request<Incoming>,
+    uri: &http::Uri,
     name: &str,
     default: Option<T>,
     range: std::ops::RangeInclusive<T>,
 ) -> Result<Option<T>, ApiError> {
-    match query_param(req.uri().query(), name) {
+    match query_param(uri.query(), name) {
         None => Ok(default),
         Some(raw) => match raw.parse::<T>() {
             Ok(v) if range.contains(&v) => Ok(Some(v)),
@@ -185,20 +184,149 @@ pub(super) async fn handle(
         Route::Session { id } => {
             let id = session_id(&id)?;
             match method {
-                http::Method::POST => create_session(gw, id, req).await,
-                http::Method::DELETE => stop_session(gw, id, req).await,
+                http::Method::POST => command(gw, Command::Create, id, req).await,
+                http::Method::DELETE => command(gw, Command::Stop, id, req).await,
                 _ => get_session(gw, id).await,
             }
         }
-        Route::Qr { id } => get_qr(gw, session_id(&id)?, req).await,
+        Route::Qr { id } => command(gw, Command::Qr, session_id(&id)?, req).await,
         Route::Chats { id } => list_chats(gw, session_id(&id)?, req).await,
         Route::Messages { id, chat_id } => list_messages(gw, session_id(&id)?, chat_id, req).await,
-        Route::SyncChats { id } => sync_chats(gw, session_id(&id)?, req).await,
+        Route::SyncChats { id } => command(gw, Command::Sync, session_id(&id)?, req).await,
+        Route::Cluster => cluster(gw).await,
         Route::Sync { id } => get_sync(gw, session_id(&id)?).await,
         Route::Metrics => Ok(metrics(gw).await),
         Route::OpenApi => Ok(json(StatusCode::OK, &super::openapi::document())),
         Route::Ws | Route::SocketIo | Route::Plugins(_) => unreachable!("dispatched before"),
     }
+}
+
+/// A request that acts on a session: run by the host that owns it.
+#[derive(Debug, Clone, Copy)]
+enum Command {
+    Create,
+    Stop,
+    Sync,
+    Qr,
+}
+
+/// Runs a session command here, or passes it to the live host that owns
+/// the session. Also passed on: a create this host has no room for (to the
+/// least-loaded host with room), and a command that finds, once here, that
+/// another host took the session meanwhile. A request already forwarded is
+/// always answered here.
+async fn command(
+    gw: &Arc<Gateway>,
+    cmd: Command,
+    id: SessionId,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let forwarded = crate::cluster::forward::is_forwarded(&req);
+    let (parts, incoming) = req.into_parts();
+    let bytes = match cmd {
+        Command::Create | Command::Sync => {
+            read_body(
+                Request::from_parts(parts.clone(), incoming),
+                gw.max_body_bytes,
+            )
+            .await?
+        }
+        Command::Stop | Command::Qr => Bytes::new(),
+    };
+    if !forwarded
+        && let Some(peer) = gw
+            .cluster
+            .owner_elsewhere(id.as_str())
+            .await
+            .map_err(cluster_unavailable)?
+    {
+        return forward(gw, &peer, &parts, bytes).await;
+    }
+    let local = match cmd {
+        Command::Create => create_session(gw, id, &parts, &bytes).await,
+        Command::Stop => stop_session(gw, id, &parts).await,
+        Command::Sync => sync_chats(gw, id, &parts, &bytes).await,
+        Command::Qr => get_qr(gw, id, &parts).await,
+    };
+    let e = match local {
+        Ok(r) => return Ok(r),
+        Err(e) if forwarded => return Err(e),
+        Err(e) => e,
+    };
+    let peer = match e.code {
+        "session_elsewhere" => e
+            .extra
+            .as_ref()
+            .and_then(|x| x.get("ownerHostId"))
+            .and_then(|v| v.as_str())
+            .and_then(|owner| gw.cluster.peer_of(owner)),
+        "at_capacity" => gw.cluster.host_with_room(),
+        _ => None,
+    };
+    match peer {
+        Some(peer) => forward(gw, &peer, &parts, bytes).await,
+        None => Err(e),
+    }
+}
+
+async fn forward(
+    gw: &Gateway,
+    peer: &crate::cluster::Peer,
+    parts: &http::request::Parts,
+    bytes: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    gw.metrics.forwarded_requests.inc();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    tracing::debug!(to = %peer.host_id, %path, "forwarding to the owning host");
+    gw.cluster
+        .forwarder
+        .forward(
+            peer,
+            &parts.method,
+            path,
+            parts.headers.get(header::CONTENT_TYPE),
+            bytes,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "forward failed");
+            ApiError::new(
+                crate::cluster::forward::failure_status(),
+                "owner_unreachable",
+                format!(
+                    "the host that runs this session ({}) cannot be reached right now; retry shortly",
+                    peer.host_id
+                ),
+            )
+            .with("ownerHostId", peer.host_id.as_str())
+        })
+}
+
+fn cluster_unavailable(e: crate::cluster::ClusterError) -> ApiError {
+    tracing::warn!(error = %e, "cluster coordination unavailable");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cluster_unavailable",
+        "the cluster's coordination store is unreachable right now; retry shortly",
+    )
+}
+
+/// The live hosts of the cluster, the sessions each holds, and the
+/// sessions with an actor on the answering host.
+#[utoipa::path(get, path = "/cluster", tag = "operations",
+    responses((status = 200, body = crate::cluster::ClusterView), (status = 401, body = Problem),
+        (status = 503, body = Problem)))]
+pub(super) async fn cluster(gw: &Gateway) -> Result<Response<Body>, ApiError> {
+    let view = gw
+        .cluster
+        .view(gw.sessions.local_actors())
+        .await
+        .map_err(cluster_unavailable)?;
+    Ok(json(StatusCode::OK, &view))
 }
 
 /// Liveness: the process serves requests.
@@ -229,13 +357,15 @@ pub(super) async fn list_sessions(gw: &Gateway) -> Result<Response<Body>, ApiErr
         (status = 201, description = "created and starting", body = SessionSnapshot),
         (status = 200, description = "already running", body = SessionSnapshot),
         (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 413, body = Problem), (status = 415, body = Problem)))]
+        (status = 413, body = Problem), (status = 415, body = Problem),
+        (status = 503, description = "no host has room (`at_capacity`), the owning host cannot be reached (`owner_unreachable`), or the store or cluster is unavailable", body = Problem)))]
 pub(super) async fn create_session(
     gw: &Gateway,
     id: SessionId,
-    req: Request<Incoming>,
+    parts: &http::request::Parts,
+    bytes: &Bytes,
 ) -> Result<Response<Body>, ApiError> {
-    let opts: CreateOptions = body(req, gw.max_body_bytes).await?;
+    let opts: CreateOptions = parse_body(parts, bytes)?;
     let (created, snap) = gw.sessions.create(&id, opts).await?;
     let status = if created {
         StatusCode::CREATED
@@ -260,14 +390,15 @@ pub(super) async fn get_session(gw: &Gateway, id: SessionId) -> Result<Response<
         ("logout" = Option<bool>, Query, description = "also drop the WhatsApp login"),
         ("purge" = Option<bool>, Query, description = "also delete stored chats, messages, runs and quarantine")),
     responses((status = 200, body = Stopped), (status = 400, body = Problem),
-        (status = 401, body = Problem), (status = 404, body = Problem)))]
+        (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 503, description = "the owning host cannot be reached (`owner_unreachable`), or the store or cluster is unavailable", body = Problem)))]
 pub(super) async fn stop_session(
     gw: &Gateway,
     id: SessionId,
-    req: Request<Incoming>,
+    parts: &http::request::Parts,
 ) -> Result<Response<Body>, ApiError> {
-    let logout = bool_param(&req, "logout")?;
-    let purge = bool_param(&req, "purge")?;
+    let logout = bool_param(&parts.uri, "logout")?;
+    let purge = bool_param(&parts.uri, "purge")?;
     gw.sessions.stop(&id, logout, purge).await?;
     Ok(json(
         StatusCode::OK,
@@ -287,14 +418,15 @@ pub(super) async fn stop_session(
     responses(
         (status = 200, description = "the QR code", body = QrCode, content_type = "application/json"),
         (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, description = "no QR pending, or no such session", body = Problem)))]
+        (status = 404, description = "no QR pending, or no such session", body = Problem),
+        (status = 503, description = "the owning host cannot be reached (`owner_unreachable`), or the store or cluster is unavailable", body = Problem)))]
 pub(super) async fn get_qr(
     gw: &Gateway,
     id: SessionId,
-    req: Request<Incoming>,
+    parts: &http::request::Parts,
 ) -> Result<Response<Body>, ApiError> {
     let snap = gw.sessions.snapshot(&id).await?;
-    let format = query_param(req.uri().query(), "format").unwrap_or_else(|| "json".into());
+    let format = query_param(parts.uri.query(), "format").unwrap_or_else(|| "json".into());
     if !["json", "svg", "png"].contains(&format.as_str()) {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -335,7 +467,7 @@ pub(super) async fn list_chats(
     id: SessionId,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let limit = num_param(&req, "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
+    let limit = num_param(req.uri(), "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
     let cursor = query_param(req.uri().query(), "cursor");
     if let Some(c) = &cursor
         && crate::storage::decode_chat_cursor(c).is_none()
@@ -370,8 +502,8 @@ pub(super) async fn list_messages(
             "chat id must be 1 to 256 characters",
         ));
     }
-    let limit = num_param(&req, "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
-    let before = num_param(&req, "before", None, i64::MIN..=i64::MAX)?;
+    let limit = num_param(req.uri(), "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
+    let before = num_param(req.uri(), "before", None, i64::MIN..=i64::MAX)?;
     gw.sessions.snapshot(&id).await?;
     let messages = gw.store.list_messages(&id, &chat_id, limit, before).await?;
     let next_before = (messages.len() as u32 == limit)
@@ -393,13 +525,15 @@ pub(super) async fn list_messages(
     responses(
         (status = 202, description = "started; follow it on the WebSocket or at GET .../sync", body = SyncAccepted),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "a sync runs (`sync_running`, names `syncId`) or the session is not ready (`session_not_ready`)", body = Problem)))]
+        (status = 409, description = "a sync runs (`sync_running`, names `syncId`) or the session is not ready (`session_not_ready`)", body = Problem),
+        (status = 503, description = "the owning host cannot be reached (`owner_unreachable`), or the store or cluster is unavailable", body = Problem)))]
 pub(super) async fn sync_chats(
     gw: &Gateway,
     id: SessionId,
-    req: Request<Incoming>,
+    parts: &http::request::Parts,
+    bytes: &Bytes,
 ) -> Result<Response<Body>, ApiError> {
-    let b: SyncBody = body(req, gw.max_body_bytes).await?;
+    let b: SyncBody = parse_body(parts, bytes)?;
     if let Some(ids) = &b.chat_ids
         && (ids.is_empty() || ids.len() > 100_000)
     {

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::browser::Providers;
+use crate::cluster::fence::{Fence, FencedStore};
+use crate::cluster::leases::{Acquired, LeaseTable};
 use crate::domain::{SessionId, SessionSnapshot, SessionStatus, SyncTrigger, now_ms};
 use crate::events::relay::RelaySignal;
 use crate::hub::Hub;
@@ -68,6 +70,16 @@ pub enum SessionError {
     },
     #[error("the host is shutting down")]
     ShuttingDown,
+    /// Another live host holds the session's lease: the command belongs
+    /// there (the gateway forwards it).
+    #[error("session {session_id} is held by host {owner}")]
+    Elsewhere { session_id: String, owner: String },
+    /// This host holds `WASYNC_MAX_SESSIONS` sessions already.
+    #[error("this host is at its capacity of {max} sessions")]
+    AtCapacity { max: u32 },
+    /// The cluster's coordination store cannot be reached.
+    #[error("cluster coordination unavailable: {0}")]
+    Cluster(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -86,6 +98,10 @@ pub struct SessionDeps {
     /// Queue a `message_received` event per live message.
     pub publish_messages: bool,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// The session leases of this host (every session runs under one).
+    pub leases: Arc<LeaseTable>,
+    /// Sessions this host may hold (`WASYNC_MAX_SESSIONS`).
+    pub max_sessions: u32,
 }
 
 /// Commands an actor accepts.
@@ -108,6 +124,10 @@ struct Handle {
     commands: mpsc::Sender<Command>,
     /// Cancelled when the actor has exited.
     exited: CancellationToken,
+}
+
+fn cluster_err(e: crate::cluster::ClusterError) -> SessionError {
+    SessionError::Cluster(e.to_string())
 }
 
 /// The sessions of this host.
@@ -183,6 +203,7 @@ impl Sessions {
         if let Some(snap) = self.running_snapshot(id) {
             return Ok((false, snap));
         }
+        let fence = self.lease_for_new(id).await?;
         let now = now_ms();
         let created_at = match self.deps.store.get_session(id).await? {
             Some(r) => r.created_at,
@@ -198,6 +219,7 @@ impl Sessions {
             me: None,
             last_sync: None,
             active: true,
+            epoch: fence.epoch(),
         };
         self.deps.store.put_session(&rec).await?;
         // Two racing creates: the second finds the first's actor here.
@@ -207,10 +229,50 @@ impl Sessions {
         {
             return Ok((false, lock(&h.view).clone()));
         }
-        let handle = self.spawn(id.clone(), provider, opts, false, None);
+        let handle = self.spawn(id.clone(), provider, opts, false, None, fence);
         let snap = lock(&handle.view).clone();
         live.insert(id.clone(), handle);
         Ok((true, snap))
+    }
+
+    /// The lease for a session about to start here: refused at capacity
+    /// (unless this host already has it) and when another host holds it.
+    async fn lease_for_new(&self, id: &SessionId) -> Result<Fence, SessionError> {
+        let known = lock(&self.live).contains_key(id);
+        if !known && self.held() >= self.deps.max_sessions as usize {
+            return Err(SessionError::AtCapacity {
+                max: self.deps.max_sessions,
+            });
+        }
+        match self
+            .deps
+            .leases
+            .acquire(id.as_str())
+            .await
+            .map_err(cluster_err)?
+        {
+            Acquired::Granted { fence, .. } => Ok(fence),
+            Acquired::HeldBy(lease) => Err(SessionError::Elsewhere {
+                session_id: id.to_string(),
+                owner: lease.owner.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Sessions this host holds (live actors, and ended ones it keeps).
+    pub fn held(&self) -> usize {
+        lock(&self.live).len()
+    }
+
+    /// Ids of the sessions with a running actor here.
+    pub fn local_actors(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.live)
+            .iter()
+            .filter(|(_, h)| !h.exited.is_cancelled())
+            .map(|(id, _)| id.to_string())
+            .collect();
+        v.sort();
+        v
     }
 
     fn running_snapshot(&self, id: &SessionId) -> Option<SessionSnapshot> {
@@ -229,6 +291,7 @@ impl Sessions {
         opts: CreateOptions,
         restored: bool,
         resume: Option<crate::domain::SyncRun>,
+        fence: Fence,
     ) -> Handle {
         let view = Arc::new(Mutex::new(SessionSnapshot {
             session_id: id.to_string(),
@@ -240,15 +303,19 @@ impl Sessions {
         }));
         let (tx, rx) = mpsc::channel(32);
         let exited = CancellationToken::new();
+        // The actor writes through its lease's fence, and stops (as at a
+        // host shutdown: a running sync stays resumable) when it is lost.
+        let mut deps = self.deps.clone();
+        deps.store = Arc::new(FencedStore::new(self.deps.store.clone(), fence.clone()));
         let actor = actor::Actor {
             id,
             provider,
             opts,
             restored,
             resume,
-            deps: self.deps.clone(),
+            deps,
             view: view.clone(),
-            shutdown: self.shutdown.clone(),
+            shutdown: fence.revoked().clone(),
         };
         let done = exited.clone();
         self.tasks.spawn(async move {
@@ -358,49 +425,84 @@ impl Sessions {
         logout: bool,
         purge: bool,
     ) -> Result<(), SessionError> {
+        let known = lock(&self.live).contains_key(id);
+        if !known && self.deps.store.get_session(id).await?.is_none() {
+            return Err(SessionError::NotFound(id.to_string()));
+        }
+        // The stop is written under the session's lease, like everything
+        // else about it: held here already, or free (no live owner).
+        let fence = match self
+            .deps
+            .leases
+            .acquire(id.as_str())
+            .await
+            .map_err(cluster_err)?
+        {
+            Acquired::Granted { fence, .. } => fence,
+            Acquired::HeldBy(lease) => {
+                return Err(SessionError::Elsewhere {
+                    session_id: id.to_string(),
+                    owner: lease.owner.unwrap_or_default(),
+                });
+            }
+        };
         let handle = lock(&self.live).remove(id);
-        match handle {
-            Some(h) => {
-                let (reply, rx) = oneshot::channel();
-                if h.commands
-                    .send(Command::Stop { logout, reply })
-                    .await
-                    .is_ok()
-                {
-                    let _ = rx.await;
-                }
-                h.exited.cancelled().await;
+        if let Some(h) = handle {
+            let (reply, rx) = oneshot::channel();
+            if h.commands
+                .send(Command::Stop { logout, reply })
+                .await
+                .is_ok()
+            {
+                let _ = rx.await;
             }
-            None => {
-                if self.deps.store.get_session(id).await?.is_none() {
-                    return Err(SessionError::NotFound(id.to_string()));
+            h.exited.cancelled().await;
+        }
+        let written = if purge {
+            self.deps.store.delete_session(id, true).await
+        } else {
+            match self.deps.store.get_session(id).await {
+                Ok(Some(mut rec)) => {
+                    rec.active = false;
+                    rec.status = SessionStatus::Stopped.as_str().into();
+                    rec.updated_at = now_ms();
+                    rec.epoch = fence.epoch();
+                    self.deps.store.put_session(&rec).await
                 }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
             }
-        }
-        if purge {
-            self.deps.store.delete_session(id, true).await?;
-        } else if let Some(mut rec) = self.deps.store.get_session(id).await? {
-            rec.active = false;
-            rec.status = SessionStatus::Stopped.as_str().into();
-            rec.updated_at = now_ms();
-            self.deps.store.put_session(&rec).await?;
-        }
+        };
+        self.deps.leases.release(id.as_str()).await;
+        written?;
         Ok(())
     }
 
-    /// Restarts every session that was active when the host last stopped;
-    /// a sync interrupted then resumes from its checkpoint once the session
-    /// is ready again.
-    pub async fn restore(&self) -> Result<usize, SessionError> {
+    /// Starts, under a fresh lease, the active sessions no live host runs:
+    /// at start, the ones this host ran before it stopped; later, those of
+    /// a host that died or was cut off (a takeover). Takes at most `limit`
+    /// (and never past `WASYNC_MAX_SESSIONS`); a sync interrupted on the
+    /// previous host resumes from its checkpoint once the session is ready.
+    pub async fn restore(
+        &self,
+        taken: &std::collections::HashSet<String>,
+        limit: usize,
+    ) -> Result<usize, SessionError> {
         let mut n = 0;
         for rec in self.deps.store.list_sessions().await? {
-            if !rec.active {
+            if !rec.active || taken.contains(&rec.session_id) {
                 continue;
+            }
+            if n >= limit || self.held() >= self.deps.max_sessions as usize {
+                break;
             }
             let Ok(id) = SessionId::parse(&rec.session_id) else {
                 tracing::warn!(session_id = %rec.session_id, "skipping a stored session with an invalid id");
                 continue;
             };
+            if lock(&self.live).contains_key(&id) || self.shutdown.is_cancelled() {
+                continue;
+            }
             let opts: CreateOptions = match serde_json::from_value(rec.options.clone()) {
                 Ok(o) => o,
                 Err(e) => {
@@ -408,18 +510,86 @@ impl Sessions {
                     continue;
                 }
             };
-            let resume = self
+            let (fence, took_over) = match self
                 .deps
-                .store
-                .latest_sync_run(&id)
-                .await?
-                .filter(|r| r.status == crate::domain::SyncStatus::Running);
-            tracing::info!(session_id = %id, resume = resume.is_some(), "restoring session");
-            let handle = self.spawn(id.clone(), rec.provider.clone(), opts, true, resume);
-            lock(&self.live).insert(id, handle);
-            n += 1;
+                .leases
+                .acquire(id.as_str())
+                .await
+                .map_err(cluster_err)?
+            {
+                Acquired::Granted { fence, took_over } => (fence, took_over),
+                Acquired::HeldBy(_) => continue,
+            };
+            match self.adopt(&id, rec, opts, fence, took_over).await {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    tracing::warn!(session_id = %id, error = %e, "could not restore a session");
+                    self.deps.leases.release(id.as_str()).await;
+                }
+            }
         }
         Ok(n)
+    }
+
+    /// Active stored sessions that neither a live lease (`taken`) nor this
+    /// host holds.
+    pub async fn count_orphans(
+        &self,
+        taken: &std::collections::HashSet<String>,
+    ) -> Result<usize, SessionError> {
+        let records = self.deps.store.list_sessions().await?;
+        let live = lock(&self.live);
+        Ok(records
+            .iter()
+            .filter(|r| r.active && !taken.contains(&r.session_id))
+            .filter(|r| SessionId::parse(&r.session_id).is_ok_and(|id| !live.contains_key(&id)))
+            .count())
+    }
+
+    /// Starts a stored session under `fence`. The record and the
+    /// interrupted run are written with the new epoch first, so from here
+    /// on the store refuses the previous owner's writes, even if it wakes
+    /// up before its own deadline check runs.
+    async fn adopt(
+        &self,
+        id: &SessionId,
+        mut rec: SessionRecord,
+        opts: CreateOptions,
+        fence: Fence,
+        took_over: bool,
+    ) -> Result<(), SessionError> {
+        rec.epoch = fence.epoch();
+        self.deps.store.put_session(&rec).await?;
+        let mut resume = self
+            .deps
+            .store
+            .latest_sync_run(id)
+            .await?
+            .filter(|r| r.status == crate::domain::SyncStatus::Running);
+        if let Some(run) = &mut resume {
+            run.epoch = fence.epoch();
+            self.deps.store.put_sync_run(run).await?;
+        }
+        tracing::info!(session_id = %id, epoch = fence.epoch(), took_over, resume = resume.is_some(), "restoring session");
+        let mut live = lock(&self.live);
+        if live.contains_key(id) {
+            return Ok(());
+        }
+        let handle = self.spawn(id.clone(), rec.provider.clone(), opts, true, resume, fence);
+        live.insert(id.clone(), handle);
+        Ok(())
+    }
+
+    /// Drops a session whose lease this host lost; its actor is already
+    /// stopping (the fence was revoked). Waits for it to end, so the
+    /// session never runs twice here if its lease comes back.
+    pub async fn forget(&self, id: &str) {
+        let Ok(id) = SessionId::parse(id) else { return };
+        let handle = lock(&self.live).remove(&id);
+        if let Some(h) = handle {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), h.exited.cancelled())
+                .await;
+        }
     }
 
     /// Number of live sessions per status (for metrics).

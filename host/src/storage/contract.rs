@@ -67,6 +67,7 @@ fn run_for(s: &SessionId) -> SyncRun {
         skipped_chats: 0,
         quarantined: 0,
         reason: None,
+        epoch: 0,
     }
 }
 
@@ -78,6 +79,163 @@ pub async fn run_all(store: &dyn Store) {
     sync_runs_and_checkpoints(store).await;
     outbox_lifecycle(store).await;
     quarantine_and_purge(store).await;
+    stale_epochs_are_fenced_off(store).await;
+    an_event_is_queued_once(store).await;
+}
+
+/// A writer with an older lease epoch than the stored record's writes
+/// nothing: not the session record, not the run, not the run's messages or
+/// its event.
+pub async fn stale_epochs_are_fenced_off(store: &dyn Store) {
+    use super::StoreError;
+    let s = sid("fence");
+    let mut rec = SessionRecord {
+        session_id: s.to_string(),
+        status: "ready".into(),
+        provider: "simulator".into(),
+        options: serde_json::json!({}),
+        created_at: 1,
+        updated_at: 1,
+        me: None,
+        last_sync: None,
+        active: true,
+        epoch: 3,
+    };
+    store.put_session(&rec).await.unwrap();
+    rec.epoch = 2;
+    rec.status = "stopped".into();
+    let err = store.put_session(&rec).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Fenced(_)),
+        "{}: {err}",
+        store.kind()
+    );
+    let got = store.get_session(&s).await.unwrap().unwrap();
+    assert_eq!(
+        (got.status.as_str(), got.epoch),
+        ("ready", 3),
+        "{}",
+        store.kind()
+    );
+    rec.epoch = 4;
+    store.put_session(&rec).await.expect("a newer epoch writes");
+
+    store
+        .upsert_chats(&s, &[chat("a@c.us", Some(1))])
+        .await
+        .unwrap();
+    let mut run = run_for(&s);
+    run.epoch = 5;
+    store.put_sync_run(&run).await.unwrap();
+    let mut stale = run.clone();
+    stale.epoch = 4;
+    stale.checkpoint = 1;
+    let commit = ChatCommit {
+        chat_id: "a@c.us".into(),
+        messages: vec![msg("a@c.us", 1)],
+        quarantined: vec![],
+        synced_at: 5,
+    };
+    let err = store
+        .commit_chats(&s, std::slice::from_ref(&commit), &stale)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Fenced(_)),
+        "{}: {err}",
+        store.kind()
+    );
+    assert_eq!(
+        store.count_messages(&s, None).await.unwrap(),
+        0,
+        "{}: a fenced commit writes no message",
+        store.kind()
+    );
+    assert!(matches!(
+        store.put_sync_run(&stale).await.unwrap_err(),
+        StoreError::Fenced(_)
+    ));
+    stale.status = SyncStatus::Completed;
+    let ev = OutboxEvent::for_run("session_ready", &s, &run.sync_id, serde_json::json!({}));
+    assert!(matches!(
+        store.finish_sync(&stale, Some(&ev)).await.unwrap_err(),
+        StoreError::Fenced(_)
+    ));
+    assert!(
+        store.session_events(&s).await.unwrap().is_empty(),
+        "{}: a fenced finish queues no event",
+        store.kind()
+    );
+    let got = store.get_sync_run(&run.sync_id).await.unwrap().unwrap();
+    assert_eq!((got.checkpoint, got.epoch), (0, 5), "{}", store.kind());
+    // The current owner goes on.
+    run.checkpoint = 1;
+    store
+        .commit_chats(&s, std::slice::from_ref(&commit), &run)
+        .await
+        .unwrap();
+    assert_eq!(store.count_messages(&s, None).await.unwrap(), 1);
+}
+
+/// Two hosts completing one run queue its event once, and a published
+/// event queued again is not published again.
+pub async fn an_event_is_queued_once(store: &dyn Store) {
+    let s = sid("once");
+    let a = OutboxEvent::for_run("session_ready", &s, "run-1", serde_json::json!({"by": "a"}));
+    let b = OutboxEvent::for_run("session_ready", &s, "run-1", serde_json::json!({"by": "b"}));
+    assert_eq!(a.event_id, b.event_id, "the id is the run's");
+    store.enqueue_event(&a).await.unwrap();
+    store.enqueue_event(&b).await.unwrap();
+    let events = store.session_events(&s).await.unwrap();
+    assert_eq!(events.len(), 1, "{}", store.kind());
+    assert_eq!(
+        events[0].data["by"],
+        "a",
+        "{}: the first stays",
+        store.kind()
+    );
+    store
+        .mark_published(std::slice::from_ref(&a.event_id), 9)
+        .await
+        .unwrap();
+    store.enqueue_event(&b).await.unwrap();
+    let events = store.session_events(&s).await.unwrap();
+    assert_eq!(
+        events[0].published_at,
+        Some(9),
+        "{}: not pending again",
+        store.kind()
+    );
+}
+
+/// On a store several relays share, a claimed event is not handed to a
+/// second claimer until the claim runs out.
+pub async fn claims_share_the_outbox(store: &dyn Store) {
+    let s = sid("claim");
+    let e = OutboxEvent::new("session_ready", &s, serde_json::json!({}));
+    store.enqueue_event(&e).await.unwrap();
+    let mine = |v: Vec<OutboxEvent>| v.into_iter().any(|x| x.event_id == e.event_id);
+    assert!(mine(
+        store.claim_events("h1", 10_000, 60_000).await.unwrap()
+    ));
+    assert!(
+        !mine(store.claim_events("h2", 10_000, 60_000).await.unwrap()),
+        "{}: claimed by h1",
+        store.kind()
+    );
+    // A short claim that runs out is taken again (at least once).
+    let f = OutboxEvent::new("session_ready", &s, serde_json::json!({}));
+    store.enqueue_event(&f).await.unwrap();
+    let has_f = |v: Vec<OutboxEvent>| v.into_iter().any(|x| x.event_id == f.event_id);
+    assert!(has_f(store.claim_events("h1", 10_000, 1).await.unwrap()));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(has_f(
+        store.claim_events("h2", 10_000, 60_000).await.unwrap()
+    ));
+    store
+        .mark_published(&[e.event_id.clone(), f.event_id.clone()], 1)
+        .await
+        .unwrap();
 }
 
 pub async fn sessions_round_trip(store: &dyn Store) {
@@ -93,6 +251,7 @@ pub async fn sessions_round_trip(store: &dyn Store) {
         me: None,
         last_sync: None,
         active: true,
+        epoch: 0,
     };
     store.put_session(&rec).await.unwrap();
     rec.status = "ready".into();

@@ -35,6 +35,10 @@ pub enum StoreError {
     /// Anything else the backend reported.
     #[error("store error: {0}")]
     Backend(String),
+    /// The write carried an older fencing epoch than the stored record: the
+    /// writer lost the session's lease to another host and must stop.
+    #[error("write fenced off: {0}")]
+    Fenced(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -58,6 +62,11 @@ pub struct SessionRecord {
     /// False once the session was stopped with `DELETE`; such sessions are
     /// not restarted with the host.
     pub active: bool,
+    /// Fencing token of the writer (the session lease's epoch; 0 on a
+    /// single host): a write with a lower epoch than the stored one fails
+    /// with [`StoreError::Fenced`].
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// One chat's share of a sync commit: the chat (with its new counters) and
@@ -123,6 +132,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 
     // ---- sessions -------------------------------------------------------
+    /// Writes the record; [`StoreError::Fenced`] when the stored one has a
+    /// newer `epoch`.
     async fn put_session(&self, rec: &SessionRecord) -> StoreResult<()>;
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
     async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>>;
@@ -138,7 +149,8 @@ pub trait Store: Send + Sync + 'static {
     /// Writes the messages (idempotent on `(sessionId, messageId)`), the
     /// quarantined ones, each chat's `syncedAt`/`messageCount`, and `run`
     /// (its checkpoint), as one durable step. Returns per-chat stats in the
-    /// order of `chats`.
+    /// order of `chats`. Fails with [`StoreError::Fenced`] when the stored
+    /// run carries a newer epoch than `run`.
     async fn commit_chats(
         &self,
         id: &SessionId,
@@ -182,13 +194,30 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_sync_run(&self, id: &SessionId) -> StoreResult<Option<SyncRun>>;
 
     /// Completes a run and queues its event in one durable step, so the
-    /// event exists if and only if the data it announces does.
+    /// event exists if and only if the data it announces does. Fenced like
+    /// [`Store::commit_chats`]: a stale writer queues nothing.
     async fn finish_sync(&self, run: &SyncRun, event: Option<&OutboxEvent>) -> StoreResult<()>;
 
     // ---- outbox -----------------------------------------------------------
+    /// Queues an event; an event whose id is already queued is left as it
+    /// is (published or not), so queueing twice never publishes twice.
     async fn enqueue_event(&self, event: &OutboxEvent) -> StoreResult<()>;
     /// Unpublished events, oldest first.
     async fn pending_events(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>>;
+    /// Unpublished events this relay may publish now, oldest first: on a
+    /// shared store each is claimed for `claim_ms` by `claimer`, so relays
+    /// on several hosts normally publish each event once (a claim that
+    /// expires unconfirmed is taken again: still at least once). A store
+    /// only one host uses has nothing to share and returns the pending ones.
+    async fn claim_events(
+        &self,
+        claimer: &str,
+        limit: u32,
+        claim_ms: i64,
+    ) -> StoreResult<Vec<OutboxEvent>> {
+        let _ = (claimer, claim_ms);
+        self.pending_events(limit).await
+    }
     /// How many events are unpublished (the `/metrics` gauge), without
     /// reading them.
     async fn count_pending_events(&self) -> StoreResult<u64>;

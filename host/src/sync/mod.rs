@@ -152,6 +152,7 @@ pub fn new_run(
         skipped_chats: 0,
         quarantined: 0,
         reason: None,
+        epoch: 0,
     }
 }
 
@@ -211,9 +212,10 @@ pub async fn run(
                 current_chat: run.current_chat,
             };
             let event = deps.options.publish_sync_failed.then(|| {
-                OutboxEvent::new(
+                OutboxEvent::for_run(
                     "sync_failed",
                     &SessionId::parse(&run.session_id).expect("run of a valid session"),
+                    &run.sync_id,
                     serde_json::to_value(&failed).unwrap_or_default(),
                 )
             });
@@ -404,9 +406,10 @@ async fn walk(
     run.current_chat = run.n_chats;
     let done_seq = run.next_seq;
     run.next_seq += 1;
-    let event = OutboxEvent::new(
+    let event = OutboxEvent::for_run(
         "session_ready",
         &sid,
+        &run.sync_id,
         serde_json::json!({
             "sessionId": run.session_id,
             "syncId": run.sync_id,

@@ -73,6 +73,18 @@ pub struct Metrics {
     pub plugin_calls: Family<PluginLabel, Counter>,
     pub plugin_failures: Family<PluginLabel, Counter>,
     pub plugin_seconds: Family<PluginLabel, Counter<f64>>,
+    /// Session leases this host holds.
+    pub leases_held: Gauge,
+    /// Sessions this host took over from another (dead or cut-off) host.
+    pub takeovers: Counter,
+    /// Leases this host lost (not renewed in time, or taken over).
+    pub leases_lost: Counter,
+    /// Requests passed to the session's owner on another host.
+    pub forwarded_requests: Counter,
+    /// Live session events published to the other hosts.
+    pub cluster_events_out: Counter,
+    /// Live session events received from other hosts for local clients.
+    pub cluster_events_in: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,6 +121,12 @@ impl Metrics {
             plugin_calls: Family::default(),
             plugin_failures: Family::default(),
             plugin_seconds: Family::default(),
+            leases_held: Gauge::default(),
+            takeovers: Counter::default(),
+            leases_lost: Counter::default(),
+            forwarded_requests: Counter::default(),
+            cluster_events_out: Counter::default(),
+            cluster_events_in: Counter::default(),
         };
         registry.register("sessions", "Live sessions by status", m.sessions.clone());
         registry.register(
@@ -180,6 +198,36 @@ impl Metrics {
             "plugin_seconds",
             "Time spent in plugin calls by plugin and hook",
             m.plugin_seconds.clone(),
+        );
+        registry.register(
+            "leases_held",
+            "Session leases this host holds",
+            m.leases_held.clone(),
+        );
+        registry.register(
+            "takeovers",
+            "Sessions taken over from another host",
+            m.takeovers.clone(),
+        );
+        registry.register(
+            "leases_lost",
+            "Session leases lost (not renewed in time or taken over)",
+            m.leases_lost.clone(),
+        );
+        registry.register(
+            "forwarded_requests",
+            "Requests forwarded to the owning host",
+            m.forwarded_requests.clone(),
+        );
+        registry.register(
+            "cluster_events_out",
+            "Live session events published to other hosts",
+            m.cluster_events_out.clone(),
+        );
+        registry.register(
+            "cluster_events_in",
+            "Live session events received from other hosts",
+            m.cluster_events_in.clone(),
         );
         Metrics { registry, ..m }
     }

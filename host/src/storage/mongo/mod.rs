@@ -35,6 +35,8 @@
 //!   503. The driver monitors the server and reconnects by itself, so the
 //!   same store works again once the server is back.
 
+mod fencing;
+mod outbox;
 pub mod schema;
 
 use std::collections::{HashMap, HashSet};
@@ -588,28 +590,6 @@ impl MongoStore {
         self.upsert_statements(QUARANTINE, statements).await
     }
 
-    async fn put_run(&self, run: &SyncRun) -> StoreResult<()> {
-        let mut d = encode(run, RUN_DATES)?;
-        d.insert("_id", run.sync_id.as_str());
-        self.runs
-            .replace_one(doc! { "_id": run.sync_id.as_str() }, d)
-            .upsert(true)
-            .await
-            .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn put_event(&self, ev: &OutboxEvent) -> StoreResult<()> {
-        let mut d = encode(ev, OUTBOX_DATES)?;
-        d.insert("_id", ev.event_id.as_str());
-        self.outbox
-            .replace_one(doc! { "_id": ev.event_id.as_str() }, d)
-            .upsert(true)
-            .await
-            .map_err(map_err)?;
-        Ok(())
-    }
-
     async fn collect_docs<T: serde::de::DeserializeOwned>(
         cursor: mongodb::Cursor<Document>,
         dates: &[&str],
@@ -667,14 +647,7 @@ impl Store for MongoStore {
     }
 
     async fn put_session(&self, rec: &SessionRecord) -> StoreResult<()> {
-        let mut d = encode(rec, SESSION_DATES)?;
-        d.insert("_id", rec.session_id.as_str());
-        self.sessions
-            .replace_one(doc! { "_id": rec.session_id.as_str() }, d)
-            .upsert(true)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        self.put_session_fenced(rec).await
     }
 
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
@@ -751,6 +724,8 @@ impl Store for MongoStore {
         run: &SyncRun,
     ) -> StoreResult<Vec<WriteStats>> {
         let sid = id.as_str();
+        // 0. A writer that lost the session's lease writes nothing.
+        self.check_run_epoch(run).await?;
         // 1. Messages of every chat in one bulk write.
         let all: Vec<Message> = chats
             .iter()
@@ -781,7 +756,8 @@ impl Store for MongoStore {
         }
         self.refresh_chats(sid, &refresh).await?;
 
-        // 4. The checkpoint, last: it never runs ahead of the data.
+        // 4. The checkpoint, last: it never runs ahead of the data, and it is
+        // fenced, so a writer that lost the lease meanwhile fails here.
         self.put_run(run).await?;
         Ok(stats)
     }
@@ -923,7 +899,9 @@ impl Store for MongoStore {
         // Without a transaction, the event goes first: the data it announces
         // is already committed, and if the run update then fails the worst
         // case is a repeated announcement (consumers dedupe on the event
-        // id), never a completed run whose event is missing.
+        // id), never a completed run whose event is missing. A writer that
+        // lost the session's lease is stopped before the event.
+        self.check_run_epoch(run).await?;
         if let Some(ev) = event {
             self.put_event(ev).await?;
         }
@@ -946,6 +924,15 @@ impl Store for MongoStore {
             .await
             .map_err(map_err)?;
         Self::collect_docs(cursor, OUTBOX_DATES).await
+    }
+
+    async fn claim_events(
+        &self,
+        claimer: &str,
+        limit: u32,
+        claim_ms: i64,
+    ) -> StoreResult<Vec<OutboxEvent>> {
+        self.claim(claimer, limit, claim_ms).await
     }
 
     async fn count_pending_events(&self) -> StoreResult<u64> {

@@ -10,8 +10,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 pub const WASYNC_LISTEN: &str = "WASYNC_LISTEN";
 pub const WASYNC_API_KEY: &str = "WASYNC_API_KEY";
 pub const WASYNC_DATA_DIR: &str = "WASYNC_DATA_DIR";
@@ -34,6 +32,12 @@ pub const CHROMEDRIVER_PATH: &str = "CHROMEDRIVER_PATH";
 pub const CHROMIUM_PATH: &str = "CHROMIUM_PATH";
 pub const WHATSAPP_WEB_URL: &str = "WHATSAPP_WEB_URL";
 pub const RUST_LOG: &str = "RUST_LOG";
+pub const WASYNC_HOST_ID: &str = "WASYNC_HOST_ID";
+pub const WASYNC_ADVERTISE_URL: &str = "WASYNC_ADVERTISE_URL";
+pub const WASYNC_MAX_SESSIONS: &str = "WASYNC_MAX_SESSIONS";
+pub const WASYNC_LEASE_TTL_MS: &str = "WASYNC_LEASE_TTL_MS";
+pub const WASYNC_LEASE_RENEW_MS: &str = "WASYNC_LEASE_RENEW_MS";
+pub const AMQP_LIVE_EXCHANGE: &str = "AMQP_LIVE_EXCHANGE";
 
 /// The whole configuration, one struct per subsystem.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +48,7 @@ pub struct Config {
     pub browser: BrowserConfig,
     pub plugins: PluginsConfig,
     pub log: LogConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// The HTTP/WebSocket gateway.
@@ -127,6 +132,31 @@ pub struct LogConfig {
     pub filter: Option<String>,
 }
 
+/// This host's part in a cluster (hosts sharing one MongoDB). Ignored on
+/// the embedded store, which is single-host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// This host's id (`WASYNC_HOST_ID`; default: made once and kept in
+    /// `<data>/host-id`). Letters, digits, `.`, `_`, `-`; 1 to 64.
+    pub host_id: Option<String>,
+    /// How the other hosts reach this one's HTTP (`WASYNC_ADVERTISE_URL`;
+    /// default `http://<listen address>`).
+    pub advertise_url: Option<String>,
+    /// Sessions this host takes at most (`WASYNC_MAX_SESSIONS`, default
+    /// 100): creates past it go to a host with room, takeovers stop at it.
+    pub max_sessions: u32,
+    /// Lifetime of a session lease (`WASYNC_LEASE_TTL_MS`, default 15 s):
+    /// how long a dead host's sessions wait before another host takes them.
+    pub lease_ttl: Duration,
+    /// Lease renewal and heartbeat period (`WASYNC_LEASE_RENEW_MS`, default
+    /// a third of the TTL; at most a third of it, so two renewals may fail
+    /// before a lease is lost).
+    pub lease_renew: Duration,
+    /// The RabbitMQ topic exchange that carries live events between hosts
+    /// (`AMQP_LIVE_EXCHANGE`, default `wasync.live`).
+    pub live_exchange: String,
+}
+
 /// Every problem found, each naming its variable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
@@ -134,174 +164,9 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
-/// The optional TOML file; every key mirrors a variable.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    #[serde(default)]
-    server: FileServer,
-    #[serde(default)]
-    storage: FileStorage,
-    #[serde(default)]
-    events: FileEvents,
-    #[serde(default)]
-    browser: FileBrowser,
-    #[serde(default)]
-    plugins: FilePlugins,
-    #[serde(default)]
-    log: FileLog,
-}
+mod source;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileServer {
-    listen: Option<Scalar>,
-    api_key: Option<Scalar>,
-    max_body_bytes: Option<Scalar>,
-    max_plugin_bytes: Option<Scalar>,
-    ws_queue: Option<Scalar>,
-    ws_stall_ms: Option<Scalar>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileStorage {
-    data_dir: Option<Scalar>,
-    cache_mib: Option<Scalar>,
-    mongodb_uri: Option<Scalar>,
-    mongodb_db: Option<Scalar>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileEvents {
-    amqp_url: Option<Scalar>,
-    amqp_queue: Option<Scalar>,
-    publish_sync_failed: Option<Scalar>,
-    publish_messages: Option<Scalar>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileBrowser {
-    provider: Option<Scalar>,
-    webdriver_url: Option<Scalar>,
-    chromedriver_path: Option<Scalar>,
-    chromium_path: Option<Scalar>,
-    whatsapp_web_url: Option<Scalar>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FilePlugins {
-    dir: Option<Scalar>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileLog {
-    format: Option<Scalar>,
-    filter: Option<Scalar>,
-}
-
-/// A file value: a string, number or boolean, read as text so the file
-/// and the environment go through the same checks.
-#[derive(Debug)]
-struct Scalar(String);
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match toml::Value::deserialize(d)? {
-            toml::Value::String(s) => Ok(Scalar(s)),
-            toml::Value::Integer(i) => Ok(Scalar(i.to_string())),
-            toml::Value::Float(f) => Ok(Scalar(f.to_string())),
-            toml::Value::Boolean(b) => Ok(Scalar(b.to_string())),
-            _ => Err(serde::de::Error::custom(
-                "expected a string, a number or a boolean",
-            )),
-        }
-    }
-}
-
-/// Looks a setting up: the environment wins over the file.
-struct Source<'a> {
-    env: &'a HashMap<String, String>,
-    problems: Vec<String>,
-}
-
-impl Source<'_> {
-    fn get(&self, var: &str, file: &Option<Scalar>) -> Option<(String, String)> {
-        match self.env.get(var) {
-            Some(v) => Some((v.clone(), var.to_owned())),
-            None => file
-                .as_ref()
-                .map(|v| (v.0.clone(), format!("{var} (from the config file)"))),
-        }
-    }
-
-    fn string(&self, var: &str, file: &Option<Scalar>) -> Option<String> {
-        self.get(var, file)
-            .map(|(v, _)| v)
-            .filter(|v| !v.is_empty())
-    }
-
-    fn parse<T: std::str::FromStr>(
-        &mut self,
-        var: &str,
-        file: &Option<Scalar>,
-        default: T,
-        what: &str,
-        ok: impl Fn(&T) -> bool,
-    ) -> T {
-        match self.get(var, file) {
-            None => default,
-            Some((raw, name)) => match raw.trim().parse::<T>() {
-                Ok(v) if ok(&v) => v,
-                _ => {
-                    self.problems
-                        .push(format!("{name}={raw:?} is not valid: expected {what}"));
-                    default
-                }
-            },
-        }
-    }
-
-    fn flag(&mut self, var: &str, file: &Option<Scalar>) -> bool {
-        match self.get(var, file) {
-            None => false,
-            Some((raw, name)) => match raw.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" | "" => false,
-                _ => {
-                    self.problems.push(format!(
-                        "{name}={raw:?} is not valid: expected true or false"
-                    ));
-                    false
-                }
-            },
-        }
-    }
-
-    fn url(&mut self, var: &str, file: &Option<Scalar>, schemes: &[&str]) -> Option<String> {
-        let (raw, name) = self.get(var, file)?;
-        if raw.is_empty() {
-            return None;
-        }
-        if schemes.iter().any(|s| raw.starts_with(&format!("{s}://"))) {
-            Some(raw)
-        } else {
-            self.problems.push(format!(
-                "{name} must start with {}",
-                schemes
-                    .iter()
-                    .map(|s| format!("{s}://"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ));
-            None
-        }
-    }
-}
+use self::source::{FileConfig, Source};
 
 impl Config {
     /// Reads the configuration from `env` and, if given, a TOML file.
@@ -472,6 +337,8 @@ impl Config {
             filter: s.string(RUST_LOG, &f.log.filter),
         };
 
+        let cluster = cluster(&mut s, &f.cluster);
+
         if s.problems.is_empty() {
             Ok(Config {
                 server,
@@ -480,6 +347,7 @@ impl Config {
                 browser,
                 plugins,
                 log,
+                cluster,
             })
         } else {
             Err(ConfigError {
@@ -494,107 +362,54 @@ impl Config {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+fn cluster(s: &mut Source<'_>, f: &source::FileCluster) -> ClusterConfig {
+    let host_id = s.string(WASYNC_HOST_ID, &f.host_id);
+    if let Some(id) = &host_id
+        && !crate::cluster::identity::valid_host_id(id)
+    {
+        s.problems.push(format!(
+            "{WASYNC_HOST_ID}={id:?} is not valid: expected 1 to 64 letters, digits, '.', '_' or '-'"
+        ));
     }
-
-    #[test]
-    fn defaults_are_the_embedded_setup() {
-        let c = Config::defaults();
-        assert_eq!(c.server.listen.to_string(), "127.0.0.1:3000");
-        assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
-        assert!(c.storage.mongodb_uri.is_none());
-        assert!(c.events.amqp_url.is_none());
-        assert_eq!(c.events.amqp_queue, "wasync.session_ready");
-        assert_eq!(c.browser.default_provider, "simulator");
-        assert_eq!(c.browser.whatsapp_web_url, "https://web.whatsapp.com/");
-        assert_eq!(c.server.max_body_bytes, 1 << 20);
-        assert_eq!(c.storage.store_cache_mib, 4);
+    let lease_ttl = Duration::from_millis(s.parse(
+        WASYNC_LEASE_TTL_MS,
+        &f.lease_ttl_ms,
+        15_000u64,
+        "milliseconds between 1000 and 600000",
+        |v| (1_000..=600_000).contains(v),
+    ));
+    let default_renew = lease_ttl.as_millis() as u64 / 3;
+    let max_renew = lease_ttl.as_millis() as u64 / 3;
+    let lease_renew = Duration::from_millis(s.parse(
+        WASYNC_LEASE_RENEW_MS,
+        &f.lease_renew_ms,
+        default_renew,
+        &format!("milliseconds between 100 and a third of {WASYNC_LEASE_TTL_MS} ({max_renew})"),
+        |v| (100..=max_renew).contains(v),
+    ));
+    let live_exchange = s
+        .string(AMQP_LIVE_EXCHANGE, &f.live_exchange)
+        .unwrap_or_else(|| "wasync.live".into());
+    if live_exchange.len() > 255 || live_exchange.starts_with("amq.") {
+        s.problems.push(format!(
+            "{AMQP_LIVE_EXCHANGE}={live_exchange:?} is not valid: at most 255 bytes, not starting with amq."
+        ));
     }
-
-    #[test]
-    fn every_bad_value_is_reported_by_name() {
-        let err = Config::load(
-            &env(&[
-                (WASYNC_LISTEN, "nonsense"),
-                (MONGODB_URI, "http://x"),
-                (AMQP_URL, "tcp://x"),
-                (WASYNC_PROVIDER, "phone"),
-                (AMQP_PUBLISH_MESSAGES, "maybe"),
-                (WASYNC_MAX_BODY_BYTES, "12"),
-                (WASYNC_LOG_FORMAT, "xml"),
-                (WASYNC_STORE_CACHE_MIB, "0"),
-            ]),
-            None,
-        )
-        .unwrap_err();
-        let text = err.to_string();
-        for var in [
-            WASYNC_LISTEN,
-            MONGODB_URI,
-            AMQP_URL,
-            WASYNC_PROVIDER,
-            AMQP_PUBLISH_MESSAGES,
-            WASYNC_MAX_BODY_BYTES,
-            WASYNC_LOG_FORMAT,
-            WASYNC_STORE_CACHE_MIB,
-        ] {
-            assert!(text.contains(var), "{var} missing from: {text}");
-        }
-        assert_eq!(err.problems.len(), 8);
-    }
-
-    #[test]
-    fn non_loopback_needs_a_key() {
-        let err = Config::load(&env(&[(WASYNC_LISTEN, "0.0.0.0:3000")]), None).unwrap_err();
-        assert!(err.to_string().contains(WASYNC_API_KEY));
-        let ok = Config::load(
-            &env(&[
-                (WASYNC_LISTEN, "0.0.0.0:3000"),
-                (WASYNC_API_KEY, "0123456789abcdef"),
-            ]),
-            None,
-        )
-        .unwrap();
-        assert_eq!(ok.server.api_key.as_deref(), Some("0123456789abcdef"));
-        let short = Config::load(&env(&[(WASYNC_API_KEY, "short")]), None).unwrap_err();
-        assert!(short.to_string().contains("at least 16"));
-    }
-
-    #[test]
-    fn file_values_apply_and_env_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wasync.toml");
-        std::fs::write(
-            &path,
-            "[storage]\ndata_dir = \"/tmp/x\"\nmongodb_db = \"filedb\"\ncache_mib = 16\n[events]\namqp_queue = \"q\"\npublish_messages = true\n[server]\nmax_body_bytes = 2048\n",
-        )
-        .unwrap();
-        let c = Config::load(&env(&[(MONGODB_DB, "envdb")]), Some(&path)).unwrap();
-        assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
-        assert_eq!(c.storage.mongodb_db, "envdb");
-        assert_eq!(c.events.amqp_queue, "q");
-        assert!(c.events.publish_messages);
-        assert_eq!(c.server.max_body_bytes, 2048);
-        assert_eq!(c.storage.store_cache_mib, 16);
-
-        std::fs::write(&path, "[storage]\ndatadir = \"/tmp/x\"\n").unwrap();
-        let err = Config::load(&HashMap::new(), Some(&path)).unwrap_err();
-        assert!(err.to_string().contains("unknown field"), "{err}");
-
-        std::fs::write(&path, "[server]\nlisten = \"bad\"\n").unwrap();
-        let err = Config::load(&HashMap::new(), Some(&path)).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("WASYNC_LISTEN (from the config file)"),
-            "{err}"
-        );
+    ClusterConfig {
+        host_id,
+        advertise_url: s.url(WASYNC_ADVERTISE_URL, &f.advertise_url, &["http", "https"]),
+        max_sessions: s.parse(
+            WASYNC_MAX_SESSIONS,
+            &f.max_sessions,
+            100u32,
+            "a session count between 1 and 100000",
+            |v| (1..=100_000).contains(v),
+        ),
+        lease_ttl,
+        lease_renew,
+        live_exchange,
     }
 }
+
+#[cfg(test)]
+mod tests;

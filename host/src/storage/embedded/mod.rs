@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{
     ChatCommit, ChatPage, SessionRecord, Store, StoreError, StoreResult, WriteStats,
@@ -25,75 +23,11 @@ use crate::domain::{
     Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
 };
 
-/// `sessionId` → session record.
-const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
-/// `(sessionId, chatId)` → stored chat.
-const CHATS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("chats");
-/// `(sessionId, desc(lastMessageAt), chatId)`: chats newest activity first.
-const CHATS_BY_ACTIVITY: TableDefinition<(&str, u64, &str), ()> =
-    TableDefinition::new("chats_by_activity");
-/// `(sessionId, messageId)` → message.
-const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
-/// `(sessionId, chatId, desc(timestamp), messageId)`: a chat's messages
-/// newest first.
-const MESSAGES_BY_CHAT: TableDefinition<(&str, &str, u64, &str), ()> =
-    TableDefinition::new("messages_by_chat");
-/// `syncId` → run.
-const SYNC_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_runs");
-/// `(sessionId, startedAt, syncId)`: a session's runs, oldest first.
-const RUNS_BY_SESSION: TableDefinition<(&str, u64, &str), ()> =
-    TableDefinition::new("sync_runs_by_session");
-/// `eventId` → event. Event ids are UUIDv7, so they sort by creation.
-const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
-/// `eventId` of every unpublished event.
-const OUTBOX_PENDING: TableDefinition<&str, ()> = TableDefinition::new("outbox_pending");
-/// `(sessionId, messageId)` → quarantined message.
-const QUARANTINE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("quarantine");
+mod tables;
+mod writes;
 
-/// Default page cache of the store file (`WASYNC_STORE_CACHE_MIB`). Reads
-/// hit recent pages and the kernel's page cache serves the rest; a sync
-/// writes each chat's pages once, so a small cache costs it nothing
-/// measurable (P2 ran at the same rate with 4, 8 and 16 MiB) and keeps the
-/// host's memory flat with the account (P5).
-pub const CACHE_BYTES: usize = 4 << 20;
-
-/// Maps an `i64` onto a `u64` that sorts the same way.
-fn ordered(t: i64) -> u64 {
-    (t as u64) ^ (1 << 63)
-}
-
-/// Sort key that puts newer first; `None` (no activity) sorts last.
-fn desc(t: Option<i64>) -> u64 {
-    match t {
-        Some(t) => !ordered(t),
-        None => u64::MAX,
-    }
-}
-
-trait DbResult<T> {
-    fn db(self) -> StoreResult<T>;
-}
-
-impl<T, E: Into<redb::Error>> DbResult<T> for Result<T, E> {
-    fn db(self) -> StoreResult<T> {
-        self.map_err(|e| {
-            let e: redb::Error = e.into();
-            match e {
-                redb::Error::Corrupted(m) => StoreError::Corrupt(m),
-                redb::Error::Io(io) => StoreError::Unavailable(io.to_string()),
-                other => StoreError::Backend(other.to_string()),
-            }
-        })
-    }
-}
-
-fn enc<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| StoreError::Backend(format!("encode: {e}")))
-}
-
-fn dec<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("decode: {e}")))
-}
+use self::tables::*;
+use self::writes::*;
 
 /// The embedded store.
 pub struct EmbeddedStore {
@@ -170,127 +104,6 @@ impl EmbeddedStore {
     }
 }
 
-/// Writes `messages` of one session inside an open transaction; returns
-/// what changed. Unchanged messages cost one read and no write.
-fn write_messages(
-    txn: &redb::WriteTransaction,
-    sid: &str,
-    messages: &[Message],
-) -> StoreResult<(WriteStats, Vec<(String, u64)>)> {
-    let mut stats = WriteStats::default();
-    // Inserted messages per chat, to keep `messageCount` exact.
-    let mut inserted_per_chat: Vec<(String, u64)> = Vec::new();
-    let mut table = txn.open_table(MESSAGES).db()?;
-    let mut by_chat = txn.open_table(MESSAGES_BY_CHAT).db()?;
-    for m in messages {
-        let bytes = enc(m)?;
-        // One B-tree descent: `insert` hands back what it replaced.
-        let old = table
-            .insert((sid, m.id.as_str()), bytes.as_slice())
-            .db()?
-            .map(|g| g.value().to_vec());
-        match old {
-            Some(old) if old == bytes => stats.unchanged += 1,
-            Some(old) => {
-                let old: Message = dec(&old)?;
-                if old.chat_id != m.chat_id || old.timestamp != m.timestamp {
-                    by_chat
-                        .remove((
-                            sid,
-                            old.chat_id.as_str(),
-                            desc(Some(old.timestamp)),
-                            old.id.as_str(),
-                        ))
-                        .db()?;
-                    by_chat
-                        .insert(
-                            (
-                                sid,
-                                m.chat_id.as_str(),
-                                desc(Some(m.timestamp)),
-                                m.id.as_str(),
-                            ),
-                            (),
-                        )
-                        .db()?;
-                }
-                stats.updated += 1;
-            }
-            None => {
-                by_chat
-                    .insert(
-                        (
-                            sid,
-                            m.chat_id.as_str(),
-                            desc(Some(m.timestamp)),
-                            m.id.as_str(),
-                        ),
-                        (),
-                    )
-                    .db()?;
-                stats.inserted += 1;
-                match inserted_per_chat.last_mut() {
-                    Some((c, n)) if *c == m.chat_id => *n += 1,
-                    _ => inserted_per_chat.push((m.chat_id.clone(), 1)),
-                }
-            }
-        }
-    }
-    Ok((stats, inserted_per_chat))
-}
-
-/// Adds `inserted` to a chat's `messageCount` (and sets `syncedAt`), if the
-/// chat is known.
-fn bump_chat(
-    txn: &redb::WriteTransaction,
-    sid: &str,
-    chat_id: &str,
-    inserted: u64,
-    synced_at: Option<i64>,
-) -> StoreResult<()> {
-    let mut chats = txn.open_table(CHATS).db()?;
-    let old = chats.get((sid, chat_id)).db()?.map(|g| g.value().to_vec());
-    if let Some(old) = old {
-        let mut chat: StoredChat = dec(&old)?;
-        chat.message_count += inserted;
-        if synced_at.is_some() {
-            chat.synced_at = synced_at;
-        }
-        chats.insert((sid, chat_id), enc(&chat)?.as_slice()).db()?;
-    }
-    Ok(())
-}
-
-fn put_run(txn: &redb::WriteTransaction, run: &SyncRun) -> StoreResult<()> {
-    let mut runs = txn.open_table(SYNC_RUNS).db()?;
-    runs.insert(run.sync_id.as_str(), enc(run)?.as_slice())
-        .db()?;
-    let mut by_session = txn.open_table(RUNS_BY_SESSION).db()?;
-    by_session
-        .insert(
-            (
-                run.session_id.as_str(),
-                ordered(run.started_at),
-                run.sync_id.as_str(),
-            ),
-            (),
-        )
-        .db()?;
-    Ok(())
-}
-
-fn put_event(txn: &redb::WriteTransaction, ev: &OutboxEvent) -> StoreResult<()> {
-    let mut outbox = txn.open_table(OUTBOX).db()?;
-    outbox
-        .insert(ev.event_id.as_str(), enc(ev)?.as_slice())
-        .db()?;
-    if ev.published_at.is_none() {
-        let mut pending = txn.open_table(OUTBOX_PENDING).db()?;
-        pending.insert(ev.event_id.as_str(), ()).db()?;
-    }
-    Ok(())
-}
-
 /// Removes every key of `table` whose first element is `sid`.
 macro_rules! purge_prefix {
     ($txn:expr, $table:expr, $sid:expr, $lo:expr) => {{
@@ -318,10 +131,7 @@ impl Store for EmbeddedStore {
         let rec = rec.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().db()?;
-            txn.open_table(SESSIONS)
-                .db()?
-                .insert(rec.session_id.as_str(), enc(&rec)?.as_slice())
-                .db()?;
+            put_session(&txn, &rec)?;
             txn.commit().db()
         })
         .await

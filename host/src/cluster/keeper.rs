@@ -1,0 +1,136 @@
+//! The cluster's background work on each host: heartbeat and lease
+//! renewal, the watchdog that stops sessions whose lease ran out here, and
+//! the watch that takes over the sessions of hosts that are gone.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Cluster;
+use crate::domain::now_ms;
+use crate::session::Sessions;
+
+/// Runs the three loops until `shutdown`, then releases this host's leases
+/// (after the actors stopped: `sessions` must be joined first by the
+/// caller, see [`retire`]).
+pub async fn run(cluster: Arc<Cluster>, sessions: Arc<Sessions>, shutdown: CancellationToken) {
+    tokio::join!(
+        renew_loop(&cluster, &sessions, &shutdown),
+        watchdog(&cluster, &sessions, &shutdown),
+        takeover_loop(&cluster, &sessions, &shutdown),
+    );
+}
+
+/// Heartbeat and renewal, every `renew_every`. A failed renewal is only
+/// logged: the watchdog stops the sessions if the leases run out locally.
+async fn renew_loop(cluster: &Cluster, sessions: &Sessions, shutdown: &CancellationToken) {
+    let every = cluster.settings.renew_every;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match cluster.leases.renew().await {
+            Ok(lost) => {
+                for s in lost {
+                    sessions.forget(&s).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew the session leases"),
+        }
+        if cluster.is_shared()
+            && let Err(e) = cluster.heartbeat().await
+        {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// Wakes at the earliest local lease deadline and stops what ran out, so a
+/// renewal stuck on an unreachable store cannot keep a session running
+/// past its lease.
+async fn watchdog(cluster: &Cluster, sessions: &Sessions, shutdown: &CancellationToken) {
+    loop {
+        let wake = cluster
+            .leases
+            .next_deadline()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + cluster.settings.renew_every);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        for s in cluster.leases.expire_overdue() {
+            sessions.forget(&s).await;
+        }
+    }
+}
+
+/// Every `watch_every`, takes up the active sessions whose lease expired.
+async fn takeover_loop(cluster: &Cluster, sessions: &Sessions, shutdown: &CancellationToken) {
+    if !cluster.is_shared() {
+        return;
+    }
+    let every = cluster.settings.watch_every;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(jitter(every)) => {}
+        }
+        if let Err(e) = restore_pass(cluster, sessions).await {
+            tracing::warn!(error = %e, "takeover watch failed");
+        }
+    }
+}
+
+/// The period with up to a fifth added at random, so hosts started together
+/// do not all race for the same leases at the same instant.
+fn jitter(every: Duration) -> Duration {
+    let spread = (every.as_millis() as u64 / 5).max(1);
+    every + Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * spread / 255)
+}
+
+/// One pass: restores the active sessions whose lease no live host holds,
+/// this host's fair share of them (the orphans divided by the live hosts
+/// with room), up to its capacity. Returns how many it took.
+pub async fn restore_pass(cluster: &Cluster, sessions: &Sessions) -> anyhow::Result<usize> {
+    let now = now_ms();
+    let leases = cluster.coordinator.leases().await?;
+    let taken: HashSet<String> = leases
+        .iter()
+        .filter(|l| l.is_held(now))
+        .map(|l| l.session_id.clone())
+        .collect();
+    let hosts_with_room = cluster
+        .live_hosts()
+        .iter()
+        .filter(|h| h.room() > 0 || h.host_id == cluster.host_id())
+        .count()
+        .max(1);
+    let orphans = sessions.count_orphans(&taken).await?;
+    if orphans == 0 {
+        return Ok(0);
+    }
+    let share = orphans.div_ceil(hosts_with_room);
+    let n = sessions.restore(&taken, share).await?;
+    if n > 0 {
+        tracing::info!(restored = n, orphans, "sessions taken up");
+    }
+    Ok(n)
+}
+
+/// At a clean stop, after the actors ended: gives the leases back and
+/// leaves the host list, so other hosts take the sessions over at once
+/// instead of after the TTL.
+pub async fn retire(cluster: &Cluster) {
+    for l in cluster.leases.snapshot() {
+        cluster.leases.release(&l.session_id).await;
+    }
+    if cluster.is_shared()
+        && let Err(e) = cluster.coordinator.retire(cluster.host_id()).await
+    {
+        tracing::warn!(error = %e, "could not leave the host list");
+    }
+}

@@ -1,0 +1,141 @@
+//! The configuration's unit tests.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_are_the_embedded_setup() {
+    let c = Config::defaults();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:3000");
+    assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
+    assert!(c.storage.mongodb_uri.is_none());
+    assert!(c.events.amqp_url.is_none());
+    assert_eq!(c.events.amqp_queue, "wasync.session_ready");
+    assert_eq!(c.browser.default_provider, "simulator");
+    assert_eq!(c.browser.whatsapp_web_url, "https://web.whatsapp.com/");
+    assert_eq!(c.server.max_body_bytes, 1 << 20);
+    assert_eq!(c.storage.store_cache_mib, 4);
+}
+
+#[test]
+fn every_bad_value_is_reported_by_name() {
+    let err = Config::load(
+        &env(&[
+            (WASYNC_LISTEN, "nonsense"),
+            (MONGODB_URI, "http://x"),
+            (AMQP_URL, "tcp://x"),
+            (WASYNC_PROVIDER, "phone"),
+            (AMQP_PUBLISH_MESSAGES, "maybe"),
+            (WASYNC_MAX_BODY_BYTES, "12"),
+            (WASYNC_LOG_FORMAT, "xml"),
+            (WASYNC_STORE_CACHE_MIB, "0"),
+        ]),
+        None,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for var in [
+        WASYNC_LISTEN,
+        MONGODB_URI,
+        AMQP_URL,
+        WASYNC_PROVIDER,
+        AMQP_PUBLISH_MESSAGES,
+        WASYNC_MAX_BODY_BYTES,
+        WASYNC_LOG_FORMAT,
+        WASYNC_STORE_CACHE_MIB,
+    ] {
+        assert!(text.contains(var), "{var} missing from: {text}");
+    }
+    assert_eq!(err.problems.len(), 8);
+}
+
+#[test]
+fn non_loopback_needs_a_key() {
+    let err = Config::load(&env(&[(WASYNC_LISTEN, "0.0.0.0:3000")]), None).unwrap_err();
+    assert!(err.to_string().contains(WASYNC_API_KEY));
+    let ok = Config::load(
+        &env(&[
+            (WASYNC_LISTEN, "0.0.0.0:3000"),
+            (WASYNC_API_KEY, "0123456789abcdef"),
+        ]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(ok.server.api_key.as_deref(), Some("0123456789abcdef"));
+    let short = Config::load(&env(&[(WASYNC_API_KEY, "short")]), None).unwrap_err();
+    assert!(short.to_string().contains("at least 16"));
+}
+
+#[test]
+fn file_values_apply_and_env_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wasync.toml");
+    std::fs::write(
+        &path,
+        "[storage]\ndata_dir = \"/tmp/x\"\nmongodb_db = \"filedb\"\ncache_mib = 16\n[events]\namqp_queue = \"q\"\npublish_messages = true\n[server]\nmax_body_bytes = 2048\n",
+    )
+    .unwrap();
+    let c = Config::load(&env(&[(MONGODB_DB, "envdb")]), Some(&path)).unwrap();
+    assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
+    assert_eq!(c.storage.mongodb_db, "envdb");
+    assert_eq!(c.events.amqp_queue, "q");
+    assert!(c.events.publish_messages);
+    assert_eq!(c.server.max_body_bytes, 2048);
+    assert_eq!(c.storage.store_cache_mib, 16);
+
+    std::fs::write(&path, "[storage]\ndatadir = \"/tmp/x\"\n").unwrap();
+    let err = Config::load(&HashMap::new(), Some(&path)).unwrap_err();
+    assert!(err.to_string().contains("unknown field"), "{err}");
+
+    std::fs::write(&path, "[server]\nlisten = \"bad\"\n").unwrap();
+    let err = Config::load(&HashMap::new(), Some(&path)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("WASYNC_LISTEN (from the config file)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cluster_settings_are_checked_by_name() {
+    let c = Config::defaults();
+    assert_eq!(c.cluster.max_sessions, 100);
+    assert_eq!(c.cluster.lease_ttl, Duration::from_secs(15));
+    assert_eq!(c.cluster.lease_renew, Duration::from_secs(5));
+    assert_eq!(c.cluster.live_exchange, "wasync.live");
+    let c = Config::load(&env(&[(WASYNC_LEASE_TTL_MS, "3000")]), None).unwrap();
+    assert_eq!(
+        c.cluster.lease_renew,
+        Duration::from_secs(1),
+        "a third of the TTL"
+    );
+    let err = Config::load(
+        &env(&[
+            (WASYNC_HOST_ID, "has space"),
+            (WASYNC_ADVERTISE_URL, "ftp://x"),
+            (WASYNC_MAX_SESSIONS, "0"),
+            (WASYNC_LEASE_RENEW_MS, "9000"),
+            (AMQP_LIVE_EXCHANGE, "amq.topic"),
+        ]),
+        None,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for var in [
+        WASYNC_HOST_ID,
+        WASYNC_ADVERTISE_URL,
+        WASYNC_MAX_SESSIONS,
+        WASYNC_LEASE_RENEW_MS,
+        AMQP_LIVE_EXCHANGE,
+    ] {
+        assert!(text.contains(var), "{var} missing from: {text}");
+    }
+    let err = Config::load(&env(&[(WASYNC_LEASE_TTL_MS, "10")]), None).unwrap_err();
+    assert!(err.to_string().contains(WASYNC_LEASE_TTL_MS), "{err}");
+}
