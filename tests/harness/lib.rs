@@ -10,6 +10,7 @@
 //! - [`amqp`]: the test broker, per-test queues, a real consumer, the relay bench.
 
 pub mod amqp;
+pub mod cluster;
 pub mod proxy;
 
 pub mod mongo;

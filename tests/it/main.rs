@@ -4,6 +4,7 @@ mod amqp;
 mod amqp_host;
 mod api_errors;
 mod cli;
+mod cluster;
 mod dashboard;
 mod mongo;
 mod mongo_sync;

@@ -642,7 +642,14 @@ pub(super) async fn metrics(gw: &Gateway) -> Response<Body> {
             })
             .set(counts.get(&status).copied().unwrap_or(0) as i64);
     }
-    if let Ok(pending) = gw.store.count_pending_events().await {
+    // A scrape never waits on an unreachable store: the gauge keeps its
+    // last value and everything else is answered at once.
+    if let Ok(Ok(pending)) = tokio::time::timeout(
+        std::time::Duration::from_millis(250),
+        gw.store.count_pending_events(),
+    )
+    .await
+    {
         gw.metrics.outbox_pending.set(pending as i64);
     }
     // The host's registry, then the plugin runtime's own counters, in the
