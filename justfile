@@ -6,6 +6,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 run *ARGS:
     cargo run --release -p wasync -- {{ARGS}}
 
+# Three hosts on one MongoDB-wire server and the local RabbitMQ (ports 3001-3003).
+cluster:
+    scripts/cluster.sh
+
 # Install what the tests need, start the services, run every suite.
 test: setup
     scripts/test.sh

@@ -82,6 +82,16 @@ impl ClusterHost {
     /// Starts host `host_id` of `spec` (with `mongodb_uri` in place of the
     /// spec's, e.g. a proxy) and waits until it serves.
     pub async fn start(spec: &ClusterSpec, host_id: &str, mongodb_uri: Option<&str>) -> Self {
+        Self::start_with(spec, host_id, mongodb_uri, &HashMap::new()).await
+    }
+
+    /// [`ClusterHost::start`] with variables for this host only.
+    pub async fn start_with(
+        spec: &ClusterSpec,
+        host_id: &str,
+        mongodb_uri: Option<&str>,
+        extra: &HashMap<String, String>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut env: HashMap<String, String> = HashMap::from([
@@ -100,6 +110,7 @@ impl ClusterHost {
             ("RUST_LOG".into(), "warn,wasync=info".into()),
         ]);
         env.extend(spec.env.clone());
+        env.extend(extra.clone());
         let mut host = Self {
             host_id: host_id.to_owned(),
             base: format!("http://127.0.0.1:{port}"),
@@ -319,5 +330,38 @@ where
             "{what}: not within {within:?}; last: {last}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl ClusterSpec {
+    /// A fresh database, queue and exchange like [`ClusterSpec::fresh`], on
+    /// the MongoDB-wire server at `mongodb_uri` (a private one, e.g. the
+    /// bench's fresh server per measure) instead of the shared test server.
+    pub fn fresh_on(mongodb_uri: &str, tag: &str) -> Self {
+        Self {
+            mongodb_uri: mongodb_uri.to_owned(),
+            db: fresh_db_name(tag),
+            amqp_url: amqp_url(),
+            queue: unique_queue(tag),
+            exchange: format!("wasync.test.live.{}", uuid::Uuid::new_v4().simple()),
+            env: HashMap::new(),
+        }
+    }
+
+    /// Deletes the cluster's `session_ready` queue and live exchange from
+    /// the broker once its hosts are gone, so repeated runs (the bench)
+    /// leave nothing behind. Errors are ignored: this is cleanup.
+    pub async fn remove_broker_objects(&self) {
+        crate::amqp::delete_queue(&self.queue).await;
+        let conn = crate::amqp::connect().await;
+        if let Ok(ch) = conn.create_channel().await {
+            let _ = ch
+                .exchange_delete(
+                    self.exchange.as_str().into(),
+                    lapin::options::ExchangeDeleteOptions::default(),
+                )
+                .await;
+        }
+        let _ = conn.close(200, "cleanup".into()).await;
     }
 }

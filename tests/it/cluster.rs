@@ -350,6 +350,11 @@ async fn cluster_a_killed_hosts_syncs_resume_elsewhere_and_complete_exactly() {
             first_runs.get(s).map(String::as_str),
             "{s}: announces the resumed run"
         );
+        let by = r.body["data"]["hostId"].as_str().unwrap_or_default();
+        assert!(
+            by == "h1" || by == "h2",
+            "{s}: completed by a survivor, not {by:?}"
+        );
     }
     for (s, mids) in ids_per_session {
         assert_eq!(
@@ -496,6 +501,53 @@ async fn cluster_a_host_cut_off_from_mongodb_stops_its_sessions_within_the_ttl()
     proxy.restore();
     tokio::time::sleep(Duration::from_millis(TEST_LEASE_TTL_MS)).await;
     assert_eq!(owners(&a).await["cut"].0, "h1", "it stays where it went");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_create_past_capacity_lands_on_the_host_with_room() {
+    let spec = ClusterSpec::fresh("capacity");
+    let one = HashMap::from([("WASYNC_MAX_SESSIONS".to_string(), "1".to_string())]);
+    let full = ClusterHost::start_with(&spec, "h0", None, &one).await;
+    let roomy = ClusterHost::start(&spec, "h1", None).await;
+    // Heartbeats carry each host's room; wait until the full host knows.
+    wait_until(Duration::from_secs(10), "both hosts listed", || async {
+        let v = full.cluster().await;
+        (v["hosts"].as_array().map_or(0, Vec::len) == 2, v)
+    })
+    .await;
+    let (status, body) = full
+        .post("/whatsapp-web/session/c1", sim_account(2, 3, 0, 1))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let resp = full
+        .http
+        .post(full.url("/whatsapp-web/session/c2"))
+        .json(&sim_account(2, 3, 0, 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(
+        resp.headers()["x-wasync-served-by"],
+        "h1",
+        "placed on the host with room"
+    );
+    assert_eq!(full.actors().await, vec!["c1".to_string()]);
+    assert_eq!(roomy.actors().await, vec!["c2".to_string()]);
+    // With no room anywhere the answer says so.
+    drop(roomy);
+    let spec2 = ClusterSpec::fresh("nocapacity");
+    let solo = ClusterHost::start_with(&spec2, "h0", None, &one).await;
+    let (status, _) = solo
+        .post("/whatsapp-web/session/d1", sim_account(1, 1, 0, 1))
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = solo
+        .post("/whatsapp-web/session/d2", sim_account(1, 1, 0, 1))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "at_capacity");
+    assert_eq!(body["capacity"], 1);
 }
 
 #[tokio::test]

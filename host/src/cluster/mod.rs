@@ -301,14 +301,33 @@ impl Cluster {
             .collect()
     }
 
-    fn peer(&self, host_id: &str) -> Option<Peer> {
-        self.live_hosts()
-            .into_iter()
-            .find(|h| h.host_id == host_id && h.host_id != self.settings.host_id)
-            .map(|h| Peer {
-                host_id: h.host_id,
-                url: h.advertise_url,
-            })
+    /// Re-reads the host list (a host that joined since the last
+    /// heartbeat is not in the cached one).
+    async fn refresh_hosts(&self) -> Result<Vec<HostInfo>, ClusterError> {
+        let hosts = self.coordinator.hosts().await?;
+        *self.peers.lock().unwrap_or_else(|p| p.into_inner()) = hosts;
+        Ok(self.live_hosts())
+    }
+
+    /// The live host `host_id`, from the cached list or, if it is not
+    /// there, a fresh one.
+    async fn peer(&self, host_id: &str) -> Option<Peer> {
+        if host_id == self.settings.host_id {
+            return None;
+        }
+        let find = |hosts: Vec<HostInfo>| {
+            hosts
+                .into_iter()
+                .find(|h| h.host_id == host_id)
+                .map(|h| Peer {
+                    host_id: h.host_id,
+                    url: h.advertise_url,
+                })
+        };
+        match find(self.live_hosts()) {
+            Some(p) => Some(p),
+            None => find(self.refresh_hosts().await.ok()?),
+        }
     }
 
     /// The live host that owns `session`, when it is not this one. A
@@ -325,19 +344,22 @@ impl Cluster {
             return Ok(None);
         }
         match lease.owner.as_deref() {
-            Some(owner) if owner != self.settings.host_id => Ok(self.peer(owner)),
+            Some(owner) if owner != self.settings.host_id => Ok(self.peer(owner).await),
             _ => Ok(None),
         }
     }
 
     /// The owner of a lease another host holds, if it is live.
-    pub fn peer_of(&self, owner: &str) -> Option<Peer> {
-        self.peer(owner)
+    pub async fn peer_of(&self, owner: &str) -> Option<Peer> {
+        self.peer(owner).await
     }
 
-    /// The least-loaded other live host with room for a session.
-    pub fn host_with_room(&self) -> Option<Peer> {
-        self.live_hosts()
+    /// The least-loaded other live host with room for a session, from a
+    /// fresh host list (loads move between heartbeats; this path is rare).
+    pub async fn host_with_room(&self) -> Option<Peer> {
+        self.refresh_hosts()
+            .await
+            .ok()?
             .into_iter()
             .filter(|h| h.host_id != self.settings.host_id && h.room() > 0)
             .max_by_key(|h| (h.room(), std::cmp::Reverse(h.held)))

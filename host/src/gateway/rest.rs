@@ -253,14 +253,15 @@ async fn command(
         Err(e) if forwarded => return Err(e),
         Err(e) => e,
     };
-    let peer = match e.code {
-        "session_elsewhere" => e
-            .extra
-            .as_ref()
-            .and_then(|x| x.get("ownerHostId"))
-            .and_then(|v| v.as_str())
-            .and_then(|owner| gw.cluster.peer_of(owner)),
-        "at_capacity" => gw.cluster.host_with_room(),
+    let owner = e
+        .extra
+        .as_ref()
+        .and_then(|x| x.get("ownerHostId"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let peer = match (e.code, owner) {
+        ("session_elsewhere", Some(owner)) => gw.cluster.peer_of(&owner).await,
+        ("at_capacity", _) => gw.cluster.host_with_room().await,
         _ => None,
     };
     match peer {
