@@ -7,9 +7,12 @@
 //! what are a chat's newest messages.
 //!
 //! Adapters: [`simulator`] (a deterministic fake account; the default) and
-//! `webdriver` (WhatsApp Web in Chromium).
+//! `webdriver` (WhatsApp Web in Chromium). The webdriver adapter keeps its
+//! login in a browser profile; [`vault`] is the port where that login is
+//! saved so another host can take the session over.
 
 pub mod simulator;
+pub mod vault;
 pub mod webdriver;
 
 use std::collections::HashMap;
