@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::browser::Providers;
 use crate::browser::simulator::SimulatorProvider;
+use crate::browser::vault::{LoginVault, gridfs::GridFsVault};
 use crate::browser::webdriver::{WebDriverProvider, WebDriverSettings};
 use crate::config::Config;
 use crate::events::amqp::{AmqpConfig, AmqpEvents};
@@ -72,6 +73,19 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let store = EmbeddedStore::open_with_cache(&path, config.storage.store_cache_mib << 20)
         .with_context(|| format!("opening the embedded store {}", path.display()))?;
     Ok(Arc::new(store))
+}
+
+/// Picks the login vault: GridFS in the MongoDB database when the store is
+/// MongoDB (hosts share it, so logins move with sessions); none with the
+/// embedded store (one host, whose profile folder is the login).
+pub async fn open_login_vault(config: &Config) -> anyhow::Result<Option<Arc<dyn LoginVault>>> {
+    let Some(uri) = &config.storage.mongodb_uri else {
+        return Ok(None);
+    };
+    let vault = GridFsVault::connect(uri, &config.storage.mongodb_db)
+        .await
+        .context("opening the login vault")?;
+    Ok(Some(Arc::new(vault)))
 }
 
 /// Picks the events adapter.
@@ -159,6 +173,8 @@ impl App {
             chromium_path: config.browser.chromium_path.clone(),
             whatsapp_web_url: config.browser.whatsapp_web_url.clone(),
             profiles_dir: config.storage.data_dir.join("profiles"),
+            login_vault: open_login_vault(&config).await?,
+            login_save_every: config.browser.login_save_every,
         });
         let providers = Arc::new(
             Providers::default()

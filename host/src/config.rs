@@ -33,6 +33,7 @@ pub const WEBDRIVER_URL: &str = "WEBDRIVER_URL";
 pub const CHROMEDRIVER_PATH: &str = "CHROMEDRIVER_PATH";
 pub const CHROMIUM_PATH: &str = "CHROMIUM_PATH";
 pub const WHATSAPP_WEB_URL: &str = "WHATSAPP_WEB_URL";
+pub const WASYNC_LOGIN_SAVE_SECS: &str = "WASYNC_LOGIN_SAVE_SECS";
 pub const RUST_LOG: &str = "RUST_LOG";
 
 /// The whole configuration, one struct per subsystem.
@@ -109,6 +110,10 @@ pub struct BrowserConfig {
     pub chromium_path: Option<PathBuf>,
     /// The page to drive (`WHATSAPP_WEB_URL`).
     pub whatsapp_web_url: String,
+    /// How often a ready webdriver session's login is saved for other
+    /// hosts, when the store is MongoDB (`WASYNC_LOGIN_SAVE_SECS`, default
+    /// 300, 1 to 86400).
+    pub login_save_every: std::time::Duration,
 }
 
 /// WASM plugins.
@@ -189,6 +194,7 @@ struct FileBrowser {
     chromedriver_path: Option<Scalar>,
     chromium_path: Option<Scalar>,
     whatsapp_web_url: Option<Scalar>,
+    login_save_secs: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -446,6 +452,13 @@ impl Config {
                     &["http", "https"],
                 )
                 .unwrap_or_else(|| "https://web.whatsapp.com/".into()),
+            login_save_every: std::time::Duration::from_secs(s.parse(
+                WASYNC_LOGIN_SAVE_SECS,
+                &f.browser.login_save_secs,
+                300u64,
+                "seconds from 1 to 86400",
+                |n| (1..=86_400).contains(n),
+            )),
         };
 
         let plugins = PluginsConfig {
@@ -517,6 +530,10 @@ mod tests {
         assert_eq!(c.browser.whatsapp_web_url, "https://web.whatsapp.com/");
         assert_eq!(c.server.max_body_bytes, 1 << 20);
         assert_eq!(c.storage.store_cache_mib, 4);
+        assert_eq!(
+            c.browser.login_save_every,
+            std::time::Duration::from_secs(300)
+        );
     }
 
     #[test]
@@ -531,6 +548,7 @@ mod tests {
                 (WASYNC_MAX_BODY_BYTES, "12"),
                 (WASYNC_LOG_FORMAT, "xml"),
                 (WASYNC_STORE_CACHE_MIB, "0"),
+                (WASYNC_LOGIN_SAVE_SECS, "0"),
             ]),
             None,
         )
@@ -545,10 +563,11 @@ mod tests {
             WASYNC_MAX_BODY_BYTES,
             WASYNC_LOG_FORMAT,
             WASYNC_STORE_CACHE_MIB,
+            WASYNC_LOGIN_SAVE_SECS,
         ] {
             assert!(text.contains(var), "{var} missing from: {text}");
         }
-        assert_eq!(err.problems.len(), 8);
+        assert_eq!(err.problems.len(), 9);
     }
 
     #[test]
