@@ -5,6 +5,7 @@ mod amqp_host;
 mod api_errors;
 mod cli;
 mod dashboard;
+mod logins;
 mod mongo;
 mod mongo_sync;
 mod operations;
