@@ -455,7 +455,7 @@ impl Config {
             login_save_every: std::time::Duration::from_secs(s.parse(
                 WASYNC_LOGIN_SAVE_SECS,
                 &f.browser.login_save_secs,
-                300u64,
+                crate::browser::webdriver::DEFAULT_LOGIN_SAVE_EVERY.as_secs(),
                 "seconds from 1 to 86400",
                 |n| (1..=86_400).contains(n),
             )),
