@@ -34,7 +34,7 @@ use mongodb::gridfs::GridFsBucket;
 use mongodb::options::{Acknowledgment, ClientOptions, GridFsBucketOptions, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 
-use super::{LoginVault, MAX_ARCHIVE_BYTES, VaultError, check_size};
+use super::{LoginVault, MAX_ARCHIVE_BYTES, SavedLogin, VaultError, check_size};
 use crate::domain::SessionId;
 
 /// The bucket's name: collections `logins.files` and `logins.chunks`.
@@ -132,7 +132,7 @@ impl LoginVault for GridFsVault {
         "gridfs"
     }
 
-    async fn save(&self, session: &SessionId, archive: Vec<u8>) -> Result<(), VaultError> {
+    async fn save(&self, session: &SessionId, archive: Vec<u8>) -> Result<String, VaultError> {
         check_size(archive.len())?;
         self.ensure_index().await?;
         let rev = ObjectId::new();
@@ -159,10 +159,11 @@ impl LoginVault for GridFsVault {
             let _ = upload.abort().await;
             return Err(VaultError::Unavailable(format!("uploading the login: {e}")));
         }
-        self.purge(session, Some(rev)).await
+        self.purge(session, Some(rev)).await?;
+        Ok(rev.to_hex())
     }
 
-    async fn load(&self, session: &SessionId) -> Result<Option<Vec<u8>>, VaultError> {
+    async fn load(&self, session: &SessionId) -> Result<Option<SavedLogin>, VaultError> {
         let newest = self
             .files
             .find_one(doc! {"_id.session": session.as_str()})
@@ -182,9 +183,14 @@ impl LoginVault for GridFsVault {
             .map_err(|_| VaultError::Corrupt(format!("negative length {length}")))?;
         check_size(length)?;
         let id = file
-            .get("_id")
-            .cloned()
-            .ok_or_else(|| VaultError::Corrupt("file without an id".into()))?;
+            .get_document("_id")
+            .map_err(|_| VaultError::Corrupt("file without an id".into()))?
+            .clone();
+        let revision = id
+            .get_object_id("rev")
+            .map_err(|_| VaultError::Corrupt("file id without a revision".into()))?
+            .to_hex();
+        let id = Bson::Document(id);
         let download = self
             .bucket
             .open_download_stream(id)
@@ -202,7 +208,7 @@ impl LoginVault for GridFsVault {
                 archive.len()
             )));
         }
-        Ok(Some(archive))
+        Ok(Some(SavedLogin { revision, archive }))
     }
 
     async fn delete(&self, session: &SessionId) -> Result<(), VaultError> {

@@ -7,17 +7,17 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{LoginVault, VaultError, check_size};
+use super::{LoginVault, SavedLogin, VaultError, check_size};
 use crate::domain::SessionId;
 
 /// Archives in a map, replaced whole on save (so never half written).
 #[derive(Debug, Default)]
 pub struct MemoryVault {
-    logins: Mutex<HashMap<String, Vec<u8>>>,
+    logins: Mutex<HashMap<String, SavedLogin>>,
 }
 
 impl MemoryVault {
-    fn logins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+    fn logins(&self) -> std::sync::MutexGuard<'_, HashMap<String, SavedLogin>> {
         self.logins.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -28,13 +28,18 @@ impl LoginVault for MemoryVault {
         "memory"
     }
 
-    async fn save(&self, session: &SessionId, archive: Vec<u8>) -> Result<(), VaultError> {
+    async fn save(&self, session: &SessionId, archive: Vec<u8>) -> Result<String, VaultError> {
         check_size(archive.len())?;
-        self.logins().insert(session.as_str().to_owned(), archive);
-        Ok(())
+        let revision = uuid::Uuid::now_v7().to_string();
+        let saved = SavedLogin {
+            revision: revision.clone(),
+            archive,
+        };
+        self.logins().insert(session.as_str().to_owned(), saved);
+        Ok(revision)
     }
 
-    async fn load(&self, session: &SessionId) -> Result<Option<Vec<u8>>, VaultError> {
+    async fn load(&self, session: &SessionId) -> Result<Option<SavedLogin>, VaultError> {
         Ok(self.logins().get(session.as_str()).cloned())
     }
 

@@ -9,6 +9,11 @@
 //!   it is unpacked safely) is the webdriver adapter's business
 //!   (`webdriver/login.rs`). A vault that only moves bytes is easy to test
 //!   and easy to replace.
+//! - **Revisions.** Every save gets a new revision id, returned by
+//!   [`LoginVault::save`] and by [`LoginVault::load`]. A host remembers the
+//!   revision its profile was last saved as or restored from, so it can
+//!   tell whether another host has run the session since (and its own
+//!   profile is stale).
 //! - **A save never leaves no login.** [`LoginVault::save`] replaces the
 //!   previous archive only once the new one is completely stored; a crash
 //!   in the middle leaves the previous archive readable.
@@ -56,6 +61,15 @@ pub enum VaultError {
     Backend(String),
 }
 
+/// A saved login as [`LoginVault::load`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedLogin {
+    /// The revision the save returned; a new one per save.
+    pub revision: String,
+    /// The archive, as saved.
+    pub archive: Vec<u8>,
+}
+
 /// Saved logins, one archive per session.
 #[async_trait]
 pub trait LoginVault: Send + Sync + std::fmt::Debug + 'static {
@@ -63,11 +77,12 @@ pub trait LoginVault: Send + Sync + std::fmt::Debug + 'static {
     fn kind(&self) -> &'static str;
 
     /// Stores `archive` as the session's login, replacing the previous one
-    /// only after the new one is completely stored.
-    async fn save(&self, session: &SessionId, archive: Vec<u8>) -> Result<(), VaultError>;
+    /// only after the new one is completely stored. Returns the new
+    /// revision.
+    async fn save(&self, session: &SessionId, archive: Vec<u8>) -> Result<String, VaultError>;
 
     /// The session's newest complete archive, `None` when there is none.
-    async fn load(&self, session: &SessionId) -> Result<Option<Vec<u8>>, VaultError>;
+    async fn load(&self, session: &SessionId) -> Result<Option<SavedLogin>, VaultError>;
 
     /// Forgets the session's login (logout). Deleting nothing is `Ok`.
     async fn delete(&self, session: &SessionId) -> Result<(), VaultError>;

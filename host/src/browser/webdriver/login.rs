@@ -19,6 +19,17 @@
 //! rebuilds, so it is left out. LevelDB's `LOCK` and `LOG` files are
 //! skipped: they belong to the process that had the folder open.
 //!
+//! # Which copy wins
+//!
+//! The profile remembers (in `wasync-login-revision`, not archived) the
+//! vault revision it was last saved as or restored from. At start, a
+//! profile without a login gets the saved one; a profile with a login
+//! keeps it when the vault's newest revision is that one (the profile is
+//! then as new or newer: it kept running after the save), and is replaced
+//! when the vault holds another revision: another host ran the session
+//! since and WhatsApp Web may have renewed keys there, so this profile is
+//! stale.
+//!
 //! # Safety of unpacking
 //!
 //! An archive is read from a database other hosts write to, so it is
@@ -51,6 +62,9 @@ pub const LOGIN_PATHS: &[&str] = &[
 /// Where an archive is unpacked before it is moved into the profile.
 const STAGING: &str = ".wasync-restore";
 
+/// The vault revision the profile was last saved as or restored from.
+const REVISION_FILE: &str = "wasync-login-revision";
+
 /// File names that are never archived: LevelDB's lock file (held by the
 /// running browser) and its text logs.
 const SKIPPED_NAMES: &[&str] = &["LOCK", "LOG", "LOG.old"];
@@ -77,9 +91,15 @@ pub struct Packed {
     pub raw_bytes: u64,
 }
 
+/// What an unpack wrote.
+#[derive(Debug)]
+pub struct Unpacked {
+    pub files: usize,
+    pub raw_bytes: u64,
+}
+
 /// Whether `profile` already holds a login (its IndexedDB or localStorage
-/// folder has something in it). A host never replaces a local login with a
-/// saved one.
+/// folder has something in it).
 pub fn has_login(profile: &Path) -> bool {
     ["Default/IndexedDB", "Default/Local Storage"]
         .iter()
@@ -188,7 +208,7 @@ fn collect(profile: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), Arc
 /// Unpacks `archive` into `profile`, replacing the login paths it
 /// contains; at most `limit` bytes of files. Nothing in `profile` changes
 /// unless the whole archive is valid.
-pub fn unpack(archive: &[u8], profile: &Path, limit: u64) -> Result<Packed, ArchiveError> {
+pub fn unpack(archive: &[u8], profile: &Path, limit: u64) -> Result<Unpacked, ArchiveError> {
     std::fs::create_dir_all(profile)?;
     let staging = profile.join(STAGING);
     remove_path(&staging)?;
@@ -207,11 +227,7 @@ pub fn unpack(archive: &[u8], profile: &Path, limit: u64) -> Result<Packed, Arch
             remove_path(&to)?;
             std::fs::rename(&from, &to)?;
         }
-        Ok(Packed {
-            archive: Vec::new(),
-            files,
-            raw_bytes,
-        })
+        Ok(Unpacked { files, raw_bytes })
     });
     let _ = remove_path(&staging);
     result
@@ -332,6 +348,20 @@ fn remove_path(path: &Path) -> std::io::Result<()> {
     }
 }
 
+fn read_revision(profile: &Path) -> Option<String> {
+    std::fs::read_to_string(profile.join(REVISION_FILE))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// Best effort: without the file, the next start takes the vault's copy,
+/// which is then the same login.
+fn write_revision(profile: &Path, revision: &str) {
+    if let Err(e) = std::fs::write(profile.join(REVISION_FILE), revision) {
+        tracing::warn!(error = %e, "could not record the login revision in the profile");
+    }
+}
+
 /// One session's link to the vault: restore before launch, save after
 /// `ready` / periodically / on a clean stop, forget on logout. Failures
 /// are logged and never end the session: the worst case is a QR code.
@@ -343,40 +373,50 @@ pub struct Logins {
 }
 
 impl Logins {
-    /// Unpacks the saved login into the profile when the profile has none
-    /// and the vault has one. Returns whether a login was restored.
+    /// Unpacks the saved login into the profile when the profile has none,
+    /// or a stale one (see "Which copy wins"). Returns whether a login was
+    /// restored. Never fails: the worst case is a QR code.
     #[tracing::instrument(name = "webdriver.restore_login", skip_all, fields(session_id = %self.session))]
     pub async fn restore(&self) -> bool {
-        if has_login(&self.profile) {
-            tracing::debug!("the profile has a login; the saved one is not needed");
-            return false;
-        }
-        let archive = match self.vault.load(&self.session).await {
-            Ok(Some(a)) => a,
+        let saved = match self.vault.load(&self.session).await {
+            Ok(Some(s)) => s,
             Ok(None) => return false,
             Err(e) => {
-                tracing::warn!(error = %e, vault = self.vault.kind(), "could not read the saved login; a QR code will be shown");
+                tracing::warn!(error = %e, vault = self.vault.kind(), "could not read the saved login; the profile is used as it is");
                 return false;
             }
         };
+        if has_login(&self.profile) {
+            if read_revision(&self.profile).as_deref() == Some(saved.revision.as_str()) {
+                tracing::debug!("the profile is at the saved revision or newer; kept");
+                return false;
+            }
+            tracing::info!(
+                revision = %saved.revision,
+                "the login was saved elsewhere after this profile's; the saved one replaces it"
+            );
+        }
         let profile = self.profile.clone();
-        let size = archive.len();
+        let size = saved.archive.len();
+        let archive = saved.archive;
         let r = tokio::task::spawn_blocking(move || {
             unpack(&archive, &profile, MAX_ARCHIVE_BYTES as u64)
         })
         .await;
         match r {
             Ok(Ok(p)) => {
+                write_revision(&self.profile, &saved.revision);
                 tracing::info!(
                     bytes = size,
                     files = p.files,
                     raw_bytes = p.raw_bytes,
+                    revision = %saved.revision,
                     "saved login restored into the profile"
                 );
                 true
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the saved login could not be restored; a QR code will be shown");
+                tracing::warn!(error = %e, "the saved login could not be restored; the profile is used as it is");
                 false
             }
             Err(e) => {
@@ -410,11 +450,13 @@ impl Logins {
         };
         let (bytes, files, raw_bytes) = (packed.archive.len(), packed.files, packed.raw_bytes);
         match self.vault.save(&self.session, packed.archive).await {
-            Ok(()) => {
+            Ok(revision) => {
+                write_revision(&self.profile, &revision);
                 tracing::info!(
                     bytes,
                     files,
                     raw_bytes,
+                    %revision,
                     vault = self.vault.kind(),
                     "login saved"
                 );
@@ -679,6 +721,64 @@ mod tests {
         let dst = tempfile::tempdir().unwrap();
         assert!(unpack(b"not a gzip stream", dst.path(), LIMIT).is_err());
         assert!(!has_login(dst.path()));
+    }
+
+    fn logins(vault: &Arc<crate::browser::vault::memory::MemoryVault>, profile: &Path) -> Logins {
+        Logins {
+            vault: vault.clone(),
+            session: SessionId::parse("s1").unwrap(),
+            profile: profile.to_path_buf(),
+        }
+    }
+
+    #[tokio::test]
+    async fn which_copy_wins_at_start() {
+        let vault = Arc::new(crate::browser::vault::memory::MemoryVault::default());
+        let host_a = sample_profile();
+        let a = logins(&vault, host_a.path());
+        assert!(!a.restore().await, "nothing saved: the profile stays");
+        assert!(a.save("ready").await);
+        let saved = vault.load(&a.session).await.unwrap().unwrap();
+        assert_eq!(read_revision(host_a.path()), Some(saved.revision.clone()));
+        assert!(!a.restore().await, "the profile is at the saved revision");
+
+        // Host B: an empty profile gets the saved login.
+        let host_b = tempfile::tempdir().unwrap();
+        let profile_b = host_b.path().join("session-s1");
+        let b = logins(&vault, &profile_b);
+        assert!(b.restore().await);
+        assert!(has_login(&profile_b));
+        assert_eq!(read_revision(&profile_b), Some(saved.revision.clone()));
+
+        // B runs on and saves; A's profile is now stale and is replaced.
+        write(
+            &profile_b,
+            "Default/Local Storage/leveldb/000003.log",
+            b"renewed",
+        );
+        assert!(b.save("periodic").await);
+        assert!(a.restore().await, "a stale profile takes the newer login");
+        assert_eq!(
+            std::fs::read(
+                host_a
+                    .path()
+                    .join("Default/Local Storage/leveldb/000003.log")
+            )
+            .unwrap(),
+            b"renewed"
+        );
+        assert!(!a.restore().await, "and then is current");
+
+        // A saved login that cannot be unpacked changes nothing.
+        vault.save(&a.session, b"garbage".to_vec()).await.unwrap();
+        assert!(!a.restore().await);
+        assert!(has_login(host_a.path()));
+
+        // Logout: nothing left to restore.
+        a.forget().await;
+        let host_c = tempfile::tempdir().unwrap();
+        assert!(!logins(&vault, host_c.path()).restore().await);
+        assert!(!has_login(host_c.path()));
     }
 
     #[test]

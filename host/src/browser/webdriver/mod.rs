@@ -1069,6 +1069,29 @@ mod tests {
     }
 
     #[test]
+    fn a_grid_endpoint_turns_the_login_vault_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |url: Option<&str>| WebDriverSettings {
+            webdriver_url: url.map(str::to_owned),
+            chromedriver_path: None,
+            chromium_path: None,
+            whatsapp_web_url: "http://127.0.0.1:1/".into(),
+            profiles_dir: dir.path().join("profiles"),
+            login_vault: Some(Arc::new(
+                crate::browser::vault::memory::MemoryVault::default(),
+            )),
+            login_save_every: DEFAULT_LOGIN_SAVE_EVERY,
+        };
+        let grid = WebDriverProvider::new(settings(Some("http://grid.invalid:4444")));
+        assert!(
+            grid.settings.login_vault.is_none(),
+            "the profile is on the node"
+        );
+        let local = WebDriverProvider::new(settings(None));
+        assert!(local.settings.login_vault.is_some());
+    }
+
+    #[test]
     fn profiles_stay_inside_their_folder() {
         let id = SessionId::parse("abc-1").unwrap();
         assert_eq!(
