@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::browser::Providers;
 use crate::browser::simulator::SimulatorProvider;
+use crate::browser::vault::{LoginVault, gridfs::GridFsVault};
 use crate::browser::webdriver::{WebDriverProvider, WebDriverSettings};
 use crate::cluster::fabric::{Fabric, FabricSettings};
 use crate::cluster::mongo::MongoCoordinator;
@@ -88,6 +89,13 @@ async fn open_store_and_db(
     let store = EmbeddedStore::open_with_cache(&path, config.storage.store_cache_mib << 20)
         .with_context(|| format!("opening the embedded store {}", path.display()))?;
     Ok((Arc::new(store), None))
+}
+
+/// Picks the login vault: GridFS in the store's MongoDB database (hosts
+/// share it, so logins move with sessions); none with the embedded store
+/// (one host, whose profile folder is the login).
+fn open_login_vault(mongo_db: Option<&mongodb::Database>) -> Option<Arc<dyn LoginVault>> {
+    mongo_db.map(|db| Arc::new(GridFsVault::new(db)) as Arc<dyn LoginVault>)
 }
 
 /// Picks the events adapter.
@@ -225,6 +233,8 @@ impl App {
             chromium_path: config.browser.chromium_path.clone(),
             whatsapp_web_url: config.browser.whatsapp_web_url.clone(),
             profiles_dir: config.storage.data_dir.join("profiles"),
+            login_vault: open_login_vault(mongo_db.as_ref()),
+            login_save_every: config.browser.login_save_every,
         });
         let providers = Arc::new(
             Providers::default()

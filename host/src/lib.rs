@@ -11,7 +11,8 @@
 //! - [`domain`]: pure types (sessions ids, chats, messages, sync runs, events).
 //! - [`storage`]: the `Store` port; `embedded` (redb) and `mongo` adapters.
 //! - [`events`]: the `EventBus` port, the outbox relay; `local` and `amqp` adapters.
-//! - [`browser`]: the `WhatsAppClient` port; `simulator` and `webdriver` adapters.
+//! - [`browser`]: the `WhatsAppClient` port; `simulator` and `webdriver` adapters;
+//!   `browser::vault`, the `LoginVault` port (`gridfs`, `memory`) for portable logins.
 //! - [`plugins`]: the plugin-chain port the sync runs messages and chats through.
 //! - [`sync`]: the sync engine, a plain function of the ports above.
 //! - [`session`]: one actor per session, its lifecycle state machine, the registry.

@@ -13,10 +13,10 @@ use wasync_tests::whatsapp_fixture::{ME, WhatsAppFixture};
 use wasync_tests::{HostOptions, TestHost, WsClient, fast_tuning};
 
 /// Generous but bounded: a cold Chromium start on a busy 2-core machine.
-const LONG: u64 = 90;
+pub(crate) const LONG: u64 = 90;
 
 /// Fails loudly (never skips) when the browser is not installed.
-fn require_browser() {
+pub(crate) fn require_browser() {
     let on_path = |names: &[&str]| {
         std::env::var_os("PATH").is_some_and(|p| {
             std::env::split_paths(&p).any(|d| names.iter().any(|n| d.join(n).is_file()))
@@ -43,7 +43,7 @@ async fn host_for(fixture: &WhatsAppFixture) -> TestHost {
     .await
 }
 
-fn create_body(limit: u32, extra: Value) -> Value {
+pub(crate) fn create_body(limit: u32, extra: Value) -> Value {
     let mut wd = json!({"pollMs": 100, "maxQrAttempts": 40, "callTimeoutMs": 30000, "pageLoadTimeoutMs": 30000});
     if let (Some(o), Some(e)) = (wd.as_object_mut(), extra.as_object()) {
         for (k, v) in e {
@@ -54,7 +54,7 @@ fn create_body(limit: u32, extra: Value) -> Value {
 }
 
 /// Events until one satisfies `done` (included), within `secs`.
-async fn wait_for(
+pub(crate) async fn wait_for(
     ws: &mut WsClient,
     secs: u64,
     what: &str,
@@ -80,7 +80,7 @@ async fn wait_for(
     }
 }
 
-fn is(event: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn is(event: &'static str) -> impl Fn(&Value) -> bool {
     move |e| e["event"] == event
 }
 
@@ -108,7 +108,7 @@ fn processes_under(dir: &Path) -> Vec<(u32, String)> {
     out
 }
 
-async fn assert_no_processes_left(dir: &Path) {
+pub(crate) async fn assert_no_processes_left(dir: &Path) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let left = processes_under(dir);
@@ -123,7 +123,7 @@ async fn assert_no_processes_left(dir: &Path) {
     }
 }
 
-fn profile(host: &TestHost, id: &str) -> PathBuf {
+pub(crate) fn profile(host: &TestHost, id: &str) -> PathBuf {
     host.data_path(&format!("profiles/session-{id}"))
 }
 

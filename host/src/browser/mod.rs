@@ -7,9 +7,12 @@
 //! what are a chat's newest messages.
 //!
 //! Adapters: [`simulator`] (a deterministic fake account; the default) and
-//! `webdriver` (WhatsApp Web in Chromium).
+//! `webdriver` (WhatsApp Web in Chromium). The webdriver adapter keeps its
+//! login in a browser profile; [`vault`] is the port where that login is
+//! saved so another host can take the session over.
 
 pub mod simulator;
+pub mod vault;
 pub mod webdriver;
 
 use std::collections::HashMap;
@@ -64,6 +67,13 @@ pub trait WhatsAppClient: Send + Sync {
     /// Stops the client; with `logout` the stored login is dropped too, so
     /// the next start asks for a QR code again.
     async fn stop(&self, logout: bool);
+
+    /// Stops the client without writing anything that outlives it (no
+    /// login saved for other hosts): the session's lease passed to another
+    /// host, which owns the session and its login now.
+    async fn abandon(&self) {
+        self.stop(false).await;
+    }
 }
 
 /// Starts clients of one kind.

@@ -31,6 +31,7 @@ pub const WEBDRIVER_URL: &str = "WEBDRIVER_URL";
 pub const CHROMEDRIVER_PATH: &str = "CHROMEDRIVER_PATH";
 pub const CHROMIUM_PATH: &str = "CHROMIUM_PATH";
 pub const WHATSAPP_WEB_URL: &str = "WHATSAPP_WEB_URL";
+pub const WASYNC_LOGIN_SAVE_SECS: &str = "WASYNC_LOGIN_SAVE_SECS";
 pub const RUST_LOG: &str = "RUST_LOG";
 pub const WASYNC_HOST_ID: &str = "WASYNC_HOST_ID";
 pub const WASYNC_ADVERTISE_URL: &str = "WASYNC_ADVERTISE_URL";
@@ -114,6 +115,10 @@ pub struct BrowserConfig {
     pub chromium_path: Option<PathBuf>,
     /// The page to drive (`WHATSAPP_WEB_URL`).
     pub whatsapp_web_url: String,
+    /// How often a ready webdriver session's login is saved for other
+    /// hosts, when the store is MongoDB (`WASYNC_LOGIN_SAVE_SECS`, default
+    /// 300, 1 to 86400).
+    pub login_save_every: std::time::Duration,
 }
 
 /// WASM plugins.
@@ -311,6 +316,13 @@ impl Config {
                     &["http", "https"],
                 )
                 .unwrap_or_else(|| "https://web.whatsapp.com/".into()),
+            login_save_every: std::time::Duration::from_secs(s.parse(
+                WASYNC_LOGIN_SAVE_SECS,
+                &f.browser.login_save_secs,
+                crate::browser::webdriver::DEFAULT_LOGIN_SAVE_EVERY.as_secs(),
+                "seconds from 1 to 86400",
+                |n| (1..=86_400).contains(n),
+            )),
         };
 
         let plugins = PluginsConfig {

@@ -62,6 +62,7 @@ pub(super) struct FileBrowser {
     pub(super) chromedriver_path: Option<Scalar>,
     pub(super) chromium_path: Option<Scalar>,
     pub(super) whatsapp_web_url: Option<Scalar>,
+    pub(super) login_save_secs: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,6 +21,10 @@ fn defaults_are_the_embedded_setup() {
     assert_eq!(c.browser.whatsapp_web_url, "https://web.whatsapp.com/");
     assert_eq!(c.server.max_body_bytes, 1 << 20);
     assert_eq!(c.storage.store_cache_mib, 4);
+    assert_eq!(
+        c.browser.login_save_every,
+        std::time::Duration::from_secs(300)
+    );
 }
 
 #[test]
@@ -35,6 +39,7 @@ fn every_bad_value_is_reported_by_name() {
             (WASYNC_MAX_BODY_BYTES, "12"),
             (WASYNC_LOG_FORMAT, "xml"),
             (WASYNC_STORE_CACHE_MIB, "0"),
+            (WASYNC_LOGIN_SAVE_SECS, "0"),
         ]),
         None,
     )
@@ -49,10 +54,11 @@ fn every_bad_value_is_reported_by_name() {
         WASYNC_MAX_BODY_BYTES,
         WASYNC_LOG_FORMAT,
         WASYNC_STORE_CACHE_MIB,
+        WASYNC_LOGIN_SAVE_SECS,
     ] {
         assert!(text.contains(var), "{var} missing from: {text}");
     }
-    assert_eq!(err.problems.len(), 8);
+    assert_eq!(err.problems.len(), 9);
 }
 
 #[test]

@@ -25,7 +25,12 @@ pub(super) struct Actor {
     pub resume: Option<SyncRun>,
     pub deps: SessionDeps,
     pub view: Arc<Mutex<SessionSnapshot>>,
+    /// Fires at the host's shutdown and when the session's lease is lost.
     pub shutdown: CancellationToken,
+    /// The host's own shutdown: tells a clean stop (the login is saved for
+    /// whichever host runs the session next) from a lost lease (the new
+    /// owner has it: nothing more is written from here).
+    pub host_shutdown: CancellationToken,
 }
 
 struct Running {
@@ -134,12 +139,17 @@ impl Actor {
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
-                    // Host shutdown: the sync stops between batches and its
-                    // run stays `running`, to resume at the next start.
+                    // Host shutdown or lost lease: the sync stops between
+                    // batches and its run stays `running`, to resume at the
+                    // next start or on the host that took the session.
                     if let Some(r) = running.take() {
                         let _ = r.task.await;
                     }
-                    client.stop(false).await;
+                    if self.host_shutdown.is_cancelled() {
+                        client.stop(false).await;
+                    } else {
+                        client.abandon().await;
+                    }
                     return;
                 }
                 cmd = commands.recv() => match cmd {

@@ -316,6 +316,7 @@ impl Sessions {
             deps,
             view: view.clone(),
             shutdown: fence.revoked().clone(),
+            host_shutdown: self.shutdown.clone(),
         };
         let done = exited.clone();
         self.tasks.spawn(async move {

@@ -14,12 +14,16 @@
 //! - answers `list_chats` / `fetch_messages` between polls;
 //! - re-injects the bridge when a reload dropped it;
 //! - on stop closes the browser, kills chromedriver's process group and, on
-//!   logout, deletes the profile.
+//!   logout, deletes the profile;
+//! - with a login vault (`login.rs`), restores a saved login into an empty
+//!   profile before the launch, saves the login after `ready`, every
+//!   `login_save_every` and on a clean stop, and deletes it on logout.
 //!
 //! Every WebDriver call has a timeout, and a page module that is missing is
 //! reported by name (`page module WAWebCollections not found`), never waited
 //! for.
 
+mod login;
 mod process;
 
 use std::path::{Path, PathBuf};
@@ -32,8 +36,10 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::vault::LoginVault;
 use super::{ClientError, ClientEvent, Provider, WhatsAppClient};
 use crate::domain::{Chat, Me, Message, QrCode, SessionId, now_ms};
+use login::Logins;
 use process::Driver;
 
 /// The page bridge, injected as the body of an `execute` call.
@@ -96,7 +102,19 @@ pub struct WebDriverSettings {
     pub whatsapp_web_url: String,
     /// Where the per-session profiles live: `<data_dir>/profiles`.
     pub profiles_dir: PathBuf,
+    /// Where logins are saved so another host can take a session over
+    /// without a QR code; `None`: the profile folder is the only copy.
+    /// Not used with `webdriver_url` (the profile is on the grid node).
+    pub login_vault: Option<Arc<dyn LoginVault>>,
+    /// How often a ready session's login is saved to the vault (besides
+    /// right after `ready` and on a clean stop).
+    pub login_save_every: Duration,
 }
+
+/// The default of [`WebDriverSettings::login_save_every`]: WhatsApp Web
+/// rotates keys now and then, so a saved login should not be hours old,
+/// and a save of a few hundred KiB every few minutes costs little.
+pub const DEFAULT_LOGIN_SAVE_EVERY: Duration = Duration::from_secs(300);
 
 /// Per-session options: the create body's `webdriver` object.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -164,6 +182,13 @@ impl WebDriverProvider {
     /// Also kills browsers and chromedrivers a crashed earlier run of this
     /// host left behind on the same profiles folder.
     pub fn new(mut settings: WebDriverSettings) -> Self {
+        if let (Some(vault), Some(_)) = (&settings.login_vault, &settings.webdriver_url) {
+            tracing::warn!(
+                vault = vault.kind(),
+                "WEBDRIVER_URL is set: profiles live on the grid node, so logins are not saved to the vault"
+            );
+            settings.login_vault = None;
+        }
         let _ = std::fs::create_dir_all(&settings.profiles_dir);
         if let Ok(abs) = settings.profiles_dir.canonicalize() {
             settings.profiles_dir = abs;
@@ -216,6 +241,17 @@ impl Provider for WebDriverProvider {
         let opts = WebDriverOptions::from_options(options)?;
         let profile = self.profile_dir(session);
         tracing::info!(session_id = %session, restored, profile = %profile.display(), "starting browser");
+        let logins = self.settings.login_vault.clone().map(|vault| Logins {
+            vault,
+            session: session.clone(),
+            profile: profile.clone(),
+        });
+        if let Some(l) = &logins {
+            // A browser a crash left on this profile must not write into
+            // it while the saved login is unpacked.
+            sweep_profile(&self.settings, &profile, session);
+            l.restore().await;
+        }
         let browser = Browser::launch(&self.settings, &opts, &profile, session).await?;
         let (tx, rx) = mpsc::channel(16);
         let call_timeout = Duration::from_millis(opts.call_timeout_ms);
@@ -233,6 +269,10 @@ impl Provider for WebDriverProvider {
             dead: false,
             failures: 0,
             not_loaded_since: None,
+            logins,
+            save_every: self.settings.login_save_every,
+            next_save: None,
+            login_saves: 0,
         };
         tokio::spawn(task.run(rx));
         Ok(Arc::new(WebDriverClient {
@@ -240,6 +280,26 @@ impl Provider for WebDriverProvider {
             call_timeout,
         }))
     }
+}
+
+/// chromedriver's log file of a session: it also puts the profiles folder
+/// on chromedriver's command line, for [`process::sweep`].
+fn driver_log(settings: &WebDriverSettings, session: &SessionId) -> PathBuf {
+    settings
+        .profiles_dir
+        .join(format!("chromedriver-session-{}.log", session.as_str()))
+}
+
+/// Kills a browser (and its chromedriver) an earlier run left on
+/// `profile`; only for local chromedrivers (a grid's browsers are not on
+/// this host).
+fn sweep_profile(settings: &WebDriverSettings, profile: &Path, session: &SessionId) {
+    if settings.webdriver_url.is_some() {
+        return;
+    }
+    let data_arg = format!("--user-data-dir={}", profile.display());
+    let log_arg = format!("--log-path={}", driver_log(settings, session).display());
+    process::sweep(|a| a == data_arg || a == log_arg);
 }
 
 /// A browser of one session: the WebDriver client and, when local, the
@@ -259,17 +319,13 @@ impl Browser {
     ) -> Result<Browser, WebDriverError> {
         std::fs::create_dir_all(profile)
             .map_err(|e| WebDriverError::Profile(format!("{}: {e}", profile.display())))?;
-        let marker = settings
-            .profiles_dir
-            .join(format!("chromedriver-session-{}.log", session.as_str()));
+        let marker = driver_log(settings, session);
         let mut driver = None;
         let url = match &settings.webdriver_url {
             Some(u) => u.clone(),
             None => {
                 // A browser a crash left on this profile would hold its lock.
-                let data_arg = format!("--user-data-dir={}", profile.display());
-                let log_arg = format!("--log-path={}", marker.display());
-                process::sweep(|a| a == data_arg || a == log_arg);
+                sweep_profile(settings, profile, session);
                 let binary = settings
                     .chromedriver_path
                     .clone()
@@ -295,6 +351,10 @@ impl Browser {
             "--disable-sync".into(),
             "--no-first-run".into(),
             "--disable-blink-features=AutomationControlled".into(),
+            // Cookies encrypted with Chromium's fixed key rather than a
+            // desktop keyring's: a profile then opens on any host, which is
+            // what makes a saved login portable (see `login.rs`).
+            "--password-store=basic".into(),
             "--window-size=1280,900".into(),
             format!("--user-agent={USER_AGENT}"),
         ];
@@ -451,6 +511,8 @@ enum Command {
     },
     Stop {
         logout: bool,
+        /// Save the login for other hosts (not when the lease moved on).
+        save: bool,
         reply: oneshot::Sender<()>,
     },
 }
@@ -481,6 +543,24 @@ impl WebDriverClient {
     }
 }
 
+impl WebDriverClient {
+    async fn stop_with(&self, logout: bool, save: bool) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Stop {
+                logout,
+                save,
+                reply,
+            })
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+        }
+    }
+}
+
 #[async_trait]
 impl WhatsAppClient for WebDriverClient {
     async fn list_chats(&self) -> Result<Vec<Chat>, ClientError> {
@@ -498,15 +578,11 @@ impl WhatsAppClient for WebDriverClient {
     }
 
     async fn stop(&self, logout: bool) {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Stop { logout, reply })
-            .await
-            .is_ok()
-        {
-            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
-        }
+        self.stop_with(logout, true).await;
+    }
+
+    async fn abandon(&self) {
+        self.stop_with(false, false).await;
     }
 }
 
@@ -627,6 +703,20 @@ struct SessionTask {
     dead: bool,
     failures: u32,
     not_loaded_since: Option<Instant>,
+    /// The session's link to the login vault, when there is one.
+    logins: Option<Logins>,
+    save_every: Duration,
+    /// When the login is saved next; set once the session is ready.
+    next_save: Option<Instant>,
+    login_saves: u32,
+}
+
+/// Sleeps until `at`; forever when `None` (a `select!` branch that is off).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl SessionTask {
@@ -640,7 +730,10 @@ impl SessionTask {
                         self.shutdown(false).await;
                         return;
                     }
-                    Some(Command::Stop { logout, reply }) => {
+                    Some(Command::Stop { logout, save, reply }) => {
+                        if !save {
+                            self.logins = None;
+                        }
                         self.shutdown(logout).await;
                         let _ = reply.send(());
                         return;
@@ -652,6 +745,9 @@ impl SessionTask {
                         let _ = reply.send(self.messages(&chat_id, limit).await);
                     }
                 },
+                _ = sleep_until(self.next_save), if self.next_save.is_some() && !self.dead => {
+                    self.save_login().await;
+                }
                 _ = tick.tick(), if !self.dead => {
                     if let Err(reason) = self.poll().await {
                         self.dead = true;
@@ -661,6 +757,20 @@ impl SessionTask {
                 }
             }
         }
+    }
+
+    /// Saves the login now and schedules the next periodic save.
+    async fn save_login(&mut self) {
+        if let Some(l) = &self.logins {
+            l.save(if self.login_saves == 0 {
+                "ready"
+            } else {
+                "periodic"
+            })
+            .await;
+        }
+        self.login_saves += 1;
+        self.next_save = Some(Instant::now() + self.save_every);
     }
 
     fn browser(&self) -> Result<&Browser, ClientError> {
@@ -838,6 +948,11 @@ impl SessionTask {
                 }
                 if !self.ready {
                     self.ready = true;
+                    // The first save right away: until it lands, a host that
+                    // takes over would need a QR code.
+                    if self.logins.is_some() {
+                        self.next_save = Some(Instant::now());
+                    }
                     let me: Option<Me> = ev
                         .data
                         .get("me")
@@ -907,6 +1022,15 @@ impl SessionTask {
             }
             b.close().await;
         }
+        if let Some(l) = &self.logins {
+            if logout || self.logged_out {
+                l.forget().await;
+            } else if self.ready {
+                // The browser has quit, so its files are complete: this is
+                // the exact copy the periodic ones approximate.
+                l.save("stop").await;
+            }
+        }
         if logout || self.logged_out {
             match std::fs::remove_dir_all(&self.profile) {
                 Ok(()) => {
@@ -961,6 +1085,29 @@ mod tests {
         assert_eq!(m.chat_id, "1@g.us");
         assert_eq!(m.timestamp, 5000);
         assert!(m.from_me);
+    }
+
+    #[test]
+    fn a_grid_endpoint_turns_the_login_vault_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |url: Option<&str>| WebDriverSettings {
+            webdriver_url: url.map(str::to_owned),
+            chromedriver_path: None,
+            chromium_path: None,
+            whatsapp_web_url: "http://127.0.0.1:1/".into(),
+            profiles_dir: dir.path().join("profiles"),
+            login_vault: Some(Arc::new(
+                crate::browser::vault::memory::MemoryVault::default(),
+            )),
+            login_save_every: DEFAULT_LOGIN_SAVE_EVERY,
+        };
+        let grid = WebDriverProvider::new(settings(Some("http://grid.invalid:4444")));
+        assert!(
+            grid.settings.login_vault.is_none(),
+            "the profile is on the node"
+        );
+        let local = WebDriverProvider::new(settings(None));
+        assert!(local.settings.login_vault.is_some());
     }
 
     #[test]
