@@ -37,4 +37,4 @@ plugin-new NAME:
 # Benchmarks; `just bench --quick` is the CI smoke mode.
 bench *ARGS:
     cargo build --release -p wasync -p wasync-tests --bins
-    target/release/bench {{ARGS}}
+    "$(scripts/cargo-target-dir.sh)/release/bench" {{ARGS}}
