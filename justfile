@@ -18,8 +18,12 @@ test: setup
 setup:
     scripts/setup.sh
 
-# Format check, lints, then the full test suite.
-ci: fmt-check clippy test
+# The README's `cargo run --release` as written: start, sync a simulated account, SIGTERM.
+smoke:
+    scripts/smoke.sh
+
+# Format check, lints, the README's two commands: the smoke run, then the full test suite.
+ci: fmt-check clippy smoke test
 
 fmt:
     cargo fmt --all
@@ -38,7 +42,7 @@ plugins:
 plugin-new NAME:
     scripts/plugin-new.sh {{NAME}}
 
-# Benchmarks; `just bench --quick` is the CI smoke mode.
+# Benchmarks; `--quick` is the mode CI runs (scripts/test.sh, from the debug build).
 bench *ARGS:
     cargo build --release -p wasync -p wasync-tests --bins
-    target/release/bench {{ARGS}}
+    "$(scripts/cargo-target-dir.sh)/release/bench" {{ARGS}}

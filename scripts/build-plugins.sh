@@ -11,6 +11,8 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 cargo build --release --target wasm32-wasip2
+# Where cargo put them: plugins/target/ unless CARGO_TARGET_DIR says otherwise.
+built="$(../scripts/cargo-target-dir.sh)/wasm32-wasip2/release"
 
 out=dist
 mkdir -p "$out"
@@ -19,7 +21,7 @@ for manifest in */plugin.toml fixtures/*/plugin.toml; do
     [[ "$crate_dir" == template ]] && continue
     crate=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$crate_dir/Cargo.toml" | head -1)
     name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -1)
-    wasm="target/wasm32-wasip2/release/${crate//-/_}.wasm"
+    wasm="$built/${crate//-/_}.wasm"
     [[ -f "$wasm" ]] || { echo "build-plugins: $wasm missing after build" >&2; exit 1; }
     cp "$wasm" "$out/$name.wasm.tmp"
     sum=$(sha256sum "$out/$name.wasm.tmp" | cut -d' ' -f1)

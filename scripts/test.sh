@@ -25,5 +25,7 @@ export WASYNC_TEST_PLUGINS_DIR="$PWD/plugins/dist"
 # library a second time, with other features unified.
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast
-# The benchmarks' smoke mode keeps the bench code working (no figures kept).
-target/debug/bench --quick --out target/bench-quick.md
+# The benchmarks' smoke mode keeps the bench code working (no figures kept),
+# run from where cargo built it (CARGO_TARGET_DIR may point elsewhere).
+target_dir="$(scripts/cargo-target-dir.sh)"
+"$target_dir/debug/bench" --quick --out "$target_dir/bench-quick.md"
