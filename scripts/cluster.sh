@@ -21,7 +21,7 @@ trap cleanup EXIT INT TERM
 mongo_test_server_start
 scripts/rabbitmq.sh start
 cargo build --release -p wasync --bin wasync
-bin="${CARGO_TARGET_DIR:-target}/release/wasync"
+bin="$(scripts/cargo-target-dir.sh)/release/wasync"
 
 for n in 1 2 3; do
     mkdir -p "data/cluster/h$n"
