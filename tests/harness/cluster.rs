@@ -171,6 +171,11 @@ impl ClusterHost {
         }
     }
 
+    /// The host's data directory (profiles, plugin cache, its log).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data
+    }
+
     fn log_path(&self) -> PathBuf {
         self.data.join("host.log")
     }

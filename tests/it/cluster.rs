@@ -550,6 +550,72 @@ async fn cluster_a_create_past_capacity_lands_on_the_host_with_room() {
     assert_eq!(body["capacity"], 1);
 }
 
+/// A webdriver session logged in on one host runs on another after the
+/// first is killed, without a new QR code: the periodic save of its login
+/// (GridFS) is restored before the new host launches Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_webdriver_login_survives_its_host_being_killed() {
+    use crate::webdriver::{
+        LONG, assert_no_processes_left, create_body, is, processes_under, require_browser,
+        wait_for,
+    };
+    require_browser();
+    let fixture = wasync_tests::whatsapp_fixture::WhatsAppFixture::start().await;
+    let spec = ClusterSpec::fresh("wdmove")
+        .var("WHATSAPP_WEB_URL", fixture.url.clone())
+        .var("WASYNC_LOGIN_SAVE_SECS", "1");
+    let db = database(&spec).await;
+    let mut a = ClusterHost::start(&spec, "h0", None).await;
+    let b = ClusterHost::start(&spec, "h1", None).await;
+    let (status, body) = a
+        .post("/whatsapp-web/session/wdk", create_body(5, json!({})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ws = a.ws().await;
+    let snap = ws.join("wdk").await;
+    if snap["qr"].is_null() {
+        wait_for(&mut ws, LONG, "qr", is("qr")).await;
+    }
+    fixture.scan().await;
+    wait_for(&mut ws, LONG, "ready", is("ready")).await;
+    // The save at ready, then at least one periodic save after it.
+    let files = db.collection::<Document>("logins.files");
+    wait_until(Duration::from_secs(LONG), "two saves of the login", || async {
+        let n = files
+            .count_documents(doc! { "_id.session": "wdk" })
+            .await
+            .unwrap_or(0);
+        let saves = a.log().matches("login saved").count();
+        (n >= 1 && saves >= 2, json!(saves))
+    })
+    .await;
+    a.kill().await;
+    // A SIGKILLed host leaves its browser behind; a real machine loss
+    // takes it too.
+    for (pid, _) in processes_under(a.data_dir()) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    // Joined on the survivor before it takes over: its snapshot is the
+    // stored state; the events that follow are the new actor's.
+    let mut ws = b.ws().await;
+    ws.join("wdk").await;
+    let events = wait_for(&mut ws, LONG, "ready on the other host", |e| {
+        e["event"] == "ready" && e["data"]["hostId"] == "h1"
+    })
+    .await;
+    assert!(
+        events.iter().all(|e| e["event"] != "qr"),
+        "a QR code on the new host: {events:?}"
+    );
+    assert_eq!(b.actors().await, vec!["wdk".to_string()]);
+    let mut b = b;
+    let dir = b.data_dir().to_path_buf();
+    b.stop().await;
+    assert_no_processes_left(&dir).await;
+}
+
 #[tokio::test]
 async fn a_second_host_on_one_data_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -86,7 +86,7 @@ pub(crate) fn is(event: &'static str) -> impl Fn(&Value) -> bool {
 
 /// Processes whose command line mentions `dir` (the test host's data
 /// folder): the chromedrivers and Chromiums this test started, nothing else.
-fn processes_under(dir: &Path) -> Vec<(u32, String)> {
+pub(crate) fn processes_under(dir: &Path) -> Vec<(u32, String)> {
     let needle = dir.display().to_string();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
