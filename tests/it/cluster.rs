@@ -556,8 +556,7 @@ async fn cluster_a_create_past_capacity_lands_on_the_host_with_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_a_webdriver_login_survives_its_host_being_killed() {
     use crate::webdriver::{
-        LONG, assert_no_processes_left, create_body, is, processes_under, require_browser,
-        wait_for,
+        LONG, assert_no_processes_left, create_body, is, processes_under, require_browser, wait_for,
     };
     require_browser();
     let fixture = wasync_tests::whatsapp_fixture::WhatsAppFixture::start().await;
@@ -580,14 +579,18 @@ async fn cluster_a_webdriver_login_survives_its_host_being_killed() {
     wait_for(&mut ws, LONG, "ready", is("ready")).await;
     // The save at ready, then at least one periodic save after it.
     let files = db.collection::<Document>("logins.files");
-    wait_until(Duration::from_secs(LONG), "two saves of the login", || async {
-        let n = files
-            .count_documents(doc! { "_id.session": "wdk" })
-            .await
-            .unwrap_or(0);
-        let saves = a.log().matches("login saved").count();
-        (n >= 1 && saves >= 2, json!(saves))
-    })
+    wait_until(
+        Duration::from_secs(LONG),
+        "two saves of the login",
+        || async {
+            let n = files
+                .count_documents(doc! { "_id.session": "wdk" })
+                .await
+                .unwrap_or(0);
+            let saves = a.log().matches("login saved").count();
+            (n >= 1 && saves >= 2, json!(saves))
+        },
+    )
     .await;
     a.kill().await;
     // A SIGKILLed host leaves its browser behind; a real machine loss
