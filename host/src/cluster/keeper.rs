@@ -25,7 +25,7 @@ pub async fn run(cluster: Arc<Cluster>, sessions: Arc<Sessions>, shutdown: Cance
 
 /// Heartbeat and renewal, every `renew_every`. A failed renewal is only
 /// logged: the watchdog stops the sessions if the leases run out locally.
-async fn renew_loop(cluster: &Cluster, sessions: &Sessions, shutdown: &CancellationToken) {
+async fn renew_loop(cluster: &Cluster, sessions: &Arc<Sessions>, shutdown: &CancellationToken) {
     let every = cluster.settings.renew_every;
     loop {
         tokio::select! {
@@ -33,11 +33,7 @@ async fn renew_loop(cluster: &Cluster, sessions: &Sessions, shutdown: &Cancellat
             _ = tokio::time::sleep(every) => {}
         }
         match cluster.leases.renew().await {
-            Ok(lost) => {
-                for s in lost {
-                    sessions.forget(&s).await;
-                }
-            }
+            Ok(lost) => forget(sessions, lost),
             Err(e) => tracing::warn!(error = %e, "could not renew the session leases"),
         }
         if cluster.is_shared()
@@ -51,7 +47,7 @@ async fn renew_loop(cluster: &Cluster, sessions: &Sessions, shutdown: &Cancellat
 /// Wakes at the earliest local lease deadline and stops what ran out, so a
 /// renewal stuck on an unreachable store cannot keep a session running
 /// past its lease.
-async fn watchdog(cluster: &Cluster, sessions: &Sessions, shutdown: &CancellationToken) {
+async fn watchdog(cluster: &Cluster, sessions: &Arc<Sessions>, shutdown: &CancellationToken) {
     loop {
         let wake = cluster
             .leases
@@ -62,9 +58,17 @@ async fn watchdog(cluster: &Cluster, sessions: &Sessions, shutdown: &Cancellatio
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep_until(wake) => {}
         }
-        for s in cluster.leases.expire_overdue() {
-            sessions.forget(&s).await;
-        }
+        forget(sessions, cluster.leases.expire_overdue());
+    }
+}
+
+/// Drops the sessions whose lease was lost, each in its own task: an
+/// actor that takes a while to stop (a browser closing) must not hold up
+/// the renewal of the other leases.
+fn forget(sessions: &Arc<Sessions>, lost: Vec<String>) {
+    for s in lost {
+        let sessions = sessions.clone();
+        tokio::spawn(async move { sessions.forget(&s).await });
     }
 }
 

@@ -582,14 +582,19 @@ impl Sessions {
     }
 
     /// Drops a session whose lease this host lost; its actor is already
-    /// stopping (the fence was revoked). Waits for it to end, so the
-    /// session never runs twice here if its lease comes back.
+    /// stopping (the fence was revoked). Its handle stays until the actor
+    /// ended, so this host cannot start the session a second time beside
+    /// the one still stopping (a browser on the same profile).
     pub async fn forget(&self, id: &str) {
         let Ok(id) = SessionId::parse(id) else { return };
-        let handle = lock(&self.live).remove(&id);
-        if let Some(h) = handle {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), h.exited.cancelled())
-                .await;
+        let exited = lock(&self.live).get(&id).map(|h| h.exited.clone());
+        if let Some(exited) = exited {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(30), exited.cancelled()).await;
+        }
+        let mut live = lock(&self.live);
+        if live.get(&id).is_some_and(|h| h.exited.is_cancelled()) {
+            live.remove(&id);
         }
     }
 
