@@ -256,6 +256,7 @@ impl App {
                 metrics: metrics.clone(),
                 leases: cluster.leases.clone(),
                 max_sessions: config.cluster.max_sessions,
+                spool_dir: Some(config.storage.data_dir.join("spool")),
             },
             shutdown.clone(),
         ));

@@ -83,6 +83,8 @@ impl HostOptions {
 pub fn fast_tuning() -> Tuning {
     let mut t = Tuning::default();
     t.sync.retry_backoff = Duration::from_millis(5);
+    t.sync.store_outage_window = Duration::from_secs(2);
+    t.sync.store_max_backoff = Duration::from_millis(200);
     t.relay.poll = Duration::from_millis(50);
     t.relay.min_backoff = Duration::from_millis(20);
     t.relay.max_backoff = Duration::from_millis(200);

@@ -392,3 +392,129 @@ async fn mongo_server_down_gives_503_and_the_host_recovers() {
     assert_exact_messages(&raw, "down", &expect).await;
     host.stop().await;
 }
+
+/// Stored live messages of `session`: their sequence numbers (the
+/// simulator numbers them `live message N`).
+async fn live_numbers(db: &mongodb::Database, session: &str) -> Vec<u64> {
+    let mut n: Vec<u64> = docs(db, "messages", doc! {"sessionId": session})
+        .await
+        .iter()
+        .filter_map(|d| d.get_str("body").ok())
+        .filter_map(|b| b.strip_prefix("live message "))
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    n.sort_unstable();
+    n
+}
+
+/// The store goes away for 20 s in the middle of a sync: the run is
+/// suspended (`sync_failed`, `store_unavailable`), never marked failed, and
+/// resumes by itself under the same `syncId` once the server is back,
+/// ending with exact data.
+#[tokio::test]
+async fn a_store_outage_mid_sync_suspends_the_run_and_it_resumes() {
+    let mut server = MongoServer::start().await;
+    let db = fresh_db_name("outage");
+    let uri = with_options(&server.uri(), "serverSelectionTimeoutMS=1000");
+    let host = mongo_host(&uri, &db).await;
+    let mut ws = host.ws().await;
+    host.create_sim(
+        "out",
+        fast(json!({"chats": 60, "messagesPerChat": 10, "fetchLatencyMs": 60})),
+    )
+    .await;
+    ws.join("out").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let sync_id = loop {
+        let (_, run) = host.get("/whatsapp-web/session/out/sync").await;
+        if run["checkpoint"].as_u64().unwrap_or(0) >= 5 {
+            break run["syncId"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sync did not start: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    server.stop().await;
+    let events = ws.until("sync_failed").await;
+    let failed = &events.last().unwrap()["data"];
+    assert_eq!(failed["reason"], "store_unavailable", "{failed}");
+    assert_eq!(failed["syncId"], sync_id.as_str());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    server.restart().await;
+    let events = ws.until("sync_complete").await;
+    let done = &events.last().unwrap()["data"];
+    assert_eq!(done["syncId"], sync_id.as_str(), "the same run resumed");
+    let run = host.wait_sync_done("out").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["syncId"], sync_id.as_str());
+    let raw = raw_db(&server.uri(), &db).await;
+    assert_eq!(
+        docs(&raw, "messages", doc! {"sessionId": "out"})
+            .await
+            .len(),
+        600
+    );
+    let ready = docs(&raw, "outbox", doc! {"sessionId": "out"}).await;
+    assert_eq!(ready.len(), 1, "one session_ready");
+    host.stop().await;
+}
+
+/// Live messages keep arriving while the store is down for 30 s: they are
+/// kept in the spool and stored, none missing, once it is back.
+#[tokio::test]
+async fn live_messages_during_a_store_outage_are_stored_when_it_is_back() {
+    let mut server = MongoServer::start().await;
+    let db = fresh_db_name("livespool");
+    let uri = with_options(&server.uri(), "serverSelectionTimeoutMS=1000");
+    let host = mongo_host(&uri, &db).await;
+    let mut ws = host.ws().await;
+    host.create_sim(
+        "live",
+        fast(json!({"chats": 2, "messagesPerChat": 2, "liveMessageEveryMs": 100})),
+    )
+    .await;
+    ws.join("live").await;
+    ws.until("sync_complete").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.stop().await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    server.restart().await;
+    let raw = raw_db(&server.uri(), &db).await;
+    // Everything the simulator sent until now reaches the store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = live_numbers(&raw, "live").await;
+        if n.len() > 150 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} live messages",
+            n.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = host.delete("/whatsapp-web/session/live").await;
+    assert_eq!(status, 200, "{body}");
+    let n = live_numbers(&raw, "live").await;
+    let expect: Vec<u64> = (0..n.len() as u64).collect();
+    assert_eq!(n, expect, "no live message lost or repeated");
+    let metrics = host
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let spooled: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("wasync_live_messages_spooled_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(spooled > 100.0, "spooled {spooled}");
+    host.stop().await;
+}

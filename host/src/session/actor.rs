@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::spool::{Spool, SpoolRecord};
 use super::state::{Effect, Input, State, transition};
 use super::{Command, CreateOptions, DEFAULT_LIMIT_PER_CHAT, SessionDeps, SessionError, lock};
 use crate::browser::{ClientEvent, WhatsAppClient};
@@ -15,6 +16,7 @@ use crate::domain::{
     SyncProgress, SyncRun, SyncStatus, SyncTrigger, SyncView, now_ms,
 };
 use crate::plugins::{ChatDecision, SyncContext};
+use crate::storage::StoreError;
 use crate::sync::{self, ProgressSink, SyncDeps, SyncEnd};
 
 pub(super) struct Actor {
@@ -31,6 +33,22 @@ pub(super) struct Actor {
     /// whichever host runs the session next) from a lost lease (the new
     /// owner has it: nothing more is written from here).
     pub host_shutdown: CancellationToken,
+    /// A run a store outage suspended; resumed once the store answers.
+    pub suspended: Option<SyncRun>,
+    /// When to try the store again (a suspended run, a spool to store).
+    pub retry_at: Option<tokio::time::Instant>,
+    /// Live messages the store did not take yet.
+    pub spool: Option<Spool>,
+}
+
+/// How long the actor waits before asking an unreachable store again.
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 struct Running {
@@ -136,6 +154,10 @@ impl Actor {
         };
         let mut state = State::Starting;
         let mut running: Option<Running> = None;
+        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
+            // Left by an outage before the last stop: store it soon.
+            self.retry_at = Some(tokio::time::Instant::now());
+        }
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
@@ -173,10 +195,16 @@ impl Actor {
                             let end = r.task.await.unwrap_or(SyncEnd::Interrupted);
                             self.sync_ended(end).await;
                         }
-                        let r = if let Some(r) = &running {
+                        let busy = running
+                            .as_ref()
+                            .map(|r| r.sync_id.clone())
+                            .or_else(|| self.suspended.as_ref().map(|r| r.sync_id.clone()));
+                        let r = if let Some(sync_id) = busy {
+                            // A suspended run still counts: it resumes by
+                            // itself once the store is back.
                             Err(SessionError::SyncRunning {
                                 session_id: self.id.to_string(),
-                                sync_id: r.sync_id.clone(),
+                                sync_id,
                             })
                         } else if !state.is_ready() {
                             Err(SessionError::NotReady {
@@ -230,8 +258,145 @@ impl Actor {
                     running = None;
                     self.sync_ended(end.unwrap_or(SyncEnd::Interrupted)).await;
                 }
+                _ = sleep_until_opt(self.retry_at), if self.retry_at.is_some() && running.is_none() => {
+                    self.retry_at = None;
+                    self.recover(&client, &state, &mut running).await;
+                }
             }
         }
+    }
+
+    /// The store may be back: store the spool, resume a suspended run.
+    async fn recover(
+        &mut self,
+        client: &Arc<dyn WhatsAppClient>,
+        state: &State,
+        running: &mut Option<Running>,
+    ) {
+        let up = matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), self.deps.store.ping()).await,
+            Ok(Ok(()))
+        );
+        if !up || !self.flush_spool().await {
+            self.retry_at = Some(tokio::time::Instant::now() + STORE_RETRY);
+            return;
+        }
+        let Some(run) = self.suspended.take() else {
+            return;
+        };
+        match self.deps.store.get_sync_run(&run.sync_id).await {
+            // The stored run is the truth: it resumes after its checkpoint.
+            Ok(Some(stored)) if stored.status == SyncStatus::Running => {
+                tracing::info!(sync_id = %stored.sync_id, "store back: resuming the suspended sync");
+                if state.is_ready() {
+                    *running = Some(self.start_sync(client, stored));
+                } else {
+                    self.resume = Some(stored);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "store still failing; the sync stays suspended");
+                self.suspended = Some(run);
+                self.retry_at = Some(tokio::time::Instant::now() + STORE_RETRY);
+            }
+        }
+    }
+
+    /// Stores what the spool holds, in order; true when it is empty after.
+    async fn flush_spool(&mut self) -> bool {
+        let Some(spool) = self.spool.as_mut() else {
+            return true;
+        };
+        if spool.is_empty() {
+            return true;
+        }
+        let records = match spool.read() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the live-message spool");
+                return false;
+            }
+        };
+        let (mut messages, mut quarantined, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        for r in records {
+            match r {
+                SpoolRecord::Message(m) => messages.push(*m),
+                SpoolRecord::Quarantine(q) => quarantined.push(*q),
+                SpoolRecord::Event(e) => events.push(*e),
+            }
+        }
+        let store = &self.deps.store;
+        if !quarantined.is_empty() && store.put_quarantine(&self.id, &quarantined).await.is_err() {
+            return false;
+        }
+        if !messages.is_empty() && store.put_messages(&self.id, &messages).await.is_err() {
+            return false;
+        }
+        for ev in &events {
+            if store.enqueue_event(ev).await.is_err() {
+                return false;
+            }
+        }
+        if let Err(e) = spool.clear() {
+            tracing::warn!(error = %e, "cannot clear the live-message spool; its records will be stored again (idempotent)");
+        }
+        tracing::info!(
+            messages = messages.len(),
+            quarantined = quarantined.len(),
+            events = events.len(),
+            "stored the live messages kept during a store outage"
+        );
+        if !events.is_empty() {
+            self.deps.relay.kick();
+        }
+        self.deps
+            .metrics
+            .live_messages
+            .inc_by(messages.len() as u64);
+        for message in messages {
+            self.emit(ServerEvent::Message(StoredMessage {
+                session_id: self.id.to_string(),
+                message,
+            }));
+        }
+        true
+    }
+
+    /// Keeps `records` for later; false if the spool cannot take them.
+    fn spool(&mut self, records: &[SpoolRecord]) -> bool {
+        let kept = match self.spool.as_mut() {
+            Some(s) => match s.append(records) {
+                Ok(true) => true,
+                Ok(false) => {
+                    tracing::warn!(
+                        limit = super::spool::MAX_RECORDS,
+                        "live-message spool full: dropping"
+                    );
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write the live-message spool: dropping");
+                    false
+                }
+            },
+            None => false,
+        };
+        if kept {
+            self.deps
+                .metrics
+                .live_messages_spooled
+                .inc_by(records.len() as u64);
+        } else {
+            self.deps
+                .metrics
+                .live_messages_dropped
+                .inc_by(records.len() as u64);
+        }
+        if self.retry_at.is_none() {
+            self.retry_at = Some(tokio::time::Instant::now() + STORE_RETRY);
+        }
+        kept
     }
 
     /// Applies an input; returns true when the actor must exit.
@@ -281,6 +446,15 @@ impl Actor {
                         r.cancel.cancel();
                         if let Ok(end) = r.task.await {
                             self.sync_ended(end).await;
+                        }
+                    } else if let Some(mut run) = self.suspended.take() {
+                        // A suspended run ends here: recorded cancelled if the
+                        // store takes it; else it resumes at the next start.
+                        run.status = SyncStatus::Cancelled;
+                        run.reason = Some(reason.clone());
+                        run.finished_at = Some(now_ms());
+                        if let Err(e) = self.deps.store.put_sync_run(&run).await {
+                            tracing::warn!(error = %e, "could not record the suspended run as cancelled");
                         }
                     }
                 }
@@ -392,10 +566,15 @@ impl Actor {
         }
     }
 
-    async fn sync_ended(&self, end: SyncEnd) {
+    async fn sync_ended(&mut self, end: SyncEnd) {
         let run = match end {
             SyncEnd::Completed(r) | SyncEnd::Failed(r) | SyncEnd::Cancelled(r) => r,
             SyncEnd::Interrupted => return,
+            SyncEnd::Suspended(r) => {
+                self.suspended = Some(r);
+                self.retry_at = Some(tokio::time::Instant::now() + STORE_RETRY);
+                return;
+            }
         };
         if let Ok(Some(mut rec)) = self.deps.store.get_session(&self.id).await {
             rec.last_sync = Some(serde_json::json!({
@@ -415,7 +594,7 @@ impl Actor {
 
     /// A message that arrived after ready: through the plugins, stored,
     /// then shown to the room.
-    async fn live_message(&self, message: crate::domain::Message) {
+    async fn live_message(&mut self, message: crate::domain::Message) {
         let chain = self.deps.plugins.chain();
         let mut message = Some(message);
         if !chain.is_empty() {
@@ -446,38 +625,67 @@ impl Actor {
                 return;
             }
             let out = scope.transform(vec![message.take().expect("set")]).await;
-            if !out.quarantined.is_empty()
-                && let Err(e) = self
-                    .deps
-                    .store
-                    .put_quarantine(&self.id, &out.quarantined)
-                    .await
-            {
-                tracing::warn!(error = %e, "could not quarantine a live message");
+            drop(scope);
+            if !out.quarantined.is_empty() {
+                let stored = if self.spooling() {
+                    Err(StoreError::Unavailable("spooling".into()))
+                } else {
+                    self.deps
+                        .store
+                        .put_quarantine(&self.id, &out.quarantined)
+                        .await
+                };
+                if let Err(e) = stored
+                    && keep_for_later(&e)
+                {
+                    let records: Vec<SpoolRecord> = out
+                        .quarantined
+                        .iter()
+                        .map(|q| SpoolRecord::Quarantine(Box::new(q.clone())))
+                        .collect();
+                    self.spool(&records);
+                }
             }
             message = out.keep.into_iter().next();
         }
         let Some(message) = message else {
             return;
         };
-        if let Err(e) = self
-            .deps
-            .store
-            .put_messages(&self.id, std::slice::from_ref(&message))
-            .await
-        {
-            tracing::warn!(error = %e, message_id = %message.id, "could not store a live message");
-            return;
-        }
-        self.deps.metrics.live_messages.inc();
-        if self.deps.publish_messages {
-            let ev = OutboxEvent::new(
+        let event = self.deps.publish_messages.then(|| {
+            OutboxEvent::new(
                 "message_received",
                 &self.id,
                 serde_json::json!({"sessionId": self.id.as_str(), "message": message}),
-            );
+            )
+        });
+        // While an outage's spool holds messages, new ones queue behind
+        // them, so they reach the store in the order they arrived.
+        let stored = if self.spooling() {
+            Err(StoreError::Unavailable("spooling".into()))
+        } else {
+            self.deps
+                .store
+                .put_messages(&self.id, std::slice::from_ref(&message))
+                .await
+        };
+        if let Err(e) = stored {
+            if keep_for_later(&e) {
+                tracing::warn!(error = %e, message_id = %message.id, "store unreachable: live message kept in the spool");
+                let mut records = vec![SpoolRecord::Message(Box::new(message))];
+                records.extend(event.map(|ev| SpoolRecord::Event(Box::new(ev))));
+                self.spool(&records);
+            } else {
+                tracing::warn!(error = %e, message_id = %message.id, "could not store a live message");
+            }
+            return;
+        }
+        self.deps.metrics.live_messages.inc();
+        if let Some(ev) = event {
             match self.deps.store.enqueue_event(&ev).await {
                 Ok(()) => self.deps.relay.kick(),
+                Err(e) if keep_for_later(&e) => {
+                    self.spool(&[SpoolRecord::Event(Box::new(ev))]);
+                }
                 Err(e) => tracing::warn!(error = %e, "could not queue message_received"),
             }
         }
@@ -486,4 +694,15 @@ impl Actor {
             message,
         }));
     }
+
+    /// Whether live messages go to the spool (it holds some already).
+    fn spooling(&self) -> bool {
+        self.spool.as_ref().is_some_and(|s| !s.is_empty())
+    }
+}
+
+/// A write worth keeping for later: the store was unreachable (not a
+/// refusal, and not a lost lease: the new owner has the session).
+fn keep_for_later(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(_))
 }

@@ -7,6 +7,7 @@
 //! a single task, not of locks. Reads (snapshots) go to a small shared view
 //! the actor keeps current, so they never wait for the actor.
 
+pub mod spool;
 pub mod state;
 
 mod actor;
@@ -102,6 +103,9 @@ pub struct SessionDeps {
     pub leases: Arc<LeaseTable>,
     /// Sessions this host may hold (`WASYNC_MAX_SESSIONS`).
     pub max_sessions: u32,
+    /// Where live messages wait while the store is unreachable
+    /// (`<data>/spool`); `None` keeps no spool.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 /// Commands an actor accepts.
@@ -307,6 +311,11 @@ impl Sessions {
         // host shutdown: a running sync stays resumable) when it is lost.
         let mut deps = self.deps.clone();
         deps.store = Arc::new(FencedStore::new(self.deps.store.clone(), fence.clone()));
+        let spool = self.deps.spool_dir.as_ref().and_then(|dir| {
+            spool::Spool::open(dir, &id)
+                .map_err(|e| tracing::warn!(session_id = %id, error = %e, "no live-message spool"))
+                .ok()
+        });
         let actor = actor::Actor {
             id,
             provider,
@@ -317,6 +326,9 @@ impl Sessions {
             view: view.clone(),
             shutdown: fence.revoked().clone(),
             host_shutdown: self.shutdown.clone(),
+            suspended: None,
+            retry_at: None,
+            spool,
         };
         let done = exited.clone();
         self.tasks.spawn(async move {

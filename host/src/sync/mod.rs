@@ -34,6 +34,10 @@ use crate::events::relay::RelaySignal;
 use crate::plugins::{ChatDecision, ChatSummary, PluginChain, SyncContext};
 use crate::storage::{ChatCommit, Store, StoreError};
 
+/// `sync_failed` reason of a run suspended by a store outage; the session
+/// resumes it (same `syncId`) once the store answers again.
+pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+
 /// Where the sync reports progress (the session: its snapshot and the hub).
 pub trait ProgressSink: Send + Sync {
     fn progress(&self, p: &SyncProgress);
@@ -48,8 +52,17 @@ pub struct SyncOptions {
     pub fetch_attempts: u32,
     /// First retry delay; doubles per attempt.
     pub retry_backoff: Duration,
-    /// Attempts per store write before the run fails.
+    /// Attempts per store write that fails for a reason other than the
+    /// store being unreachable, before the run fails.
     pub store_attempts: u32,
+    /// How long a write keeps being retried while the store is unreachable
+    /// (backing off up to `store_max_backoff`) before the run is suspended:
+    /// reported as `sync_failed` (`store_unavailable`), left `running` in the
+    /// store, and resumed from its checkpoint by the session once the store
+    /// answers again.
+    pub store_outage_window: Duration,
+    /// Ceiling of the delay between two attempts during an outage.
+    pub store_max_backoff: Duration,
     /// Commit a group once it holds this many messages.
     pub group_messages: usize,
     /// Commit a group once it is this old, so slow providers still show
@@ -65,6 +78,8 @@ impl Default for SyncOptions {
             fetch_attempts: 3,
             retry_backoff: Duration::from_millis(200),
             store_attempts: 3,
+            store_outage_window: Duration::from_secs(60),
+            store_max_backoff: Duration::from_secs(5),
             group_messages: 2_000,
             group_window: Duration::from_millis(50),
             publish_sync_failed: false,
@@ -93,16 +108,89 @@ pub enum SyncEnd {
     /// Stopped by the session (`DELETE`), reported as `sync_failed`
     /// `cancelled`.
     Cancelled(SyncRun),
-    /// The host is shutting down: nothing is reported or persisted, so the
-    /// run resumes from its checkpoint at the next start.
+    /// The host is shutting down (or the session's lease moved to another
+    /// host): nothing is reported or persisted, so the run resumes from its
+    /// checkpoint at the next start, or on the host that took the session.
     Interrupted,
+    /// The store stayed unreachable past the outage window (or the run's
+    /// completion could not be written): reported as `sync_failed`
+    /// (`store_unavailable`) but left `running` in the store, never marked
+    /// failed, so the session resumes it from its checkpoint once the store
+    /// is back. A run whose `session_ready` may already be queued is never
+    /// downgraded to failed this way.
+    Suspended(SyncRun),
 }
 
 /// Why a step stopped the run.
 enum Stop {
     Cancelled,
     Shutdown,
+    /// The store stayed unreachable past the outage window.
+    StoreDown(String),
+    /// The session's lease moved to another host.
+    Fenced,
     Failed(String),
+}
+
+/// What a store write that gave up ended with.
+enum StoreStop {
+    Down(String),
+    Fenced,
+    Failed(String),
+    Shutdown,
+}
+
+impl From<StoreStop> for Stop {
+    fn from(s: StoreStop) -> Self {
+        match s {
+            StoreStop::Down(e) => Stop::StoreDown(e),
+            StoreStop::Fenced => Stop::Fenced,
+            StoreStop::Failed(e) => Stop::Failed(e),
+            StoreStop::Shutdown => Stop::Shutdown,
+        }
+    }
+}
+
+/// Retries a store write: a write the store refused for a reason of its
+/// own up to `store_attempts` times, an unreachable store for up to
+/// `store_outage_window`, a fenced one never. Stops early at `shutdown`.
+async fn retry_store<T, F, Fut>(
+    options: &SyncOptions,
+    what: &str,
+    shutdown: &CancellationToken,
+    mut call: F,
+) -> Result<T, StoreStop>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let started = Instant::now();
+    let mut delay = options.retry_backoff;
+    let mut failures = 0u32;
+    loop {
+        let e = match call().await {
+            Ok(v) => return Ok(v),
+            Err(StoreError::Fenced(e)) => {
+                tracing::warn!(error = %e, "{what}: fenced off; the session moved to another host");
+                return Err(StoreStop::Fenced);
+            }
+            Err(e) => e,
+        };
+        let unavailable = matches!(e, StoreError::Unavailable(_));
+        failures += 1;
+        if unavailable && started.elapsed() >= options.store_outage_window {
+            return Err(StoreStop::Down(format!("{what}: {e}")));
+        }
+        if !unavailable && failures >= options.store_attempts.max(1) {
+            return Err(StoreStop::Failed(format!("{what}: {e}")));
+        }
+        tracing::warn!(attempt = failures, error = %e, retry_in = ?delay, "{what} failed; retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(StoreStop::Shutdown),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(options.store_max_backoff);
+    }
 }
 
 /// The events of chats fetched but not yet committed.
@@ -184,7 +272,17 @@ pub async fn run(
             deps.sink.complete(&end);
             SyncEnd::Completed(run)
         }
-        Err(Stop::Shutdown) => SyncEnd::Interrupted,
+        Err(Stop::Shutdown) | Err(Stop::Fenced) => SyncEnd::Interrupted,
+        Err(Stop::StoreDown(reason)) => {
+            tracing::warn!(%reason, "store unreachable: sync suspended, it resumes when the store is back");
+            deps.sink.failed(&SyncFailed {
+                session_id: run.session_id.clone(),
+                sync_id: run.sync_id.clone(),
+                reason: STORE_UNAVAILABLE.into(),
+                current_chat: run.current_chat,
+            });
+            SyncEnd::Suspended(run)
+        }
         Err(Stop::Cancelled) => {
             run.status = SyncStatus::Cancelled;
             run.reason = Some("cancelled".into());
@@ -295,34 +393,26 @@ where
     unreachable!("the loop returns on its last attempt")
 }
 
-/// Retries a store write; an unreachable store fails the run.
+/// Retries a store write ([`retry_store`]) unless the run is cancelled or
+/// the host stops first.
 async fn store_retry<T, F, Fut>(
     deps: &SyncDeps,
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
     what: &str,
-    mut call: F,
+    call: F,
 ) -> Result<T, Stop>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let attempts = deps.options.store_attempts.max(1);
-    let mut delay = deps.options.retry_backoff;
-    for attempt in 1..=attempts {
-        match guarded(call(), cancel, shutdown).await? {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt == attempts => {
-                return Err(Stop::Failed(format!("{what}: {e}")));
-            }
-            Err(e) => {
-                tracing::warn!(attempt, error = %e, "{what} failed; retrying");
-                guarded(tokio::time::sleep(delay), cancel, shutdown).await?;
-                delay *= 2;
-            }
-        }
-    }
-    unreachable!("the loop returns on its last attempt")
+    guarded(
+        retry_store(&deps.options, what, shutdown, call),
+        cancel,
+        shutdown,
+    )
+    .await?
+    .map_err(Stop::from)
 }
 
 async fn walk(
@@ -419,10 +509,19 @@ async fn walk(
             "failedChats": run.failed_chats.iter().map(|f| f.chat_id.as_str()).collect::<Vec<_>>(),
         }),
     );
-    store_retry(deps, cancel, shutdown, "completing the run", || {
+    // A completion that cannot be written suspends the run rather than
+    // failing it: its `session_ready` may be queued already (the MongoDB
+    // store queues the event first), so the run must end completed, by a
+    // resume that writes the same event id again.
+    match store_retry(deps, cancel, shutdown, "completing the run", || {
         deps.store.finish_sync(run, Some(&event))
     })
-    .await?;
+    .await
+    {
+        Ok(()) => {}
+        Err(Stop::Failed(e)) => return Err(Stop::StoreDown(e)),
+        Err(other) => return Err(other),
+    }
     deps.relay.kick();
     emit(deps, run, done_seq, SyncPhase::Done, None, 0);
     Ok(())
@@ -541,7 +640,7 @@ async fn walk_chats(
             if let Some(p) = pending.take() {
                 finish_flush(deps, p).await?;
             }
-            *pending = start_flush(deps, sid, run, &mut group);
+            *pending = start_flush(deps, sid, run, &mut group, shutdown);
             // Overlap the commit with the next fetch only when the provider
             // is fast (the group filled up); a slow provider's progress is
             // reported as soon as it is durable.
@@ -555,7 +654,7 @@ async fn walk_chats(
 
 /// A group whose commit is under way.
 struct InFlight {
-    task: tokio::task::JoinHandle<Result<(), String>>,
+    task: tokio::task::JoinHandle<Result<(), StoreStop>>,
     chats: Vec<(u32, String, u64, u64, u64)>,
     /// The run as this commit writes it.
     run: SyncRun,
@@ -569,6 +668,7 @@ fn start_flush(
     sid: &SessionId,
     run: &mut SyncRun,
     group: &mut Group,
+    shutdown: &CancellationToken,
 ) -> Option<InFlight> {
     if group.chats.is_empty() {
         return None;
@@ -585,23 +685,16 @@ fn start_flush(
     let snapshot = run.clone();
     let store = deps.store.clone();
     let sid = sid.clone();
-    let attempts = deps.options.store_attempts.max(1);
-    let mut delay = deps.options.retry_backoff;
+    let options = deps.options.clone();
+    let shutdown = shutdown.clone();
     let commits = g.commits;
     let committed = snapshot.clone();
     let task = tokio::spawn(async move {
-        for attempt in 1..=attempts {
-            match store.commit_chats(&sid, &commits, &committed).await {
-                Ok(_) => return Ok(()),
-                Err(e) if attempt == attempts => return Err(format!("writing messages: {e}")),
-                Err(e) => {
-                    tracing::warn!(attempt, error = %e, "writing messages failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-            }
-        }
-        unreachable!("the loop returns on its last attempt")
+        retry_store(&options, "writing messages", &shutdown, || {
+            store.commit_chats(&sid, &commits, &committed)
+        })
+        .await
+        .map(|_| ())
     });
     Some(InFlight {
         task,
@@ -616,7 +709,7 @@ fn start_flush(
 async fn finish_flush(deps: &SyncDeps, p: InFlight) -> Result<(), Stop> {
     match p.task.await {
         Ok(Ok(())) => {}
-        Ok(Err(reason)) => return Err(Stop::Failed(reason)),
+        Ok(Err(stop)) => return Err(stop.into()),
         Err(e) => return Err(Stop::Failed(format!("writing messages: {e}"))),
     }
     let mut view = p.run;

@@ -73,6 +73,10 @@ pub struct Metrics {
     pub plugin_calls: Family<PluginLabel, Counter>,
     pub plugin_failures: Family<PluginLabel, Counter>,
     pub plugin_seconds: Family<PluginLabel, Counter<f64>>,
+    /// Live messages kept in the spool while the store was unreachable.
+    pub live_messages_spooled: Counter,
+    /// Live messages lost: the store unreachable and the spool full.
+    pub live_messages_dropped: Counter,
     /// Session leases this host holds.
     pub leases_held: Gauge,
     /// Sessions this host took over from another (dead or cut-off) host.
@@ -121,6 +125,8 @@ impl Metrics {
             plugin_calls: Family::default(),
             plugin_failures: Family::default(),
             plugin_seconds: Family::default(),
+            live_messages_spooled: Counter::default(),
+            live_messages_dropped: Counter::default(),
             leases_held: Gauge::default(),
             takeovers: Counter::default(),
             leases_lost: Counter::default(),
@@ -198,6 +204,16 @@ impl Metrics {
             "plugin_seconds",
             "Time spent in plugin calls by plugin and hook",
             m.plugin_seconds.clone(),
+        );
+        registry.register(
+            "live_messages_spooled",
+            "Live messages kept in the spool while the store was unreachable",
+            m.live_messages_spooled.clone(),
+        );
+        registry.register(
+            "live_messages_dropped",
+            "Live messages lost (store unreachable and spool full)",
+            m.live_messages_dropped.clone(),
         );
         registry.register(
             "leases_held",
