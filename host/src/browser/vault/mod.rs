@@ -7,7 +7,7 @@
 //! - **Bytes in, bytes out.** A vault stores one opaque archive per session
 //!   and knows nothing about browsers: what goes into the archive (and how
 //!   it is unpacked safely) is the webdriver adapter's business
-//!   (`webdriver/login.rs`). A vault that only moves bytes is easy to test
+//!   (`webdriver/login/`). A vault that only moves bytes is easy to test
 //!   and easy to replace.
 //! - **Revisions.** Every save gets a new revision id, returned by
 //!   [`LoginVault::save`] and by [`LoginVault::load`]. A host remembers the

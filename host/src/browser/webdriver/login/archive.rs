@@ -1,7 +1,6 @@
-//! Portable logins: the part of a Chromium profile that holds the WhatsApp
-//! Web login, packed into a `tar.gz` archive for a [`LoginVault`] and
-//! unpacked, safely, into the empty profile of a host that takes the
-//! session over.
+//! Packing the part of a Chromium profile that holds the WhatsApp Web
+//! login into a `tar.gz` archive, and unpacking one, safely, into a
+//! profile.
 //!
 //! # What is archived, and why it is enough
 //!
@@ -19,17 +18,6 @@
 //! rebuilds, so it is left out. LevelDB's `LOCK` and `LOG` files are
 //! skipped: they belong to the process that had the folder open.
 //!
-//! # Which copy wins
-//!
-//! The profile remembers (in `wasync-login-revision`, not archived) the
-//! vault revision it was last saved as or restored from. At start, a
-//! profile without a login gets the saved one; a profile with a login
-//! keeps it when the vault's newest revision is that one (the profile is
-//! then as new or newer: it kept running after the save), and is replaced
-//! when the vault holds another revision: another host ran the session
-//! since and WhatsApp Web may have renewed keys there, so this profile is
-//! stale.
-//!
 //! # Safety of unpacking
 //!
 //! An archive is read from a database other hosts write to, so it is
@@ -42,14 +30,10 @@
 
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
-
-use crate::browser::vault::{LoginVault, MAX_ARCHIVE_BYTES};
-use crate::domain::SessionId;
 
 /// The profile paths (relative, `/`-separated) whose contents are the
 /// login; files and folders, taken when present.
-pub const LOGIN_PATHS: &[&str] = &[
+const LOGIN_PATHS: &[&str] = &[
     "Default/IndexedDB",
     "Default/Local Storage",
     "Default/Cookies",
@@ -62,16 +46,13 @@ pub const LOGIN_PATHS: &[&str] = &[
 /// Where an archive is unpacked before it is moved into the profile.
 const STAGING: &str = ".wasync-restore";
 
-/// The vault revision the profile was last saved as or restored from.
-const REVISION_FILE: &str = "wasync-login-revision";
-
 /// File names that are never archived: LevelDB's lock file (held by the
 /// running browser) and its text logs.
 const SKIPPED_NAMES: &[&str] = &["LOCK", "LOG", "LOG.old"];
 
 /// Errors of packing and unpacking.
 #[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
+pub(super) enum ArchiveError {
     #[error("profile i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("the login is {size} bytes or more, over the limit of {limit} bytes")]
@@ -82,25 +63,25 @@ pub enum ArchiveError {
 
 /// A packed login.
 #[derive(Debug)]
-pub struct Packed {
+pub(super) struct Packed {
     /// The `tar.gz` bytes.
-    pub archive: Vec<u8>,
+    pub(super) archive: Vec<u8>,
     /// Files in it.
-    pub files: usize,
+    pub(super) files: usize,
     /// Their total size before compression.
-    pub raw_bytes: u64,
+    pub(super) raw_bytes: u64,
 }
 
 /// What an unpack wrote.
 #[derive(Debug)]
-pub struct Unpacked {
-    pub files: usize,
-    pub raw_bytes: u64,
+pub(super) struct Unpacked {
+    pub(super) files: usize,
+    pub(super) raw_bytes: u64,
 }
 
 /// Whether `profile` already holds a login (its IndexedDB or localStorage
 /// folder has something in it).
-pub fn has_login(profile: &Path) -> bool {
+pub(super) fn has_login(profile: &Path) -> bool {
     ["Default/IndexedDB", "Default/Local Storage"]
         .iter()
         .any(|p| {
@@ -112,7 +93,7 @@ pub fn has_login(profile: &Path) -> bool {
 /// files. Reading a profile a running browser writes to is a best-effort
 /// copy (see `docs/webdriver.md`); a file that disappears while it is read
 /// (a LevelDB compaction) restarts the pack, up to three times.
-pub fn pack(profile: &Path, limit: u64) -> Result<Packed, ArchiveError> {
+pub(super) fn pack(profile: &Path, limit: u64) -> Result<Packed, ArchiveError> {
     let mut last = None;
     for _ in 0..3 {
         match pack_once(profile, limit) {
@@ -208,7 +189,7 @@ fn collect(profile: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), Arc
 /// Unpacks `archive` into `profile`, replacing the login paths it
 /// contains; at most `limit` bytes of files. Nothing in `profile` changes
 /// unless the whole archive is valid.
-pub fn unpack(archive: &[u8], profile: &Path, limit: u64) -> Result<Unpacked, ArchiveError> {
+pub(super) fn unpack(archive: &[u8], profile: &Path, limit: u64) -> Result<Unpacked, ArchiveError> {
     std::fs::create_dir_all(profile)?;
     let staging = profile.join(STAGING);
     remove_path(&staging)?;
@@ -348,167 +329,12 @@ fn remove_path(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn read_revision(profile: &Path) -> Option<String> {
-    std::fs::read_to_string(profile.join(REVISION_FILE))
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
-
-/// Best effort: without the file, the next start takes the vault's copy,
-/// which is then the same login.
-fn write_revision(profile: &Path, revision: &str) {
-    if let Err(e) = std::fs::write(profile.join(REVISION_FILE), revision) {
-        tracing::warn!(error = %e, "could not record the login revision in the profile");
-    }
-}
-
-/// One session's link to the vault: restore before launch, save after
-/// `ready` / periodically / on a clean stop, forget on logout. Failures
-/// are logged and never end the session: the worst case is a QR code.
-#[derive(Debug, Clone)]
-pub struct Logins {
-    pub vault: Arc<dyn LoginVault>,
-    pub session: SessionId,
-    pub profile: PathBuf,
-}
-
-impl Logins {
-    /// Unpacks the saved login into the profile when the profile has none,
-    /// or a stale one (see "Which copy wins"). Returns whether a login was
-    /// restored. Never fails: the worst case is a QR code.
-    #[tracing::instrument(name = "webdriver.restore_login", skip_all, fields(session_id = %self.session))]
-    pub async fn restore(&self) -> bool {
-        let saved = match self.vault.load(&self.session).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return false,
-            Err(e) => {
-                tracing::warn!(error = %e, vault = self.vault.kind(), "could not read the saved login; the profile is used as it is");
-                return false;
-            }
-        };
-        if has_login(&self.profile) {
-            if read_revision(&self.profile).as_deref() == Some(saved.revision.as_str()) {
-                tracing::debug!("the profile is at the saved revision or newer; kept");
-                return false;
-            }
-            tracing::info!(
-                revision = %saved.revision,
-                "the login was saved elsewhere after this profile's; the saved one replaces it"
-            );
-        }
-        let profile = self.profile.clone();
-        let size = saved.archive.len();
-        let archive = saved.archive;
-        let r = tokio::task::spawn_blocking(move || {
-            unpack(&archive, &profile, MAX_ARCHIVE_BYTES as u64)
-        })
-        .await;
-        match r {
-            Ok(Ok(p)) => {
-                write_revision(&self.profile, &saved.revision);
-                tracing::info!(
-                    bytes = size,
-                    files = p.files,
-                    raw_bytes = p.raw_bytes,
-                    revision = %saved.revision,
-                    "saved login restored into the profile"
-                );
-                true
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the saved login could not be restored; the profile is used as it is");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "restoring the saved login failed");
-                false
-            }
-        }
-    }
-
-    /// Packs the profile's login and saves it; `reason` is for the log
-    /// (`ready`, `periodic`, `stop`). Returns whether it was saved.
-    #[tracing::instrument(name = "webdriver.save_login", skip_all, fields(session_id = %self.session, reason = %reason))]
-    pub async fn save(&self, reason: &'static str) -> bool {
-        let profile = self.profile.clone();
-        let packed =
-            tokio::task::spawn_blocking(move || pack(&profile, MAX_ARCHIVE_BYTES as u64)).await;
-        let packed = match packed {
-            Ok(Ok(p)) if p.files > 0 => p,
-            Ok(Ok(_)) => {
-                tracing::warn!("the profile holds no login files; nothing saved");
-                return false;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the login was not saved");
-                return false;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "packing the login failed");
-                return false;
-            }
-        };
-        let (bytes, files, raw_bytes) = (packed.archive.len(), packed.files, packed.raw_bytes);
-        match self.vault.save(&self.session, packed.archive).await {
-            Ok(revision) => {
-                write_revision(&self.profile, &revision);
-                tracing::info!(
-                    bytes,
-                    files,
-                    raw_bytes,
-                    %revision,
-                    vault = self.vault.kind(),
-                    "login saved"
-                );
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, vault = self.vault.kind(), "the login was not saved");
-                false
-            }
-        }
-    }
-
-    /// Deletes the saved login (logout).
-    pub async fn forget(&self) {
-        match self.vault.delete(&self.session).await {
-            Ok(()) => tracing::info!(session_id = %self.session, "saved login deleted"),
-            Err(e) => {
-                tracing::warn!(session_id = %self.session, error = %e, "could not delete the saved login")
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{sample_profile, write};
     use super::*;
 
     const LIMIT: u64 = 1 << 20;
-
-    fn write(root: &Path, rel: &str, data: &[u8]) {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
-
-    /// A profile with a login, caches and LevelDB's own files.
-    fn sample_profile() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        let idb = "Default/IndexedDB/https_web.whatsapp.com_0.indexeddb.leveldb";
-        write(p, &format!("{idb}/CURRENT"), b"MANIFEST-000001\n");
-        write(p, &format!("{idb}/MANIFEST-000001"), b"manifest");
-        write(p, &format!("{idb}/000003.log"), &[7u8; 5000]);
-        write(p, &format!("{idb}/LOCK"), b"");
-        write(p, &format!("{idb}/LOG"), b"log text");
-        write(p, "Default/Local Storage/leveldb/000003.log", b"salt");
-        write(p, "Default/Cookies", b"sqlite");
-        write(p, "Default/Cache/Cache_Data/data_0", &[1u8; 9000]);
-        write(p, "Default/Preferences", b"{}");
-        write(p, "Local State", b"{}");
-        dir
-    }
 
     fn files_under(root: &Path) -> Vec<String> {
         let mut out = Vec::new();
@@ -721,64 +547,6 @@ mod tests {
         let dst = tempfile::tempdir().unwrap();
         assert!(unpack(b"not a gzip stream", dst.path(), LIMIT).is_err());
         assert!(!has_login(dst.path()));
-    }
-
-    fn logins(vault: &Arc<crate::browser::vault::memory::MemoryVault>, profile: &Path) -> Logins {
-        Logins {
-            vault: vault.clone(),
-            session: SessionId::parse("s1").unwrap(),
-            profile: profile.to_path_buf(),
-        }
-    }
-
-    #[tokio::test]
-    async fn which_copy_wins_at_start() {
-        let vault = Arc::new(crate::browser::vault::memory::MemoryVault::default());
-        let host_a = sample_profile();
-        let a = logins(&vault, host_a.path());
-        assert!(!a.restore().await, "nothing saved: the profile stays");
-        assert!(a.save("ready").await);
-        let saved = vault.load(&a.session).await.unwrap().unwrap();
-        assert_eq!(read_revision(host_a.path()), Some(saved.revision.clone()));
-        assert!(!a.restore().await, "the profile is at the saved revision");
-
-        // Host B: an empty profile gets the saved login.
-        let host_b = tempfile::tempdir().unwrap();
-        let profile_b = host_b.path().join("session-s1");
-        let b = logins(&vault, &profile_b);
-        assert!(b.restore().await);
-        assert!(has_login(&profile_b));
-        assert_eq!(read_revision(&profile_b), Some(saved.revision.clone()));
-
-        // B runs on and saves; A's profile is now stale and is replaced.
-        write(
-            &profile_b,
-            "Default/Local Storage/leveldb/000003.log",
-            b"renewed",
-        );
-        assert!(b.save("periodic").await);
-        assert!(a.restore().await, "a stale profile takes the newer login");
-        assert_eq!(
-            std::fs::read(
-                host_a
-                    .path()
-                    .join("Default/Local Storage/leveldb/000003.log")
-            )
-            .unwrap(),
-            b"renewed"
-        );
-        assert!(!a.restore().await, "and then is current");
-
-        // A saved login that cannot be unpacked changes nothing.
-        vault.save(&a.session, b"garbage".to_vec()).await.unwrap();
-        assert!(!a.restore().await);
-        assert!(has_login(host_a.path()));
-
-        // Logout: nothing left to restore.
-        a.forget().await;
-        let host_c = tempfile::tempdir().unwrap();
-        assert!(!logins(&vault, host_c.path()).restore().await);
-        assert!(!has_login(host_c.path()));
     }
 
     #[test]

@@ -1,0 +1,223 @@
+//! The page bridge: `bridge.js` (the only JavaScript the host evaluates),
+//! the calls into it, and the shapes of what it hands back, mapped onto the
+//! domain's chats and messages.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::browser::Browser;
+use super::error::WebDriverError;
+use crate::browser::ClientError;
+use crate::domain::{Chat, Message};
+
+/// The page bridge, injected as the body of an `execute` call.
+const BRIDGE: &str = include_str!("bridge.js");
+
+/// Drains the bridge's queue; `null` when the bridge is gone (a reload).
+const DRAIN: &str =
+    "return window.__wasync ? window.__wasync.drain(arguments[0], arguments[1]) : null;";
+
+impl Browser {
+    /// Installs the bridge in the page.
+    pub(super) async fn inject(&self) -> Result<(), WebDriverError> {
+        self.exec("inject", BRIDGE, vec![]).await.map(|_| ())
+    }
+
+    /// Takes up to 200 page events after `ack` off the bridge's queue (see
+    /// [`DRAIN`]).
+    pub(super) async fn drain(&self, ack: u64) -> Result<Value, WebDriverError> {
+        self.exec("drain", DRAIN, vec![json!(ack), json!(200)])
+            .await
+    }
+
+    /// Runs a bridge call; a missing bridge (after a reload) is injected
+    /// and the call tried once more.
+    async fn bridge_call(
+        &self,
+        what: &'static str,
+        expr: &str,
+        args: Vec<Value>,
+    ) -> Result<Value, WebDriverError> {
+        let script = format!(
+            "if (!window.__wasync) return {{__missing: true}}; return await window.__wasync.{expr};"
+        );
+        let v = self.exec(what, &script, args.clone()).await?;
+        if v.get("__missing").is_some() {
+            self.inject().await?;
+            let v = self.exec(what, &script, args).await?;
+            if v.get("__missing").is_some() {
+                return Err(WebDriverError::Page(
+                    "the page bridge could not be installed".into(),
+                ));
+            }
+            return Ok(v);
+        }
+        Ok(v)
+    }
+
+    /// The page's chats, most recently active first.
+    pub(super) async fn chats(&self) -> Result<Vec<Chat>, ClientError> {
+        let v = self.bridge_call("chats", "chats()", vec![]).await?;
+        let chats: Vec<PageChat> = serde_json::from_value(v)
+            .map_err(|e| ClientError::Transient(format!("unreadable chat list: {e}")))?;
+        let mut chats: Vec<Chat> = chats.into_iter().map(Chat::from).collect();
+        chats.sort_by_key(|c| std::cmp::Reverse(c.last_message_at));
+        Ok(chats)
+    }
+
+    /// Up to `limit` messages of one chat.
+    pub(super) async fn messages(
+        &self,
+        chat_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Message>, ClientError> {
+        let v = self
+            .bridge_call(
+                "messages",
+                "messages(arguments[0], arguments[1])",
+                vec![json!(chat_id), json!(limit)],
+            )
+            .await?;
+        let page: PageMessages = serde_json::from_value(v)
+            .map_err(|e| ClientError::Transient(format!("unreadable messages: {e}")))?;
+        tracing::debug!(chat_id, style = %page.style, n = page.messages.len(), "messages fetched");
+        Ok(page
+            .messages
+            .into_iter()
+            .map(|m| m.into_message(Some(chat_id)))
+            .collect())
+    }
+
+    /// Logs the device out in the page; `false` when there is no bridge.
+    pub(super) async fn logout(&self) -> Result<Value, WebDriverError> {
+        self.exec(
+            "logout",
+            "if (window.__wasync) { return await window.__wasync.logout(); } return false;",
+            vec![],
+        )
+        .await
+    }
+}
+
+/// One drained batch.
+#[derive(Debug, Deserialize)]
+pub(super) struct Drained {
+    pub(super) instance: String,
+    pub(super) loaded: bool,
+    pub(super) error: Option<String>,
+    pub(super) events: Vec<PageEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PageEvent {
+    pub(super) seq: u64,
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    pub(super) data: Value,
+}
+
+/// A chat as the bridge serializes it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageChat {
+    id: String,
+    name: Option<String>,
+    is_group: bool,
+    unread_count: u32,
+    /// Seconds.
+    t: i64,
+    archive: bool,
+    pin: bool,
+}
+
+impl From<PageChat> for Chat {
+    fn from(c: PageChat) -> Chat {
+        Chat {
+            id: c.id,
+            name: c.name,
+            is_group: c.is_group,
+            unread_count: c.unread_count,
+            archived: c.archive,
+            pinned: c.pin,
+            last_message_at: (c.t > 0).then_some(c.t * 1000),
+        }
+    }
+}
+
+/// A message as the bridge serializes it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PageMessage {
+    id: String,
+    from_me: bool,
+    remote: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    author: Option<String>,
+    body: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    /// Seconds.
+    t: i64,
+    ack: i32,
+    has_media: bool,
+    quoted_id: Option<String>,
+}
+
+impl PageMessage {
+    pub(super) fn into_message(self, chat_id: Option<&str>) -> Message {
+        let chat_id = chat_id
+            .map(str::to_owned)
+            .or(self.remote)
+            .unwrap_or_default();
+        Message {
+            id: self.id,
+            chat_id,
+            from: self.from.unwrap_or_default(),
+            to: self.to.unwrap_or_default(),
+            author: self.author,
+            body: self.body,
+            kind: self.kind,
+            timestamp: self.t * 1000,
+            from_me: self.from_me,
+            has_media: self.has_media,
+            ack: self.ack,
+            quoted_id: self.quoted_id,
+            tags: vec![],
+            attributes: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PageMessages {
+    style: String,
+    messages: Vec<PageMessage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_fields_map_onto_the_domain() {
+        let c: Chat = serde_json::from_value::<PageChat>(json!({
+            "id": "1@g.us", "name": "G", "isGroup": true, "unreadCount": 2,
+            "t": 1_700_000_000, "archive": false, "pin": true, "muteExpiration": 0
+        }))
+        .unwrap()
+        .into();
+        assert_eq!(c.last_message_at, Some(1_700_000_000_000));
+        assert!(c.pinned && c.is_group && !c.archived);
+        let m = serde_json::from_value::<PageMessage>(json!({
+            "id": "true_1@g.us_ABC", "fromMe": true, "remote": "1@g.us", "from": "me@c.us",
+            "to": "1@g.us", "author": null, "body": "hi", "type": "chat", "t": 5, "ack": 3,
+            "hasMedia": false, "quotedId": null, "isNotification": false
+        }))
+        .unwrap()
+        .into_message(None);
+        assert_eq!(m.chat_id, "1@g.us");
+        assert_eq!(m.timestamp, 5000);
+        assert!(m.from_me);
+    }
+}

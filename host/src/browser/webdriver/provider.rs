@@ -1,0 +1,154 @@
+//! The [`Provider`] of the adapter: checks a session's options, restores
+//! its saved login, launches its browser and spawns the task that owns it;
+//! also where a session's profile folder is.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::browser::{Browser, sweep_profile};
+use super::client::WebDriverClient;
+use super::login::Logins;
+use super::process;
+use super::session::SessionTask;
+use super::settings::{WebDriverOptions, WebDriverSettings};
+use crate::browser::{ClientError, ClientEvent, Provider, WhatsAppClient};
+use crate::domain::SessionId;
+
+/// Starts WebDriver clients.
+#[derive(Debug)]
+pub struct WebDriverProvider {
+    settings: WebDriverSettings,
+}
+
+impl WebDriverProvider {
+    /// Also kills browsers and chromedrivers a crashed earlier run of this
+    /// host left behind on the same profiles folder.
+    pub fn new(mut settings: WebDriverSettings) -> Self {
+        if let (Some(vault), Some(_)) = (&settings.login_vault, &settings.webdriver_url) {
+            tracing::warn!(
+                vault = vault.kind(),
+                "WEBDRIVER_URL is set: profiles live on the grid node, so logins are not saved to the vault"
+            );
+            settings.login_vault = None;
+        }
+        let _ = std::fs::create_dir_all(&settings.profiles_dir);
+        if let Ok(abs) = settings.profiles_dir.canonicalize() {
+            settings.profiles_dir = abs;
+        }
+        if settings.webdriver_url.is_none() {
+            let root = format!("{}/", settings.profiles_dir.display());
+            let n = process::sweep(|arg| {
+                arg.strip_prefix("--user-data-dir=")
+                    .or_else(|| arg.strip_prefix("--log-path="))
+                    .is_some_and(|p| p.starts_with(&root))
+            });
+            if n > 0 {
+                tracing::warn!(
+                    killed = n,
+                    "killed browser processes left by an earlier run"
+                );
+            }
+        }
+        Self { settings }
+    }
+
+    pub fn profile_dir(&self, session: &SessionId) -> PathBuf {
+        profile_dir(&self.settings.profiles_dir, session)
+    }
+}
+
+/// `<profiles>/session-<id>`: the id is validated (`[A-Za-z0-9_-]`), so it
+/// cannot leave the folder.
+pub fn profile_dir(profiles: &Path, session: &SessionId) -> PathBuf {
+    profiles.join(format!("session-{}", session.as_str()))
+}
+
+#[async_trait]
+impl Provider for WebDriverProvider {
+    fn name(&self) -> &'static str {
+        "webdriver"
+    }
+
+    fn validate(&self, options: &Value) -> Result<(), ClientError> {
+        WebDriverOptions::from_options(options).map(|_| ())
+    }
+
+    async fn start(
+        &self,
+        session: &SessionId,
+        options: &Value,
+        restored: bool,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> Result<Arc<dyn WhatsAppClient>, ClientError> {
+        let opts = WebDriverOptions::from_options(options)?;
+        let profile = self.profile_dir(session);
+        tracing::info!(session_id = %session, restored, profile = %profile.display(), "starting browser");
+        let logins = self.settings.login_vault.clone().map(|vault| Logins {
+            vault,
+            session: session.clone(),
+            profile: profile.clone(),
+        });
+        if let Some(l) = &logins {
+            // A browser a crash left on this profile must not write into
+            // it while the saved login is unpacked.
+            sweep_profile(&self.settings, &profile, session);
+            l.restore().await;
+        }
+        let browser = Browser::launch(&self.settings, &opts, &profile, session).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let call_timeout = Duration::from_millis(opts.call_timeout_ms);
+        let task = SessionTask::new(
+            browser,
+            opts,
+            profile,
+            events,
+            logins,
+            self.settings.login_save_every,
+        );
+        tokio::spawn(task.run(rx));
+        Ok(Arc::new(WebDriverClient::new(tx, call_timeout)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::browser::webdriver::DEFAULT_LOGIN_SAVE_EVERY;
+
+    #[test]
+    fn a_grid_endpoint_turns_the_login_vault_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |url: Option<&str>| WebDriverSettings {
+            webdriver_url: url.map(str::to_owned),
+            chromedriver_path: None,
+            chromium_path: None,
+            whatsapp_web_url: "http://127.0.0.1:1/".into(),
+            profiles_dir: dir.path().join("profiles"),
+            login_vault: Some(Arc::new(
+                crate::browser::vault::memory::MemoryVault::default(),
+            )),
+            login_save_every: DEFAULT_LOGIN_SAVE_EVERY,
+        };
+        let grid = WebDriverProvider::new(settings(Some("http://grid.invalid:4444")));
+        assert!(
+            grid.settings.login_vault.is_none(),
+            "the profile is on the node"
+        );
+        let local = WebDriverProvider::new(settings(None));
+        assert!(local.settings.login_vault.is_some());
+    }
+
+    #[test]
+    fn profiles_stay_inside_their_folder() {
+        let id = SessionId::parse("abc-1").unwrap();
+        assert_eq!(
+            profile_dir(Path::new("/d/profiles"), &id),
+            PathBuf::from("/d/profiles/session-abc-1")
+        );
+    }
+}
