@@ -20,6 +20,7 @@
 //! the previous one commits. Memory is bounded by two groups,
 //! whatever the account size.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -444,14 +445,23 @@ async fn walk(
     })
     .await?;
 
-    let first = if resuming {
-        // Resume after the checkpoint chat; fall back to the count if the
-        // chat list changed shape meanwhile.
-        run.checkpoint_chat_id
-            .as_ref()
-            .and_then(|id| chats.iter().position(|c| &c.id == id).map(|p| p + 1))
-            .unwrap_or(run.checkpoint as usize)
-            .min(chats.len())
+    // A resumed run goes on by membership, not by position: the chat list
+    // is fetched afresh and its order may have changed while the run was
+    // interrupted (new messages move chats up), so it skips exactly the
+    // chats this run already wrote (`syncedAt` since the run started) and
+    // those it recorded as failed, and syncs every other chat of the list.
+    let done = if resuming {
+        let mut done = store_retry(deps, cancel, shutdown, "reading the synced chats", || {
+            synced_since(&*deps.store, &sid, run.started_at)
+        })
+        .await?;
+        done.extend(run.failed_chats.iter().map(|f| f.chat_id.clone()));
+        tracing::info!(
+            done = done.len(),
+            of = chats.len(),
+            "resuming sync: chats this run already wrote are skipped"
+        );
+        done
     } else {
         let seq = run.next_seq;
         run.next_seq += 1;
@@ -460,11 +470,8 @@ async fn walk(
         })
         .await?;
         emit(deps, run, seq, SyncPhase::Start, None, 0);
-        0
+        HashSet::new()
     };
-    if resuming {
-        tracing::info!(from_chat = first, "resuming sync from its checkpoint");
-    }
 
     // Commits overlap with fetching the next group; whatever happens, the
     // commit in flight is awaited before the run ends, so the run record it
@@ -475,7 +482,7 @@ async fn walk(
         &sid,
         run,
         &chats,
-        first,
+        &done,
         &ctx,
         cancel,
         shutdown,
@@ -527,21 +534,48 @@ async fn walk(
     Ok(())
 }
 
-/// Walks the chats from `first`, committing them in groups.
+/// The chats of `sid` whose messages a sync wrote at or after `since`.
+async fn synced_since(
+    store: &dyn Store,
+    sid: &SessionId,
+    since: i64,
+) -> Result<HashSet<String>, StoreError> {
+    let mut out = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.list_chats(sid, 1000, cursor.as_deref()).await?;
+        out.extend(
+            page.chats
+                .iter()
+                .filter(|c| c.synced_at.is_some_and(|t| t >= since))
+                .map(|c| c.chat.id.clone()),
+        );
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Walks the chats not in `done`, committing them in groups.
 #[allow(clippy::too_many_arguments)]
 async fn walk_chats(
     deps: &SyncDeps,
     sid: &SessionId,
     run: &mut SyncRun,
     chats: &[Chat],
-    first: usize,
+    done: &HashSet<String>,
     ctx: &SyncContext,
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
     pending: &mut Option<InFlight>,
 ) -> Result<(), Stop> {
     let mut group = Group::new();
-    for (i, chat) in chats.iter().enumerate().skip(first) {
+    let last = chats.iter().rposition(|c| !done.contains(&c.id));
+    for (i, chat) in chats.iter().enumerate() {
+        if done.contains(&chat.id) {
+            continue;
+        }
         if shutdown.is_cancelled() {
             return Err(Stop::Shutdown);
         }
@@ -636,7 +670,7 @@ async fn walk_chats(
 
         let full = group.messages >= deps.options.group_messages;
         let slow = group.opened.elapsed() >= deps.options.group_window;
-        if full || slow || i + 1 == chats.len() {
+        if full || slow || Some(i) == last {
             if let Some(p) = pending.take() {
                 finish_flush(deps, p).await?;
             }

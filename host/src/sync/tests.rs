@@ -199,7 +199,7 @@ async fn cancellation_reports_cancelled_and_shutdown_leaves_a_resumable_run() {
                     chat_id: c.id.clone(),
                     messages: msgs,
                     quarantined: vec![],
-                    synced_at: 1,
+                    synced_at: now_ms(),
                 }],
                 &run,
             )
@@ -238,4 +238,159 @@ async fn zero_chats_still_completes() {
     assert_eq!(phases[..2], ["start", "done"]);
     assert_eq!(ev[1]["done"], true);
     assert_eq!(ev[2]["event"], "sync_complete");
+}
+
+/// A provider whose account changes between calls, as a real one does
+/// while a host is down.
+#[derive(Default)]
+struct Account {
+    chats: Mutex<Vec<Chat>>,
+    messages: Mutex<std::collections::HashMap<String, Vec<crate::domain::Message>>>,
+}
+
+impl Account {
+    fn message(chat: &str, n: i64) -> crate::domain::Message {
+        crate::domain::Message {
+            id: format!("{chat}-{n}"),
+            chat_id: chat.into(),
+            from: chat.into(),
+            to: "me@c.us".into(),
+            author: None,
+            body: Some(format!("m{n}")),
+            kind: "chat".into(),
+            timestamp: 1_700_000_000_000 + n,
+            from_me: false,
+            has_media: false,
+            ack: 1,
+            quoted_id: None,
+            tags: vec![],
+            attributes: Default::default(),
+        }
+    }
+
+    /// Moves `chat` to the top of the list with one more message.
+    fn new_message(&self, chat: &str, n: i64) {
+        let mut chats = self.chats.lock().unwrap();
+        let i = chats.iter().position(|c| c.id == chat).unwrap();
+        let mut c = chats.remove(i);
+        c.last_message_at = Some(1_800_000_000_000 + n);
+        chats.insert(0, c);
+        self.messages
+            .lock()
+            .unwrap()
+            .entry(chat.into())
+            .or_default()
+            .push(Self::message(chat, n));
+    }
+}
+
+#[async_trait::async_trait]
+impl WhatsAppClient for Account {
+    async fn list_chats(&self) -> Result<Vec<Chat>, ClientError> {
+        Ok(self.chats.lock().unwrap().clone())
+    }
+    async fn fetch_messages(
+        &self,
+        chat: &Chat,
+        limit: u32,
+    ) -> Result<Vec<crate::domain::Message>, ClientError> {
+        let all = self
+            .messages
+            .lock()
+            .unwrap()
+            .get(&chat.id)
+            .cloned()
+            .unwrap_or_default();
+        let skip = all.len().saturating_sub(limit as usize);
+        Ok(all[skip..].to_vec())
+    }
+    async fn stop(&self, _logout: bool) {}
+}
+
+/// Interrupted after some chats; meanwhile new messages move chats (synced
+/// and not yet synced ones) around the list. The resumed run syncs every
+/// chat it had not written, whatever its new position, and the data ends
+/// exact.
+#[tokio::test]
+async fn a_resumed_run_syncs_by_membership_when_the_chat_order_changed() {
+    let mut f = fixture(serde_json::json!({"chats": 0})).await;
+    let account = Arc::new(Account::default());
+    for i in 0..10 {
+        let id = format!("c{i}@c.us");
+        account.chats.lock().unwrap().push(Chat {
+            id: id.clone(),
+            name: None,
+            is_group: false,
+            unread_count: 0,
+            archived: false,
+            pinned: false,
+            last_message_at: Some(1_700_000_000_000 - i),
+        });
+        for n in 0..5 {
+            account
+                .messages
+                .lock()
+                .unwrap()
+                .entry(id.clone())
+                .or_default()
+                .push(Account::message(&id, n));
+        }
+    }
+    f.deps.client = account.clone();
+    f.deps.options.group_window = Duration::ZERO;
+    // The first run writes c0..c3, then the host goes down.
+    let mut run = new_run(&f.sid, SyncTrigger::Auto, 100, None);
+    run.next_seq = 1;
+    let chats = account.list_chats().await.unwrap();
+    f.store.upsert_chats(&f.sid, &chats).await.unwrap();
+    f.store.put_sync_run(&run).await.unwrap();
+    for c in &chats[..4] {
+        let msgs = account.fetch_messages(c, 100).await.unwrap();
+        run.checkpoint += 1;
+        run.checkpoint_chat_id = Some(c.id.clone());
+        run.total_messages_synced += msgs.len() as u64;
+        f.store
+            .commit_chats(
+                &f.sid,
+                &[ChatCommit {
+                    chat_id: c.id.clone(),
+                    messages: msgs,
+                    quarantined: vec![],
+                    synced_at: now_ms(),
+                }],
+                &run,
+            )
+            .await
+            .unwrap();
+    }
+    // While it is down: an unsynced chat from the end jumps to the top, and
+    // a synced one gets a new message too.
+    account.new_message("c9@c.us", 100);
+    account.new_message("c1@c.us", 101);
+    let SyncEnd::Completed(done) = super::run(&f.deps, run, &never(), &never()).await else {
+        panic!("resume did not complete")
+    };
+    // Every chat is stored whole; the new message of the already synced c1
+    // waits for the next sync (the run wrote c1 before it arrived).
+    for i in 0..10 {
+        let id = format!("c{i}@c.us");
+        let want = if i == 9 { 6 } else { 5 };
+        assert_eq!(
+            f.store.count_messages(&f.sid, Some(&id)).await.unwrap(),
+            want,
+            "{id}"
+        );
+    }
+    assert_eq!(done.total_messages_synced, 51);
+    let events = f.store.session_events(&f.sid).await.unwrap();
+    assert_eq!(events[0].data["chats"].as_array().unwrap().len(), 10);
+    // Only the six chats the first attempt had not written were fetched.
+    let ev = f.rec.0.lock().unwrap().clone();
+    let fetched: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["phase"] == "messages")
+        .filter_map(|e| e["chatId"].as_str())
+        .collect();
+    assert_eq!(fetched.len(), 6, "{fetched:?}");
+    assert!(fetched.contains(&"c9@c.us") && !fetched.contains(&"c1@c.us"));
 }
