@@ -600,10 +600,24 @@ pub async fn quarantine_and_purge(store: &dyn Store) {
     assert_eq!(q[0].message.id, "a@c.us-m2");
     assert_eq!(store.count_messages(&s, None).await.unwrap(), 1);
 
-    // A neighbour whose id shares the prefix must survive the purge.
+    // A neighbour whose id shares the prefix must survive the purge, its
+    // chats, messages and runs included.
     let neighbour = SessionId::parse(&format!("{s}x")).unwrap();
     store
         .upsert_chats(&neighbour, &[chat("a@c.us", Some(1))])
+        .await
+        .unwrap();
+    store
+        .commit_chats(
+            &neighbour,
+            &[ChatCommit {
+                chat_id: "a@c.us".into(),
+                messages: vec![msg("a@c.us", 1), msg("a@c.us", 2)],
+                quarantined: vec![],
+                synced_at: 1,
+            }],
+            &run_for(&neighbour),
+        )
         .await
         .unwrap();
 
@@ -634,4 +648,6 @@ pub async fn quarantine_and_purge(store: &dyn Store) {
             .len(),
         1
     );
+    assert_eq!(store.count_messages(&neighbour, None).await.unwrap(), 2);
+    assert!(store.latest_sync_run(&neighbour).await.unwrap().is_some());
 }

@@ -105,11 +105,15 @@ impl EmbeddedStore {
 }
 
 /// Removes every key of `table` whose first element is `sid`.
+/// Removes every key of `table` in `lo..hi`: the keys of one session, whose
+/// id is the first element of each key. `hi` puts `"<sid>\0"` first, the
+/// least string above every key starting with exactly `sid` (and below a
+/// longer id such as `sid0`), so the purge visits that session's keys only,
+/// not the rest of the table inside the store's single write transaction.
 macro_rules! purge_prefix {
-    ($txn:expr, $table:expr, $sid:expr, $lo:expr) => {{
+    ($txn:expr, $table:expr, $lo:expr, $hi:expr) => {{
         let mut t = $txn.open_table($table).db()?;
-        let sid: &str = $sid;
-        t.retain_in($lo.., |k, _| k.0 != sid).db()?;
+        t.retain_in($lo..$hi, |_, _| false).db()?;
     }};
 }
 
@@ -168,11 +172,13 @@ impl Store for EmbeddedStore {
             txn.open_table(SESSIONS).db()?.remove(sid.as_str()).db()?;
             if purge {
                 let s = sid.as_str();
-                purge_prefix!(txn, CHATS, s, (s, ""));
-                purge_prefix!(txn, CHATS_BY_ACTIVITY, s, (s, 0u64, ""));
-                purge_prefix!(txn, MESSAGES, s, (s, ""));
-                purge_prefix!(txn, MESSAGES_BY_CHAT, s, (s, "", 0u64, ""));
-                purge_prefix!(txn, QUARANTINE, s, (s, ""));
+                let above = format!("{s}\0");
+                let n = above.as_str();
+                purge_prefix!(txn, CHATS, (s, ""), (n, ""));
+                purge_prefix!(txn, CHATS_BY_ACTIVITY, (s, 0u64, ""), (n, 0u64, ""));
+                purge_prefix!(txn, MESSAGES, (s, ""), (n, ""));
+                purge_prefix!(txn, MESSAGES_BY_CHAT, (s, "", 0u64, ""), (n, "", 0u64, ""));
+                purge_prefix!(txn, QUARANTINE, (s, ""), (n, ""));
                 let mut ids = Vec::new();
                 {
                     let by_session = txn.open_table(RUNS_BY_SESSION).db()?;
@@ -185,7 +191,7 @@ impl Store for EmbeddedStore {
                         ids.push(sync_id.to_owned());
                     }
                 }
-                purge_prefix!(txn, RUNS_BY_SESSION, s, (s, 0u64, ""));
+                purge_prefix!(txn, RUNS_BY_SESSION, (s, 0u64, ""), (n, 0u64, ""));
                 let mut runs = txn.open_table(SYNC_RUNS).db()?;
                 for id in &ids {
                     runs.remove(id.as_str()).db()?;
