@@ -236,11 +236,11 @@ impl App {
             login_vault: open_login_vault(mongo_db.as_ref()),
             login_save_every: config.browser.login_save_every,
         });
-        let providers = Arc::new(
-            Providers::default()
-                .with(Arc::new(SimulatorProvider))
-                .with(Arc::new(webdriver)),
-        );
+        let mut providers = Providers::default();
+        if config.browser.simulator {
+            providers = providers.with(Arc::new(SimulatorProvider));
+        }
+        let providers = Arc::new(providers.with(Arc::new(webdriver)));
         let mut sync = tuning.sync.clone();
         sync.publish_sync_failed = config.events.publish_sync_failed;
         let sessions = Arc::new(Sessions::new(

@@ -6,6 +6,7 @@ mod api_errors;
 mod cli;
 mod cluster;
 mod dashboard;
+mod lifecycle;
 mod logins;
 mod mongo;
 mod mongo_sync;

@@ -487,6 +487,38 @@ async fn webdriver_browser_killed_mid_session() {
         let evs = wait_for(&mut ws, LONG, "ready again", is("ready")).await;
         assert!(evs.iter().all(|e| e["event"] != "qr"), "{evs:?}");
     }
+
+    // Killed again, then logged out while nothing runs: there is no
+    // browser to log out through, so the host drops the profile itself,
+    // and the next start asks for a QR code again.
+    for (pid, cmd) in processes_under(host.data_dir()) {
+        if cmd.split(' ').any(|a| a == data_arg) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+    wait_for(&mut ws, LONG, "disconnected", is("disconnected")).await;
+    let (status, body) = host
+        .delete(&format!("/whatsapp-web/session/{id}?logout=true"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["loggedOut"], true);
+    assert!(
+        !profile(&host, id).exists(),
+        "the profile of a logged-out session is gone"
+    );
+    let (status, body) = host
+        .post(
+            &format!("/whatsapp-web/session/{id}"),
+            create_body(5, json!({})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ws = host.ws().await;
+    ws.join(id).await;
+    wait_for(&mut ws, LONG, "a QR code after the logout", is("qr")).await;
+
     let dir = host.data_dir().to_path_buf();
     host.stop().await;
     assert_no_processes_left(&dir).await;

@@ -96,6 +96,15 @@ pub trait Provider: Send + Sync {
         restored: bool,
         events: mpsc::Sender<ClientEvent>,
     ) -> Result<Arc<dyn WhatsAppClient>, ClientError>;
+
+    /// Drops the stored login of `session` while no client of it runs
+    /// (`DELETE ?logout=true` of a session that is not running), so its next
+    /// start asks for a QR code. A provider that keeps no login between
+    /// clients has nothing to drop.
+    async fn forget_login(&self, session: &SessionId) -> Result<(), ClientError> {
+        let _ = session;
+        Ok(())
+    }
 }
 
 /// The providers this host offers, by name.

@@ -73,6 +73,16 @@ impl Default for SimulatorConfig {
 /// The largest account the simulator will pretend to be.
 pub const MAX_CHATS: u32 = 1_000_000;
 pub const MAX_MESSAGES_PER_CHAT: u32 = 1_000_000;
+/// Longest timer a simulator option may set (one day): larger values would
+/// overflow the runtime's clock arithmetic.
+pub const MAX_DELAY_MS: u64 = 86_400_000;
+/// Shortest live-message period: one message every 10 ms is already more
+/// than any account sends; a shorter one would only load the store.
+pub const MIN_LIVE_EVERY_MS: u64 = 10;
+/// Most QR codes one login attempt shows.
+pub const MAX_QR_ATTEMPTS: u32 = 1_000;
+/// Longest `messagesPerChat` list.
+pub const MAX_PER_CHAT_LIST: usize = 100_000;
 
 impl SimulatorConfig {
     /// Reads and checks the `simulator` object of a create body.
@@ -96,14 +106,40 @@ impl SimulatorConfig {
                 "simulator.messagesPerChat must be at most {MAX_MESSAGES_PER_CHAT}"
             )));
         }
-        if cfg.qr_every_ms == 0 {
-            return Err(ClientError::Unsupported(
-                "simulator.qrEveryMs must be positive".into(),
+        let bad = |m: String| Err(ClientError::Unsupported(m));
+        if let PerChat::Each(v) = &cfg.messages_per_chat
+            && v.len() > MAX_PER_CHAT_LIST
+        {
+            return bad(format!(
+                "simulator.messagesPerChat lists at most {MAX_PER_CHAT_LIST} counts"
             ));
         }
-        if cfg.live_message_every_ms == Some(0) {
-            return Err(ClientError::Unsupported(
-                "simulator.liveMessageEveryMs must be positive or null".into(),
+        if !(1..=MAX_DELAY_MS).contains(&cfg.qr_every_ms) {
+            return bad(format!(
+                "simulator.qrEveryMs must be between 1 and {MAX_DELAY_MS}"
+            ));
+        }
+        for (name, v) in [
+            ("scanAfterMs", cfg.scan_after_ms),
+            ("fetchLatencyMs", Some(cfg.fetch_latency_ms)),
+        ] {
+            if v.is_some_and(|v| v > MAX_DELAY_MS) {
+                return bad(format!(
+                    "simulator.{name} must be at most {MAX_DELAY_MS} (one day)"
+                ));
+            }
+        }
+        if cfg
+            .live_message_every_ms
+            .is_some_and(|v| !(MIN_LIVE_EVERY_MS..=MAX_DELAY_MS).contains(&v))
+        {
+            return bad(format!(
+                "simulator.liveMessageEveryMs must be between {MIN_LIVE_EVERY_MS} and {MAX_DELAY_MS}, or null"
+            ));
+        }
+        if !(1..=MAX_QR_ATTEMPTS).contains(&cfg.max_qr_attempts) {
+            return bad(format!(
+                "simulator.maxQrAttempts must be between 1 and {MAX_QR_ATTEMPTS}"
             ));
         }
         Ok(cfg)
@@ -506,6 +542,50 @@ mod tests {
         Account::new(SimulatorConfig::from_options(&serde_json::json!({ "simulator": v })).unwrap())
     }
 
+    /// Values that would overflow a timer, spin the store, or make a huge
+    /// account are refused by name at create, never reaching a task.
+    #[test]
+    fn unbounded_options_are_refused_by_name() {
+        let check = |v: serde_json::Value, name: &str| {
+            let err = SimulatorConfig::from_options(&serde_json::json!({ "simulator": v }))
+                .expect_err("refused");
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        };
+        check(serde_json::json!({"scanAfterMs": u64::MAX}), "scanAfterMs");
+        check(serde_json::json!({"qrEveryMs": u64::MAX}), "qrEveryMs");
+        check(serde_json::json!({"qrEveryMs": 0}), "qrEveryMs");
+        check(
+            serde_json::json!({"fetchLatencyMs": 1u64 << 62}),
+            "fetchLatencyMs",
+        );
+        check(
+            serde_json::json!({"liveMessageEveryMs": 1}),
+            "liveMessageEveryMs",
+        );
+        check(
+            serde_json::json!({"liveMessageEveryMs": 0}),
+            "liveMessageEveryMs",
+        );
+        check(serde_json::json!({"maxQrAttempts": 0}), "maxQrAttempts");
+        check(
+            serde_json::json!({"maxQrAttempts": u32::MAX}),
+            "maxQrAttempts",
+        );
+        check(serde_json::json!({"chats": MAX_CHATS + 1}), "chats");
+        check(
+            serde_json::json!({"messagesPerChat": vec![1; MAX_PER_CHAT_LIST + 1]}),
+            "messagesPerChat",
+        );
+        assert!(
+            SimulatorConfig::from_options(&serde_json::json!({"simulator": {
+                "scanAfterMs": MAX_DELAY_MS, "qrEveryMs": MAX_DELAY_MS,
+                "liveMessageEveryMs": MIN_LIVE_EVERY_MS, "maxQrAttempts": MAX_QR_ATTEMPTS
+            }}))
+            .is_ok(),
+            "the bounds themselves are fine"
+        );
+    }
+
     #[test]
     fn same_seed_same_account() {
         let a =
@@ -589,7 +669,9 @@ mod tests {
     async fn login_lifecycle_rotates_qr_then_scans() {
         let (tx, mut rx) = mpsc::channel(8);
         let sid = SessionId::parse("t").unwrap();
-        let opts = serde_json::json!({"simulator": {"qrEveryMs": 30, "scanAfterMs": 75}});
+        // Fifteen rotation periods before the scan, so a loaded machine that
+        // delays timers still shows at least two codes.
+        let opts = serde_json::json!({"simulator": {"qrEveryMs": 20, "scanAfterMs": 300}});
         let _client = SimulatorProvider
             .start(&sid, &opts, false, tx)
             .await

@@ -15,6 +15,7 @@ pub const WASYNC_API_KEY: &str = "WASYNC_API_KEY";
 pub const WASYNC_DATA_DIR: &str = "WASYNC_DATA_DIR";
 pub const WASYNC_STORE_CACHE_MIB: &str = "WASYNC_STORE_CACHE_MIB";
 pub const WASYNC_PROVIDER: &str = "WASYNC_PROVIDER";
+pub const WASYNC_SIMULATOR: &str = "WASYNC_SIMULATOR";
 pub const WASYNC_PLUGINS_DIR: &str = "WASYNC_PLUGINS_DIR";
 pub const WASYNC_MAX_BODY_BYTES: &str = "WASYNC_MAX_BODY_BYTES";
 pub const WASYNC_MAX_PLUGIN_BYTES: &str = "WASYNC_MAX_PLUGIN_BYTES";
@@ -107,6 +108,10 @@ pub struct EventsConfig {
 pub struct BrowserConfig {
     /// Provider of sessions whose create body names none (`WASYNC_PROVIDER`).
     pub default_provider: String,
+    /// Offer the simulated account (`WASYNC_SIMULATOR`, default true). A
+    /// production deployment turns it off: its sessions are fake accounts,
+    /// and anyone with the API key could create them.
+    pub simulator: bool,
     /// A remote WebDriver endpoint, e.g. a Selenium Grid (`WEBDRIVER_URL`).
     pub webdriver_url: Option<String>,
     /// chromedriver binary (`CHROMEDRIVER_PATH`, default from `PATH`).
@@ -300,8 +305,15 @@ impl Config {
                 "{WASYNC_PROVIDER}={default_provider:?} is not valid: expected simulator or webdriver"
             ));
         }
+        let simulator = s.flag_or(WASYNC_SIMULATOR, &f.browser.simulator, true);
+        if !simulator && default_provider == "simulator" {
+            s.problems.push(format!(
+                "{WASYNC_SIMULATOR}=false needs another default provider: set {WASYNC_PROVIDER}=webdriver"
+            ));
+        }
         let browser = BrowserConfig {
             default_provider,
+            simulator,
             webdriver_url: s.url(WEBDRIVER_URL, &f.browser.webdriver_url, &["http", "https"]),
             chromedriver_path: s
                 .string(CHROMEDRIVER_PATH, &f.browser.chromedriver_path)

@@ -58,6 +58,7 @@ pub(super) struct FileEvents {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileBrowser {
     pub(super) provider: Option<Scalar>,
+    pub(super) simulator: Option<Scalar>,
     pub(super) webdriver_url: Option<Scalar>,
     pub(super) chromedriver_path: Option<Scalar>,
     pub(super) chromium_path: Option<Scalar>,
@@ -152,8 +153,13 @@ impl Source<'_> {
     }
 
     pub(super) fn flag(&mut self, var: &str, file: &Option<Scalar>) -> bool {
+        self.flag_or(var, file, false)
+    }
+
+    /// A boolean that is `default` when unset.
+    pub(super) fn flag_or(&mut self, var: &str, file: &Option<Scalar>, default: bool) -> bool {
         match self.get(var, file) {
-            None => false,
+            None => default,
             Some((raw, name)) => match raw.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,
                 "0" | "false" | "no" | "off" | "" => false,

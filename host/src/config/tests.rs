@@ -145,3 +145,22 @@ fn cluster_settings_are_checked_by_name() {
     let err = Config::load(&env(&[(WASYNC_LEASE_TTL_MS, "10")]), None).unwrap_err();
     assert!(err.to_string().contains(WASYNC_LEASE_TTL_MS), "{err}");
 }
+
+#[test]
+fn the_simulator_can_be_turned_off_with_another_default() {
+    assert!(Config::defaults().browser.simulator);
+    let c = Config::load(
+        &env(&[(WASYNC_SIMULATOR, "off"), (WASYNC_PROVIDER, "webdriver")]),
+        None,
+    )
+    .unwrap();
+    assert!(!c.browser.simulator);
+    let err = Config::load(&env(&[(WASYNC_SIMULATOR, "false")]), None).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(WASYNC_SIMULATOR) && text.contains(WASYNC_PROVIDER),
+        "{text}"
+    );
+    let err = Config::load(&env(&[(WASYNC_SIMULATOR, "maybe")]), None).unwrap_err();
+    assert!(err.to_string().contains(WASYNC_SIMULATOR));
+}

@@ -171,6 +171,14 @@ impl From<SessionError> for ApiError {
                     "the cluster's coordination store is unreachable right now; retry shortly",
                 )
             }
+            SessionError::Logout(cause) => {
+                tracing::warn!(%cause, "logout failed");
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "logout_failed",
+                    format!("the login could not be dropped: {cause}"),
+                )
+            }
             SessionError::Store(e) => e.into(),
         }
     }

@@ -392,6 +392,7 @@ pub(super) async fn get_session(gw: &Gateway, id: SessionId) -> Result<Response<
         ("purge" = Option<bool>, Query, description = "also delete stored chats, messages, runs and quarantine")),
     responses((status = 200, body = Stopped), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "`logout_failed`: the login of a session that is not running could not be dropped (e.g. its profile is on a remote grid node)", body = Problem),
         (status = 503, description = "the owning host cannot be reached (`owner_unreachable`), or the store or cluster is unavailable", body = Problem)))]
 pub(super) async fn stop_session(
     gw: &Gateway,

@@ -81,6 +81,9 @@ pub enum SessionError {
     /// The cluster's coordination store cannot be reached.
     #[error("cluster coordination unavailable: {0}")]
     Cluster(String),
+    /// The provider could not drop the login (`?logout=true`).
+    #[error("logout failed: {0}")]
+    Logout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -138,6 +141,11 @@ fn cluster_err(e: crate::cluster::ClusterError) -> SessionError {
 pub struct Sessions {
     deps: SessionDeps,
     live: Mutex<HashMap<SessionId, Handle>>,
+    /// One lock per session id, held through create, stop and restore, so
+    /// lifecycle commands of one session run one after the other: a create
+    /// waits for a stop in progress (its purge, its browser's exit) instead
+    /// of starting a second actor beside the stopping one.
+    lifecycle: Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -157,6 +165,7 @@ impl Sessions {
         Self {
             deps,
             live: Mutex::new(HashMap::new()),
+            lifecycle: Mutex::new(HashMap::new()),
             shutdown,
             tasks: TaskTracker::new(),
         }
@@ -204,6 +213,7 @@ impl Sessions {
             return Err(SessionError::ShuttingDown);
         }
         let provider = self.validate(&opts)?;
+        let _lifecycle = self.lifecycle_lock(id).await;
         if let Some(snap) = self.running_snapshot(id) {
             return Ok((false, snap));
         }
@@ -237,6 +247,19 @@ impl Sessions {
         let snap = lock(&handle.view).clone();
         live.insert(id.clone(), handle);
         Ok((true, snap))
+    }
+
+    /// Waits for the session's other lifecycle commands, then holds it off
+    /// until the guard is dropped.
+    async fn lifecycle_lock(&self, id: &SessionId) -> LifecycleGuard<'_> {
+        let m = lock(&self.lifecycle).entry(id.clone()).or_default().clone();
+        let guard = m.clone().lock_owned().await;
+        LifecycleGuard {
+            sessions: self,
+            id: id.clone(),
+            guard: Some(guard),
+            lock: m,
+        }
     }
 
     /// The lease for a session about to start here: refused at capacity
@@ -331,8 +354,11 @@ impl Sessions {
             spool,
         };
         let done = exited.clone();
+        let actors = self.deps.metrics.session_actors.clone();
+        actors.inc();
         self.tasks.spawn(async move {
             actor.run(rx).await;
+            actors.dec();
             done.cancel();
         });
         Handle {
@@ -438,8 +464,10 @@ impl Sessions {
         logout: bool,
         purge: bool,
     ) -> Result<(), SessionError> {
+        let _lifecycle = self.lifecycle_lock(id).await;
         let known = lock(&self.live).contains_key(id);
-        if !known && self.deps.store.get_session(id).await?.is_none() {
+        let record = self.deps.store.get_session(id).await?;
+        if !known && record.is_none() {
             return Err(SessionError::NotFound(id.to_string()));
         }
         // The stop is written under the session's lease, like everything
@@ -470,6 +498,18 @@ impl Sessions {
                 let _ = rx.await;
             }
             h.exited.cancelled().await;
+        }
+        // The actor logged out if it was running; a session that was not
+        // (disconnected, failed, never restored) has no client to do it:
+        // its provider drops the stored login itself.
+        if logout
+            && let Some(provider) = record
+                .as_ref()
+                .and_then(|r| self.deps.providers.get(&r.provider))
+            && let Err(e) = provider.forget_login(id).await
+        {
+            self.deps.leases.release(id.as_str()).await;
+            return Err(SessionError::Logout(e.to_string()));
         }
         let written = if purge {
             self.deps.store.delete_session(id, true).await
@@ -513,9 +553,14 @@ impl Sessions {
                 tracing::warn!(session_id = %rec.session_id, "skipping a stored session with an invalid id");
                 continue;
             };
+            let _lifecycle = self.lifecycle_lock(&id).await;
             if lock(&self.live).contains_key(&id) || self.shutdown.is_cancelled() {
                 continue;
             }
+            // A stop may have run while this pass waited for the lock.
+            let Some(rec) = self.deps.store.get_session(&id).await?.filter(|r| r.active) else {
+                continue;
+            };
             let opts: CreateOptions = match serde_json::from_value(rec.options.clone()) {
                 Ok(o) => o,
                 Err(e) => {
@@ -623,6 +668,25 @@ impl Sessions {
     pub async fn join(&self) {
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// Holds a session's lifecycle lock; the map entry goes with the last user.
+struct LifecycleGuard<'a> {
+    sessions: &'a Sessions,
+    id: SessionId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for LifecycleGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = lock(&self.sessions.lifecycle);
+        // Two references: the map's and this guard's; nobody waits.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.id);
+        }
     }
 }
 

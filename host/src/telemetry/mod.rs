@@ -77,6 +77,9 @@ pub struct Metrics {
     pub live_messages_spooled: Counter,
     /// Live messages lost: the store unreachable and the spool full.
     pub live_messages_dropped: Counter,
+    /// Session actor tasks running on this host (one per running session;
+    /// never two for one session).
+    pub session_actors: Gauge,
     /// Session leases this host holds.
     pub leases_held: Gauge,
     /// Sessions this host took over from another (dead or cut-off) host.
@@ -125,6 +128,7 @@ impl Metrics {
             plugin_calls: Family::default(),
             plugin_failures: Family::default(),
             plugin_seconds: Family::default(),
+            session_actors: Gauge::default(),
             live_messages_spooled: Counter::default(),
             live_messages_dropped: Counter::default(),
             leases_held: Gauge::default(),
@@ -204,6 +208,11 @@ impl Metrics {
             "plugin_seconds",
             "Time spent in plugin calls by plugin and hook",
             m.plugin_seconds.clone(),
+        );
+        registry.register(
+            "session_actors",
+            "Session actor tasks running on this host",
+            m.session_actors.clone(),
         );
         registry.register(
             "live_messages_spooled",

@@ -113,6 +113,33 @@ impl Provider for WebDriverProvider {
         tokio::spawn(task.run(rx));
         Ok(Arc::new(WebDriverClient::new(tx, call_timeout)))
     }
+
+    /// Deletes the profile folder and the saved login. With a remote grid
+    /// the profile lives on its node, out of this host's reach: refused,
+    /// rather than answering a logout that did not happen.
+    async fn forget_login(&self, session: &SessionId) -> Result<(), ClientError> {
+        if self.settings.webdriver_url.is_some() {
+            return Err(ClientError::Unsupported(
+                "with WEBDRIVER_URL the browser profile lives on the grid node; log out while the session runs".into(),
+            ));
+        }
+        let profile = self.profile_dir(session);
+        match std::fs::remove_dir_all(&profile) {
+            Ok(()) => tracing::info!(profile = %profile.display(), "browser profile deleted"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ClientError::Unsupported(format!(
+                    "could not delete the browser profile: {e}"
+                )));
+            }
+        }
+        if let Some(vault) = &self.settings.login_vault {
+            vault.delete(session).await.map_err(|e| {
+                ClientError::Unsupported(format!("could not delete the saved login: {e}"))
+            })?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
