@@ -58,7 +58,8 @@ pub struct SeedChat {
     pub id: String,
     pub name: String,
     pub is_group: bool,
-    pub unread: u32,
+    /// As WhatsApp Web reports it: -1 for a chat marked unread.
+    pub unread: i32,
     pub archive: bool,
     pub pin: bool,
     pub messages: Vec<SeedMessage>,
@@ -74,7 +75,8 @@ const BASE_T: i64 = 1_764_000_000;
 
 impl Seed {
     /// A group with long history (paged), a private chat with a media
-    /// message and a notification, an archived chat, an unread chat.
+    /// message and a notification, an archived chat marked unread
+    /// (`unreadCount: -1`), an unread chat.
     pub fn standard() -> Seed {
         let mk = |chat: &str, is_group: bool, n: usize, newest_t: i64| -> Vec<SeedMessage> {
             (0..n)
@@ -135,7 +137,7 @@ impl Seed {
                     id: "4915100000002@c.us".into(),
                     name: "Bruno".into(),
                     is_group: false,
-                    unread: 0,
+                    unread: -1,
                     archive: true,
                     pin: false,
                     messages: mk("4915100000002@c.us", false, 3, BASE_T - 7_200),
@@ -180,7 +182,7 @@ impl Seed {
                 id: c.id.clone(),
                 name: Some(c.name.clone()),
                 is_group: c.is_group,
-                unread_count: c.unread,
+                unread_count: c.unread.max(0) as u32,
                 archived: c.archive,
                 pinned: c.pin,
                 last_message_at: c

@@ -612,3 +612,60 @@ async fn webdriver_remote_endpoint() {
     }
     let _ = driver.kill().await;
 }
+
+/// A WebDriver endpoint that accepts connections and never answers (a
+/// blackholed grid): the start gives up at `connectTimeoutMs`, and a
+/// `DELETE` during the start returns at once instead of waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdriver_a_silent_endpoint_neither_hangs_the_start_nor_the_delete() {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", hole.local_addr().unwrap());
+    // Accepts and holds every connection, saying nothing.
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hole.accept().await {
+            conns.push(c);
+        }
+    });
+    let host = TestHost::spawn_with(
+        HostOptions {
+            tuning: fast_tuning(),
+            ..Default::default()
+        }
+        .var(wasync::config::WEBDRIVER_URL, url),
+    )
+    .await;
+    let (status, body) = host
+        .post(
+            "/whatsapp-web/session/hole",
+            create_body(5, json!({"connectTimeoutMs": 1000})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ws = host.ws().await;
+    let snap = ws.join("hole").await;
+    if snap["status"] != "disconnected" {
+        let evs = wait_for(&mut ws, 15, "disconnected", is("disconnected")).await;
+        let reason = evs.last().unwrap()["data"]["reason"].as_str().unwrap_or("");
+        assert!(reason.contains("new session"), "{reason}");
+    }
+
+    let (status, body) = host
+        .post(
+            "/whatsapp-web/session/hole2",
+            create_body(5, json!({"connectTimeoutMs": 600000})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (status, body) = host.delete("/whatsapp-web/session/hole2").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "DELETE waited {:?} for a start that never ends",
+        started.elapsed()
+    );
+    host.stop().await;
+    held.abort();
+}

@@ -141,9 +141,33 @@ impl Actor {
             return;
         };
         let options = serde_json::to_value(&self.opts).unwrap_or_default();
-        let client = tokio::select! {
-            c = provider.start(&self.id, &options, self.restored, tx) => c,
-            _ = self.shutdown.cancelled() => return,
+        // The start (a browser launch, a WebDriver handshake) can take long;
+        // commands are answered meanwhile, and a stop ends it: dropping the
+        // start kills whatever it launched.
+        let id = self.id.clone();
+        let client = {
+            let start = provider.start(&id, &options, self.restored, tx);
+            tokio::pin!(start);
+            loop {
+                tokio::select! {
+                    c = &mut start => break c,
+                    _ = self.shutdown.cancelled() => return,
+                    cmd = commands.recv() => match cmd {
+                        None => return,
+                        Some(Command::Stop { reply, .. }) => {
+                            tracing::info!("stopped while starting");
+                            let _ = reply.send(());
+                            return;
+                        }
+                        Some(Command::StartSync { reply, .. }) => {
+                            let _ = reply.send(Err(SessionError::NotReady {
+                                session_id: self.id.to_string(),
+                                status: crate::domain::SessionStatus::Starting,
+                            }));
+                        }
+                    },
+                }
+            }
         };
         let client: Arc<dyn WhatsAppClient> = match client {
             Ok(c) => c,

@@ -109,11 +109,13 @@ impl Browser {
             json!({"script": opts.call_timeout_ms, "pageLoad": opts.page_load_timeout_ms}),
         );
         let connector = https_connector()?;
-        let connect = fantoccini::ClientBuilder::new(connector)
-            .capabilities(caps)
-            .connect(&url)
-            .await;
-        let client = match tokio::time::timeout(Duration::from_secs(60), async { connect }).await {
+        // The whole handshake is bounded: an endpoint that accepts and never
+        // answers, or a grid that queues the request, must not hold the
+        // session's start (and with it its DELETE) forever.
+        let connect_timeout = Duration::from_millis(opts.connect_timeout_ms);
+        let mut builder = fantoccini::ClientBuilder::new(connector);
+        builder.capabilities(caps);
+        let client = match tokio::time::timeout(connect_timeout, builder.connect(&url)).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 if let Some(mut d) = driver {
@@ -127,10 +129,7 @@ impl Browser {
                 if let Some(mut d) = driver {
                     d.kill().await;
                 }
-                return Err(WebDriverError::Timeout(
-                    "new session",
-                    Duration::from_secs(60),
-                ));
+                return Err(WebDriverError::Timeout("new session", connect_timeout));
             }
         };
         let mut browser = Browser {

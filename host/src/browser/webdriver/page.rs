@@ -123,7 +123,8 @@ struct PageChat {
     id: String,
     name: Option<String>,
     is_group: bool,
-    unread_count: u32,
+    /// WhatsApp Web reports -1 for a chat the user marked unread.
+    unread_count: i64,
     /// Seconds.
     t: i64,
     archive: bool,
@@ -136,7 +137,9 @@ impl From<PageChat> for Chat {
             id: c.id,
             name: c.name,
             is_group: c.is_group,
-            unread_count: c.unread_count,
+            // -1 ("marked unread") and anything out of range would fail the
+            // whole chat list, and with it every sync of the account.
+            unread_count: c.unread_count.clamp(0, i64::from(u32::MAX)) as u32,
             archived: c.archive,
             pinned: c.pin,
             last_message_at: (c.t > 0).then_some(c.t * 1000),
@@ -209,6 +212,15 @@ mod tests {
         .into();
         assert_eq!(c.last_message_at, Some(1_700_000_000_000));
         assert!(c.pinned && c.is_group && !c.archived);
+        for (raw, want) in [(-1i64, 0u32), (i64::from(u32::MAX) + 5, u32::MAX)] {
+            let c: Chat = serde_json::from_value::<PageChat>(json!({
+                "id": "2@c.us", "name": null, "isGroup": false, "unreadCount": raw,
+                "t": 0, "archive": false, "pin": false
+            }))
+            .unwrap()
+            .into();
+            assert_eq!(c.unread_count, want, "unreadCount {raw}");
+        }
         let m = serde_json::from_value::<PageMessage>(json!({
             "id": "true_1@g.us_ABC", "fromMe": true, "remote": "1@g.us", "from": "me@c.us",
             "to": "1@g.us", "author": null, "body": "hi", "type": "chat", "t": 5, "ack": 3,

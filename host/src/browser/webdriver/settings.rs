@@ -55,6 +55,9 @@ pub struct WebDriverOptions {
     pub call_timeout_ms: u64,
     /// How long the page may take to load (`window.Debug.VERSION`).
     pub page_load_timeout_ms: u64,
+    /// How long opening the WebDriver session may take (chromedriver or a
+    /// grid that queues the request, or an endpoint that never answers).
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for WebDriverOptions {
@@ -65,6 +68,7 @@ impl Default for WebDriverOptions {
             poll_ms: 250,
             call_timeout_ms: 30_000,
             page_load_timeout_ms: 60_000,
+            connect_timeout_ms: 60_000,
         }
     }
 }
@@ -93,6 +97,9 @@ impl WebDriverOptions {
         if !(1_000..=600_000).contains(&o.page_load_timeout_ms) {
             return bad("pageLoadTimeoutMs must be between 1000 and 600000");
         }
+        if !(1_000..=600_000).contains(&o.connect_timeout_ms) {
+            return bad("connectTimeoutMs must be between 1000 and 600000");
+        }
         Ok(o)
     }
 }
@@ -112,6 +119,10 @@ mod tests {
         for (v, needle) in [
             (json!({"webdriver": {"maxQrAttempts": 0}}), "maxQrAttempts"),
             (json!({"webdriver": {"pollMs": 1}}), "pollMs"),
+            (
+                json!({"webdriver": {"connectTimeoutMs": 0}}),
+                "connectTimeoutMs",
+            ),
             (json!({"webdriver": {"bogus": 1}}), "unknown field"),
         ] {
             let e = WebDriverOptions::from_options(&v).unwrap_err().to_string();
