@@ -170,6 +170,11 @@ async fn mongo_contract_claims_share_the_outbox() {
 }
 
 #[tokio::test]
+async fn mongo_contract_a_burst_in_one_second_pages_whole() {
+    contract::a_burst_in_one_second_pages_whole(&store().await.0).await;
+}
+
+#[tokio::test]
 async fn mongo_contract_run_all_in_one_database() {
     contract::run_all(&store().await.0).await;
 }
@@ -192,7 +197,7 @@ async fn mongo_creates_design_indexes_idempotently() {
         ("messages", doc! {"sessionId": 1, "messageId": 1}, true),
         (
             "messages",
-            doc! {"sessionId": 1, "chatId": 1, "timestamp": -1},
+            doc! {"sessionId": 1, "chatId": 1, "timestamp": -1, "messageId": 1},
             false,
         ),
         ("sync_runs", doc! {"sessionId": 1, "startedAt": -1}, false),
@@ -226,6 +231,43 @@ async fn mongo_creates_design_indexes_idempotently() {
             .unwrap_or(false);
         assert_eq!(is_unique, *unique, "{coll} {keys}: unique");
     }
+}
+
+/// A database an earlier version made keeps working: its paging index
+/// without the message id is replaced at start.
+#[tokio::test]
+async fn mongo_the_old_paging_index_is_replaced() {
+    let db = fresh_db_name("oldidx");
+    let raw = raw_db(&db).await;
+    raw.collection::<Document>("messages")
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! {"sessionId": 1, "chatId": 1, "timestamp": -1})
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .name("session_chat_time".to_owned())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    MongoStore::connect(&test_mongodb_uri(), &db)
+        .await
+        .expect("opens a database of the earlier schema");
+    let names: Vec<String> = raw
+        .collection::<Document>("messages")
+        .list_index_names()
+        .await
+        .unwrap();
+    assert!(
+        names.contains(&"session_chat_time_id".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"session_chat_time".to_string()),
+        "{names:?}"
+    );
 }
 
 #[tokio::test]

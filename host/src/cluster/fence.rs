@@ -19,7 +19,7 @@ use crate::domain::{
     Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
 };
 use crate::storage::{
-    ChatCommit, ChatPage, SessionRecord, Store, StoreError, StoreResult, WriteStats,
+    ChatCommit, ChatPage, MessageCursor, SessionRecord, Store, StoreError, StoreResult, WriteStats,
 };
 
 struct Inner {
@@ -211,7 +211,7 @@ impl Store for FencedStore {
         id: &SessionId,
         chat_id: &str,
         limit: u32,
-        before: Option<i64>,
+        before: Option<&MessageCursor>,
     ) -> StoreResult<Vec<StoredMessage>> {
         self.inner.list_messages(id, chat_id, limit, before).await
     }

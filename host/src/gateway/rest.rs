@@ -14,7 +14,7 @@ use super::openapi::Problem;
 use super::{Body, Gateway, Route, query_param, read_body};
 use crate::domain::{QrCode, SessionId, SessionSnapshot, StoredMessage, SyncRun};
 use crate::session::CreateOptions;
-use crate::storage::ChatPage;
+use crate::storage::{ChatPage, MessageCursor};
 
 pub(super) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
@@ -140,7 +140,11 @@ pub struct SessionList {
 #[serde(rename_all = "camelCase")]
 pub struct MessagePage {
     pub messages: Vec<StoredMessage>,
-    /// Pass as `before` for the next (older) page; `null` on the last page.
+    /// Opaque; pass as `cursor` for the next (older) page. `null` on the
+    /// last page.
+    pub next_cursor: Option<String>,
+    /// Deprecated: the last message's timestamp. Paging with `before=` skips
+    /// the rest of a burst that shares that second; use `nextCursor`.
     pub next_before: Option<i64>,
 }
 
@@ -489,7 +493,8 @@ pub(super) async fn list_chats(
     params(("id" = String, Path, description = "session id"),
         ("chatId" = String, Path, description = "chat id, e.g. 4915112345678@c.us (percent-encode it)"),
         ("limit" = Option<u32>, Query, description = "1–1000, default 50"),
-        ("before" = Option<i64>, Query, description = "only messages older than this (ms)")),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+        ("before" = Option<i64>, Query, description = "start with the messages older than this (ms); for the next pages use cursor")),
     responses((status = 200, body = MessagePage), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
 pub(super) async fn list_messages(
@@ -506,16 +511,35 @@ pub(super) async fn list_messages(
     }
     let limit = num_param(req.uri(), "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
     let before = num_param(req.uri(), "before", None, i64::MIN..=i64::MAX)?;
+    let cursor = match query_param(req.uri().query(), "cursor") {
+        None => before.map(|timestamp| MessageCursor {
+            timestamp,
+            message_id: None,
+        }),
+        Some(c) => Some(MessageCursor::decode(&c).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", "cursor is not one this server returned")
+        })?),
+    };
     gw.sessions.snapshot(&id).await?;
-    let messages = gw.store.list_messages(&id, &chat_id, limit, before).await?;
-    let next_before = (messages.len() as u32 == limit)
-        .then(|| messages.last().map(|m| m.message.timestamp))
+    let messages = gw
+        .store
+        .list_messages(&id, &chat_id, limit, cursor.as_ref())
+        .await?;
+    let last = (messages.len() as u32 == limit)
+        .then(|| messages.last())
         .flatten();
     Ok(json(
         StatusCode::OK,
         &MessagePage {
+            next_before: last.map(|m| m.message.timestamp),
+            next_cursor: last.map(|m| {
+                MessageCursor {
+                    timestamp: m.message.timestamp,
+                    message_id: Some(m.message.id.clone()),
+                }
+                .encode()
+            }),
             messages,
-            next_before,
         },
     ))
 }

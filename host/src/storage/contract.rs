@@ -81,6 +81,67 @@ pub async fn run_all(store: &dyn Store) {
     quarantine_and_purge(store).await;
     stale_epochs_are_fenced_off(store).await;
     an_event_is_queued_once(store).await;
+    a_burst_in_one_second_pages_whole(store).await;
+}
+
+/// WhatsApp timestamps are whole seconds: 500 messages of one second,
+/// paged 7 at a time with the cursor, come back each exactly once, in the
+/// listing order (newest first, ties by message id).
+pub async fn a_burst_in_one_second_pages_whole(store: &dyn Store) {
+    use super::MessageCursor;
+    let s = sid("burst");
+    store
+        .upsert_chats(&s, &[chat("b@c.us", Some(1))])
+        .await
+        .unwrap();
+    let mut messages: Vec<Message> = (0..500).map(|n| msg("b@c.us", n)).collect();
+    for m in &mut messages {
+        m.timestamp = 1_700_000_000_000;
+    }
+    // One older message, so the end of the burst is not the end of the chat.
+    let mut older = msg("b@c.us", 999);
+    older.timestamp = 1_699_999_999_000;
+    messages.push(older);
+    store
+        .commit_chats(
+            &s,
+            &[ChatCommit {
+                chat_id: "b@c.us".into(),
+                messages,
+                quarantined: vec![],
+                synced_at: 1,
+            }],
+            &run_for(&s),
+        )
+        .await
+        .unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<MessageCursor> = None;
+    loop {
+        let page = store
+            .list_messages(&s, "b@c.us", 7, cursor.as_ref())
+            .await
+            .unwrap();
+        seen.extend(page.iter().map(|m| m.message.id.clone()));
+        if page.len() < 7 {
+            break;
+        }
+        let last = &page[page.len() - 1].message;
+        cursor = Some(MessageCursor {
+            timestamp: last.timestamp,
+            message_id: Some(last.id.clone()),
+        });
+        assert!(seen.len() <= 501, "{}: paging does not end", store.kind());
+    }
+    let mut burst: Vec<String> = (0..500).map(|n| format!("b@c.us-m{n}")).collect();
+    burst.sort();
+    burst.push("b@c.us-m999".into());
+    assert_eq!(
+        seen,
+        burst,
+        "{}: every message once, in order",
+        store.kind()
+    );
 }
 
 /// A writer with an older lease epoch than the stored record's writes
@@ -420,7 +481,15 @@ pub async fn messages_are_idempotent_and_paged(store: &dyn Store) {
             .all(|w| w[0].message.timestamp > w[1].message.timestamp)
     );
     let older = store
-        .list_messages(&s, "a@c.us", 100, Some(page[19].message.timestamp))
+        .list_messages(
+            &s,
+            "a@c.us",
+            100,
+            Some(&super::MessageCursor {
+                timestamp: page[19].message.timestamp,
+                message_id: None,
+            }),
+        )
         .await
         .unwrap();
     assert_eq!(older.len(), 31);

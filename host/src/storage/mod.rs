@@ -122,6 +122,39 @@ pub fn decode_chat_cursor(cursor: &str) -> Option<(Option<i64>, String)> {
     Some((t, id.to_owned()))
 }
 
+/// Where a page of a chat's messages starts: strictly after this position
+/// in the listing order, newest first with ties (WhatsApp timestamps are
+/// whole seconds, so bursts share one) broken by message id, ascending.
+/// Without a message id: strictly before `timestamp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageCursor {
+    pub timestamp: i64,
+    pub message_id: Option<String>,
+}
+
+impl MessageCursor {
+    /// Opaque text form, `<ms>:<messageId>`, for `nextCursor`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}:{}",
+            self.timestamp,
+            self.message_id.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Parses [`MessageCursor::encode`]'s form; `None` if it is not one.
+    pub fn decode(text: &str) -> Option<MessageCursor> {
+        let (t, id) = text.split_once(':')?;
+        if id.is_empty() || id.len() > 512 {
+            return None;
+        }
+        Some(MessageCursor {
+            timestamp: t.parse().ok()?,
+            message_id: Some(id.to_owned()),
+        })
+    }
+}
+
 /// The storage port.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -176,13 +209,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_chat(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<StoredChat>>;
 
-    /// A chat's messages, newest first; `before` (ms, exclusive) pages back.
+    /// A chat's messages, newest first (ties by message id); a page starts
+    /// after `before`.
     async fn list_messages(
         &self,
         id: &SessionId,
         chat_id: &str,
         limit: u32,
-        before: Option<i64>,
+        before: Option<&MessageCursor>,
     ) -> StoreResult<Vec<StoredMessage>>;
 
     async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64>;

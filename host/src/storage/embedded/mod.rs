@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    ChatCommit, ChatPage, SessionRecord, Store, StoreError, StoreResult, WriteStats,
+    ChatCommit, ChatPage, MessageCursor, SessionRecord, Store, StoreError, StoreResult, WriteStats,
     decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
@@ -372,23 +372,31 @@ impl Store for EmbeddedStore {
         id: &SessionId,
         chat_id: &str,
         limit: u32,
-        before: Option<i64>,
+        before: Option<&MessageCursor>,
     ) -> StoreResult<Vec<StoredMessage>> {
         let sid = id.to_string();
         let chat_id = chat_id.to_owned();
+        let before = before.cloned();
         self.blocking(move |db| {
             let txn = db.begin_read().db()?;
             let by_chat = txn.open_table(MESSAGES_BY_CHAT).db()?;
             let table = txn.open_table(MESSAGES).db()?;
             let (s, c) = (sid.as_str(), chat_id.as_str());
-            // Newer sorts first; messages strictly older than `before` start
-            // right after `desc(before)`.
-            let from = match before {
-                Some(b) => desc(Some(b)).saturating_add(1),
-                None => 0,
+            // The index sorts newest first, ties by message id: the listing
+            // order, so a page resumes right after its cursor's key.
+            let start = match &before {
+                Some(MessageCursor {
+                    timestamp,
+                    message_id: Some(mid),
+                }) => Bound::Excluded((s, c, desc(Some(*timestamp)), mid.as_str())),
+                Some(MessageCursor {
+                    timestamp,
+                    message_id: None,
+                }) => Bound::Included((s, c, desc(Some(*timestamp)).saturating_add(1), "")),
+                None => Bound::Included((s, c, 0, "")),
             };
             let mut out = Vec::new();
-            for row in by_chat.range((s, c, from, "")..).db()? {
+            for row in by_chat.range((start, Bound::Unbounded)).db()? {
                 if out.len() as u32 >= limit {
                     break;
                 }

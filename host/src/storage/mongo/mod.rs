@@ -54,7 +54,7 @@ use self::schema::{
     QUARANTINE_DATES, RUN_DATES, SESSION_DATES, SESSIONS, SYNC_RUNS, date, decode, encode,
 };
 use super::{
-    ChatCommit, ChatPage, SessionRecord, Store, StoreError, StoreResult, WriteStats,
+    ChatCommit, ChatPage, MessageCursor, SessionRecord, Store, StoreError, StoreResult, WriteStats,
     decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
@@ -284,6 +284,14 @@ impl MongoStore {
             {
                 return Err(map_err(e));
             }
+        }
+        for (collection, name) in schema::RETIRED_INDEXES {
+            // Absent (a new database, or dropped already) is the goal.
+            let _ = self
+                .db
+                .collection::<Document>(collection)
+                .drop_index(*name)
+                .await;
         }
         for spec in schema::indexes() {
             let coll = self.db.collection::<Document>(spec.collection);
@@ -843,18 +851,41 @@ impl Store for MongoStore {
         id: &SessionId,
         chat_id: &str,
         limit: u32,
-        before: Option<i64>,
+        before: Option<&MessageCursor>,
     ) -> StoreResult<Vec<StoredMessage>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let mut filter = doc! { "sessionId": id.as_str(), "chatId": chat_id };
-        if let Some(b) = before {
-            filter.insert("timestamp", doc! { "$lt": DateTime::from_millis(b) });
+        match before {
+            Some(MessageCursor {
+                timestamp,
+                message_id: Some(mid),
+            }) => {
+                let t = DateTime::from_millis(*timestamp);
+                filter.insert(
+                    "$or",
+                    vec![
+                        doc! { "timestamp": { "$lt": t } },
+                        doc! { "timestamp": t, "messageId": { "$gt": mid.as_str() } },
+                    ],
+                );
+            }
+            Some(MessageCursor {
+                timestamp,
+                message_id: None,
+            }) => {
+                filter.insert(
+                    "timestamp",
+                    doc! { "$lt": DateTime::from_millis(*timestamp) },
+                );
+            }
+            None => {}
         }
+        // The listing order, on the index `session_chat_time_id`.
         self.messages
             .find(filter)
-            .sort(doc! { "timestamp": -1 })
+            .sort(doc! { "timestamp": -1, "messageId": 1 })
             .limit(i64::from(limit))
             .await
             .map_err(map_err)?

@@ -72,6 +72,14 @@ impl IndexSpec {
 /// `chats` sorts ties of `lastMessageAt` by `chatId`, so that key ends the
 /// activity index and the paging cursor can seek on it; `outbox` has a
 /// `(sessionId, createdAt)` index for a session's event history.
+/// Indexes earlier versions made that the current schema replaced:
+/// dropped at start (`(collection, name)`).
+pub const RETIRED_INDEXES: &[(&str, &str)] = &[
+    // Replaced by `session_chat_time_id`, whose message id orders a burst of
+    // one second the way the paging cursor needs.
+    (MESSAGES, "session_chat_time"),
+];
+
 pub fn indexes() -> Vec<IndexSpec> {
     vec![
         IndexSpec {
@@ -94,8 +102,8 @@ pub fn indexes() -> Vec<IndexSpec> {
         },
         IndexSpec {
             collection: MESSAGES,
-            name: "session_chat_time",
-            keys: doc! { "sessionId": 1, "chatId": 1, "timestamp": -1 },
+            name: "session_chat_time_id",
+            keys: doc! { "sessionId": 1, "chatId": 1, "timestamp": -1, "messageId": 1 },
             unique: false,
         },
         IndexSpec {
