@@ -39,6 +39,8 @@ use crate::telemetry::Metrics;
 pub struct Tuning {
     pub sync: SyncOptions,
     pub relay: RelayConfig,
+    /// Period of the retention pass (`None`: hourly).
+    pub retention_every: Option<std::time::Duration>,
 }
 
 /// A running host.
@@ -176,6 +178,18 @@ impl App {
             coordinator,
             config.server.api_key.clone(),
             metrics.clone(),
+            shutdown.clone(),
+        ));
+
+        tasks.spawn(crate::storage::retention::run(
+            store.clone(),
+            crate::storage::retention::Retention {
+                published: config.storage.outbox_retention,
+                quarantined: config.storage.quarantine_retention,
+                every: tuning
+                    .retention_every
+                    .unwrap_or(std::time::Duration::from_secs(3_600)),
+            },
             shutdown.clone(),
         ));
 

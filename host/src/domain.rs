@@ -291,7 +291,7 @@ pub struct SyncFailed {
 
 /// A message a fail-closed plugin refused: kept aside, never stored raw in
 /// `messages`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QuarantinedMessage {
     pub session_id: String,

@@ -14,6 +14,7 @@ mod operations;
 mod plugins;
 mod plugins_e2e;
 mod restart;
+mod retention;
 mod socketio;
 mod storage_contract;
 mod sync_flow;

@@ -175,6 +175,11 @@ async fn mongo_contract_a_burst_in_one_second_pages_whole() {
 }
 
 #[tokio::test]
+async fn mongo_contract_retention_and_purge_leave_no_bodies() {
+    contract::retention_and_purge_leave_no_bodies(&store().await.0).await;
+}
+
+#[tokio::test]
 async fn mongo_contract_run_all_in_one_database() {
     contract::run_all(&store().await.0).await;
 }

@@ -19,7 +19,8 @@ use crate::domain::{
     Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
 };
 use crate::storage::{
-    ChatCommit, ChatPage, MessageCursor, SessionRecord, Store, StoreError, StoreResult, WriteStats,
+    ChatCommit, ChatPage, MessageCursor, Pruned, SessionRecord, Store, StoreError, StoreResult,
+    WriteStats,
 };
 
 struct Inner {
@@ -284,5 +285,23 @@ impl Store for FencedStore {
 
     async fn list_quarantine(&self, id: &SessionId) -> StoreResult<Vec<QuarantinedMessage>> {
         self.inner.list_quarantine(id).await
+    }
+
+    async fn quarantine_page(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<QuarantinedMessage>> {
+        self.inner.quarantine_page(id, limit, after).await
+    }
+
+    async fn clear_quarantine(&self, id: &SessionId) -> StoreResult<u64> {
+        self.fence.check()?;
+        self.inner.clear_quarantine(id).await
+    }
+
+    async fn prune(&self, published_before: i64, quarantined_before: i64) -> StoreResult<Pruned> {
+        self.inner.prune(published_before, quarantined_before).await
     }
 }

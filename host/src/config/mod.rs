@@ -14,6 +14,8 @@ pub const WASYNC_LISTEN: &str = "WASYNC_LISTEN";
 pub const WASYNC_API_KEY: &str = "WASYNC_API_KEY";
 pub const WASYNC_DATA_DIR: &str = "WASYNC_DATA_DIR";
 pub const WASYNC_STORE_CACHE_MIB: &str = "WASYNC_STORE_CACHE_MIB";
+pub const WASYNC_OUTBOX_RETENTION_HOURS: &str = "WASYNC_OUTBOX_RETENTION_HOURS";
+pub const WASYNC_QUARANTINE_RETENTION_DAYS: &str = "WASYNC_QUARANTINE_RETENTION_DAYS";
 pub const WASYNC_PROVIDER: &str = "WASYNC_PROVIDER";
 pub const WASYNC_SIMULATOR: &str = "WASYNC_SIMULATOR";
 pub const WASYNC_PLUGINS_DIR: &str = "WASYNC_PLUGINS_DIR";
@@ -87,6 +89,15 @@ pub struct StorageConfig {
     /// default 4): the host's memory stays flat with the account's size;
     /// the kernel's page cache serves what it does not hold.
     pub store_cache_mib: usize,
+    /// How long published outbox events are kept
+    /// (`WASYNC_OUTBOX_RETENTION_HOURS`, default 168 = 7 days): long
+    /// enough to look into a delivery, short enough that event bodies
+    /// (live messages) do not pile up.
+    pub outbox_retention: Duration,
+    /// How long quarantined messages are kept
+    /// (`WASYNC_QUARANTINE_RETENTION_DAYS`, default 30): they are raw,
+    /// unredacted messages a plugin refused.
+    pub quarantine_retention: Duration,
 }
 
 /// Where events go.
@@ -263,6 +274,26 @@ impl Config {
             mongodb_db: s
                 .string(MONGODB_DB, &f.storage.mongodb_db)
                 .unwrap_or_else(|| "wasync".into()),
+            outbox_retention: Duration::from_secs(
+                3_600
+                    * s.parse(
+                        WASYNC_OUTBOX_RETENTION_HOURS,
+                        &f.storage.outbox_retention_hours,
+                        168u64,
+                        "hours between 1 and 87600",
+                        |v| (1..=87_600).contains(v),
+                    ),
+            ),
+            quarantine_retention: Duration::from_secs(
+                86_400
+                    * s.parse(
+                        WASYNC_QUARANTINE_RETENTION_DAYS,
+                        &f.storage.quarantine_retention_days,
+                        30u64,
+                        "days between 1 and 3650",
+                        |v| (1..=3_650).contains(v),
+                    ),
+            ),
             store_cache_mib: s.parse(
                 WASYNC_STORE_CACHE_MIB,
                 &f.storage.cache_mib,

@@ -43,6 +43,8 @@ pub(super) struct FileStorage {
     pub(super) cache_mib: Option<Scalar>,
     pub(super) mongodb_uri: Option<Scalar>,
     pub(super) mongodb_db: Option<Scalar>,
+    pub(super) outbox_retention_hours: Option<Scalar>,
+    pub(super) quarantine_retention_days: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -164,3 +164,24 @@ fn the_simulator_can_be_turned_off_with_another_default() {
     let err = Config::load(&env(&[(WASYNC_SIMULATOR, "maybe")]), None).unwrap_err();
     assert!(err.to_string().contains(WASYNC_SIMULATOR));
 }
+
+#[test]
+fn retention_is_bounded_and_named() {
+    let c = Config::defaults();
+    assert_eq!(c.storage.outbox_retention, Duration::from_secs(7 * 86_400));
+    assert_eq!(
+        c.storage.quarantine_retention,
+        Duration::from_secs(30 * 86_400)
+    );
+    let err = Config::load(
+        &env(&[
+            (WASYNC_OUTBOX_RETENTION_HOURS, "0"),
+            (WASYNC_QUARANTINE_RETENTION_DAYS, "x"),
+        ]),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(WASYNC_OUTBOX_RETENTION_HOURS), "{err}");
+    assert!(err.contains(WASYNC_QUARANTINE_RETENTION_DAYS), "{err}");
+}

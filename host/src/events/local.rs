@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use super::{EventBus, EventError};
 use crate::domain::OutboxEvent;
 
-/// Logs each event at `info` under the `wasync::events` target.
+/// Logs each event at `info` under the `wasync::events` target: its ids
+/// and size only, never its body (phone numbers, message texts).
 #[derive(Debug, Default)]
 pub struct LocalEvents;
 
@@ -24,7 +25,7 @@ impl EventBus for LocalEvents {
                 event_id = %ev.event_id,
                 pattern = %ev.pattern,
                 session_id = %ev.session_id,
-                body = %ev.envelope(),
+                bytes = ev.data.to_string().len(),
                 "event"
             );
         }

@@ -188,6 +188,7 @@ pub enum Route {
     Messages { id: String, chat_id: String },
     SyncChats { id: String },
     Sync { id: String },
+    Quarantine { id: String },
     Cluster,
     Plugins(plugins_api::PluginRoute),
 }
@@ -197,6 +198,7 @@ impl Route {
     pub fn methods(&self) -> &'static [Method] {
         match self {
             Route::Session { .. } => &[Method::GET, Method::POST, Method::DELETE],
+            Route::Quarantine { .. } => &[Method::GET, Method::DELETE],
             Route::SyncChats { .. } => &[Method::POST],
             // Engine.IO long-polling posts its packets.
             Route::SocketIo => &[Method::GET, Method::POST],
@@ -222,6 +224,7 @@ impl Route {
             Route::Messages { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/messages",
             Route::SyncChats { .. } => "/whatsapp-web/session/{id}/sync-chats",
             Route::Sync { .. } => "/whatsapp-web/session/{id}/sync",
+            Route::Quarantine { .. } => "/whatsapp-web/session/{id}/quarantine",
             Route::Cluster => "/cluster",
             Route::Plugins(plugins_api::PluginRoute::List) => "/plugins",
             Route::Plugins(plugins_api::PluginRoute::One { .. }) => "/plugins/{name}",
@@ -266,6 +269,7 @@ pub fn route(path: &str) -> Option<Route> {
         },
         ["whatsapp-web", "session", id, "sync-chats"] => Route::SyncChats { id: id.to_string() },
         ["whatsapp-web", "session", id, "sync"] => Route::Sync { id: id.to_string() },
+        ["whatsapp-web", "session", id, "quarantine"] => Route::Quarantine { id: id.to_string() },
         ["plugins"] => Route::Plugins(plugins_api::PluginRoute::List),
         ["plugins", "reload"] => Route::Plugins(plugins_api::PluginRoute::Reload),
         ["plugins", name] => Route::Plugins(plugins_api::PluginRoute::One {
@@ -423,6 +427,7 @@ mod tests {
             "/whatsapp-web/session/s1/chats/c%40c.us/messages",
             "/whatsapp-web/session/s1/sync-chats",
             "/whatsapp-web/session/s1/sync",
+            "/whatsapp-web/session/s1/quarantine",
             "/cluster",
             "/plugins",
             "/plugins/redact",
@@ -444,6 +449,7 @@ mod tests {
                 | Route::Messages { .. }
                 | Route::SyncChats { .. }
                 | Route::Sync { .. }
+                | Route::Quarantine { .. }
                 | Route::Cluster
                 | Route::Plugins(_) => {}
             }
@@ -474,7 +480,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(templates.len(), 18, "every route has its own template");
+        assert_eq!(templates.len(), 19, "every route has its own template");
         // ...and the document has nothing the router does not serve.
         for p in paths.keys() {
             assert!(

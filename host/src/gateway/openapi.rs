@@ -63,6 +63,8 @@ impl Modify for Security {
         rest::sync_chats,
         rest::get_sync,
         rest::cluster,
+        rest::list_quarantine,
+        rest::clear_quarantine,
         super::plugins_api::list_plugins,
         super::plugins_api::upload_plugin,
         super::plugins_api::get_plugin,

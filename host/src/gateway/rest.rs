@@ -198,6 +198,13 @@ pub(super) async fn handle(
         Route::Messages { id, chat_id } => list_messages(gw, session_id(&id)?, chat_id, req).await,
         Route::SyncChats { id } => command(gw, Command::Sync, session_id(&id)?, req).await,
         Route::Cluster => cluster(gw).await,
+        Route::Quarantine { id } => {
+            let id = session_id(&id)?;
+            match method {
+                http::Method::DELETE => clear_quarantine(gw, id).await,
+                _ => list_quarantine(gw, id, req).await,
+            }
+        }
         Route::Sync { id } => get_sync(gw, session_id(&id)?).await,
         Route::Metrics => Ok(metrics(gw).await),
         Route::OpenApi => Ok(json(StatusCode::OK, &super::openapi::document())),
@@ -332,6 +339,80 @@ pub(super) async fn cluster(gw: &Gateway) -> Result<Response<Body>, ApiError> {
         .await
         .map_err(cluster_unavailable)?;
     Ok(json(StatusCode::OK, &view))
+}
+
+/// A page of quarantined messages.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantinePage {
+    /// Messages a fail-closed plugin refused, raw (unredacted), by message
+    /// id.
+    pub items: Vec<crate::domain::QuarantinedMessage>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Answer of `DELETE .../quarantine`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantineCleared {
+    pub session_id: String,
+    pub deleted: u64,
+}
+
+/// The messages a fail-closed plugin refused for a session: raw and
+/// unredacted, kept for `WASYNC_QUARANTINE_RETENTION_DAYS`.
+#[utoipa::path(get, path = "/whatsapp-web/session/{id}/quarantine", tag = "data",
+    params(("id" = String, Path, description = "session id"),
+        ("limit" = Option<u32>, Query, description = "1–1000, default 50"),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
+    responses((status = 200, body = QuarantinePage), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+pub(super) async fn list_quarantine(
+    gw: &Gateway,
+    id: SessionId,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let limit = num_param(req.uri(), "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
+    let cursor = query_param(req.uri().query(), "cursor");
+    if cursor
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > 512)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "cursor is not one this server returned",
+        ));
+    }
+    gw.sessions.snapshot(&id).await?;
+    let items = gw
+        .store
+        .quarantine_page(&id, limit, cursor.as_deref())
+        .await?;
+    let next_cursor = (items.len() as u32 == limit)
+        .then(|| items.last().map(|q| q.message.id.clone()))
+        .flatten();
+    Ok(json(StatusCode::OK, &QuarantinePage { items, next_cursor }))
+}
+
+/// Deletes a session's quarantine.
+#[utoipa::path(delete, path = "/whatsapp-web/session/{id}/quarantine", tag = "data",
+    params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = QuarantineCleared), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+pub(super) async fn clear_quarantine(
+    gw: &Gateway,
+    id: SessionId,
+) -> Result<Response<Body>, ApiError> {
+    gw.sessions.snapshot(&id).await?;
+    let deleted = gw.store.clear_quarantine(&id).await?;
+    Ok(json(
+        StatusCode::OK,
+        &QuarantineCleared {
+            session_id: id.to_string(),
+            deleted,
+        },
+    ))
 }
 
 /// Liveness: the process serves requests.

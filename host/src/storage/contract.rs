@@ -82,6 +82,84 @@ pub async fn run_all(store: &dyn Store) {
     stale_epochs_are_fenced_off(store).await;
     an_event_is_queued_once(store).await;
     a_burst_in_one_second_pages_whole(store).await;
+    retention_and_purge_leave_no_bodies(store).await;
+}
+
+/// Published events and quarantined messages go once old enough (pending
+/// events never); a purge takes the session's outbox and quarantine with
+/// it; the quarantine pages by message id and can be cleared.
+pub async fn retention_and_purge_leave_no_bodies(store: &dyn Store) {
+    let s = sid("retain");
+    let mut old = OutboxEvent::new(
+        "message_received",
+        &s,
+        serde_json::json!({"body": "secret"}),
+    );
+    old.created_at = 1_000;
+    let fresh = OutboxEvent::new("message_received", &s, serde_json::json!({"body": "new"}));
+    let pending = OutboxEvent::new("session_ready", &s, serde_json::json!({}));
+    for e in [&old, &fresh, &pending] {
+        store.enqueue_event(e).await.unwrap();
+    }
+    store
+        .mark_published(std::slice::from_ref(&old.event_id), 5_000)
+        .await
+        .unwrap();
+    store
+        .mark_published(std::slice::from_ref(&fresh.event_id), 9_000)
+        .await
+        .unwrap();
+    let q = |n: i64, at: i64| QuarantinedMessage {
+        session_id: s.to_string(),
+        sync_id: None,
+        plugin: "redact".into(),
+        reason: "trap".into(),
+        quarantined_at: at,
+        message: msg("q@c.us", n),
+    };
+    store
+        .put_quarantine(&s, &[q(1, 100), q(2, 8_000), q(3, 8_000), q(4, 8_000)])
+        .await
+        .unwrap();
+    let pruned = store.prune(6_000, 6_000).await.unwrap();
+    assert!(
+        pruned.events >= 1 && pruned.quarantined >= 1,
+        "{}: {pruned:?}",
+        store.kind()
+    );
+    let left: Vec<String> = store
+        .session_events(&s)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "{}: the fresh and the pending stay",
+        store.kind()
+    );
+    assert!(!left.contains(&old.event_id));
+    // Paged by message id.
+    let first = store.quarantine_page(&s, 2, None).await.unwrap();
+    let ids: Vec<&str> = first.iter().map(|x| x.message.id.as_str()).collect();
+    assert_eq!(ids, ["q@c.us-m2", "q@c.us-m3"], "{}", store.kind());
+    let next = store
+        .quarantine_page(&s, 2, Some("q@c.us-m3"))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].message.id, "q@c.us-m4");
+    assert_eq!(store.clear_quarantine(&s).await.unwrap(), 3);
+    assert!(store.list_quarantine(&s).await.unwrap().is_empty());
+    // A purge takes what is left of the session's outbox.
+    store.delete_session(&s, true).await.unwrap();
+    assert!(
+        store.session_events(&s).await.unwrap().is_empty(),
+        "{}: purge leaves no event bodies",
+        store.kind()
+    );
 }
 
 /// WhatsApp timestamps are whole seconds: 500 messages of one second,

@@ -11,6 +11,7 @@
 
 pub mod embedded;
 pub mod mongo;
+pub mod retention;
 
 #[doc(hidden)]
 pub mod contract;
@@ -171,7 +172,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
     async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>>;
     /// Drops the session record; with `purge`, also its chats, messages,
-    /// sync runs and quarantine.
+    /// sync runs, quarantine and outbox events (published or not: their
+    /// bodies may carry its messages).
     async fn delete_session(&self, id: &SessionId, purge: bool) -> StoreResult<()>;
 
     // ---- chats and messages ----------------------------------------------
@@ -267,4 +269,28 @@ pub trait Store: Send + Sync + 'static {
     async fn put_quarantine(&self, id: &SessionId, items: &[QuarantinedMessage])
     -> StoreResult<()>;
     async fn list_quarantine(&self, id: &SessionId) -> StoreResult<Vec<QuarantinedMessage>>;
+    /// One page of a session's quarantine, by message id; `after` (the last
+    /// message id of the previous page) pages on.
+    async fn quarantine_page(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<QuarantinedMessage>>;
+    /// Deletes a session's quarantine; returns how many messages went.
+    async fn clear_quarantine(&self, id: &SessionId) -> StoreResult<u64>;
+
+    // ---- retention --------------------------------------------------------
+    /// Deletes outbox events published before `published_before` (pending
+    /// ones are never pruned) and quarantined messages quarantined before
+    /// `quarantined_before` (ms). Bounded work per call: a store prunes in
+    /// small steps, so a sync never waits long behind it.
+    async fn prune(&self, published_before: i64, quarantined_before: i64) -> StoreResult<Pruned>;
+}
+
+/// What [`Store::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub quarantined: u64,
 }

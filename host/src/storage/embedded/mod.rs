@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    ChatCommit, ChatPage, MessageCursor, SessionRecord, Store, StoreError, StoreResult, WriteStats,
-    decode_chat_cursor, encode_chat_cursor,
+    ChatCommit, ChatPage, MessageCursor, Pruned, SessionRecord, Store, StoreError, StoreResult,
+    WriteStats, decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
     Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
@@ -168,6 +168,15 @@ impl Store for EmbeddedStore {
     async fn delete_session(&self, id: &SessionId, purge: bool) -> StoreResult<()> {
         let sid = id.to_string();
         self.blocking(move |db| {
+            // The outbox is keyed by event id alone: its events of this
+            // session are found in a read first, so the write transaction
+            // only deletes (the outbox stays small: published events are
+            // pruned).
+            let events = if purge {
+                session_event_ids(db, &sid)?
+            } else {
+                Vec::new()
+            };
             let txn = db.begin_write().db()?;
             txn.open_table(SESSIONS).db()?.remove(sid.as_str()).db()?;
             if purge {
@@ -195,6 +204,12 @@ impl Store for EmbeddedStore {
                 let mut runs = txn.open_table(SYNC_RUNS).db()?;
                 for id in &ids {
                     runs.remove(id.as_str()).db()?;
+                }
+                let mut outbox = txn.open_table(OUTBOX).db()?;
+                let mut pending = txn.open_table(OUTBOX_PENDING).db()?;
+                for e in &events {
+                    outbox.remove(e.as_str()).db()?;
+                    pending.remove(e.as_str()).db()?;
                 }
             }
             txn.commit().db()
@@ -641,13 +656,30 @@ impl Store for EmbeddedStore {
     }
 
     async fn list_quarantine(&self, id: &SessionId) -> StoreResult<Vec<QuarantinedMessage>> {
+        self.quarantine_page(id, u32::MAX, None).await
+    }
+
+    async fn quarantine_page(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<QuarantinedMessage>> {
         let sid = id.to_string();
+        let after = after.map(str::to_owned);
         self.blocking(move |db| {
             let txn = db.begin_read().db()?;
             let q = txn.open_table(QUARANTINE).db()?;
             let s = sid.as_str();
+            let start = match &after {
+                Some(a) => Bound::Excluded((s, a.as_str())),
+                None => Bound::Included((s, "")),
+            };
             let mut out = Vec::new();
-            for row in q.range((s, "")..).db()? {
+            for row in q.range((start, Bound::Unbounded)).db()? {
+                if out.len() as u32 >= limit {
+                    break;
+                }
                 let (k, v) = row.db()?;
                 if k.value().0 != s {
                     break;
@@ -658,6 +690,107 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+
+    async fn clear_quarantine(&self, id: &SessionId) -> StoreResult<u64> {
+        let sid = id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().db()?;
+            let s = sid.as_str();
+            let above = format!("{s}\0");
+            let n;
+            {
+                let mut q = txn.open_table(QUARANTINE).db()?;
+                let mut count = 0u64;
+                q.retain_in((s, "")..(above.as_str(), ""), |_, _| {
+                    count += 1;
+                    false
+                })
+                .db()?;
+                n = count;
+            }
+            txn.commit().db()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn prune(&self, published_before: i64, quarantined_before: i64) -> StoreResult<Pruned> {
+        self.blocking(move |db| {
+            let mut pruned = Pruned::default();
+            // Keys are found in a read, then deleted in write transactions
+            // of at most PRUNE_STEP keys: a sync's commit waits for one
+            // step at most, not for a scan of the whole table.
+            let events: Vec<String> = {
+                let txn = db.begin_read().db()?;
+                let outbox = txn.open_table(OUTBOX).db()?;
+                let mut v = Vec::new();
+                for row in outbox.iter().db()? {
+                    let (k, val) = row.db()?;
+                    let ev: OutboxEvent = dec(val.value())?;
+                    if ev.published_at.is_some_and(|t| t < published_before) {
+                        v.push(k.value().to_owned());
+                    }
+                }
+                v
+            };
+            for step in events.chunks(PRUNE_STEP) {
+                let txn = db.begin_write().db()?;
+                {
+                    let mut outbox = txn.open_table(OUTBOX).db()?;
+                    for id in step {
+                        outbox.remove(id.as_str()).db()?;
+                    }
+                }
+                txn.commit().db()?;
+                pruned.events += step.len() as u64;
+            }
+            let quarantined: Vec<(String, String)> = {
+                let txn = db.begin_read().db()?;
+                let q = txn.open_table(QUARANTINE).db()?;
+                let mut v = Vec::new();
+                for row in q.iter().db()? {
+                    let (k, val) = row.db()?;
+                    let item: QuarantinedMessage = dec(val.value())?;
+                    if item.quarantined_at < quarantined_before {
+                        let (s, m) = k.value();
+                        v.push((s.to_owned(), m.to_owned()));
+                    }
+                }
+                v
+            };
+            for step in quarantined.chunks(PRUNE_STEP) {
+                let txn = db.begin_write().db()?;
+                {
+                    let mut q = txn.open_table(QUARANTINE).db()?;
+                    for (s, m) in step {
+                        q.remove((s.as_str(), m.as_str())).db()?;
+                    }
+                }
+                txn.commit().db()?;
+                pruned.quarantined += step.len() as u64;
+            }
+            Ok(pruned)
+        })
+        .await
+    }
+}
+
+/// Keys deleted per write transaction when pruning.
+const PRUNE_STEP: usize = 1_000;
+
+/// Ids of every outbox event of session `sid`.
+fn session_event_ids(db: &Database, sid: &str) -> StoreResult<Vec<String>> {
+    let txn = db.begin_read().db()?;
+    let outbox = txn.open_table(OUTBOX).db()?;
+    let mut out = Vec::new();
+    for row in outbox.iter().db()? {
+        let (k, v) = row.db()?;
+        let ev: OutboxEvent = dec(v.value())?;
+        if ev.session_id == sid {
+            out.push(k.value().to_owned());
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

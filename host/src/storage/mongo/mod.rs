@@ -54,8 +54,8 @@ use self::schema::{
     QUARANTINE_DATES, RUN_DATES, SESSION_DATES, SESSIONS, SYNC_RUNS, date, decode, encode,
 };
 use super::{
-    ChatCommit, ChatPage, MessageCursor, SessionRecord, Store, StoreError, StoreResult, WriteStats,
-    decode_chat_cursor, encode_chat_cursor,
+    ChatCommit, ChatPage, MessageCursor, Pruned, SessionRecord, Store, StoreError, StoreResult,
+    WriteStats, decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
     Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
@@ -699,6 +699,10 @@ impl Store for MongoStore {
                 .delete_many(filter.clone())
                 .await
                 .map_err(map_err)?;
+            self.outbox
+                .delete_many(filter.clone())
+                .await
+                .map_err(map_err)?;
             self.chats.delete_many(filter).await.map_err(map_err)?;
         }
         Ok(())
@@ -1034,6 +1038,62 @@ impl Store for MongoStore {
             .await
             .map_err(map_err)?;
         docs.into_iter().map(quarantine_from_doc).collect()
+    }
+
+    async fn quarantine_page(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<QuarantinedMessage>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut filter = doc! { "sessionId": id.as_str() };
+        if let Some(a) = after {
+            filter.insert("messageId", doc! { "$gt": a });
+        }
+        let docs: Vec<Document> = self
+            .quarantine
+            .find(filter)
+            .sort(doc! { "messageId": 1 })
+            .limit(i64::from(limit))
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        docs.into_iter().map(quarantine_from_doc).collect()
+    }
+
+    async fn clear_quarantine(&self, id: &SessionId) -> StoreResult<u64> {
+        Ok(self
+            .quarantine
+            .delete_many(doc! { "sessionId": id.as_str() })
+            .await
+            .map_err(map_err)?
+            .deleted_count)
+    }
+
+    async fn prune(&self, published_before: i64, quarantined_before: i64) -> StoreResult<Pruned> {
+        let events = self
+            .outbox
+            .delete_many(doc! {
+                "publishedAt": { "$ne": Bson::Null, "$lt": date(Some(published_before)) },
+            })
+            .await
+            .map_err(map_err)?
+            .deleted_count;
+        let quarantined = self
+            .quarantine
+            .delete_many(doc! { "quarantinedAt": { "$lt": date(Some(quarantined_before)) } })
+            .await
+            .map_err(map_err)?
+            .deleted_count;
+        Ok(Pruned {
+            events,
+            quarantined,
+        })
     }
 }
 
