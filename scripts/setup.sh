@@ -21,6 +21,13 @@ if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('Seca
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "SecantusDB==$SECANTUS_VERSION"
 fi
 
+# Schemathesis (PyPI) in the same venv: tests/it/api_fuzz.rs fuzzes the
+# server against its /openapi.json with it.
+SCHEMATHESIS_VERSION="4.32.5"
+if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('schemathesis') == '$SCHEMATHESIS_VERSION'" 2>/dev/null; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
 # RabbitMQ for the events suite.
 scripts/rabbitmq.sh install
 # Guest plugins (wasm32-wasip2) for the plugin tests: plugins/dist/.

@@ -303,6 +303,8 @@ impl App {
             tasks: tasks.clone(),
             cluster: cluster.clone(),
             fabric,
+            allowed_hosts: config.server.allowed_hosts.clone(),
+            allowed_origins: config.server.allowed_origins.clone(),
         }));
         tasks.spawn(gateway::serve(listener, gw.clone()));
         tracing::info!(%addr, store = store.kind(), host_id = %host_id, "wasync listening");

@@ -346,3 +346,147 @@ async fn health_and_readiness() {
     );
     host.stop().await;
 }
+
+#[tokio::test]
+async fn problem_status_is_the_http_status() {
+    let host = TestHost::spawn().await;
+    // Never scanned: the session stays at `qr`, so a sync is refused.
+    host.create_sim(
+        "waiting",
+        json!({"chats": 1, "qrEveryMs": 5000, "scanAfterMs": null}),
+    )
+    .await;
+    let (s, ct, b) = raw(
+        &host,
+        "POST",
+        "/whatsapp-web/session/waiting/sync-chats",
+        Some(("application/json", b"{}".to_vec())),
+    )
+    .await;
+    assert_problem(s, &ct, &b, 409, "session_not_ready");
+    assert_eq!(b["sessionStatus"], "qr", "{b}");
+    // Ready: no QR pending.
+    host.create_sim(
+        "done",
+        json!({"chats": 1, "qrEveryMs": 40, "scanAfterMs": 50}),
+    )
+    .await;
+    host.wait_sync_done("done").await;
+    let (s, ct, b) = raw(&host, "GET", "/whatsapp-web/session/done/qr", None).await;
+    assert_problem(s, &ct, &b, 404, "no_qr");
+    assert_eq!(b["sessionStatus"], "ready", "{b}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_must_be_objects() {
+    let host = TestHost::spawn().await;
+    for body in [
+        "[null,null,null,null,null]",
+        "[]",
+        "[100, true, \"simulator\"]",
+        "null",
+        "3",
+        "\"simulator\"",
+        "true",
+    ] {
+        let (s, ct, b) = raw(
+            &host,
+            "POST",
+            "/whatsapp-web/session/arrays",
+            Some(("application/json", body.as_bytes().to_vec())),
+        )
+        .await;
+        assert_problem(s, &ct, &b, 400, "bad_json");
+        assert!(b["detail"].as_str().unwrap().contains("object"), "{b}");
+    }
+    let (s, ct, b) = raw(&host, "GET", "/whatsapp-web/session/arrays", None).await;
+    assert_problem(s, &ct, &b, 404, "not_found");
+
+    host.create_sim(
+        "arrays",
+        json!({"chats": 2, "qrEveryMs": 40, "scanAfterMs": 50}),
+    )
+    .await;
+    let first = host.wait_sync_done("arrays").await;
+    for body in [r#"[3,["nope@c.us"]]"#, "[]", "null", "[null,null]"] {
+        let (s, ct, b) = raw(
+            &host,
+            "POST",
+            "/whatsapp-web/session/arrays/sync-chats",
+            Some(("application/json", body.as_bytes().to_vec())),
+        )
+        .await;
+        assert_problem(s, &ct, &b, 400, "bad_json");
+    }
+    // No sync was started by them.
+    let (_, run) = host.get("/whatsapp-web/session/arrays/sync").await;
+    assert_eq!(run["syncId"], first["syncId"], "{run}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn the_query_key_is_taken_only_on_upgrades() {
+    let key = "query-key-0123456789abcdef";
+    let host = TestHost::spawn_with_key(key).await;
+    for path in [
+        format!("/whatsapp-web/sessions?apiKey={key}"),
+        format!("/readyz?apiKey={key}"),
+        format!("/openapi.json?apiKey={key}"),
+        format!("/whatsapp-web/session/q/qr?format=svg&apiKey={key}"),
+    ] {
+        let (s, ct, b) = raw(&host, "GET", &path, None).await;
+        assert_problem(s, &ct, &b, 401, "unauthorized");
+        assert!(b["detail"].as_str().unwrap().contains("only on /ws"), "{b}");
+    }
+    let (s, _, b) = raw(
+        &host,
+        "POST",
+        &format!("/whatsapp-web/session/q?apiKey={key}"),
+        Some(("application/json", b"{}".to_vec())),
+    )
+    .await;
+    assert_eq!(s, 401, "{b}");
+    // The upgrades take it: /ws and Socket.IO.
+    let mut ws = host.ws().await;
+    ws.send("ping", json!({})).await;
+    assert_eq!(ws.recv().await["event"], "pong");
+    let (s, _, b) = raw(
+        &host,
+        "GET",
+        &format!("/socket.io/?EIO=4&transport=polling&apiKey={key}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_keeps_causes_in_the_logs() {
+    // A broker that is not there, with a password in its URL.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let host = wasync_tests::TestHost::spawn_with(
+        wasync_tests::HostOptions {
+            tuning: wasync_tests::fast_tuning(),
+            ..Default::default()
+        }
+        .var(
+            wasync::config::AMQP_URL,
+            format!("amqp://guest:s3cret-pw@127.0.0.1:{port}/%2f"),
+        ),
+    )
+    .await;
+    let (s, b) = host.get("/readyz").await;
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(b["events"]["ok"], false, "{b}");
+    let why = b["events"]["error"].as_str().unwrap();
+    assert!(["unreachable", "timed out"].contains(&why), "{b}");
+    let text = b.to_string();
+    for secret in ["s3cret", "127.0.0.1", &port.to_string(), "refused"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    host.stop().await;
+}

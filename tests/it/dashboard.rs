@@ -193,6 +193,24 @@ async fn the_dashboard_asks_for_the_api_key() {
     .await
     .unwrap();
     drive(c, "dashkey", "dashboard-key").await;
+    // The key never went into a URL: the QR was fetched with the header.
+    let srcs = c
+        .execute(
+            "return [...document.querySelectorAll('img')].map(i => i.src).join(' ');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(!srcs.as_str().unwrap().contains(key), "{srcs}");
+    assert!(!srcs.as_str().unwrap().contains("apiKey"), "{srcs}");
+    let seen = c
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('ws')).join(' ');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(!seen.as_str().unwrap().contains("apiKey"), "{seen}");
     b.client.clone().close().await.unwrap();
     host.stop().await;
 }

@@ -3,6 +3,7 @@
 mod amqp;
 mod amqp_host;
 mod api_errors;
+mod api_fuzz;
 mod cli;
 mod cluster;
 mod dashboard;
@@ -11,6 +12,7 @@ mod logins;
 mod mongo;
 mod mongo_sync;
 mod operations;
+mod origin;
 mod plugins;
 mod plugins_e2e;
 mod restart;

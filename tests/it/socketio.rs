@@ -106,3 +106,94 @@ async fn socket_io_needs_the_api_key_too() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("connect_error"));
     host.stop().await;
 }
+
+#[tokio::test]
+async fn socket_io_answers_what_its_document_says() {
+    let host = TestHost::spawn().await;
+    let (_, doc) = host.get("/openapi.json").await;
+    let item = &doc["paths"]["/socket.io/"];
+    for method in ["get", "post"] {
+        assert!(item[method].is_object(), "{method} /socket.io/ documented");
+    }
+    let cases: [(&str, &str, u16, &str); 8] = [
+        ("GET", "?EIO=3&transport=polling", 400, "invalid_query"),
+        ("GET", "?transport=polling", 400, "invalid_query"),
+        (
+            "GET",
+            "?EIO=4&transport=carrier-pigeon",
+            400,
+            "invalid_query",
+        ),
+        ("GET", "?EIO=4", 400, "invalid_query"),
+        (
+            "GET",
+            "?EIO=4&transport=websocket",
+            426,
+            "websocket_required",
+        ),
+        (
+            "GET",
+            "?EIO=4&transport=polling&sid=nope",
+            400,
+            "socketio_refused",
+        ),
+        ("POST", "?EIO=4&transport=polling", 400, "socketio_refused"),
+        (
+            "POST",
+            "?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA",
+            400,
+            "socketio_refused",
+        ),
+    ];
+    for (method, query, status, code) in cases {
+        let resp = host
+            .http
+            .request(
+                method.parse().unwrap(),
+                host.url(&format!("/socket.io/{query}")),
+            )
+            .header("content-type", "text/plain;charset=UTF-8")
+            .body(if method == "POST" { "40" } else { "" })
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{method} {query}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{method} {query}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["status"], status, "{body}");
+        assert_eq!(body["code"], code, "{method} {query}: {body}");
+        // ...and the document has that answer for that method.
+        let documented = &item[method.to_lowercase()]["responses"][status.to_string()];
+        assert!(
+            documented["content"]["application/problem+json"].is_object(),
+            "{method} /socket.io/ {status} is not documented"
+        );
+    }
+    let resp = host
+        .http
+        .request(reqwest::Method::OPTIONS, host.url("/socket.io/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, POST");
+    // The handshake itself is what the document says: text/plain.
+    let resp = host
+        .http
+        .get(host.url("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    host.stop().await;
+}

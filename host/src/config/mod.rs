@@ -24,6 +24,8 @@ pub const WASYNC_MAX_PLUGIN_BYTES: &str = "WASYNC_MAX_PLUGIN_BYTES";
 pub const WASYNC_WS_QUEUE: &str = "WASYNC_WS_QUEUE";
 pub const WASYNC_WS_STALL_MS: &str = "WASYNC_WS_STALL_MS";
 pub const WASYNC_LOG_FORMAT: &str = "WASYNC_LOG_FORMAT";
+pub const WASYNC_ALLOWED_HOSTS: &str = "WASYNC_ALLOWED_HOSTS";
+pub const WASYNC_ALLOWED_ORIGINS: &str = "WASYNC_ALLOWED_ORIGINS";
 pub const MONGODB_URI: &str = "MONGODB_URI";
 pub const MONGODB_DB: &str = "MONGODB_DB";
 pub const AMQP_URL: &str = "AMQP_URL";
@@ -73,6 +75,16 @@ pub struct ServerConfig {
     /// How long one frame may take to send before the client counts as
     /// stuck (`WASYNC_WS_STALL_MS`, default 10 s).
     pub ws_stall: Duration,
+    /// Host names requests may be addressed to besides IP literals,
+    /// `localhost` and the advertise URL's host (`WASYNC_ALLOWED_HOSTS`,
+    /// comma-separated, e.g. the name a reverse proxy serves; `*` turns the
+    /// check off). A browser page on another name reached through DNS
+    /// rebinding gets 403.
+    pub allowed_hosts: Vec<String>,
+    /// Origins besides the server's own whose pages may call it
+    /// (`WASYNC_ALLOWED_ORIGINS`, comma-separated `scheme://host[:port]`),
+    /// e.g. a frontend served elsewhere that uses `/socket.io/`.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Where data lives.
@@ -259,6 +271,18 @@ impl Config {
                 "milliseconds between 100 and 600000",
                 |v| (100..=600_000).contains(v),
             )),
+            allowed_hosts: s.list(WASYNC_ALLOWED_HOSTS, &f.server.allowed_hosts, |h| {
+                h == "*"
+                    || (!h.is_empty()
+                        && h.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c)))
+            }),
+            allowed_origins: s.list(WASYNC_ALLOWED_ORIGINS, &f.server.allowed_origins, |o| {
+                let rest = o
+                    .strip_prefix("http://")
+                    .or_else(|| o.strip_prefix("https://"));
+                rest.is_some_and(|r| !r.is_empty() && !r.contains('/'))
+            }),
         };
 
         let storage = StorageConfig {

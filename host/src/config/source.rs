@@ -34,6 +34,8 @@ pub(super) struct FileServer {
     pub(super) max_plugin_bytes: Option<Scalar>,
     pub(super) ws_queue: Option<Scalar>,
     pub(super) ws_stall_ms: Option<Scalar>,
+    pub(super) allowed_hosts: Option<Scalar>,
+    pub(super) allowed_origins: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +154,28 @@ impl Source<'_> {
                 }
             },
         }
+    }
+
+    /// A comma-separated list, lower-cased; each entry must pass `ok`.
+    pub(super) fn list(
+        &mut self,
+        var: &str,
+        file: &Option<Scalar>,
+        ok: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let Some((raw, name)) = self.get(var, file) else {
+            return Vec::new();
+        };
+        let items: Vec<String> = raw
+            .split(',')
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty())
+            .collect();
+        for bad in items.iter().filter(|v| !ok(v)) {
+            self.problems
+                .push(format!("{name}: {bad:?} is not a valid entry"));
+        }
+        items
     }
 
     pub(super) fn flag(&mut self, var: &str, file: &Option<Scalar>) -> bool {

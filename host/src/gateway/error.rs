@@ -144,7 +144,7 @@ impl From<SessionError> for ApiError {
                 ),
             )
             .with("sessionId", session_id)
-            .with("status", status.as_str()),
+            .with("sessionStatus", status.as_str()),
             SessionError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

@@ -8,6 +8,7 @@
 
 pub mod error;
 mod openapi;
+mod origin;
 pub mod plugins_api;
 pub mod protocol;
 mod qr;
@@ -65,6 +66,12 @@ pub struct GatewayDeps {
     pub cluster: Arc<crate::cluster::Cluster>,
     /// Live events of sessions run on other hosts, when there are others.
     pub fabric: Option<Arc<crate::cluster::fabric::Fabric>>,
+    /// Host names served besides IP literals, localhost and the advertise
+    /// URL's host (`WASYNC_ALLOWED_HOSTS`).
+    pub allowed_hosts: Vec<String>,
+    /// Origins whose pages may call the server besides its own
+    /// (`WASYNC_ALLOWED_ORIGINS`).
+    pub allowed_origins: Vec<String>,
 }
 
 /// What the routes need.
@@ -84,6 +91,7 @@ pub struct Gateway {
     pub tasks: TaskTracker,
     pub cluster: Arc<crate::cluster::Cluster>,
     pub protocol: protocol::Protocol,
+    guard: origin::BrowserGuard,
     socketio: socketio::Handler,
     io: SocketIo,
 }
@@ -96,6 +104,11 @@ impl Gateway {
             fabric: d.fabric.clone(),
         };
         let (socketio, io) = socketio::build(protocol.clone(), d.metrics.clone());
+        let guard = origin::BrowserGuard::new(
+            &d.allowed_hosts,
+            &d.allowed_origins,
+            &d.cluster.me().advertise_url,
+        );
         Gateway {
             sessions: d.sessions,
             store: d.store,
@@ -110,6 +123,7 @@ impl Gateway {
             tasks: d.tasks,
             cluster: d.cluster,
             protocol,
+            guard,
             socketio,
             io,
         }
@@ -325,8 +339,9 @@ async fn dispatch(
         e.allow = Some(allow);
         return Err(e);
     }
+    gw.guard.check(&req)?;
     if !route.is_public() {
-        authorize(gw, &req)?;
+        authorize(gw, &route, &req)?;
     }
     match route {
         Route::Ws => ws::upgrade(gw.clone(), req).map(boxed),
@@ -337,9 +352,11 @@ async fn dispatch(
 }
 
 /// Checks the API key (header `Authorization: Bearer <key>` or
-/// `x-api-key`, or `apiKey` in the query for WebSocket clients that cannot
-/// set headers) in constant time.
-fn authorize(gw: &Gateway, req: &Request<Incoming>) -> Result<(), ApiError> {
+/// `x-api-key`) in constant time. `apiKey` in the query is taken only on
+/// `/ws` and `/socket.io/`, for browser WebSocket clients that cannot set
+/// headers: elsewhere a key in a URL would end up in access logs and
+/// browser history, and is refused like a wrong one.
+fn authorize(gw: &Gateway, route: &Route, req: &Request<Incoming>) -> Result<(), ApiError> {
     let Some(expected) = &gw.api_key else {
         return Ok(());
     };
@@ -355,10 +372,21 @@ fn authorize(gw: &Gateway, req: &Request<Incoming>) -> Result<(), ApiError> {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         });
-    let given = from_header.or_else(|| query_param(req.uri().query(), "apiKey"));
+    let query_ok = matches!(route, Route::Ws | Route::SocketIo);
+    let given = from_header.or_else(|| {
+        query_ok
+            .then(|| query_param(req.uri().query(), "apiKey"))
+            .flatten()
+    });
     let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())));
     if ok {
         Ok(())
+    } else if !query_ok && query_param(req.uri().query(), "apiKey").is_some() {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "apiKey in the query is accepted only on /ws and /socket.io/: send Authorization: Bearer <key>",
+        ))
     } else {
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -469,9 +497,6 @@ mod tests {
                 .get(r.template())
                 .unwrap_or_else(|| panic!("{} missing from /openapi.json", r.template()));
             for m in r.methods() {
-                if r == Route::SocketIo && *m == Method::POST {
-                    continue; // Engine.IO polling; one entry documents the endpoint
-                }
                 assert!(
                     item.get(m.as_str().to_lowercase()).is_some(),
                     "{} {} missing from /openapi.json",
@@ -503,6 +528,72 @@ mod tests {
                 "{schema} missing"
             );
         }
+    }
+
+    #[test]
+    fn the_document_says_what_the_server_does() {
+        let doc = openapi::document();
+        let mut ops = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                ops += 1;
+                let responses = op["responses"].as_object().unwrap();
+                assert!(responses.contains_key("403"), "{method} {path}: 403");
+                for (status, r) in responses {
+                    let Some(content) = r["content"].as_object() else {
+                        continue;
+                    };
+                    for (ct, media) in content {
+                        let is_problem = media["schema"]["$ref"] == "#/components/schemas/Problem";
+                        assert_eq!(
+                            is_problem,
+                            ct == "application/problem+json",
+                            "{method} {path} {status}: {ct}"
+                        );
+                    }
+                }
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["name"] == "id" {
+                        assert_eq!(p["schema"]["pattern"], "^[A-Za-z0-9_-]{1,64}$");
+                    }
+                }
+            }
+        }
+        assert!(ops >= 22, "{ops} operations");
+        let qr = &doc["paths"]["/whatsapp-web/session/{id}/qr"]["get"];
+        let content = qr["responses"]["200"]["content"].as_object().unwrap();
+        for ct in ["application/json", "image/svg+xml", "image/png"] {
+            assert!(content.contains_key(ct), "qr {ct}");
+        }
+        let format = &qr["parameters"].as_array().unwrap()[1];
+        assert_eq!(format["name"], "format");
+        for path in ["/plugins", "/plugins/reload"] {
+            let r = &doc["paths"][path]["post"]["responses"]["404"];
+            assert!(
+                r["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("plugins_disabled")
+            );
+        }
+        // Optional bodies are optional, not nullable.
+        for path in [
+            "/whatsapp-web/session/{id}",
+            "/whatsapp-web/session/{id}/sync-chats",
+        ] {
+            let body = &doc["paths"][path]["post"]["requestBody"];
+            assert_ne!(body["required"], true, "{path}");
+            let schema = &body["content"]["application/json"]["schema"];
+            assert!(schema["$ref"].is_string(), "{path}: {schema}");
+        }
+        let upload = &doc["paths"]["/plugins"]["post"]["requestBody"];
+        assert_eq!(upload["required"], true);
+        let create = &doc["components"]["schemas"]["CreateOptions"]["properties"];
+        assert_eq!(create["limitPerChat"]["minimum"], 1);
+        assert!(create["provider"]["enum"].is_array());
+        let sync = &doc["components"]["schemas"]["SyncBody"]["properties"];
+        assert_eq!(sync["limitPerChat"]["minimum"], 1);
+        assert_eq!(sync["chatIds"]["minItems"], 1);
     }
 
     #[test]

@@ -39,10 +39,14 @@ impl PluginRoute {
     }
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /plugins`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Upload {
+pub(super) struct Upload {
+    /// The plugin's manifest, as TOML text.
     manifest: String,
+    /// The component's bytes, base64 (standard alphabet, padded).
+    #[schema(content_encoding = "base64")]
     component: String,
 }
 
@@ -104,11 +108,13 @@ pub(super) fn list_plugins(mgr: &PluginManager) -> Response<Body> {
 /// Uploads (installs or replaces) a plugin: `{"manifest": "<TOML>",
 /// "component": "<base64>"}`. Checked before anything changes.
 #[utoipa::path(post, path = "/plugins", tag = "plugins",
-    request_body(content = Object, description = "`{manifest: string (TOML), component: string (base64 component)}`"),
+    request_body(content = Upload, description = "the manifest and the component"),
     responses((status = 201, description = "installed", body = Object),
         (status = 400, description = "not wasm, a core module, wrong world, bad manifest, sha256 mismatch", body = super::openapi::Problem),
         (status = 401, body = super::openapi::Problem),
-        (status = 413, description = "over WASYNC_MAX_PLUGIN_BYTES", body = super::openapi::Problem)))]
+        (status = 404, description = "plugins disabled (`plugins_disabled`)", body = super::openapi::Problem),
+        (status = 413, description = "over WASYNC_MAX_PLUGIN_BYTES", body = super::openapi::Problem),
+        (status = 415, description = "the body is not application/json", body = super::openapi::Problem)))]
 pub(super) async fn upload_plugin(
     gw: &Gateway,
     mgr: &PluginManager,
@@ -116,12 +122,17 @@ pub(super) async fn upload_plugin(
 ) -> Result<Response<Body>, ApiError> {
     // base64 grows the component by a third; leave room for the manifest.
     let limit = gw.max_plugin_bytes / 3 * 4 + 256 * 1024;
+    let headers = req.headers().clone();
+    super::rest::require_json(&headers, true)?;
     let bytes = read_body(req, limit).await?;
-    let up: Upload = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(
-            "bad_json",
-            format!("send {{\"manifest\": \"<TOML>\", \"component\": \"<base64>\"}}: {e}"),
-        )
+    let up: Upload = super::rest::json_object(&headers, &bytes).map_err(|mut e| {
+        if e.code == "bad_json" {
+            e.detail = format!(
+                "send {{\"manifest\": \"<TOML>\", \"component\": \"<base64>\"}}: {}",
+                e.detail
+            );
+        }
+        e
     })?;
     let wasm = base64::engine::general_purpose::STANDARD
         .decode(up.component.trim())
@@ -164,7 +175,8 @@ pub(super) async fn remove_plugin(
 /// Reloads the plugin directory as one atomic swap.
 #[utoipa::path(post, path = "/plugins/reload", tag = "plugins",
     responses((status = 200, description = "`{plugins}`", body = Object), (status = 401, body = super::openapi::Problem),
-        (status = 400, description = "a plugin in the directory is invalid; nothing changed", body = super::openapi::Problem)))]
+        (status = 400, description = "a plugin in the directory is invalid; nothing changed", body = super::openapi::Problem),
+        (status = 404, description = "plugins disabled (`plugins_disabled`)", body = super::openapi::Problem)))]
 pub(super) async fn reload_plugins(mgr: &PluginManager) -> Result<Response<Body>, ApiError> {
     let plugins = mgr.reload().await.map_err(api_error)?;
     Ok(json(

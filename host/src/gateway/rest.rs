@@ -43,28 +43,72 @@ fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     })
 }
 
-/// Parses an optional JSON body; an empty body is the type's default.
+/// Refuses a request body that is not declared `application/json` (a
+/// `charset` parameter is fine): 415. No `Content-Type` is accepted only
+/// without a body. Browsers send `text/plain`, form and multipart bodies
+/// cross-site without asking first; JSON they never do.
+pub(super) fn require_json(headers: &http::HeaderMap, has_body: bool) -> Result<(), ApiError> {
+    let declared = headers.get(header::CONTENT_TYPE).map(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+    });
+    match (declared, has_body) {
+        (Some(true), _) | (None, false) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        )),
+    }
+}
+
+/// Parses a JSON body that must be an object: serde would also fill a
+/// struct from an array of its fields in order, and `null` is no object.
+pub(super) fn json_object<T: DeserializeOwned>(
+    headers: &http::HeaderMap,
+    bytes: &Bytes,
+) -> Result<T, ApiError> {
+    require_json(headers, true)?;
+    let bad = |e: String| ApiError::bad_request("bad_json", format!("invalid JSON body: {e}"));
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    if !value.is_object() {
+        return Err(bad("expected a JSON object {...}".into()));
+    }
+    whole_numbers(&mut value);
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+}
+
+/// Writes numbers such as `100.0` as the integers they are: JSON (and the
+/// document's JSON Schema) does not tell `100` from `100.0`, serde does.
+fn whole_numbers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                *v = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        serde_json::Value::Object(members) => members.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
+
+/// Parses an optional JSON object body; an empty body is the type's default.
 fn parse_body<T: DeserializeOwned + Default>(
     parts: &http::request::Parts,
     bytes: &Bytes,
 ) -> Result<T, ApiError> {
-    let is_json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.starts_with("application/json") || v.contains("+json"));
     if bytes.iter().all(u8::is_ascii_whitespace) {
+        require_json(&parts.headers, false)?;
         return Ok(T::default());
     }
-    if is_json == Some(false) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as application/json",
-        ));
-    }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid JSON body: {e}")))
+    json_object(&parts.headers, bytes)
 }
 
 fn bool_param(uri: &http::Uri, name: &str) -> Result<bool, ApiError> {
@@ -105,9 +149,21 @@ fn num_param<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SyncBody {
     /// Messages per chat, 1–10,000 (default 100).
+    #[schema(minimum = 1, maximum = 10000)]
     pub limit_per_chat: Option<u32>,
     /// Only these chats (default: every chat).
+    #[schema(min_items = 1, max_items = 100000)]
     pub chat_ids: Option<Vec<String>>,
+}
+
+/// How `GET .../qr` renders the code.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum QrFormat {
+    Json,
+    Svg,
+    Png,
 }
 
 /// `202` answer of `POST .../sync-chats`.
@@ -161,7 +217,10 @@ pub struct DependencyState {
     /// Adapter (`embedded`, `mongo`, `local`, `amqp`).
     pub kind: String,
     pub ok: bool,
+    /// Why it is not ok: `unreachable` or `timed out`; the cause is in the
+    /// server's logs, never here.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^(unreachable|timed out)$")]
     pub error: Option<String>,
 }
 
@@ -207,7 +266,10 @@ pub(super) async fn handle(
         }
         Route::Sync { id } => get_sync(gw, session_id(&id)?).await,
         Route::Metrics => Ok(metrics(gw).await),
-        Route::OpenApi => Ok(json(StatusCode::OK, &super::openapi::document())),
+        Route::OpenApi => Ok(json(
+            StatusCode::OK,
+            &super::openapi::served(gw.api_key.is_some()),
+        )),
         Route::Ws | Route::SocketIo | Route::Plugins(_) => unreachable!("dispatched before"),
     }
 }
@@ -438,7 +500,7 @@ pub(super) async fn list_sessions(gw: &Gateway) -> Result<Response<Body>, ApiErr
 /// Creates and starts a session (idempotent: 200 if it already runs).
 #[utoipa::path(post, path = "/whatsapp-web/session/{id}", tag = "sessions",
     params(("id" = String, Path, description = "session id, ^[A-Za-z0-9_-]{1,64}$")),
-    request_body(content = Option<CreateOptions>, description = "optional; an empty body takes the defaults"),
+    request_body(content = ref("#/components/schemas/CreateOptions"), description = "optional; an empty body takes the defaults"),
     responses(
         (status = 201, description = "created and starting", body = SessionSnapshot),
         (status = 200, description = "already running", body = SessionSnapshot),
@@ -452,6 +514,18 @@ pub(super) async fn create_session(
     bytes: &Bytes,
 ) -> Result<Response<Body>, ApiError> {
     let opts: CreateOptions = parse_body(parts, bytes)?;
+    // Provider options are objects; serde would read an array as one.
+    for (name, v) in [
+        ("simulator", &opts.simulator),
+        ("webdriver", &opts.webdriver),
+    ] {
+        if v.as_ref().is_some_and(|v| !v.is_object() && !v.is_null()) {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                format!("{name} must be an object"),
+            ));
+        }
+    }
     let (created, snap) = gw.sessions.create(&id, opts).await?;
     let status = if created {
         StatusCode::CREATED
@@ -501,11 +575,12 @@ pub(super) async fn stop_session(
 /// The pending QR code, as JSON or rendered.
 #[utoipa::path(get, path = "/whatsapp-web/session/{id}/qr", tag = "sessions",
     params(("id" = String, Path, description = "session id"),
-        ("format" = Option<String>, Query, description = "json (default), svg or png")),
+        ("format" = Option<QrFormat>, Query, description = "json (default), svg or png")),
     responses(
-        (status = 200, description = "the QR code", body = QrCode, content_type = "application/json"),
+        (status = 200, description = "the QR code: JSON, or rendered by `format`", content(
+            (QrCode = "application/json"), (String = "image/svg+xml"), ("image/png"))),
         (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, description = "no QR pending, or no such session", body = Problem),
+        (status = 404, description = "no such session, or no QR pending (`no_qr`, names `sessionStatus`)", body = Problem),
         (status = 503, description = "the owning host cannot be reached (`owner_unreachable`), or the store or cluster is unavailable", body = Problem)))]
 pub(super) async fn get_qr(
     gw: &Gateway,
@@ -538,14 +613,14 @@ pub(super) async fn get_qr(
                 snap.status.as_str()
             ),
         )
-        .with("status", snap.status.as_str())),
+        .with("sessionStatus", snap.status.as_str())),
     }
 }
 
 /// Stored chats, newest activity first. Never starts a sync.
 #[utoipa::path(get, path = "/whatsapp-web/session/{id}/chats", tag = "data",
     params(("id" = String, Path, description = "session id"),
-        ("limit" = Option<u32>, Query, description = "1–1000, default 50"),
+        ("limit" = Option<u32>, Query, description = "1–1000, default 50", minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
     responses((status = 200, body = ChatPage), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
@@ -572,8 +647,8 @@ pub(super) async fn list_chats(
 /// A chat's stored messages, newest first.
 #[utoipa::path(get, path = "/whatsapp-web/session/{id}/chats/{chatId}/messages", tag = "data",
     params(("id" = String, Path, description = "session id"),
-        ("chatId" = String, Path, description = "chat id, e.g. 4915112345678@c.us (percent-encode it)"),
-        ("limit" = Option<u32>, Query, description = "1–1000, default 50"),
+        ("chatId" = String, Path, description = "chat id, e.g. 4915112345678@c.us (percent-encode it)", min_length = 1, max_length = 256),
+        ("limit" = Option<u32>, Query, description = "1–1000, default 50", minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
         ("before" = Option<i64>, Query, description = "start with the messages older than this (ms); for the next pages use cursor")),
     responses((status = 200, body = MessagePage), (status = 400, body = Problem),
@@ -628,11 +703,12 @@ pub(super) async fn list_messages(
 /// Starts a manual sync.
 #[utoipa::path(post, path = "/whatsapp-web/session/{id}/sync-chats", tag = "sync",
     params(("id" = String, Path, description = "session id")),
-    request_body(content = Option<SyncBody>, description = "optional"),
+    request_body(content = ref("#/components/schemas/SyncBody"), description = "optional; an empty body syncs every chat"),
     responses(
         (status = 202, description = "started; follow it on the WebSocket or at GET .../sync", body = SyncAccepted),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "a sync runs (`sync_running`, names `syncId`) or the session is not ready (`session_not_ready`)", body = Problem),
+        (status = 409, description = "a sync runs (`sync_running`, names `syncId`) or the session is not ready (`session_not_ready`, names `sessionStatus`)", body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem),
         (status = 503, description = "the owning host cannot be reached (`owner_unreachable`), or the store or cluster is unavailable", body = Problem)))]
 pub(super) async fn sync_chats(
     gw: &Gateway,
@@ -694,11 +770,15 @@ pub(super) async fn readyz(gw: &Gateway) -> Response<Body> {
             ok: true,
             error: None,
         },
-        Ok(Err(e)) => DependencyState {
-            kind: kind.into(),
-            ok: false,
-            error: Some(e),
-        },
+        Ok(Err(e)) => {
+            // The cause (addresses, driver messages) stays in the logs.
+            tracing::warn!(dependency = kind, error = %e, "readiness check failed");
+            DependencyState {
+                kind: kind.into(),
+                ok: false,
+                error: Some("unreachable".into()),
+            }
+        }
         Err(_) => DependencyState {
             kind: kind.into(),
             ok: false,

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -19,8 +19,9 @@ use socketioxide::extract::{Event, SocketRef, TryData};
 use socketioxide::socket::DisconnectReason;
 use socketioxide::{SendError, SocketError, SocketIo};
 
-use super::WireBody;
+use super::error::ApiError;
 use super::protocol::Protocol;
+use super::{WireBody, query_param};
 use crate::hub::ClientQueue;
 use crate::telemetry::{Metrics, TransportLabel};
 
@@ -34,23 +35,132 @@ pub type Handler = Box<
 /// The Socket.IO v4 endpoint (Engine.IO polling and WebSocket), served by
 /// socketioxide with the same events as `/ws`: emit `join-session
 /// {sessionId}`, listen for `session_state`, `qr`, `ready`, `sync_chats`, ...
+/// A `GET` without `sid` opens an Engine.IO session (or, with
+/// `transport=websocket` and an upgrade, a WebSocket); with `sid` it polls.
 #[utoipa::path(get, path = "/socket.io/", tag = "events",
-    params(("EIO" = String, Query, description = "Engine.IO protocol version (4)"),
-        ("transport" = String, Query, description = "polling or websocket"),
-        ("apiKey" = Option<String>, Query, description = "the API key")),
-    responses((status = 200, description = "Engine.IO handshake / polling payload"),
+    security(("bearer" = []), ("apiKeyHeader" = []), ("apiKeyQuery" = [])),
+    params(
+        ("EIO" = String, Query, description = "Engine.IO protocol version", pattern = "^4$"),
+        ("transport" = Transport, Query, description = "polling or websocket"),
+        ("sid" = Option<String>, Query, description = "the Engine.IO session, once open")),
+    responses(
+        (status = 200, description = "Engine.IO handshake or polled packets", content(
+            (String = "text/plain"), (String = "application/octet-stream"))),
         (status = 101, description = "switching to WebSocket"),
-        (status = 401, body = super::openapi::Problem)))]
+        (status = 400, description = "bad `EIO`, `transport` or `sid`", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "foreign `Origin` or `Host`", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 426, description = "`transport=websocket` without a WebSocket handshake", body = super::openapi::Problem, content_type = "application/problem+json")))]
 #[allow(dead_code)]
 pub(super) fn endpoint() {}
+
+/// Engine.IO long-polling: the client posts its packets to its session.
+#[utoipa::path(post, path = "/socket.io/", tag = "events",
+    security(("bearer" = []), ("apiKeyHeader" = []), ("apiKeyQuery" = [])),
+    params(
+        ("EIO" = String, Query, description = "Engine.IO protocol version", pattern = "^4$"),
+        ("transport" = String, Query, description = "polling", pattern = "^polling$"),
+        ("sid" = String, Query, description = "the Engine.IO session")),
+    request_body(content = String, content_type = "text/plain", description = "Engine.IO packets"),
+    responses(
+        (status = 200, description = "accepted", body = String, content_type = "text/plain"),
+        (status = 400, description = "bad `EIO`, `transport`, `sid` or packets", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "foreign `Origin` or `Host`", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, body = super::openapi::Problem, content_type = "application/problem+json")))]
+#[allow(dead_code)]
+pub(super) fn post_endpoint() {}
+
+/// An Engine.IO transport.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Transport {
+    Polling,
+    Websocket,
+}
+
+/// Refuses what socketioxide would answer outside the document: a wrong
+/// `EIO` or `transport`, or a WebSocket transport without a handshake.
+fn precheck(req: &Request<Incoming>) -> Result<(), ApiError> {
+    let q = req.uri().query();
+    let eio = query_param(q, "EIO");
+    if eio.as_deref() != Some("4") {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("EIO must be 4 (Engine.IO v4: socket.io-client 3 or later), got {eio:?}"),
+        ));
+    }
+    let transport = query_param(q, "transport");
+    if req.method() == http::Method::POST && transport.as_deref() != Some("polling") {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("only long-polling posts: transport must be polling, got {transport:?}"),
+        ));
+    }
+    match transport.as_deref() {
+        Some("polling") => Ok(()),
+        Some("websocket") if super::ws::is_upgrade(req.headers()) => Ok(()),
+        Some("websocket") => Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_required",
+            "transport=websocket needs a WebSocket handshake: send Connection: Upgrade and Upgrade: websocket",
+        )),
+        other => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("transport must be polling or websocket, got {other:?}"),
+        )),
+    }
+}
+
+/// socketioxide answers its own refusals with an empty body or Engine.IO's
+/// `{code, message}`; they become problems like every other error here.
+async fn as_problem(resp: Response<WireBody>) -> Response<WireBody> {
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if status.as_u16() < 400 || is_problem {
+        return resp;
+    }
+    // Engine.IO's refusals are a few constant bytes.
+    let body = match resp.into_body().collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => Default::default(),
+    };
+    let message = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned));
+    let e = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            "body_too_large",
+            "the Engine.IO payload is larger than the server takes",
+        ),
+        s if s.is_server_error() => ApiError::internal(format!("socket.io answered {s}")),
+        s => ApiError::new(
+            s,
+            "socketio_refused",
+            format!(
+                "Socket.IO refused the request: {}",
+                message.as_deref().unwrap_or("bad request")
+            ),
+        ),
+    };
+    super::boxed(e.into_response())
+}
 
 /// Builds the request handler and the Socket.IO handle.
 pub fn build(protocol: Protocol, metrics: Arc<Metrics>) -> (Handler, SocketIo) {
     let (svc, io) = SocketIo::builder().max_buffer_size(256).build_svc();
     let handler: Handler = Box::new(move |req| {
+        if let Err(e) = precheck(&req) {
+            return Box::pin(std::future::ready(super::boxed(e.into_response())));
+        }
         let fut = hyper::service::Service::call(&svc, req);
         Box::pin(async move {
-            match fut.await {
+            let resp = match fut.await {
                 Ok(resp) => resp.map(|b| {
                     b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> {
                         format!("{e:?}").into()
@@ -64,7 +174,8 @@ pub fn build(protocol: Protocol, metrics: Arc<Metrics>) -> (Handler, SocketIo) {
                             .into_response(),
                     )
                 }
-            }
+            };
+            as_problem(resp).await
         })
     });
     io.ns("/", move |socket: SocketRef| {

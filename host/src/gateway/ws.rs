@@ -28,7 +28,7 @@ const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// The native WebSocket endpoint. Frames are JSON text
 /// `{"event": NAME, "data": {...}}`; see the README for the events.
 #[utoipa::path(get, path = "/ws", tag = "events",
-    params(("apiKey" = Option<String>, Query, description = "the API key, for clients that cannot set headers")),
+    security(("bearer" = []), ("apiKeyHeader" = []), ("apiKeyQuery" = [])),
     responses((status = 101, description = "switching to WebSocket"),
         (status = 400, body = super::openapi::Problem), (status = 401, body = super::openapi::Problem),
         (status = 426, description = "not a WebSocket handshake", body = super::openapi::Problem)))]
@@ -37,13 +37,7 @@ pub(super) fn upgrade(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let headers = req.headers();
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
-    };
-    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+    if !is_upgrade(headers) {
         return Err(ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             "websocket_required",
@@ -94,6 +88,18 @@ pub(super) fn upgrade(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     Ok(resp)
+}
+
+/// Whether the headers ask for a WebSocket (`Connection: Upgrade`,
+/// `Upgrade: websocket`).
+pub(super) fn is_upgrade(headers: &http::HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
 }
 
 /// Most frames written per flush.
