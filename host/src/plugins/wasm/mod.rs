@@ -211,14 +211,19 @@ fn load(
             actual: sha256,
         });
     }
+    let mut manifest = manifest;
     let ceiling = rt.max_memory_mib();
     if manifest.limits.memory_mib > ceiling {
-        return Err(PluginError::BadManifest {
-            reason: format!(
-                "limits.memory_mib = {} is over this host's ceiling of {ceiling} MiB",
-                manifest.limits.memory_mib
-            ),
-        });
+        // Uploads are refused (`install`); a manifest already in the
+        // directory (accepted by an older host) runs at the ceiling rather
+        // than failing the start, and says so.
+        tracing::warn!(
+            plugin = %manifest.name,
+            asked = manifest.limits.memory_mib,
+            ceiling,
+            "plugins: memory_mib over the host's ceiling; running at the ceiling"
+        );
+        manifest.limits.memory_mib = ceiling;
     }
     let component = rt.compile(wasm)?;
     let world = manifest.world.as_str();
@@ -372,6 +377,15 @@ impl PluginManager {
             });
         }
         let manifest = Manifest::parse(manifest_toml)?;
+        let ceiling = self.runtime.max_memory_mib();
+        if manifest.limits.memory_mib > ceiling {
+            return Err(PluginError::BadManifest {
+                reason: format!(
+                    "limits.memory_mib = {} is over this host's ceiling of {ceiling} MiB",
+                    manifest.limits.memory_mib
+                ),
+            });
+        }
         let _guard = self.changes.lock().await;
         let rt = self.runtime.clone();
         let stats = self.stats_for(&manifest.name);
@@ -743,7 +757,22 @@ mod tests {
         );
         assert_eq!(err.http_status(), 400);
         assert!(mgr.list().is_empty());
-        let info = mgr.install(&with_memory(ceiling), wasm).await.unwrap();
+        let info = mgr
+            .install(&with_memory(ceiling), wasm.clone())
+            .await
+            .unwrap();
         assert_eq!(info.limits.memory_mib, ceiling);
+
+        // One already in the directory (an older host took it) still
+        // starts, at the ceiling.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("keyword-tagger.wasm"), &wasm).unwrap();
+        std::fs::write(
+            dir.path().join("keyword-tagger.toml"),
+            with_memory(ceiling * 2),
+        )
+        .unwrap();
+        let mgr = open(dir.path()).expect("starts");
+        assert_eq!(mgr.list()[0].limits.memory_mib, ceiling);
     }
 }
