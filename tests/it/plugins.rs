@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use wasync::plugins::wasm::{ManagerOptions, Offload, PluginError};
 use wasync::plugins::{ChatDecision, ChatSummary, PluginHost};
 use wasync_tests::plugins::{PluginDir, bench_redaction, built, chat, context, message};
@@ -213,7 +214,13 @@ async fn infinite_loop_is_stopped_within_twice_its_deadline_and_quarantined() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_hog_is_stopped_at_its_cap() {
-    let mgr = PluginDir::new().with("fixture-memory-hog").manager();
+    // A generous deadline: growing 16 MiB must fail on memory, not time,
+    // even on a loaded machine (deadlines are wall-clock time).
+    let mgr = PluginDir::new()
+        .with_edited("fixture-memory-hog", |m| {
+            m.replace("memory_mib = 16", "memory_mib = 16\ndeadline_ms = 5000")
+        })
+        .manager();
     let mut scope = mgr
         .chain()
         .chat_scope(&context("s1"), &chat("c", "x"))
@@ -353,7 +360,7 @@ async fn repeated_failures_trip_the_plugin_for_the_rest_of_the_sync_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_socket_and_env_attempts_fail_inside_the_guest() {
+async fn a_plugin_sees_no_environment_no_arguments_and_a_working_clock() {
     let mgr = PluginDir::new().with("fixture-sandbox-probe").manager();
     let mut scope = mgr
         .chain()
@@ -362,18 +369,39 @@ async fn file_socket_and_env_attempts_fail_inside_the_guest() {
     let out = scope.transform(vec![message("c", 0, "a")]).await;
     assert!(out.quarantined.is_empty(), "{:?}", out.quarantined);
     let a = &out.keep[0].attributes;
-    for probe in [
-        "probe.file-read",
-        "probe.file-create",
-        "probe.dir-list",
-        "probe.socket",
-        "probe.udp",
-        "probe.env",
-    ] {
-        assert!(a[probe].starts_with("denied"), "{probe} = {:?}", a[probe]);
-    }
+    assert!(a["probe.env"].starts_with("denied"), "{a:?}");
     assert_eq!(a["probe.env-count"], "0");
     assert_eq!(a["probe.args-count"], "0");
+    assert_eq!(a["probe.clock"], "ok");
+    // Its two stdio lines reached the host log through the budget.
+    assert_eq!(counters(&mgr, "fixture-sandbox-probe").log_lines, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_importing_files_or_sockets_is_refused_at_upload() {
+    // Neither wasi:filesystem nor wasi:sockets is linked: a plugin that
+    // imports them never runs, rather than running with interfaces that
+    // only fail.
+    let dir = PluginDir::new();
+    let mgr = dir.manager();
+    let (toml, wasm) = built("fixture-fs-net");
+    let err = mgr.install(&toml, wasm).await.unwrap_err();
+    match &err {
+        PluginError::WorldMismatch { reason, .. } => assert!(
+            reason.contains("wasi:filesystem") || reason.contains("wasi:sockets"),
+            "{reason}"
+        ),
+        other => panic!("{other}"),
+    }
+    assert_eq!(err.http_status(), 422);
+    let dir = PluginDir::new().with("fixture-fs-net");
+    let err = wasync::plugins::wasm::PluginManager::open(
+        wasync_tests::plugins::runtime(),
+        dir.path(),
+        ManagerOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, PluginError::WorldMismatch { .. }), "{err}");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -393,7 +421,9 @@ async fn a_spinning_plugin_does_not_hold_a_multi_thread_runtime() {
 async fn spinning_plugin_leaves_the_runtime_free() {
     let mgr = PluginDir::new()
         .with_edited("fixture-loop", |m| {
-            m.replace("deadline_ms = 100", "deadline_ms = 300")
+            // Deadlines are wall-clock time: on a loaded machine the
+            // runtime's 10 ms sleeps take longer, so give it 600 ms for 10.
+            m.replace("deadline_ms = 100", "deadline_ms = 600")
         })
         .manager_with(ManagerOptions {
             offload: Offload::BlockingPool,
@@ -416,7 +446,7 @@ async fn spinning_plugin_leaves_the_runtime_free() {
     let n = ticks.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
         n >= 10,
-        "runtime starved while the plugin spun: {n} ticks in 300 ms"
+        "runtime starved while the plugin spun: {n} ticks in 600 ms"
     );
     ticker.abort();
 }
@@ -440,7 +470,7 @@ async fn bad_installs_get_typed_errors_and_change_nothing() {
     let files_before = files();
     let (tagger_toml, tagger) = built("keyword-tagger");
     let (_, filter_wasm) = built("chat-filter");
-    let (_, probe) = built("fixture-sandbox-probe");
+    let (_, probe) = built("fixture-fs-net"); // the largest component
 
     let err = mgr
         .install(&tagger_toml, b"hello, not wasm".to_vec())
@@ -501,7 +531,11 @@ async fn install_remove_and_reload_swap_atomically_under_a_running_sync() {
     let info = mgr.install(&toml, wasm.clone()).await.expect("install");
     assert_eq!(info.name, "keyword-tagger");
     assert_eq!(info.sha256, wasync::plugins::wasm::sha256_hex(&wasm));
-    assert!(dir.path().join("keyword-tagger.wasm").is_file());
+    assert!(
+        dir.path()
+            .join(format!("keyword-tagger.{}.wasm", info.sha256))
+            .is_file()
+    );
     mgr.remove("redact-pii").await.expect("remove");
     assert!(!dir.path().join("redact-pii.toml").exists());
 
@@ -643,4 +677,290 @@ async fn a_failing_chat_hook_skips_the_chat_when_fail_closed_and_has_no_say_when
             since_ms: None
         }
     );
+}
+
+/// `fixture-sleep` with its manifest's `[limits]` and `[config]` edited.
+fn sleeper(limits: &str, config: &str) -> PluginDir {
+    let limits = limits.to_owned();
+    let config = config.to_owned();
+    PluginDir::new().with_edited("fixture-sleep", move |m| {
+        format!(
+            "{}\n{limits}\n\n[config]\n{config}\n",
+            m.replace("deadline_ms = 50", "")
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_sleeping_in_a_host_call_fails_with_deadline_within_a_tick() {
+    // Epoch interruption cannot stop a guest waiting in `poll`: this one
+    // sleeps 30 s against a 50 ms deadline.
+    let dir = sleeper("deadline_ms = 50", "sleep-ms = 30000");
+    let mgr = dir.manager();
+    let tick = mgr.runtime().tick();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
+    let started = Instant::now();
+    let out = scope
+        .transform(vec![message("c", 0, "a"), message("c", 1, "b")])
+        .await;
+    let took = started.elapsed();
+    eprintln!("sleeping plugin, 50 ms deadline: failed after {took:?}");
+    assert!(took >= Duration::from_millis(50), "too early: {took:?}");
+    // One tick, plus room for a loaded machine's scheduling (a timer's
+    // wake-up on a 2-core machine running builds).
+    assert!(
+        took < Duration::from_millis(50) + tick + Duration::from_millis(60),
+        "deadline 50 ms, took {took:?}"
+    );
+    assert_eq!(out.quarantined.len(), 2);
+    assert!(
+        out.quarantined[0].reason.contains("deadline"),
+        "{}",
+        out.quarantined[0].reason
+    );
+    let c = counters(&mgr, "fixture-sleep");
+    assert_eq!(c.failures.deadline, 1, "{c:?}");
+    // The store went with the call; the next batch gets a fresh instance
+    // (and the same deadline).
+    let started = Instant::now();
+    scope.transform(vec![message("c", 2, "c")]).await;
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(counters(&mgr, "fixture-sleep").instantiations, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_sync_ends_a_running_call_at_once_and_makes_no_more() {
+    // Long deadlines: only the stop can end these calls early, whether the
+    // plugin waits in a host call or spins in its own code.
+    for (plugin, dir) in [
+        (
+            "fixture-sleep",
+            sleeper("deadline_ms = 10000", "sleep-ms = 30000"),
+        ),
+        (
+            "fixture-loop",
+            PluginDir::new().with_edited("fixture-loop", |m| {
+                m.replace("deadline_ms = 100", "deadline_ms = 10000")
+            }),
+        ),
+    ] {
+        let mgr = dir.manager();
+        let stop = CancellationToken::new();
+        let chain = mgr.chain_until(stop.clone());
+        let mut scope = chain.chat_scope(&context("s1"), &chat("c", "x")).await;
+        let cancel = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                stop.cancel();
+                Instant::now()
+            })
+        };
+        let out = scope.transform(vec![message("c", 0, "a")]).await;
+        let returned = Instant::now();
+        let took = returned - cancel.await.unwrap();
+        eprintln!("stopped during a call ({plugin}): returned {took:?} after the stop");
+        // One tick, plus room for a loaded machine's scheduling.
+        assert!(
+            took < mgr.runtime().tick() + Duration::from_millis(60),
+            "{plugin}: returned {took:?} after the stop"
+        );
+        // Fail-closed: what the plugin did not vouch for is quarantined.
+        assert_eq!(out.quarantined.len(), 1);
+        assert!(
+            out.quarantined[0].reason.contains("cancelled"),
+            "{}",
+            out.quarantined[0].reason
+        );
+        let calls = counters(&mgr, plugin).calls;
+        let out = scope.transform(vec![message("c", 1, "b")]).await;
+        scope.after_chat_sync(ChatSummary::default()).await;
+        assert_eq!(out.quarantined.len(), 1);
+        let c = counters(&mgr, plugin);
+        assert_eq!(c.calls, calls, "{plugin}: no call after the stop");
+        assert_eq!(
+            c.failures.total(),
+            0,
+            "a stop is not the plugin's failure: {c:?}"
+        );
+        assert_eq!((c.trips, c.cancelled_calls), (0, 2), "{c:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_floods_are_charged_per_line_capped_per_call_and_counted() {
+    // Each way around the budget: empty lines (free by length), tiny lines,
+    // long lines, stdout and stderr instead of `log`.
+    const LINES: u64 = 20_000;
+    for (mode, written) in [
+        ("empty", 256),
+        ("tiny", 256),
+        ("long", 64 * 1024 / (1024 + 64)),
+        ("stdout", 256),
+        ("stderr", 256),
+    ] {
+        let mgr = PluginDir::new()
+            .with_edited("fixture-log-flood", |m| {
+                format!("{m}\n[limits]\ndeadline_ms = 5000\n\n[config]\nmode = \"{mode}\"\nlines = \"{LINES}\"\n")
+            })
+            .manager();
+        let mut scope = mgr
+            .chain()
+            .chat_scope(&context("s1"), &chat("c", "x"))
+            .await;
+        for n in 0..2 {
+            let out = scope.transform(vec![message("c", n, "a")]).await;
+            assert_eq!(out.keep.len(), 1, "{mode}: {:?}", out.quarantined);
+        }
+        let c = counters(&mgr, "fixture-log-flood");
+        assert_eq!(
+            (c.log_lines, c.logs_dropped),
+            (2 * written, 2 * (LINES - written)),
+            "{mode}: two calls, each capped"
+        );
+    }
+}
+
+/// Collects what the host logs on this thread.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_plugin_cannot_write_a_line_that_reads_like_the_hosts_own() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    // Inline on this (only) runtime thread, so this thread's subscriber
+    // sees the plugin's lines.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mgr = PluginDir::new()
+        .with_edited("fixture-log-flood", |m| {
+            format!("{m}\n[config]\nmode = \"inject\"\n")
+        })
+        .manager_with(ManagerOptions {
+            offload: Offload::Inline,
+            ..Default::default()
+        });
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
+    // Other tests' threads may have cached their callsites' interest
+    // before this thread's subscriber existed.
+    tracing::callsite::rebuild_interest_cache();
+    let out = scope.transform(vec![message("c", 0, "a")]).await;
+    assert_eq!(out.quarantined.len(), 1);
+    // Written (and counted): the `log` line, and stdout's two lines (a
+    // stream's newline ends a line; the next is still tagged as stdout).
+    assert_eq!(counters(&mgr, "fixture-log-flood").log_lines, 3);
+    // The quarantine reason (stored, shown in the API) is escaped too.
+    assert!(!out.quarantined[0].reason.contains('\n'));
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let forged: Vec<&str> = text.lines().filter(|l| l.contains("FORGED")).collect();
+    // The log line, the stdout line and the failure's reason.
+    assert!(forged.len() >= 3, "{text}");
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("2026-01-01"),
+            "a forged line of its own: {line:?}\n{text}"
+        );
+        assert!(!line.contains('\u{1b}') && !line.contains('\r'), "{line:?}");
+    }
+    for line in forged {
+        assert!(line.contains("fixture-log-flood"), "untagged: {line:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_plugin_handles_a_10000_message_chat_in_sub_batches() {
+    // 100 µs a message: 1 s for the chat, its whole deadline in one call,
+    // 26 ms per sub-batch of 256 (the margin a loaded test machine needs;
+    // the docs' 20 µs against 200 ms is the same ratio).
+    let chat_of = |n: usize| -> Vec<wasync::domain::Message> {
+        (0..n).map(|i| message("big", i, "hello there")).collect()
+    };
+    let dir = sleeper("deadline_ms = 1000", "busy-us-per-message = 100");
+    let mgr = dir.manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("big", "x"))
+        .await;
+    let started = Instant::now();
+    let out = scope.transform(chat_of(10_000)).await;
+    eprintln!(
+        "10,000 messages at 100 µs each, in sub-batches: {:?}",
+        started.elapsed()
+    );
+    assert!(out.quarantined.is_empty(), "{}", out.quarantined[0].reason);
+    assert_eq!(out.keep.len(), 10_000);
+    let c = counters(&mgr, "fixture-sleep");
+    assert_eq!(c.calls, 10_000u64.div_ceil(256), "{c:?}");
+    assert_eq!((c.failures.total(), c.instantiations), (0, 1));
+
+    // The same chat in one call (the old behaviour) misses the deadline
+    // and is quarantined whole.
+    let dir = sleeper(
+        "deadline_ms = 1000\nmax_batch_messages = 10000",
+        "busy-us-per-message = 100",
+    );
+    let mgr = dir.manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("big", "x"))
+        .await;
+    let out = scope.transform(chat_of(10_000)).await;
+    assert_eq!(out.quarantined.len(), 10_000);
+    assert_eq!(counters(&mgr, "fixture-sleep").failures.deadline, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_bodies_are_split_by_bytes_so_the_memory_cap_is_per_call() {
+    // 200 bodies of 60 KiB: 12 MiB in one call, over an 8 MiB instance.
+    let body = "x".repeat(60 * 1024);
+    let msgs: Vec<wasync::domain::Message> = (0..200).map(|i| message("c", i, &body)).collect();
+    let dir = sleeper("memory_mib = 8", "busy-us-per-message = 0");
+    let mgr = dir.manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
+    let out = scope.transform(msgs.clone()).await;
+    assert!(out.quarantined.is_empty(), "{}", out.quarantined[0].reason);
+    assert_eq!(out.keep.len(), 200);
+    let c = counters(&mgr, "fixture-sleep");
+    assert!(c.calls >= 12, "1 MiB sub-batches: {c:?}");
+
+    let dir = sleeper(
+        "memory_mib = 8\nmax_batch_messages = 10000\nmax_batch_bytes = 16777216",
+        "busy-us-per-message = 0",
+    );
+    let mgr = dir.manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
+    let out = scope.transform(msgs).await;
+    assert_eq!(
+        out.quarantined.len(),
+        200,
+        "one 12 MiB call runs out of memory"
+    );
+    assert_eq!(counters(&mgr, "fixture-sleep").failures.memory, 1);
 }

@@ -236,3 +236,64 @@ async fn plugin_routes_say_when_plugins_are_off() {
     );
     host.stop().await;
 }
+
+/// `fixture-sleep` (sleeps 30 s in a host call, 50 ms deadline) with extra
+/// manifest lines.
+fn sleeping_plugin(extra_limits: &str) -> PluginDir {
+    let extra = extra_limits.to_owned();
+    PluginDir::new().with_edited("fixture-sleep", move |m| {
+        m.replace("deadline_ms = 50", &format!("deadline_ms = 50\n{extra}"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_plugin_fails_on_its_deadline_and_its_sync_completes_promptly() {
+    let dir = sleeping_plugin("");
+    let host = host_with(&dir).await;
+    host.create_sim("sleepy", fast(json!({"chats": 6, "messagesPerChat": 10})))
+        .await;
+    let run = host.wait_sync_done("sleepy").await;
+    let ms = wasync_tests::run_ms(&run);
+    eprintln!("sync of 6 chats through a plugin sleeping 30 s per call (50 ms deadline): {ms} ms");
+    assert_eq!(run["status"], "completed", "{run}");
+    // Three deadline failures trip it; fail-closed keeps quarantining.
+    assert_eq!(run["quarantined"], json!(60), "{run}");
+    assert!(ms < 3_000, "the sync took {ms} ms");
+    let mgr = host.app().plugins().expect("plugins enabled");
+    let c = mgr
+        .counters()
+        .into_iter()
+        .find(|c| c.plugin == "fixture-sleep")
+        .unwrap();
+    assert_eq!((c.failures.deadline, c.trips), (3, 1), "{c:?}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_session_during_a_sleeping_plugin_call_returns_at_once() {
+    // Never tripped: every chat's call sleeps into its deadline.
+    let dir = sleeping_plugin("max_failures = 1000");
+    let host = host_with(&dir).await;
+    let mut ws = host.ws().await;
+    host.create_sim("doze", fast(json!({"chats": 60, "messagesPerChat": 3})))
+        .await;
+    ws.join("doze").await;
+    loop {
+        let ev = ws.recv().await;
+        if ev["event"] == "sync_chats" && ev["data"]["currentChat"] == 2 {
+            break;
+        }
+    }
+    let started = std::time::Instant::now();
+    let (status, body) = host.delete("/whatsapp-web/session/doze").await;
+    let took = started.elapsed();
+    eprintln!("DELETE during a sleeping plugin's call: {took:?}");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        took < std::time::Duration::from_millis(1_000),
+        "DELETE took {took:?}"
+    );
+    let (_, run) = host.get("/whatsapp-web/session/doze/sync").await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    host.stop().await;
+}

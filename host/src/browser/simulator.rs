@@ -669,9 +669,11 @@ mod tests {
     async fn login_lifecycle_rotates_qr_then_scans() {
         let (tx, mut rx) = mpsc::channel(8);
         let sid = SessionId::parse("t").unwrap();
-        // Fifteen rotation periods before the scan, so a loaded machine that
-        // delays timers still shows at least two codes.
-        let opts = serde_json::json!({"simulator": {"qrEveryMs": 20, "scanAfterMs": 300}});
+        // Several rotation periods before the scan (and attempts to spare),
+        // so a loaded machine that delays timers still shows two codes.
+        let opts = serde_json::json!({"simulator": {
+            "qrEveryMs": 40, "scanAfterMs": 200, "maxQrAttempts": 50
+        }});
         let _client = SimulatorProvider
             .start(&sid, &opts, false, tx)
             .await

@@ -13,6 +13,7 @@ use std::sync::Arc;
 pub mod wasm;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Chat, Message, QuarantinedMessage};
 
@@ -84,6 +85,17 @@ pub trait ChatScope: Send {
 pub trait PluginHost: Send + Sync {
     /// The chain a sync starting now uses.
     fn chain(&self) -> Arc<dyn PluginChain>;
+
+    /// The chain of a sync that stops when `stop` is cancelled (the run
+    /// cancelled, `DELETE`, the host shutting down): a plugin call running
+    /// then ends within one epoch tick wherever it is (computing or waiting
+    /// in a host call), and no further call is made. The messages of a call
+    /// cut short get the plugin's `on_error` policy, like any call that did
+    /// not answer; the cut is counted as a cancelled call, not a failure.
+    fn chain_until(&self, stop: CancellationToken) -> Arc<dyn PluginChain> {
+        let _ = stop;
+        self.chain()
+    }
 }
 
 /// No plugins: every chat proceeds, every message is kept.

@@ -54,6 +54,9 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 struct Running {
     sync_id: String,
     cancel: CancellationToken,
+    /// Ends a plugin call in progress: fires with the run's cancel, the
+    /// host's shutdown and a lost lease.
+    plugins_stop: CancellationToken,
     task: JoinHandle<SyncEnd>,
 }
 
@@ -468,6 +471,7 @@ impl Actor {
                     if let Some(r) = running.take() {
                         tracing::info!(sync_id = %r.sync_id, %reason, "cancelling sync");
                         r.cancel.cancel();
+                        r.plugins_stop.cancel();
                         if let Ok(end) = r.task.await {
                             self.sync_ended(end).await;
                         }
@@ -548,10 +552,11 @@ impl Actor {
     }
 
     fn start_sync(&self, client: &Arc<dyn WhatsAppClient>, run: SyncRun) -> Running {
+        let plugins_stop = self.shutdown.child_token();
         let deps = SyncDeps {
             client: client.clone(),
             store: self.deps.store.clone(),
-            chain: self.deps.plugins.chain(),
+            chain: self.deps.plugins.chain_until(plugins_stop.clone()),
             sink: Arc::new(Sink {
                 id: self.id.to_string(),
                 view: self.view.clone(),
@@ -586,6 +591,7 @@ impl Actor {
         Running {
             sync_id,
             cancel,
+            plugins_stop,
             task,
         }
     }

@@ -642,6 +642,15 @@ async fn walk_chats(
                     } else {
                         scope.transform(messages).await
                     };
+                    // A stop during the plugin calls cut them short: what
+                    // they answered is not this chat's true outcome, so the
+                    // chat is not committed (a resumed run syncs it again).
+                    if shutdown.is_cancelled() {
+                        return Err(Stop::Shutdown);
+                    }
+                    if cancel.is_cancelled() {
+                        return Err(Stop::Cancelled);
+                    }
                     let stored = out.keep.len() as u64;
                     run.quarantined += out.quarantined.len() as u64;
                     group.messages += out.keep.len() + out.quarantined.len();

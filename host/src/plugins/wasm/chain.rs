@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap};
 
@@ -13,8 +14,9 @@ use super::bindings::{
     self, Chat, GuestError, HooksGuest, HooksIndices, Message, Outcome, TransformGuest,
     TransformIndices, WitContext, WitDecision, WitSummary,
 };
-use super::manifest::{Manifest, OnError};
-use super::runtime::{LOG_PER_CALL, PluginData, PluginRuntime, StoreData};
+use super::logs;
+use super::manifest::{Limits, Manifest, OnError};
+use super::runtime::{PluginData, PluginRuntime, StoreData};
 use super::stats::{FailureKind, PluginStats};
 use crate::domain::{self, QuarantinedMessage, now_ms};
 use crate::plugins::{ChatDecision, ChatScope, ChatSummary, PluginChain, SyncContext, Transformed};
@@ -59,6 +61,9 @@ struct ChainInner {
     failures: Vec<AtomicU32>,
     tripped: Vec<AtomicBool>,
     offload: Offload,
+    /// Cancelled when the sync stops: a running call ends within a tick and
+    /// no further call is made.
+    stop: CancellationToken,
 }
 
 impl WasmChain {
@@ -66,6 +71,7 @@ impl WasmChain {
         runtime: Arc<PluginRuntime>,
         plugins: Vec<Arc<LoadedPlugin>>,
         offload: Offload,
+        stop: CancellationToken,
     ) -> Self {
         let n = plugins.len();
         Self {
@@ -75,6 +81,7 @@ impl WasmChain {
                 failures: (0..n).map(|_| AtomicU32::new(0)).collect(),
                 tripped: (0..n).map(|_| AtomicBool::new(false)).collect(),
                 offload,
+                stop,
             }),
         }
     }
@@ -120,16 +127,14 @@ struct Failure {
     reason: String,
 }
 
-fn failure(kind: FailureKind, reason: impl Into<String>) -> Failure {
-    let mut reason = reason.into();
-    if reason.len() > 1024 {
-        let mut at = 1024;
-        while !reason.is_char_boundary(at) {
-            at -= 1;
-        }
-        reason.truncate(at);
+/// A failure whose reason is fit for the host log: cut to 1 KiB and with
+/// control characters escaped (reasons carry text the plugin chose: its
+/// `plugin-error`, its skip reason, names in its trap's backtrace).
+fn failure(kind: FailureKind, reason: impl AsRef<str>) -> Failure {
+    Failure {
+        kind,
+        reason: logs::clean(reason.as_ref(), logs::LINE_BYTES),
     }
-    Failure { kind, reason }
 }
 
 struct WasmScope {
@@ -171,9 +176,10 @@ async fn invoke(
     })
 }
 
-/// A fresh instance of plugin `i` from its pre-instance. A free function
-/// (not a `&self` method) so the scope's futures stay `Send`.
-async fn instantiate(inner: &ChainInner, i: usize, deadline: Duration) -> Result<Live, Failure> {
+/// A fresh instance of plugin `i` from its pre-instance, under the bounds
+/// of the call it is made for. A free function (not a `&self` method) so
+/// the scope's futures stay `Send`.
+async fn instantiate(inner: &ChainInner, i: usize, until: Instant) -> Result<Live, Failure> {
     let p = &inner.plugins[i];
     let rt = &inner.runtime;
     let started = Instant::now();
@@ -181,8 +187,7 @@ async fn instantiate(inner: &ChainInner, i: usize, deadline: Duration) -> Result
         p.data.clone(),
         p.manifest.limits.memory_mib as usize * 1024 * 1024,
     );
-    store.set_epoch_deadline(rt.ticks(deadline));
-    store.epoch_deadline_trap();
+    store.data_mut().begin_call(until, inner.stop.clone());
     let instance = p
         .pre
         .instantiate_async(&mut store)
@@ -210,103 +215,157 @@ async fn instantiate(inner: &ChainInner, i: usize, deadline: Duration) -> Result
     })
 }
 
-impl WasmScope {
-    /// Runs one call under the deadline. On a trap of any kind the instance
-    /// is dropped (a trapped instance cannot be re-entered, and its state is
-    /// suspect); the next call gets a fresh one.
-    async fn run(&mut self, i: usize, call: Call, deadline: Duration) -> Result<Answer, Failure> {
-        let mut live = match self.live[i].take() {
+/// Why a call was cut short from outside the guest.
+enum Cut {
+    /// The wall-clock deadline passed while the guest waited in a host call
+    /// (a sleep, a poll): epoch interruption only stops guest code.
+    Deadline,
+    /// The chain's stop token was cancelled.
+    Cancelled,
+}
+
+/// One guest call (instantiating first when the chat has no instance yet),
+/// bounded two ways: epoch interruption stops guest code within a tick of
+/// `deadline` or of the stop token, and the wall-clock timer and the stop
+/// token drop the call (and its store) wherever it waits. Returns the
+/// instance when it may serve the chat's next call.
+async fn attempt(
+    inner: &ChainInner,
+    i: usize,
+    live: Option<Live>,
+    ctx: &WitContext,
+    chat: &Chat,
+    call: Call,
+    deadline: Duration,
+) -> (Option<Live>, Result<Answer, Failure>) {
+    let started = Instant::now();
+    let until = started + deadline;
+    let stop = &inner.stop;
+    let work = async {
+        let mut live = match live {
             Some(l) => l,
-            None => instantiate(&self.inner.clone(), i, deadline).await?,
+            None => instantiate(inner, i, until).await?,
         };
-        let ticks = self.inner.runtime.ticks(deadline);
-        live.store.set_epoch_deadline(ticks);
-        live.store.epoch_deadline_trap();
-        {
-            let data = live.store.data_mut();
-            data.limiter.hit_memory_cap = false;
-            data.log_budget = LOG_PER_CALL;
+        live.store.data_mut().begin_call(until, stop.clone());
+        live.store.set_epoch_deadline(1);
+        let r = invoke(&mut live, ctx, chat, call).await;
+        Ok::<_, Failure>((live, r))
+    };
+    let outcome = tokio::select! {
+        biased;
+        _ = stop.cancelled() => Err(Cut::Cancelled),
+        _ = tokio::time::sleep_until(until.into()) => Err(Cut::Deadline),
+        r = work => Ok(r),
+    };
+    let took = started.elapsed();
+    let p = &inner.plugins[i];
+    p.stats.call(took);
+    let past_deadline = || {
+        failure(
+            FailureKind::Deadline,
+            format!(
+                "ran past its {} ms deadline (stopped after {} ms)",
+                deadline.as_millis(),
+                took.as_millis()
+            ),
+        )
+    };
+    let cancelled = || failure(FailureKind::Cancelled, "stopped: its sync is stopping");
+    match outcome {
+        Err(Cut::Deadline) => (None, Err(past_deadline())),
+        Err(Cut::Cancelled) => (None, Err(cancelled())),
+        Ok(Err(f)) => (None, Err(f)),
+        Ok(Ok((mut live, Ok(answer)))) => {
+            live.store.data_mut().end_call();
+            (Some(live), Ok(answer))
         }
-        let started = Instant::now();
+        Ok(Ok((mut live, Err(e)))) => {
+            // A trapped instance cannot be re-entered and its state is
+            // suspect: it goes, and the next call gets a fresh one.
+            let hit_memory = live.store.data().limiter.hit_memory_cap;
+            live.store.data_mut().end_call();
+            let f = if hit_memory {
+                failure(
+                    FailureKind::Memory,
+                    format!("ran out of its {} MiB memory", p.manifest.limits.memory_mib),
+                )
+            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                match stop.is_cancelled() {
+                    true => cancelled(),
+                    false => past_deadline(),
+                }
+            } else {
+                failure(FailureKind::Trap, format!("trapped: {}", root_cause(&e)))
+            };
+            (None, Err(f))
+        }
+    }
+}
+
+impl WasmScope {
+    /// Runs one call of plugin `i` under its deadline, off the async
+    /// workers as [`Offload`] says. After a failure of any kind the
+    /// instance is gone; the next call gets a fresh one.
+    async fn run(&mut self, i: usize, call: Call, deadline: Duration) -> Result<Answer, Failure> {
+        if self.inner.stop.is_cancelled() {
+            return Err(failure(
+                FailureKind::Cancelled,
+                "not called: its sync is stopping",
+            ));
+        }
+        let live = self.live[i].take();
         let (live, result) = match self.inner.offload {
             Offload::Inline => {
-                let r = invoke(&mut live, &self.ctx, &self.chat, call).await;
-                (Some(live), r)
+                attempt(&self.inner, i, live, &self.ctx, &self.chat, call, deadline).await
             }
             Offload::BlockingPool
                 if tokio::runtime::Handle::current().runtime_flavor()
                     == tokio::runtime::RuntimeFlavor::MultiThread =>
             {
                 let handle = tokio::runtime::Handle::current();
-                let r = tokio::task::block_in_place(|| {
-                    handle.block_on(invoke(&mut live, &self.ctx, &self.chat, call))
-                });
-                (Some(live), r)
+                tokio::task::block_in_place(|| {
+                    handle.block_on(attempt(
+                        &self.inner,
+                        i,
+                        live,
+                        &self.ctx,
+                        &self.chat,
+                        call,
+                        deadline,
+                    ))
+                })
             }
             Offload::BlockingPool => {
                 let handle = tokio::runtime::Handle::current();
-                let ctx = self.ctx.clone();
-                let chat = self.chat.clone();
-                let joined = tokio::task::spawn_blocking(move || {
-                    handle.block_on(async move {
-                        let r = invoke(&mut live, &ctx, &chat, call).await;
-                        (live, r)
-                    })
+                let (inner, ctx, chat) = (self.inner.clone(), self.ctx.clone(), self.chat.clone());
+                tokio::task::spawn_blocking(move || {
+                    handle.block_on(attempt(&inner, i, live, &ctx, &chat, call, deadline))
                 })
-                .await;
-                match joined {
-                    Ok((live, r)) => (Some(live), r),
-                    Err(e) => (
+                .await
+                .unwrap_or_else(|e| {
+                    (
                         None,
-                        Err(wasmtime::format_err!("plugin call task failed: {e}")),
-                    ),
-                }
+                        Err(failure(
+                            FailureKind::Trap,
+                            format!("plugin call task failed: {e}"),
+                        )),
+                    )
+                })
             }
         };
-        let took = started.elapsed();
-        let p = &self.inner.plugins[i];
-        p.stats.call(took);
-        match (live, result) {
-            (Some(mut live), Ok(answer)) => {
-                live.store.data_mut().flush_stdio();
-                self.live[i] = Some(live);
-                Ok(answer)
-            }
-            (live, Err(e)) => {
-                let hit_memory = live
-                    .as_ref()
-                    .is_some_and(|l| l.store.data().limiter.hit_memory_cap);
-                if let Some(mut l) = live {
-                    l.store.data_mut().flush_stdio();
-                }
-                let kind = if hit_memory {
-                    FailureKind::Memory
-                } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                    FailureKind::Deadline
-                } else {
-                    FailureKind::Trap
-                };
-                let reason = match kind {
-                    FailureKind::Deadline => format!(
-                        "ran past its {} ms deadline (stopped after {} ms)",
-                        deadline.as_millis(),
-                        took.as_millis()
-                    ),
-                    FailureKind::Memory => {
-                        format!("ran out of its {} MiB memory", p.manifest.limits.memory_mib)
-                    }
-                    _ => format!("trapped: {}", root_cause(&e)),
-                };
-                Err(failure(kind, reason))
-            }
-            (None, Ok(_)) => Err(failure(FailureKind::Trap, "plugin call lost its instance")),
-        }
+        self.live[i] = live;
+        result
     }
 
-    /// Counts a failure; trips the plugin once it reaches its limit.
+    /// Counts a failure; trips the plugin once it reaches its limit. A
+    /// cancelled call is counted apart and never trips.
     fn record(&self, i: usize, f: &Failure) {
         let p = &self.inner.plugins[i];
         p.stats.failed(f.kind);
+        if f.kind == FailureKind::Cancelled {
+            tracing::debug!(plugin = %p.manifest.name, reason = %f.reason, "plugins.cancelled");
+            return;
+        }
         tracing::warn!(plugin = %p.manifest.name, kind = f.kind.as_str(), reason = %f.reason, "plugins.failure");
         let n = self.inner.failures[i].fetch_add(1, Ordering::Relaxed) + 1;
         if n >= p.manifest.limits.max_failures
@@ -446,76 +505,18 @@ impl ChatScope for WasmScope {
             if pending.is_empty() {
                 break;
             }
-            let p = self.inner.plugins[i].clone();
-            if p.transform.is_none() {
+            if self.inner.plugins[i].transform.is_none() {
                 continue;
             }
-            if self.tripped(i) {
-                let reason = format!("plugin {} is tripped off for this sync", p.manifest.name);
-                pending = self.apply_policy(i, &reason, pending, &mut out);
-                continue;
+            let limits = self.inner.plugins[i].manifest.limits;
+            let mut next = Vec::with_capacity(pending.len());
+            let mut rest = pending.into_iter().peekable();
+            while rest.peek().is_some() {
+                let (part, seen) = sub_batch(&mut rest, &limits);
+                let survivors = self.transform_part(i, part, seen, &mut out).await;
+                next.extend(survivors);
             }
-            let limits = p.manifest.limits;
-            let seen: Vec<Message> = pending
-                .iter()
-                .map(|(m, _)| bindings::message(m, limits.max_body_bytes as usize))
-                .collect();
-            let cuts: Vec<Option<String>> = seen.iter().map(bindings::cut_body).collect();
-            let deadline = Duration::from_millis(limits.deadline_ms.into());
-            let result = match self.run(i, Call::Batch(seen), deadline).await {
-                Ok(Answer::Batch(Ok(outcomes))) => {
-                    match check(&outcomes, &pending, limits.max_output_bytes as usize) {
-                        Ok(()) => Ok(outcomes),
-                        Err(reason) => {
-                            // Output the host refuses also means the instance
-                            // is not to be trusted with the next batch.
-                            self.live[i] = None;
-                            Err(failure(FailureKind::Fault, reason))
-                        }
-                    }
-                }
-                Ok(Answer::Batch(Err(ge))) => Err(failure(
-                    FailureKind::Error,
-                    format!("{}: {}", ge.code, ge.message),
-                )),
-                Ok(_) => Err(failure(FailureKind::Fault, "answered the wrong call")),
-                Err(f) => Err(f),
-            };
-            match result {
-                Ok(outcomes) => {
-                    let (mut kept, mut replaced, mut dropped) = (0, 0, 0);
-                    let n = pending.len() as u64;
-                    let mut next = Vec::with_capacity(pending.len());
-                    for (((m, modified), o), cut) in pending.into_iter().zip(outcomes).zip(cuts) {
-                        match o {
-                            Outcome::Keep => {
-                                kept += 1;
-                                next.push((m, modified));
-                            }
-                            Outcome::Replace(r) => {
-                                replaced += 1;
-                                next.push((bindings::apply(&m, cut.as_deref(), r), true));
-                            }
-                            Outcome::Drop(_reason) => {
-                                dropped += 1;
-                                out.dropped += 1;
-                            }
-                        }
-                    }
-                    p.stats.outcomes(n, kept, replaced, dropped);
-                    pending = next;
-                }
-                Err(f) => {
-                    self.record(i, &f);
-                    let reason = format!(
-                        "plugin {} failed ({}): {}",
-                        p.manifest.name,
-                        f.kind.as_str(),
-                        f.reason
-                    );
-                    pending = self.apply_policy(i, &reason, pending, &mut out);
-                }
-            }
+            pending = next;
         }
         out.modified = pending.iter().filter(|(_, m)| *m).count() as u64;
         out.keep = pending.into_iter().map(|(m, _)| m).collect();
@@ -552,6 +553,108 @@ impl ChatScope for WasmScope {
         }
         // The chat is done: its instances go, so no state crosses chats.
         self.live.iter_mut().for_each(|l| *l = None);
+    }
+}
+
+/// Takes the next sub-batch off `rest`: at most `max_batch_messages`
+/// messages and, past the first, at most `max_batch_bytes` as the plugin
+/// sees them (bodies cut to `max_body_bytes`). Returns the messages and the
+/// plugin's view of them.
+fn sub_batch(
+    rest: &mut std::iter::Peekable<std::vec::IntoIter<(domain::Message, bool)>>,
+    limits: &Limits,
+) -> (Vec<(domain::Message, bool)>, Vec<Message>) {
+    let max_n = limits.max_batch_messages.max(1) as usize;
+    let max_bytes = limits.max_batch_bytes as usize;
+    let (mut part, mut seen) = (Vec::new(), Vec::new());
+    let mut bytes = 0usize;
+    while part.len() < max_n
+        && let Some((m, _)) = rest.peek()
+    {
+        let view = bindings::message(m, limits.max_body_bytes as usize);
+        let size = bindings::size(&view);
+        if !part.is_empty() && bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        seen.push(view);
+        part.extend(rest.next());
+    }
+    (part, seen)
+}
+
+impl WasmScope {
+    /// Runs plugin `i` on one sub-batch; returns the messages that go on
+    /// down the chain (kept, replaced, or passed by a fail-open policy).
+    async fn transform_part(
+        &mut self,
+        i: usize,
+        part: Vec<(domain::Message, bool)>,
+        seen: Vec<Message>,
+        out: &mut Transformed,
+    ) -> Vec<(domain::Message, bool)> {
+        let p = self.inner.plugins[i].clone();
+        if self.tripped(i) {
+            let reason = format!("plugin {} is tripped off for this sync", p.manifest.name);
+            return self.apply_policy(i, &reason, part, out);
+        }
+        let limits = p.manifest.limits;
+        let cuts: Vec<Option<String>> = seen.iter().map(bindings::cut_body).collect();
+        let deadline = Duration::from_millis(limits.deadline_ms.into());
+        let result = match self.run(i, Call::Batch(seen), deadline).await {
+            Ok(Answer::Batch(Ok(outcomes))) => {
+                match check(&outcomes, &part, limits.max_output_bytes as usize) {
+                    Ok(()) => Ok(outcomes),
+                    Err(reason) => {
+                        // Output the host refuses also means the instance
+                        // is not to be trusted with the next batch.
+                        self.live[i] = None;
+                        Err(failure(FailureKind::Fault, reason))
+                    }
+                }
+            }
+            Ok(Answer::Batch(Err(ge))) => Err(failure(
+                FailureKind::Error,
+                format!("{}: {}", ge.code, ge.message),
+            )),
+            Ok(_) => Err(failure(FailureKind::Fault, "answered the wrong call")),
+            Err(f) => Err(f),
+        };
+        match result {
+            Ok(outcomes) => {
+                let (mut kept, mut replaced, mut dropped) = (0, 0, 0);
+                let n = part.len() as u64;
+                let mut next = Vec::with_capacity(part.len());
+                for (((m, modified), o), cut) in part.into_iter().zip(outcomes).zip(cuts) {
+                    match o {
+                        Outcome::Keep => {
+                            kept += 1;
+                            next.push((m, modified));
+                        }
+                        Outcome::Replace(r) => {
+                            replaced += 1;
+                            next.push((bindings::apply(&m, cut.as_deref(), r), true));
+                        }
+                        Outcome::Drop(_reason) => {
+                            dropped += 1;
+                            out.dropped += 1;
+                        }
+                    }
+                }
+                p.stats.outcomes(n, kept, replaced, dropped);
+                next
+            }
+            Err(f) => {
+                self.record(i, &f);
+                let reason = format!(
+                    "plugin {} failed ({}): {}",
+                    p.manifest.name,
+                    f.kind.as_str(),
+                    f.reason
+                );
+                self.apply_policy(i, &reason, part, out)
+            }
+        }
     }
 }
 

@@ -57,11 +57,12 @@ pub enum OnError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Wall-clock budget of one `transform-batch` call.
+    /// Wall-clock budget of one `transform-batch` call (one sub-batch).
     pub deadline_ms: u32,
     /// Wall-clock budget of one chat-hook call.
     pub hook_deadline_ms: u32,
-    /// Linear memory one instance may grow to.
+    /// Linear memory one instance may grow to; at most the host's ceiling
+    /// (`RuntimeOptions::max_memory_mib`, 256 by default), checked at load.
     pub memory_mib: u32,
     /// Longer message bodies are passed cut to this, with `truncated` set.
     pub max_body_bytes: u32,
@@ -70,6 +71,13 @@ pub struct Limits {
     /// Failures in one sync after which the plugin is tripped off for the
     /// rest of that sync (its `on_error` policy still applies).
     pub max_failures: u32,
+    /// Most messages in one `transform-batch` call: a chat's messages are
+    /// split into sub-batches so the per-call deadline and memory cap bound
+    /// per-call work, whatever the chat's size.
+    pub max_batch_messages: u32,
+    /// Most bytes (as the plugin sees the messages) in one `transform-batch`
+    /// call; a single larger message still goes alone.
+    pub max_batch_bytes: u32,
 }
 
 impl Default for Limits {
@@ -81,6 +89,8 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             max_output_bytes: 256 * 1024,
             max_failures: 3,
+            max_batch_messages: 256,
+            max_batch_bytes: 1024 * 1024,
         }
     }
 }
@@ -89,6 +99,11 @@ impl Default for Limits {
 pub const MAX_DEADLINE_MS: u32 = 10_000;
 pub const MAX_BODY_BYTES: u32 = 1024 * 1024;
 pub const MAX_OUTPUT_BYTES: u32 = 4 * 1024 * 1024;
+/// Absolute memory ceiling of a manifest; the host's own ceiling
+/// (`RuntimeOptions::max_memory_mib`) is usually lower and is checked at load.
+pub const MAX_MEMORY_MIB: u32 = 4096;
+pub const MAX_BATCH_MESSAGES: u32 = 10_000;
+pub const MAX_BATCH_BYTES: u32 = 16 * 1024 * 1024;
 
 /// A parsed and validated manifest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -168,7 +183,7 @@ impl Manifest {
         };
         check("deadline_ms", l.deadline_ms, 1, MAX_DEADLINE_MS)?;
         check("hook_deadline_ms", l.hook_deadline_ms, 1, MAX_DEADLINE_MS)?;
-        check("memory_mib", l.memory_mib, 1, 4096)?;
+        check("memory_mib", l.memory_mib, 1, MAX_MEMORY_MIB)?;
         check("max_body_bytes", l.max_body_bytes, 64, MAX_BODY_BYTES)?;
         check(
             "max_output_bytes",
@@ -177,6 +192,18 @@ impl Manifest {
             MAX_OUTPUT_BYTES,
         )?;
         check("max_failures", l.max_failures, 1, 1_000_000)?;
+        check(
+            "max_batch_messages",
+            l.max_batch_messages,
+            1,
+            MAX_BATCH_MESSAGES,
+        )?;
+        check(
+            "max_batch_bytes",
+            l.max_batch_bytes,
+            64 * 1024,
+            MAX_BATCH_BYTES,
+        )?;
         let sha256 = match raw.sha256 {
             None => None,
             Some(s) => {

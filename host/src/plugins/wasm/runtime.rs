@@ -7,17 +7,23 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::{Component, HasData, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    UpdateDeadline,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+use wasmtime_wasi::random::WasiRandom;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::PluginError;
 use super::bindings::{self, Full, Level};
+use super::logs::{self, LogBudget, StdioSink};
+use super::stats::PluginStats;
 
 /// How the engine is set up. `Default` suits production and tests.
 #[derive(Debug, Clone)]
@@ -36,8 +42,9 @@ pub struct RuntimeOptions {
     pub pool_slots: u32,
     /// Memory ceiling of any instance; manifests may ask for less.
     pub max_memory_mib: u32,
-    /// Epoch tick: deadlines are counted in these, so a deadline trips
-    /// between `deadline` and `deadline + tick`.
+    /// Epoch tick: while guest code runs, each tick checks its call's
+    /// wall-clock deadline and stop token, so a computing guest is stopped
+    /// between `deadline` and `deadline + tick` (a waiting one by a timer).
     pub epoch_tick: Duration,
 }
 
@@ -141,8 +148,7 @@ impl PluginRuntime {
             ),
         };
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| engine_err("linking WASI", e))?;
+        link_wasi(&mut linker).map_err(|e| engine_err("linking WASI", e))?;
         Full::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |s| s)
             .map_err(|e| engine_err("linking host imports", e))?;
         let tick = opts.epoch_tick.max(Duration::from_millis(1));
@@ -192,17 +198,14 @@ impl PluginRuntime {
         })
     }
 
-    /// Epoch ticks for a deadline, rounded up.
-    pub(crate) fn ticks(&self, deadline: Duration) -> u64 {
-        let tick = self.tick.as_nanos().max(1);
-        (deadline.as_nanos().div_ceil(tick) as u64).max(1)
-    }
-
-    /// A fresh store for one plugin instance: WASI with no dirs, env,
-    /// args or sockets, stdout/stderr into a capped in-memory log.
+    /// A fresh store for one plugin instance: WASI with no env, args or
+    /// stdin, stdout/stderr into the per-call log budget. While guest code
+    /// runs, every epoch tick checks the call's wall-clock deadline and its
+    /// stop token (see [`StoreData::begin_call`]): a deadline is kept to
+    /// within one tick whatever the ticker's pace.
     pub(crate) fn store(&self, data: PluginData, memory_bytes: usize) -> Store<StoreData> {
-        let stdout = MemoryOutputPipe::new(LOG_CAP);
-        let stderr = MemoryOutputPipe::new(LOG_CAP);
+        let stdout = StdioSink::default();
+        let stderr = StdioSink::default();
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -220,30 +223,87 @@ impl PluginRuntime {
                     hit_memory_cap: false,
                 },
                 plugin: data,
-                log_budget: LOG_PER_CALL,
-                logs_dropped: 0,
+                log: LogBudget::fresh(),
                 stdout,
                 stderr,
-                stdio_seen: (0, 0),
+                call: CallBounds {
+                    until: Instant::now(),
+                    stop: CancellationToken::new(),
+                },
             },
         );
         store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            let call = &ctx.data().call;
+            Ok(
+                if call.stop.is_cancelled() || Instant::now() >= call.until {
+                    UpdateDeadline::Interrupt
+                } else {
+                    UpdateDeadline::Continue(1)
+                },
+            )
+        });
+        store.set_epoch_deadline(1);
         store
+    }
+
+    /// The memory ceiling of any instance, MiB: manifests asking for more
+    /// are refused.
+    pub fn max_memory_mib(&self) -> u32 {
+        (self.max_memory_bytes / (1024 * 1024)) as u32
+    }
+
+    /// The epoch tick: guest code is stopped within one tick of its
+    /// deadline.
+    pub fn tick(&self) -> Duration {
+        self.tick
     }
 }
 
-/// Cap of what a plugin may print to stdout or stderr over one instance's
-/// life; past it, its writes fail.
-const LOG_CAP: usize = 64 * 1024;
-/// Log bytes one call may emit through `host.log`.
-pub(crate) const LOG_PER_CALL: usize = 64 * 1024;
-const LOG_LINE: usize = 1024;
+/// Links the WASI interfaces a plugin built for `wasm32-wasip2` needs and
+/// nothing else: `wasi:io`, `wasi:clocks`, `wasi:random` and `wasi:cli`
+/// (Rust's standard library imports stdio, environment and exit even when a
+/// plugin never uses them; the environment and arguments are empty, stdin
+/// is closed). `wasi:filesystem` and `wasi:sockets` are not linked at all,
+/// so a component that imports them is refused at upload (`world_mismatch`)
+/// instead of being handed interfaces that could only fail.
+fn link_wasi(l: &mut Linker<StoreData>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::{cli, clocks, io, random};
+    io::error::add_to_linker::<_, Io>(l, |t| &mut t.table)?;
+    io::poll::add_to_linker::<_, Io>(l, |t| &mut t.table)?;
+    io::streams::add_to_linker::<_, Io>(l, |t| &mut t.table)?;
+    clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, |t| t.clocks())?;
+    clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(l, |t| t.clocks())?;
+    random::random::add_to_linker::<_, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure::add_to_linker::<_, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure_seed::add_to_linker::<_, WasiRandom>(l, |t| t.wasi.random())?;
+    cli::exit::add_to_linker::<_, WasiCli>(l, |t| t.cli())?;
+    cli::environment::add_to_linker::<_, WasiCli>(l, |t| t.cli())?;
+    cli::stdin::add_to_linker::<_, WasiCli>(l, |t| t.cli())?;
+    cli::stdout::add_to_linker::<_, WasiCli>(l, |t| t.cli())?;
+    cli::stderr::add_to_linker::<_, WasiCli>(l, |t| t.cli())?;
+    cli::terminal_input::add_to_linker::<_, WasiCli>(l, |t| t.cli())?;
+    cli::terminal_output::add_to_linker::<_, WasiCli>(l, |t| t.cli())?;
+    cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, |t| t.cli())?;
+    cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, |t| t.cli())?;
+    cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, |t| t.cli())?;
+    Ok(())
+}
+
+/// `wasi:io` host functions work on the store's resource table.
+struct Io;
+
+impl HasData for Io {
+    type Data<'a> = &'a mut ResourceTable;
+}
 
 /// What a plugin's host imports need to know about it.
 #[derive(Debug, Clone)]
 pub(crate) struct PluginData {
     pub name: Arc<str>,
     pub config: Arc<BTreeMap<String, String>>,
+    /// Where log lines are counted (also when the store is dropped mid-call).
+    pub stats: Arc<PluginStats>,
 }
 
 /// Refuses memory growth past the plugin's cap and remembers that it did,
@@ -277,48 +337,83 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// The bounds of the call in progress, read by the epoch callback.
+struct CallBounds {
+    /// Wall-clock deadline.
+    until: Instant,
+    /// Cancelled when the sync stops.
+    stop: CancellationToken,
+}
+
 /// Everything one plugin instance's store holds.
 pub struct StoreData {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) plugin: PluginData,
-    pub(crate) log_budget: usize,
-    pub(crate) logs_dropped: u64,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
-    stdio_seen: (usize, usize),
+    log: LogBudget,
+    stdout: StdioSink,
+    stderr: StdioSink,
+    call: CallBounds,
 }
 
 impl StoreData {
-    /// Forwards what the guest printed since the last call to the host log.
-    pub(crate) fn flush_stdio(&mut self) {
-        let name = &self.plugin.name;
-        for (pipe, seen, stream) in [
-            (&self.stdout, &mut self.stdio_seen.0, "stdout"),
-            (&self.stderr, &mut self.stdio_seen.1, "stderr"),
-        ] {
-            let all = pipe.contents();
-            if all.len() > *seen {
-                let new = String::from_utf8_lossy(&all[*seen..]);
-                for line in new.lines().filter(|l| !l.is_empty()) {
-                    tracing::info!(plugin = %name, stream, "{}", truncate(line, LOG_LINE));
-                }
-                *seen = all.len();
+    /// Arms a call: its wall-clock deadline, the token that stops it, a
+    /// fresh log budget.
+    pub(crate) fn begin_call(&mut self, until: Instant, stop: CancellationToken) {
+        self.call = CallBounds { until, stop };
+        self.limiter.hit_memory_cap = false;
+        self.log = LogBudget::fresh();
+    }
+
+    /// Ends a call: writes what the guest printed (charged to the same
+    /// budget as its `log` lines) and reports the lines dropped over it.
+    pub(crate) fn end_call(&mut self) {
+        let sinks = [
+            (self.stdout.clone(), "stdout"),
+            (self.stderr.clone(), "stderr"),
+        ];
+        for (sink, stream) in sinks {
+            let (held, overflow) = sink.take();
+            if overflow > 0 {
+                self.log.dropped += overflow;
+                self.plugin.stats.logs_dropped(overflow);
+            }
+            let text = String::from_utf8_lossy(&held);
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                self.write(Level::Info, line, stream);
             }
         }
+        if self.log.dropped > 0 {
+            tracing::warn!(
+                plugin = %self.plugin.name,
+                dropped = self.log.dropped,
+                "plugins.logs_dropped: over the per-call budget of {} lines, {} bytes",
+                logs::LINES_PER_CALL,
+                logs::BYTES_PER_CALL
+            );
+            self.log.dropped = 0;
+        }
     }
-}
 
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
+    /// Writes one line of the plugin's to the host log if the call's budget
+    /// allows: cut to [`logs::LINE_BYTES`], control characters escaped.
+    fn write(&mut self, level: Level, text: &str, stream: &'static str) {
+        let line = logs::clean(text, logs::LINE_BYTES);
+        if !self.log.charge(line.len()) {
+            self.plugin.stats.logs_dropped(1);
+            return;
+        }
+        self.plugin.stats.log_line();
+        let name = &self.plugin.name;
+        match level {
+            Level::Trace => tracing::trace!(plugin = %name, stream, "{line}"),
+            Level::Debug => tracing::debug!(plugin = %name, stream, "{line}"),
+            Level::Info => tracing::info!(plugin = %name, stream, "{line}"),
+            Level::Warn => tracing::warn!(plugin = %name, stream, "{line}"),
+            Level::Error => tracing::error!(plugin = %name, stream, "{line}"),
+        }
     }
-    let mut at = max;
-    while !s.is_char_boundary(at) {
-        at -= 1;
-    }
-    &s[..at]
 }
 
 impl WasiView for StoreData {
@@ -332,20 +427,7 @@ impl WasiView for StoreData {
 
 impl bindings::Host for StoreData {
     fn log(&mut self, level: Level, msg: String) {
-        let line = truncate(&msg, LOG_LINE);
-        if line.len() > self.log_budget {
-            self.logs_dropped += 1;
-            return;
-        }
-        self.log_budget -= line.len();
-        let name = &self.plugin.name;
-        match level {
-            Level::Trace => tracing::trace!(plugin = %name, "{line}"),
-            Level::Debug => tracing::debug!(plugin = %name, "{line}"),
-            Level::Info => tracing::info!(plugin = %name, "{line}"),
-            Level::Warn => tracing::warn!(plugin = %name, "{line}"),
-            Level::Error => tracing::error!(plugin = %name, "{line}"),
-        }
+        self.write(level, &msg, "log");
     }
 
     fn config_get(&mut self, key: String) -> Option<String> {

@@ -22,6 +22,9 @@ pub enum FailureKind {
     Error,
     /// Could not be instantiated (e.g. the instance pool is exhausted).
     Instantiate,
+    /// Stopped because its sync stopped (cancelled or the host shutting
+    /// down): not the plugin's fault, so it never counts towards tripping.
+    Cancelled,
 }
 
 impl FailureKind {
@@ -33,6 +36,7 @@ impl FailureKind {
             FailureKind::Fault => "fault",
             FailureKind::Error => "error",
             FailureKind::Instantiate => "instantiate",
+            FailureKind::Cancelled => "cancelled",
         }
     }
 }
@@ -57,6 +61,9 @@ pub(crate) struct PluginStats {
     fault: AtomicU64,
     error: AtomicU64,
     instantiate: AtomicU64,
+    cancelled: AtomicU64,
+    log_lines: AtomicU64,
+    logs_dropped: AtomicU64,
 }
 
 impl PluginStats {
@@ -95,8 +102,15 @@ impl PluginStats {
             FailureKind::Fault => &self.fault,
             FailureKind::Error => &self.error,
             FailureKind::Instantiate => &self.instantiate,
+            FailureKind::Cancelled => &self.cancelled,
         };
         c.fetch_add(1, Relaxed);
+    }
+    pub fn log_line(&self) {
+        self.log_lines.fetch_add(1, Relaxed);
+    }
+    pub fn logs_dropped(&self, n: u64) {
+        self.logs_dropped.fetch_add(n, Relaxed);
     }
 
     pub fn snapshot(&self, name: &str) -> PluginCounters {
@@ -115,6 +129,9 @@ impl PluginStats {
             skipped_fail_open: l(&self.skipped_open),
             chats_skipped: l(&self.chats_skipped),
             trips: l(&self.trips),
+            cancelled_calls: l(&self.cancelled),
+            log_lines: l(&self.log_lines),
+            logs_dropped: l(&self.logs_dropped),
             failures: Failures {
                 deadline: l(&self.deadline),
                 memory: l(&self.memory),
@@ -168,6 +185,12 @@ pub struct PluginCounters {
     pub chats_skipped: u64,
     /// Syncs in which the plugin was tripped off.
     pub trips: u64,
+    /// Calls stopped (or not made) because their sync stopped; not failures.
+    pub cancelled_calls: u64,
+    /// Lines the plugin wrote to the host log (`log`, stdout, stderr).
+    pub log_lines: u64,
+    /// Lines over the per-call log budget, counted and not written.
+    pub logs_dropped: u64,
     pub failures: Failures,
 }
 
@@ -270,6 +293,27 @@ pub fn render_prometheus(counters: &[PluginCounters]) -> String {
     );
     metric(
         &mut out,
+        "wasync_plugin_log_lines_total",
+        "counter",
+        "Lines written to the host log (log, stdout, stderr).",
+        &per(&|c| c.log_lines as f64),
+    );
+    metric(
+        &mut out,
+        "wasync_plugin_logs_dropped_total",
+        "counter",
+        "Log lines over the per-call budget, not written.",
+        &per(&|c| c.logs_dropped as f64),
+    );
+    metric(
+        &mut out,
+        "wasync_plugin_cancelled_calls_total",
+        "counter",
+        "Calls stopped because their sync stopped.",
+        &per(&|c| c.cancelled_calls as f64),
+    );
+    metric(
+        &mut out,
         "wasync_plugin_trips_total",
         "counter",
         "Syncs in which the plugin was tripped off.",
@@ -288,6 +332,8 @@ mod tests {
         s.call(Duration::from_millis(2));
         s.failed(FailureKind::Deadline);
         s.outcomes(3, 1, 1, 1);
+        s.logs_dropped(7);
+        s.failed(FailureKind::Cancelled);
         let text = render_prometheus(&[s.snapshot("p")]);
         assert!(
             text.contains("wasync_plugin_calls_total{plugin=\"p\"} 1"),
@@ -295,6 +341,9 @@ mod tests {
         );
         assert!(text.contains("wasync_plugin_failures_total{plugin=\"p\",kind=\"deadline\"} 1"));
         assert!(text.contains("wasync_plugin_messages_total{plugin=\"p\",outcome=\"drop\"} 1"));
+        assert!(text.contains("wasync_plugin_logs_dropped_total{plugin=\"p\"} 7"));
+        assert!(text.contains("wasync_plugin_cancelled_calls_total{plugin=\"p\"} 1"));
+        // A cancelled call is not the plugin's failure.
         assert_eq!(s.snapshot("p").failures.total(), 1);
     }
 }
