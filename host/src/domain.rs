@@ -225,6 +225,13 @@ pub struct SyncRun {
     pub checkpoint: u32,
     /// Id of the last fully written chat.
     pub checkpoint_chat_id: Option<String>,
+    /// The newest `syncedAt` of the chats the checkpoint covers (ms). A
+    /// resumed run skips the chats this run wrote by membership: `syncedAt`
+    /// between `startedAt` and this. A chat whose messages landed after the
+    /// last checkpoint write (a crash between the two) is newer than this,
+    /// so it is synced again (idempotent) and counted once.
+    #[serde(default)]
+    pub checkpoint_synced_at: Option<i64>,
     pub total_messages_synced: u64,
     /// Next progress event number, so a resumed run continues the sequence.
     pub next_seq: u64,

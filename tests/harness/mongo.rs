@@ -265,6 +265,7 @@ pub async fn bench_insert(
         quarantined: 0,
         reason: None,
         epoch: 0,
+        checkpoint_synced_at: None,
     };
     let t = Instant::now();
     let mut group: Vec<ChatCommit> = Vec::new();

@@ -84,6 +84,7 @@ fn run_for(s: &SessionId) -> SyncRun {
         quarantined: 0,
         reason: None,
         epoch: 0,
+        checkpoint_synced_at: None,
     }
 }
 

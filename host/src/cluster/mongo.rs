@@ -70,6 +70,19 @@ fn int(d: &Document, key: &str) -> u64 {
     }
 }
 
+/// Every document of `coll` matching `filter`.
+async fn find_all(
+    coll: &Collection<Document>,
+    filter: Document,
+) -> Result<Vec<Document>, ClusterError> {
+    coll.find(filter)
+        .await
+        .map_err(map_err)?
+        .try_collect()
+        .await
+        .map_err(map_err)
+}
+
 fn lease_of(d: &Document) -> Lease {
     Lease {
         session_id: d.get_str("_id").unwrap_or_default().to_owned(),
@@ -154,15 +167,11 @@ impl Coordinator for MongoCoordinator {
     }
 
     async fn hosts(&self) -> Result<Vec<HostInfo>, ClusterError> {
-        let docs: Vec<Document> = self
-            .hosts
-            .find(doc! {})
-            .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
-            .map_err(map_err)?;
-        Ok(docs.iter().map(host_of).collect())
+        Ok(find_all(&self.hosts, doc! {})
+            .await?
+            .iter()
+            .map(host_of)
+            .collect())
     }
 
     async fn retire(&self, host_id: &str) -> Result<(), ClusterError> {
@@ -241,15 +250,11 @@ impl Coordinator for MongoCoordinator {
             )
             .await
             .map_err(map_err)?;
-        let docs: Vec<Document> = self
-            .leases
-            .find(doc! { "_id": { "$in": sessions } })
-            .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
-            .map_err(map_err)?;
-        Ok(docs.iter().map(lease_of).collect())
+        Ok(find_all(&self.leases, doc! { "_id": { "$in": sessions } })
+            .await?
+            .iter()
+            .map(lease_of)
+            .collect())
     }
 
     async fn release(&self, session: &str, host: &str, epoch: u64) -> Result<(), ClusterError> {
@@ -274,14 +279,10 @@ impl Coordinator for MongoCoordinator {
     }
 
     async fn leases(&self) -> Result<Vec<Lease>, ClusterError> {
-        let docs: Vec<Document> = self
-            .leases
-            .find(doc! {})
-            .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
-            .map_err(map_err)?;
-        Ok(docs.iter().map(lease_of).collect())
+        Ok(find_all(&self.leases, doc! {})
+            .await?
+            .iter()
+            .map(lease_of)
+            .collect())
     }
 }

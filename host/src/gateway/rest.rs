@@ -426,8 +426,8 @@ pub struct QuarantineCleared {
 /// unredacted, kept for `WASYNC_QUARANTINE_RETENTION_DAYS`.
 #[utoipa::path(get, path = "/whatsapp-web/session/{id}/quarantine", tag = "data",
     params(("id" = String, Path, description = "session id"),
-        ("limit" = Option<u32>, Query, description = "1–1000, default 50"),
-        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
+        ("limit" = Option<u32>, Query, description = "1–1000, default 50", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page", min_length = 1, max_length = 512)),
     responses((status = 200, body = QuarantinePage), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
 pub(super) async fn list_quarantine(

@@ -242,6 +242,7 @@ pub fn new_run(
         quarantined: 0,
         reason: None,
         epoch: 0,
+        checkpoint_synced_at: None,
     }
 }
 
@@ -451,8 +452,11 @@ async fn walk(
     // chats this run already wrote (`syncedAt` since the run started) and
     // those it recorded as failed, and syncs every other chat of the list.
     let done = if resuming {
+        // Runs written before `checkpointSyncedAt` existed: every chat
+        // synced since the start counts.
+        let until = run.checkpoint_synced_at.unwrap_or(i64::MAX);
         let mut done = store_retry(deps, cancel, shutdown, "reading the synced chats", || {
-            synced_since(&*deps.store, &sid, run.started_at)
+            synced_between(&*deps.store, &sid, run.started_at, until)
         })
         .await?;
         done.extend(run.failed_chats.iter().map(|f| f.chat_id.clone()));
@@ -534,11 +538,13 @@ async fn walk(
     Ok(())
 }
 
-/// The chats of `sid` whose messages a sync wrote at or after `since`.
-async fn synced_since(
+/// The chats of `sid` whose messages a sync wrote between `since` and
+/// `until` (ms, both included).
+async fn synced_between(
     store: &dyn Store,
     sid: &SessionId,
     since: i64,
+    until: i64,
 ) -> Result<HashSet<String>, StoreError> {
     let mut out = HashSet::new();
     let mut cursor: Option<String> = None;
@@ -547,7 +553,7 @@ async fn synced_since(
         out.extend(
             page.chats
                 .iter()
-                .filter(|c| c.synced_at.is_some_and(|t| t >= since))
+                .filter(|c| c.synced_at.is_some_and(|t| t >= since && t <= until))
                 .map(|c| c.chat.id.clone()),
         );
         match page.next_cursor {
@@ -720,7 +726,11 @@ fn start_flush(
     let (last_pos, last_id, ..) = g.chats.last().cloned().expect("non-empty group");
     let before_total = run.total_messages_synced;
     let added: u64 = g.chats.iter().map(|c| c.2).sum();
-    // The checkpoint written with the data already counts the group.
+    // The checkpoint written with the data already counts the group, and
+    // bounds which chats a resume may take as written (see
+    // `SyncRun::checkpoint_synced_at`); it never goes back.
+    let newest = g.commits.iter().map(|c| c.synced_at).max();
+    run.checkpoint_synced_at = run.checkpoint_synced_at.max(newest);
     run.checkpoint = last_pos;
     run.checkpoint_chat_id = Some(last_id);
     run.current_chat = last_pos;

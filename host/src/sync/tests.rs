@@ -346,8 +346,10 @@ async fn a_resumed_run_syncs_by_membership_when_the_chat_order_changed() {
     f.store.put_sync_run(&run).await.unwrap();
     for c in &chats[..4] {
         let msgs = account.fetch_messages(c, 100).await.unwrap();
+        let synced_at = now_ms();
         run.checkpoint += 1;
         run.checkpoint_chat_id = Some(c.id.clone());
+        run.checkpoint_synced_at = Some(synced_at);
         run.total_messages_synced += msgs.len() as u64;
         f.store
             .commit_chats(
@@ -356,13 +358,34 @@ async fn a_resumed_run_syncs_by_membership_when_the_chat_order_changed() {
                     chat_id: c.id.clone(),
                     messages: msgs,
                     quarantined: vec![],
-                    synced_at: now_ms(),
+                    synced_at,
                 }],
                 &run,
             )
             .await
             .unwrap();
     }
+    // c4's messages and counters landed, but the host died before its
+    // checkpoint did (the MongoDB store writes the run last): the run in
+    // the store still ends at c3, and c4 must be synced (and counted) again.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let c4 = chats[4].clone();
+    let mut ahead = run.clone();
+    ahead.checkpoint_synced_at = Some(now_ms());
+    f.store
+        .commit_chats(
+            &f.sid,
+            &[ChatCommit {
+                chat_id: c4.id.clone(),
+                messages: account.fetch_messages(&c4, 100).await.unwrap(),
+                quarantined: vec![],
+                synced_at: now_ms(),
+            }],
+            &ahead,
+        )
+        .await
+        .unwrap();
+    f.store.put_sync_run(&run).await.unwrap();
     // While it is down: an unsynced chat from the end jumps to the top, and
     // a synced one gets a new message too.
     account.new_message("c9@c.us", 100);

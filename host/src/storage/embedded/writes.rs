@@ -98,6 +98,20 @@ pub(super) fn bump_chat(
     Ok(())
 }
 
+/// The epoch of the document stored under `key`, if any.
+fn stored_epoch<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+    epoch: impl Fn(T) -> u64,
+) -> StoreResult<Option<u64>> {
+    table
+        .get(key)
+        .db()?
+        .map(|g| dec::<T>(g.value()))
+        .transpose()
+        .map(|d| d.map(epoch))
+}
+
 /// Refuses a write whose fencing epoch is older than the stored one's.
 pub(super) fn check_epoch(what: &str, stored: Option<u64>, writer: u64) -> StoreResult<()> {
     match stored {
@@ -112,12 +126,7 @@ pub(super) fn check_epoch(what: &str, stored: Option<u64>, writer: u64) -> Store
 /// check and the write share the transaction).
 pub(super) fn put_run(txn: &redb::WriteTransaction, run: &SyncRun) -> StoreResult<()> {
     let mut runs = txn.open_table(SYNC_RUNS).db()?;
-    let stored = runs
-        .get(run.sync_id.as_str())
-        .db()?
-        .map(|g| dec::<SyncRun>(g.value()))
-        .transpose()?
-        .map(|r| r.epoch);
+    let stored = stored_epoch(&runs, run.sync_id.as_str(), |r: SyncRun| r.epoch)?;
     check_epoch(&format!("run {}", run.sync_id), stored, run.epoch)?;
     runs.insert(run.sync_id.as_str(), enc(run)?.as_slice())
         .db()?;
@@ -154,12 +163,9 @@ pub(super) fn put_event(txn: &redb::WriteTransaction, ev: &OutboxEvent) -> Store
 /// Writes a session record unless a newer epoch wrote it.
 pub(super) fn put_session(txn: &redb::WriteTransaction, rec: &SessionRecord) -> StoreResult<()> {
     let mut sessions = txn.open_table(SESSIONS).db()?;
-    let stored = sessions
-        .get(rec.session_id.as_str())
-        .db()?
-        .map(|g| dec::<SessionRecord>(g.value()))
-        .transpose()?
-        .map(|r| r.epoch);
+    let stored = stored_epoch(&sessions, rec.session_id.as_str(), |r: SessionRecord| {
+        r.epoch
+    })?;
     check_epoch(&format!("session {}", rec.session_id), stored, rec.epoch)?;
     sessions
         .insert(rec.session_id.as_str(), enc(rec)?.as_slice())
