@@ -19,6 +19,7 @@ mod ws;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -72,6 +73,11 @@ pub struct GatewayDeps {
     /// Origins whose pages may call the server besides its own
     /// (`WASYNC_ALLOWED_ORIGINS`).
     pub allowed_origins: Vec<String>,
+    /// How long a request body may take to arrive (`WASYNC_BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
+    /// How often an idle `/ws` client is pinged; one silent for twice this
+    /// is closed (`WASYNC_WS_PING_MS`). Also Socket.IO's ping interval.
+    pub ws_ping: Duration,
 }
 
 /// What the routes need.
@@ -90,6 +96,10 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// `/ws` ping interval; twice it without a frame closes the client.
+    pub ws_ping: Duration,
     pub protocol: protocol::Protocol,
     guard: origin::BrowserGuard,
     socketio: socketio::Handler,
@@ -103,7 +113,7 @@ impl Gateway {
             hub: d.hub.clone(),
             fabric: d.fabric.clone(),
         };
-        let (socketio, io) = socketio::build(protocol.clone(), d.metrics.clone());
+        let (socketio, io) = socketio::build(protocol.clone(), d.metrics.clone(), d.ws_ping);
         let guard = origin::BrowserGuard::new(
             &d.allowed_hosts,
             &d.allowed_origins,
@@ -122,6 +132,8 @@ impl Gateway {
             shutdown: d.shutdown,
             tasks: d.tasks,
             cluster: d.cluster,
+            body_timeout: d.body_timeout,
+            ws_ping: d.ws_ping,
             protocol,
             guard,
             socketio,
