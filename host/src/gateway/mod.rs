@@ -415,8 +415,14 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Reads a body up to `limit` bytes: 413 past it.
-pub(crate) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a body up to `limit` bytes: 413 past it, 408 when it has not
+/// arrived within `timeout` (a client announcing a body and trickling it
+/// would otherwise hold this task; the 408 closes its connection).
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     if let Some(len) = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -426,10 +432,19 @@ pub(crate) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<By
     {
         return Err(too_large(limit));
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-        Err(e) => Err(ApiError::bad_request(
+    let read = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Ok(Err(e)) => Err(ApiError::bad_request(
             "bad_body",
             format!("could not read the request body: {e}"),
         )),
