@@ -207,12 +207,14 @@ impl App {
 
         let hub = Arc::new(
             Hub::new(QueueLimits {
+                max_rooms: config.server.max_rooms_per_client,
                 max_frames: config.server.ws_queue,
                 coalesce_after: QueueLimits::default()
                     .coalesce_after
                     .min(config.server.ws_queue),
                 stall_timeout: config.server.ws_stall,
             })
+            .with_max_clients(config.server.max_clients)
             .with_host_id(&host_id),
         );
         let fabric = match (&config.events.amqp_url, cluster.is_shared()) {
@@ -305,6 +307,8 @@ impl App {
             fabric,
             allowed_hosts: config.server.allowed_hosts.clone(),
             allowed_origins: config.server.allowed_origins.clone(),
+            body_timeout: config.server.body_timeout,
+            ws_ping: config.server.ws_ping,
         }));
         tasks.spawn(gateway::serve(listener, gw.clone()));
         tracing::info!(%addr, store = store.kind(), host_id = %host_id, "wasync listening");

@@ -8,6 +8,11 @@
 //! socket stops accepting frames, is disconnected with a close reason. So
 //! one stuck browser tab can neither slow the sync nor other clients.
 //!
+//! The hub also holds the host's two counts a crowd of clients could
+//! otherwise grow without end: connected clients (`/ws` and Socket.IO
+//! together, [`Hub::connect`] refuses past the cap) and the rooms one client
+//! is in ([`Hub::join`] refuses past [`QueueLimits::max_rooms`]).
+//!
 //! Every event is serialized once per publish and shared by all clients.
 //! Session events carry the `hostId` of the host whose session produced
 //! them. A [`HubRelay`] (the cluster's event fabric) sees every event
@@ -24,9 +29,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::ServerEvent;
 
-/// Queue bounds for one client.
+/// Bounds for one client.
 #[derive(Debug, Clone)]
 pub struct QueueLimits {
+    /// Rooms (sessions) one client may be in at once.
+    pub max_rooms: usize,
     /// Frames waiting for one client before it is disconnected.
     pub max_frames: usize,
     /// Backlog from which progress frames are coalesced. Below it a client
@@ -40,6 +47,7 @@ pub struct QueueLimits {
 impl Default for QueueLimits {
     fn default() -> Self {
         Self {
+            max_rooms: 100,
             max_frames: 4096,
             coalesce_after: 64,
             stall_timeout: std::time::Duration::from_secs(10),
@@ -82,6 +90,17 @@ impl Frame {
             published: std::time::Instant::now(),
         }
     }
+}
+
+/// What the hub refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// The host serves its most clients already.
+    #[error("this host serves its maximum of {max} live-event clients")]
+    TooManyClients { max: usize },
+    /// The client is in its most rooms already.
+    #[error("a client may join at most {max} sessions; leave one first")]
+    TooManyRooms { max: usize },
 }
 
 /// Sees what the hub publishes, for other hosts (the cluster's event
@@ -221,11 +240,12 @@ impl ClientQueue {
 }
 
 /// The rooms: session id → clients that joined it.
-#[derive(Default)]
 pub struct Hub {
     rooms: Mutex<HashMap<String, HashMap<u64, Arc<ClientQueue>>>>,
     next_id: AtomicU64,
     clients: AtomicU64,
+    /// Most clients connected at once.
+    max_clients: u64,
     limits: QueueLimits,
     host_id: Option<Arc<str>>,
     relay: OnceLock<Arc<dyn HubRelay>>,
@@ -240,11 +260,34 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
+    /// A hub without a client cap (see [`Hub::with_max_clients`]).
     pub fn new(limits: QueueLimits) -> Self {
         Self {
+            rooms: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            clients: AtomicU64::new(0),
+            max_clients: u64::MAX,
             limits,
-            ..Default::default()
+            host_id: None,
+            relay: OnceLock::new(),
         }
+    }
+
+    /// Refuses clients past `max` connected at once.
+    pub fn with_max_clients(mut self, max: usize) -> Self {
+        self.max_clients = max as u64;
+        self
+    }
+
+    /// Most clients connected at once.
+    pub fn max_clients(&self) -> usize {
+        usize::try_from(self.max_clients).unwrap_or(usize::MAX)
+    }
+
+    /// Whether a new client would be refused now (a hint for refusing a
+    /// handshake early; [`Hub::connect`] decides).
+    pub fn is_full(&self) -> bool {
+        self.clients.load(Ordering::Relaxed) >= self.max_clients
     }
 
     /// Stamps session events with `host_id`.
@@ -262,29 +305,61 @@ impl Hub {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new client with an empty queue.
-    pub fn connect(&self) -> Arc<ClientQueue> {
-        self.clients.fetch_add(1, Ordering::Relaxed);
-        Arc::new(ClientQueue {
+    /// A new client with an empty queue, unless the host serves its most
+    /// clients already. Every client connected is given back with
+    /// [`Hub::disconnect`], which frees its slot.
+    pub fn connect(&self) -> Result<Arc<ClientQueue>, HubError> {
+        self.clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_clients).then_some(n + 1)
+            })
+            .map_err(|_| HubError::TooManyClients {
+                max: self.max_clients(),
+            })?;
+        Ok(Arc::new(ClientQueue {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
             closed: CancellationToken::new(),
             close_reason: Mutex::new(None),
             limits: self.limits.clone(),
-        })
+        }))
     }
 
-    /// Joins `client` to `session`'s room. The snapshot is taken and queued
-    /// while publishers are held off, so the client sees the snapshot and
-    /// then every later event: nothing in between is missed.
+    /// Whether `client` may join `session`: it is in fewer rooms than its
+    /// cap, or already in this one (a re-join only refreshes the snapshot).
+    pub fn may_join(&self, client: &ClientQueue, session: &str) -> Result<(), HubError> {
+        let inner = client.lock();
+        if inner.sessions.len() < self.limits.max_rooms || inner.sessions.contains(session) {
+            Ok(())
+        } else {
+            Err(HubError::TooManyRooms {
+                max: self.limits.max_rooms,
+            })
+        }
+    }
+
+    /// Joins `client` to `session`'s room, unless it is in its most rooms
+    /// already. The snapshot is taken and queued while publishers are held
+    /// off, so the client sees the snapshot and then every later event:
+    /// nothing in between is missed.
     pub fn join(
         &self,
         client: &Arc<ClientQueue>,
         session: &str,
         snapshot: impl FnOnce() -> ServerEvent,
-    ) {
+    ) -> Result<(), HubError> {
         let mut rooms = self.rooms();
+        if let Err(e) = self.may_join(client, session) {
+            // The caller may have bound the session for this join (the
+            // cluster's fabric); with no room to keep, let the relay unbind.
+            let unused = !rooms.contains_key(session);
+            drop(rooms);
+            if unused && let Some(r) = self.relay.get() {
+                r.room_closed(session);
+            }
+            return Err(e);
+        }
         client.push(Frame::from_host(
             session,
             &snapshot(),
@@ -295,6 +370,7 @@ impl Hub {
             .or_default()
             .insert(client.id, client.clone());
         client.lock().sessions.insert(session.to_owned());
+        Ok(())
     }
 
     /// Leaves one room; returns whether the client was in it.
@@ -422,8 +498,8 @@ mod tests {
     #[tokio::test]
     async fn try_next_drains_in_order_without_waiting_and_stops_at_close() {
         let hub = Hub::new(QueueLimits::default());
-        let c = hub.connect();
-        hub.join(&c, "s", ready);
+        let c = hub.connect().unwrap();
+        hub.join(&c, "s", ready).unwrap();
         assert!(c.next().await.is_some(), "the join's snapshot");
         assert!(c.try_next().is_none(), "nothing queued: no wait");
         for i in 0..3 {
@@ -447,8 +523,8 @@ mod tests {
             coalesce_after: 1,
             ..Default::default()
         });
-        let c = hub.connect();
-        hub.join(&c, "s", ready);
+        let c = hub.connect().unwrap();
+        hub.join(&c, "s", ready).unwrap();
         for i in 0..100 {
             hub.publish("s", &progress(i));
         }
@@ -472,8 +548,8 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_keeps_up_gets_every_event_of_a_burst() {
         let hub = Hub::new(QueueLimits::default());
-        let c = hub.connect();
-        hub.join(&c, "s", ready);
+        let c = hub.connect().unwrap();
+        hub.join(&c, "s", ready).unwrap();
         for i in 0..50 {
             hub.publish("s", &progress(i));
         }
@@ -490,8 +566,8 @@ mod tests {
             max_frames: 8,
             ..Default::default()
         });
-        let c = hub.connect();
-        hub.join(&c, "s", ready);
+        let c = hub.connect().unwrap();
+        hub.join(&c, "s", ready).unwrap();
         for _ in 0..20 {
             hub.publish("s", &ready());
         }
@@ -503,10 +579,10 @@ mod tests {
     #[tokio::test]
     async fn rooms_are_separate_and_leave_works() {
         let hub = Hub::new(QueueLimits::default());
-        let a = hub.connect();
-        let b = hub.connect();
-        hub.join(&a, "s", ready);
-        hub.join(&b, "t", ready);
+        let a = hub.connect().unwrap();
+        let b = hub.connect().unwrap();
+        hub.join(&a, "s", ready).unwrap();
+        hub.join(&b, "t", ready).unwrap();
         a.next().await.unwrap();
         b.next().await.unwrap();
         hub.publish("t", &ready());
@@ -522,5 +598,43 @@ mod tests {
         hub.disconnect(&b);
         assert_eq!(hub.room_size("t"), 0);
         assert_eq!(hub.client_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn clients_past_the_cap_are_refused_until_one_leaves() {
+        let hub = Hub::new(QueueLimits::default()).with_max_clients(2);
+        let a = hub.connect().unwrap();
+        let _b = hub.connect().unwrap();
+        assert!(hub.is_full());
+        assert_eq!(
+            hub.connect().unwrap_err(),
+            HubError::TooManyClients { max: 2 }
+        );
+        hub.disconnect(&a);
+        assert!(!hub.is_full());
+        assert!(hub.connect().is_ok(), "a freed slot is usable again");
+        assert!(hub.connect().is_err());
+    }
+
+    #[tokio::test]
+    async fn rooms_past_the_cap_are_refused_until_one_is_left() {
+        let hub = Hub::new(QueueLimits {
+            max_rooms: 2,
+            ..Default::default()
+        });
+        let c = hub.connect().unwrap();
+        hub.join(&c, "a", ready).unwrap();
+        hub.join(&c, "b", ready).unwrap();
+        hub.join(&c, "a", ready)
+            .expect("a re-join takes no new slot");
+        assert_eq!(
+            hub.join(&c, "c", ready).unwrap_err(),
+            HubError::TooManyRooms { max: 2 }
+        );
+        assert_eq!(hub.room_size("c"), 0, "the refused join left no room");
+        assert!(!c.is_joined("c"));
+        assert!(hub.leave(&c, "a"));
+        hub.join(&c, "c", ready).expect("a left room frees a slot");
+        assert!(c.is_joined("c"));
     }
 }

@@ -125,8 +125,9 @@ pub async fn p4(quick: bool) -> FanOut {
 
     // The reference subscriber.
     let hub = host.app().hub();
-    let reference = hub.connect();
-    hub.join(&reference, "fan", || ServerEvent::Pong {});
+    let reference = hub.connect().expect("a client slot");
+    hub.join(&reference, "fan", || ServerEvent::Pong {})
+        .expect("a room slot");
     let ref_task = tokio::spawn(async move {
         let mut at = HashMap::new();
         while let Some(f) = reference.next().await {

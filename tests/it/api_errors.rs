@@ -490,3 +490,81 @@ async fn readiness_keeps_causes_in_the_logs() {
     }
     host.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_that_trickles_gets_408_and_the_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = TestHost::spawn_with(
+        wasync_tests::HostOptions {
+            tuning: wasync_tests::fast_tuning(),
+            ..Default::default()
+        }
+        .var(wasync::config::WASYNC_BODY_TIMEOUT_MS, "300"),
+    )
+    .await;
+    let addr = host.base.trim_start_matches("http://").to_owned();
+    for path in [
+        "/whatsapp-web/session/slow",
+        "/whatsapp-web/session/slow/sync-chats",
+    ] {
+        // Headers promising 1000 bytes, then a few, then nothing (slowloris).
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"prov"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(closed.is_ok(), "{path}: the connection stays open: {text}");
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(250),
+            "{path}: answered before the timeout: {text}"
+        );
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        let lower = text.to_ascii_lowercase();
+        assert!(lower.contains("connection: close"), "{path}: {text}");
+        assert!(
+            lower.contains("content-type: application/problem+json"),
+            "{path}: {text}"
+        );
+        let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["code"], "body_timeout", "{body}");
+        assert_eq!(body["status"], 408, "{body}");
+    }
+    // A body sent in time still works on the same host.
+    let (status, body) = host
+        .post(
+            "/whatsapp-web/session/slow",
+            json!({"provider": "simulator"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // ...and the document says so.
+    let (_, doc) = host.get("/openapi.json").await;
+    for path in [
+        "/whatsapp-web/session/{id}",
+        "/whatsapp-web/session/{id}/sync-chats",
+        "/plugins",
+    ] {
+        assert!(
+            doc["paths"][path]["post"]["responses"]["408"].is_object(),
+            "{path} 408"
+        );
+    }
+    host.stop().await;
+}

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use wasync_tests::TestHost;
+use tokio_tungstenite::tungstenite::Message;
+use wasync_tests::{TestHost, assert_eventually};
 
 fn node_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
@@ -195,5 +196,160 @@ async fn socket_io_answers_what_its_document_says() {
             .unwrap()
             .starts_with("text/plain")
     );
+    host.stop().await;
+}
+
+/// A Socket.IO client over a raw Engine.IO WebSocket, connected to `/`.
+async fn raw_socket_io(
+    host: &TestHost,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::SinkExt;
+    let url = format!(
+        "{}/socket.io/?EIO=4&transport=websocket",
+        host.base.replacen("http", "ws", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    let open = next_text(&mut ws).await;
+    assert!(open.starts_with('0'), "Engine.IO open: {open}");
+    ws.send(Message::Text("40".into())).await.unwrap();
+    let ack = next_text(&mut ws).await;
+    assert!(ack.starts_with("40"), "Socket.IO connect: {ack}");
+    ws
+}
+
+/// The next text packet that is not an Engine.IO ping (answered).
+async fn next_text(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("a packet within 10 s")
+            .expect("open")
+            .expect("a frame");
+        if let Message::Text(t) = msg {
+            if t.as_str() == "2" {
+                ws.send(Message::Text("3".into())).await.unwrap();
+                continue;
+            }
+            return t.as_str().to_owned();
+        }
+    }
+}
+
+/// Emits `event` and returns the next event as `[name, data]`.
+async fn emit(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    event: &str,
+    data: Value,
+) -> Value {
+    use futures_util::SinkExt;
+    let packet = format!("42{}", serde_json::json!([event, data]));
+    ws.send(Message::Text(packet.into())).await.unwrap();
+    let reply = next_text(ws).await;
+    serde_json::from_str(reply.strip_prefix("42").expect("an event packet")).unwrap()
+}
+
+#[tokio::test]
+async fn socket_io_clients_share_the_client_and_room_caps() {
+    let host = TestHost::spawn_with(
+        wasync_tests::HostOptions {
+            tuning: wasync_tests::fast_tuning(),
+            ..Default::default()
+        }
+        .var(wasync::config::WASYNC_MAX_CLIENTS, "2")
+        .var(wasync::config::WASYNC_MAX_ROOMS_PER_CLIENT, "1"),
+    )
+    .await;
+    for id in ["sio-cap-a", "sio-cap-b"] {
+        host.create_sim(
+            id,
+            serde_json::json!({"scanAfterMs": null, "qrEveryMs": 60000}),
+        )
+        .await;
+    }
+    let hub = host.app().hub();
+    let mut sio = raw_socket_io(&host).await;
+    let _ws = host.ws().await;
+    assert_eq!(hub.client_count(), 2);
+    // Full: both transports refuse, each with the problem.
+    let (status, problem) = crate::websocket::refused_upgrade(&host.ws_url()).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (503, Some("too_many_clients"))
+    );
+    let sio_ws = format!(
+        "{}/socket.io/?EIO=4&transport=websocket",
+        host.base.replacen("http", "ws", 1)
+    );
+    let (status, problem) = crate::websocket::refused_upgrade(&sio_ws).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (503, Some("too_many_clients"))
+    );
+    let resp = host
+        .http
+        .get(host.url("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let problem: Value = resp.json().await.unwrap();
+    assert_eq!(problem["code"], "too_many_clients", "{problem}");
+    let (_, doc) = host.get("/openapi.json").await;
+    for path in ["/socket.io/", "/ws"] {
+        assert!(
+            doc["paths"][path]["get"]["responses"]["503"].is_object(),
+            "{path} 503 documented"
+        );
+    }
+    // The room cap holds over Socket.IO too, and the socket stays.
+    let ev = emit(
+        &mut sio,
+        "join-session",
+        serde_json::json!({"sessionId": "sio-cap-a"}),
+    )
+    .await;
+    assert_eq!(ev[0], "session_state", "{ev}");
+    let ev = emit(
+        &mut sio,
+        "join-session",
+        serde_json::json!({"sessionId": "sio-cap-b"}),
+    )
+    .await;
+    assert_eq!(ev[0], "error", "{ev}");
+    assert_eq!(ev[1]["code"], "too_many_rooms", "{ev}");
+    let ev = emit(
+        &mut sio,
+        "leave-session",
+        serde_json::json!({"sessionId": "sio-cap-a"}),
+    )
+    .await;
+    assert_eq!(ev[0], "left", "{ev}");
+    let ev = emit(
+        &mut sio,
+        "join-session",
+        serde_json::json!({"sessionId": "sio-cap-b"}),
+    )
+    .await;
+    assert_eq!(ev[0], "session_state", "{ev}");
+    // A Socket.IO client that leaves frees its slot for either transport.
+    drop(sio);
+    assert_eventually!(hub.client_count() == 1);
+    let resp = host
+        .http
+        .get(host.url("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
     host.stop().await;
 }

@@ -1,13 +1,38 @@
 //! The `/ws` protocol: bad frames get an `error` event and the connection
-//! stays; slow clients never hold up the sync or other clients.
+//! stays; slow clients never hold up the sync or other clients; the host's
+//! bounds (clients, rooms per client, silent clients) hold.
 
 use std::time::Duration;
 
-use futures_util::SinkExt;
-use serde_json::json;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use wasync_tests::TestHost;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use wasync::config::{WASYNC_MAX_CLIENTS, WASYNC_MAX_ROOMS_PER_CLIENT, WASYNC_WS_PING_MS};
+use wasync_tests::{HostOptions, TestHost, WsClient, assert_eventually, fast_tuning};
+
+fn options() -> HostOptions {
+    HostOptions {
+        tuning: fast_tuning(),
+        ..Default::default()
+    }
+}
+
+/// A `/ws` handshake the host refuses: its status and problem body.
+pub(crate) async fn refused_upgrade(url: &str) -> (u16, Value) {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => panic!("{url}: the upgrade was accepted"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().clone().unwrap_or_default();
+            (
+                resp.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            )
+        }
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
 
 #[tokio::test]
 async fn bad_frames_get_error_events_and_the_connection_stays() {
@@ -128,5 +153,111 @@ async fn a_client_that_never_reads_does_not_slow_the_sync_or_others() {
     assert_eq!(events.last().unwrap()["data"]["totalMessagesSynced"], 600);
     assert!(elapsed < Duration::from_secs(20), "sync took {elapsed:?}");
     drop(stalled);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn clients_past_the_cap_get_503_and_a_freed_slot_is_reused() {
+    let host = TestHost::spawn_with(options().var(WASYNC_MAX_CLIENTS, "2")).await;
+    let hub = host.app().hub();
+    let mut a = host.ws().await;
+    let mut b = host.ws().await;
+    for _ in 0..3 {
+        let (status, problem) = refused_upgrade(&host.ws_url()).await;
+        assert_eq!(status, 503, "{problem}");
+        assert_eq!(problem["code"], "too_many_clients", "{problem}");
+        assert_eq!(problem["status"], 503, "{problem}");
+    }
+    assert_eq!(hub.client_count(), 2, "refused upgrades hold no slot");
+    // The clients inside are unaffected.
+    a.send("ping", json!({})).await;
+    assert_eq!(a.recv().await["event"], "pong");
+    // A client that leaves frees its slot.
+    a.stream.close(None).await.unwrap();
+    drop(a);
+    assert_eventually!(hub.client_count() == 1);
+    let mut c = host.ws().await;
+    c.send("ping", json!({})).await;
+    assert_eq!(c.recv().await["event"], "pong");
+    let (status, _) = refused_upgrade(&host.ws_url()).await;
+    assert_eq!(status, 503, "full again");
+    b.send("ping", json!({})).await;
+    assert_eq!(b.recv().await["event"], "pong");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_join_past_the_room_cap_gets_an_error_and_leaving_frees_a_slot() {
+    let host = TestHost::spawn_with(options().var(WASYNC_MAX_ROOMS_PER_CLIENT, "2")).await;
+    for id in ["cap-a", "cap-b", "cap-c"] {
+        host.create_sim(id, json!({"scanAfterMs": null, "qrEveryMs": 60000}))
+            .await;
+    }
+    let mut ws = host.ws().await;
+    ws.join("cap-a").await;
+    ws.join("cap-b").await;
+    ws.send("join-session", json!({"sessionId": "cap-c"})).await;
+    let ev = ws.recv().await;
+    assert_eq!(ev["event"], "error", "{ev}");
+    assert_eq!(ev["data"]["code"], "too_many_rooms", "{ev}");
+    assert_eq!(host.app().hub().room_size("cap-c"), 0);
+    // Joining a room it is in again takes no slot; the connection stays.
+    ws.join("cap-b").await;
+    ws.send("ping", json!({})).await;
+    assert_eq!(ws.recv().await["event"], "pong");
+    ws.send("leave-session", json!({"sessionId": "cap-a"}))
+        .await;
+    assert_eq!(ws.recv().await["event"], "left");
+    let snap = ws.join("cap-c").await;
+    assert_eq!(snap["sessionId"], "cap-c");
+    // Another client has its own rooms.
+    let mut other = host.ws().await;
+    other.join("cap-a").await;
+    host.stop().await;
+}
+
+/// Reads what the host sent a client that stopped reading, up to its close.
+async fn close_frame_of(ws: &mut WsClient) -> (CloseCode, String) {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.stream.next())
+            .await
+            .expect("the host closes the silent client")
+            .expect("a close frame before the end")
+            .expect("a frame");
+        if let Message::Close(frame) = msg {
+            let frame = frame.expect("a close reason");
+            return (frame.code, frame.reason.to_string());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_and_one_that_answers_pings_stays() {
+    let host = TestHost::spawn_with(options().var(WASYNC_WS_PING_MS, "200")).await;
+    host.create_sim("quiet", json!({"scanAfterMs": null, "qrEveryMs": 60000}))
+        .await;
+    let hub = host.app().hub();
+    // Joins, then neither reads nor writes: tungstenite answers pings only
+    // while the stream is polled, so this one never does.
+    let mut silent = host.ws().await;
+    silent.join("quiet").await;
+    let mut alive = host.ws().await;
+    alive.join("quiet").await;
+    assert_eq!(hub.room_size("quiet"), 2);
+    // The live client keeps reading (and so answering pings) for many
+    // times the silence allowed, sending nothing itself.
+    let until = tokio::time::Instant::now() + Duration::from_millis(2_000);
+    while tokio::time::Instant::now() < until {
+        if let Some(ev) = alive.try_recv(Duration::from_millis(50)).await {
+            assert_ne!(ev["event"], "error", "{ev}");
+        }
+    }
+    assert_eq!(hub.client_count(), 1, "the silent client is gone");
+    assert_eq!(hub.room_size("quiet"), 1, "its room slot is freed");
+    let (code, reason) = close_frame_of(&mut silent).await;
+    assert_eq!(code, CloseCode::Policy, "{reason}");
+    assert!(reason.contains("silent"), "{reason}");
+    alive.send("ping", json!({})).await;
+    assert_eq!(alive.recv().await["event"], "pong");
     host.stop().await;
 }

@@ -23,6 +23,10 @@ pub const WASYNC_MAX_BODY_BYTES: &str = "WASYNC_MAX_BODY_BYTES";
 pub const WASYNC_MAX_PLUGIN_BYTES: &str = "WASYNC_MAX_PLUGIN_BYTES";
 pub const WASYNC_WS_QUEUE: &str = "WASYNC_WS_QUEUE";
 pub const WASYNC_WS_STALL_MS: &str = "WASYNC_WS_STALL_MS";
+pub const WASYNC_MAX_CLIENTS: &str = "WASYNC_MAX_CLIENTS";
+pub const WASYNC_MAX_ROOMS_PER_CLIENT: &str = "WASYNC_MAX_ROOMS_PER_CLIENT";
+pub const WASYNC_WS_PING_MS: &str = "WASYNC_WS_PING_MS";
+pub const WASYNC_BODY_TIMEOUT_MS: &str = "WASYNC_BODY_TIMEOUT_MS";
 pub const WASYNC_LOG_FORMAT: &str = "WASYNC_LOG_FORMAT";
 pub const WASYNC_ALLOWED_HOSTS: &str = "WASYNC_ALLOWED_HOSTS";
 pub const WASYNC_ALLOWED_ORIGINS: &str = "WASYNC_ALLOWED_ORIGINS";
@@ -75,6 +79,25 @@ pub struct ServerConfig {
     /// How long one frame may take to send before the client counts as
     /// stuck (`WASYNC_WS_STALL_MS`, default 10 s).
     pub ws_stall: Duration,
+    /// Live-event clients this host serves at once, `/ws` and Socket.IO
+    /// together (`WASYNC_MAX_CLIENTS`, default 5000). Each holds a socket, a
+    /// task and a queue; one past the cap is refused at the upgrade with 503
+    /// `too_many_clients` instead of taking the host's file descriptors.
+    pub max_clients: usize,
+    /// Sessions one client may have joined at once
+    /// (`WASYNC_MAX_ROOMS_PER_CLIENT`, default 100); a `join-session` past it
+    /// gets an `error` event `too_many_rooms`.
+    pub max_rooms_per_client: usize,
+    /// How often the server pings an idle `/ws` client, and Socket.IO's
+    /// Engine.IO ping interval (`WASYNC_WS_PING_MS`, default 20 s). A client
+    /// that sends nothing, pong included, for twice this long is gone
+    /// (half-open TCP, a suspended laptop) and is closed, freeing its slot.
+    pub ws_ping: Duration,
+    /// How long a request body may take to arrive (`WASYNC_BODY_TIMEOUT_MS`,
+    /// default 10 s): a client that announces a body and trickles it is
+    /// answered 408 `body_timeout` and its connection closed, instead of
+    /// holding a task for ever.
+    pub body_timeout: Duration,
     /// Host names requests may be addressed to besides IP literals,
     /// `localhost` and the advertise URL's host (`WASYNC_ALLOWED_HOSTS`,
     /// comma-separated, e.g. the name a reverse proxy serves; `*` turns the
@@ -267,6 +290,34 @@ impl Config {
             ws_stall: Duration::from_millis(s.parse(
                 WASYNC_WS_STALL_MS,
                 &f.server.ws_stall_ms,
+                10_000u64,
+                "milliseconds between 100 and 600000",
+                |v| (100..=600_000).contains(v),
+            )),
+            max_clients: s.parse(
+                WASYNC_MAX_CLIENTS,
+                &f.server.max_clients,
+                5_000,
+                "a client count between 1 and 1000000",
+                |v| (1..=1_000_000).contains(v),
+            ),
+            max_rooms_per_client: s.parse(
+                WASYNC_MAX_ROOMS_PER_CLIENT,
+                &f.server.max_rooms_per_client,
+                100,
+                "a session count between 1 and 100000",
+                |v| (1..=100_000).contains(v),
+            ),
+            ws_ping: Duration::from_millis(s.parse(
+                WASYNC_WS_PING_MS,
+                &f.server.ws_ping_ms,
+                20_000u64,
+                "milliseconds between 100 and 600000",
+                |v| (100..=600_000).contains(v),
+            )),
+            body_timeout: Duration::from_millis(s.parse(
+                WASYNC_BODY_TIMEOUT_MS,
+                &f.server.body_timeout_ms,
                 10_000u64,
                 "milliseconds between 100 and 600000",
                 |v| (100..=600_000).contains(v),

@@ -34,6 +34,10 @@ pub(super) struct FileServer {
     pub(super) max_plugin_bytes: Option<Scalar>,
     pub(super) ws_queue: Option<Scalar>,
     pub(super) ws_stall_ms: Option<Scalar>,
+    pub(super) max_clients: Option<Scalar>,
+    pub(super) max_rooms_per_client: Option<Scalar>,
+    pub(super) ws_ping_ms: Option<Scalar>,
+    pub(super) body_timeout_ms: Option<Scalar>,
     pub(super) allowed_hosts: Option<Scalar>,
     pub(super) allowed_origins: Option<Scalar>,
 }

@@ -185,3 +185,46 @@ fn retention_is_bounded_and_named() {
     assert!(err.contains(WASYNC_OUTBOX_RETENTION_HOURS), "{err}");
     assert!(err.contains(WASYNC_QUARANTINE_RETENTION_DAYS), "{err}");
 }
+
+#[test]
+fn gateway_bounds_have_defaults_and_are_checked_by_name() {
+    let c = Config::defaults();
+    assert_eq!(c.server.max_clients, 5_000);
+    assert_eq!(c.server.max_rooms_per_client, 100);
+    assert_eq!(c.server.ws_ping, Duration::from_secs(20));
+    assert_eq!(c.server.body_timeout, Duration::from_secs(10));
+    let c = Config::load(
+        &env(&[
+            (WASYNC_MAX_CLIENTS, "2"),
+            (WASYNC_MAX_ROOMS_PER_CLIENT, "3"),
+            (WASYNC_WS_PING_MS, "250"),
+            (WASYNC_BODY_TIMEOUT_MS, "500"),
+        ]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.server.max_clients, 2);
+    assert_eq!(c.server.max_rooms_per_client, 3);
+    assert_eq!(c.server.ws_ping, Duration::from_millis(250));
+    assert_eq!(c.server.body_timeout, Duration::from_millis(500));
+    let err = Config::load(
+        &env(&[
+            (WASYNC_MAX_CLIENTS, "0"),
+            (WASYNC_MAX_ROOMS_PER_CLIENT, "many"),
+            (WASYNC_WS_PING_MS, "10"),
+            (WASYNC_BODY_TIMEOUT_MS, "-1"),
+        ]),
+        None,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for var in [
+        WASYNC_MAX_CLIENTS,
+        WASYNC_MAX_ROOMS_PER_CLIENT,
+        WASYNC_WS_PING_MS,
+        WASYNC_BODY_TIMEOUT_MS,
+    ] {
+        assert!(text.contains(var), "{var} missing from: {text}");
+    }
+    assert_eq!(err.problems.len(), 4, "{text}");
+}

@@ -86,6 +86,12 @@ impl ApiError {
         {
             resp.headers_mut().insert(header::ALLOW, v);
         }
+        // After a 408 the rest of the request may still be on its way: the
+        // connection cannot be reused, so say it closes (RFC 9110 §15.5.9).
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -19,6 +19,7 @@ mod ws;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -72,6 +73,11 @@ pub struct GatewayDeps {
     /// Origins whose pages may call the server besides its own
     /// (`WASYNC_ALLOWED_ORIGINS`).
     pub allowed_origins: Vec<String>,
+    /// How long a request body may take to arrive (`WASYNC_BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
+    /// How often an idle `/ws` client is pinged; one silent for twice this
+    /// is closed (`WASYNC_WS_PING_MS`). Also Socket.IO's ping interval.
+    pub ws_ping: Duration,
 }
 
 /// What the routes need.
@@ -90,6 +96,10 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// `/ws` ping interval; twice it without a frame closes the client.
+    pub ws_ping: Duration,
     pub protocol: protocol::Protocol,
     guard: origin::BrowserGuard,
     socketio: socketio::Handler,
@@ -103,7 +113,7 @@ impl Gateway {
             hub: d.hub.clone(),
             fabric: d.fabric.clone(),
         };
-        let (socketio, io) = socketio::build(protocol.clone(), d.metrics.clone());
+        let (socketio, io) = socketio::build(protocol.clone(), d.metrics.clone(), d.ws_ping);
         let guard = origin::BrowserGuard::new(
             &d.allowed_hosts,
             &d.allowed_origins,
@@ -122,6 +132,8 @@ impl Gateway {
             shutdown: d.shutdown,
             tasks: d.tasks,
             cluster: d.cluster,
+            body_timeout: d.body_timeout,
+            ws_ping: d.ws_ping,
             protocol,
             guard,
             socketio,
@@ -403,8 +415,14 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Reads a body up to `limit` bytes: 413 past it.
-pub(crate) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a body up to `limit` bytes: 413 past it, 408 when it has not
+/// arrived within `timeout` (a client announcing a body and trickling it
+/// would otherwise hold this task; the 408 closes its connection).
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     if let Some(len) = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -414,10 +432,19 @@ pub(crate) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<By
     {
         return Err(too_large(limit));
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-        Err(e) => Err(ApiError::bad_request(
+    let read = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Ok(Err(e)) => Err(ApiError::bad_request(
             "bad_body",
             format!("could not read the request body: {e}"),
         )),

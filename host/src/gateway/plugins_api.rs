@@ -113,6 +113,7 @@ pub(super) fn list_plugins(mgr: &PluginManager) -> Response<Body> {
         (status = 400, description = "not wasm, a core module, wrong world, bad manifest, sha256 mismatch", body = super::openapi::Problem),
         (status = 401, body = super::openapi::Problem),
         (status = 404, description = "plugins disabled (`plugins_disabled`)", body = super::openapi::Problem),
+        (status = 408, description = "the body did not arrive within `WASYNC_BODY_TIMEOUT_MS` (`body_timeout`); the connection closes", body = super::openapi::Problem),
         (status = 413, description = "over WASYNC_MAX_PLUGIN_BYTES", body = super::openapi::Problem),
         (status = 415, description = "the body is not application/json", body = super::openapi::Problem)))]
 pub(super) async fn upload_plugin(
@@ -124,7 +125,7 @@ pub(super) async fn upload_plugin(
     let limit = gw.max_plugin_bytes / 3 * 4 + 256 * 1024;
     let headers = req.headers().clone();
     super::rest::require_json(&headers, true)?;
-    let bytes = read_body(req, limit).await?;
+    let bytes = read_body(req, limit, gw.body_timeout).await?;
     let up: Upload = super::rest::json_object(&headers, &bytes).map_err(|mut e| {
         if e.code == "bad_json" {
             e.detail = format!(

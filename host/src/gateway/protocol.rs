@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::domain::{ServerEvent, SessionId, SessionSnapshot, SessionStatus};
-use crate::hub::{ClientQueue, Frame, Hub};
+use crate::hub::{ClientQueue, Frame, Hub, HubError};
 use crate::session::{SessionError, Sessions};
 
 /// What the protocol needs.
@@ -32,6 +32,15 @@ pub fn error_frame(code: &str, message: impl Into<String>) -> Frame {
             message: message.into(),
         },
     )
+}
+
+/// A hub refusal as an `error` event; the connection stays.
+fn hub_error_frame(e: &HubError) -> Frame {
+    let code = match e {
+        HubError::TooManyClients { .. } => "too_many_clients",
+        HubError::TooManyRooms { .. } => "too_many_rooms",
+    };
+    error_frame(code, e.to_string())
 }
 
 impl Protocol {
@@ -89,6 +98,12 @@ impl Protocol {
     }
 
     async fn join(&self, client: &Arc<ClientQueue>, id: &SessionId) {
+        // Checked first, so a refused join costs no read and no binding;
+        // the hub checks again as it joins.
+        if let Err(e) = self.hub.may_join(client, id.as_str()) {
+            client.push(hub_error_frame(&e));
+            return;
+        }
         // A stopped session has no actor, so its stored snapshot is the state.
         let stored = if self.sessions.live_snapshot(id).is_none() {
             match self.sessions.snapshot(id).await {
@@ -120,7 +135,7 @@ impl Protocol {
             f.follow(id.as_str()).await;
         }
         let sessions = &self.sessions;
-        self.hub.join(client, id.as_str(), || {
+        let joined = self.hub.join(client, id.as_str(), || {
             // Stopped between the check and now: report it as stopped.
             let snap = sessions
                 .live_snapshot(id)
@@ -135,6 +150,10 @@ impl Protocol {
                 });
             ServerEvent::SessionState(snap)
         });
+        if let Err(e) = joined {
+            client.push(hub_error_frame(&e));
+            return;
+        }
         // A leave that closed the room between the bind and the join may
         // have unbound it again: a second follow re-binds (a no-op
         // otherwise).

@@ -301,6 +301,7 @@ async fn command(
             read_body(
                 Request::from_parts(parts.clone(), incoming),
                 gw.max_body_bytes,
+                gw.body_timeout,
             )
             .await?
         }
@@ -505,6 +506,7 @@ pub(super) async fn list_sessions(gw: &Gateway) -> Result<Response<Body>, ApiErr
         (status = 201, description = "created and starting", body = SessionSnapshot),
         (status = 200, description = "already running", body = SessionSnapshot),
         (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 408, description = "the body did not arrive within `WASYNC_BODY_TIMEOUT_MS` (`body_timeout`); the connection closes", body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem),
         (status = 503, description = "no host has room (`at_capacity`), the owning host cannot be reached (`owner_unreachable`), or the store or cluster is unavailable", body = Problem)))]
 pub(super) async fn create_session(
@@ -708,6 +710,7 @@ pub(super) async fn list_messages(
         (status = 202, description = "started; follow it on the WebSocket or at GET .../sync", body = SyncAccepted),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
         (status = 409, description = "a sync runs (`sync_running`, names `syncId`) or the session is not ready (`session_not_ready`, names `sessionStatus`)", body = Problem),
+        (status = 408, description = "the body did not arrive within `WASYNC_BODY_TIMEOUT_MS` (`body_timeout`); the connection closes", body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem),
         (status = 503, description = "the owning host cannot be reached (`owner_unreachable`), or the store or cluster is unavailable", body = Problem)))]
 pub(super) async fn sync_chats(

@@ -7,6 +7,12 @@
 //! queued frames as Socket.IO events; when socketioxide's own buffer is full
 //! it waits, and a socket that stays full for the stall timeout is
 //! disconnected, so a slow client never holds anything else up.
+//!
+//! Socket.IO clients count against the same cap as `/ws` clients: a
+//! handshake while the host is full is refused with 503, and a socket that
+//! connects when the last slot went meanwhile is disconnected. Engine.IO's
+//! own heartbeat (ping every `WASYNC_WS_PING_MS`, gone after as long again
+//! without a pong) closes half-open clients.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +28,7 @@ use socketioxide::{SendError, SocketError, SocketIo};
 use super::error::ApiError;
 use super::protocol::Protocol;
 use super::{WireBody, query_param};
-use crate::hub::ClientQueue;
+use crate::hub::{ClientQueue, Hub};
 use crate::telemetry::{Metrics, TransportLabel};
 
 /// Serves one Socket.IO request (polling or WebSocket upgrade).
@@ -50,7 +56,8 @@ pub type Handler = Box<
         (status = 400, description = "bad `EIO`, `transport` or `sid`", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "foreign `Origin` or `Host`", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 426, description = "`transport=websocket` without a WebSocket handshake", body = super::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 426, description = "`transport=websocket` without a WebSocket handshake", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "a handshake while the host serves its maximum of live-event clients (`too_many_clients`, `WASYNC_MAX_CLIENTS`)", body = super::openapi::Problem, content_type = "application/problem+json")))]
 #[allow(dead_code)]
 pub(super) fn endpoint() {}
 
@@ -81,8 +88,9 @@ pub enum Transport {
 }
 
 /// Refuses what socketioxide would answer outside the document: a wrong
-/// `EIO` or `transport`, or a WebSocket transport without a handshake.
-fn precheck(req: &Request<Incoming>) -> Result<(), ApiError> {
+/// `EIO` or `transport`, or a WebSocket transport without a handshake; and
+/// a handshake (a `GET` without `sid`) while the host is full.
+fn precheck(req: &Request<Incoming>, hub: &Hub) -> Result<(), ApiError> {
     let q = req.uri().query();
     let eio = query_param(q, "EIO");
     if eio.as_deref() != Some("4") {
@@ -96,6 +104,14 @@ fn precheck(req: &Request<Incoming>) -> Result<(), ApiError> {
         return Err(ApiError::bad_request(
             "invalid_query",
             format!("only long-polling posts: transport must be polling, got {transport:?}"),
+        ));
+    }
+    let handshake = req.method() == http::Method::GET && query_param(q, "sid").is_none();
+    if handshake && hub.is_full() {
+        return Err(super::ws::too_many_clients(
+            crate::hub::HubError::TooManyClients {
+                max: hub.max_clients(),
+            },
         ));
     }
     match transport.as_deref() {
@@ -152,10 +168,15 @@ async fn as_problem(resp: Response<WireBody>) -> Response<WireBody> {
 }
 
 /// Builds the request handler and the Socket.IO handle.
-pub fn build(protocol: Protocol, metrics: Arc<Metrics>) -> (Handler, SocketIo) {
-    let (svc, io) = SocketIo::builder().max_buffer_size(256).build_svc();
+pub fn build(protocol: Protocol, metrics: Arc<Metrics>, ping: Duration) -> (Handler, SocketIo) {
+    let (svc, io) = SocketIo::builder()
+        .max_buffer_size(256)
+        .ping_interval(ping)
+        .ping_timeout(ping)
+        .build_svc();
+    let hub = protocol.hub.clone();
     let handler: Handler = Box::new(move |req| {
-        if let Err(e) = precheck(&req) {
+        if let Err(e) = precheck(&req, &hub) {
             return Box::pin(std::future::ready(super::boxed(e.into_response())));
         }
         let fut = hyper::service::Service::call(&svc, req);
@@ -187,7 +208,18 @@ pub fn build(protocol: Protocol, metrics: Arc<Metrics>) -> (Handler, SocketIo) {
 }
 
 fn connected(socket: SocketRef, protocol: Protocol, metrics: Arc<Metrics>) {
-    let client = protocol.hub.connect();
+    let client = match protocol.hub.connect() {
+        Ok(c) => c,
+        Err(e) => {
+            // The last slot went between the handshake and this connect.
+            let _ = socket.emit(
+                "error",
+                &serde_json::json!({"code": "too_many_clients", "message": e.to_string()}),
+            );
+            let _ = socket.disconnect();
+            return;
+        }
+    };
     let gauge = metrics
         .clients
         .get_or_create(&TransportLabel {

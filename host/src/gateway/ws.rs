@@ -4,6 +4,12 @@
 //! upgraded connection. Each socket has two halves: a reader that handles
 //! client frames, and a writer that drains the client's hub queue, so a
 //! client that stops reading only ever fills its own bounded queue.
+//!
+//! A client that neither reads nor writes (a half-open TCP connection, a
+//! suspended laptop) would keep its slot, queue and rooms for ever: the
+//! writer pings every `ws_ping`, and the reader closes a client that has sent
+//! nothing, pong included, for twice that. A client is counted against the
+//! host's cap before the 101, so one past it gets a 503 problem instead.
 
 use std::sync::Arc;
 
@@ -31,7 +37,8 @@ const MAX_CLIENT_FRAME: usize = 64 * 1024;
     security(("bearer" = []), ("apiKeyHeader" = []), ("apiKeyQuery" = [])),
     responses((status = 101, description = "switching to WebSocket"),
         (status = 400, body = super::openapi::Problem), (status = 401, body = super::openapi::Problem),
-        (status = 426, description = "not a WebSocket handshake", body = super::openapi::Problem)))]
+        (status = 426, description = "not a WebSocket handshake", body = super::openapi::Problem),
+        (status = 503, description = "the host serves its maximum of live-event clients (`too_many_clients`, `WASYNC_MAX_CLIENTS`)", body = super::openapi::Problem)))]
 pub(super) fn upgrade(
     gw: Arc<Gateway>,
     mut req: Request<Incoming>,
@@ -60,6 +67,7 @@ pub(super) fn upgrade(
         ));
     };
     let accept = derive_accept_key(key.as_bytes());
+    let client = gw.hub.connect().map_err(too_many_clients)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tasks = gw.tasks.clone();
     tasks.spawn(async move {
@@ -74,9 +82,12 @@ pub(super) fn upgrade(
                     Some(cfg),
                 )
                 .await;
-                connection(gw, ws).await;
+                connection(gw, ws, client).await;
             }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                gw.hub.disconnect(&client);
+            }
         }
     });
     let mut resp = Response::new(Body::default());
@@ -88,6 +99,15 @@ pub(super) fn upgrade(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     Ok(resp)
+}
+
+/// The 503 for a client past `WASYNC_MAX_CLIENTS` (either transport).
+pub(super) fn too_many_clients(e: crate::hub::HubError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_clients",
+        format!("{e}; retry later or connect to another host"),
+    )
 }
 
 /// Whether the headers ask for a WebSocket (`Connection: Upgrade`,
@@ -110,11 +130,10 @@ fn text_message(frame: &crate::hub::Frame) -> Message {
 }
 
 #[tracing::instrument(name = "gateway.ws", skip_all)]
-async fn connection<S>(gw: Arc<Gateway>, ws: WebSocketStream<S>)
+async fn connection<S>(gw: Arc<Gateway>, ws: WebSocketStream<S>, client: Arc<ClientQueue>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let client = gw.hub.connect();
     let clients = gw
         .metrics
         .clients
@@ -128,25 +147,38 @@ where
     // Writer: the only task that writes to the socket.
     let writer_client = client.clone();
     let shutdown = gw.shutdown.clone();
+    let ping_every = gw.ws_ping;
     let writer = tokio::spawn(async move {
         let c = writer_client;
         let stall = c.limits().stall_timeout;
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let frame = tokio::select! {
                 f = c.next() => f,
+                _ = ping.tick() => None,
                 _ = shutdown.cancelled() => {
                     c.close("server shutting down");
                     None
                 }
             };
-            let Some(frame) = frame else { break };
+            if frame.is_none() && c.closed().is_cancelled() {
+                break;
+            }
             // Frames that queued up behind this one go out in the same
             // write: one flush (one syscall) per wake-up, not per frame.
+            // No frame: the ping is due.
             let send = async {
-                sink.feed(text_message(&frame)).await?;
-                for _ in 1..WRITE_BATCH {
-                    let Some(more) = c.try_next() else { break };
-                    sink.feed(text_message(&more)).await?;
+                match frame {
+                    Some(frame) => {
+                        sink.feed(text_message(&frame)).await?;
+                        for _ in 1..WRITE_BATCH {
+                            let Some(more) = c.try_next() else { break };
+                            sink.feed(text_message(&more)).await?;
+                        }
+                    }
+                    None => sink.feed(Message::Ping(Default::default())).await?,
                 }
                 sink.flush().await
             };
@@ -165,7 +197,7 @@ where
         let reason = c.close_reason().unwrap_or_else(|| "closing".into());
         let code = if reason.contains("shutting down") {
             CloseCode::Away
-        } else if reason.contains("too slow") {
+        } else if reason.contains("too slow") || reason.contains("silent") {
             CloseCode::Policy
         } else {
             CloseCode::Normal
@@ -177,10 +209,16 @@ where
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
     });
 
+    // Any frame from the client, a pong included, shows it is there.
+    let silence = ping_every * 2;
     loop {
         let msg = tokio::select! {
             m = stream.next() => m,
             _ = client.closed().cancelled() => break,
+            _ = tokio::time::sleep(silence) => {
+                client.close("client silent: no answer to ping");
+                break;
+            }
         };
         let Some(msg) = msg else { break };
         match msg {
