@@ -112,12 +112,20 @@ async fn create(host: &ClusterHost, id: &str, account: Value) {
     assert_eq!(status, 201, "create {id} on {}: {body}", host.host_id);
 }
 
-/// Stops the hosts cleanly, then removes the cluster's broker objects.
-async fn teardown(spec: &ClusterSpec, hosts: Vec<ClusterHost>) {
+/// Stops the hosts (`SIGTERM`, a clean exit within 20 s), then removes the
+/// cluster's broker objects. A host that does not stop cleanly is killed
+/// and reported, not fatal: the figures are already taken.
+async fn teardown(spec: &ClusterSpec, hosts: Vec<ClusterHost>) -> Vec<String> {
+    let mut problems = Vec::new();
     for mut h in hosts {
-        h.stop().await;
+        let id = h.host_id.clone();
+        if let Err(e) = tokio::spawn(async move { h.stop().await }).await {
+            eprintln!("host {id} did not stop cleanly: {e}");
+            problems.push(format!("host {id} did not stop cleanly after SIGTERM"));
+        }
     }
     spec.remove_broker_objects().await;
+    problems
 }
 
 /// C1 results: per run, ms from the `SIGKILL`.
@@ -128,6 +136,8 @@ pub struct Takeover {
     pub ttl_ms: u64,
     /// When the victim's last lease ran out (its last renewal + TTL).
     pub expired_ms: Vec<f64>,
+    /// When a survivor first held one of the victim's sessions.
+    pub first_ms: Vec<f64>,
     /// When the survivors held every one of the victim's sessions.
     pub held_ms: Vec<f64>,
     /// When every interrupted sync had completed on the survivors.
@@ -135,8 +145,12 @@ pub struct Takeover {
     /// Sessions whose resumed run did not end with every message, or not
     /// as the same run.
     pub inexact: usize,
+    /// Sessions whose stored message count is not the account's.
+    pub misstored: usize,
     /// Takeovers the survivors counted, over all runs.
     pub takeovers: f64,
+    /// What went wrong around the measure (e.g. an unclean stop).
+    pub problems: Vec<String>,
 }
 
 /// The median of `v`.
@@ -166,15 +180,18 @@ pub async fn c1(quick: bool) -> Takeover {
         sessions,
         ttl_ms,
         expired_ms: Vec::new(),
+        first_ms: Vec::new(),
         held_ms: Vec::new(),
         synced_ms: Vec::new(),
         inexact: 0,
+        misstored: 0,
         takeovers: 0.0,
+        problems: Vec::new(),
     };
     for run in 0..runs {
         let server = MongoServer::start().await;
-        let spec = ClusterSpec::fresh_on(&server.uri(), "c1")
-            .var(WASYNC_LEASE_TTL_MS, ttl_ms.to_string());
+        let spec =
+            ClusterSpec::fresh_on(&server.uri(), "c1").var(WASYNC_LEASE_TTL_MS, ttl_ms.to_string());
         let mut hosts = start_hosts(&spec, n_hosts).await;
         let ids: Vec<String> = (0..sessions).map(|i| format!("t{run}x{i}")).collect();
         for (i, id) in ids.iter().enumerate() {
@@ -191,9 +208,8 @@ pub async fn c1(quick: bool) -> Takeover {
             for id in &ids {
                 let r = run_of(&hosts[1], id).await;
                 let mine = owned.get(id).is_some_and(|(h, _)| h == "h0");
-                all &= mine
-                    && r["status"] == "running"
-                    && r["checkpoint"].as_u64().unwrap_or(0) >= 1;
+                all &=
+                    mine && r["status"] == "running" && r["checkpoint"].as_u64().unwrap_or(0) >= 1;
                 if let Some(s) = r["syncId"].as_str() {
                     first_runs.insert(id.clone(), s.to_owned());
                 }
@@ -219,12 +235,17 @@ pub async fn c1(quick: bool) -> Takeover {
             .map(|(_, e)| *e)
             .max();
         let deadline = killed + Duration::from_millis(3 * ttl_ms) + Duration::from_secs(60);
+        let mut first = None;
         let held = loop {
             let owned = leases(&hosts[1]).await;
-            if ids
+            let moved = ids
                 .iter()
-                .all(|id| owned.get(id).is_some_and(|(h, _)| h != "h0"))
-            {
+                .filter(|id| owned.get(*id).is_some_and(|(h, _)| h != "h0"))
+                .count();
+            if moved > 0 && first.is_none() {
+                first = Some(Instant::now());
+            }
+            if moved == ids.len() {
                 break Instant::now();
             }
             assert!(
@@ -244,7 +265,11 @@ pub async fn c1(quick: bool) -> Takeover {
                         == Some(chats as u64 * per_chat as u64)
                         && r["syncId"].as_str() == first_runs.get(id).map(String::as_str);
                     if !exact {
-                        eprintln!("C1 run {run}: {id} completed inexactly: {r}");
+                        eprintln!(
+                            "C1 run {run}: {id} completed inexactly (want {} messages, run {:?} before the kill): {r}",
+                            chats * per_chat,
+                            first_runs.get(id)
+                        );
                         out.inexact += 1;
                     }
                 } else {
@@ -263,20 +288,41 @@ pub async fn c1(quick: bool) -> Takeover {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        // What the store holds, beside what the runs say.
+        let db = mongodb::Client::with_uri_str(server.uri())
+            .await
+            .expect("mongo client")
+            .database(&spec.db);
+        for id in &ids {
+            let stored = db
+                .collection::<mongodb::bson::Document>("messages")
+                .count_documents(mongodb::bson::doc! { "sessionId": id.as_str() })
+                .await
+                .expect("count messages");
+            if stored != u64::from(chats * per_chat) {
+                eprintln!(
+                    "C1 run {run}: {id} has {stored} messages stored, want {}",
+                    chats * per_chat
+                );
+                out.misstored += 1;
+            }
+        }
         for h in &hosts[1..] {
             out.takeovers += metric_sum(h, "wasync_takeovers_total").await;
         }
         let expired = expiry.map_or(f64::NAN, |e| (e - killed_wall) as f64);
+        let first = ms(first.unwrap_or(held));
         eprintln!(
-            "C1 run {run}: leases ran out {expired:.0} ms after the kill; held by the survivors at {:.0} ms, synced at {:.0} ms",
+            "C1 run {run}: leases ran out {expired:.0} ms after the kill; first held by a survivor at {first:.0} ms, all at {:.0} ms, synced at {:.0} ms",
             ms(held),
             ms(synced)
         );
         out.expired_ms.push(expired);
+        out.first_ms.push(first);
         out.held_ms.push(ms(held));
         out.synced_ms.push(ms(synced));
         hosts.remove(0);
-        teardown(&spec, hosts).await;
+        out.problems.extend(teardown(&spec, hosts).await);
         drop(server);
     }
     out
@@ -303,11 +349,12 @@ pub struct CrossHost {
     pub gap_p99: f64,
     /// First to last progress read on the same-host client, ms.
     pub span_ms: f64,
+    /// What went wrong around the measure (e.g. an unclean stop).
+    pub problems: Vec<String>,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects to `host`'s `/ws` and joins `session`; returns once the
 /// snapshot arrived, with the session's status in it.
@@ -435,7 +482,7 @@ pub async fn c2(quick: bool) -> CrossHost {
         (Some(f), Some(l)) => l.1.duration_since(f.1).as_secs_f64() * 1000.0,
         _ => 0.0,
     };
-    let out = CrossHost {
+    let mut out = CrossHost {
         events,
         read_same: got_a.len(),
         read_cross: got_b.len(),
@@ -448,8 +495,9 @@ pub async fn c2(quick: bool) -> CrossHost {
         gap_p50: percentile(&gaps, 0.5),
         gap_p99: percentile(&gaps, 0.99),
         span_ms,
+        problems: Vec::new(),
     };
-    teardown(&spec, hosts).await;
+    out.problems = teardown(&spec, hosts).await;
     drop(server);
     out
 }
@@ -464,13 +512,19 @@ pub struct Step {
     /// From the step's first create until every session was ready and its
     /// sync completed; `None` if that did not happen within the bound.
     pub settle_ms: Option<f64>,
-    /// Live messages the host stored per second during the requests.
+    /// Leases the host lost so far (it stops a session whose lease it
+    /// could not renew in time).
+    pub leases_lost: f64,
+    /// Live messages the host stored per second over the 3 s before the
+    /// requests and during them (one per session per second is the load).
     pub live_per_sec: f64,
 }
 
 /// C3 results.
 pub struct Capacity {
     pub requests: usize,
+    /// What went wrong around the measure (e.g. an unclean stop).
+    pub problems: Vec<String>,
     pub idle_p50: f64,
     pub idle_p99: f64,
     pub steps: Vec<Step>,
@@ -543,7 +597,9 @@ async fn settle(host: &ClusterHost, ready: f64, completed: f64, within: Duration
             return Some(start.elapsed().as_secs_f64() * 1000.0);
         }
         if start.elapsed() > within {
-            eprintln!("C3: not settled within {within:?}: {done} of {completed} syncs completed, {up} of {ready} sessions ready");
+            eprintln!(
+                "C3: not settled within {within:?}: {done} of {completed} syncs completed, {up} of {ready} sessions ready"
+            );
             return None;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -570,7 +626,7 @@ pub async fn c3(quick: bool) -> Capacity {
     let (steps, requests): (&[usize], usize) = if quick {
         (&[10, 20], 80)
     } else {
-        (&[50, 100, 200, 400], 200)
+        (&[50, 100, 200, 400], 400)
     };
     let server = MongoServer::start().await;
     let max = steps.iter().max().copied().unwrap_or(0) + 10;
@@ -597,34 +653,61 @@ pub async fn c3(quick: bool) -> Capacity {
         idle_p50: percentile(&idle, 0.5),
         idle_p99: percentile(&idle, 0.99),
         steps: Vec::new(),
+        problems: Vec::new(),
     };
     for &n in steps {
-        let from = ids.len();
-        for i in from..n {
-            let id = format!("live{i}");
-            create(&host, &id, account(i as u64 + 2, true)).await;
+        // The step's creates and its settling share one bound.
+        let started = Instant::now();
+        let bound = Duration::from_secs(60) + Duration::from_millis(500 * (n - ids.len()) as u64);
+        let mut created_all = true;
+        while ids.len() < n {
+            let id = format!("live{}", ids.len());
+            let (status, body) = host
+                .post(
+                    &format!("/whatsapp-web/session/{id}"),
+                    account(ids.len() as u64 + 2, true),
+                )
+                .await;
+            if status != 201 || started.elapsed() > bound {
+                eprintln!(
+                    "C3: stopped creating at {} sessions after {:?} (create {id}: {status} {body})",
+                    ids.len(),
+                    started.elapsed()
+                );
+                created_all = status == 201 && ids.len() + 1 == n;
+                if status == 201 {
+                    ids.push(id);
+                }
+                break;
+            }
             ids.push(id);
         }
-        let within = Duration::from_secs(60) + Duration::from_millis(500 * (n - from) as u64);
-        let settle_ms = settle(&host, n as f64 + 1.0, n as f64 + 1.0, within).await;
-        // Let every new session's live messages start.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let left = bound.saturating_sub(started.elapsed());
+        let total = ids.len() as f64 + 1.0;
+        let settle_ms = match settle(&host, total, total, left).await {
+            Some(_) if created_all => Some(started.elapsed().as_secs_f64() * 1000.0),
+            _ => None,
+        };
+        // Let every new session's live messages start; the rate of stored
+        // live messages is taken over this wait and the requests.
         let live0 = metric_sum(&host, "wasync_live_messages_total").await;
         let t = Instant::now();
+        tokio::time::sleep(Duration::from_secs(3)).await;
         let (lat, errors) = rest_latency(&host.base, &ids, requests).await;
         let live1 = metric_sum(&host, "wasync_live_messages_total").await;
         let live_per_sec = (live1 - live0) / t.elapsed().as_secs_f64();
         let step = Step {
-            sessions: n,
+            sessions: ids.len(),
             p50: percentile(&lat, 0.5),
             p99: percentile(&lat, 0.99),
             errors,
             settle_ms,
+            leases_lost: metric_sum(&host, "wasync_leases_lost_total").await,
             live_per_sec,
         };
         eprintln!(
-            "C3 {n} sessions: p50 {:.2} ms p99 {:.2} ms, {errors} errors, settled in {:?} ms, {live_per_sec:.0} live msgs/s stored",
-            step.p50, step.p99, step.settle_ms
+            "C3 {} sessions: p50 {:.2} ms p99 {:.2} ms, {errors} errors, settled in {:?} ms, {live_per_sec:.0} live msgs/s stored, {} leases lost so far",
+            step.sessions, step.p50, step.p99, step.settle_ms, step.leases_lost
         );
         let give_up = step.settle_ms.is_none() || step.p99 > 1000.0;
         out.steps.push(step);
@@ -632,7 +715,7 @@ pub async fn c3(quick: bool) -> Capacity {
             break;
         }
     }
-    teardown(&spec, vec![host]).await;
+    out.problems = teardown(&spec, vec![host]).await;
     drop(server);
     out
 }

@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+mod cluster;
 mod fanout;
 mod startup;
 
@@ -358,6 +359,205 @@ fn main() {
         });
     }
 
+    // C1-C3: a cluster of real host processes on a fresh MongoDB-wire
+    // server per measure and RabbitMQ; the clients run in this process.
+    let cluster_ids = ["C1", "C2", "C3"];
+    let cluster_services = if cluster_ids.iter().any(|id| args.wants(id)) {
+        let ready = rt.block_on(cluster::services());
+        // The smoke run is a test: it must fail. A full run keeps the other rows.
+        if let Err(why) = &ready {
+            assert!(!args.quick, "cluster measures: {why}");
+        }
+        ready
+    } else {
+        Ok(())
+    };
+
+    if args.wants("C1") {
+        // C1: takeover of a SIGKILLed host's sessions.
+        let target = "≤ 30 s to hold every lease and complete every sync";
+        rows.push(match &cluster_services {
+            Err(why) => not_measured("C1", why, target),
+            Ok(()) => {
+                let t = rt.block_on(cluster::c1(args.quick));
+                let (held, synced) = (&t.held_ms, &t.synced_ms);
+                eprintln!(
+                    "C1 takeover: leases ran out at {:?} ms, held at {held:?} ms, synced at {synced:?} ms after the kill; {} inexact, {} takeovers counted",
+                    t.expired_ms, t.inexact, t.takeovers
+                );
+                let s = |ms: f64| ms / 1000.0;
+                Row {
+                    id: "C1",
+                    measure: format!(
+                        "{} hosts (separate processes, lease TTL {} ms{}, renewal TTL/3), {} simulator sessions mid-sync on one, which gets SIGKILL: a survivor holds the first of them after {:.1} s median, the survivors hold every lease after {:.1} s median, {:.1} s worst; every interrupted sync completed (same run, every message) after {:.1} s median, {:.1} s worst ({} of {}; {} run(s), polling `GET /cluster` and `/sync` every 50 ms from this process){}{}{}",
+                        t.hosts,
+                        t.ttl_ms,
+                        if t.ttl_ms == 15_000 {
+                            ", the production default"
+                        } else {
+                            ", short for the smoke run"
+                        },
+                        t.sessions,
+                        s(cluster::median(&t.first_ms)),
+                        s(cluster::median(held)),
+                        s(cluster::worst(held)),
+                        s(cluster::median(synced)),
+                        s(cluster::worst(synced)),
+                        t.sessions * t.runs - t.inexact,
+                        t.sessions * t.runs,
+                        t.runs,
+                        if t.misstored > 0 {
+                            format!("; {} sessions with a wrong stored message count", t.misstored)
+                        } else {
+                            String::new()
+                        },
+                        if t.takeovers as usize == t.sessions * t.runs {
+                            String::new()
+                        } else {
+                            format!("; survivors counted {} takeovers", t.takeovers)
+                        },
+                        problems(&t.problems),
+                    ),
+                    baseline: format!(
+                        "the lease TTL, {:.1} s; the victim's leases actually ran out {:.1} s median after the kill (its last renewal + TTL), so the survivors took {:.1} s median past that",
+                        s(t.ttl_ms as f64),
+                        s(cluster::median(&t.expired_ms)),
+                        s(cluster::median(
+                            &held
+                                .iter()
+                                .zip(&t.expired_ms)
+                                .map(|(h, e)| h - e)
+                                .collect::<Vec<_>>()
+                        )),
+                    ),
+                    result: format!(
+                        "worst {:.1} s held, {:.1} s synced ({:.2}× TTL)",
+                        s(cluster::worst(held)),
+                        s(cluster::worst(synced)),
+                        cluster::worst(synced) / t.ttl_ms as f64
+                    ),
+                    target,
+                    met: Some(
+                        cluster::worst(synced) <= 30_000.0 && t.inexact == 0 && t.misstored == 0,
+                    ),
+                }
+            }
+        });
+    }
+
+    if args.wants("C2") {
+        // C2: live events of a session on host A read by a client on host B.
+        let target = "p99 of (cross − same) ≤ 5 ms, none lost";
+        rows.push(match &cluster_services {
+            Err(why) => not_measured("C2", why, target),
+            Ok(()) => {
+                let x = rt.block_on(cluster::c2(args.quick));
+                eprintln!(
+                    "C2 cross-host: {} events; read {} on A, {} on B; missing {} / {}; {} out of order; B−A p50 {:.2} p99 {:.2} max {:.2} ms; A gaps p50 {:.2} p99 {:.2} ms over {:.0} ms",
+                    x.events, x.read_same, x.read_cross, x.missing_same, x.missing_cross, x.out_of_order, x.diff_p50, x.diff_p99, x.diff_max, x.gap_p50, x.gap_p99, x.span_ms
+                );
+                Row {
+                    id: "C2",
+                    measure: format!(
+                        "one session syncing on host A ({} `sync_chats` events over {:.0} ms), a WebSocket client on A and one on host B (separate processes; events cross through RabbitMQ), both in this process and joined before the sync: per event, B's read − A's read p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; lost {} on B, {} on A{}{}",
+                        x.events,
+                        x.span_ms,
+                        x.diff_p50,
+                        x.diff_p99,
+                        x.diff_max,
+                        x.missing_cross,
+                        x.missing_same,
+                        if x.out_of_order > 0 {
+                            format!(", {} out of order on B", x.out_of_order)
+                        } else {
+                            String::new()
+                        },
+                        problems(&x.problems),
+                    ),
+                    baseline: format!(
+                        "the same events read on A (the owner): time between consecutive reads p50 {:.2} ms, p99 {:.2} ms",
+                        x.gap_p50, x.gap_p99
+                    ),
+                    result: format!(
+                        "+{:.2} ms p99; {} lost",
+                        x.diff_p99,
+                        x.missing_cross + x.missing_same
+                    ),
+                    target,
+                    met: Some(x.diff_p99 <= 5.0 && x.missing_cross + x.missing_same == 0),
+                }
+            }
+        });
+    }
+
+    if args.wants("C3") {
+        // C3: sessions one host carries with REST reads still prompt.
+        let target = "p99 ≤ 50 ms up to the default 100 sessions";
+        rows.push(match &cluster_services {
+            Err(why) => not_measured("C3", why, target),
+            Ok(()) => {
+                let c = rt.block_on(cluster::c3(args.quick));
+                let steps: Vec<String> = c
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{}: p99 {:.1} ms (p50 {:.1}, {:.0} live msgs/s{}{}{})",
+                            s.sessions,
+                            s.p99,
+                            s.p50,
+                            s.live_per_sec,
+                            if s.errors > 0 {
+                                format!(", {} errors", s.errors)
+                            } else {
+                                String::new()
+                            },
+                            if s.leases_lost > 0.0 {
+                                format!(
+                                    ", {} leases lost so far (renewal late: the host stopped those sessions)",
+                                    s.leases_lost
+                                )
+                            } else {
+                                String::new()
+                            },
+                            if s.settle_ms.is_none() {
+                                ", not settled: stopped here"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                    .collect();
+                let largest = c.largest_within(50.0);
+                let met = c
+                    .steps
+                    .iter()
+                    .filter(|s| s.sessions <= 100)
+                    .all(|s| s.settle_ms.is_some() && s.errors == 0 && s.p99 <= 50.0);
+                eprintln!("C3 sessions per host: {}", steps.join("; "));
+                Row {
+                    id: "C3",
+                    measure: format!(
+                        "one host (separate process, lease TTL 15 s, fresh MongoDB-wire server) with N sessions, each 5 chats × 20 messages synced, then a live message every 1 s; {} REST reads (`GET .../session/:id` and `.../chats`, 8 in flight, from this process) per step: {}{}",
+                        c.requests,
+                        steps.join("; "),
+                        problems(&c.problems),
+                    ),
+                    baseline: format!(
+                        "the same reads on the host with one idle session: p50 {:.1} ms, p99 {:.1} ms",
+                        c.idle_p50, c.idle_p99
+                    ),
+                    result: match largest {
+                        Some(n) => format!("{n} sessions with p99 ≤ 50 ms"),
+                        None => "no step with p99 ≤ 50 ms".into(),
+                    },
+                    target,
+                    met: Some(met),
+                }
+            }
+        });
+    }
+
     let mut md = String::new();
     md.push_str("# wasync benchmarks\n\n");
     md.push_str(&format!(
@@ -430,6 +630,28 @@ async fn relay_to_rabbitmq(quick: bool) -> Row {
         ),
         result: format!("{:.1}×", piped.events_per_sec() / base.events_per_sec()),
         target: "–",
+        met: None,
+    }
+}
+
+/// Problems around a measure, for the end of its row's text.
+fn problems(p: &[String]) -> String {
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!("; **{}**", p.join("; "))
+    }
+}
+
+/// A row for a measure whose services are missing (full mode only; the
+/// smoke run fails instead).
+fn not_measured(id: &'static str, why: &str, target: &'static str) -> Row {
+    Row {
+        id,
+        measure: format!("not measured: {why}"),
+        baseline: "–".into(),
+        result: "–".into(),
+        target,
         met: None,
     }
 }
