@@ -281,7 +281,8 @@ impl App {
         }
         let restored = keeper::restore_pass(&cluster, &sessions)
             .await
-            .context("restoring sessions")?;
+            .context("restoring sessions")?
+            .taken;
         if restored > 0 {
             tracing::info!(restored, "sessions restored");
         }

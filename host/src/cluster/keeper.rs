@@ -78,14 +78,24 @@ async fn takeover_loop(cluster: &Cluster, sessions: &Sessions, shutdown: &Cancel
         return;
     }
     let every = cluster.settings.watch_every;
+    let mut wait = every;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(jitter(every)) => {}
+            _ = tokio::time::sleep(jitter(wait)) => {}
         }
-        if let Err(e) = restore_pass(cluster, sessions).await {
-            tracing::warn!(error = %e, "takeover watch failed");
-        }
+        // Each host takes its share of the orphans; the share is counted
+        // from the orphans left when it looks, so the last one or two can be
+        // left over by hosts that looked at different moments. While
+        // orphans remain, look again soon rather than a whole period later.
+        wait = match restore_pass(cluster, sessions).await {
+            Ok(Pass { left, .. }) if left > 0 => (every / 10).max(Duration::from_millis(100)),
+            Ok(_) => every,
+            Err(e) => {
+                tracing::warn!(error = %e, "takeover watch failed");
+                every
+            }
+        };
     }
 }
 
@@ -96,10 +106,19 @@ fn jitter(every: Duration) -> Duration {
     every + Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * spread / 255)
 }
 
+/// What one [`restore_pass`] did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pass {
+    /// Sessions this host took.
+    pub taken: usize,
+    /// Orphans still left after them (others' shares, or this host full).
+    pub left: usize,
+}
+
 /// One pass: restores the active sessions whose lease no live host holds,
 /// this host's fair share of them (the orphans divided by the live hosts
-/// with room), up to its capacity. Returns how many it took.
-pub async fn restore_pass(cluster: &Cluster, sessions: &Sessions) -> anyhow::Result<usize> {
+/// with room), up to its capacity.
+pub async fn restore_pass(cluster: &Cluster, sessions: &Sessions) -> anyhow::Result<Pass> {
     let now = now_ms();
     let leases = cluster.coordinator.leases().await?;
     let taken: HashSet<String> = leases
@@ -115,14 +134,17 @@ pub async fn restore_pass(cluster: &Cluster, sessions: &Sessions) -> anyhow::Res
         .max(1);
     let orphans = sessions.count_orphans(&taken).await?;
     if orphans == 0 {
-        return Ok(0);
+        return Ok(Pass::default());
     }
     let share = orphans.div_ceil(hosts_with_room);
     let n = sessions.restore(&taken, share).await?;
     if n > 0 {
         tracing::info!(restored = n, orphans, "sessions taken up");
     }
-    Ok(n)
+    Ok(Pass {
+        taken: n,
+        left: orphans.saturating_sub(n),
+    })
 }
 
 /// At a clean stop, after the actors ended: gives the leases back and

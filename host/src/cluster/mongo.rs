@@ -106,7 +106,11 @@ fn host_of(d: &Document) -> HostInfo {
 }
 
 impl MongoCoordinator {
-    /// Uses `db` (the store's database) and creates the indexes.
+    /// Uses `db` (the store's database, on the store's client) and creates
+    /// the indexes. A client of its own was tried, so that renewals would
+    /// not queue behind a sync's bulk writes: against the test server it
+    /// made renewals miss their deadlines under load (two pools and two
+    /// monitors per host), so the store's client it is.
     pub async fn open(db: &Database) -> Result<Self, ClusterError> {
         let c = Self {
             leases: db.collection(LEASES),
