@@ -7,16 +7,15 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc, oid::ObjectId};
-use serde_json::json;
 use wasync::browser::vault::gridfs::{BUCKET, GridFsVault};
 use wasync::browser::vault::{LoginVault, contract};
 use wasync::domain::SessionId;
 use wasync_tests::mongo::{fresh_db_name, test_mongodb_uri};
 use wasync_tests::whatsapp_fixture::WhatsAppFixture;
-use wasync_tests::{HostOptions, TestHost, WsClient, fast_tuning};
+use wasync_tests::{HostOptions, TestHost, fast_tuning};
 
 use crate::webdriver::{
-    LONG, assert_no_processes_left, create_body, is, profile, require_browser, wait_for,
+    LONG, assert_no_processes_left, is, log_in, profile, require_browser, wait_for,
 };
 
 async fn database(name: &str) -> mongodb::Database {
@@ -153,25 +152,6 @@ async fn host_on(fixture: &WhatsAppFixture, db: &str, save_secs: Option<u64>) ->
     TestHost::spawn_with(opts).await
 }
 
-/// Creates a webdriver session, scans its QR code and waits for `ready`.
-async fn log_in(host: &TestHost, fixture: &WhatsAppFixture, id: &str) -> WsClient {
-    let (status, body) = host
-        .post(
-            &format!("/whatsapp-web/session/{id}"),
-            create_body(5, json!({})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let mut ws = host.ws().await;
-    let snap = ws.join(id).await;
-    if snap["qr"].is_null() {
-        wait_for(&mut ws, LONG, "qr", is("qr")).await;
-    }
-    fixture.scan().await;
-    wait_for(&mut ws, LONG, "ready", is("ready")).await;
-    ws
-}
-
 /// Waits until the vault holds a revision of `session` other than `not`.
 async fn wait_for_save(db: &mongodb::Database, session: &str, not: Option<ObjectId>) -> Document {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(LONG);
@@ -221,7 +201,7 @@ async fn webdriver_login_moves_to_another_host_after_a_clean_stop() {
     let id = "wd-move";
 
     let a = host_on(&fixture, &name, None).await;
-    let _ws = log_in(&a, &fixture, id).await;
+    let _ws = log_in(&a, &fixture, id, 5, "ready").await;
     let at_ready = wait_for_save(&db, id, None).await;
     let a_dir = a.data_dir().to_path_buf();
     a.stop().await;
@@ -271,7 +251,7 @@ async fn webdriver_periodic_save_is_enough_after_a_crash() {
     let id = "wd-crash";
 
     let a = host_on(&fixture, &name, Some(1)).await;
-    let _ws = log_in(&a, &fixture, id).await;
+    let _ws = log_in(&a, &fixture, id, 5, "ready").await;
     let at_ready = wait_for_save(&db, id, None).await;
     let mut not = rev(&at_ready);
     let files = db.collection::<Document>(&format!("{BUCKET}.files"));

@@ -53,6 +53,33 @@ pub(crate) fn create_body(limit: u32, extra: Value) -> Value {
     json!({"provider": "webdriver", "limitPerChat": limit, "webdriver": wd})
 }
 
+/// Creates webdriver session `id` (`limit` messages per chat), scans its
+/// QR code on the fixture and reads events until `until`; returns the
+/// joined client.
+pub(crate) async fn log_in(
+    host: &TestHost,
+    fixture: &WhatsAppFixture,
+    id: &str,
+    limit: u32,
+    until: &'static str,
+) -> WsClient {
+    let (status, body) = host
+        .post(
+            &format!("/whatsapp-web/session/{id}"),
+            create_body(limit, json!({})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ws = host.ws().await;
+    let snap = ws.join(id).await;
+    if snap["qr"].is_null() {
+        wait_for(&mut ws, LONG, "qr", is("qr")).await;
+    }
+    fixture.scan().await;
+    wait_for(&mut ws, LONG, until, is(until)).await;
+    ws
+}
+
 /// Events until one satisfies `done` (included), within `secs`.
 pub(crate) async fn wait_for(
     ws: &mut WsClient,
@@ -296,18 +323,7 @@ async fn webdriver_old_load_style_and_missing_module() {
     fixture.configure(|c| c.load_style = "old".into());
     let host = host_for(&fixture).await;
     let id = "wd-old";
-    let (status, body) = host
-        .post(
-            &format!("/whatsapp-web/session/{id}"),
-            create_body(25, json!({})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let mut ws = host.ws().await;
-    ws.join(id).await;
-    wait_for(&mut ws, LONG, "qr", is("qr")).await;
-    fixture.scan().await;
-    wait_for(&mut ws, LONG, "sync_complete", is("sync_complete")).await;
+    let _ws = log_in(&host, &fixture, id, 25, "sync_complete").await;
     assert_seed_stored(&host, &fixture, id, 25).await;
     let styles: Vec<Value> = fixture
         .reports()
@@ -427,18 +443,7 @@ async fn webdriver_browser_killed_mid_session() {
     let fixture = WhatsAppFixture::start().await;
     let host = host_for(&fixture).await;
     let id = "wd-kill";
-    let (status, body) = host
-        .post(
-            &format!("/whatsapp-web/session/{id}"),
-            create_body(5, json!({})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let mut ws = host.ws().await;
-    ws.join(id).await;
-    wait_for(&mut ws, LONG, "qr", is("qr")).await;
-    fixture.scan().await;
-    wait_for(&mut ws, LONG, "sync_complete", is("sync_complete")).await;
+    let mut ws = log_in(&host, &fixture, id, 5, "sync_complete").await;
 
     let data_arg = format!("--user-data-dir={}", profile(&host, id).display());
     let chromium: Vec<u32> = processes_under(host.data_dir())
@@ -575,20 +580,7 @@ async fn webdriver_remote_endpoint() {
     )
     .await;
     let id = "wd-remote";
-    let (status, body) = host
-        .post(
-            &format!("/whatsapp-web/session/{id}"),
-            create_body(5, json!({})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let mut ws = host.ws().await;
-    let snap = ws.join(id).await;
-    if snap["qr"].is_null() {
-        wait_for(&mut ws, LONG, "qr", is("qr")).await;
-    }
-    fixture.scan().await;
-    wait_for(&mut ws, LONG, "sync_complete", is("sync_complete")).await;
+    let _ws = log_in(&host, &fixture, id, 5, "sync_complete").await;
     assert_seed_stored(&host, &fixture, id, 5).await;
     let (status, _) = host.delete(&format!("/whatsapp-web/session/{id}")).await;
     assert_eq!(status, 200);
