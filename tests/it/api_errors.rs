@@ -503,15 +503,25 @@ async fn a_body_that_trickles_gets_408_and_the_connection_closes() {
     )
     .await;
     let addr = host.base.trim_start_matches("http://").to_owned();
-    for path in [
-        "/whatsapp-web/session/slow",
-        "/whatsapp-web/session/slow/sync-chats",
+    // An Engine.IO session, for a long-polling POST (Socket.IO reads its
+    // body itself).
+    let (_, open) = host.get("/socket.io/?EIO=4&transport=polling").await;
+    let open = open.as_str().unwrap_or_default().to_owned();
+    let sid = serde_json::from_str::<Value>(open.trim_start_matches('0')).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let polling = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    for (path, ct) in [
+        ("/whatsapp-web/session/slow", "application/json"),
+        ("/whatsapp-web/session/slow/sync-chats", "application/json"),
+        (polling.as_str(), "text/plain;charset=UTF-8"),
     ] {
         // Headers promising 1000 bytes, then a few, then nothing (slowloris).
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
         s.write_all(
             format!(
-                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"prov"
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ct}\r\nContent-Length: 1000\r\n\r\n{{\"prov"
             )
             .as_bytes(),
         )

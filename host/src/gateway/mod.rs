@@ -357,6 +357,16 @@ async fn dispatch(
     }
     match route {
         Route::Ws => ws::upgrade(gw.clone(), req).map(boxed),
+        // A long-polling POST only hands over packets and is answered at
+        // once, so the whole request gets the body time limit: Socket.IO
+        // reads the body itself, past `read_body`'s. (GET polls wait for
+        // data by design and are bounded by the ping timeout instead.)
+        Route::SocketIo if req.method() == Method::POST => {
+            match tokio::time::timeout(gw.body_timeout, (gw.socketio)(req)).await {
+                Ok(resp) => Ok(resp),
+                Err(_) => Err(body_timeout(gw.body_timeout)),
+            }
+        }
         Route::SocketIo => Ok((gw.socketio)(req).await),
         Route::Plugins(p) => plugins_api::handle(gw, p, req).await.map(boxed),
         other => rest::handle(gw, other, req).await.map(boxed),
@@ -434,14 +444,7 @@ pub(crate) async fn read_body(
     }
     let read = Limited::new(req.into_body(), limit).collect();
     match tokio::time::timeout(timeout, read).await {
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            format!(
-                "the request body did not arrive within {} ms",
-                timeout.as_millis()
-            ),
-        )),
+        Err(_) => Err(body_timeout(timeout)),
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
         Ok(Err(e)) => Err(ApiError::bad_request(
@@ -449,6 +452,17 @@ pub(crate) async fn read_body(
             format!("could not read the request body: {e}"),
         )),
     }
+}
+
+fn body_timeout(timeout: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!(
+            "the request body did not arrive within {} ms",
+            timeout.as_millis()
+        ),
+    )
 }
 
 fn too_large(limit: usize) -> ApiError {

@@ -74,6 +74,7 @@ pub(super) fn endpoint() {}
         (status = 400, description = "bad `EIO`, `transport`, `sid` or packets", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "foreign `Origin` or `Host`", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "the packets did not arrive within `WASYNC_BODY_TIMEOUT_MS` (`body_timeout`); the connection closes", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, body = super::openapi::Problem, content_type = "application/problem+json")))]
 #[allow(dead_code)]
 pub(super) fn post_endpoint() {}
