@@ -18,8 +18,10 @@ use crate::amqp::{amqp_url, unique_queue};
 use crate::mongo::{fresh_db_name, test_mongodb_uri};
 use crate::{WsClient, wasync_binary};
 
-/// Lease TTL of test clusters: short, so takeovers take seconds.
-pub const TEST_LEASE_TTL_MS: u64 = 3_000;
+/// Lease TTL of test clusters: short, so takeovers take seconds, yet long
+/// enough that a renewal slowed by the whole suite running on two cores
+/// stays within its deadline (TTL − TTL/5).
+pub const TEST_LEASE_TTL_MS: u64 = 5_000;
 
 /// What every host of a cluster shares.
 #[derive(Debug, Clone)]

@@ -133,7 +133,29 @@ async fn cluster_thirty_sessions_each_run_on_exactly_one_host() {
         assert!(Instant::now() < deadline, "syncs not done: {done:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let leases = owners(&hosts[1]).await;
+    // Every session is held (a renewal that a loaded machine delayed past
+    // its deadline hands a session over; it is held again a moment later).
+    let leases = {
+        let ids = ids.clone();
+        let hosts = &hosts;
+        let mut last = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let o = owners(&hosts[1]).await;
+            if ids.iter().all(|id| o.contains_key(id)) {
+                break o;
+            }
+            last = o;
+            assert!(
+                Instant::now() < deadline,
+                "sessions without a lease: {:?}",
+                ids.iter()
+                    .filter(|id| !last.contains_key(*id))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
     let mut per_host: HashMap<String, usize> = HashMap::new();
     for id in &ids {
         let (owner, epoch) = leases
