@@ -12,6 +12,7 @@ use std::time::Instant;
 
 mod cluster;
 mod fanout;
+mod soak;
 mod startup;
 
 use serde_json::{Value, json};
@@ -182,6 +183,11 @@ fn main() {
 
     let started = Instant::now();
     let mut rows = Vec::new();
+
+    if !args.quick && !args.only.is_empty() && args.wants("soak") {
+        // The 10-minute soak: only when `--only soak` names it.
+        rows.push(rt.block_on(soak::row()));
+    }
 
     if args.wants("P2") {
         // P2: the 100k-message sync into the embedded store.

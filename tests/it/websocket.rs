@@ -232,6 +232,34 @@ async fn close_frame_of(ws: &mut WsClient) -> (CloseCode, String) {
 }
 
 #[tokio::test]
+async fn a_close_from_the_client_is_answered_with_its_code() {
+    let host = TestHost::spawn_with(options()).await;
+    host.create_sim("bye", json!({})).await;
+    let mut ws = host.ws().await;
+    ws.join("bye").await;
+    ws.stream.close(None).await.expect("close sent");
+    // The host echoes the close before it drops the connection: reading on
+    // ends cleanly, not with "reset without closing handshake".
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.stream.next().await {
+                Some(Ok(Message::Close(frame))) => break Ok(frame),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break Err(e.to_string()),
+                None => break Err("ended without a close frame".into()),
+            }
+        }
+    })
+    .await
+    .expect("an answer within 5 s");
+    let frame = answer.expect("a close frame back");
+    assert!(
+        frame.as_ref().is_none_or(|f| f.code == CloseCode::Normal),
+        "{frame:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_silent_client_is_closed_and_one_that_answers_pings_stays() {
     let host = TestHost::spawn_with(options().var(WASYNC_WS_PING_MS, "200")).await;
     host.create_sim("quiet", json!({"scanAfterMs": null, "qrEveryMs": 60000}))

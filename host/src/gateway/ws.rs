@@ -202,10 +202,19 @@ where
         } else {
             CloseCode::Normal
         };
-        let close = sink.send(Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        })));
+        let close = async {
+            let ours = Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            }));
+            // When the client closed first, tungstenite refuses a second
+            // close frame but holds its answer (the client's own code,
+            // RFC 6455 §5.5.1): flushing sends it, so the client sees a
+            // clean close instead of the connection dropped mid-handshake.
+            if sink.send(ours).await.is_err() {
+                let _ = sink.flush().await;
+            }
+        };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
     });
 
