@@ -138,19 +138,17 @@ async fn cluster_thirty_sessions_each_run_on_exactly_one_host() {
     let leases = {
         let ids = ids.clone();
         let hosts = &hosts;
-        let mut last = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let o = owners(&hosts[1]).await;
             if ids.iter().all(|id| o.contains_key(id)) {
                 break o;
             }
-            last = o;
             assert!(
                 Instant::now() < deadline,
                 "sessions without a lease: {:?}",
                 ids.iter()
-                    .filter(|id| !last.contains_key(*id))
+                    .filter(|id| !o.contains_key(*id))
                     .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
