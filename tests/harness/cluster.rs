@@ -284,20 +284,8 @@ impl ClusterHost {
 
     /// One metric's value from `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .find(|l| l.split([' ', '{']).next() == Some(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        let (_, _, text) = crate::answer(self.http.get(self.url("/metrics"))).await;
+        crate::metric_value(text.as_str().unwrap_or_default(), name).unwrap_or(0.0)
     }
 }
 

@@ -195,6 +195,12 @@ impl TestHost {
         send(self.req(reqwest::Method::DELETE, path)).await
     }
 
+    /// One metric's value from `/metrics` (`None` when absent).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, _, text) = answer(self.req(reqwest::Method::GET, "/metrics")).await;
+        metric_value(text.as_str().unwrap_or_default(), name)
+    }
+
     /// Creates a simulator session with the given account shape.
     pub async fn create_sim(&self, id: &str, simulator: Value) -> Value {
         let (status, body) = self
@@ -306,11 +312,34 @@ pub async fn wait_run_completed(http: &reqwest::Client, base: &str, session: &st
 }
 
 async fn send(r: reqwest::RequestBuilder) -> (u16, Value) {
+    let (status, _, body) = answer(r).await;
+    (status, body)
+}
+
+/// Sends `r`; returns the status, the `content-type` (empty if none) and
+/// the body, parsed as JSON when it is JSON, else as a string.
+pub async fn answer(r: reqwest::RequestBuilder) -> (u16, String, Value) {
     let resp = r.send().await.expect("request sent");
     let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let text = resp.text().await.expect("body");
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, body)
+    (status, ct, body)
+}
+
+/// The value of metric `name` in a Prometheus text exposition: the first
+/// sample line `name ...` or `name{...} ...`; `name` may carry labels
+/// itself (`wasync_sessions{status="ready"}`).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// A `/ws` client.

@@ -14,19 +14,7 @@ async fn raw(
     if let Some((ct, b)) = body {
         r = r.header("content-type", ct).body(b);
     }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        ct,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    wasync_tests::answer(r).await
 }
 
 fn assert_problem(status: u16, ct: &str, body: &Value, expect_status: u16, code: &str) {

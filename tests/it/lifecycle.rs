@@ -8,12 +8,8 @@ use serde_json::json;
 use wasync_tests::TestHost;
 
 async fn actors(host: &TestHost) -> f64 {
-    let (_, text) = host.get("/metrics").await;
-    let text = text.as_str().unwrap_or_default().to_owned();
-    text.lines()
-        .find(|l| l.starts_with("wasync_session_actors "))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    host.metric("wasync_session_actors")
+        .await
         .expect("wasync_session_actors in /metrics")
 }
 

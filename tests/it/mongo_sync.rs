@@ -501,19 +501,9 @@ async fn live_messages_during_a_store_outage_are_stored_when_it_is_back() {
     let n = live_numbers(&raw, "live").await;
     let expect: Vec<u64> = (0..n.len() as u64).collect();
     assert_eq!(n, expect, "no live message lost or repeated");
-    let metrics = host
-        .req(reqwest::Method::GET, "/metrics")
-        .send()
+    let spooled = host
+        .metric("wasync_live_messages_spooled_total")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let spooled: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("wasync_live_messages_spooled_total "))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     assert!(spooled > 100.0, "spooled {spooled}");
     host.stop().await;

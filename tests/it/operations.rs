@@ -4,10 +4,7 @@ use serde_json::json;
 use wasync_tests::{TestHost, assert_eventually};
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    wasync_tests::metric_value(text, name)
         .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
 }
 

@@ -5,28 +5,12 @@
 
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use wasync_tests::{HostOptions, TestHost, fast_tuning};
+use wasync_tests::{HostOptions, TestHost, answer, fast_tuning};
 
 const EVIL: &str = "http://evil.example";
 
 fn port(host: &TestHost) -> u16 {
     host.base.rsplit(':').next().unwrap().parse().unwrap()
-}
-
-async fn answer(r: reqwest::RequestBuilder) -> (u16, String, Value) {
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        ct,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 fn refused(a: &(u16, String, Value), code: &str) {

@@ -15,7 +15,7 @@
 //! snapshot is followed by every later event; a room's last leave unbinds.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -225,7 +225,8 @@ async fn run(
     mut rx: mpsc::Receiver<Cmd>,
     shutdown: CancellationToken,
 ) {
-    let wanted: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
+    // The sessions local clients follow: bound on every (re)connect.
+    let mut wanted: HashSet<String> = HashSet::new();
     let mut link: Option<Link> = None;
     let mut backoff = Duration::from_millis(100);
     let mut next_try = tokio::time::Instant::now();
@@ -233,15 +234,9 @@ async fn run(
         if link.is_none() && tokio::time::Instant::now() >= next_try {
             match connect(&s, &hub, &metrics, &shutdown).await {
                 Ok(l) => {
-                    let keys: Vec<String> = wanted
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .iter()
-                        .cloned()
-                        .collect();
                     let mut ok = true;
-                    for k in keys {
-                        if let Err(e) = bind(&l, &s.exchange, &k).await {
+                    for k in &wanted {
+                        if let Err(e) = bind(&l, &s.exchange, k).await {
                             tracing::warn!(error = %e, "cluster fabric: re-bind failed");
                             ok = false;
                             break;
@@ -290,10 +285,7 @@ async fn run(
                 }
             },
             Cmd::Bind { session, done } => {
-                let new = wanted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(session.clone());
+                let new = wanted.insert(session.clone());
                 let r = match (&link, new) {
                     (Some(l), true) => bind(l, &s.exchange, &session).await,
                     _ => Ok(()),
@@ -306,10 +298,7 @@ async fn run(
                 if hub.room_size(&session) > 0 {
                     Ok(())
                 } else {
-                    wanted
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&session);
+                    wanted.remove(&session);
                     match &link {
                         Some(l) => l
                             .channel

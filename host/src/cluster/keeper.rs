@@ -132,18 +132,18 @@ pub async fn restore_pass(cluster: &Cluster, sessions: &Sessions) -> anyhow::Res
         .filter(|h| h.room() > 0 || h.host_id == cluster.host_id())
         .count()
         .max(1);
-    let orphans = sessions.count_orphans(&taken).await?;
-    if orphans == 0 {
+    let orphans = sessions.orphans(&taken).await?;
+    if orphans.is_empty() {
         return Ok(Pass::default());
     }
-    let share = orphans.div_ceil(hosts_with_room);
-    let n = sessions.restore(&taken, share).await?;
+    let share = orphans.len().div_ceil(hosts_with_room);
+    let n = sessions.restore(&orphans, share).await?;
     if n > 0 {
-        tracing::info!(restored = n, orphans, "sessions taken up");
+        tracing::info!(restored = n, orphans = orphans.len(), "sessions taken up");
     }
     Ok(Pass {
         taken: n,
-        left: orphans.saturating_sub(n),
+        left: orphans.len().saturating_sub(n),
     })
 }
 

@@ -531,34 +531,27 @@ impl Sessions {
         Ok(())
     }
 
-    /// Starts, under a fresh lease, the active sessions no live host runs:
-    /// at start, the ones this host ran before it stopped; later, those of
+    /// Starts, under a fresh lease, sessions of `orphans` (found by
+    /// [`Sessions::orphans`]: active, and run by no live host): at start, the ones this host ran before it stopped; later, those of
     /// a host that died or was cut off (a takeover). Takes at most `limit`
     /// (and never past `WASYNC_MAX_SESSIONS`); a sync interrupted on the
     /// previous host resumes from its checkpoint once the session is ready.
     pub async fn restore(
         &self,
-        taken: &std::collections::HashSet<String>,
+        orphans: &[SessionId],
         limit: usize,
     ) -> Result<usize, SessionError> {
         let mut n = 0;
-        for rec in self.deps.store.list_sessions().await? {
-            if !rec.active || taken.contains(&rec.session_id) {
-                continue;
-            }
+        for id in orphans {
             if n >= limit || self.held() >= self.deps.max_sessions as usize {
                 break;
             }
-            let Ok(id) = SessionId::parse(&rec.session_id) else {
-                tracing::warn!(session_id = %rec.session_id, "skipping a stored session with an invalid id");
-                continue;
-            };
-            let _lifecycle = self.lifecycle_lock(&id).await;
-            if lock(&self.live).contains_key(&id) || self.shutdown.is_cancelled() {
+            let _lifecycle = self.lifecycle_lock(id).await;
+            if lock(&self.live).contains_key(id) || self.shutdown.is_cancelled() {
                 continue;
             }
-            // A stop may have run while this pass waited for the lock.
-            let Some(rec) = self.deps.store.get_session(&id).await?.filter(|r| r.active) else {
+            // Read under the lock: a stop may have run since [`Sessions::orphans`].
+            let Some(rec) = self.deps.store.get_session(id).await?.filter(|r| r.active) else {
                 continue;
             };
             let opts: CreateOptions = match serde_json::from_value(rec.options.clone()) {
@@ -578,7 +571,7 @@ impl Sessions {
                 Acquired::Granted { fence, took_over } => (fence, took_over),
                 Acquired::HeldBy(_) => continue,
             };
-            match self.adopt(&id, rec, opts, fence, took_over).await {
+            match self.adopt(id, rec, opts, fence, took_over).await {
                 Ok(()) => n += 1,
                 Err(e) => {
                     tracing::warn!(session_id = %id, error = %e, "could not restore a session");
@@ -590,18 +583,24 @@ impl Sessions {
     }
 
     /// Active stored sessions that neither a live lease (`taken`) nor this
-    /// host holds.
-    pub async fn count_orphans(
+    /// host holds: what [`Sessions::restore`] may take.
+    pub async fn orphans(
         &self,
         taken: &std::collections::HashSet<String>,
-    ) -> Result<usize, SessionError> {
+    ) -> Result<Vec<SessionId>, SessionError> {
         let records = self.deps.store.list_sessions().await?;
         let live = lock(&self.live);
         Ok(records
             .iter()
             .filter(|r| r.active && !taken.contains(&r.session_id))
-            .filter(|r| SessionId::parse(&r.session_id).is_ok_and(|id| !live.contains_key(&id)))
-            .count())
+            .filter_map(|r| match SessionId::parse(&r.session_id) {
+                Ok(id) => (!live.contains_key(&id)).then_some(id),
+                Err(_) => {
+                    tracing::warn!(session_id = %r.session_id, "skipping a stored session with an invalid id");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// Starts a stored session under `fence`. The record and the
