@@ -22,12 +22,17 @@
 //! - [`gateway`]: the HTTP server: REST routes, `/ws`, auth, problem+json errors.
 //! - [`telemetry`]: logging set-up and the Prometheus metrics registry.
 //! - [`config`]: configuration from the environment and an optional TOML file.
+//! - [`devkit`]: the plugin developer kit (`wasync plugin check|run`): an upload's
+//!   checks and a sync's plugin chain, offline, with per-call costs.
+//! - [`cli`]: the command line (clap): serving by default, the devkit beside it.
 //! - [`app`]: the composition root: reads the config, picks adapters, runs it all.
 
 pub mod app;
 pub mod browser;
+pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod devkit;
 pub mod domain;
 pub mod events;
 pub mod gateway;

@@ -31,7 +31,9 @@ fn bad_configuration_is_reported_by_variable_name() {
 
     let out = Command::new(binary()).arg("--bogus").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: wasync"));
+    let out = Command::new(binary()).arg("--config").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "--config needs a file");
 
     let out = Command::new(binary())
         .args(["--config", "/nonexistent/wasync.toml"])

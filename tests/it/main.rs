@@ -7,6 +7,7 @@ mod api_fuzz;
 mod cli;
 mod cluster;
 mod dashboard;
+mod devkit;
 mod lifecycle;
 mod logins;
 mod mongo;

@@ -21,6 +21,10 @@ pub const WASYNC_SIMULATOR: &str = "WASYNC_SIMULATOR";
 pub const WASYNC_PLUGINS_DIR: &str = "WASYNC_PLUGINS_DIR";
 pub const WASYNC_MAX_BODY_BYTES: &str = "WASYNC_MAX_BODY_BYTES";
 pub const WASYNC_MAX_PLUGIN_BYTES: &str = "WASYNC_MAX_PLUGIN_BYTES";
+/// The default of `WASYNC_MAX_PLUGIN_BYTES`: 32 MiB.
+pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 32 << 20;
+/// The largest `WASYNC_MAX_PLUGIN_BYTES` allowed: 512 MiB.
+pub const MAX_MAX_PLUGIN_BYTES: usize = 512 << 20;
 pub const WASYNC_WS_QUEUE: &str = "WASYNC_WS_QUEUE";
 pub const WASYNC_WS_STALL_MS: &str = "WASYNC_WS_STALL_MS";
 pub const WASYNC_MAX_CLIENTS: &str = "WASYNC_MAX_CLIENTS";
@@ -276,9 +280,9 @@ impl Config {
             max_plugin_bytes: s.parse(
                 WASYNC_MAX_PLUGIN_BYTES,
                 &f.server.max_plugin_bytes,
-                32 << 20,
+                DEFAULT_MAX_PLUGIN_BYTES,
                 "a byte count between 1024 and 536870912",
-                |v| (1024..=512 << 20).contains(v),
+                |v| (1024..=MAX_MAX_PLUGIN_BYTES).contains(v),
             ),
             ws_queue: s.parse(
                 WASYNC_WS_QUEUE,

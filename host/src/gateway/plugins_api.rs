@@ -52,16 +52,8 @@ pub(super) struct Upload {
 
 /// Maps the adapter's error onto the problem codes clients see.
 pub fn api_error(e: PluginError) -> ApiError {
-    let code = match &e {
-        PluginError::BadManifest { .. } => "bad_manifest",
-        PluginError::NotWasm => "not_wasm",
-        PluginError::CoreModule => "core_module",
-        PluginError::InvalidComponent { .. } => "invalid_component",
-        PluginError::WorldMismatch { .. } => "world_mismatch",
-        PluginError::TooLarge { .. } => "component_too_large",
-        PluginError::Sha256Mismatch { .. } => "sha256_mismatch",
-        PluginError::NotFound { .. } => "plugin_not_found",
-        PluginError::Io { .. } | PluginError::Engine { .. } => return ApiError::internal(e),
+    let Some(code) = e.code() else {
+        return ApiError::internal(e);
     };
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     ApiError::new(status, code, e.to_string())

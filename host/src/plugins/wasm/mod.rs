@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 pub use chain::Offload;
+pub use chain::trace::{CallTrace, Trace, TracedOutcome};
 pub use manifest::{Limits, Manifest, OnError, World};
 pub use runtime::{PluginRuntime, RuntimeOptions};
 pub use stats::{FailureKind, Failures, PluginCounters, render_prometheus};
@@ -104,6 +105,22 @@ impl PluginError {
             PluginError::NotFound { .. } => 404,
             PluginError::Io { .. } | PluginError::Engine { .. } => 500,
         }
+    }
+
+    /// The stable code of the refusal, as the API's problem `code` and
+    /// `wasync plugin check` name it; `None` for the host's own trouble.
+    pub fn code(&self) -> Option<&'static str> {
+        Some(match self {
+            PluginError::BadManifest { .. } => "bad_manifest",
+            PluginError::NotWasm => "not_wasm",
+            PluginError::CoreModule => "core_module",
+            PluginError::InvalidComponent { .. } => "invalid_component",
+            PluginError::WorldMismatch { .. } => "world_mismatch",
+            PluginError::TooLarge { .. } => "component_too_large",
+            PluginError::Sha256Mismatch { .. } => "sha256_mismatch",
+            PluginError::NotFound { .. } => "plugin_not_found",
+            PluginError::Io { .. } | PluginError::Engine { .. } => return None,
+        })
     }
 
     /// True when the request was at fault (4xx), false for host trouble.
@@ -269,6 +286,102 @@ fn load(
     })
 }
 
+/// The checks an upload gets before its component is compiled: size cap,
+/// manifest, memory within the host's ceiling.
+fn admit(
+    rt: &PluginRuntime,
+    max_component_bytes: usize,
+    manifest_toml: &str,
+    wasm: &[u8],
+) -> Result<Manifest, PluginError> {
+    if wasm.len() > max_component_bytes {
+        return Err(PluginError::TooLarge {
+            size: wasm.len(),
+            max: max_component_bytes,
+        });
+    }
+    let manifest = Manifest::parse(manifest_toml)?;
+    let ceiling = rt.max_memory_mib();
+    if manifest.limits.memory_mib > ceiling {
+        return Err(PluginError::BadManifest {
+            reason: format!(
+                "limits.memory_mib = {} is over this host's ceiling of {ceiling} MiB",
+                manifest.limits.memory_mib
+            ),
+        });
+    }
+    Ok(manifest)
+}
+
+/// One plugin loaded on its own, outside any manager and any directory,
+/// for the developer kit (`wasync plugin check`, `wasync plugin run`): the
+/// same checks as an upload, in the same order, and nothing written.
+pub struct Trial {
+    runtime: Arc<PluginRuntime>,
+    plugin: Arc<LoadedPlugin>,
+}
+
+impl std::fmt::Debug for Trial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trial")
+            .field("plugin", &self.plugin.manifest.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trial {
+    /// Validates `wasm` against `manifest_toml` as `POST /plugins` would
+    /// with `max_component_bytes` as its size cap, compiling on the calling
+    /// thread.
+    pub fn load(
+        runtime: Arc<PluginRuntime>,
+        manifest_toml: &str,
+        wasm: &[u8],
+        max_component_bytes: usize,
+    ) -> Result<Self, PluginError> {
+        let manifest = admit(&runtime, max_component_bytes, manifest_toml, wasm)?;
+        let stats = Arc::new(PluginStats::default());
+        let plugin = load(&runtime, manifest, wasm, stats)?;
+        Ok(Self {
+            runtime,
+            plugin: Arc::new(plugin),
+        })
+    }
+
+    /// What `GET /plugins` would show of it once installed.
+    pub fn info(&self) -> PluginInfo {
+        self.plugin.info()
+    }
+
+    /// The component's imports and exports, by name.
+    pub fn interfaces(&self) -> (Vec<String>, Vec<String>) {
+        let ty = self.plugin.pre.component().component_type();
+        let engine = &self.runtime.engine;
+        (
+            ty.imports(engine).map(|(n, _)| n.to_owned()).collect(),
+            ty.exports(engine).map(|(n, _)| n.to_owned()).collect(),
+        )
+    }
+
+    /// A chain of this one plugin, run as a sync runs it (sub-batches,
+    /// deadlines, memory cap, log budget, `on_error`, tripping), recording
+    /// every call into `trace`. Calls run on the calling task.
+    pub fn chain(&self, trace: Trace) -> Arc<dyn PluginChain> {
+        Arc::new(WasmChain::new(
+            self.runtime.clone(),
+            vec![self.plugin.clone()],
+            Offload::Inline,
+            CancellationToken::new(),
+            Some(trace),
+        ))
+    }
+
+    /// The plugin's counters (log lines written and dropped among them).
+    pub fn counters(&self) -> PluginCounters {
+        self.plugin.stats.snapshot(&self.plugin.manifest.name)
+    }
+}
+
 /// The installed plugins, in chain order (priority, then name).
 struct PluginSet {
     plugins: Vec<Arc<LoadedPlugin>>,
@@ -370,22 +483,12 @@ impl PluginManager {
         manifest_toml: &str,
         wasm: Vec<u8>,
     ) -> Result<PluginInfo, PluginError> {
-        if wasm.len() > self.opts.max_component_bytes {
-            return Err(PluginError::TooLarge {
-                size: wasm.len(),
-                max: self.opts.max_component_bytes,
-            });
-        }
-        let manifest = Manifest::parse(manifest_toml)?;
-        let ceiling = self.runtime.max_memory_mib();
-        if manifest.limits.memory_mib > ceiling {
-            return Err(PluginError::BadManifest {
-                reason: format!(
-                    "limits.memory_mib = {} is over this host's ceiling of {ceiling} MiB",
-                    manifest.limits.memory_mib
-                ),
-            });
-        }
+        let manifest = admit(
+            &self.runtime,
+            self.opts.max_component_bytes,
+            manifest_toml,
+            &wasm,
+        )?;
         let _guard = self.changes.lock().await;
         let rt = self.runtime.clone();
         let stats = self.stats_for(&manifest.name);
@@ -631,6 +734,7 @@ impl PluginHost for PluginManager {
             set.plugins.clone(),
             self.opts.offload,
             stop,
+            None,
         ))
     }
 }

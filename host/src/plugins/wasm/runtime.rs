@@ -46,6 +46,10 @@ pub struct RuntimeOptions {
     /// wall-clock deadline and stop token, so a computing guest is stopped
     /// between `deadline` and `deadline + tick` (a waiting one by a timer).
     pub epoch_tick: Duration,
+    /// Count the instructions each call executes (wasmtime's fuel, with
+    /// an unlimited supply): for the developer kit's `wasync plugin run`.
+    /// Costs a few percent of guest speed, so production leaves it off.
+    pub count_instructions: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -56,6 +60,7 @@ impl Default for RuntimeOptions {
             pool_slots: 256,
             max_memory_mib: 256,
             epoch_tick: Duration::from_millis(10),
+            count_instructions: false,
         }
     }
 }
@@ -70,6 +75,7 @@ pub struct PluginRuntime {
     pub(crate) tick: Duration,
     pub(crate) max_memory_bytes: usize,
     pooling: bool,
+    counts_instructions: bool,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -95,7 +101,8 @@ fn config(opts: &RuntimeOptions, pooling: bool) -> Result<Config, PluginError> {
         // halves the cost of a call.
         .concurrency_support(false)
         .max_wasm_stack(1024 * 1024)
-        .async_stack_size(2 * 1024 * 1024);
+        .async_stack_size(2 * 1024 * 1024)
+        .consume_fuel(opts.count_instructions);
     if let Some(dir) = &opts.cache_dir {
         std::fs::create_dir_all(dir).map_err(|e| engine_err("creating the cache dir", e))?;
         let mut cc = wasmtime::CacheConfig::new();
@@ -171,6 +178,7 @@ impl PluginRuntime {
             tick,
             max_memory_bytes: opts.max_memory_mib as usize * 1024 * 1024,
             pooling,
+            counts_instructions: opts.count_instructions,
         }))
     }
 
@@ -221,6 +229,7 @@ impl PluginRuntime {
                 limiter: Limiter {
                     memory_bytes: memory_bytes.min(self.max_memory_bytes),
                     hit_memory_cap: false,
+                    peak_bytes: 0,
                 },
                 plugin: data,
                 log: LogBudget::fresh(),
@@ -244,6 +253,10 @@ impl PluginRuntime {
             )
         });
         store.set_epoch_deadline(1);
+        if self.counts_instructions {
+            // Counted, not limited: deadlines stay the only bound.
+            let _ = store.set_fuel(u64::MAX);
+        }
         store
     }
 
@@ -311,6 +324,8 @@ pub(crate) struct PluginData {
 pub(crate) struct Limiter {
     memory_bytes: usize,
     pub hit_memory_cap: bool,
+    /// The largest memory granted so far (instantiation included), bytes.
+    pub peak_bytes: usize,
 }
 
 impl ResourceLimiter for Limiter {
@@ -324,6 +339,7 @@ impl ResourceLimiter for Limiter {
             self.hit_memory_cap = true;
             return Ok(false);
         }
+        self.peak_bytes = self.peak_bytes.max(desired);
         Ok(true)
     }
 

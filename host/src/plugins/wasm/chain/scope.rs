@@ -1,360 +1,42 @@
-//! The chain of one sync and its per-chat scopes: instances, calls with
-//! deadlines, output checks, failure policy and tripping.
+//! A chat's plugin calls: the hooks before and after, the batches split by
+//! the manifest's limits, the host's checks on what comes back, and the
+//! `on_error` policy and tripping when a call fails.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
-use wasmtime::component::InstancePre;
-use wasmtime::{Store, Trap};
 
-use super::bindings::{
-    self, Chat, GuestError, HooksGuest, HooksIndices, Message, Outcome, TransformGuest,
-    TransformIndices, WitContext, WitDecision, WitSummary,
-};
-use super::logs;
-use super::manifest::{Limits, Manifest, OnError};
-use super::runtime::{PluginData, PluginRuntime, StoreData};
-use super::stats::{FailureKind, PluginStats};
+use super::call::{Answer, Call, Live};
+use super::trace::TracedOutcome;
+use super::{ChainInner, Failure, failure};
 use crate::domain::{self, QuarantinedMessage, now_ms};
-use crate::plugins::{ChatDecision, ChatScope, ChatSummary, PluginChain, SyncContext, Transformed};
+use crate::plugins::wasm::bindings::{self, Chat, Message, Outcome, WitContext, WitDecision};
+use crate::plugins::wasm::manifest::{Limits, OnError};
+use crate::plugins::wasm::stats::FailureKind;
+use crate::plugins::{ChatDecision, ChatScope, ChatSummary, Transformed};
 
-/// A compiled, validated plugin, ready to instantiate.
-pub(crate) struct LoadedPlugin {
-    pub manifest: Manifest,
-    pub sha256: String,
-    pub size: usize,
-    pub loaded_at: i64,
-    pub pre: InstancePre<StoreData>,
-    pub transform: Option<TransformIndices>,
-    pub hooks: Option<HooksIndices>,
-    pub stats: Arc<PluginStats>,
-    pub data: PluginData,
-}
-
-/// How guest calls are run relative to the async runtime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Offload {
-    /// Off the async workers, so a slow plugin (up to its deadline) never
-    /// holds one. On a multi-thread runtime the calling worker turns into a
-    /// blocking thread for the call (`block_in_place`: its queued tasks move
-    /// to another worker, and no thread hand-off is paid when there are
-    /// none); on a current-thread runtime the call goes to the blocking pool.
-    #[default]
-    BlockingPool,
-    /// On the calling task: cheapest, but a call holds its worker thread
-    /// for as long as it runs (bounded by the deadline).
-    Inline,
-}
-
-/// The plugins of one sync: a snapshot of the manager's set plus this
-/// sync's failure counts (tripping is per sync).
-pub(crate) struct WasmChain {
-    inner: Arc<ChainInner>,
-}
-
-struct ChainInner {
-    runtime: Arc<PluginRuntime>,
-    plugins: Vec<Arc<LoadedPlugin>>,
-    failures: Vec<AtomicU32>,
-    tripped: Vec<AtomicBool>,
-    offload: Offload,
-    /// Cancelled when the sync stops: a running call ends within a tick and
-    /// no further call is made.
-    stop: CancellationToken,
-}
-
-impl WasmChain {
-    pub fn new(
-        runtime: Arc<PluginRuntime>,
-        plugins: Vec<Arc<LoadedPlugin>>,
-        offload: Offload,
-        stop: CancellationToken,
-    ) -> Self {
-        let n = plugins.len();
-        Self {
-            inner: Arc::new(ChainInner {
-                runtime,
-                plugins,
-                failures: (0..n).map(|_| AtomicU32::new(0)).collect(),
-                tripped: (0..n).map(|_| AtomicBool::new(false)).collect(),
-                offload,
-                stop,
-            }),
-        }
-    }
-}
-
-#[async_trait]
-impl PluginChain for WasmChain {
-    fn is_empty(&self) -> bool {
-        self.inner.plugins.is_empty()
-    }
-
-    async fn chat_scope(&self, ctx: &SyncContext, chat: &domain::Chat) -> Box<dyn ChatScope> {
-        Box::new(WasmScope {
-            inner: self.inner.clone(),
-            ctx: bindings::context(ctx),
-            chat: bindings::chat(chat),
-            live: (0..self.inner.plugins.len()).map(|_| None).collect(),
-        })
-    }
-}
-
-/// One plugin's instance for the current chat.
-struct Live {
-    store: Store<StoreData>,
-    transform: Option<TransformGuest>,
-    hooks: Option<HooksGuest>,
-}
-
-enum Call {
-    Batch(Vec<Message>),
-    Before,
-    After(WitSummary),
-}
-
-enum Answer {
-    Batch(Result<Vec<Outcome>, GuestError>),
-    Before(Result<WitDecision, GuestError>),
-    After(Result<(), GuestError>),
-}
-
-struct Failure {
-    kind: FailureKind,
-    reason: String,
-}
-
-/// A failure whose reason is fit for the host log: cut to 1 KiB and with
-/// control characters escaped (reasons carry text the plugin chose: its
-/// `plugin-error`, its skip reason, names in its trap's backtrace).
-fn failure(kind: FailureKind, reason: impl AsRef<str>) -> Failure {
-    Failure {
-        kind,
-        reason: logs::clean(reason.as_ref(), logs::LINE_BYTES),
-    }
-}
-
-struct WasmScope {
-    inner: Arc<ChainInner>,
-    ctx: WitContext,
-    chat: Chat,
-    live: Vec<Option<Live>>,
-}
-
-async fn invoke(
-    live: &mut Live,
-    ctx: &WitContext,
-    chat: &Chat,
-    call: Call,
-) -> wasmtime::Result<Answer> {
-    let store = &mut live.store;
-    Ok(match call {
-        Call::Batch(msgs) => {
-            let g = live
-                .transform
-                .as_ref()
-                .ok_or_else(|| wasmtime::format_err!("no message-transform export"))?;
-            Answer::Batch(g.call_transform_batch(&mut *store, ctx, &msgs).await?)
-        }
-        Call::Before => {
-            let g = live
-                .hooks
-                .as_ref()
-                .ok_or_else(|| wasmtime::format_err!("no chat-hooks export"))?;
-            Answer::Before(g.call_before_chat_sync(&mut *store, ctx, chat).await?)
-        }
-        Call::After(s) => {
-            let g = live
-                .hooks
-                .as_ref()
-                .ok_or_else(|| wasmtime::format_err!("no chat-hooks export"))?;
-            Answer::After(g.call_after_chat_sync(&mut *store, ctx, chat, s).await?)
-        }
-    })
-}
-
-/// A fresh instance of plugin `i` from its pre-instance, under the bounds
-/// of the call it is made for. A free function (not a `&self` method) so
-/// the scope's futures stay `Send`.
-async fn instantiate(inner: &ChainInner, i: usize, until: Instant) -> Result<Live, Failure> {
-    let p = &inner.plugins[i];
-    let rt = &inner.runtime;
-    let started = Instant::now();
-    let mut store = rt.store(
-        p.data.clone(),
-        p.manifest.limits.memory_mib as usize * 1024 * 1024,
-    );
-    store.data_mut().begin_call(until, inner.stop.clone());
-    let instance = p
-        .pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| failure(FailureKind::Instantiate, format!("{e:#}")))?;
-    let transform = match &p.transform {
-        Some(ix) => Some(
-            ix.load(&mut store, &instance)
-                .map_err(|e| failure(FailureKind::Instantiate, format!("{e:#}")))?,
-        ),
-        None => None,
-    };
-    let hooks = match &p.hooks {
-        Some(ix) => Some(
-            ix.load(&mut store, &instance)
-                .map_err(|e| failure(FailureKind::Instantiate, format!("{e:#}")))?,
-        ),
-        None => None,
-    };
-    p.stats.instantiated(started.elapsed());
-    Ok(Live {
-        store,
-        transform,
-        hooks,
-    })
-}
-
-/// Why a call was cut short from outside the guest.
-enum Cut {
-    /// The wall-clock deadline passed while the guest waited in a host call
-    /// (a sleep, a poll): epoch interruption only stops guest code.
-    Deadline,
-    /// The chain's stop token was cancelled.
-    Cancelled,
-}
-
-/// One guest call (instantiating first when the chat has no instance yet),
-/// bounded two ways: epoch interruption stops guest code within a tick of
-/// `deadline` or of the stop token, and the wall-clock timer and the stop
-/// token drop the call (and its store) wherever it waits. Returns the
-/// instance when it may serve the chat's next call.
-async fn attempt(
-    inner: &ChainInner,
-    i: usize,
-    live: Option<Live>,
-    ctx: &WitContext,
-    chat: &Chat,
-    call: Call,
-    deadline: Duration,
-) -> (Option<Live>, Result<Answer, Failure>) {
-    let started = Instant::now();
-    let until = started + deadline;
-    let stop = &inner.stop;
-    let work = async {
-        let mut live = match live {
-            Some(l) => l,
-            None => instantiate(inner, i, until).await?,
-        };
-        live.store.data_mut().begin_call(until, stop.clone());
-        live.store.set_epoch_deadline(1);
-        let r = invoke(&mut live, ctx, chat, call).await;
-        Ok::<_, Failure>((live, r))
-    };
-    let outcome = tokio::select! {
-        biased;
-        _ = stop.cancelled() => Err(Cut::Cancelled),
-        _ = tokio::time::sleep_until(until.into()) => Err(Cut::Deadline),
-        r = work => Ok(r),
-    };
-    let took = started.elapsed();
-    let p = &inner.plugins[i];
-    p.stats.call(took);
-    let past_deadline = || {
-        failure(
-            FailureKind::Deadline,
-            format!(
-                "ran past its {} ms deadline (stopped after {} ms)",
-                deadline.as_millis(),
-                took.as_millis()
-            ),
-        )
-    };
-    let cancelled = || failure(FailureKind::Cancelled, "stopped: its sync is stopping");
-    match outcome {
-        Err(Cut::Deadline) => (None, Err(past_deadline())),
-        Err(Cut::Cancelled) => (None, Err(cancelled())),
-        Ok(Err(f)) => (None, Err(f)),
-        Ok(Ok((mut live, Ok(answer)))) => {
-            live.store.data_mut().end_call();
-            (Some(live), Ok(answer))
-        }
-        Ok(Ok((mut live, Err(e)))) => {
-            // A trapped instance cannot be re-entered and its state is
-            // suspect: it goes, and the next call gets a fresh one.
-            let hit_memory = live.store.data().limiter.hit_memory_cap;
-            live.store.data_mut().end_call();
-            let f = if hit_memory {
-                failure(
-                    FailureKind::Memory,
-                    format!("ran out of its {} MiB memory", p.manifest.limits.memory_mib),
-                )
-            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                match stop.is_cancelled() {
-                    true => cancelled(),
-                    false => past_deadline(),
-                }
-            } else {
-                failure(FailureKind::Trap, format!("trapped: {}", root_cause(&e)))
-            };
-            (None, Err(f))
-        }
-    }
+pub(super) struct WasmScope {
+    pub(super) inner: Arc<ChainInner>,
+    pub(super) ctx: WitContext,
+    pub(super) chat: Chat,
+    /// Each plugin's instance for this chat, made by its first call.
+    pub(super) live: Vec<Option<Live>>,
+    /// Where the last call went in the chain's trace, when it has one.
+    pub(super) traced: Option<usize>,
 }
 
 impl WasmScope {
-    /// Runs one call of plugin `i` under its deadline, off the async
-    /// workers as [`Offload`] says. After a failure of any kind the
-    /// instance is gone; the next call gets a fresh one.
-    async fn run(&mut self, i: usize, call: Call, deadline: Duration) -> Result<Answer, Failure> {
-        if self.inner.stop.is_cancelled() {
-            return Err(failure(
-                FailureKind::Cancelled,
-                "not called: its sync is stopping",
-            ));
+    pub(super) fn new(inner: Arc<ChainInner>, ctx: WitContext, chat: Chat) -> Self {
+        let live = (0..inner.plugins.len()).map(|_| None).collect();
+        Self {
+            inner,
+            ctx,
+            chat,
+            live,
+            traced: None,
         }
-        let live = self.live[i].take();
-        let (live, result) = match self.inner.offload {
-            Offload::Inline => {
-                attempt(&self.inner, i, live, &self.ctx, &self.chat, call, deadline).await
-            }
-            Offload::BlockingPool
-                if tokio::runtime::Handle::current().runtime_flavor()
-                    == tokio::runtime::RuntimeFlavor::MultiThread =>
-            {
-                let handle = tokio::runtime::Handle::current();
-                tokio::task::block_in_place(|| {
-                    handle.block_on(attempt(
-                        &self.inner,
-                        i,
-                        live,
-                        &self.ctx,
-                        &self.chat,
-                        call,
-                        deadline,
-                    ))
-                })
-            }
-            Offload::BlockingPool => {
-                let handle = tokio::runtime::Handle::current();
-                let (inner, ctx, chat) = (self.inner.clone(), self.ctx.clone(), self.chat.clone());
-                tokio::task::spawn_blocking(move || {
-                    handle.block_on(attempt(&inner, i, live, &ctx, &chat, call, deadline))
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    (
-                        None,
-                        Err(failure(
-                            FailureKind::Trap,
-                            format!("plugin call task failed: {e}"),
-                        )),
-                    )
-                })
-            }
-        };
-        self.live[i] = live;
-        result
     }
 
     /// Counts a failure; trips the plugin once it reaches its limit. A
@@ -421,14 +103,6 @@ impl WasmScope {
             }
         }
     }
-}
-
-fn root_cause(e: &wasmtime::Error) -> String {
-    let mut s = format!("{e:#}");
-    if let Some(t) = e.downcast_ref::<Trap>() {
-        s = format!("{t}: {s}");
-    }
-    s
 }
 
 #[async_trait]
@@ -620,6 +294,9 @@ impl WasmScope {
             Ok(_) => Err(failure(FailureKind::Fault, "answered the wrong call")),
             Err(f) => Err(f),
         };
+        if let (Some(trace), Some(at), Ok(outcomes)) = (&self.inner.trace, self.traced, &result) {
+            trace.annotate(at, traced(&part, outcomes));
+        }
         match result {
             Ok(outcomes) => {
                 let (mut kept, mut replaced, mut dropped) = (0, 0, 0);
@@ -656,6 +333,25 @@ impl WasmScope {
             }
         }
     }
+}
+
+/// A checked batch's answers, for the trace.
+fn traced(part: &[(domain::Message, bool)], outcomes: &[Outcome]) -> Vec<TracedOutcome> {
+    part.iter()
+        .zip(outcomes)
+        .map(|((m, _), o)| {
+            let (outcome, reason) = match o {
+                Outcome::Keep => ("keep", None),
+                Outcome::Replace(_) => ("replace", None),
+                Outcome::Drop(r) => ("drop", Some(failure(FailureKind::Error, r).reason)),
+            };
+            TracedOutcome {
+                id: m.id.clone(),
+                outcome,
+                reason,
+            }
+        })
+        .collect()
 }
 
 /// Refuses output the host must not store: a different count, a replace
