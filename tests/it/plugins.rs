@@ -964,3 +964,46 @@ async fn long_bodies_are_split_by_bytes_so_the_memory_cap_is_per_call() {
     );
     assert_eq!(counters(&mgr, "fixture-sleep").failures.memory, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_hoarding_host_resources_traps_at_the_table_cap() {
+    // Each pollable the guest forgets is an entry in the host's resource
+    // table: host memory outside the plugin's memory_mib. A million would
+    // be wasmtime's default cap; the host's is MAX_RESOURCES per instance.
+    let mgr = PluginDir::new().with("fixture-resource-hog").manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
+    let started = Instant::now();
+    let out = scope.transform(vec![message("c", 0, "a")]).await;
+    let took = started.elapsed();
+    assert_eq!(out.quarantined.len(), 1, "fail-closed: {out:?}");
+    let reason = &out.quarantined[0].reason;
+    assert!(
+        reason.contains("(trap)") && reason.contains("resource table"),
+        "{reason}"
+    );
+    // Stopped at the cap, not by its 2 s deadline.
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(counters(&mgr, "fixture-resource-hog").failures.trap, 1);
+
+    // A plugin within the cap runs.
+    let mgr = PluginDir::new()
+        .with_edited("fixture-resource-hog", |m| {
+            m.replace(
+                "count = \"1000000\"",
+                &format!(
+                    "count = \"{}\"",
+                    wasync::plugins::wasm::runtime::MAX_RESOURCES / 2
+                ),
+            )
+        })
+        .manager();
+    let mut scope = mgr
+        .chain()
+        .chat_scope(&context("s1"), &chat("c", "x"))
+        .await;
+    let out = scope.transform(vec![message("c", 0, "a")]).await;
+    assert_eq!(out.keep.len(), 1, "{out:?}");
+}

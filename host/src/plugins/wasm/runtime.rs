@@ -65,6 +65,13 @@ impl Default for RuntimeOptions {
     }
 }
 
+/// Host resources (streams, pollables) one instance may hold at once. A
+/// plugin built from Rust's standard library holds a handful; each entry
+/// is host memory the plugin's `memory_mib` does not count, so a plugin
+/// that makes and forgets them (a pollable per loop turn) is stopped here,
+/// with a trap, instead of at wasmtime's default of a million.
+pub const MAX_RESOURCES: usize = 4096;
+
 /// Bytes of each pooled linear memory kept resident between instances.
 const KEEP_RESIDENT: usize = 4 * 1024 * 1024;
 
@@ -221,11 +228,13 @@ impl PluginRuntime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         let mut store = Store::new(
             &self.engine,
             StoreData {
                 wasi,
-                table: ResourceTable::new(),
+                table,
                 limiter: Limiter {
                     memory_bytes: memory_bytes.min(self.max_memory_bytes),
                     hit_memory_cap: false,
