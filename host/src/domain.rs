@@ -105,6 +105,63 @@ pub struct StoredChat {
     pub message_count: u64,
 }
 
+/// A team's own labels on a session (`{"team": "sales", "crm": "4711"}`):
+/// given at create, stored with the session, returned in snapshots and
+/// lists, and echoed in every event of the session (WebSocket, Socket.IO,
+/// RabbitMQ), so a consumer can route by its own ids without a lookup.
+pub type Metadata = BTreeMap<String, String>;
+
+/// Most metadata entries a session may carry.
+pub const METADATA_MAX_ENTRIES: usize = 32;
+/// Longest metadata key, bytes (letters, digits, `_`, `-`, `.`).
+pub const METADATA_MAX_KEY: usize = 64;
+/// Longest metadata value, bytes.
+pub const METADATA_MAX_VALUE: usize = 512;
+/// Most bytes of all keys and values together.
+pub const METADATA_MAX_TOTAL: usize = 4096;
+
+/// Whether `key` may name a metadata entry: 1 to 64 of letters, digits,
+/// `_`, `-` and `.`, so it reads the same in JSON and in a
+/// `metadata.KEY=VALUE` filter.
+pub fn valid_metadata_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= METADATA_MAX_KEY
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Checks metadata against its bounds; the error names the entry.
+pub fn validate_metadata(m: &Metadata) -> Result<(), String> {
+    if m.len() > METADATA_MAX_ENTRIES {
+        return Err(format!(
+            "metadata has {} entries; at most {METADATA_MAX_ENTRIES}",
+            m.len()
+        ));
+    }
+    let mut total = 0;
+    for (k, v) in m {
+        if !valid_metadata_key(k) {
+            return Err(format!(
+                "metadata key {k:?} must be 1 to {METADATA_MAX_KEY} of letters, digits, '_', '-', '.'"
+            ));
+        }
+        if v.len() > METADATA_MAX_VALUE {
+            return Err(format!(
+                "metadata value of {k:?} is {} bytes; at most {METADATA_MAX_VALUE}",
+                v.len()
+            ));
+        }
+        total += k.len() + v.len();
+    }
+    if total > METADATA_MAX_TOTAL {
+        return Err(format!(
+            "metadata is {total} bytes; at most {METADATA_MAX_TOTAL} in all"
+        ));
+    }
+    Ok(())
+}
+
 /// A WhatsApp message, normalised across providers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -450,6 +507,9 @@ pub struct SessionSnapshot {
     pub me: Option<Me>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncView>,
+    /// The session's metadata (absent when it has none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: Metadata,
 }
 
 /// Every server → client event of the WebSocket protocol (DESIGN §3),
@@ -507,12 +567,23 @@ impl ServerEvent {
         matches!(self, ServerEvent::SyncChats(_))
     }
 
-    /// The JSON text frame with `hostId` added to its data.
-    pub fn to_frame_from(&self, host_id: &str) -> String {
+    /// The JSON text frame of a session's event, its data stamped with
+    /// the host that produced it and the session's metadata (when it has
+    /// any and the event does not carry it already).
+    pub fn to_frame_with(&self, host_id: Option<&str>, metadata: Option<&Metadata>) -> String {
+        if host_id.is_none() && metadata.is_none_or(|m| m.is_empty()) {
+            return self.to_frame();
+        }
         match serde_json::to_value(self) {
             Ok(mut v) => {
                 if let Some(data) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
-                    data.insert("hostId".into(), host_id.into());
+                    if let Some(h) = host_id {
+                        data.insert("hostId".into(), h.into());
+                    }
+                    if let Some(m) = metadata.filter(|m| !m.is_empty()) {
+                        data.entry("metadata")
+                            .or_insert_with(|| serde_json::to_value(m).unwrap_or_default());
+                    }
                 }
                 v.to_string()
             }

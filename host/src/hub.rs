@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::ServerEvent;
+use crate::domain::{Metadata, ServerEvent};
 
 /// Bounds for one client.
 #[derive(Debug, Clone)]
@@ -77,12 +77,15 @@ impl Frame {
         }
     }
 
-    /// A session event stamped with the host that produced it.
-    pub fn from_host(session: &str, event: &ServerEvent, host_id: Option<&str>) -> Self {
-        let text = match host_id {
-            Some(h) => event.to_frame_from(h),
-            None => event.to_frame(),
-        };
+    /// A session event stamped with the host that produced it and the
+    /// session's metadata.
+    pub fn from_host(
+        session: &str,
+        event: &ServerEvent,
+        host_id: Option<&str>,
+        metadata: Option<&Metadata>,
+    ) -> Self {
+        let text = event.to_frame_with(host_id, metadata);
         Self {
             session: Some(Arc::from(session)),
             progress: event.is_progress(),
@@ -249,6 +252,9 @@ pub struct Hub {
     limits: QueueLimits,
     host_id: Option<Arc<str>>,
     relay: OnceLock<Arc<dyn HubRelay>>,
+    /// The metadata of this host's sessions that have any, echoed in
+    /// their events.
+    metadata: Mutex<HashMap<String, Arc<Metadata>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -270,6 +276,7 @@ impl Hub {
             limits,
             host_id: None,
             relay: OnceLock::new(),
+            metadata: Mutex::default(),
         }
     }
 
@@ -364,6 +371,7 @@ impl Hub {
             session,
             &snapshot(),
             self.host_id.as_deref(),
+            self.metadata_of(session).as_deref(),
         ));
         rooms
             .entry(session.to_owned())
@@ -414,6 +422,37 @@ impl Hub {
         self.clients.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Stamps `metadata` on `session`'s events from now on (nothing when
+    /// it is empty). Returns the registration for [`Hub::forget_metadata`].
+    pub fn set_metadata(&self, session: &str, metadata: &Metadata) -> Option<Arc<Metadata>> {
+        if metadata.is_empty() {
+            return None;
+        }
+        let m = Arc::new(metadata.clone());
+        self.metadata
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session.to_owned(), m.clone());
+        Some(m)
+    }
+
+    /// Stops stamping `registered` on `session`'s events, unless a newer
+    /// registration (a session created again) replaced it.
+    pub fn forget_metadata(&self, session: &str, registered: &Arc<Metadata>) {
+        let mut map = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(session).is_some_and(|m| Arc::ptr_eq(m, registered)) {
+            map.remove(session);
+        }
+    }
+
+    fn metadata_of(&self, session: &str) -> Option<Arc<Metadata>> {
+        self.metadata
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(session)
+            .cloned()
+    }
+
     /// Sends `event` to every client in `session`'s room, without waiting,
     /// and to the relay.
     pub fn publish(&self, session: &str, event: &ServerEvent) {
@@ -423,7 +462,8 @@ impl Hub {
         if room.is_none() && relay.is_none() {
             return;
         }
-        let frame = Frame::from_host(session, event, self.host_id.as_deref());
+        let metadata = self.metadata_of(session);
+        let frame = Frame::from_host(session, event, self.host_id.as_deref(), metadata.as_deref());
         if let Some(room) = room {
             for client in room.values() {
                 client.push(frame.clone());

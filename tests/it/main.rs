@@ -10,6 +10,7 @@ mod dashboard;
 mod devkit;
 mod lifecycle;
 mod logins;
+mod metadata;
 mod mongo;
 mod mongo_sync;
 mod operations;

@@ -17,6 +17,17 @@ fn node_dir() -> PathBuf {
 }
 
 async fn run_flow(host: &TestHost, session: &str, key: Option<&str>, transport: &str) -> Value {
+    run_flow_with(host, session, key, transport, None).await
+}
+
+/// The flow, creating the session with `metadata`.
+pub(crate) async fn run_flow_with(
+    host: &TestHost,
+    session: &str,
+    key: Option<&str>,
+    transport: &str,
+    metadata: Option<&Value>,
+) -> Value {
     let out = tokio::process::Command::new("node")
         .current_dir(node_dir())
         .arg("frontend-flow.mjs")
@@ -24,6 +35,7 @@ async fn run_flow(host: &TestHost, session: &str, key: Option<&str>, transport: 
         .arg(session)
         .arg(key.unwrap_or(""))
         .arg(transport)
+        .arg(metadata.map(Value::to_string).unwrap_or_default())
         .output()
         .await
         .expect("node runs (is Node.js installed?)");
@@ -37,7 +49,7 @@ async fn run_flow(host: &TestHost, session: &str, key: Option<&str>, transport: 
     serde_json::from_str(text.lines().last().unwrap()).expect("summary JSON")
 }
 
-fn check(summary: &Value) {
+pub(crate) fn check(summary: &Value) {
     assert!(summary["qr"].as_u64().unwrap() >= 1, "{summary}");
     assert_eq!(summary["ready"], 1, "{summary}");
     let progress = summary["progress"].as_array().unwrap();

@@ -2,10 +2,11 @@
 // create a session over REST, join its room, wait for qr → ready → the
 // sync_chats sequence, then read the chats. Prints one JSON summary line.
 //
-// usage: node frontend-flow.mjs <baseUrl> <sessionId> [apiKey] [transport]
+// usage: node frontend-flow.mjs <baseUrl> <sessionId> [apiKey] [transport] [metadataJson]
 import { io } from "socket.io-client";
 
-const [base, sessionId, apiKey = "", transport = ""] = process.argv.slice(2);
+const [base, sessionId, apiKey = "", transport = "", metadataJson = ""] = process.argv.slice(2);
+const metadata = metadataJson ? JSON.parse(metadataJson) : undefined;
 const headers = { "content-type": "application/json" };
 if (apiKey) headers.authorization = `Bearer ${apiKey}`;
 const fail = (why) => { console.error(why); process.exit(1); };
@@ -15,24 +16,25 @@ const opts = { reconnection: false };
 if (apiKey) opts.query = { apiKey };
 if (transport) opts.transports = [transport];
 const socket = io(base, opts);
-const seen = { qr: 0, ready: 0, progress: [], complete: null, snapshot: null, errors: [] };
+const seen = { qr: 0, ready: 0, progress: [], complete: null, snapshot: null, errors: [], metadata: {} };
 
 socket.on("connect_error", (e) => fail(`connect_error: ${e.message}`));
 socket.on("connect", async () => {
   const r = await fetch(`${base}/whatsapp-web/session/${sessionId}`, {
     method: "POST",
     headers,
-    body: JSON.stringify({ simulator: { chats: 3, messagesPerChat: [50, 75, 100], qrEveryMs: 150, scanAfterMs: 400 } }),
+    body: JSON.stringify({ simulator: { chats: 3, messagesPerChat: [50, 75, 100], qrEveryMs: 150, scanAfterMs: 400 }, metadata }),
   });
   if (r.status !== 201) fail(`create: ${r.status} ${await r.text()}`);
   socket.emit("join-session", { sessionId });
 });
 socket.on("session_state", (s) => { seen.snapshot = s; });
-socket.on("qr", (q) => { if (q.sessionId === sessionId && q.qr) seen.qr++; });
-socket.on("ready", (r) => { if (r.sessionId === sessionId) seen.ready++; });
+socket.on("qr", (q) => { if (q.sessionId === sessionId && q.qr) seen.qr++; seen.metadata.qr = q.metadata; });
+socket.on("ready", (r) => { if (r.sessionId === sessionId) seen.ready++; seen.metadata.ready = r.metadata; });
 socket.on("error", (e) => seen.errors.push(e));
 socket.on("sync_chats", (p) => {
   seen.progress.push(p);
+  seen.metadata.syncChats = p.metadata;
   if (p.done) {
     // "Sync complete": read what was stored.
     setTimeout(async () => {
@@ -48,4 +50,4 @@ socket.on("sync_chats", (p) => {
     }, 50);
   }
 });
-socket.on("sync_complete", (c) => { seen.complete = c; });
+socket.on("sync_complete", (c) => { seen.complete = c; seen.metadata.syncComplete = c.metadata; });

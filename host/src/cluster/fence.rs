@@ -120,11 +120,26 @@ impl Fence {
 pub struct FencedStore {
     inner: Arc<dyn Store>,
     fence: Fence,
+    /// The session's metadata as JSON, stamped on its outbox events.
+    metadata: Option<serde_json::Value>,
 }
 
 impl FencedStore {
     pub fn new(inner: Arc<dyn Store>, fence: Fence) -> Self {
-        Self { inner, fence }
+        Self {
+            inner,
+            fence,
+            metadata: None,
+        }
+    }
+
+    /// Stamps the session's metadata (when it has any) on every outbox
+    /// event written through this store, as `metadata` in the event's
+    /// data: broker and webhook consumers get what WebSocket clients get.
+    pub fn with_metadata(mut self, metadata: &crate::domain::Metadata) -> Self {
+        self.metadata =
+            (!metadata.is_empty()).then(|| serde_json::to_value(metadata).unwrap_or_default());
+        self
     }
 
     fn run(&self, run: &SyncRun) -> StoreResult<SyncRun> {
@@ -139,6 +154,9 @@ impl FencedStore {
         if let Some(data) = ev.data.as_object_mut() {
             data.entry("hostId")
                 .or_insert_with(|| self.fence.host_id().into());
+            if let Some(m) = &self.metadata {
+                data.entry("metadata").or_insert_with(|| m.clone());
+            }
         }
         ev
     }

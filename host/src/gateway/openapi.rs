@@ -196,4 +196,24 @@ fn tighten(doc: &mut Value) {
     create["limitPerChat"]["minimum"] = json!(limits.start());
     create["limitPerChat"]["maximum"] = json!(limits.end());
     create["provider"]["enum"] = json!(["simulator", "webdriver", null]);
+    let metadata = json!({
+        "type": ["object", "null"],
+        "maxProperties": crate::domain::METADATA_MAX_ENTRIES,
+        "propertyNames": {
+            "pattern": "^[A-Za-z0-9_.-]{1,64}$",
+        },
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": crate::domain::METADATA_MAX_VALUE,
+        },
+        "description": "Your own labels, echoed in the session's snapshots, lists and every event (`metadata` in the event's data): at most 32 entries, keys 1-64 of letters, digits, `_`, `-`, `.`, values up to 512 bytes, 4 KiB in all.",
+    });
+    create["metadata"] = metadata.clone();
+    let snapshot = &mut doc["components"]["schemas"]["SessionSnapshot"]["properties"];
+    if snapshot.is_object() {
+        let mut m = metadata;
+        m["type"] = json!("object");
+        m["description"] = json!("The session's metadata; absent when it has none.");
+        snapshot["metadata"] = m;
+    }
 }

@@ -147,6 +147,7 @@ impl Protocol {
                     qr: None,
                     me: None,
                     sync: None,
+                    metadata: Default::default(),
                 });
             ServerEvent::SessionState(snap)
         });

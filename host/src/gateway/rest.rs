@@ -78,7 +78,13 @@ pub(super) fn json_object<T: DeserializeOwned>(
         return Err(bad("expected a JSON object {...}".into()));
     }
     whole_numbers(&mut value);
-    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." | "" => bad(e.inner().to_string()),
+            _ => bad(format!("{path}: {}", e.inner())),
+        }
+    })
 }
 
 /// Writes numbers such as `100.0` as the integers they are: JSON (and the
@@ -243,7 +249,7 @@ pub(super) async fn handle(
         Route::Dashboard => Ok(dashboard()),
         Route::Healthz => Ok(healthz()),
         Route::Readyz => Ok(readyz(gw).await),
-        Route::Sessions => list_sessions(gw).await,
+        Route::Sessions => list_sessions(gw, req.uri()).await,
         Route::Session { id } => {
             let id = session_id(&id)?;
             match method {
@@ -491,11 +497,48 @@ pub(super) fn healthz() -> Response<Body> {
 }
 
 /// Every session, live and stored.
+///
+/// Filter by metadata with any number of `metadata.KEY=VALUE` query
+/// parameters (e.g. `?metadata.team=sales&metadata.region=eu`): a session
+/// is listed when every one matches exactly. Other parameters are ignored.
 #[utoipa::path(get, path = "/whatsapp-web/sessions", tag = "sessions",
-    responses((status = 200, body = SessionList), (status = 401, body = Problem), (status = 503, body = Problem)))]
-pub(super) async fn list_sessions(gw: &Gateway) -> Result<Response<Body>, ApiError> {
-    let sessions = gw.sessions.list().await?;
+    responses((status = 200, body = SessionList),
+        (status = 400, description = "a `metadata.` filter names an invalid key (`invalid_query`)", body = Problem),
+        (status = 401, body = Problem), (status = 503, body = Problem)))]
+pub(super) async fn list_sessions(
+    gw: &Gateway,
+    uri: &http::Uri,
+) -> Result<Response<Body>, ApiError> {
+    let filter = metadata_filter(uri.query())?;
+    let mut sessions = gw.sessions.list().await?;
+    sessions.retain(|s| {
+        filter
+            .iter()
+            .all(|(k, v)| s.metadata.get(k).is_some_and(|have| have == v))
+    });
     Ok(json(StatusCode::OK, &SessionList { sessions }))
+}
+
+/// The `metadata.KEY=VALUE` pairs of a query.
+fn metadata_filter(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes());
+    let mut filter = Vec::new();
+    for (k, v) in pairs {
+        let Some(key) = k.strip_prefix("metadata.") else {
+            continue;
+        };
+        if !crate::domain::valid_metadata_key(key) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "metadata filter key {key:?} must be 1 to {} of letters, digits, '_', '-', '.'",
+                    crate::domain::METADATA_MAX_KEY
+                ),
+            ));
+        }
+        filter.push((key.to_owned(), v.into_owned()));
+    }
+    Ok(filter)
 }
 
 /// Creates and starts a session (idempotent: 200 if it already runs).

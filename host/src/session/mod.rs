@@ -53,6 +53,12 @@ pub struct CreateOptions {
     /// Options of the webdriver provider.
     #[schema(value_type = Option<Object>)]
     pub webdriver: Option<serde_json::Value>,
+    /// Your own labels, echoed in the session's snapshots, lists and every
+    /// event: at most 32 entries; keys 1–64 of letters, digits, `_`, `-`,
+    /// `.`; values up to 512 bytes; 4 KiB in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<HashMap<String, String>>)]
+    pub metadata: Option<crate::domain::Metadata>,
 }
 
 /// Errors the registry reports to the gateway.
@@ -177,6 +183,9 @@ impl Sessions {
 
     /// Checks a create body; the message names the bad field.
     pub fn validate(&self, opts: &CreateOptions) -> Result<String, SessionError> {
+        if let Some(m) = &opts.metadata {
+            crate::domain::validate_metadata(m).map_err(SessionError::BadRequest)?;
+        }
         if let Some(l) = opts.limit_per_chat
             && !LIMIT_PER_CHAT.contains(&l)
         {
@@ -320,6 +329,7 @@ impl Sessions {
         resume: Option<crate::domain::SyncRun>,
         fence: Fence,
     ) -> Handle {
+        let metadata = opts.metadata.clone().unwrap_or_default();
         let view = Arc::new(Mutex::new(SessionSnapshot {
             session_id: id.to_string(),
             status: SessionStatus::Starting,
@@ -327,18 +337,25 @@ impl Sessions {
             qr: None,
             me: None,
             sync: None,
+            metadata: metadata.clone(),
         }));
         let (tx, rx) = mpsc::channel(32);
         let exited = CancellationToken::new();
         // The actor writes through its lease's fence, and stops (as at a
         // host shutdown: a running sync stays resumable) when it is lost.
         let mut deps = self.deps.clone();
-        deps.store = Arc::new(FencedStore::new(self.deps.store.clone(), fence.clone()));
+        deps.store = Arc::new(
+            FencedStore::new(self.deps.store.clone(), fence.clone()).with_metadata(&metadata),
+        );
+        // Every event of the session carries its metadata: the live ones
+        // through the hub, the durable ones through the store above.
+        let registered = self.deps.hub.set_metadata(id.as_str(), &metadata);
         let spool = self.deps.spool_dir.as_ref().and_then(|dir| {
             spool::Spool::open(dir, &id)
                 .map_err(|e| tracing::warn!(session_id = %id, error = %e, "no live-message spool"))
                 .ok()
         });
+        let id_for_hub = id.to_string();
         let actor = actor::Actor {
             id,
             provider,
@@ -355,9 +372,14 @@ impl Sessions {
         };
         let done = exited.clone();
         let actors = self.deps.metrics.session_actors.clone();
+        let hub = self.deps.hub.clone();
+        let session = id_for_hub;
         actors.inc();
         self.tasks.spawn(async move {
             actor.run(rx).await;
+            if let Some(r) = registered {
+                hub.forget_metadata(&session, &r);
+            }
             actors.dec();
             done.cancel();
         });
@@ -702,5 +724,14 @@ fn snapshot_of(rec: &SessionRecord) -> SessionSnapshot {
         qr: None,
         me: rec.me.clone(),
         sync: None,
+        metadata: metadata_of(rec),
     }
+}
+
+/// The metadata of a stored session (kept in its create options).
+fn metadata_of(rec: &SessionRecord) -> crate::domain::Metadata {
+    rec.options
+        .get("metadata")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default()
 }
