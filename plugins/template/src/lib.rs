@@ -4,7 +4,8 @@
 //! docs/plugins.md and by `cargo doc -p wasync-plugin-sdk --open`.
 
 use wasync_plugin::{
-    Message, Outcome, PerInstance, PluginError, SyncContext, Transformer, Verdict, config, log, map_batch,
+    Message, Outcome, PerInstance, PluginError, SyncContext, Transformer, Verdict, config, log,
+    map_batch,
 };
 
 struct Settings {
@@ -35,9 +36,16 @@ impl Transformer for Plugin {
         if s.contains.is_empty() {
             return Err(PluginError::bad_config("config `contains` is empty"));
         }
-        log::debug(&format!("session {}: {} messages", ctx.session_id, msgs.len()));
+        log::debug(&format!(
+            "session {}: {} messages",
+            ctx.session_id,
+            msgs.len()
+        ));
         Ok(map_batch(msgs, |m| {
-            let hit = m.body.as_deref().is_some_and(|b| b.to_lowercase().contains(&s.contains));
+            let hit = m
+                .body
+                .as_deref()
+                .is_some_and(|b| b.to_lowercase().contains(&s.contains));
             Verdict::replace_if(hit && m.add_tag(&s.tag))
         }))
     }
@@ -49,25 +57,32 @@ wasync_plugin::export_transformer!(Plugin);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasync_plugin::testing;
+    use wasync_plugin::Level;
+    use wasync_plugin::testing::{self, Instance};
 
     /// The manifest's `[config]` (plugin.toml).
     const CONFIG: [(&str, &str); 2] = [("contains", "hello"), ("tag", "greeting")];
 
     #[test]
     fn tags_messages_containing_the_text() {
-        let msgs = testing::messages(&["Hello world", "goodbye"]);
-        let out = testing::with_config(&CONFIG, || Plugin::transform_batch(testing::context(), msgs)).unwrap();
-        match &out[0] {
-            Outcome::Replace(m) => assert_eq!(m.tags, ["greeting"]),
-            other => panic!("expected a replace, got {other:?}"),
-        }
+        let plugin = Instance::new(&CONFIG);
+        let msgs = testing::messages(&["Hello world", "goodbye"]); // ids m0, m1 in chat c1
+        let out = plugin
+            .run(|| Plugin::transform_batch(testing::context(), msgs))
+            .unwrap();
+        assert!(matches!(&out[0], Outcome::Replace(m) if m.tags == ["greeting"]));
         assert_eq!(out[1], Outcome::Keep);
+        assert_eq!(
+            plugin.logs(),
+            [(Level::Debug, "session s1: 2 messages".to_owned())]
+        );
     }
 
     #[test]
     fn an_empty_text_is_a_config_error() {
-        let err = testing::with_config(&[], || Plugin::transform_batch(testing::context(), testing::messages(&["hi"])));
+        let err = testing::with_config(&[], || {
+            Plugin::transform_batch(testing::context(), testing::messages(&["hi"]))
+        });
         assert_eq!(err.unwrap_err().code, "bad-config");
     }
 }
