@@ -29,17 +29,20 @@
 use crate::{BAD_CONFIG, PluginError};
 
 /// The value of `key` as the host gives it, or `None` when it is not set.
+#[inline]
 pub fn get(key: &str) -> Option<String> {
     crate::host::config_get(key)
 }
 
 /// The value of `key`, or `default` when it is not set.
+#[inline]
 pub fn string_or(key: &str, default: &str) -> String {
     get(key).unwrap_or_else(|| default.to_owned())
 }
 
 /// The items of a list: one per line (a TOML array arrives one item per
 /// line), trimmed, blank lines left out. Empty when `key` is not set.
+#[inline]
 pub fn list(key: &str) -> Vec<String> {
     get(key)
         .map(|v| {

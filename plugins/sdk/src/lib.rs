@@ -58,6 +58,10 @@
 //!   call the host's imports. Anywhere else (`cargo test`) the generated
 //!   imports are stubs that panic, so they read the config of the running
 //!   [`testing::Instance`] and capture its log lines instead.
+//! - **Small helpers are `#[inline]`.** Their code is then generated in the
+//!   plugin crate, next to the plugin's own uses of `String` and `Vec`,
+//!   instead of in this crate: measured, components come out up to 0.5 KB
+//!   smaller.
 //! - **Versioned with the WIT.** This crate's version is the contract's
 //!   (`wasync:plugin@0.1.0`); a new contract is a new SDK version.
 

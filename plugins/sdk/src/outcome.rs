@@ -9,12 +9,14 @@ pub const BAD_CONFIG: &str = "bad-config";
 
 impl Message {
     /// True when the message carries `tag`.
+    #[inline]
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
     }
 
     /// Adds `tag` unless the message already has it; true when it was added
     /// (so the message changed).
+    #[inline]
     pub fn add_tag(&mut self, tag: &str) -> bool {
         if self.has_tag(tag) {
             return false;
@@ -25,6 +27,7 @@ impl Message {
 
     /// The value of attribute `key`. The host keeps the last value of a
     /// repeated key, and so does this.
+    #[inline]
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.attributes
             .iter()
@@ -59,6 +62,7 @@ pub enum Verdict {
 impl Verdict {
     /// `Replace` when `changed`, else `Keep`: the usual end of a closure
     /// that changed the message only sometimes.
+    #[inline]
     pub fn replace_if(changed: bool) -> Self {
         if changed {
             Verdict::Replace
