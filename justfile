@@ -38,9 +38,14 @@ clippy:
 plugins:
     scripts/build-plugins.sh
 
-# Create a working plugin from the template: plugins/NAME.
+# Create a working plugin on the SDK from the template: plugins/NAME, built, with a test.
 plugin-new NAME:
     scripts/plugin-new.sh {{NAME}}
+
+# The plugin kit end to end: SDK and plugin tests; a plugin-new plugin built and checked (part of `test`).
+plugin-kit-check:
+    cargo build --workspace --all-targets
+    scripts/plugin-kit-check.sh
 
 # Benchmarks; `--quick` is the mode CI runs (scripts/test.sh, from the debug build).
 bench *ARGS:

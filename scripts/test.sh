@@ -24,6 +24,9 @@ export WASYNC_TEST_PLUGINS_DIR="$PWD/plugins/dist"
 # `wasync` binary): building the binary on its own would build the host
 # library a second time, with other features unified.
 cargo build --workspace --all-targets
+# The plugin kit: native tests of the SDK and the plugins, and a plugin from
+# plugin-new (in a throwaway copy) built and accepted by `wasync plugin check`.
+scripts/plugin-kit-check.sh
 cargo test --workspace --no-fail-fast
 # The benchmarks' smoke mode keeps the bench code working (no figures kept),
 # run from where cargo built it (CARGO_TARGET_DIR may point elsewhere).

@@ -8,12 +8,10 @@
 //!   case; a keyword may contain spaces (`"due date"`).
 //! - `prefix`: put before every tag (default none), e.g. `kw:`.
 
-use std::sync::OnceLock;
-
-use exports::wasync::plugin::message_transform::{Guest, Message, Outcome, PluginError, SyncContext};
-use wasync::plugin::host::{Level, config_get, log};
-
-wit_bindgen::generate!({ path: "../../wit", world: "transformer" });
+use wasync_plugin::{
+    Message, Outcome, PerInstance, PluginError, SyncContext, Transformer, Verdict, config, log,
+    map_batch,
+};
 
 struct Rule {
     tag: String,
@@ -37,25 +35,31 @@ fn parse_rules(raw: &str, prefix: &str) -> Result<Vec<Rule>, String> {
             .filter(|k| !k.is_empty())
             .collect();
         if tag.trim().is_empty() || keywords.is_empty() {
-            return Err(format!("rule {} needs a tag and at least one keyword", n + 1));
+            return Err(format!(
+                "rule {} needs a tag and at least one keyword",
+                n + 1
+            ));
         }
-        rules.push(Rule { tag: format!("{prefix}{}", tag.trim()), keywords });
+        rules.push(Rule {
+            tag: format!("{prefix}{}", tag.trim()),
+            keywords,
+        });
     }
     Ok(rules)
 }
 
-fn rules() -> &'static Result<Vec<Rule>, String> {
-    static R: OnceLock<Result<Vec<Rule>, String>> = OnceLock::new();
-    R.get_or_init(|| {
-        let prefix = config_get("prefix").unwrap_or_default();
-        let rules = parse_rules(&config_get("rules").unwrap_or_default(), &prefix);
-        if let Ok(r) = &rules {
-            if r.is_empty() {
-                log(Level::Warn, "no rules configured: every message is kept as is");
-            }
-        }
-        rules
-    })
+/// Parsed once per instance (the host makes one per chat); a bad rule fails
+/// every call of the instance with `bad-config`.
+static RULES: PerInstance<Result<Vec<Rule>, PluginError>> = PerInstance::new();
+
+fn read_rules() -> Result<Vec<Rule>, PluginError> {
+    let prefix = config::string_or("prefix", "");
+    let rules =
+        parse_rules(&config::string_or("rules", ""), &prefix).map_err(PluginError::bad_config)?;
+    if rules.is_empty() {
+        log::warn("no rules configured: every message is kept as is");
+    }
+    Ok(rules)
 }
 
 /// True when `kw` occurs in `hay` with no letter or digit right before or
@@ -65,8 +69,14 @@ fn contains_word(hay: &str, kw: &str) -> bool {
     while let Some(pos) = hay[from..].find(kw) {
         let start = from + pos;
         let end = start + kw.len();
-        let before_ok = hay[..start].chars().next_back().is_none_or(|c| !c.is_alphanumeric());
-        let after_ok = hay[end..].chars().next().is_none_or(|c| !c.is_alphanumeric());
+        let before_ok = hay[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric());
+        let after_ok = hay[end..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric());
         if before_ok && after_ok {
             return true;
         }
@@ -77,29 +87,129 @@ fn contains_word(hay: &str, kw: &str) -> bool {
 
 struct KeywordTagger;
 
-impl Guest for KeywordTagger {
+impl Transformer for KeywordTagger {
     fn transform_batch(_ctx: SyncContext, msgs: Vec<Message>) -> Result<Vec<Outcome>, PluginError> {
-        let rules = rules().as_ref().map_err(|e| PluginError {
-            code: "bad-config".to_owned(),
-            message: e.clone(),
-        })?;
-        Ok(msgs
-            .into_iter()
-            .map(|mut m| {
-                let Some(body) = m.body.as_deref().map(str::to_lowercase) else {
-                    return Outcome::Keep;
-                };
-                let mut added = false;
-                for rule in rules {
-                    if !m.tags.contains(&rule.tag) && rule.keywords.iter().any(|k| contains_word(&body, k)) {
-                        m.tags.push(rule.tag.clone());
-                        added = true;
-                    }
+        let rules = RULES.try_get_or_init(read_rules)?;
+        Ok(map_batch(msgs, |m| {
+            let Some(body) = m.body.as_deref().map(str::to_lowercase) else {
+                return Verdict::Keep;
+            };
+            let mut added = false;
+            for rule in rules {
+                if !m.has_tag(&rule.tag) && rule.keywords.iter().any(|k| contains_word(&body, k)) {
+                    m.add_tag(&rule.tag);
+                    added = true;
                 }
-                if added { Outcome::Replace(m) } else { Outcome::Keep }
-            })
-            .collect())
+            }
+            Verdict::replace_if(added)
+        }))
     }
 }
 
-export!(KeywordTagger);
+wasync_plugin::export_transformer!(KeywordTagger);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasync_plugin::Level;
+    use wasync_plugin::testing::{self, Instance};
+
+    const MANIFEST_RULES: &str = "urgent: urgent, asap, emergency\nbilling: invoice, payment, refund\nmeeting: meeting, call me, due date";
+
+    fn tags(out: &[Outcome]) -> Vec<Vec<String>> {
+        out.iter()
+            .map(|o| match o {
+                Outcome::Replace(m) => m.tags.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tags_whole_words_in_any_case() {
+        let msgs = testing::messages(&[
+            "URGENT: the invoice is wrong",
+            "an urgently worded note",
+            "can we set a due date?",
+        ]);
+        let out = testing::with_config(&[("rules", MANIFEST_RULES)], || {
+            KeywordTagger::transform_batch(testing::context(), msgs)
+        });
+        let out = out.unwrap();
+        assert_eq!(
+            tags(&out),
+            [vec!["urgent", "billing"], vec![], vec!["meeting"]]
+        );
+        assert_eq!(out[1], Outcome::Keep);
+    }
+
+    #[test]
+    fn prefix_comments_and_existing_tags() {
+        let config = [("rules", "# a comment\n\nurgent: asap"), ("prefix", "kw:")];
+        let tagged = Message {
+            tags: vec!["kw:urgent".into()],
+            ..testing::message("asap!")
+        };
+        let no_body = Message {
+            body: None,
+            ..testing::message("")
+        };
+        let msgs = vec![testing::message("ASAP please"), tagged, no_body];
+        let out = testing::with_config(&config, || {
+            KeywordTagger::transform_batch(testing::context(), msgs)
+        })
+        .unwrap();
+        assert_eq!(tags(&out), [vec!["kw:urgent"], vec![], vec![]]);
+        assert_eq!(out[1..], [Outcome::Keep, Outcome::Keep]);
+    }
+
+    #[test]
+    fn a_bad_rule_fails_every_call_with_bad_config() {
+        let plugin = Instance::new(&[("rules", "urgent: asap\nno colon here")]);
+        for _ in 0..2 {
+            let err = plugin
+                .run(|| {
+                    KeywordTagger::transform_batch(testing::context(), testing::messages(&["x"]))
+                })
+                .unwrap_err();
+            assert_eq!(err.code, "bad-config");
+            assert_eq!(
+                err.message,
+                "rule 2 has no ':' (want `tag: kw, kw`): \"no colon here\""
+            );
+        }
+        let err = testing::with_config(&[("rules", "urgent: ,")], || read_rules().err()).unwrap();
+        assert_eq!(err.message, "rule 1 needs a tag and at least one keyword");
+    }
+
+    #[test]
+    fn no_rules_keeps_everything_and_warns_once_per_instance() {
+        let plugin = Instance::new(&[]);
+        for _ in 0..2 {
+            let out = plugin.run(|| {
+                KeywordTagger::transform_batch(testing::context(), testing::messages(&["urgent"]))
+            });
+            assert_eq!(out.unwrap(), [Outcome::Keep]);
+        }
+        assert_eq!(
+            plugin.logs(),
+            [(
+                Level::Warn,
+                "no rules configured: every message is kept as is".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn word_boundaries() {
+        assert!(contains_word("call me maybe", "call me"));
+        assert!(contains_word("(asap)", "asap"));
+        assert!(contains_word("ünïcode asap", "asap"));
+        assert!(!contains_word("urgently", "urgent"));
+        assert!(!contains_word("näsap", "asap"));
+        assert!(
+            contains_word("asapx asap", "asap"),
+            "a later whole-word hit counts"
+        );
+    }
+}
