@@ -95,6 +95,23 @@ impl Frame {
     }
 }
 
+/// A frame's text as the bytes every client's socket writes: one buffer,
+/// shared, never copied per client.
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl Frame {
+    /// The text as shared bytes (no copy).
+    pub fn bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(SharedText(self.text.clone()))
+    }
+}
+
 /// What the hub refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
@@ -506,6 +523,15 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_client_writes_the_one_serialized_buffer() {
+        let f = Frame::new(Some("s"), &ServerEvent::Pong {});
+        let (a, b) = (f.clone().bytes(), f.bytes());
+        assert_eq!(a.as_ptr(), f.text.as_ptr(), "no copy per client");
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        assert_eq!(&a[..], f.text.as_bytes());
+    }
+
     use super::*;
     use crate::domain::{SyncPhase, SyncProgress};
 

@@ -1,10 +1,16 @@
 //! P4 (WebSocket fan-out) and P6 (REST under many concurrent syncs).
 //!
-//! Both run a real host in this process with real clients over loopback.
+//! Both run a real host in this process. P4's 1,000 WebSocket clients run
+//! in a child process (`bench --child fanout-clients ...`), so the row
+//! measures the server, not the load generator sharing its runtime: the
+//! machine has two cores and the clients still use them, but as another
+//! process, as a frontend's users would.
+//!
 //! P4's latency is measured from the moment the sync published each event
 //! (the hub stamps its frames; an in-process subscriber of the same hub
-//! collects the stamps): a client's latency for event `seq` is when it read
-//! the frame minus when the event was published.
+//! collects the stamps) to the moment a client read it, both on the wall
+//! clock (one machine, one clock): a client's latency for event `seq` is
+//! its read time minus the event's publish time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
 use wasync::domain::ServerEvent;
 use wasync_tests::{HostOptions, TestHost};
@@ -98,6 +105,57 @@ async fn sync_once(http: &reqwest::Client, base: &str, id: &str) -> f64 {
     (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()) as f64
 }
 
+/// Microseconds since the Unix epoch, on the wall clock.
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The child side of P4: `n` WebSocket clients join `session` at `ws_url`,
+/// say `joined` on a line, read until `sync_complete` and print, as one
+/// JSON line, each progress event's read times (`{"seq": [µs, ...]}`).
+pub async fn clients(ws_url: &str, session: &str, n: usize) -> Value {
+    let mut joined = Vec::new();
+    for _ in 0..n {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("ws");
+        ws.send(Message::Text(
+            json!({"event": "join-session", "data": {"sessionId": session}})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .expect("join");
+        joined.push(ws);
+    }
+    let mut tasks = Vec::new();
+    for mut ws in joined {
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(t) = m {
+                    let at = wall_us();
+                    if t.contains("\"sync_complete\"") {
+                        break;
+                    }
+                    if let Some(seq) = seq_of(t.as_str()) {
+                        got.push((seq, at));
+                    }
+                }
+            }
+            got
+        }));
+    }
+    println!("joined");
+    let mut by_seq: HashMap<u64, Vec<u64>> = HashMap::new();
+    for t in tasks {
+        for (seq, at) in t.await.expect("client") {
+            by_seq.entry(seq).or_default().push(at);
+        }
+    }
+    json!(by_seq)
+}
+
 /// P4 results.
 pub struct FanOut {
     pub clients: usize,
@@ -123,7 +181,7 @@ pub async fn p4(quick: bool) -> FanOut {
     .await;
     wait_ready(&http, &base, "fan").await;
 
-    // The reference subscriber.
+    // The reference subscriber: publish times on the wall clock.
     let hub = host.app().hub();
     let reference = hub.connect().expect("a client slot");
     hub.join(&reference, "fan", || ServerEvent::Pong {})
@@ -135,55 +193,56 @@ pub async fn p4(quick: bool) -> FanOut {
                 break;
             }
             if let Some(seq) = seq_of(&f.text) {
-                at.insert(seq, f.published);
+                let published = wall_us().saturating_sub(f.published.elapsed().as_micros() as u64);
+                at.insert(seq, published);
             }
         }
         at
     });
 
-    // The clients: connect and join all before the sync starts.
+    // The clients, in their own process: connected and joined before the
+    // sync starts.
     let ws_url = format!("{}/ws", base.replacen("http", "ws", 1));
-    let mut joined = Vec::new();
-    for _ in 0..n_clients {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("ws");
-        ws.send(Message::Text(
-            r#"{"event":"join-session","data":{"sessionId":"fan"}}"#.into(),
-        ))
-        .await
-        .expect("join");
-        joined.push(ws);
-    }
-    let mut tasks = Vec::new();
-    for mut ws in joined {
-        tasks.push(tokio::spawn(async move {
-            let mut got = Vec::new();
-            while let Some(Ok(m)) = ws.next().await {
-                if let Message::Text(t) = m {
-                    if t.contains("\"sync_complete\"") {
-                        break;
-                    }
-                    if let Some(seq) = seq_of(t.as_str()) {
-                        got.push((seq, Instant::now()));
-                    }
-                }
-            }
-            got
-        }));
-    }
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("own path"))
+        .args([
+            "--child",
+            "fanout-clients",
+            &ws_url,
+            "fan",
+            &n_clients.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the clients' process");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next_line().await.expect("read").unwrap_or_default();
+    assert_eq!(first, "joined", "the clients' process did not join");
     tokio::time::sleep(Duration::from_millis(200)).await;
     sync_once(&http, &base, "fan").await;
     let at = ref_task.await.expect("reference");
+    let mut result = String::new();
+    while let Some(l) = lines.next_line().await.expect("read") {
+        result = l;
+    }
+    assert!(
+        child.wait().await.expect("clients").success(),
+        "the clients' process failed"
+    );
+    let reads: HashMap<String, Vec<u64>> = serde_json::from_str(&result).expect("clients' JSON");
     let mut lat = Vec::new();
     let mut missed = 0u64;
-    for t in tasks {
-        let got = t.await.expect("client");
-        missed += (at.len() - got.len().min(at.len())) as u64;
-        for (seq, when) in got {
-            if let Some(r) = at.get(&seq) {
-                lat.push(when.saturating_duration_since(*r).as_secs_f64() * 1000.0);
-            }
+    let mut per_client_reads = 0usize;
+    for (seq, times) in &reads {
+        let Some(published) = seq.parse().ok().and_then(|s: u64| at.get(&s)) else {
+            continue;
+        };
+        per_client_reads += times.len();
+        for t in times {
+            lat.push(t.saturating_sub(*published) as f64 / 1000.0);
         }
     }
+    missed += (at.len() * n_clients).saturating_sub(per_client_reads) as u64;
     lat.sort_by(|a, b| a.total_cmp(b));
 
     // Sync time with one client that never reads, against none.

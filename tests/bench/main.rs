@@ -175,6 +175,11 @@ fn main() {
                 let row = rt.block_on(mongo_row_sized(chats, per)).expect("row");
                 json!({"measure": row.measure, "baseline": row.baseline, "result": row.result})
             }
+            // P4's clients: `bench --child fanout-clients WS_URL SESSION N`.
+            Some("fanout-clients") => {
+                let n: usize = child_args[3].parse().expect("clients");
+                rt.block_on(fanout::clients(&child_args[1], &child_args[2], n))
+            }
             other => panic!("unknown child measure {other:?}"),
         };
         println!("{v}");

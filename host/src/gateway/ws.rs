@@ -129,8 +129,13 @@ pub(super) fn is_upgrade(headers: &http::HeaderMap) -> bool {
 /// Most frames written per flush.
 const WRITE_BATCH: usize = 64;
 
+/// The frame as a text message over the hub's one buffer: serialized once
+/// per event, shared by every client (the check is UTF-8 validation of
+/// text that is a `str` already, so it cannot fail).
 fn text_message(frame: &crate::hub::Frame) -> Message {
-    Message::Text(Utf8Bytes::from(frame.text.as_ref()))
+    Message::Text(
+        Utf8Bytes::try_from(frame.bytes()).unwrap_or_else(|_| Utf8Bytes::from(frame.text.as_ref())),
+    )
 }
 
 #[tracing::instrument(name = "gateway.ws", skip_all)]
