@@ -237,7 +237,6 @@ mod tests {
                     (State::Ready { .. }, _) => false,
                     (_, Input::AuthFailure { .. }) => true,
                     (_, Input::Ready { .. }) => true,
-                    _ => false,
                 };
                 assert_eq!(got.is_some(), expect_some, "{s:?} + {i:?} -> {got:?}");
             }
