@@ -4,7 +4,7 @@
 //
 // usage: node frontend-flow.mjs <baseUrl> <sessionId> [apiKey] [transport] [metadataJson] [loginJson]
 // (with loginJson the session links with a pairing code: counted as
-// `pairingCode`, each one's `code` kept in `codes`)
+// `pairingCode`, each one's `[code, attempt]` kept in `codes`)
 import { io } from "socket.io-client";
 
 const [base, sessionId, apiKey = "", transport = "", metadataJson = "", loginJson = ""] = process.argv.slice(2);
@@ -33,7 +33,7 @@ socket.on("connect", async () => {
 });
 socket.on("session_state", (s) => { seen.snapshot = s; });
 socket.on("qr", (q) => { if (q.sessionId === sessionId && q.qr) seen.qr++; seen.metadata.qr = q.metadata; });
-socket.on("pairing_code", (c) => { if (c.sessionId === sessionId && c.code) { seen.pairingCode++; seen.codes.push(c.code); } seen.metadata.pairingCode = c.metadata; });
+socket.on("pairing_code", (c) => { if (c.sessionId === sessionId && c.code) { seen.pairingCode++; seen.codes.push([c.code, c.attempt]); } seen.metadata.pairingCode = c.metadata; });
 socket.on("ready", (r) => { if (r.sessionId === sessionId) seen.ready++; seen.metadata.ready = r.metadata; });
 socket.on("error", (e) => seen.errors.push(e));
 socket.on("sync_chats", (p) => {
