@@ -1,7 +1,8 @@
 //! The provider port: a WhatsApp account as the host sees it.
 //!
 //! A [`Provider`] starts one [`WhatsAppClient`] per session. The client
-//! reports the login lifecycle (QR codes, authentication, readiness, live
+//! reports the login lifecycle (QR codes, or pairing codes for a session
+//! that links with a phone number; authentication, readiness, live
 //! messages, disconnection) as [`ClientEvent`]s on a channel the session
 //! actor owns, and answers the sync's two questions: which chats exist, and
 //! what are a chat's newest messages.
