@@ -223,6 +223,138 @@ pub struct QrCode {
     pub expires_at: i64,
 }
 
+/// A pairing code waiting to be typed on the phone: WhatsApp's "link with
+/// phone number" alternative to scanning a QR code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingCode {
+    /// The 8 characters as WhatsApp Web shows them, `ABCD-EFGH`; the phone
+    /// takes them with or without the dash.
+    #[schema(example = "K7QP-3MXA")]
+    pub code: String,
+    /// 1 for the first code of a login, +1 per refresh.
+    pub attempt: u32,
+    /// When the phone will no longer accept this code, ms.
+    pub expires_at: i64,
+}
+
+impl PairingCode {
+    /// Writes 8 code characters the way WhatsApp Web shows them
+    /// (`ABCDEFGH` → `ABCD-EFGH`); anything else is kept as it came, since
+    /// the page, not the host, decides what a code looks like.
+    pub fn display(raw: &str) -> String {
+        let chars: String = raw
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if chars.len() == 8 {
+            format!("{}-{}", &chars[..4], &chars[4..])
+        } else {
+            raw.trim().to_owned()
+        }
+    }
+}
+
+/// A phone number in international form, normalised to `+` and 7 to 15
+/// digits (E.164: country code first, no leading zero).
+///
+/// People paste numbers as they see them (`+49 151 234-5678`), so spaces
+/// and dashes are dropped; anything else (letters, dots, brackets, a
+/// national `0151…` without country code) is refused rather than guessed,
+/// because a wrong guess links nothing and says why nowhere.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct PhoneNumber(String);
+
+/// Longest phone number accepted as written (with its spaces and dashes).
+pub const PHONE_NUMBER_MAX_LEN: usize = 32;
+
+impl PhoneNumber {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let refuse = || {
+            format!(
+                "must be '+', the country code and the number: 7 to 15 digits in all (spaces and dashes are ignored), e.g. \"+49 151 2345678\"; got {:?}",
+                raw.chars()
+                    .take(PHONE_NUMBER_MAX_LEN + 8)
+                    .collect::<String>()
+            )
+        };
+        if raw.len() > PHONE_NUMBER_MAX_LEN {
+            return Err(refuse());
+        }
+        let Some(rest) = raw.strip_prefix('+') else {
+            return Err(refuse());
+        };
+        let digits: String = rest.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+        if !(7..=15).contains(&digits.len())
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.starts_with('0')
+        {
+            return Err(refuse());
+        }
+        Ok(Self(format!("+{digits}")))
+    }
+
+    /// `+` and the digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The digits alone, as WhatsApp ids spell a number.
+    pub fn digits(&self) -> &str {
+        &self.0[1..]
+    }
+}
+
+impl<'de> Deserialize<'de> for PhoneNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        PhoneNumber::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a session links its WhatsApp account when it has no stored login:
+/// the create body's `login`. Absent: a QR code to scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginOptions {
+    /// Link with a pairing code for this number instead of a QR code: the
+    /// account's own number, `+` and country code first; spaces and dashes
+    /// are dropped (stored and echoed as `+4915123456789`).
+    #[schema(value_type = String, pattern = r"^\+[0-9 -]+$", max_length = 32, example = "+49 151 2345678")]
+    pub phone_number: PhoneNumber,
+}
+
+impl<'de> Deserialize<'de> for LoginOptions {
+    /// Only from an object: serde's derive would also read `["+49…"]` as
+    /// this struct, which no client means.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct Fields {
+            phone_number: PhoneNumber,
+        }
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = LoginOptions;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"an object {"phoneNumber": "+…"}"#)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<LoginOptions, A::Error> {
+                let f = Fields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(LoginOptions {
+                    phone_number: f.phone_number,
+                })
+            }
+        }
+        d.deserialize_map(Object)
+    }
+}
+
 /// Where a sync run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -439,7 +571,8 @@ impl OutboxEvent {
 pub enum SessionStatus {
     /// The provider is starting (browser launching, page loading).
     Starting,
-    /// Waiting for the phone to scan a QR code.
+    /// Waiting for the phone to link this device: to scan a QR code, or
+    /// (a session created with `login.phoneNumber`) to enter a pairing code.
     Qr,
     /// Scanned; the account is loading.
     Authenticated,
@@ -503,6 +636,10 @@ pub struct SessionSnapshot {
     pub provider: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qr: Option<QrCode>,
+    /// The pending pairing code of a session that links with a phone
+    /// number (status `qr`, and no `qr` then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing_code: Option<PairingCode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub me: Option<Me>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -526,6 +663,14 @@ pub enum ServerEvent {
     Qr {
         session_id: String,
         qr: String,
+        attempt: u32,
+        expires_at: i64,
+    },
+    /// A session that links with a phone number shows this code instead
+    /// of QR codes (repeated as it is refreshed).
+    PairingCode {
+        session_id: String,
+        code: String,
         attempt: u32,
         expires_at: i64,
     },
@@ -646,6 +791,16 @@ mod tests {
             serde_json::to_value(&ev).unwrap(),
             serde_json::json!({"event": "qr", "data": {"sessionId": "s", "qr": "q", "attempt": 2, "expiresAt": 5}})
         );
+        let ev = ServerEvent::PairingCode {
+            session_id: "s".into(),
+            code: "ABCD-EFGH".into(),
+            attempt: 1,
+            expires_at: 5,
+        };
+        assert_eq!(
+            serde_json::to_value(&ev).unwrap(),
+            serde_json::json!({"event": "pairing_code", "data": {"sessionId": "s", "code": "ABCD-EFGH", "attempt": 1, "expiresAt": 5}})
+        );
         let ev = ServerEvent::Error {
             code: "bad_json".into(),
             message: "m".into(),
@@ -655,6 +810,73 @@ mod tests {
             serde_json::to_value(ServerEvent::Pong {}).unwrap(),
             serde_json::json!({"event": "pong", "data": {}})
         );
+    }
+
+    #[test]
+    fn phone_numbers_are_normalised_or_refused() {
+        for (raw, want) in [
+            ("+4915123456789", "+4915123456789"),
+            ("+49 151 234-5678", "+491512345678"),
+            ("+1-555-0100-12", "+1555010012"),
+            ("+1234567", "+1234567"),
+            ("+123456789012345", "+123456789012345"),
+        ] {
+            assert_eq!(PhoneNumber::parse(raw).unwrap().as_str(), want, "{raw}");
+        }
+        for bad in [
+            "",
+            "+",
+            "4915123456789",
+            "0049 151 2345678",
+            "+0151 2345678",
+            "+123456",
+            "+1234567890123456",
+            "+49 (151) 2345678",
+            "+49.151.2345678",
+            "+49151234567x",
+            "+４９１５１２３４５６７",
+            "+49\n1512345678",
+            &format!("+49{}1512345678", " ".repeat(40)),
+        ] {
+            let err = PhoneNumber::parse(bad).expect_err(bad);
+            assert!(err.contains("7 to 15 digits"), "{err}");
+        }
+        assert_eq!(
+            PhoneNumber::parse("+49 151-2345678").unwrap().digits(),
+            "491512345678"
+        );
+    }
+
+    #[test]
+    fn login_options_come_from_an_object_only() {
+        let ok: LoginOptions =
+            serde_json::from_value(serde_json::json!({"phoneNumber": "+49 151 2345678"})).unwrap();
+        assert_eq!(ok.phone_number.as_str(), "+491512345678");
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap(),
+            serde_json::json!({"phoneNumber": "+491512345678"})
+        );
+        for bad in [
+            serde_json::json!(["+491512345678"]),
+            serde_json::json!("+491512345678"),
+            serde_json::json!({}),
+            serde_json::json!({"phoneNumber": "+49", "x": 1}),
+            serde_json::json!({"phoneNumber": 491512345678u64}),
+            serde_json::json!({"phoneNumber": "0151 2345678"}),
+        ] {
+            assert!(
+                serde_json::from_value::<LoginOptions>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn pairing_codes_show_as_whatsapp_web_does() {
+        assert_eq!(PairingCode::display("abcd1234"), "ABCD-1234");
+        assert_eq!(PairingCode::display("ABCD-EFGH"), "ABCD-EFGH");
+        assert_eq!(PairingCode::display("A,B,C,D,E,F,G,H"), "ABCD-EFGH");
+        assert_eq!(PairingCode::display(" odd "), "odd");
     }
 
     #[test]

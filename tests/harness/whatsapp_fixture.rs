@@ -4,9 +4,11 @@
 //! that imitates the part of WhatsApp Web the provider touches: a
 //! `window.require` registry with event-emitting Socket / Conn / Cmd and
 //! Chat / Msg collections, `window.Debug.VERSION`, a rotating QR, seeded
-//! chats with paged history behind `loadEarlierMsgs`. The test plays the
-//! phone through control endpoints (`POST /control/<command>`) that the page
-//! polls: scan, message, ack, state, logout, reload. Page behaviour that a
+//! chats with paged history behind `loadEarlierMsgs`, and WhatsApp Web's
+//! "link with phone number" screens (a link under the QR, a phone number
+//! form, an 8-character code that is replaced now and then). The test plays
+//! the phone through control endpoints (`POST /control/<command>`) that the
+//! page polls: scan, enterCode, message, ack, state, logout, reload. Page behaviour that a
 //! test switches (the `loadEarlierMsgs` call style, a module to remove, QR
 //! timing) is set with [`WhatsAppFixture::configure`] and applies to pages
 //! loaded after it. Login survives a browser restart with the same profile
@@ -248,8 +250,10 @@ pub struct PageConfig {
     pub missing_module: Option<String>,
     /// QR rotation period.
     pub qr_every_ms: u64,
-    /// Codes shown before the QR goes idle (retry button).
+    /// Codes (QR or pairing) shown before the page goes idle (retry button).
     pub qr_rotations: u32,
+    /// Pairing code refresh period.
+    pub pairing_code_every_ms: u64,
     /// Messages loaded with a chat before any `loadEarlierMsgs`.
     pub initial_loaded: u32,
     /// Messages per `loadEarlierMsgs` page.
@@ -263,6 +267,7 @@ impl Default for PageConfig {
             missing_module: None,
             qr_every_ms: 700,
             qr_rotations: 4,
+            pairing_code_every_ms: 3_000,
             initial_loaded: 5,
             page_size: 10,
         }
@@ -355,6 +360,12 @@ impl WhatsAppFixture {
     /// The phone scans the current QR code.
     pub async fn scan(&self) {
         self.control("scan", json!({})).await;
+    }
+
+    /// The phone's user types `code` (the page refuses one it does not
+    /// show, and reports either way).
+    pub async fn enter_code(&self, code: &str) {
+        self.control("enterCode", json!({ "code": code })).await;
     }
 
     /// A message arrives in `chat_id`; returns its id.
@@ -480,6 +491,7 @@ async fn handle(
                 "missingModule": c.missing_module,
                 "qrEveryMs": c.qr_every_ms,
                 "qrRotations": c.qr_rotations,
+                "pairingCodeEveryMs": c.pairing_code_every_ms,
                 "initialLoaded": c.initial_loaded,
                 "pageSize": c.page_size,
                 "controlCursor": s.commands.len(),

@@ -129,6 +129,55 @@ async fn bad_bodies_are_rejected() {
             "unknown field",
         ),
         (
+            "application/json",
+            br#"{"login": "+491512345678"}"#.to_vec(),
+            400,
+            "bad_json",
+            "login",
+        ),
+        (
+            "application/json",
+            br#"{"login": ["+491512345678"]}"#.to_vec(),
+            400,
+            "bad_json",
+            "login",
+        ),
+        (
+            "application/json",
+            br#"{"login": {}}"#.to_vec(),
+            400,
+            "bad_json",
+            "phoneNumber",
+        ),
+        (
+            "application/json",
+            br#"{"login": {"phoneNumber": "+491512345678", "pin": 1}}"#.to_vec(),
+            400,
+            "bad_json",
+            "unknown field",
+        ),
+        (
+            "application/json",
+            br#"{"login": {"phoneNumber": "0151 2345678"}}"#.to_vec(),
+            400,
+            "bad_json",
+            "login.phoneNumber",
+        ),
+        (
+            "application/json",
+            br#"{"login": {"phoneNumber": "+49 (151) 2345678"}}"#.to_vec(),
+            400,
+            "bad_json",
+            "login.phoneNumber",
+        ),
+        (
+            "application/json",
+            br#"{"login": {"phoneNumber": 491512345678}}"#.to_vec(),
+            400,
+            "bad_json",
+            "login.phoneNumber",
+        ),
+        (
             "text/plain",
             b"hello".to_vec(),
             415,
@@ -363,6 +412,34 @@ async fn problem_status_is_the_http_status() {
     let (s, ct, b) = raw(&host, "GET", "/whatsapp-web/session/done/qr", None).await;
     assert_problem(s, &ct, &b, 404, "no_qr");
     assert_eq!(b["sessionStatus"], "ready", "{b}");
+    // A QR session has no pairing code; the 404 says where its code is.
+    let (s, ct, b) = raw(
+        &host,
+        "GET",
+        "/whatsapp-web/session/waiting/pairing-code",
+        None,
+    )
+    .await;
+    assert_problem(s, &ct, &b, 404, "no_pairing_code");
+    assert_eq!(b["sessionStatus"], "qr", "{b}");
+    assert!(b["detail"].as_str().unwrap().contains("/qr"), "{b}");
+    let (s, ct, b) = raw(
+        &host,
+        "GET",
+        "/whatsapp-web/session/done/pairing-code",
+        None,
+    )
+    .await;
+    assert_problem(s, &ct, &b, 404, "no_pairing_code");
+    assert_eq!(b["sessionStatus"], "ready", "{b}");
+    let (s, ct, b) = raw(
+        &host,
+        "GET",
+        "/whatsapp-web/session/ghost/pairing-code",
+        None,
+    )
+    .await;
+    assert_problem(s, &ct, &b, 404, "not_found");
     host.stop().await;
 }
 

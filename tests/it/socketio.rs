@@ -28,6 +28,18 @@ pub(crate) async fn run_flow_with(
     transport: &str,
     metadata: Option<&Value>,
 ) -> Value {
+    run_flow_login(host, session, key, transport, metadata, None).await
+}
+
+/// The flow, creating the session with `metadata` and `login`.
+async fn run_flow_login(
+    host: &TestHost,
+    session: &str,
+    key: Option<&str>,
+    transport: &str,
+    metadata: Option<&Value>,
+    login: Option<&Value>,
+) -> Value {
     let out = tokio::process::Command::new("node")
         .current_dir(node_dir())
         .arg("frontend-flow.mjs")
@@ -36,6 +48,7 @@ pub(crate) async fn run_flow_with(
         .arg(key.unwrap_or(""))
         .arg(transport)
         .arg(metadata.map(Value::to_string).unwrap_or_default())
+        .arg(login.map(Value::to_string).unwrap_or_default())
         .output()
         .await
         .expect("node runs (is Node.js installed?)");
@@ -94,6 +107,41 @@ async fn the_original_frontend_flow_works_over_socket_io() {
             .unwrap()
             .contains("wasync_clients{transport=\"socketio\"}")
     );
+    host.stop().await;
+}
+
+/// A frontend that links with a phone number gets `pairing_code` events
+/// (never `qr`) over Socket.IO, with the session's metadata, then the
+/// same flow.
+#[tokio::test]
+async fn socket_io_gets_pairing_codes() {
+    let host = TestHost::spawn().await;
+    let summary = run_flow_login(
+        &host,
+        "sio-pair",
+        None,
+        "websocket",
+        Some(&serde_json::json!({"team": "sio"})),
+        Some(&serde_json::json!({"phoneNumber": "+49 151 2345678"})),
+    )
+    .await;
+    assert_eq!(summary["qr"], 0, "{summary}");
+    assert!(summary["pairingCode"].as_u64().unwrap() >= 1, "{summary}");
+    let phone = wasync::domain::PhoneNumber::parse("+491512345678").unwrap();
+    for c in summary["codes"].as_array().unwrap() {
+        let attempt = c[1].as_u64().unwrap() as u32;
+        assert_eq!(
+            c[0],
+            wasync::browser::simulator::pairing_code(1, &phone, attempt),
+            "{summary}"
+        );
+    }
+    assert_eq!(
+        summary["metadata"]["pairingCode"]["team"], "sio",
+        "{summary}"
+    );
+    assert_eq!(summary["ready"], 1, "{summary}");
+    assert_eq!(summary["complete"]["totalMessagesSynced"], 225, "{summary}");
     host.stop().await;
 }
 

@@ -661,3 +661,114 @@ async fn webdriver_a_silent_endpoint_neither_hangs_the_start_nor_the_delete() {
     host.stop().await;
     held.abort();
 }
+
+/// WhatsApp Web's "link with phone number" flow, driven through the
+/// fixture's screens: the host opens the phone login, types the number
+/// (the page reports what it got), reads each code the page shows (a new
+/// one when it is replaced) and never shows a QR code. A host restart
+/// before the link asks for a new pairing code, not a QR; the code read
+/// from `GET .../pairing-code` is the one the page takes (a wrong one it
+/// refuses), and the rest is the QR lifecycle: ready, an exact sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdriver_pairing_code_login_and_restart() {
+    let fixture = WhatsAppFixture::start().await;
+    fixture.configure(|c| {
+        c.pairing_code_every_ms = 2_500;
+        c.qr_rotations = 40;
+    });
+    let mut host = host_for(&fixture).await;
+    let id = "wd-pair";
+    let mut body = create_body(20, json!({}));
+    body["login"] = json!({"phoneNumber": "+49 151 0000-0000"});
+    let (status, snap) = host
+        .post(&format!("/whatsapp-web/session/{id}"), body)
+        .await;
+    assert_eq!(status, 201, "{snap}");
+    let mut ws = host.ws().await;
+    ws.join(id).await;
+    let pairing = |e: &Value| e["event"] == "pairing_code";
+    let no_qr = |evs: &[Value]| {
+        assert!(evs.iter().all(|e| e["event"] != "qr"), "a QR code: {evs:?}");
+    };
+    let mut codes = Vec::new();
+    while codes.len() < 2 {
+        let evs = wait_for(&mut ws, LONG, "pairing_code", pairing).await;
+        no_qr(&evs);
+        let c = evs.last().unwrap()["data"].clone();
+        let code = c["code"].as_str().unwrap();
+        assert_eq!((code.len(), &code[4..5]), (9, "-"), "ABCD-EFGH: {code}");
+        assert!(c["expiresAt"].as_i64().unwrap() > wasync::domain::now_ms());
+        codes.push(c);
+    }
+    assert_eq!(codes[0]["attempt"], 1, "{codes:?}");
+    assert_eq!(codes[1]["attempt"], 2, "{codes:?}");
+    assert_ne!(codes[0]["code"], codes[1]["code"], "the page replaced it");
+    assert!(
+        fixture
+            .reports()
+            .contains(&json!({"phoneNumber": "+4915100000000"})),
+        "the page got the normalised number: {:?}",
+        fixture.reports()
+    );
+    let (s, no) = host.get(&format!("/whatsapp-web/session/{id}/qr")).await;
+    assert_eq!((s, no["code"].as_str()), (404, Some("no_qr")), "{no}");
+    drop(ws);
+
+    // A restart before the link: the stored login body asks for a new
+    // pairing code (attempt 1 again, a new browser), not a QR code.
+    host.restart().await;
+    let mut ws = host.ws().await;
+    let snap = ws.join(id).await;
+    assert!(snap["qr"].is_null(), "{snap}");
+    if snap["pairingCode"].is_null() {
+        let evs = wait_for(&mut ws, LONG, "pairing_code after restart", pairing).await;
+        no_qr(&evs);
+    }
+    let (s, pending) = host
+        .get(&format!("/whatsapp-web/session/{id}/pairing-code"))
+        .await;
+    assert_eq!(s, 200, "{pending}");
+
+    // The phone's user types a wrong code (refused), then the shown one.
+    fixture.enter_code("ZZZZ-ZZZZ").await;
+    wasync_tests::assert_eventually!(
+        fixture
+            .reports()
+            .iter()
+            .any(|r| r["enterCode"] == "refused"),
+        30
+    );
+    // The code may be replaced between the read and the typing: type the
+    // pending one until the page takes one.
+    let accepted = |f: &WhatsAppFixture| f.reports().iter().any(|r| r["enterCode"] == "accepted");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(LONG);
+    while !accepted(&fixture) {
+        assert!(tokio::time::Instant::now() < deadline, "no code accepted");
+        let (_, pending) = host
+            .get(&format!("/whatsapp-web/session/{id}/pairing-code"))
+            .await;
+        if let Some(code) = pending["code"].as_str() {
+            fixture.enter_code(code).await;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let evs = wait_for(&mut ws, LONG, "sync_complete", is("sync_complete")).await;
+    no_qr(&evs);
+    assert!(evs.iter().any(|e| e["event"] == "ready"), "{evs:?}");
+    assert_seed_stored(&host, &fixture, id, 20).await;
+    let (s, gone) = host
+        .get(&format!("/whatsapp-web/session/{id}/pairing-code"))
+        .await;
+    assert_eq!(
+        (s, gone["code"].as_str()),
+        (404, Some("no_pairing_code")),
+        "{gone}"
+    );
+    let (status, _) = host
+        .delete(&format!("/whatsapp-web/session/{id}?logout=true"))
+        .await;
+    assert_eq!(status, 200);
+    let dir = host.data_dir().to_path_buf();
+    host.stop().await;
+    assert_no_processes_left(&dir).await;
+}

@@ -301,3 +301,91 @@ async fn a_silent_client_is_closed_and_one_that_answers_pings_stays() {
     assert_eq!(alive.recv().await["event"], "pong");
     host.stop().await;
 }
+
+/// A session created with `login.phoneNumber` shows pairing codes instead
+/// of QR codes, refreshed with a rising `attempt`, each the simulator's
+/// code for that seed, number and attempt; REST serves the pending one;
+/// the rest of the lifecycle is the QR one.
+#[tokio::test]
+async fn pairing_code_login_over_websocket() {
+    use wasync::browser::simulator::pairing_code;
+    use wasync::domain::PhoneNumber;
+    let host = TestHost::spawn_with(options()).await;
+    let id = "pair-ws";
+    let (status, snap) = host
+        .post(
+            &format!("/whatsapp-web/session/{id}"),
+            json!({"provider": "simulator", "login": {"phoneNumber": "+49 151 2345-678"},
+                "metadata": {"team": "pairing"},
+                "simulator": {"chats": 2, "messagesPerChat": 3, "pairingCodeEveryMs": 150,
+                    "scanAfterMs": 900, "maxQrAttempts": 50, "seed": 5}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{snap}");
+    let phone = PhoneNumber::parse("+491512345678").unwrap();
+    let mut ws = host.ws().await;
+    let joined = ws.join(id).await;
+    assert!(joined["qr"].is_null(), "{joined}");
+    let mut codes: Vec<Value> = Vec::new();
+    if let Some(c) = joined.get("pairingCode") {
+        assert_eq!(joined["status"], "qr", "{joined}");
+        codes.push(c.clone());
+    }
+    // Two codes while waiting for the phone: what REST says meanwhile.
+    while codes.len() < 2 {
+        let ev = ws.recv().await;
+        assert_ne!(ev["event"], "qr", "no QR codes for a phone number: {ev}");
+        if ev["event"] == "pairing_code" {
+            assert_eq!(ev["data"]["sessionId"], id);
+            assert_eq!(ev["data"]["metadata"]["team"], "pairing", "{ev}");
+            codes.push(ev["data"].clone());
+        }
+    }
+    let (s, pending) = host
+        .get(&format!("/whatsapp-web/session/{id}/pairing-code"))
+        .await;
+    assert_eq!(s, 200, "{pending}");
+    assert!(pending["expiresAt"].as_i64().unwrap() > wasync::domain::now_ms() - 5_000);
+    let (s, no_qr) = host.get(&format!("/whatsapp-web/session/{id}/qr")).await;
+    assert_eq!((s, no_qr["code"].as_str()), (404, Some("no_qr")), "{no_qr}");
+    assert!(
+        no_qr["detail"].as_str().unwrap().contains("pairing-code"),
+        "the 404 points at the pairing code: {no_qr}"
+    );
+    let (_, snapshot) = host.get(&format!("/whatsapp-web/session/{id}")).await;
+    assert_eq!(snapshot["status"], "qr");
+    assert!(snapshot["pairingCode"]["code"].is_string(), "{snapshot}");
+    // The phone enters the code: the QR lifecycle from here.
+    let rest = ws.until("sync_complete").await;
+    let names: Vec<&str> = rest.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"qr"), "{names:?}");
+    codes.extend(
+        rest.iter()
+            .filter(|e| e["event"] == "pairing_code")
+            .map(|e| e["data"].clone()),
+    );
+    let after = |name: &str| names.iter().position(|n| *n == name).unwrap();
+    assert!(after("authenticated") < after("ready"), "{names:?}");
+    for (i, c) in codes.iter().enumerate() {
+        let attempt = c["attempt"].as_u64().unwrap() as u32;
+        if i > 0 {
+            assert_eq!(
+                attempt,
+                codes[i - 1]["attempt"].as_u64().unwrap() as u32 + 1
+            );
+        }
+        assert_eq!(c["code"], pairing_code(5, &phone, attempt), "{c}");
+        let code = c["code"].as_str().unwrap();
+        assert_eq!((code.len(), &code[4..5]), (9, "-"), "ABCD-EFGH: {code}");
+    }
+    let (s, gone) = host
+        .get(&format!("/whatsapp-web/session/{id}/pairing-code"))
+        .await;
+    assert_eq!(
+        (s, gone["code"].as_str()),
+        (404, Some("no_pairing_code")),
+        "{gone}"
+    );
+    assert_eq!(gone["sessionStatus"], "ready", "{gone}");
+    host.stop().await;
+}

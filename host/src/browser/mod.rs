@@ -1,7 +1,8 @@
 //! The provider port: a WhatsApp account as the host sees it.
 //!
 //! A [`Provider`] starts one [`WhatsAppClient`] per session. The client
-//! reports the login lifecycle (QR codes, authentication, readiness, live
+//! reports the login lifecycle (QR codes, or pairing codes for a session
+//! that links with a phone number; authentication, readiness, live
 //! messages, disconnection) as [`ClientEvent`]s on a channel the session
 //! actor owns, and answers the sync's two questions: which chats exist, and
 //! what are a chat's newest messages.
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::domain::{Chat, Me, Message, QrCode, SessionId};
+use crate::domain::{Chat, Me, Message, PairingCode, PhoneNumber, QrCode, SessionId};
 
 /// Errors at the provider boundary.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -43,6 +44,9 @@ pub enum ClientError {
 pub enum ClientEvent {
     /// A new QR code to scan (repeated as the code rotates).
     Qr { code: QrCode },
+    /// A new pairing code to type on the phone, for a session that links
+    /// with a phone number (repeated as the code is refreshed).
+    PairingCode { code: PairingCode },
     /// The phone scanned the code (or a stored login was accepted).
     Authenticated,
     /// The login was refused.
@@ -86,6 +90,12 @@ pub trait Provider: Send + Sync {
     /// session exists, so a bad option is a 400, not a failed session.
     fn validate(&self, options: &serde_json::Value) -> Result<(), ClientError>;
 
+    /// Whether the provider can link an account with a pairing code
+    /// (`login.phoneNumber` in the create body) instead of a QR code.
+    fn links_with_phone_number(&self) -> bool {
+        false
+    }
+
     /// Starts a client for `session`. Lifecycle events go to `events`.
     /// `restored` is true when the host restarts a session it ran before,
     /// so providers that keep a login (a browser profile) may reuse it.
@@ -105,6 +115,16 @@ pub trait Provider: Send + Sync {
         let _ = session;
         Ok(())
     }
+}
+
+/// The phone number a create body asks to link with (`login.phoneNumber`,
+/// already checked by the gateway); `None`: link with a QR code.
+pub fn login_phone_number(options: &serde_json::Value) -> Option<PhoneNumber> {
+    options
+        .get("login")
+        .and_then(|l| l.get("phoneNumber"))
+        .and_then(|p| p.as_str())
+        .and_then(|p| PhoneNumber::parse(p).ok())
 }
 
 /// The providers this host offers, by name.

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{ClientError, ClientEvent, Provider, WhatsAppClient};
-use crate::domain::{Chat, Me, Message, QrCode, SessionId, now_ms};
+use crate::domain::{Chat, Me, Message, PairingCode, PhoneNumber, QrCode, SessionId, now_ms};
 
 /// Messages per chat: one number for every chat, or one per chat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,9 +37,13 @@ pub struct SimulatorConfig {
     pub messages_per_chat: PerChat,
     /// QR rotation period.
     pub qr_every_ms: u64,
-    /// The phone "scans" this long after the first QR; `null`: never.
+    /// Pairing code refresh period (a session with `login.phoneNumber`).
+    pub pairing_code_every_ms: u64,
+    /// The phone "scans" the QR code (or enters the pairing code) this long
+    /// after the first one; `null`: never.
     pub scan_after_ms: Option<u64>,
-    /// QR codes shown before giving up with `disconnected` (`qr_timeout`).
+    /// QR codes (or pairing codes) shown before giving up with
+    /// `disconnected` (`qr_timeout`, `pairing_code_timeout`).
     pub max_qr_attempts: u32,
     /// Delay of every `list_chats` / `fetch_messages` call.
     pub fetch_latency_ms: u64,
@@ -59,6 +63,7 @@ impl Default for SimulatorConfig {
             chats: 8,
             messages_per_chat: PerChat::Each(vec![42, 17, 120, 5, 64, 0, 33, 250]),
             qr_every_ms: 20_000,
+            pairing_code_every_ms: 180_000,
             scan_after_ms: Some(3_000),
             max_qr_attempts: 6,
             fetch_latency_ms: 5,
@@ -114,10 +119,15 @@ impl SimulatorConfig {
                 "simulator.messagesPerChat lists at most {MAX_PER_CHAT_LIST} counts"
             ));
         }
-        if !(1..=MAX_DELAY_MS).contains(&cfg.qr_every_ms) {
-            return bad(format!(
-                "simulator.qrEveryMs must be between 1 and {MAX_DELAY_MS}"
-            ));
+        for (name, v) in [
+            ("qrEveryMs", cfg.qr_every_ms),
+            ("pairingCodeEveryMs", cfg.pairing_code_every_ms),
+        ] {
+            if !(1..=MAX_DELAY_MS).contains(&v) {
+                return bad(format!(
+                    "simulator.{name} must be between 1 and {MAX_DELAY_MS}"
+                ));
+            }
         }
         for (name, v) in [
             ("scanAfterMs", cfg.scan_after_ms),
@@ -185,6 +195,23 @@ const WORDS: [&str; 24] = [
     "thanks", "great", "news", "meeting", "moved", "to", "friday", "please", "check", "invoice",
     "photo", "later",
 ];
+
+/// The characters of a pairing code: digits and capitals without the ones
+/// a person mixes up (0/O, 1/I) or reads as a word (U), 32 in all.
+const CODE_ALPHABET: &[u8; 32] = b"123456789ABCDEFGHJKLMNPQRSTVWXYZ";
+
+/// Pairing code `attempt` for `phone`: a pure function of the seed, the
+/// number and the attempt, so a test can predict it.
+pub fn pairing_code(seed: u64, phone: &PhoneNumber, attempt: u32) -> String {
+    let number = phone.digits().parse::<u64>().unwrap_or(0);
+    let mut r = h(seed ^ number, 79, attempt as u64);
+    let mut raw = String::with_capacity(8);
+    for _ in 0..8 {
+        raw.push(CODE_ALPHABET[(r % 32) as usize] as char);
+        r /= 32;
+    }
+    PairingCode::display(&raw)
+}
 
 /// The deterministic account behind a simulator session.
 #[derive(Debug, Clone)]
@@ -318,6 +345,10 @@ impl Provider for SimulatorProvider {
         SimulatorConfig::from_options(options).map(|_| ())
     }
 
+    fn links_with_phone_number(&self) -> bool {
+        true
+    }
+
     async fn start(
         &self,
         _session: &SessionId,
@@ -326,12 +357,13 @@ impl Provider for SimulatorProvider {
         events: mpsc::Sender<ClientEvent>,
     ) -> Result<Arc<dyn WhatsAppClient>, ClientError> {
         let cfg = SimulatorConfig::from_options(options)?;
+        let phone = super::login_phone_number(options);
         let client = Arc::new(SimulatedClient {
             account: Account::new(cfg.clone()),
             failures: Mutex::new(cfg.fail_fetch.clone()),
             stop: CancellationToken::new(),
         });
-        tokio::spawn(lifecycle(client.clone(), cfg, restored, events));
+        tokio::spawn(lifecycle(client.clone(), cfg, phone, restored, events));
         Ok(client)
     }
 }
@@ -412,11 +444,12 @@ impl WhatsAppClient for SimulatedClient {
     }
 }
 
-/// Drives the login: QR codes until the simulated scan, then
-/// `authenticated` → `ready`, then live messages.
+/// Drives the login: QR codes (pairing codes, with a phone number) until
+/// the simulated scan, then `authenticated` → `ready`, then live messages.
 async fn lifecycle(
     client: Arc<SimulatedClient>,
     cfg: SimulatorConfig,
+    phone: Option<PhoneNumber>,
     restored: bool,
     events: mpsc::Sender<ClientEvent>,
 ) {
@@ -434,25 +467,46 @@ async fn lifecycle(
         loop {
             attempt += 1;
             if attempt > cfg.max_qr_attempts {
+                let reason = if phone.is_some() {
+                    "pairing_code_timeout"
+                } else {
+                    "qr_timeout"
+                };
                 send(ClientEvent::Disconnected {
-                    reason: "qr_timeout".into(),
+                    reason: reason.into(),
                 })
                 .await;
                 return;
             }
-            let code = QrCode {
-                qr: format!(
-                    "2@{:016x},{:016x},wasync-simulator,{attempt}",
-                    h(cfg.seed, 77, attempt as u64),
-                    h(cfg.seed, 78, now_ms() as u64)
-                ),
-                attempt,
-                expires_at: now_ms() + cfg.qr_every_ms as i64,
+            let every = if phone.is_some() {
+                cfg.pairing_code_every_ms
+            } else {
+                cfg.qr_every_ms
             };
-            if !send(ClientEvent::Qr { code }).await {
+            let ev = match &phone {
+                Some(phone) => ClientEvent::PairingCode {
+                    code: PairingCode {
+                        code: pairing_code(cfg.seed, phone, attempt),
+                        attempt,
+                        expires_at: now_ms() + every as i64,
+                    },
+                },
+                None => ClientEvent::Qr {
+                    code: QrCode {
+                        qr: format!(
+                            "2@{:016x},{:016x},wasync-simulator,{attempt}",
+                            h(cfg.seed, 77, attempt as u64),
+                            h(cfg.seed, 78, now_ms() as u64)
+                        ),
+                        attempt,
+                        expires_at: now_ms() + every as i64,
+                    },
+                },
+            };
+            if !send(ev).await {
                 return;
             }
-            let rotate = tokio::time::Instant::now() + Duration::from_millis(cfg.qr_every_ms);
+            let rotate = tokio::time::Instant::now() + Duration::from_millis(every);
             let wake = match scan_at {
                 Some(s) if s <= rotate => s,
                 _ => rotate,
@@ -663,6 +717,77 @@ mod tests {
         assert!(client.fetch_messages(&chats[1], 10).await.is_err());
         assert!(client.fetch_messages(&chats[1], 10).await.is_err());
         assert_eq!(client.fetch_messages(&chats[1], 10).await.unwrap().len(), 3);
+    }
+
+    #[test]
+    fn pairing_codes_are_deterministic_and_look_like_whatsapps() {
+        let phone = PhoneNumber::parse("+49 151 2345678").unwrap();
+        let other = PhoneNumber::parse("+49 151 2345679").unwrap();
+        let a = pairing_code(1, &phone, 1);
+        assert_eq!(a, pairing_code(1, &phone, 1));
+        assert_ne!(a, pairing_code(1, &phone, 2), "a refresh changes it");
+        assert_ne!(a, pairing_code(2, &phone, 1));
+        assert_ne!(a, pairing_code(1, &other, 1));
+        assert_eq!(a.len(), 9);
+        assert_eq!(&a[4..5], "-");
+        assert!(
+            a.bytes()
+                .filter(|b| *b != b'-')
+                .all(|b| CODE_ALPHABET.contains(&b))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_phone_number_gets_pairing_codes_instead_of_qr_codes() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let sid = SessionId::parse("t").unwrap();
+        let opts = serde_json::json!({
+            "login": {"phoneNumber": "+491512345678"},
+            "simulator": {"pairingCodeEveryMs": 40, "scanAfterMs": 200, "maxQrAttempts": 50, "seed": 3}
+        });
+        let _client = SimulatorProvider
+            .start(&sid, &opts, false, tx)
+            .await
+            .unwrap();
+        let phone = PhoneNumber::parse("+491512345678").unwrap();
+        let mut codes = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                ClientEvent::PairingCode { code } => codes.push(code),
+                ClientEvent::Qr { .. } => panic!("no QR codes for a phone number"),
+                ClientEvent::Ready { .. } => break,
+                _ => {}
+            }
+        }
+        assert!(codes.len() >= 2, "{codes:?}");
+        for (i, c) in codes.iter().enumerate() {
+            assert_eq!(c.attempt, i as u32 + 1);
+            assert_eq!(c.code, pairing_code(3, &phone, c.attempt));
+        }
+    }
+
+    #[tokio::test]
+    async fn unlinked_pairing_codes_time_out_by_name() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let sid = SessionId::parse("t").unwrap();
+        let opts = serde_json::json!({
+            "login": {"phoneNumber": "+491512345678"},
+            "simulator": {"pairingCodeEveryMs": 5, "scanAfterMs": null, "maxQrAttempts": 2}
+        });
+        let _client = SimulatorProvider
+            .start(&sid, &opts, false, tx)
+            .await
+            .unwrap();
+        let mut last = None;
+        while let Some(ev) = rx.recv().await {
+            last = Some(ev);
+        }
+        assert_eq!(
+            last,
+            Some(ClientEvent::Disconnected {
+                reason: "pairing_code_timeout".into()
+            })
+        );
     }
 
     #[tokio::test]

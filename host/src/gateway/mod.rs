@@ -210,6 +210,7 @@ pub enum Route {
     Sessions,
     Session { id: String },
     Qr { id: String },
+    PairingCode { id: String },
     Chats { id: String },
     Messages { id: String, chat_id: String },
     SyncChats { id: String },
@@ -246,6 +247,7 @@ impl Route {
             Route::Sessions => "/whatsapp-web/sessions",
             Route::Session { .. } => "/whatsapp-web/session/{id}",
             Route::Qr { .. } => "/whatsapp-web/session/{id}/qr",
+            Route::PairingCode { .. } => "/whatsapp-web/session/{id}/pairing-code",
             Route::Chats { .. } => "/whatsapp-web/session/{id}/chats",
             Route::Messages { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/messages",
             Route::SyncChats { .. } => "/whatsapp-web/session/{id}/sync-chats",
@@ -288,6 +290,9 @@ pub fn route(path: &str) -> Option<Route> {
         ["whatsapp-web", "sessions"] => Route::Sessions,
         ["whatsapp-web", "session", id] => Route::Session { id: id.to_string() },
         ["whatsapp-web", "session", id, "qr"] => Route::Qr { id: id.to_string() },
+        ["whatsapp-web", "session", id, "pairing-code"] => {
+            Route::PairingCode { id: id.to_string() }
+        }
         ["whatsapp-web", "session", id, "chats"] => Route::Chats { id: id.to_string() },
         ["whatsapp-web", "session", id, "chats", chat, "messages"] => Route::Messages {
             id: id.to_string(),
@@ -492,6 +497,7 @@ mod tests {
             "/whatsapp-web/sessions",
             "/whatsapp-web/session/s1",
             "/whatsapp-web/session/s1/qr",
+            "/whatsapp-web/session/s1/pairing-code",
             "/whatsapp-web/session/s1/chats",
             "/whatsapp-web/session/s1/chats/c%40c.us/messages",
             "/whatsapp-web/session/s1/sync-chats",
@@ -514,6 +520,7 @@ mod tests {
                 | Route::Sessions
                 | Route::Session { .. }
                 | Route::Qr { .. }
+                | Route::PairingCode { .. }
                 | Route::Chats { .. }
                 | Route::Messages { .. }
                 | Route::SyncChats { .. }
@@ -546,7 +553,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(templates.len(), 19, "every route has its own template");
+        assert_eq!(templates.len(), 20, "every route has its own template");
         // ...and the document has nothing the router does not serve.
         for p in paths.keys() {
             assert!(
@@ -563,6 +570,8 @@ mod tests {
             "Problem",
             "CreateOptions",
             "StoredMessage",
+            "PairingCode",
+            "LoginOptions",
         ] {
             assert!(
                 doc["components"]["schemas"].get(schema).is_some(),

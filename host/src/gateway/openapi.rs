@@ -66,6 +66,7 @@ impl Modify for Security {
         rest::get_session,
         rest::stop_session,
         rest::get_qr,
+        rest::get_pairing_code,
         rest::list_chats,
         rest::list_messages,
         rest::sync_chats,

@@ -145,6 +145,7 @@ impl Protocol {
                     status: SessionStatus::Stopped,
                     provider: String::new(),
                     qr: None,
+                    pairing_code: None,
                     me: None,
                     sync: None,
                     metadata: Default::default(),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::openapi::Problem;
 use super::{Body, Gateway, Route, query_param, read_body};
-use crate::domain::{QrCode, SessionId, SessionSnapshot, StoredMessage, SyncRun};
+use crate::domain::{PairingCode, QrCode, SessionId, SessionSnapshot, StoredMessage, SyncRun};
 use crate::session::CreateOptions;
 use crate::storage::{ChatPage, MessageCursor};
 
@@ -259,6 +259,7 @@ pub(super) async fn handle(
             }
         }
         Route::Qr { id } => command(gw, Command::Qr, session_id(&id)?, req).await,
+        Route::PairingCode { id } => command(gw, Command::PairingCode, session_id(&id)?, req).await,
         Route::Chats { id } => list_chats(gw, session_id(&id)?, req).await,
         Route::Messages { id, chat_id } => list_messages(gw, session_id(&id)?, chat_id, req).await,
         Route::SyncChats { id } => command(gw, Command::Sync, session_id(&id)?, req).await,
@@ -287,6 +288,7 @@ enum Command {
     Stop,
     Sync,
     Qr,
+    PairingCode,
 }
 
 /// Runs a session command here, or passes it to the live host that owns
@@ -311,7 +313,7 @@ async fn command(
             )
             .await?
         }
-        Command::Stop | Command::Qr => Bytes::new(),
+        Command::Stop | Command::Qr | Command::PairingCode => Bytes::new(),
     };
     if !forwarded
         && let Some(peer) = gw
@@ -327,6 +329,7 @@ async fn command(
         Command::Stop => stop_session(gw, id, &parts).await,
         Command::Sync => sync_chats(gw, id, &parts, &bytes).await,
         Command::Qr => get_qr(gw, id, &parts).await,
+        Command::PairingCode => get_pairing_code(gw, id).await,
     };
     let e = match local {
         Ok(r) => return Ok(r),
@@ -625,7 +628,7 @@ pub(super) async fn stop_session(
         (status = 200, description = "the QR code: JSON, or rendered by `format`", content(
             (QrCode = "application/json"), (String = "image/svg+xml"), ("image/png"))),
         (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, description = "no such session, or no QR pending (`no_qr`, names `sessionStatus`)", body = Problem),
+        (status = 404, description = "no such session, or no QR pending (`no_qr`, names `sessionStatus`; a session that links with a phone number has a pairing code instead: `GET .../pairing-code`)", body = Problem),
         (status = 503, description = "the owning host cannot be reached (`owner_unreachable`), or the store or cluster is unavailable", body = Problem)))]
 pub(super) async fn get_qr(
     gw: &Gateway,
@@ -650,6 +653,14 @@ pub(super) async fn get_qr(
             Ok(bytes(StatusCode::OK, "image/png", png))
         }
         Some(qr) => Ok(json(StatusCode::OK, &qr)),
+        None if snap.pairing_code.is_some() => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_qr",
+            format!(
+                "session {id} links with a phone number: it shows a pairing code, not a QR code (GET /whatsapp-web/session/{id}/pairing-code)"
+            ),
+        )
+        .with("sessionStatus", snap.status.as_str())),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no_qr",
@@ -659,6 +670,40 @@ pub(super) async fn get_qr(
             ),
         )
         .with("sessionStatus", snap.status.as_str())),
+    }
+}
+
+/// The pending pairing code of a session created with `login.phoneNumber`:
+/// type it on the phone (WhatsApp → Linked devices → Link a device → Link
+/// with phone number instead).
+#[utoipa::path(get, path = "/whatsapp-web/session/{id}/pairing-code", tag = "sessions",
+    params(("id" = String, Path, description = "session id")),
+    responses(
+        (status = 200, description = "the pairing code", body = PairingCode),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, description = "no such session, or no pairing code pending (`no_pairing_code`, names `sessionStatus`): the session links with a QR code, or is linked already", body = Problem),
+        (status = 503, description = "the owning host cannot be reached (`owner_unreachable`), or the store or cluster is unavailable", body = Problem)))]
+pub(super) async fn get_pairing_code(
+    gw: &Gateway,
+    id: SessionId,
+) -> Result<Response<Body>, ApiError> {
+    let snap = gw.sessions.snapshot(&id).await?;
+    match snap.pairing_code {
+        Some(code) => Ok(json(StatusCode::OK, &code)),
+        None => {
+            let why = if snap.qr.is_some() {
+                format!(
+                    "session {id} links with a QR code (GET /whatsapp-web/session/{id}/qr); create it with login.phoneNumber to link with a pairing code"
+                )
+            } else {
+                format!(
+                    "session {id} has no pairing code pending (status: {})",
+                    snap.status.as_str()
+                )
+            };
+            Err(ApiError::new(StatusCode::NOT_FOUND, "no_pairing_code", why)
+                .with("sessionStatus", snap.status.as_str()))
+        }
     }
 }
 

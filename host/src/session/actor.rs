@@ -270,6 +270,7 @@ impl Actor {
                     Some(ev) => {
                         let input = match ev {
                             ClientEvent::Qr { code } => Input::Qr { qr: code },
+                            ClientEvent::PairingCode { code } => Input::PairingCode { code },
                             ClientEvent::Authenticated => Input::Authenticated,
                             ClientEvent::AuthFailure { reason } => Input::AuthFailure { reason },
                             ClientEvent::Ready { me } => Input::Ready { me },
@@ -443,6 +444,7 @@ impl Actor {
             let mut v = lock(&self.view);
             v.status = state.status();
             v.qr = state.qr().cloned();
+            v.pairing_code = state.pairing_code().cloned();
             if let State::Ready { me } = &*state {
                 v.me = me.clone();
             }
@@ -503,6 +505,12 @@ impl Actor {
                 qr: qr.qr.clone(),
                 attempt: qr.attempt,
                 expires_at: qr.expires_at,
+            },
+            State::WaitingForCode { code } => ServerEvent::PairingCode {
+                session_id,
+                code: code.code.clone(),
+                attempt: code.attempt,
+                expires_at: code.expires_at,
             },
             State::Authenticated => ServerEvent::Authenticated { session_id },
             State::Ready { .. } => ServerEvent::Ready { session_id },

@@ -46,13 +46,20 @@ pub struct CreateOptions {
     /// `simulator` or `webdriver`; default `WASYNC_PROVIDER`.
     pub provider: Option<String>,
     /// The simulated account's shape (simulator only): `chats`,
-    /// `messagesPerChat`, `qrEveryMs`, `scanAfterMs`, `maxQrAttempts`,
+    /// `messagesPerChat`, `qrEveryMs`, `pairingCodeEveryMs`, `scanAfterMs`, `maxQrAttempts`,
     /// `fetchLatencyMs`, `liveMessageEveryMs`, `seed`, `failFetch`, `failAuth`.
     #[schema(value_type = Option<Object>)]
     pub simulator: Option<serde_json::Value>,
     /// Options of the webdriver provider.
     #[schema(value_type = Option<Object>)]
     pub webdriver: Option<serde_json::Value>,
+    /// Link with a pairing code for this phone number instead of QR codes:
+    /// `{"phoneNumber": "+49 151 2345678"}`. The session shows
+    /// `pairingCode` (and emits `pairing_code`) where it would show `qr`;
+    /// the rest of the lifecycle is the same. Stored with the session, so
+    /// a restart before the link asks for a new code, not a QR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<crate::domain::LoginOptions>,
     /// Your own labels, echoed in the session's snapshots, lists and every
     /// event: at most 32 entries; keys 1–64 of letters, digits, `_`, `-`,
     /// `.`; values up to 512 bytes; 4 KiB in all.
@@ -205,6 +212,11 @@ impl Sessions {
                 self.deps.providers.names()
             ))
         })?;
+        if opts.login.is_some() && !provider.links_with_phone_number() {
+            return Err(SessionError::BadRequest(format!(
+                "login.phoneNumber: provider {name:?} cannot link with a pairing code; leave login out to link with a QR code"
+            )));
+        }
         provider
             .validate(&serde_json::to_value(opts).unwrap_or_default())
             .map_err(|e| SessionError::BadRequest(e.to_string()))?;
@@ -335,6 +347,7 @@ impl Sessions {
             status: SessionStatus::Starting,
             provider: provider.clone(),
             qr: None,
+            pairing_code: None,
             me: None,
             sync: None,
             metadata: metadata.clone(),
@@ -722,6 +735,7 @@ fn snapshot_of(rec: &SessionRecord) -> SessionSnapshot {
         },
         provider: rec.provider.clone(),
         qr: None,
+        pairing_code: None,
         me: rec.me.clone(),
         sync: None,
         metadata: metadata_of(rec),

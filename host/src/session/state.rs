@@ -5,14 +5,23 @@
 //! Inputs that make no sense in a state (a QR code after `ready`, anything
 //! after `stopped`) are ignored rather than trusted: providers are external
 //! programs and may misbehave.
+//!
+//! A login waits for the phone in one of two ways: a QR code to scan
+//! (`WaitingForScan`) or a pairing code to type (`WaitingForCode`, a
+//! session created with `login.phoneNumber`). Both are status `qr` ("the
+//! phone has to link this device"), so clients and metrics that know the
+//! lifecycle see the same one; the snapshot says which prompt is pending.
+//! The latest prompt wins: a provider that falls back from a pairing code
+//! to a QR code (or the other way) moves between the two.
 
-use crate::domain::{Me, QrCode, SessionStatus};
+use crate::domain::{Me, PairingCode, QrCode, SessionStatus};
 
 /// Where a session stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     Starting,
     WaitingForScan { qr: QrCode },
+    WaitingForCode { code: PairingCode },
     Authenticated,
     Ready { me: Option<Me> },
     AuthFailed { reason: String },
@@ -24,6 +33,7 @@ pub enum State {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     Qr { qr: QrCode },
+    PairingCode { code: PairingCode },
     Authenticated,
     AuthFailure { reason: String },
     Ready { me: Option<Me> },
@@ -50,7 +60,7 @@ impl State {
     pub fn status(&self) -> SessionStatus {
         match self {
             State::Starting => SessionStatus::Starting,
-            State::WaitingForScan { .. } => SessionStatus::Qr,
+            State::WaitingForScan { .. } | State::WaitingForCode { .. } => SessionStatus::Qr,
             State::Authenticated => SessionStatus::Authenticated,
             State::Ready { .. } => SessionStatus::Ready,
             State::AuthFailed { .. } => SessionStatus::AuthFailure,
@@ -64,6 +74,21 @@ impl State {
             State::WaitingForScan { qr } => Some(qr),
             _ => None,
         }
+    }
+
+    pub fn pairing_code(&self) -> Option<&PairingCode> {
+        match self {
+            State::WaitingForCode { code } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Before the phone linked the device (nothing to log in with yet).
+    fn is_linking(&self) -> bool {
+        matches!(
+            self,
+            State::Starting | State::WaitingForScan { .. } | State::WaitingForCode { .. }
+        )
     }
 
     pub fn is_ready(&self) -> bool {
@@ -112,24 +137,19 @@ pub fn transition(state: &State, input: Input) -> Option<(State, Vec<Effect>)> {
                 ],
             ));
         }
-        (State::Starting | State::WaitingForScan { .. }, Input::Qr { qr }) => {
-            (State::WaitingForScan { qr }, vec![Emit])
+        (s, Input::Qr { qr }) if s.is_linking() => (State::WaitingForScan { qr }, vec![Emit]),
+        (s, Input::PairingCode { code }) if s.is_linking() => {
+            (State::WaitingForCode { code }, vec![Emit])
         }
-        (State::Starting | State::WaitingForScan { .. }, Input::Authenticated) => {
-            (State::Authenticated, vec![Emit, Persist])
-        }
-        (
-            State::Starting | State::WaitingForScan { .. } | State::Authenticated,
-            Input::AuthFailure { reason },
-        ) => (
+        (s, Input::Authenticated) if s.is_linking() => (State::Authenticated, vec![Emit, Persist]),
+        (s, Input::AuthFailure { reason }) if s.is_linking() || *s == State::Authenticated => (
             State::AuthFailed { reason },
             vec![Emit, StopClient, Persist],
         ),
         // A stored login may go straight to ready.
-        (
-            State::Starting | State::WaitingForScan { .. } | State::Authenticated,
-            Input::Ready { me },
-        ) => (State::Ready { me }, vec![Emit, Persist, AutoSync]),
+        (s, Input::Ready { me }) if s.is_linking() || *s == State::Authenticated => {
+            (State::Ready { me }, vec![Emit, Persist, AutoSync])
+        }
         _ => return None,
     };
     Some(next)
@@ -147,10 +167,19 @@ mod tests {
         }
     }
 
+    fn code(n: u32) -> PairingCode {
+        PairingCode {
+            code: format!("ABCD-EFG{n}"),
+            attempt: n,
+            expires_at: 0,
+        }
+    }
+
     fn states() -> Vec<State> {
         vec![
             State::Starting,
             State::WaitingForScan { qr: qr(1) },
+            State::WaitingForCode { code: code(1) },
             State::Authenticated,
             State::Ready { me: None },
             State::AuthFailed { reason: "r".into() },
@@ -162,6 +191,7 @@ mod tests {
     fn inputs() -> Vec<Input> {
         vec![
             Input::Qr { qr: qr(2) },
+            Input::PairingCode { code: code(2) },
             Input::Authenticated,
             Input::AuthFailure { reason: "r".into() },
             Input::Ready { me: None },
@@ -195,12 +225,18 @@ mod tests {
                     (_, Input::Stop) => true,
                     (State::AuthFailed { .. } | State::Disconnected { .. }, _) => false,
                     (_, Input::Disconnected { .. }) => true,
-                    (State::Starting | State::WaitingForScan { .. }, Input::Qr { .. }) => true,
-                    (State::Starting | State::WaitingForScan { .. }, Input::Authenticated) => true,
+                    (
+                        State::Starting
+                        | State::WaitingForScan { .. }
+                        | State::WaitingForCode { .. },
+                        Input::Qr { .. } | Input::PairingCode { .. } | Input::Authenticated,
+                    ) => true,
+                    (_, Input::Qr { .. } | Input::PairingCode { .. } | Input::Authenticated) => {
+                        false
+                    }
                     (State::Ready { .. }, _) => false,
                     (_, Input::AuthFailure { .. }) => true,
                     (_, Input::Ready { .. }) => true,
-                    _ => false,
                 };
                 assert_eq!(got.is_some(), expect_some, "{s:?} + {i:?} -> {got:?}");
             }
@@ -241,5 +277,29 @@ mod tests {
     fn late_qr_after_ready_is_ignored() {
         assert!(transition(&State::Ready { me: None }, Input::Qr { qr: qr(9) }).is_none());
         assert!(transition(&State::Authenticated, Input::Qr { qr: qr(9) }).is_none());
+        for s in [State::Authenticated, State::Ready { me: None }] {
+            assert!(transition(&s, Input::PairingCode { code: code(9) }).is_none());
+        }
+    }
+
+    #[test]
+    fn the_pairing_code_path_is_the_qr_path_with_another_prompt() {
+        let (s, e) = transition(&State::Starting, Input::PairingCode { code: code(1) }).unwrap();
+        assert_eq!(e, [Effect::Emit]);
+        assert_eq!(s.status(), SessionStatus::Qr);
+        assert_eq!(s.qr(), None);
+        let (s, e) = transition(&s, Input::PairingCode { code: code(2) }).unwrap();
+        assert_eq!(e, [Effect::Emit], "a refreshed code is emitted");
+        assert_eq!(s.pairing_code().unwrap().attempt, 2);
+        // The latest prompt wins, both ways.
+        let (q, _) = transition(&s, Input::Qr { qr: qr(1) }).unwrap();
+        assert_eq!((q.qr().is_some(), q.pairing_code()), (true, None));
+        let (back, _) = transition(&q, Input::PairingCode { code: code(3) }).unwrap();
+        assert_eq!(back.pairing_code().unwrap().attempt, 3);
+        let (s, e) = transition(&back, Input::Authenticated).unwrap();
+        assert_eq!(e, [Effect::Emit, Effect::Persist]);
+        assert_eq!(s.pairing_code(), None);
+        let (s, e) = transition(&s, Input::Ready { me: None }).unwrap();
+        assert!(e.contains(&Effect::AutoSync) && s.is_ready());
     }
 }

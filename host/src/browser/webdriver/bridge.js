@@ -228,6 +228,75 @@ if (window.__wasync) {
     return { style: style, messages: msgs.slice(Math.max(0, msgs.length - limit)) };
   };
 
+  // --- "Link with phone number" ----------------------------------------
+  // Driven through the login screens as a person would: the link under the
+  // QR code, the phone number form, "Next"; then the code shown (one
+  // character per element, all of them in `data-link-code`) is read each
+  // time it changes. A step every 250 ms, until the page is linked, so a
+  // code that is replaced, an idle screen that comes back with a QR, or a
+  // slow form are all just the next step. Matched by role and attribute,
+  // and by text only where the page has nothing else.
+  function byText(re) {
+    const els = document.querySelectorAll('[role="button"], button, a');
+    for (let i = 0; i < els.length; i++) {
+      if (re.test((els[i].textContent || '').trim())) return els[i];
+    }
+    return null;
+  }
+
+  function phoneInput() {
+    return document.querySelector('input[aria-label*="phone number" i], input[type="tel"], input[inputmode="tel"]');
+  }
+
+  function typeInto(input, value) {
+    // Through the element's own setter, so a framework that tracks the
+    // value sees the change, then the event a keyboard would send.
+    const setter = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+    setter.call(input, value);
+    input.dispatchEvent(new Event('input', { bubbles: true }));
+    input.dispatchEvent(new Event('change', { bubbles: true }));
+  }
+
+  function pairStep() {
+    if (W.authenticated || !W.phone) {
+      if (W.pairTimer) { clearInterval(W.pairTimer); W.pairTimer = null; }
+      return;
+    }
+    const codeEl = document.querySelector('[data-link-code]');
+    if (codeEl) {
+      const code = (codeEl.getAttribute('data-link-code') || codeEl.textContent || '').replace(/[^A-Za-z0-9]/g, '');
+      if (code.length === 8 && code !== W.lastCode) {
+        W.lastCode = code;
+        push('pairing_code', { code: code });
+      }
+      return;
+    }
+    const input = phoneInput();
+    if (input) {
+      const digits = function (v) { return String(v || '').replace(/[^0-9]/g, ''); };
+      if (digits(input.value) !== digits(W.phone)) {
+        typeInto(input, W.phone);
+      } else if (!W.sentAt || Date.now() - W.sentAt > 3000) {
+        const next = byText(/^next$/i);
+        if (next) { W.sentAt = Date.now(); next.click(); }
+      }
+      return;
+    }
+    const link = byText(/phone number/i);
+    if (link) link.click();
+  }
+
+  // Links with a pairing code for `phone` (`+` and digits) instead of the QR.
+  W.linkWithPhone = function (phone) {
+    W.phone = phone;
+    const step = function () {
+      try { pairStep(); } catch (e) { /* the next step tries again */ }
+    };
+    if (!W.pairTimer) W.pairTimer = setInterval(step, 250);
+    step();
+    return true;
+  };
+
   W.logout = async function () {
     const Socket = mod('WAWebSocketModel').Socket;
     if (typeof Socket.logout === 'function') await Socket.logout();

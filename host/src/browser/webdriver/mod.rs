@@ -9,8 +9,10 @@
 //!   JavaScript the host evaluates);
 //! - every `pollMs` drains the bridge's in-page event queue with one short
 //!   `execute`, acknowledging by sequence number, and turns the events into
-//!   [`ClientEvent`]s (QR codes with an attempt counter, authenticated,
-//!   ready, live messages, disconnected);
+//!   [`ClientEvent`]s (QR codes with an attempt counter, or pairing codes
+//!   when the session links with a phone number, which the bridge asks for
+//!   through WhatsApp Web's own screens; authenticated, ready, live
+//!   messages, disconnected);
 //! - answers `list_chats` / `fetch_messages` between polls;
 //! - re-injects the bridge when a reload dropped it;
 //! - on stop closes the browser, kills chromedriver's process group and, on

@@ -88,6 +88,19 @@ impl Browser {
             .collect())
     }
 
+    /// Starts WhatsApp Web's "link with phone number" flow for `phone`
+    /// (`+` and digits): the bridge walks the login screens and queues a
+    /// `pairing_code` event each time the page shows a new code.
+    pub(super) async fn link_with_phone(&self, phone: &str) -> Result<(), WebDriverError> {
+        self.bridge_call(
+            "link_with_phone",
+            "linkWithPhone(arguments[0])",
+            vec![json!(phone)],
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Logs the device out in the page; `false` when there is no bridge.
     pub(super) async fn logout(&self) -> Result<Value, WebDriverError> {
         self.exec(

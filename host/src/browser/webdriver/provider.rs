@@ -78,6 +78,11 @@ impl Provider for WebDriverProvider {
         WebDriverOptions::from_options(options).map(|_| ())
     }
 
+    /// Through WhatsApp Web's "link with phone number" screens.
+    fn links_with_phone_number(&self) -> bool {
+        true
+    }
+
     async fn start(
         &self,
         session: &SessionId,
@@ -109,6 +114,7 @@ impl Provider for WebDriverProvider {
             events,
             logins,
             self.settings.login_save_every,
+            crate::browser::login_phone_number(options),
         );
         tokio::spawn(task.run(rx));
         Ok(Arc::new(WebDriverClient::new(tx, call_timeout)))

@@ -17,10 +17,15 @@ use super::login::Logins;
 use super::page::{Drained, PageEvent, PageMessage};
 use super::settings::WebDriverOptions;
 use crate::browser::{ClientError, ClientEvent};
-use crate::domain::{Chat, Me, Message, QrCode, now_ms};
+use crate::domain::{Chat, Me, Message, PairingCode, PhoneNumber, QrCode, now_ms};
 
 /// Consecutive failed polls after which the browser counts as gone.
 const MAX_POLL_FAILURES: u32 = 8;
+
+/// How long a pairing code is announced as valid (`expiresAt`). The page
+/// shows no expiry; WhatsApp replaces a code within a few minutes, and the
+/// host reports each new one as it appears.
+const PAIRING_CODE_TTL_MS: i64 = 180_000;
 
 /// The task that owns one session's browser.
 pub(super) struct SessionTask {
@@ -33,6 +38,12 @@ pub(super) struct SessionTask {
     /// Bridge instance the `ack` belongs to (a reload starts a new one).
     instance: Option<String>,
     qr_attempts: u32,
+    /// Link with a pairing code for this number instead of the QR code.
+    phone: Option<PhoneNumber>,
+    /// The bridge instance the phone login was started in (a reload
+    /// starts a new one, which is asked again).
+    pairing_instance: Option<String>,
+    code_attempts: u32,
     authenticated: bool,
     ready: bool,
     logged_out: bool,
@@ -65,6 +76,7 @@ impl SessionTask {
         events: mpsc::Sender<ClientEvent>,
         logins: Option<Logins>,
         save_every: Duration,
+        phone: Option<PhoneNumber>,
     ) -> Self {
         Self {
             browser: Some(browser),
@@ -74,6 +86,9 @@ impl SessionTask {
             ack: 0,
             instance: None,
             qr_attempts: 0,
+            phone,
+            pairing_instance: None,
+            code_attempts: 0,
             authenticated: false,
             ready: false,
             logged_out: false,
@@ -193,6 +208,16 @@ impl SessionTask {
             }
         } else {
             self.not_loaded_since = None;
+            // A newly loaded page links with the phone number, once per
+            // bridge instance; a failed start is tried at the next poll.
+            if let Some(phone) = self.phone_login_due(&d.instance) {
+                match b.link_with_phone(&phone).await {
+                    Ok(()) => self.pairing_instance = Some(d.instance.clone()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not start the phone number login yet")
+                    }
+                }
+            }
         }
         for ev in d.events {
             if ev.seq <= self.ack {
@@ -202,6 +227,13 @@ impl SessionTask {
             self.handle(ev).await?;
         }
         Ok(())
+    }
+
+    /// The number to link with, when this bridge instance was not asked yet.
+    fn phone_login_due(&self, instance: &str) -> Option<String> {
+        let phone = self.phone.as_ref()?;
+        let asked = self.pairing_instance.as_deref() == Some(instance);
+        (!self.authenticated && !asked).then(|| phone.as_str().to_owned())
     }
 
     fn failed(&mut self, e: WebDriverError) -> Result<(), String> {
@@ -224,7 +256,9 @@ impl SessionTask {
     async fn handle(&mut self, ev: PageEvent) -> Result<(), String> {
         match ev.kind.as_str() {
             "qr" => {
-                if self.authenticated {
+                // With a phone number the page still shows a QR code until
+                // the bridge opens the phone login: not the session's prompt.
+                if self.authenticated || self.phone.is_some() {
                     return Ok(());
                 }
                 let Some(qr) = ev.data.get("qr").and_then(Value::as_str) else {
@@ -240,6 +274,24 @@ impl SessionTask {
                     expires_at: now_ms() + self.opts.qr_ttl_ms as i64,
                 };
                 self.send(ClientEvent::Qr { code }).await
+            }
+            "pairing_code" => {
+                if self.authenticated || self.phone.is_none() {
+                    return Ok(());
+                }
+                let Some(raw) = ev.data.get("code").and_then(Value::as_str) else {
+                    return Ok(());
+                };
+                self.code_attempts += 1;
+                if self.code_attempts > self.opts.max_qr_attempts {
+                    return Err("pairing_code_timeout".into());
+                }
+                let code = PairingCode {
+                    code: PairingCode::display(raw),
+                    attempt: self.code_attempts,
+                    expires_at: now_ms() + PAIRING_CODE_TTL_MS,
+                };
+                self.send(ClientEvent::PairingCode { code }).await
             }
             "authenticated" => {
                 if !self.authenticated {
