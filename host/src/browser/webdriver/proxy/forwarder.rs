@@ -1,0 +1,328 @@
+//! The per-session forwarder: an HTTP proxy on `127.0.0.1:0` that Chromium
+//! uses without credentials, opening every connection through the session's
+//! real proxy with them.
+//!
+//! Everything upstream is a tunnel: Chromium's `CONNECT host:port` (all of
+//! WhatsApp Web: HTTPS and WSS on 443) becomes `CONNECT` with
+//! `Proxy-Authorization` at an HTTP proxy, or a SOCKS5 connect; a plain
+//! `http://` request is sent through such a tunnel to its origin, one
+//! tunnel per request. Nothing is parsed after the tunnel opens: the bytes
+//! are copied both ways.
+//!
+//! The forwarder remembers why a connection failed while none has
+//! succeeded ([`Forwarder::failure`]), which is how a refused password or
+//! an unreachable proxy becomes a session's named `disconnected` reason.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::{ProxyScheme, ProxyUrl, authority};
+
+/// How long opening one upstream connection (TCP and handshake) may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response head accepted from an HTTP proxy's `CONNECT`.
+const MAX_CONNECT_HEAD: usize = 16 * 1024;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A running forwarder; stops (and drops its connections) when dropped.
+pub struct Forwarder {
+    port: u16,
+    state: Arc<State>,
+    stop: CancellationToken,
+}
+
+struct State {
+    upstream: ProxyUrl,
+    /// Upstream connections opened.
+    opened: AtomicU64,
+    /// The last failure to open one.
+    failure: Mutex<Option<String>>,
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Forwarder {
+    /// Listens on `127.0.0.1:0` and forwards through `upstream`.
+    pub async fn start(upstream: ProxyUrl) -> std::io::Result<Forwarder> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(State {
+            upstream,
+            opened: AtomicU64::new(0),
+            failure: Mutex::new(None),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(accept_loop(listener, state.clone(), stop.clone()));
+        Ok(Forwarder { port, state, stop })
+    }
+
+    /// Chromium's `--proxy-server`.
+    pub fn proxy_server(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Why the proxy carried nothing: `Some` once a connection through it
+    /// failed while none has been opened. A proxy that works for some
+    /// hosts (and refuses others) is not a failed proxy.
+    pub fn failure(&self) -> Option<String> {
+        if self.state.opened.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        lock(&self.state.failure).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "proxy forwarder accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                let stop = stop.clone();
+                async move { Ok::<_, Infallible>(handle(req, state, stop).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            let _ = conn.await;
+        });
+    }
+}
+
+fn text(status: StatusCode, msg: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(msg)).map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    stop: CancellationToken,
+) -> Response<Body> {
+    let target = req
+        .uri()
+        .authority()
+        .map(|a| (a.host().trim_matches(['[', ']']).to_owned(), a.port_u16()));
+    let (host, port) = match (req.method(), target) {
+        (&Method::CONNECT, Some((h, Some(p)))) => (h, p),
+        (_, Some((h, p))) if req.uri().scheme_str() == Some("http") => (h, p.unwrap_or(80)),
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "this proxy takes CONNECT host:port and absolute http:// requests".into(),
+            );
+        }
+    };
+    let upstream = match dial(&state, &host, port).await {
+        Ok(s) => s,
+        Err(why) => return text(StatusCode::BAD_GATEWAY, why),
+    };
+    if req.method() == Method::CONNECT {
+        tokio::spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(req).await else {
+                return;
+            };
+            let mut client = TokioIo::new(upgraded);
+            let mut upstream = upstream;
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+            }
+        });
+        return Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
+    }
+    match origin_request(req, upstream, stop).await {
+        Ok(r) => r.map(BodyExt::boxed),
+        Err(e) => text(
+            StatusCode::BAD_GATEWAY,
+            format!("request through the proxy: {e}"),
+        ),
+    }
+}
+
+/// Sends a plain `http://` request through a tunnel to its origin.
+async fn origin_request(
+    req: Request<Incoming>,
+    upstream: TcpStream,
+    stop: CancellationToken,
+) -> Result<Response<Incoming>, hyper::Error> {
+    let (mut parts, body) = req.into_parts();
+    // Origin-form on the wire; the Host header is already there.
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap_or_default();
+    for h in [
+        "proxy-connection",
+        "proxy-authorization",
+        "connection",
+        "keep-alive",
+    ] {
+        parts.headers.remove(h);
+    }
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = conn => {}
+        }
+    });
+    sender.send_request(Request::from_parts(parts, body)).await
+}
+
+/// Opens a connection to `host:port` through the upstream proxy, and
+/// records the outcome. The error is the reason a session reports: it
+/// names the proxy by `host:port`, never its credentials.
+async fn dial(state: &State, host: &str, port: u16) -> Result<TcpStream, String> {
+    let p = &state.upstream;
+    let r = match tokio::time::timeout(DIAL_TIMEOUT, dial_upstream(p, host, port)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {}s", DIAL_TIMEOUT.as_secs())),
+    };
+    match r {
+        Ok(s) => {
+            state.opened.fetch_add(1, Ordering::SeqCst);
+            Ok(s)
+        }
+        Err(why) => {
+            let why = format!("proxy {}: {why}", p.authority());
+            tracing::debug!(reason = %why, target = %authority(host, port), "proxy connection failed");
+            *lock(&state.failure) = Some(why.clone());
+            Err(why)
+        }
+    }
+}
+
+async fn dial_upstream(p: &ProxyUrl, host: &str, port: u16) -> Result<TcpStream, String> {
+    let proxy = (p.host.as_str(), p.port);
+    match p.scheme {
+        ProxyScheme::Http => {
+            let s = TcpStream::connect(proxy)
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            let _ = s.set_nodelay(true);
+            http_connect(s, p, &authority(host, port)).await
+        }
+        ProxyScheme::Socks5 | ProxyScheme::Socks5h => {
+            use tokio_socks::tcp::Socks5Stream;
+            let s = if p.scheme == ProxyScheme::Socks5 {
+                // curl's `socks5://`: the name is resolved here.
+                let addr = tokio::net::lookup_host((host, port))
+                    .await
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| format!("cannot resolve {host}"))?;
+                match &p.credentials {
+                    Some(c) => {
+                        Socks5Stream::connect_with_password(proxy, addr, &c.username, &c.password)
+                            .await
+                    }
+                    None => Socks5Stream::connect(proxy, addr).await,
+                }
+            } else {
+                match &p.credentials {
+                    Some(c) => {
+                        Socks5Stream::connect_with_password(
+                            proxy,
+                            (host, port),
+                            &c.username,
+                            &c.password,
+                        )
+                        .await
+                    }
+                    None => Socks5Stream::connect(proxy, (host, port)).await,
+                }
+            };
+            s.map(Socks5Stream::into_inner).map_err(|e| match e {
+                tokio_socks::Error::PasswordAuthFailure(_) => {
+                    "credentials refused (SOCKS5)".to_owned()
+                }
+                tokio_socks::Error::NoAcceptableAuthMethods => {
+                    "accepts none of the offered authentications (SOCKS5; credentials missing?)"
+                        .to_owned()
+                }
+                e => format!("SOCKS5: {e}"),
+            })
+        }
+    }
+}
+
+/// `CONNECT` at an HTTP proxy; the stream is the tunnel once it answers
+/// 2xx.
+async fn http_connect(mut s: TcpStream, p: &ProxyUrl, target: &str) -> Result<TcpStream, String> {
+    let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some(c) = &p.credentials {
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", c.username, c.password));
+        head.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("CONNECT: {e}"))?;
+    // Byte by byte to the end of the head: whatever follows belongs to
+    // the tunnel (a proxy sends nothing more before the client speaks, but
+    // reading past the head would lose it if one did).
+    let mut got = Vec::with_capacity(256);
+    while !got.ends_with(b"\r\n\r\n") {
+        if got.len() >= MAX_CONNECT_HEAD {
+            return Err("CONNECT answer too long".into());
+        }
+        let b = s
+            .read_u8()
+            .await
+            .map_err(|e| format!("CONNECT: no answer ({e})"))?;
+        got.push(b);
+    }
+    let line = String::from_utf8_lossy(&got);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or("CONNECT: not an HTTP answer")?;
+    match status {
+        200..=299 => Ok(s),
+        407 if p.credentials.is_some() => Err("credentials refused (HTTP 407)".into()),
+        407 => Err("asks for credentials (HTTP 407)".into()),
+        other => Err(format!("CONNECT {target} answered HTTP {other}")),
+    }
+}
