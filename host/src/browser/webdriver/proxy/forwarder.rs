@@ -49,8 +49,33 @@ struct State {
     upstream: ProxyUrl,
     /// Upstream connections opened.
     opened: AtomicU64,
-    /// The last failure to open one.
-    failure: Mutex<Option<String>>,
+    /// Why opening one failed: the first failure of the proxy itself
+    /// (unreachable, credentials refused) wins over the last refusal of
+    /// one target, which may be one of Chromium's background hosts rather
+    /// than the page's.
+    failure: Mutex<Option<DialError>>,
+}
+
+/// Why a connection through the proxy could not be opened.
+#[derive(Debug, Clone)]
+struct DialError {
+    /// The proxy itself failed (not one target it refused or could not reach).
+    proxy_level: bool,
+    why: String,
+}
+
+fn proxy_err(why: impl Into<String>) -> DialError {
+    DialError {
+        proxy_level: true,
+        why: why.into(),
+    }
+}
+
+fn target_err(why: impl Into<String>) -> DialError {
+    DialError {
+        proxy_level: false,
+        why: why.into(),
+    }
 }
 
 impl Drop for Forwarder {
@@ -86,7 +111,7 @@ impl Forwarder {
         if self.state.opened.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        lock(&self.state.failure).clone()
+        lock(&self.state.failure).as_ref().map(|e| e.why.clone())
     }
 }
 
@@ -216,71 +241,82 @@ async fn dial(state: &State, host: &str, port: u16) -> Result<TcpStream, String>
     let p = &state.upstream;
     let r = match tokio::time::timeout(DIAL_TIMEOUT, dial_upstream(p, host, port)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {}s", DIAL_TIMEOUT.as_secs())),
+        Err(_) => Err(proxy_err(format!(
+            "no answer within {}s",
+            DIAL_TIMEOUT.as_secs()
+        ))),
     };
     match r {
         Ok(s) => {
             state.opened.fetch_add(1, Ordering::SeqCst);
             Ok(s)
         }
-        Err(why) => {
-            let why = format!("proxy {}: {why}", p.authority());
-            tracing::debug!(reason = %why, target = %authority(host, port), "proxy connection failed");
-            *lock(&state.failure) = Some(why.clone());
-            Err(why)
+        Err(mut e) => {
+            e.why = format!("proxy {}: {}", p.authority(), e.why);
+            tracing::debug!(reason = %e.why, target = %authority(host, port), "proxy connection failed");
+            let mut failure = lock(&state.failure);
+            if !failure.as_ref().is_some_and(|f| f.proxy_level) {
+                *failure = Some(e.clone());
+            }
+            Err(e.why)
         }
     }
 }
 
-async fn dial_upstream(p: &ProxyUrl, host: &str, port: u16) -> Result<TcpStream, String> {
+async fn dial_upstream(p: &ProxyUrl, host: &str, port: u16) -> Result<TcpStream, DialError> {
     let proxy = (p.host.as_str(), p.port);
     match p.scheme {
         ProxyScheme::Http => {
             let s = TcpStream::connect(proxy)
                 .await
-                .map_err(|e| format!("cannot connect: {e}"))?;
+                .map_err(|e| proxy_err(format!("cannot connect: {e}")))?;
             let _ = s.set_nodelay(true);
             http_connect(s, p, &authority(host, port)).await
         }
         ProxyScheme::Socks5 | ProxyScheme::Socks5h => {
+            use tokio_socks::TargetAddr;
             use tokio_socks::tcp::Socks5Stream;
-            let s = if p.scheme == ProxyScheme::Socks5 {
+            let target: TargetAddr<'_> = if p.scheme == ProxyScheme::Socks5 {
                 // curl's `socks5://`: the name is resolved here.
                 let addr = tokio::net::lookup_host((host, port))
                     .await
                     .ok()
                     .and_then(|mut a| a.next())
-                    .ok_or_else(|| format!("cannot resolve {host}"))?;
-                match &p.credentials {
-                    Some(c) => {
-                        Socks5Stream::connect_with_password(proxy, addr, &c.username, &c.password)
-                            .await
-                    }
-                    None => Socks5Stream::connect(proxy, addr).await,
-                }
+                    .ok_or_else(|| target_err(format!("cannot resolve {host}")))?;
+                TargetAddr::Ip(addr)
             } else {
-                match &p.credentials {
-                    Some(c) => {
-                        Socks5Stream::connect_with_password(
-                            proxy,
-                            (host, port),
-                            &c.username,
-                            &c.password,
-                        )
-                        .await
-                    }
-                    None => Socks5Stream::connect(proxy, (host, port)).await,
-                }
+                TargetAddr::Domain(host.into(), port)
             };
-            s.map(Socks5Stream::into_inner).map_err(|e| match e {
-                tokio_socks::Error::PasswordAuthFailure(_) => {
-                    "credentials refused (SOCKS5)".to_owned()
+            let socket = TcpStream::connect(proxy)
+                .await
+                .map_err(|e| proxy_err(format!("cannot connect: {e}")))?;
+            let _ = socket.set_nodelay(true);
+            let s = match &p.credentials {
+                Some(c) => {
+                    Socks5Stream::connect_with_password_and_socket(
+                        socket,
+                        target,
+                        &c.username,
+                        &c.password,
+                    )
+                    .await
                 }
-                tokio_socks::Error::NoAcceptableAuthMethods => {
-                    "accepts none of the offered authentications (SOCKS5; credentials missing?)"
-                        .to_owned()
+                None => Socks5Stream::connect_with_socket(socket, target).await,
+            };
+            s.map(Socks5Stream::into_inner).map_err(|e| {
+                use tokio_socks::Error as E;
+                match e {
+                    E::PasswordAuthFailure(_) => proxy_err("credentials refused (SOCKS5)"),
+                    E::NoAcceptableAuthMethods => proxy_err(
+                        "accepts none of the offered authentications (SOCKS5; credentials missing?)",
+                    ),
+                    E::Io(e) => proxy_err(format!("SOCKS5: {e}")),
+                    E::InvalidResponseVersion
+                    | E::UnknownAuthMethod
+                    | E::InvalidReservedByte
+                    | E::UnknownAddressType => proxy_err(format!("not a SOCKS5 proxy? {e}")),
+                    e => target_err(format!("SOCKS5 connect to {}: {e}", authority(host, port))),
                 }
-                e => format!("SOCKS5: {e}"),
             })
         }
     }
@@ -288,7 +324,11 @@ async fn dial_upstream(p: &ProxyUrl, host: &str, port: u16) -> Result<TcpStream,
 
 /// `CONNECT` at an HTTP proxy; the stream is the tunnel once it answers
 /// 2xx.
-async fn http_connect(mut s: TcpStream, p: &ProxyUrl, target: &str) -> Result<TcpStream, String> {
+async fn http_connect(
+    mut s: TcpStream,
+    p: &ProxyUrl,
+    target: &str,
+) -> Result<TcpStream, DialError> {
     let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
     if let Some(c) = &p.credentials {
         let token = base64::engine::general_purpose::STANDARD
@@ -298,19 +338,19 @@ async fn http_connect(mut s: TcpStream, p: &ProxyUrl, target: &str) -> Result<Tc
     head.push_str("\r\n");
     s.write_all(head.as_bytes())
         .await
-        .map_err(|e| format!("CONNECT: {e}"))?;
+        .map_err(|e| proxy_err(format!("CONNECT: {e}")))?;
     // Byte by byte to the end of the head: whatever follows belongs to
     // the tunnel (a proxy sends nothing more before the client speaks, but
     // reading past the head would lose it if one did).
     let mut got = Vec::with_capacity(256);
     while !got.ends_with(b"\r\n\r\n") {
         if got.len() >= MAX_CONNECT_HEAD {
-            return Err("CONNECT answer too long".into());
+            return Err(proxy_err("CONNECT answer too long"));
         }
         let b = s
             .read_u8()
             .await
-            .map_err(|e| format!("CONNECT: no answer ({e})"))?;
+            .map_err(|e| proxy_err(format!("CONNECT: no answer ({e})")))?;
         got.push(b);
     }
     let line = String::from_utf8_lossy(&got);
@@ -318,11 +358,109 @@ async fn http_connect(mut s: TcpStream, p: &ProxyUrl, target: &str) -> Result<Tc
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
-        .ok_or("CONNECT: not an HTTP answer")?;
+        .ok_or_else(|| proxy_err("CONNECT: not an HTTP answer"))?;
     match status {
         200..=299 => Ok(s),
-        407 if p.credentials.is_some() => Err("credentials refused (HTTP 407)".into()),
-        407 => Err("asks for credentials (HTTP 407)".into()),
-        other => Err(format!("CONNECT {target} answered HTTP {other}")),
+        407 if p.credentials.is_some() => Err(proxy_err("credentials refused (HTTP 407)")),
+        407 => Err(proxy_err("asks for credentials (HTTP 407)")),
+        other => Err(target_err(format!(
+            "CONNECT {target} answered HTTP {other}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An HTTP proxy that answers every `CONNECT` with `status` and hands
+    /// back the request heads it got.
+    async fn fake_proxy(status: u16) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    head.push(s.read_u8().await.unwrap());
+                }
+                let _ = tx.send(String::from_utf8(head).unwrap());
+                let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                s.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        (port, rx)
+    }
+
+    async fn connect_through(f: &Forwarder, target: &str) -> String {
+        let mut c = TcpStream::connect(("127.0.0.1", f.port)).await.unwrap();
+        c.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(c.read_u8().await.unwrap());
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    #[tokio::test]
+    async fn credentials_go_upstream_and_a_refusal_is_named_without_them() {
+        let (port, mut heads) = fake_proxy(407).await;
+        let url = format!("http://alice:s%3Acret@127.0.0.1:{port}");
+        let f = Forwarder::start(ProxyUrl::parse(&url).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(f.failure(), None);
+        let answer = connect_through(&f, "[::1]:443").await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        let head = heads.recv().await.unwrap();
+        assert!(head.starts_with("CONNECT [::1]:443 HTTP/1.1\r\n"), "{head}");
+        let token = base64::engine::general_purpose::STANDARD.encode("alice:s:cret");
+        assert!(
+            head.contains(&format!("Proxy-Authorization: Basic {token}\r\n")),
+            "{head}"
+        );
+        let why = f.failure().unwrap();
+        assert!(why.contains("credentials refused (HTTP 407)"), "{why}");
+        assert!(!why.contains("cret") && !answer.contains("cret"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_target_is_not_a_failed_proxy_once_one_opened() {
+        let (port, _heads) = fake_proxy(403).await;
+        let f = Forwarder::start(ProxyUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap())
+            .await
+            .unwrap();
+        connect_through(&f, "blocked.test:443").await;
+        let why = f.failure().unwrap();
+        assert!(
+            why.contains("CONNECT blocked.test:443 answered HTTP 403"),
+            "{why}"
+        );
+        f.state.opened.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(f.failure(), None);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_proxy_is_named() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        for scheme in ["http", "socks5h"] {
+            let url = format!("{scheme}://u:p@127.0.0.1:{port}");
+            let f = Forwarder::start(ProxyUrl::parse(&url).unwrap())
+                .await
+                .unwrap();
+            let answer = connect_through(&f, "web.whatsapp.com:443").await;
+            assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+            let why = f.failure().unwrap();
+            assert!(
+                why.contains(&format!("proxy 127.0.0.1:{port}: cannot connect")),
+                "{why}"
+            );
+        }
     }
 }
