@@ -135,6 +135,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Cancellatio
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let stop = stop.clone();
+        let ended = stop.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
@@ -144,7 +145,10 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Cancellatio
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn => {}
+                _ = ended.cancelled() => {}
+            }
         });
     }
 }
