@@ -7,11 +7,15 @@
 //! and `WsClient` speaks the `/ws` protocol.
 //!
 //! - [`proxy`]: a TCP proxy to cut and restore a real service's network.
+//! - [`upstream_proxy`]: HTTP and SOCKS5 proxies that demand credentials.
+//! - [`logs`]: capturing the host's log lines.
 //! - [`amqp`]: the test broker, per-test queues, a real consumer, the relay bench.
 
 pub mod amqp;
 pub mod cluster;
+pub mod logs;
 pub mod proxy;
+pub mod upstream_proxy;
 
 pub mod mongo;
 pub mod whatsapp_fixture;
@@ -54,12 +58,18 @@ macro_rules! assert_eventually {
 pub fn init_logs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let printed = tracing_subscriber::fmt::layer()
+            .with_test_writer()
+            .with_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| "warn".into()),
-            )
-            .with_test_writer()
+            );
+        let _ = tracing_subscriber::registry()
+            .with(printed)
+            .with(logs::CaptureLayer.with_filter(logs::WhileCapturing))
             .try_init();
     });
 }

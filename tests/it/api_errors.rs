@@ -60,6 +60,75 @@ async fn bad_session_ids_are_rejected() {
     host.stop().await;
 }
 
+/// Every bad `webdriver.proxy` is a 400 naming the field, refused before
+/// anything starts, and the answer never quotes the URL (it may hold a
+/// password).
+#[tokio::test]
+async fn bad_proxy_urls_are_rejected_by_name() {
+    let host = TestHost::spawn().await;
+    let path = "/whatsapp-web/session/proxied";
+    let long = format!("http://u:secret@{}.example:1", "a".repeat(2048));
+    for proxy in [
+        json!("secret"),
+        json!("ftp://u:secret@h:21"),
+        json!("https://u:secret@h:443"),
+        json!("socks4://u:secret@h:1080"),
+        json!("socks5://u:secret@h"),
+        json!("socks5://u:secret@h:0"),
+        json!("socks5://u:secret@:1080"),
+        json!("http://u:secret@h:3128/path"),
+        json!("http://u:secret@h:3128?x=1"),
+        json!("http://:secret@h:3128"),
+        json!("http://u:secret%ZZ%FF@h:3128"),
+        json!(long),
+        json!(1080),
+        json!({"url": "http://u:secret@h:1"}),
+    ] {
+        let body = json!({"provider": "webdriver", "webdriver": {"proxy": proxy}});
+        let (s, ct, b) = raw(
+            &host,
+            "POST",
+            path,
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await;
+        assert_problem(s, &ct, &b, 400, "invalid_body");
+        let detail = b["detail"].as_str().unwrap();
+        assert!(detail.contains("webdriver.proxy"), "{proxy}: {b}");
+        assert!(!b.to_string().contains("secret"), "{proxy}: {b}");
+    }
+    let (s, ct, b) = raw(&host, "GET", path, None).await;
+    assert_problem(s, &ct, &b, 404, "not_found");
+    host.stop().await;
+
+    // A grid's browser cannot reach this host's forwarder: credentials are
+    // refused there, a proxy without them is not (the endpoint is never
+    // reached: the create is only validated here).
+    let grid = TestHost::spawn_with(
+        wasync_tests::HostOptions {
+            tuning: wasync_tests::fast_tuning(),
+            ..Default::default()
+        }
+        .var(wasync::config::WEBDRIVER_URL, "http://127.0.0.1:9"),
+    )
+    .await;
+    let body = json!({"provider": "webdriver", "webdriver": {"proxy": "socks5://u:secret@h:1080"}});
+    let (s, ct, b) = raw(
+        &grid,
+        "POST",
+        path,
+        Some(("application/json", body.to_string().into_bytes())),
+    )
+    .await;
+    assert_problem(s, &ct, &b, 400, "invalid_body");
+    assert!(
+        b["detail"].as_str().unwrap().contains("WEBDRIVER_URL"),
+        "{b}"
+    );
+    assert!(!b.to_string().contains("secret"), "{b}");
+    grid.stop().await;
+}
+
 #[tokio::test]
 async fn bad_bodies_are_rejected() {
     let host = TestHost::spawn().await;

@@ -23,4 +23,5 @@ mod socketio;
 mod storage_contract;
 mod sync_flow;
 mod webdriver;
+mod webdriver_proxy;
 mod websocket;

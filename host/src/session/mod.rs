@@ -50,7 +50,13 @@ pub struct CreateOptions {
     /// `fetchLatencyMs`, `liveMessageEveryMs`, `seed`, `failFetch`, `failAuth`.
     #[schema(value_type = Option<Object>)]
     pub simulator: Option<serde_json::Value>,
-    /// Options of the webdriver provider.
+    /// Options of the webdriver provider (all optional): `maxQrAttempts`,
+    /// `qrTtlMs`, `pollMs`, `callTimeoutMs`, `pageLoadTimeoutMs`,
+    /// `connectTimeoutMs`, and `proxy`: `http://`, `socks5://` or
+    /// `socks5h://` with `host:port` and optional percent-encoded
+    /// credentials (`socks5h://user:pass@proxy.example:1080`); the session's
+    /// browser traffic goes through it. The credentials are stored with the
+    /// session (a restart needs them) and never returned or logged.
     #[schema(value_type = Option<Object>)]
     pub webdriver: Option<serde_json::Value>,
     /// Link with a pairing code for this phone number instead of QR codes:

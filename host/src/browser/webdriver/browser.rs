@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::error::{WebDriverError, classify};
 use super::process::{self, Driver};
+use super::proxy::{self, Forwarder};
 use super::settings::{WebDriverOptions, WebDriverSettings};
 use crate::domain::SessionId;
 
@@ -42,6 +43,8 @@ pub(super) struct Browser {
     client: fantoccini::Client,
     driver: Option<Driver>,
     call_timeout: Duration,
+    /// The session's proxy forwarder (local chromedriver with a proxy).
+    forwarder: Option<Forwarder>,
 }
 
 impl Browser {
@@ -93,6 +96,23 @@ impl Browser {
             format!("--user-agent={USER_AGENT}"),
         ];
         args.push(format!("--user-data-dir={}", profile.display()));
+        // With a local chromedriver the browser always goes through this
+        // host's forwarder (see `proxy/`); a grid's browser gets the proxy
+        // itself (validated: no credentials then).
+        let mut forwarder = None;
+        if let Some(p) = &opts.proxy {
+            let server = if settings.webdriver_url.is_some() {
+                p.chromium_proxy_server()
+            } else {
+                let f = Forwarder::start(p.clone()).await.map_err(|e| {
+                    WebDriverError::Launch(format!("cannot start the proxy forwarder: {e}"))
+                })?;
+                let s = f.proxy_server();
+                forwarder = Some(f);
+                s
+            };
+            args.extend(proxy::chromium_args(&server));
+        }
         let mut chrome = json!({ "args": args });
         let binary = settings
             .chromium_path
@@ -136,6 +156,7 @@ impl Browser {
             client,
             driver,
             call_timeout: Duration::from_millis(opts.call_timeout_ms),
+            forwarder,
         };
         let goto = browser.client.goto(&settings.whatsapp_web_url);
         let r = tokio::time::timeout(
@@ -154,11 +175,22 @@ impl Browser {
                 Duration::from_millis(opts.page_load_timeout_ms),
             )),
         };
+        // A proxy that carried nothing explains a failed (or an error)
+        // page better than the navigation's own message.
+        let failure = match browser.proxy_failure() {
+            Some(why) => Some(WebDriverError::Proxy(why)),
+            None => failure,
+        };
         if let Some(e) = failure {
             browser.close().await;
             return Err(e);
         }
         Ok(browser)
+    }
+
+    /// Why the session's proxy has carried nothing yet, if it failed.
+    pub(super) fn proxy_failure(&self) -> Option<String> {
+        self.forwarder.as_ref().and_then(Forwarder::failure)
     }
 
     /// One `execute` with the call timeout.

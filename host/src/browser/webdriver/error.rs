@@ -26,6 +26,10 @@ pub enum WebDriverError {
     /// The session's profile folder could not be prepared.
     #[error("browser profile: {0}")]
     Profile(String),
+    /// The session's proxy carried nothing: refused credentials, or not
+    /// reachable (the message names it by `host:port` only).
+    #[error("{0}")]
+    Proxy(String),
 }
 
 impl From<WebDriverError> for ClientError {
@@ -33,7 +37,7 @@ impl From<WebDriverError> for ClientError {
         match e {
             WebDriverError::Page(m) if m.contains("page module") => ClientError::Unsupported(m),
             WebDriverError::Gone(_) => ClientError::Disconnected(e.to_string()),
-            WebDriverError::Launch(_) | WebDriverError::Profile(_) => {
+            WebDriverError::Launch(_) | WebDriverError::Profile(_) | WebDriverError::Proxy(_) => {
                 ClientError::Unsupported(e.to_string())
             }
             other => ClientError::Transient(other.to_string()),

@@ -33,6 +33,8 @@
 //! - `browser.rs`: launching chromedriver and Chromium, `execute` and close;
 //! - `process.rs`: chromedriver's process group, and sweeping up after a
 //!   crash;
+//! - `proxy/`: a session's proxy (`webdriver.proxy`) and the local
+//!   forwarder that gives Chromium a proxy with credentials;
 //! - `page.rs` and `bridge.js`: the page bridge and what it returns;
 //! - `session.rs`: the task that owns a session's browser;
 //! - `client.rs`: the port's handle on that task;
@@ -49,9 +51,11 @@ mod login;
 mod page;
 mod process;
 mod provider;
+mod proxy;
 mod session;
 mod settings;
 
 pub use error::WebDriverError;
 pub use provider::{WebDriverProvider, profile_dir};
+pub use proxy::{Credentials, ProxyScheme, ProxyUrl};
 pub use settings::{DEFAULT_LOGIN_SAVE_EVERY, WebDriverOptions, WebDriverSettings};

@@ -75,7 +75,17 @@ impl Provider for WebDriverProvider {
     }
 
     fn validate(&self, options: &Value) -> Result<(), ClientError> {
-        WebDriverOptions::from_options(options).map(|_| ())
+        let opts = WebDriverOptions::from_options(options)?;
+        // The forwarder that adds credentials runs on this host; a grid's
+        // browser cannot reach its loopback, and Chromium takes none.
+        if self.settings.webdriver_url.is_some()
+            && opts.proxy.as_ref().is_some_and(|p| p.credentials.is_some())
+        {
+            return Err(ClientError::Unsupported(
+                "webdriver.proxy with credentials needs a local chromedriver (WEBDRIVER_URL is set): use a proxy without credentials, or an allow-listed one".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Through WhatsApp Web's "link with phone number" screens.
@@ -90,9 +100,12 @@ impl Provider for WebDriverProvider {
         restored: bool,
         events: mpsc::Sender<ClientEvent>,
     ) -> Result<Arc<dyn WhatsAppClient>, ClientError> {
+        self.validate(options)?;
         let opts = WebDriverOptions::from_options(options)?;
         let profile = self.profile_dir(session);
-        tracing::info!(session_id = %session, restored, profile = %profile.display(), "starting browser");
+        // `ProxyUrl` displays without its credentials.
+        let proxy = opts.proxy.as_ref().map(ToString::to_string);
+        tracing::info!(session_id = %session, restored, profile = %profile.display(), proxy = proxy.as_deref().unwrap_or("none"), "starting browser");
         let logins = self.settings.login_vault.clone().map(|vault| Logins {
             vault,
             session: session.clone(),

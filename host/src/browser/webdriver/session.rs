@@ -51,6 +51,9 @@ pub(super) struct SessionTask {
     dead: bool,
     failures: u32,
     not_loaded_since: Option<Instant>,
+    /// The page has loaded at least once (a proxy failure after that is
+    /// not the reason it never came up).
+    loaded_once: bool,
     /// The session's link to the login vault, when there is one.
     logins: Option<Logins>,
     save_every: Duration,
@@ -95,6 +98,7 @@ impl SessionTask {
             dead: false,
             failures: 0,
             not_loaded_since: None,
+            loaded_once: false,
             logins,
             save_every,
             next_save: None,
@@ -175,6 +179,13 @@ impl SessionTask {
         let Some(b) = &self.browser else {
             return Err("no browser".into());
         };
+        if !self.loaded_once
+            && let Some(why) = b.proxy_failure()
+        {
+            // Named at once, rather than after `pageLoadTimeoutMs` of a
+            // page that cannot load.
+            return Err(why);
+        }
         let r = b.drain(self.ack).await;
         let v = match r {
             Ok(Value::Null) => {
@@ -208,6 +219,7 @@ impl SessionTask {
             }
         } else {
             self.not_loaded_since = None;
+            self.loaded_once = true;
             // A newly loaded page links with the phone number, once per
             // bridge instance; a failed start is tried at the next poll.
             if let Some(phone) = self.phone_login_due(&d.instance) {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::proxy::ProxyUrl;
 use crate::browser::ClientError;
 use crate::browser::vault::LoginVault;
 
@@ -58,6 +59,11 @@ pub struct WebDriverOptions {
     /// How long opening the WebDriver session may take (chromedriver or a
     /// grid that queues the request, or an endpoint that never answers).
     pub connect_timeout_ms: u64,
+    /// Where the browser's traffic goes (`http://`, `socks5://`,
+    /// `socks5h://`, credentials optional); `None`: straight out. Read
+    /// apart from the other fields, so no serde message can quote it.
+    #[serde(skip)]
+    pub proxy: Option<ProxyUrl>,
 }
 
 impl Default for WebDriverOptions {
@@ -69,6 +75,7 @@ impl Default for WebDriverOptions {
             call_timeout_ms: 30_000,
             page_load_timeout_ms: 60_000,
             connect_timeout_ms: 60_000,
+            proxy: None,
         }
     }
 }
@@ -76,11 +83,22 @@ impl Default for WebDriverOptions {
 impl WebDriverOptions {
     /// Reads and checks the `webdriver` object of a create body.
     pub fn from_options(options: &Value) -> Result<Self, ClientError> {
-        let o: WebDriverOptions = match options.get("webdriver") {
-            None | Some(Value::Null) => Self::default(),
-            Some(v) => serde_json::from_value(v.clone())
+        let mut given = options.get("webdriver").cloned().unwrap_or(Value::Null);
+        let proxy = match given.as_object_mut().and_then(|o| o.remove("proxy")) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(ProxyUrl::parse(&s).map_err(ClientError::Unsupported)?),
+            Some(_) => {
+                return Err(ClientError::Unsupported(
+                    "webdriver.proxy must be a string (a URL)".into(),
+                ));
+            }
+        };
+        let mut o: WebDriverOptions = match given {
+            Value::Null => Self::default(),
+            v => serde_json::from_value(v)
                 .map_err(|e| ClientError::Unsupported(format!("webdriver: {e}")))?,
         };
+        o.proxy = proxy;
         let bad = |m: &str| Err(ClientError::Unsupported(format!("webdriver.{m}")));
         if !(1..=1000).contains(&o.max_qr_attempts) {
             return bad("maxQrAttempts must be between 1 and 1000");
@@ -124,9 +142,24 @@ mod tests {
                 "connectTimeoutMs",
             ),
             (json!({"webdriver": {"bogus": 1}}), "unknown field"),
+            (
+                json!({"webdriver": {"proxy": 1}}),
+                "webdriver.proxy must be a string",
+            ),
+            (
+                json!({"webdriver": {"proxy": "ftp://u:secret@h:1"}}),
+                "webdriver.proxy scheme",
+            ),
         ] {
             let e = WebDriverOptions::from_options(&v).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
+            assert!(!e.contains("secret"), "{e}");
         }
+        let o = WebDriverOptions::from_options(
+            &json!({"webdriver": {"pollMs": 100, "proxy": "socks5h://u:secret@h:1080"}}),
+        )
+        .unwrap();
+        assert_eq!(o.poll_ms, 100);
+        assert_eq!(o.proxy.unwrap().to_string(), "socks5h://***@h:1080");
     }
 }
