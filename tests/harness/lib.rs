@@ -8,6 +8,8 @@
 //!
 //! - [`proxy`]: a TCP proxy to cut and restore a real service's network.
 //! - [`amqp`]: the test broker, per-test queues, a real consumer, the relay bench.
+//! - [`receiver`]: a real HTTP server (hyper) that takes webhook deliveries,
+//!   fails or stalls on demand, and checks their signatures.
 
 pub mod amqp;
 pub mod cluster;
@@ -17,6 +19,7 @@ pub mod mongo;
 pub mod whatsapp_fixture;
 
 pub mod plugins;
+pub mod receiver;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +91,7 @@ pub fn fast_tuning() -> Tuning {
     t.relay.poll = Duration::from_millis(50);
     t.relay.min_backoff = Duration::from_millis(20);
     t.relay.max_backoff = Duration::from_millis(200);
+    t.webhooks.poll = Duration::from_millis(50);
     t
 }
 

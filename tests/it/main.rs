@@ -22,4 +22,5 @@ mod socketio;
 mod storage_contract;
 mod sync_flow;
 mod webdriver;
+mod webhooks;
 mod websocket;

@@ -5,6 +5,8 @@
 //! [`run_all`] from their tests; a failing check panics with the adapter's
 //! name and what differed.
 
+pub mod webhooks;
+
 use super::{ChatCommit, SessionRecord, Store};
 use crate::domain::{
     Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, SyncRun, SyncStatus, SyncTrigger,

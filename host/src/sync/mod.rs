@@ -546,12 +546,16 @@ async fn walk(
             total_messages_synced: run.total_messages_synced,
             duration_ms: duration_ms(run),
         };
-        events.push(OutboxEvent::for_run(
+        let mut complete = OutboxEvent::for_run(
             crate::events::SYNC_COMPLETE,
             &sid,
             &run.sync_id,
             serde_json::to_value(&complete).unwrap_or_default(),
-        ));
+        );
+        // After `session_ready` in the outbox's order (time, then id), as
+        // on the WebSocket: a millisecond later if they share one.
+        complete.created_at = complete.created_at.max(events[0].created_at + 1);
+        events.push(complete);
     }
     // A completion that cannot be written suspends the run rather than
     // failing it: its `session_ready` may be queued already (the MongoDB

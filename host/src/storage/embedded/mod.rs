@@ -816,6 +816,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("wasync.redb")).unwrap();
         super::super::contract::run_all(&store).await;
+        super::super::contract::webhooks::run_all(&store).await;
     }
 
     #[tokio::test]
