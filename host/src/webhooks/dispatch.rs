@@ -90,16 +90,12 @@ pub async fn run(hooks: Arc<Webhooks>, shutdown: CancellationToken) {
                     keep
                 });
                 for id in held {
-                    if !workers.contains_key(&id) {
+                    workers.entry(id.clone()).or_insert_with(|| {
                         let stop = shutdown.child_token();
-                        let task = tokio::spawn(work(
-                            hooks.clone(),
-                            client.clone(),
-                            id.clone(),
-                            stop.clone(),
-                        ));
-                        workers.insert(id, (stop, task));
-                    }
+                        let task =
+                            tokio::spawn(work(hooks.clone(), client.clone(), id, stop.clone()));
+                        (stop, task)
+                    });
                 }
             }
             Err(e) => {

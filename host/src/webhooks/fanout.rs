@@ -24,7 +24,7 @@ pub struct Fanout(pub Arc<Webhooks>);
 /// Whether `hook` wants `ev`.
 pub fn matches(hook: &WebhookRecord, ev: &OutboxEvent) -> bool {
     ev.created_at >= hook.created_at
-        && hook.events.iter().any(|e| *e == ev.pattern)
+        && hook.events.contains(&ev.pattern)
         && hook.session_id.as_ref().is_none_or(|s| *s == ev.session_id)
 }
 
