@@ -210,3 +210,109 @@ async fn answer(
     *resp.status_mut() = StatusCode::from_u16(status).unwrap();
     Ok(resp)
 }
+
+/// What [`bench_deliveries`] measured.
+#[derive(Debug, Clone)]
+pub struct DeliveryBench {
+    pub deliveries: usize,
+    pub sessions: usize,
+    pub concurrency: usize,
+    /// From the dispatcher's start to the receiver's last 2xx.
+    pub elapsed: Duration,
+}
+
+impl DeliveryBench {
+    pub fn per_sec(&self) -> f64 {
+        self.deliveries as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+impl std::fmt::Display for DeliveryBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "webhooks -> local receiver, signed: {} deliveries over {} sessions, concurrency {}: {:.0}/s ({:.2?})",
+            self.deliveries,
+            self.sessions,
+            self.concurrency,
+            self.per_sec(),
+            self.elapsed
+        )
+    }
+}
+
+/// Webhook delivery throughput: `n` `message_received` events of
+/// `sessions` sessions queued in a fresh embedded store's outbox and
+/// fanned out, then delivered, signed, to a [`Receiver`] on loopback by the
+/// real dispatcher (each result recorded durably, as in production).
+pub async fn bench_deliveries(n: usize, sessions: usize, concurrency: usize) -> DeliveryBench {
+    use wasync::domain::{OutboxEvent, SessionId};
+    use wasync::events::relay::OutboxTap;
+    use wasync::storage::Store;
+    use wasync::storage::embedded::EmbeddedStore;
+    use wasync::storage::webhooks::{WebhookRecord, WebhookStore};
+    use wasync::webhooks::target::{AllowList, Net};
+    use wasync::webhooks::{WebhookSettings, Webhooks};
+
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("bench.redb")).expect("store"));
+    let settings = WebhookSettings {
+        allow_private: AllowList::new(vec![Net::parse("127.0.0.0/8").unwrap()]),
+        concurrency,
+        ..WebhookSettings::default()
+    };
+    let hooks = Arc::new(Webhooks {
+        store: store.clone(),
+        gate: Default::default(),
+        settings,
+        wake: Default::default(),
+        metrics: Arc::new(wasync::telemetry::Metrics::new()),
+    });
+    store
+        .put_webhook(&WebhookRecord {
+            webhook_id: "bench".into(),
+            url: rx.url("/hook"),
+            events: vec!["message_received".into()],
+            session_id: None,
+            secret: Some("bench-secret-0123456789".into()),
+            created_at: 0,
+        })
+        .await
+        .expect("webhook");
+    let events: Vec<OutboxEvent> = (0..n)
+        .map(|i| {
+            let sid = SessionId::parse(&format!("s{}", i % sessions)).unwrap();
+            OutboxEvent::new(
+                "message_received",
+                &sid,
+                serde_json::json!({"sessionId": sid.as_str(), "message": {"id": format!("m{i}"), "body": "hello there"}}),
+            )
+        })
+        .collect();
+    for ev in &events {
+        store.enqueue_event(ev).await.expect("enqueue");
+    }
+    let tap = wasync::webhooks::fanout::Fanout(hooks.clone());
+    for chunk in events.chunks(256) {
+        tap.take(chunk).await.expect("fan-out");
+    }
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(wasync::webhooks::dispatch::run(hooks.clone(), stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while rx.delivered().len() < n {
+        assert!(Instant::now() < deadline, "deliveries did not finish");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    stop.cancel();
+    let _ = task.await;
+    assert!(rx.delivered().iter().all(|r| r.signed_with("bench-secret-0123456789")));
+    DeliveryBench {
+        deliveries: n,
+        sessions,
+        concurrency,
+        elapsed,
+    }
+}
