@@ -308,7 +308,11 @@ pub async fn bench_deliveries(n: usize, sessions: usize, concurrency: usize) -> 
     let elapsed = started.elapsed();
     stop.cancel();
     let _ = task.await;
-    assert!(rx.delivered().iter().all(|r| r.signed_with("bench-secret-0123456789")));
+    assert!(
+        rx.delivered()
+            .iter()
+            .all(|r| r.signed_with("bench-secret-0123456789"))
+    );
     DeliveryBench {
         deliveries: n,
         sessions,
