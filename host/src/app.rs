@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::events::amqp::{AmqpConfig, AmqpEvents};
 use crate::events::local::LocalEvents;
 use crate::events::relay::{self, RelayConfig, RelaySignal};
-use crate::events::{EventBus, EventSwitches};
+use crate::events::{EventBus, EventGate, EventSwitches};
 use crate::gateway::{self, Gateway, GatewayDeps};
 use crate::hub::{Hub, QueueLimits};
 use crate::plugins::wasm::{ManagerOptions, PluginManager, PluginRuntime, RuntimeOptions};
@@ -30,8 +30,10 @@ use crate::session::{SessionDeps, Sessions};
 use crate::storage::Store;
 use crate::storage::embedded::EmbeddedStore;
 use crate::storage::mongo::MongoStore;
+use crate::storage::webhooks::WebhookStore;
 use crate::sync::SyncOptions;
 use crate::telemetry::Metrics;
+use crate::webhooks::{WebhookSettings, WebhookTuning, Webhooks};
 
 /// Knobs that are not configuration: tests and benchmarks turn them to
 /// make retries fast; production keeps the defaults.
@@ -41,6 +43,7 @@ pub struct Tuning {
     pub relay: RelayConfig,
     /// Period of the retention pass (`None`: hourly).
     pub retention_every: Option<std::time::Duration>,
+    pub webhooks: WebhookTuning,
 }
 
 /// A running host.
@@ -69,11 +72,15 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(open_store_and_db(config).await?.0)
 }
 
-/// The store, and its MongoDB database when it is shared (the cluster
-/// coordinates in it).
-async fn open_store_and_db(
-    config: &Config,
-) -> anyhow::Result<(Arc<dyn Store>, Option<mongodb::Database>)> {
+/// The store (as the main port and as the webhooks' port), and its
+/// MongoDB database when it is shared (the cluster coordinates in it).
+type Stores = (
+    Arc<dyn Store>,
+    Arc<dyn WebhookStore>,
+    Option<mongodb::Database>,
+);
+
+async fn open_store_and_db(config: &Config) -> anyhow::Result<Stores> {
     if let Some(uri) = &config.storage.mongodb_uri {
         // The URI is not in the error context: it may carry credentials.
         let store = MongoStore::connect(uri, &config.storage.mongodb_db)
@@ -85,12 +92,14 @@ async fn open_store_and_db(
                 )
             })?;
         let db = store.database().clone();
-        return Ok((Arc::new(store), Some(db)));
+        let store = Arc::new(store);
+        return Ok((store.clone(), store, Some(db)));
     }
     let path = config.storage.data_dir.join("wasync.redb");
     let store = EmbeddedStore::open_with_cache(&path, config.storage.store_cache_mib << 20)
         .with_context(|| format!("opening the embedded store {}", path.display()))?;
-    Ok((Arc::new(store), None))
+    let store = Arc::new(store);
+    Ok((store.clone(), store, None))
 }
 
 /// Picks the login vault: GridFS in the store's MongoDB database (hosts
@@ -110,13 +119,35 @@ pub fn open_events(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
     };
     let mut amqp = AmqpConfig::new(url.clone());
     amqp.queue = config.events.amqp_queue.clone();
-    amqp.switches = EventSwitches {
-        sync_failed: config.events.publish_sync_failed,
-        message_received: config.events.publish_messages,
-    };
+    amqp.switches = switches(config);
     Ok(Arc::new(
         AmqpEvents::new(amqp).context("configuring the RabbitMQ events adapter")?,
     ))
+}
+
+/// The broker's optional patterns, as configured.
+fn switches(config: &Config) -> EventSwitches {
+    EventSwitches {
+        sync_failed: config.events.publish_sync_failed,
+        message_received: config.events.publish_messages,
+    }
+}
+
+/// The webhooks' settings from the configuration.
+fn webhook_settings(config: &Config, host_id: &str, tuning: WebhookTuning) -> WebhookSettings {
+    let w = &config.webhooks;
+    WebhookSettings {
+        max_webhooks: w.max_webhooks,
+        allow_private: crate::webhooks::target::AllowList::new(w.allow_private.clone()),
+        max_age: w.max_age,
+        retry_min: w.retry_min,
+        retry_max: w.retry_max,
+        timeout: w.timeout,
+        concurrency: w.concurrency,
+        retention: w.retention,
+        host_id: host_id.to_owned(),
+        tuning,
+    }
 }
 
 /// Loads the plugins of `WASYNC_PLUGINS_DIR`, when set; a broken plugin
@@ -152,7 +183,7 @@ impl App {
         let data_dir = &config.storage.data_dir;
         let data_lock = identity::lock_data_dir(data_dir)?;
         let host_id = identity::host_id(data_dir, config.cluster.host_id.as_deref())?;
-        let (store, mongo_db) = open_store_and_db(&config).await?;
+        let (store, hook_store, mongo_db) = open_store_and_db(&config).await?;
         let bus = open_events(&config)?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -193,10 +224,28 @@ impl App {
             shutdown.clone(),
         ));
 
+        // What the producers queue besides `session_ready`: what the broker
+        // is switched on for, and what the webhooks want (kept current by
+        // the webhooks subsystem).
+        let gate = EventGate::new(switches(&config));
+        let webhooks = Arc::new(Webhooks {
+            store: hook_store,
+            gate: gate.clone(),
+            settings: webhook_settings(&config, &host_id, tuning.webhooks.clone()),
+            wake: Default::default(),
+            metrics: metrics.clone(),
+        });
+        webhooks.refresh_interest().await;
+        tasks.spawn(crate::webhooks::dispatch::run(
+            webhooks.clone(),
+            shutdown.clone(),
+        ));
+
         let relay = RelaySignal::default();
         let mut relay_cfg = tuning.relay.clone();
         relay_cfg.metrics = Some(metrics.clone());
         relay_cfg.claimer = host_id.clone();
+        relay_cfg.tap = Some(Arc::new(crate::webhooks::fanout::Fanout(webhooks.clone())));
         tasks.spawn(relay::run(
             store.clone(),
             bus.clone(),
@@ -258,7 +307,7 @@ impl App {
         }
         let providers = Arc::new(providers.with(Arc::new(webdriver)));
         let mut sync = tuning.sync.clone();
-        sync.publish_sync_failed = config.events.publish_sync_failed;
+        sync.events = gate.clone();
         let sessions = Arc::new(Sessions::new(
             SessionDeps {
                 store: store.clone(),
@@ -268,7 +317,7 @@ impl App {
                 relay,
                 sync,
                 default_provider: config.browser.default_provider.clone(),
-                publish_messages: config.events.publish_messages,
+                events: gate.clone(),
                 metrics: metrics.clone(),
                 leases: cluster.leases.clone(),
                 max_sessions: config.cluster.max_sessions,
@@ -310,6 +359,7 @@ impl App {
             allowed_origins: config.server.allowed_origins.clone(),
             body_timeout: config.server.body_timeout,
             ws_ping: config.server.ws_ping,
+            webhooks,
         }));
         tasks.spawn(gateway::serve(listener, gw.clone()));
         tracing::info!(%addr, store = store.kind(), host_id = %host_id, "wasync listening");

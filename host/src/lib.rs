@@ -19,6 +19,8 @@
 //! - [`hub`]: fan-out of session events to clients, with bounded coalescing queues.
 //! - [`cluster`]: many hosts on one MongoDB: session leases with fencing, takeover,
 //!   forwarding to the owner, live events across hosts (RabbitMQ).
+//! - [`webhooks`]: signed HTTP webhooks: endpoints, the outbox fan-out, deliveries
+//!   in order per session with retries, the SSRF guard.
 //! - [`gateway`]: the HTTP server: REST routes, `/ws`, auth, problem+json errors.
 //! - [`telemetry`]: logging set-up and the Prometheus metrics registry.
 //! - [`config`]: configuration from the environment and an optional TOML file.
@@ -42,3 +44,4 @@ pub mod session;
 pub mod storage;
 pub mod sync;
 pub mod telemetry;
+pub mod webhooks;

@@ -257,6 +257,12 @@ fn main() {
         rows.push(rt.block_on(relay_to_rabbitmq(args.quick)));
     }
 
+    if args.wants("W1") {
+        // W1: webhook deliveries to a local receiver, signing on, beside the
+        // broker relay's rate (E1's measure) in the same run.
+        rows.push(rt.block_on(webhooks_row(args.quick)));
+    }
+
     if args.wants("P3") {
         // P3: plugin cost per message (redaction, batch per chat) beside the same
         // redaction compiled natively; sync with a 3-plugin chain beside none.
@@ -640,6 +646,48 @@ async fn relay_to_rabbitmq(quick: bool) -> Row {
             base.events_per_sec()
         ),
         result: format!("{:.1}×", piped.events_per_sec() / base.events_per_sec()),
+        target: "–",
+        met: None,
+    }
+}
+
+/// W1: signed webhook deliveries per second to a receiver on loopback
+/// (many sessions: lanes side by side; one session: its lane in order),
+/// beside the outbox relay into RabbitMQ measured in the same run.
+async fn webhooks_row(quick: bool) -> Row {
+    use wasync_tests::amqp::{bench_outbox_relay, broker_reachable};
+    use wasync_tests::receiver::bench_deliveries;
+    let n = if quick { 200 } else { 5_000 };
+    let spread = bench_deliveries(n, 64, 4).await;
+    let lane = bench_deliveries(n / 5, 1, 4).await;
+    eprintln!("W1 {spread}");
+    eprintln!("W1 {lane}");
+    let (baseline, ratio) = match broker_reachable().await {
+        Ok(()) => {
+            let relay = bench_outbox_relay(n, 256, 256).await;
+            eprintln!("W1 {relay}");
+            (
+                format!(
+                    "outbox relay -> RabbitMQ, confirms on, {n} events: {:.0} events/s",
+                    relay.events_per_sec()
+                ),
+                format!("{:.2}×", spread.per_sec() / relay.events_per_sec()),
+            )
+        }
+        Err(why) => {
+            assert!(!quick, "{why}");
+            (format!("not measured: {why}"), "–".into())
+        }
+    };
+    Row {
+        id: "W1",
+        measure: format!(
+            "webhook deliveries -> local receiver, HMAC-signed, each recorded durably: {n} over 64 sessions (concurrency 4): {:.0}/s; one session (in order): {:.0}/s",
+            spread.per_sec(),
+            lane.per_sec()
+        ),
+        baseline,
+        result: ratio,
         target: "–",
         met: None,
     }

@@ -10,6 +10,8 @@
 //! - [`upstream_proxy`]: HTTP and SOCKS5 proxies that demand credentials.
 //! - [`logs`]: capturing the host's log lines.
 //! - [`amqp`]: the test broker, per-test queues, a real consumer, the relay bench.
+//! - [`receiver`]: a real HTTP server (hyper) that takes webhook deliveries,
+//!   fails or stalls on demand, and checks their signatures.
 
 pub mod amqp;
 pub mod cluster;
@@ -21,6 +23,7 @@ pub mod mongo;
 pub mod whatsapp_fixture;
 
 pub mod plugins;
+pub mod receiver;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -98,6 +101,7 @@ pub fn fast_tuning() -> Tuning {
     t.relay.poll = Duration::from_millis(50);
     t.relay.min_backoff = Duration::from_millis(20);
     t.relay.max_backoff = Duration::from_millis(200);
+    t.webhooks.poll = Duration::from_millis(50);
     t
 }
 

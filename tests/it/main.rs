@@ -24,4 +24,5 @@ mod storage_contract;
 mod sync_flow;
 mod webdriver;
 mod webdriver_proxy;
+mod webhooks;
 mod websocket;

@@ -181,6 +181,26 @@ async fn mongo_contract_retention_and_purge_leave_no_bodies() {
 }
 
 #[tokio::test]
+async fn mongo_contract_webhooks_round_trip() {
+    contract::webhooks::webhooks_round_trip(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_deliveries_are_queued_once_in_order() {
+    contract::webhooks::deliveries_are_queued_once_in_order(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_deliveries_page_by_status_and_age_out() {
+    contract::webhooks::deliveries_page_by_status_and_age_out(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_webhook_claims_are_exclusive() {
+    contract::webhooks::webhook_claims_are_exclusive(&store().await.0).await;
+}
+
+#[tokio::test]
 async fn mongo_contract_run_all_in_one_database() {
     contract::run_all(&store().await.0).await;
 }

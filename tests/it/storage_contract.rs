@@ -9,4 +9,5 @@ async fn embedded_store_passes_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("contract.redb")).unwrap();
     contract::run_all(&store).await;
+    contract::webhooks::run_all(&store).await;
 }

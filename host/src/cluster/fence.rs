@@ -252,10 +252,10 @@ impl Store for FencedStore {
         self.inner.latest_sync_run(id).await
     }
 
-    async fn finish_sync(&self, run: &SyncRun, event: Option<&OutboxEvent>) -> StoreResult<()> {
+    async fn finish_sync(&self, run: &SyncRun, events: &[OutboxEvent]) -> StoreResult<()> {
         let run = self.run(run)?;
-        let event = event.map(|e| self.event(e));
-        self.inner.finish_sync(&run, event.as_ref()).await
+        let events: Vec<OutboxEvent> = events.iter().map(|e| self.event(e)).collect();
+        self.inner.finish_sync(&run, &events).await
     }
 
     async fn enqueue_event(&self, event: &OutboxEvent) -> StoreResult<()> {

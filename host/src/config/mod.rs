@@ -52,6 +52,14 @@ pub const WASYNC_MAX_SESSIONS: &str = "WASYNC_MAX_SESSIONS";
 pub const WASYNC_LEASE_TTL_MS: &str = "WASYNC_LEASE_TTL_MS";
 pub const WASYNC_LEASE_RENEW_MS: &str = "WASYNC_LEASE_RENEW_MS";
 pub const AMQP_LIVE_EXCHANGE: &str = "AMQP_LIVE_EXCHANGE";
+pub const WASYNC_MAX_WEBHOOKS: &str = "WASYNC_MAX_WEBHOOKS";
+pub const WASYNC_WEBHOOK_ALLOW_PRIVATE: &str = "WASYNC_WEBHOOK_ALLOW_PRIVATE";
+pub const WASYNC_WEBHOOK_MAX_AGE_SECS: &str = "WASYNC_WEBHOOK_MAX_AGE_SECS";
+pub const WASYNC_WEBHOOK_RETRY_MIN_MS: &str = "WASYNC_WEBHOOK_RETRY_MIN_MS";
+pub const WASYNC_WEBHOOK_RETRY_MAX_MS: &str = "WASYNC_WEBHOOK_RETRY_MAX_MS";
+pub const WASYNC_WEBHOOK_TIMEOUT_MS: &str = "WASYNC_WEBHOOK_TIMEOUT_MS";
+pub const WASYNC_WEBHOOK_CONCURRENCY: &str = "WASYNC_WEBHOOK_CONCURRENCY";
+pub const WASYNC_WEBHOOK_RETENTION_HOURS: &str = "WASYNC_WEBHOOK_RETENTION_HOURS";
 
 /// The whole configuration, one struct per subsystem.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +71,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub log: LogConfig,
     pub cluster: ClusterConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// The HTTP/WebSocket gateway.
@@ -225,8 +234,10 @@ pub struct ConfigError {
 }
 
 mod source;
+mod webhooks;
 
 use self::source::{FileConfig, Source};
+pub use self::webhooks::WebhooksConfig;
 
 impl Config {
     /// Reads the configuration from `env` and, if given, a TOML file.
@@ -472,6 +483,7 @@ impl Config {
         };
 
         let cluster = cluster(&mut s, &f.cluster);
+        let webhooks = webhooks::webhooks(&mut s, &f.webhooks);
 
         if s.problems.is_empty() {
             Ok(Config {
@@ -482,6 +494,7 @@ impl Config {
                 plugins,
                 log,
                 cluster,
+                webhooks,
             })
         } else {
             Err(ConfigError {

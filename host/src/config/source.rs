@@ -23,6 +23,8 @@ pub(super) struct FileConfig {
     pub(super) log: FileLog,
     #[serde(default)]
     pub(super) cluster: FileCluster,
+    #[serde(default)]
+    pub(super) webhooks: FileWebhooks,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +98,19 @@ pub(super) struct FileCluster {
     pub(super) lease_ttl_ms: Option<Scalar>,
     pub(super) lease_renew_ms: Option<Scalar>,
     pub(super) live_exchange: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileWebhooks {
+    pub(super) max_webhooks: Option<Scalar>,
+    pub(super) allow_private: Option<Scalar>,
+    pub(super) max_age_secs: Option<Scalar>,
+    pub(super) retry_min_ms: Option<Scalar>,
+    pub(super) retry_max_ms: Option<Scalar>,
+    pub(super) timeout_ms: Option<Scalar>,
+    pub(super) concurrency: Option<Scalar>,
+    pub(super) retention_hours: Option<Scalar>,
 }
 
 /// A file value: a string, number or boolean, read as text so the file

@@ -14,6 +14,9 @@ pub mod amqp;
 pub mod local;
 pub mod relay;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
 use async_trait::async_trait;
 
 use crate::domain::OutboxEvent;
@@ -39,6 +42,41 @@ pub const SESSION_READY: &str = "session_ready";
 pub const SYNC_FAILED: &str = "sync_failed";
 /// Pattern of the event carrying a live message (optional, high volume).
 pub const MESSAGE_RECEIVED: &str = "message_received";
+/// A sync's last word, queued with `session_ready` (webhooks only).
+pub const SYNC_COMPLETE: &str = "sync_complete";
+/// Lifecycle events, named as on the WebSocket (webhooks only).
+pub const QR: &str = "qr";
+pub const AUTHENTICATED: &str = "authenticated";
+pub const AUTH_FAILURE: &str = "auth_failure";
+pub const READY: &str = "ready";
+pub const DISCONNECTED: &str = "disconnected";
+
+/// Every event a webhook may ask for: the names the broker and the
+/// WebSocket already use. A new event (`message_updated`) is added here by
+/// name, queued by its producer when [`EventGate::wants`] it, and, if the
+/// broker should not get it, listed in [`WEBHOOK_ONLY`].
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    SESSION_READY,
+    SYNC_COMPLETE,
+    SYNC_FAILED,
+    MESSAGE_RECEIVED,
+    QR,
+    AUTHENTICATED,
+    AUTH_FAILURE,
+    READY,
+    DISCONNECTED,
+];
+
+/// Events queued in the outbox only for webhooks: the broker's consumers
+/// never asked for them, so its adapter confirms them without sending.
+pub const WEBHOOK_ONLY: &[&str] = &[
+    SYNC_COMPLETE,
+    QR,
+    AUTHENTICATED,
+    AUTH_FAILURE,
+    READY,
+    DISCONNECTED,
+];
 
 /// Which optional patterns leave the host. `session_ready` always does: it
 /// is the contract with the AI service. The others are opt-in per
@@ -56,13 +94,81 @@ pub struct EventSwitches {
 
 impl EventSwitches {
     /// Whether events of `pattern` are published. Unknown patterns are
-    /// (nothing enqueues them by accident; a new one should not vanish).
+    /// (nothing enqueues them by accident; a new one should not vanish);
+    /// the ones queued only for webhooks are not.
     pub fn allows(&self, pattern: &str) -> bool {
         match pattern {
             SYNC_FAILED => self.sync_failed,
             MESSAGE_RECEIVED => self.message_received,
+            p if WEBHOOK_ONLY.contains(&p) => false,
             _ => true,
         }
+    }
+}
+
+/// Which sessions' events the webhooks want: the event names of the
+/// endpoints for every session, and of those for one session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interest {
+    pub global: HashSet<String>,
+    pub sessions: HashMap<String, HashSet<String>>,
+}
+
+impl Interest {
+    fn wants(&self, pattern: &str, session: &str) -> bool {
+        self.global.contains(pattern)
+            || self
+                .sessions
+                .get(session)
+                .is_some_and(|s| s.contains(pattern))
+    }
+}
+
+/// Whether a producer should queue an optional event in the outbox: the
+/// broker is switched on for it, or a webhook wants it. Cheap to clone and
+/// to ask (no I/O); the webhooks subsystem keeps the interest current.
+#[derive(Debug, Clone, Default)]
+pub struct EventGate {
+    inner: Arc<GateInner>,
+}
+
+#[derive(Debug, Default)]
+struct GateInner {
+    broker: EventSwitches,
+    hooks: RwLock<Interest>,
+}
+
+impl EventGate {
+    pub fn new(broker: EventSwitches) -> Self {
+        Self {
+            inner: Arc::new(GateInner {
+                broker,
+                hooks: RwLock::default(),
+            }),
+        }
+    }
+
+    /// Whether an event of `pattern` of `session` goes to the outbox.
+    /// `session_ready` always does (it is the broker's contract).
+    pub fn wants(&self, pattern: &str, session: &str) -> bool {
+        let broker = match pattern {
+            SESSION_READY => true,
+            SYNC_FAILED => self.inner.broker.sync_failed,
+            MESSAGE_RECEIVED => self.inner.broker.message_received,
+            _ => false,
+        };
+        broker
+            || self
+                .inner
+                .hooks
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .wants(pattern, session)
+    }
+
+    /// Replaces what the webhooks want.
+    pub fn set_interest(&self, interest: Interest) {
+        *self.inner.hooks.write().unwrap_or_else(|p| p.into_inner()) = interest;
     }
 }
 

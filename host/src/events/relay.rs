@@ -8,6 +8,10 @@
 //! a claim that runs out unconfirmed (its host died) is taken again, so
 //! delivery stays at least once.
 //! Failures back off exponentially up to `max_backoff`.
+//!
+//! An [`OutboxTap`] (the webhooks' fan-out) sees every claimed batch before
+//! the bus does; a batch it cannot take stays pending, so the tap, like the
+//! bus, gets every event at least once.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -39,6 +43,17 @@ pub struct RelayConfig {
     /// a publish takes, short enough that a host that dies mid-publish
     /// delays its events only by this much.
     pub claim: Duration,
+    /// Sees each batch before it is published (the webhooks' fan-out).
+    pub tap: Option<Arc<dyn OutboxTap>>,
+}
+
+/// A second consumer of the outbox, fed by the relay: it is handed each
+/// claimed batch before the bus, and an error leaves the batch pending
+/// (retried with the relay's backoff). Taking a batch twice must be
+/// harmless.
+#[async_trait::async_trait]
+pub trait OutboxTap: Send + Sync + std::fmt::Debug + 'static {
+    async fn take(&self, events: &[crate::domain::OutboxEvent]) -> Result<(), String>;
 }
 
 impl Default for RelayConfig {
@@ -51,6 +66,7 @@ impl Default for RelayConfig {
             metrics: None,
             claimer: "wasync".into(),
             claim: Duration::from_secs(30),
+            tap: None,
         }
     }
 }
@@ -161,6 +177,11 @@ async fn drain(
         Ok(p) => p,
         Err(e) => return fail(0, e.to_string()),
     };
+    if let Some(tap) = &cfg.tap
+        && let Err(e) = tap.take(&pending).await
+    {
+        return fail(0, format!("webhook fan-out: {e}"));
+    }
     // Only the publish is abandoned on shutdown: store calls run on
     // blocking threads that would outlive a dropped future.
     let published = tokio::select! {

@@ -14,6 +14,7 @@ pub mod protocol;
 mod qr;
 mod rest;
 mod socketio;
+pub mod webhooks_api;
 mod ws;
 
 use std::convert::Infallible;
@@ -78,6 +79,8 @@ pub struct GatewayDeps {
     /// How often an idle `/ws` client is pinged; one silent for twice this
     /// is closed (`WASYNC_WS_PING_MS`). Also Socket.IO's ping interval.
     pub ws_ping: Duration,
+    /// The webhooks subsystem (`/webhooks` routes).
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 /// What the routes need.
@@ -100,6 +103,7 @@ pub struct Gateway {
     pub body_timeout: Duration,
     /// `/ws` ping interval; twice it without a frame closes the client.
     pub ws_ping: Duration,
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     pub protocol: protocol::Protocol,
     guard: origin::BrowserGuard,
     socketio: socketio::Handler,
@@ -134,6 +138,7 @@ impl Gateway {
             cluster: d.cluster,
             body_timeout: d.body_timeout,
             ws_ping: d.ws_ping,
+            webhooks: d.webhooks,
             protocol,
             guard,
             socketio,
@@ -218,6 +223,7 @@ pub enum Route {
     Quarantine { id: String },
     Cluster,
     Plugins(plugins_api::PluginRoute),
+    Webhooks(webhooks_api::WebhookRoute),
 }
 
 impl Route {
@@ -230,6 +236,7 @@ impl Route {
             // Engine.IO long-polling posts its packets.
             Route::SocketIo => &[Method::GET, Method::POST],
             Route::Plugins(p) => p.methods(),
+            Route::Webhooks(w) => w.methods(),
             _ => &[Method::GET],
         }
     }
@@ -257,6 +264,7 @@ impl Route {
             Route::Plugins(plugins_api::PluginRoute::List) => "/plugins",
             Route::Plugins(plugins_api::PluginRoute::One { .. }) => "/plugins/{name}",
             Route::Plugins(plugins_api::PluginRoute::Reload) => "/plugins/reload",
+            Route::Webhooks(w) => w.template(),
         }
     }
 
@@ -306,6 +314,17 @@ pub fn route(path: &str) -> Option<Route> {
         ["plugins", name] => Route::Plugins(plugins_api::PluginRoute::One {
             name: name.to_string(),
         }),
+        ["webhooks"] => Route::Webhooks(webhooks_api::WebhookRoute::List),
+        ["webhooks", id] => Route::Webhooks(webhooks_api::WebhookRoute::One { id: id.to_string() }),
+        ["webhooks", id, "deliveries"] => {
+            Route::Webhooks(webhooks_api::WebhookRoute::Deliveries { id: id.to_string() })
+        }
+        ["webhooks", id, "deliveries", event, "redeliver"] => {
+            Route::Webhooks(webhooks_api::WebhookRoute::Redeliver {
+                id: id.to_string(),
+                event_id: event.to_string(),
+            })
+        }
         _ => return None,
     };
     Some(r)
@@ -374,6 +393,7 @@ async fn dispatch(
         }
         Route::SocketIo => Ok((gw.socketio)(req).await),
         Route::Plugins(p) => plugins_api::handle(gw, p, req).await.map(boxed),
+        Route::Webhooks(w) => webhooks_api::handle(gw, w, req).await.map(boxed),
         other => rest::handle(gw, other, req).await.map(boxed),
     }
 }
@@ -507,6 +527,10 @@ mod tests {
             "/plugins",
             "/plugins/redact",
             "/plugins/reload",
+            "/webhooks",
+            "/webhooks/w1",
+            "/webhooks/w1/deliveries",
+            "/webhooks/w1/deliveries/e1/redeliver",
         ];
         for p in all {
             match route(p).unwrap() {
@@ -527,7 +551,8 @@ mod tests {
                 | Route::Sync { .. }
                 | Route::Quarantine { .. }
                 | Route::Cluster
-                | Route::Plugins(_) => {}
+                | Route::Plugins(_)
+                | Route::Webhooks(_) => {}
             }
         }
         all.to_vec()
@@ -553,7 +578,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(templates.len(), 20, "every route has its own template");
+        assert_eq!(templates.len(), 24, "every route has its own template");
         // ...and the document has nothing the router does not serve.
         for p in paths.keys() {
             assert!(
@@ -572,6 +597,9 @@ mod tests {
             "StoredMessage",
             "PairingCode",
             "LoginOptions",
+            "CreateWebhook",
+            "WebhookView",
+            "DeliveryPage",
         ] {
             assert!(
                 doc["components"]["schemas"].get(schema).is_some(),

@@ -79,6 +79,12 @@ impl Modify for Security {
         super::plugins_api::get_plugin,
         super::plugins_api::remove_plugin,
         super::plugins_api::reload_plugins,
+        super::webhooks_api::create_webhook,
+        super::webhooks_api::list_webhooks,
+        super::webhooks_api::get_webhook,
+        super::webhooks_api::delete_webhook,
+        super::webhooks_api::list_deliveries,
+        super::webhooks_api::redeliver,
         super::ws::upgrade,
         super::socketio::endpoint,
         super::socketio::post_endpoint,
@@ -94,6 +100,7 @@ impl Modify for Security {
         (name = "sync", description = "Manual syncs and their runs"),
         (name = "events", description = "Live events: native WebSocket and Socket.IO"),
         (name = "plugins", description = "Sandboxed WASM plugins (when WASYNC_PLUGINS_DIR is set)"),
+        (name = "webhooks", description = "Signed HTTP webhooks: endpoints, deliveries, redelivery"),
         (name = "operations", description = "Health, readiness, metrics, the cluster, this document"),
     )
 )]

@@ -277,7 +277,9 @@ pub(super) async fn handle(
             StatusCode::OK,
             &super::openapi::served(gw.api_key.is_some()),
         )),
-        Route::Ws | Route::SocketIo | Route::Plugins(_) => unreachable!("dispatched before"),
+        Route::Ws | Route::SocketIo | Route::Plugins(_) | Route::Webhooks(_) => {
+            unreachable!("dispatched before")
+        }
     }
 }
 

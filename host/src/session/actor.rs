@@ -135,6 +135,39 @@ impl Actor {
         self.deps.hub.publish(self.id.as_str(), &ev);
     }
 
+    /// Queues a lifecycle event in the outbox when a webhook wants it,
+    /// with the data the WebSocket gets. A store that is unreachable keeps
+    /// it in the spool, like a live message's event.
+    async fn announce(&mut self, ev: &ServerEvent) {
+        let Ok(serde_json::Value::Object(mut frame)) = serde_json::to_value(ev) else {
+            return;
+        };
+        let Some(serde_json::Value::String(name)) = frame.remove("event") else {
+            return;
+        };
+        if !crate::events::WEBHOOK_ONLY.contains(&name.as_str())
+            || !self.deps.events.wants(&name, self.id.as_str())
+        {
+            return;
+        }
+        let data = frame.remove("data").unwrap_or_default();
+        let event = OutboxEvent::new(&name, &self.id, data);
+        let stored = if self.spooling() {
+            Err(StoreError::Unavailable("spooling".into()))
+        } else {
+            self.deps.store.enqueue_event(&event).await
+        };
+        match stored {
+            Ok(()) => self.deps.relay.kick(),
+            Err(e) if keep_for_later(&e) => {
+                self.spool(&[SpoolRecord::Event(Box::new(event))]);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, event = %name, "could not queue a lifecycle event")
+            }
+        }
+    }
+
     #[tracing::instrument(name = "session.actor", skip_all, fields(session_id = %self.id))]
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let (tx, mut events) = mpsc::channel::<ClientEvent>(64);
@@ -452,7 +485,11 @@ impl Actor {
         let mut exit = false;
         for effect in effects {
             match effect {
-                Effect::Emit => self.emit(self.event_for(state)),
+                Effect::Emit => {
+                    let ev = self.event_for(state);
+                    self.emit(ev.clone());
+                    self.announce(&ev).await;
+                }
                 Effect::Persist => self.persist(state).await,
                 Effect::AutoSync => {
                     if running.is_none() {
@@ -549,13 +586,15 @@ impl Actor {
         }
     }
 
-    async fn fail_start(&self, reason: String) {
+    async fn fail_start(&mut self, reason: String) {
         tracing::warn!(%reason, "provider failed to start");
         lock(&self.view).status = crate::domain::SessionStatus::Disconnected;
-        self.emit(ServerEvent::Disconnected {
+        let ev = ServerEvent::Disconnected {
             session_id: self.id.to_string(),
             reason: reason.clone(),
-        });
+        };
+        self.emit(ev.clone());
+        self.announce(&ev).await;
         self.persist(&State::Disconnected { reason }).await;
     }
 
@@ -689,9 +728,13 @@ impl Actor {
         let Some(message) = message else {
             return;
         };
-        let event = self.deps.publish_messages.then(|| {
+        let wanted = self
+            .deps
+            .events
+            .wants(crate::events::MESSAGE_RECEIVED, self.id.as_str());
+        let event = wanted.then(|| {
             OutboxEvent::new(
-                "message_received",
+                crate::events::MESSAGE_RECEIVED,
                 &self.id,
                 serde_json::json!({"sessionId": self.id.as_str(), "message": message}),
             )

@@ -118,8 +118,9 @@ pub struct SessionDeps {
     pub sync: SyncOptions,
     /// Provider for create bodies that name none.
     pub default_provider: String,
-    /// Queue a `message_received` event per live message.
-    pub publish_messages: bool,
+    /// Which optional events go to the outbox (`message_received`, the
+    /// lifecycle events): the broker's switches and what webhooks want.
+    pub events: crate::events::EventGate,
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// The session leases of this host (every session runs under one).
     pub leases: Arc<LeaseTable>,

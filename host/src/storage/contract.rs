@@ -5,6 +5,8 @@
 //! [`run_all`] from their tests; a failing check panics with the adapter's
 //! name and what differed.
 
+pub mod webhooks;
+
 use super::{ChatCommit, SessionRecord, Store};
 use crate::domain::{
     Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, SyncRun, SyncStatus, SyncTrigger,
@@ -298,7 +300,10 @@ pub async fn stale_epochs_are_fenced_off(store: &dyn Store) {
     stale.status = SyncStatus::Completed;
     let ev = OutboxEvent::for_run("session_ready", &s, &run.sync_id, serde_json::json!({}));
     assert!(matches!(
-        store.finish_sync(&stale, Some(&ev)).await.unwrap_err(),
+        store
+            .finish_sync(&stale, std::slice::from_ref(&ev))
+            .await
+            .unwrap_err(),
         StoreError::Fenced(_)
     ));
     assert!(
@@ -638,7 +643,10 @@ pub async fn sync_runs_and_checkpoints(store: &dyn Store) {
         &s,
         serde_json::json!({"chats": ["a@c.us"]}),
     );
-    store.finish_sync(&second, Some(&ev)).await.unwrap();
+    store
+        .finish_sync(&second, std::slice::from_ref(&ev))
+        .await
+        .unwrap();
     let got = store.get_sync_run(&second.sync_id).await.unwrap().unwrap();
     assert_eq!(got.status, SyncStatus::Completed);
     let events = store.session_events(&s).await.unwrap();

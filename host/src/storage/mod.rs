@@ -12,6 +12,7 @@
 pub mod embedded;
 pub mod mongo;
 pub mod retention;
+pub mod webhooks;
 
 #[doc(hidden)]
 pub mod contract;
@@ -229,10 +230,11 @@ pub trait Store: Send + Sync + 'static {
     /// The newest run of a session.
     async fn latest_sync_run(&self, id: &SessionId) -> StoreResult<Option<SyncRun>>;
 
-    /// Completes a run and queues its event in one durable step, so the
+    /// Completes a run and queues its events (`session_ready`, and
+    /// `sync_complete` when a webhook wants it) in one durable step, so an
     /// event exists if and only if the data it announces does. Fenced like
     /// [`Store::commit_chats`]: a stale writer queues nothing.
-    async fn finish_sync(&self, run: &SyncRun, event: Option<&OutboxEvent>) -> StoreResult<()>;
+    async fn finish_sync(&self, run: &SyncRun, events: &[OutboxEvent]) -> StoreResult<()>;
 
     // ---- outbox -----------------------------------------------------------
     /// Queues an event; an event whose id is already queued is left as it

@@ -69,8 +69,9 @@ pub struct SyncOptions {
     /// Commit a group once it is this old, so slow providers still show
     /// progress promptly.
     pub group_window: Duration,
-    /// Also queue a `sync_failed` event in the outbox when a run fails.
-    pub publish_sync_failed: bool,
+    /// Which optional events (`sync_failed`, `sync_complete`) are queued in
+    /// the outbox: those the broker is switched on for or a webhook wants.
+    pub events: crate::events::EventGate,
 }
 
 impl Default for SyncOptions {
@@ -83,7 +84,7 @@ impl Default for SyncOptions {
             store_max_backoff: Duration::from_secs(5),
             group_messages: 2_000,
             group_window: Duration::from_millis(50),
-            publish_sync_failed: false,
+            events: crate::events::EventGate::default(),
         }
     }
 }
@@ -246,6 +247,12 @@ pub fn new_run(
     }
 }
 
+/// How long a finished run took, as `sync_complete` reports it (the same
+/// figure on the WebSocket and in a webhook).
+fn duration_ms(run: &SyncRun) -> u64 {
+    (run.finished_at.unwrap_or_else(now_ms) - run.started_at).max(0) as u64
+}
+
 /// Runs (or resumes) `run` to its end.
 #[tracing::instrument(name = "sync.run", skip_all, fields(session_id = %run.session_id, sync_id = %run.sync_id))]
 pub async fn run(
@@ -262,7 +269,7 @@ pub async fn run(
                 sync_id: run.sync_id.clone(),
                 n_chats: run.n_chats,
                 total_messages_synced: run.total_messages_synced,
-                duration_ms: (now_ms() - run.started_at).max(0) as u64,
+                duration_ms: duration_ms(&run),
             };
             tracing::info!(
                 n_chats = run.n_chats,
@@ -311,15 +318,19 @@ pub async fn run(
                 reason,
                 current_chat: run.current_chat,
             };
-            let event = deps.options.publish_sync_failed.then(|| {
+            let wanted = deps
+                .options
+                .events
+                .wants(crate::events::SYNC_FAILED, &run.session_id);
+            let event = wanted.then(|| {
                 OutboxEvent::for_run(
-                    "sync_failed",
+                    crate::events::SYNC_FAILED,
                     &SessionId::parse(&run.session_id).expect("run of a valid session"),
                     &run.sync_id,
                     serde_json::to_value(&failed).unwrap_or_default(),
                 )
             });
-            match deps.store.finish_sync(&run, event.as_ref()).await {
+            match deps.store.finish_sync(&run, event.as_slice()).await {
                 Ok(()) => deps.relay.kick(),
                 Err(e) => tracing::warn!(error = %e, "could not record the failed run"),
             }
@@ -520,12 +531,38 @@ async fn walk(
             "failedChats": run.failed_chats.iter().map(|f| f.chat_id.as_str()).collect::<Vec<_>>(),
         }),
     );
+    // A webhook that wants `sync_complete` gets it from the same step, with
+    // the data the WebSocket's `sync_complete` carries.
+    let mut events = vec![event];
+    if deps
+        .options
+        .events
+        .wants(crate::events::SYNC_COMPLETE, &run.session_id)
+    {
+        let complete = SyncComplete {
+            session_id: run.session_id.clone(),
+            sync_id: run.sync_id.clone(),
+            n_chats: run.n_chats,
+            total_messages_synced: run.total_messages_synced,
+            duration_ms: duration_ms(run),
+        };
+        let mut complete = OutboxEvent::for_run(
+            crate::events::SYNC_COMPLETE,
+            &sid,
+            &run.sync_id,
+            serde_json::to_value(&complete).unwrap_or_default(),
+        );
+        // After `session_ready` in the outbox's order (time, then id), as
+        // on the WebSocket: a millisecond later if they share one.
+        complete.created_at = complete.created_at.max(events[0].created_at + 1);
+        events.push(complete);
+    }
     // A completion that cannot be written suspends the run rather than
     // failing it: its `session_ready` may be queued already (the MongoDB
     // store queues the event first), so the run must end completed, by a
     // resume that writes the same event id again.
     match store_retry(deps, cancel, shutdown, "completing the run", || {
-        deps.store.finish_sync(run, Some(&event))
+        deps.store.finish_sync(run, &events)
     })
     .await
     {

@@ -48,6 +48,12 @@ pub struct TransportLabel {
     pub transport: String,
 }
 
+/// `outcome` label (webhook delivery attempts).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
 /// `plugin` (+ `kind`) labels.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabel {
@@ -92,6 +98,11 @@ pub struct Metrics {
     pub cluster_events_out: Counter,
     /// Live session events received from other hosts for local clients.
     pub cluster_events_in: Counter,
+    /// Webhook delivery attempts by outcome (`delivered`, `failed`: to be
+    /// retried, `dead`: retried for the whole window).
+    pub webhook_deliveries: Family<OutcomeLabel, Counter>,
+    /// Time of one webhook delivery attempt (connect to answer).
+    pub webhook_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +148,10 @@ impl Metrics {
             forwarded_requests: Counter::default(),
             cluster_events_out: Counter::default(),
             cluster_events_in: Counter::default(),
+            webhook_deliveries: Family::default(),
+            webhook_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
         };
         registry.register("sessions", "Live sessions by status", m.sessions.clone());
         registry.register(
@@ -253,6 +268,16 @@ impl Metrics {
             "cluster_events_in",
             "Live session events received from other hosts",
             m.cluster_events_in.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, failed, dead)",
+            m.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "webhook_delivery_seconds",
+            "Duration of webhook delivery attempts",
+            m.webhook_seconds.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -24,6 +24,7 @@ use crate::domain::{
 };
 
 mod tables;
+mod webhooks;
 mod writes;
 
 use self::tables::*;
@@ -84,6 +85,9 @@ impl EmbeddedStore {
             txn.open_table(OUTBOX).db()?;
             txn.open_table(OUTBOX_PENDING).db()?;
             txn.open_table(QUARANTINE).db()?;
+            txn.open_table(WEBHOOKS).db()?;
+            txn.open_table(DELIVERIES).db()?;
+            txn.open_table(DELIVERIES_BY_STATUS).db()?;
         }
         txn.commit().db()?;
         Ok(Self {
@@ -518,13 +522,13 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn finish_sync(&self, run: &SyncRun, event: Option<&OutboxEvent>) -> StoreResult<()> {
+    async fn finish_sync(&self, run: &SyncRun, events: &[OutboxEvent]) -> StoreResult<()> {
         let run = run.clone();
-        let event = event.cloned();
+        let events = events.to_vec();
         self.blocking(move |db| {
             let txn = db.begin_write().db()?;
             put_run(&txn, &run)?;
-            if let Some(ev) = &event {
+            for ev in &events {
                 put_event(&txn, ev)?;
             }
             txn.commit().db()
@@ -812,6 +816,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("wasync.redb")).unwrap();
         super::super::contract::run_all(&store).await;
+        super::super::contract::webhooks::run_all(&store).await;
     }
 
     #[tokio::test]

@@ -31,6 +31,15 @@ pub(super) const OUTBOX_PENDING: TableDefinition<&str, ()> = TableDefinition::ne
 /// `(sessionId, messageId)` → quarantined message.
 pub(super) const QUARANTINE: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("quarantine");
+/// `webhookId` → webhook endpoint.
+pub(super) const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
+/// `(webhookId, eventId)` → delivery.
+pub(super) const DELIVERIES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("webhook_deliveries");
+/// `(webhookId, status, createdAt, eventId)`: an endpoint's deliveries by
+/// status, oldest event first (the pending window, the dead list, pruning).
+pub(super) const DELIVERIES_BY_STATUS: TableDefinition<(&str, &str, u64, &str), ()> =
+    TableDefinition::new("webhook_deliveries_by_status");
 
 /// Default page cache of the store file (`WASYNC_STORE_CACHE_MIB`). Reads
 /// hit recent pages and the kernel's page cache serves the rest; a sync

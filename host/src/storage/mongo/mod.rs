@@ -38,6 +38,7 @@
 mod fencing;
 mod outbox;
 pub mod schema;
+mod webhooks;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -120,6 +121,8 @@ pub struct MongoStore {
     runs: Collection<Document>,
     outbox: Collection<Document>,
     quarantine: Collection<Document>,
+    webhooks: Collection<Document>,
+    deliveries: Collection<Document>,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -253,6 +256,8 @@ impl MongoStore {
             runs: db.collection(SYNC_RUNS),
             outbox: db.collection(OUTBOX),
             quarantine: db.collection(QUARANTINE),
+            webhooks: db.collection(schema::WEBHOOKS),
+            deliveries: db.collection(schema::WEBHOOK_DELIVERIES),
             write_concern,
             db,
         };
@@ -930,14 +935,14 @@ impl Store for MongoStore {
             .transpose()
     }
 
-    async fn finish_sync(&self, run: &SyncRun, event: Option<&OutboxEvent>) -> StoreResult<()> {
+    async fn finish_sync(&self, run: &SyncRun, events: &[OutboxEvent]) -> StoreResult<()> {
         // Without a transaction, the event goes first: the data it announces
         // is already committed, and if the run update then fails the worst
         // case is a repeated announcement (consumers dedupe on the event
         // id), never a completed run whose event is missing. A writer that
         // lost the session's lease is stopped before the event.
         self.check_run_epoch(run).await?;
-        if let Some(ev) = event {
+        for ev in events {
             self.put_event(ev).await?;
         }
         self.put_run(run).await

@@ -31,15 +31,34 @@ pub const MESSAGES: &str = "messages";
 pub const SYNC_RUNS: &str = "sync_runs";
 pub const OUTBOX: &str = "outbox";
 pub const QUARANTINE: &str = "quarantine";
+pub const WEBHOOKS: &str = "webhooks";
+pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
 
 /// Every collection the store creates at start.
-pub const COLLECTIONS: [&str; 6] = [SESSIONS, CHATS, MESSAGES, SYNC_RUNS, OUTBOX, QUARANTINE];
+pub const COLLECTIONS: [&str; 8] = [
+    SESSIONS,
+    CHATS,
+    MESSAGES,
+    SYNC_RUNS,
+    OUTBOX,
+    QUARANTINE,
+    WEBHOOKS,
+    WEBHOOK_DELIVERIES,
+];
 
 /// Date fields of each low-volume collection (top level of the document).
 pub const SESSION_DATES: &[&str] = &["createdAt", "updatedAt"];
 pub const RUN_DATES: &[&str] = &["startedAt", "finishedAt"];
 pub const OUTBOX_DATES: &[&str] = &["createdAt", "publishedAt"];
 pub const QUARANTINE_DATES: &[&str] = &["quarantinedAt"];
+pub const WEBHOOK_DATES: &[&str] = &["createdAt"];
+pub const DELIVERY_DATES: &[&str] = &[
+    "createdAt",
+    "queuedAt",
+    "nextAttemptAt",
+    "lastAttemptAt",
+    "finishedAt",
+];
 
 /// One index the store maintains: its collection, name, keys and whether it
 /// is unique. Names are fixed so a start-up can tell "already there" from
@@ -129,6 +148,20 @@ pub fn indexes() -> Vec<IndexSpec> {
             name: "uniq_session_message",
             keys: doc! { "sessionId": 1, "messageId": 1 },
             unique: true,
+        },
+        // An endpoint's pending window, its dead list, and paging by status.
+        IndexSpec {
+            collection: WEBHOOK_DELIVERIES,
+            name: "webhook_status_created",
+            keys: doc! { "webhookId": 1, "status": 1, "createdAt": 1, "eventId": 1 },
+            unique: false,
+        },
+        // Retention of delivered and dead deliveries.
+        IndexSpec {
+            collection: WEBHOOK_DELIVERIES,
+            name: "status_created",
+            keys: doc! { "status": 1, "createdAt": 1 },
+            unique: false,
         },
     ]
 }
