@@ -196,6 +196,11 @@ async fn mongo_contract_deliveries_page_by_status_and_age_out() {
 }
 
 #[tokio::test]
+async fn mongo_contract_a_purge_deletes_the_sessions_deliveries() {
+    contract::webhooks::a_purge_deletes_the_sessions_deliveries(&store().await.0).await;
+}
+
+#[tokio::test]
 async fn mongo_contract_webhook_claims_are_exclusive() {
     contract::webhooks::webhook_claims_are_exclusive(&store().await.0).await;
 }

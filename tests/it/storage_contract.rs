@@ -10,4 +10,5 @@ async fn embedded_store_passes_the_contract() {
     let store = EmbeddedStore::open(&dir.path().join("contract.redb")).unwrap();
     contract::run_all(&store).await;
     contract::webhooks::run_all(&store).await;
+    contract::webhooks::a_purge_deletes_the_sessions_deliveries(&store).await;
 }

@@ -45,6 +45,67 @@ pub async fn run_all(store: &dyn WebhookStore) {
     deliveries_page_by_status_and_age_out(store).await;
 }
 
+/// `DELETE ...?purge=true` removes a session's deliveries, whatever their
+/// status (they carry their event's data, message bodies among it), and
+/// leaves other sessions' alone.
+pub async fn a_purge_deletes_the_sessions_deliveries<S: crate::storage::Store + WebhookStore>(
+    store: &S,
+) {
+    let h = hook("purge");
+    store.put_webhook(&h).await.unwrap();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let (gone, kept) = (
+        format!("gone-{}", &suffix[..8]),
+        format!("kept-{}", &suffix[..8]),
+    );
+    let mut dead = delivery(&h, &gone, "e2", 20);
+    dead.status = DeliveryStatus::Dead;
+    store
+        .insert_deliveries(&[
+            delivery(&h, &gone, "e1", 10),
+            dead,
+            delivery(&h, &kept, "e3", 30),
+        ])
+        .await
+        .unwrap();
+    let id = crate::domain::SessionId::parse(&gone).unwrap();
+    store.delete_session(&id, true).await.unwrap();
+    for e in ["e1", "e2"] {
+        assert_eq!(
+            store.get_delivery(&h.webhook_id, e).await.unwrap(),
+            None,
+            "{e}"
+        );
+    }
+    let pending = store
+        .pending_deliveries(&h.webhook_id, &[], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|d| d.event_id.as_str())
+            .collect::<Vec<_>>(),
+        ["e3"]
+    );
+    let dead = store
+        .list_deliveries(&h.webhook_id, DeliveryStatus::Dead, 10, None)
+        .await
+        .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+    // Without purge, a session's deliveries stay.
+    let id = crate::domain::SessionId::parse(&kept).unwrap();
+    store.delete_session(&id, false).await.unwrap();
+    assert!(
+        store
+            .get_delivery(&h.webhook_id, "e3")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.delete_webhook(&h.webhook_id).await.unwrap();
+}
+
 /// Endpoints are written, read, listed and deleted with their deliveries.
 pub async fn webhooks_round_trip(store: &dyn WebhookStore) {
     let mut h = hook("rt");

@@ -176,10 +176,13 @@ impl Store for EmbeddedStore {
             // session are found in a read first, so the write transaction
             // only deletes (the outbox stays small: published events are
             // pruned).
-            let events = if purge {
-                session_event_ids(db, &sid)?
+            let (events, deliveries) = if purge {
+                (
+                    session_event_ids(db, &sid)?,
+                    webhooks::session_deliveries(db, &sid)?,
+                )
             } else {
-                Vec::new()
+                (Vec::new(), Vec::new())
             };
             let txn = db.begin_write().db()?;
             txn.open_table(SESSIONS).db()?.remove(sid.as_str()).db()?;
@@ -215,6 +218,9 @@ impl Store for EmbeddedStore {
                     outbox.remove(e.as_str()).db()?;
                     pending.remove(e.as_str()).db()?;
                 }
+                // Deliveries carry their event's data (message bodies
+                // among it), whatever their status.
+                webhooks::remove_deliveries(&txn, &deliveries)?;
             }
             txn.commit().db()
         })
@@ -817,6 +823,7 @@ mod tests {
         let store = EmbeddedStore::open(&dir.path().join("wasync.redb")).unwrap();
         super::super::contract::run_all(&store).await;
         super::super::contract::webhooks::run_all(&store).await;
+        super::super::contract::webhooks::a_purge_deletes_the_sessions_deliveries(&store).await;
     }
 
     #[tokio::test]

@@ -46,6 +46,44 @@ fn write_delivery(
     Ok(())
 }
 
+/// The keys of `sid`'s deliveries, found in a read so a purge's write
+/// transaction only deletes. Deliveries are pruned after
+/// `WASYNC_WEBHOOK_RETENTION_HOURS`, which bounds the scan.
+pub(super) fn session_deliveries(
+    db: &redb::Database,
+    sid: &str,
+) -> StoreResult<Vec<(String, String)>> {
+    let txn = db.begin_read().db()?;
+    let rows = txn.open_table(DELIVERIES).db()?;
+    let mut out = Vec::new();
+    for row in rows.iter().db()? {
+        let (_, v) = row.db()?;
+        let d: DeliveryRecord = dec(v.value())?;
+        if d.session_id == sid {
+            out.push((d.webhook_id, d.event_id));
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes deliveries by `(webhookId, eventId)`, each with the index entry
+/// of the status it has now (it may have moved since it was found).
+pub(super) fn remove_deliveries(
+    txn: &redb::WriteTransaction,
+    keys: &[(String, String)],
+) -> StoreResult<()> {
+    let mut rows = txn.open_table(DELIVERIES).db()?;
+    let mut index = txn.open_table(DELIVERIES_BY_STATUS).db()?;
+    for (w, e) in keys {
+        let removed = rows.remove((w.as_str(), e.as_str())).db()?;
+        if let Some(old) = removed {
+            let d: DeliveryRecord = dec(old.value())?;
+            index.remove(index_key(&d)).db()?;
+        }
+    }
+    Ok(())
+}
+
 fn read_delivery(
     txn: &redb::WriteTransaction,
     webhook_id: &str,

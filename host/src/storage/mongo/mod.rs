@@ -708,6 +708,12 @@ impl Store for MongoStore {
                 .delete_many(filter.clone())
                 .await
                 .map_err(map_err)?;
+            // Deliveries carry their event's data (message bodies among
+            // it), whatever their status.
+            self.deliveries
+                .delete_many(filter.clone())
+                .await
+                .map_err(map_err)?;
             self.chats.delete_many(filter).await.map_err(map_err)?;
         }
         Ok(())

@@ -156,6 +156,13 @@ pub fn indexes() -> Vec<IndexSpec> {
             keys: doc! { "webhookId": 1, "status": 1, "createdAt": 1, "eventId": 1 },
             unique: false,
         },
+        // A session's deliveries, for its purge.
+        IndexSpec {
+            collection: WEBHOOK_DELIVERIES,
+            name: "session",
+            keys: doc! { "sessionId": 1 },
+            unique: false,
+        },
         // Retention of delivered and dead deliveries.
         IndexSpec {
             collection: WEBHOOK_DELIVERIES,
