@@ -192,3 +192,36 @@ async fn metadata_is_echoed_in_the_brokers_session_ready() {
     host.stop().await;
     consumer.delete().await;
 }
+
+#[tokio::test]
+async fn metadata_is_echoed_in_every_webhook_delivery() {
+    use wasync_tests::receiver::Receiver;
+    let rx = Receiver::start().await;
+    let host = TestHost::spawn_with(
+        HostOptions {
+            tuning: fast_tuning(),
+            ..Default::default()
+        }
+        .var(
+            wasync::config::WASYNC_WEBHOOK_ALLOW_PRIVATE,
+            "127.0.0.0/8,::1",
+        ),
+    )
+    .await;
+    let events = ["authenticated", "ready", "session_ready", "sync_complete"];
+    let (status, body) = host
+        .post(
+            "/webhooks",
+            json!({"url": rx.url("/hook"), "events": events}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    create(&host, "hooked", labels()).await;
+    host.wait_sync_done("hooked").await;
+    wasync_tests::assert_eventually!(rx.delivered().len() >= events.len(), 20);
+    for r in rx.delivered() {
+        let body = r.json();
+        assert_eq!(body["data"]["metadata"], labels(), "{body}");
+    }
+    host.stop().await;
+}
