@@ -11,7 +11,7 @@ if [[ ! "$name" =~ ^[a-z0-9][a-z0-9-]{0,63}$ ]]; then
     echo "usage: plugin-new NAME  (1-64 of a-z, 0-9, '-'; starting with a letter or digit)" >&2
     exit 2
 fi
-if [[ "$name" == template || "$name" == fixtures || "$name" == dist || "$name" == target ]]; then
+if [[ "$name" == template || "$name" == fixtures || "$name" == dist || "$name" == target || "$name" == js ]]; then
     echo "plugin-new: $name is reserved" >&2
     exit 2
 fi
