@@ -52,6 +52,21 @@ pub fn runtime() -> Arc<PluginRuntime> {
     .expect("plugin runtime")
 }
 
+/// Loads built plugin `name` once in this process, before a test needs it,
+/// so that its compiled code is in the compile cache ([`runtime`]) when tests
+/// that start at the same time load it. Worth it for a large component: the
+/// JavaScript plugin embeds SpiderMonkey, which a debug build's Cranelift
+/// takes minutes to compile; without this, every test loading it at once
+/// would compile it on its own.
+pub fn compile_once(name: &str) {
+    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
+    if !done.iter().any(|d| d == name) {
+        drop(PluginDir::new().with(name).manager());
+        done.push(name.to_owned());
+    }
+}
+
 /// A temporary plugin directory holding copies of built plugins.
 pub struct PluginDir {
     pub dir: tempfile::TempDir,
