@@ -25,6 +25,10 @@ export WASYNC_TEST_PLUGINS_DIR="$PWD/plugins/dist"
 # library a second time, with other features unified.
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast
+# The JavaScript plugins' own logic tests, in Node (npm test: node --test).
+for js in plugins/js/*/; do
+    (cd "$js" && npm test --silent)
+done
 # The benchmarks' smoke mode keeps the bench code working (no figures kept),
 # run from where cargo built it (CARGO_TARGET_DIR may point elsewhere).
 target_dir="$(scripts/cargo-target-dir.sh)"
