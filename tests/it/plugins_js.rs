@@ -17,8 +17,7 @@ use wasync_tests::{HostOptions, TestHost, fast_tuning};
 const JS: &str = "link-tagger";
 
 /// `fixture-append`'s rules for the syncs: (word, appended text, the domain
-/// `link-tagger` must report for it, or none when the default config
-/// ignores it / it is no link).
+/// `link-tagger` must report for it, or none when the text holds no link).
 const APPENDED: [(&str, &str, Option<&str>); 4] = [
     (
         "report",
