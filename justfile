@@ -34,7 +34,7 @@ fmt-check:
 clippy:
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Build the guest plugins (wasm32-wasip2) into plugins/dist/.
+# Build the guest plugins into plugins/dist/ (Rust for wasm32-wasip2; JavaScript with ComponentizeJS from npm).
 plugins:
     scripts/build-plugins.sh
 

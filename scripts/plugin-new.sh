@@ -32,7 +32,7 @@ if [[ "$#" -ne 1 || ! "$name" =~ ^[a-z0-9][a-z0-9-]{0,63}$ ]]; then
     exit 2
 fi
 case "$name" in
-    template | fixtures | dist | target | sdk | wasync-plugin-sdk)
+    template | fixtures | dist | target | sdk | wasync-plugin-sdk | js)
         echo "plugin-new: $name is reserved" >&2
         exit 2
         ;;

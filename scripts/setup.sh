@@ -3,6 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Node.js and npm: the Socket.IO test's client and the JavaScript plugins'
+# build (ComponentizeJS, plugins/js/) come from npm.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "setup: Node.js 18+ and npm are needed (the Socket.IO test client and the" \
+         "JavaScript plugins in plugins/js/); install them, e.g. apt-get install nodejs npm" >&2
+    exit 1
+fi
+
 # Node clients for the Socket.IO test (socket.io-client from npm).
 if [ ! -d tests/node/node_modules/socket.io-client ]; then
     (cd tests/node && npm ci --no-audit --no-fund)
@@ -30,7 +38,8 @@ fi
 
 # RabbitMQ for the events suite.
 scripts/rabbitmq.sh install
-# Guest plugins (wasm32-wasip2) for the plugin tests: plugins/dist/.
+# Guest plugins for the plugin tests: plugins/dist/ (Rust for wasm32-wasip2;
+# JavaScript through ComponentizeJS, its npm packages installed on the way).
 scripts/build-plugins.sh
 
 # The webdriver provider's tests drive real headless Chromium through

@@ -28,6 +28,10 @@ cargo build --workspace --all-targets
 # plugin-new (in a throwaway copy) built and accepted by `wasync plugin check`.
 scripts/plugin-kit-check.sh
 cargo test --workspace --no-fail-fast
+# The JavaScript plugins' own logic tests, in Node (npm test: node --test).
+for js in plugins/js/*/; do
+    (cd "$js" && npm test --silent)
+done
 # The benchmarks' smoke mode keeps the bench code working (no figures kept),
 # run from where cargo built it (CARGO_TARGET_DIR may point elsewhere).
 target_dir="$(scripts/cargo-target-dir.sh)"

@@ -180,6 +180,22 @@ fn main() {
                 let n: usize = child_args[3].parse().expect("clients");
                 rt.block_on(fanout::clients(&child_args[1], &child_args[2], n))
             }
+            // One batch at the size a plugin's limits allow, limits lifted:
+            // `bench --child batch PLUGIN MESSAGES BODY_BYTES`.
+            Some("batch") => {
+                let count: usize = child_args[2].parse().expect("messages");
+                let bytes: usize = child_args[3].parse().expect("body bytes");
+                let (took, replaced) = rt.block_on(wasync_tests::plugins::time_one_batch(
+                    &child_args[1],
+                    count,
+                    bytes,
+                ));
+                eprintln!(
+                    "{}: {count} × {bytes} bytes in {took:?}, {replaced} replaced",
+                    child_args[1]
+                );
+                json!({"ms": took.as_secs_f64() * 1e3, "replaced": replaced})
+            }
             other => panic!("unknown child measure {other:?}"),
         };
         println!("{v}");
@@ -306,6 +322,63 @@ fn main() {
             result: format!("{:.2}×", rate3 / rate0.max(1.0)),
             target: "≥ 0.8×",
             met: Some(rate3 / rate0.max(1.0) >= 0.8),
+        });
+    }
+
+    if args.wants("P8") {
+        // P8: the JavaScript plugin (SpiderMonkey inside the component)
+        // beside a Rust plugin of the same kind, same messages: size,
+        // compile cold and cached (not in quick mode: a debug build takes
+        // minutes), instantiation, cost per message.
+        let (msgs, batch) = if args.quick {
+            (200, 100)
+        } else {
+            (20_000, 100)
+        };
+        let bodies = wasync_tests::plugins::bench_link_bodies(msgs);
+        let bench = |name| {
+            rt.block_on(wasync_tests::plugins::bench_plugin(
+                name,
+                &bodies,
+                batch,
+                !args.quick,
+            ))
+        };
+        let js = bench("link-tagger");
+        let rust = bench("keyword-tagger");
+        eprintln!("P8 {js}\nP8 {rust}");
+        let s = |d: Option<std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64());
+        let describe = |b: &wasync_tests::plugins::PluginBench| {
+            format!(
+                "{:.1} MiB component, compiled in {:.1} s cold / {:.0} ms from the cache; instantiate {:.0} µs per chat; {:.2} µs/msg",
+                b.size_bytes as f64 / (1024.0 * 1024.0),
+                s(b.compile_cold),
+                s(b.compile_cached) * 1e3,
+                b.instantiate.as_secs_f64() * 1e6,
+                b.per_message.as_secs_f64() * 1e6,
+            )
+        };
+        rows.push(Row {
+            id: "P8",
+            measure: format!(
+                "link-tagger (JavaScript, ComponentizeJS) on {} messages, batch of {} per chat, {} with a link: {}",
+                js.messages,
+                js.batch,
+                js.replaced,
+                describe(&js)
+            ),
+            baseline: format!(
+                "keyword-tagger (Rust), same messages ({} tagged): {}",
+                rust.replaced,
+                describe(&rust)
+            ),
+            result: format!(
+                "{:.1}× per message, {:.0}× per instantiation",
+                js.per_message.as_secs_f64() / rust.per_message.as_secs_f64().max(1e-9),
+                js.instantiate.as_secs_f64() / rust.instantiate.as_secs_f64().max(1e-9)
+            ),
+            target: "–",
+            met: None,
         });
     }
 

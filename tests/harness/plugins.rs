@@ -52,6 +52,21 @@ pub fn runtime() -> Arc<PluginRuntime> {
     .expect("plugin runtime")
 }
 
+/// Loads built plugin `name` once in this process, before a test needs it,
+/// so that its compiled code is in the compile cache ([`runtime`]) when tests
+/// that start at the same time load it. Worth it for a large component: the
+/// JavaScript plugin embeds SpiderMonkey, which a debug build's Cranelift
+/// takes minutes to compile; without this, every test loading it at once
+/// would compile it on its own.
+pub fn compile_once(name: &str) {
+    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
+    if !done.iter().any(|d| d == name) {
+        drop(PluginDir::new().with(name).manager());
+        done.push(name.to_owned());
+    }
+}
+
 /// A temporary plugin directory holding copies of built plugins.
 pub struct PluginDir {
     pub dir: tempfile::TempDir,
@@ -326,4 +341,180 @@ pub async fn bench_chain_sync(chats: u32, per_chat: u32, with_plugins: bool) -> 
     let run = crate::bench_sync(opts, chats, per_chat).await;
     let messages = run["totalMessagesSynced"].as_u64().unwrap_or(0);
     (messages, crate::run_ms(&run))
+}
+
+/// What [`bench_plugin`] measured for one plugin.
+#[derive(Debug, Clone)]
+pub struct PluginBench {
+    pub plugin: String,
+    pub size_bytes: usize,
+    /// Loading it (compiling) with an empty compile cache; `None` when not
+    /// measured.
+    pub compile_cold: Option<Duration>,
+    /// Loading it again from the compile cache; `None` when not measured.
+    pub compile_cached: Option<Duration>,
+    pub messages: usize,
+    pub batch: usize,
+    /// Mean time to instantiate it for a chat (from its pre-instance).
+    pub instantiate: Duration,
+    /// Per message through it (one instance and one batch per chat).
+    pub per_message: Duration,
+    /// Messages it replaced.
+    pub replaced: u64,
+}
+
+impl std::fmt::Display for PluginBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Option<Duration>| {
+            d.map_or("not measured".to_owned(), |d| {
+                format!("{:.0} ms", d.as_secs_f64() * 1e3)
+            })
+        };
+        write!(
+            f,
+            "{}: {} bytes; compile {} cold, {} cached; {} messages in batches of {}: {:.2} µs/msg, instantiate {:.1} µs/chat, {} replaced",
+            self.plugin,
+            self.size_bytes,
+            ms(self.compile_cold),
+            ms(self.compile_cached),
+            self.messages,
+            self.batch,
+            self.per_message.as_secs_f64() * 1e6,
+            self.instantiate.as_secs_f64() * 1e6,
+            self.replaced,
+        )
+    }
+}
+
+/// Chat-like bodies, one in five with a link (for `link-tagger`) and some
+/// with `keyword-tagger`'s keywords.
+pub fn bench_link_bodies(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match i % 5 {
+            0 => format!("look at https://news.example.com/story/{i} before the meeting"),
+            1 => format!("message {i}: the invoice is attached, please check it today"),
+            _ => format!("message {i}: see you at lunch, bring the slides and the notes"),
+        })
+        .collect()
+}
+
+/// Loads `name` as the host does and times it: with `cold`, on a fresh
+/// engine with an empty compile cache and then again from that cache
+/// (default options otherwise: pooling, 256 slots); then runs `bodies`
+/// through it in chats of `batch` messages (one instance and one call per
+/// chat, as a sync does) on the process's engine. Call from a multi-threaded
+/// runtime.
+pub async fn bench_plugin(name: &str, bodies: &[String], batch: usize, cold: bool) -> PluginBench {
+    let dir = PluginDir::new().with(name);
+    let size_bytes = built(name).1.len();
+    let (compile_cold, compile_cached) = if cold {
+        let cache = tempfile::tempdir().expect("cache dir");
+        let rt = PluginRuntime::new(RuntimeOptions {
+            cache_dir: Some(cache.path().to_owned()),
+            ..RuntimeOptions::default()
+        })
+        .expect("runtime");
+        let time_open = || {
+            let started = Instant::now();
+            drop(
+                PluginManager::open(rt.clone(), dir.path(), ManagerOptions::default())
+                    .expect("plugins load"),
+            );
+            started.elapsed()
+        };
+        let cold = time_open();
+        (Some(cold), Some(time_open()))
+    } else {
+        (None, None)
+    };
+
+    let mgr = dir.manager();
+    let batch = batch.max(1);
+    let chats: Vec<Vec<Message>> = bodies
+        .chunks(batch)
+        .enumerate()
+        .map(|(c, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(n, b)| message(&format!("chat{c}"), n, b))
+                .collect()
+        })
+        .collect();
+    let ctx = context("bench");
+    let chain = mgr.chain();
+    // Warm up: the first instantiations touch the pool and the code pages.
+    for msgs in chats.iter().take(3) {
+        let mut scope = chain
+            .chat_scope(&ctx, &chat(&msgs[0].chat_id, "warm"))
+            .await;
+        let _ = scope.transform(msgs.clone()).await;
+    }
+    let before = mgr.counters().first().cloned().expect("counters");
+    let started = Instant::now();
+    let mut stored = 0;
+    for msgs in chats {
+        let mut scope = chain
+            .chat_scope(&ctx, &chat(&msgs[0].chat_id, "bench"))
+            .await;
+        let out = scope.transform(msgs).await;
+        stored += out.keep.len();
+    }
+    let total = started.elapsed();
+    let after = mgr.counters().first().cloned().expect("counters");
+    assert_eq!(stored, bodies.len(), "{name} kept every message");
+    assert_eq!(after.failures.total(), 0, "{name} failed: {after:?}");
+    let instantiations = (after.instantiations - before.instantiations).max(1);
+    PluginBench {
+        plugin: name.to_owned(),
+        size_bytes,
+        compile_cold,
+        compile_cached,
+        messages: bodies.len(),
+        batch,
+        instantiate: Duration::from_secs_f64(
+            (after.instantiate_seconds - before.instantiate_seconds) / instantiations as f64,
+        ),
+        per_message: total / bodies.len().max(1) as u32,
+        replaced: after.replaced - before.replaced,
+    }
+}
+
+/// One chat's batch of `count` messages with `body_bytes`-long bodies (each
+/// starting with a link) through `name`, deadline and batch limits lifted:
+/// how long the worst batch its manifest allows takes. Returns the call's
+/// time (instantiation excluded) and how many messages it replaced.
+pub async fn time_one_batch(name: &str, count: usize, body_bytes: usize) -> (Duration, u64) {
+    let lifted = ["deadline_ms", "max_batch_bytes", "max_batch_messages"];
+    let dir = PluginDir::new().with_edited(name, |m| {
+        let kept: Vec<&str> = m
+            .lines()
+            .filter(|l| !lifted.iter().any(|k| l.starts_with(k)))
+            .collect();
+        let limits = "[limits]\ndeadline_ms = 10000\nmax_batch_bytes = 16777216\nmax_batch_messages = 10000\n";
+        let kept = kept.join("\n");
+        match kept.contains("[limits]\n") {
+            true => kept.replacen("[limits]\n", limits, 1),
+            false => format!("{kept}\n{limits}"),
+        }
+    });
+    let mgr = dir.manager();
+    let body = format!(
+        "https://example.com/ {}",
+        "x".repeat(body_bytes.saturating_sub(21))
+    );
+    let msgs: Vec<Message> = (0..count).map(|n| message("c", n, &body)).collect();
+    let chain = mgr.chain();
+    let mut scope = chain.chat_scope(&context("bench"), &chat("c", "c")).await;
+    // Instantiate first (an empty batch is not sent): one message.
+    let _ = scope.transform(vec![message("c", count, "warm")]).await;
+    let before = mgr.counters().first().cloned().expect("counters");
+    let out = scope.transform(msgs).await;
+    let after = mgr.counters().first().cloned().expect("counters");
+    assert_eq!(after.failures.total(), 0, "{name} failed: {after:?}");
+    assert_eq!(out.keep.len(), count);
+    (
+        Duration::from_secs_f64(after.call_seconds - before.call_seconds),
+        after.replaced - before.replaced,
+    )
 }

@@ -17,6 +17,7 @@ mod operations;
 mod origin;
 mod plugins;
 mod plugins_e2e;
+mod plugins_js;
 mod restart;
 mod retention;
 mod socketio;
