@@ -30,7 +30,7 @@ fn chat(id: &str, last: Option<i64>) -> Chat {
     }
 }
 
-fn msg(chat: &str, n: i64) -> Message {
+pub(super) fn msg(chat: &str, n: i64) -> Message {
     Message {
         id: format!("{chat}-m{n}"),
         chat_id: chat.into(),

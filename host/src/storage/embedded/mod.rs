@@ -7,6 +7,15 @@
 //! method runs on tokio's blocking pool. Documents are JSON bytes (the same
 //! camelCase shape as the API), and secondary orderings are extra tables
 //! whose keys sort the way the reads need them.
+//!
+//! Store calls wait for a lane before they take a blocking thread: at most
+//! [`WRITERS`] write calls and [`READERS`] read calls run at once, the rest
+//! wait as futures. redb runs one write transaction at a time, so without
+//! the lanes every session with a write due held a thread of its own
+//! blocked in `begin_write`: under the soak's 100 sessions the blocking
+//! pool grew with the queue (80 → 114 threads in 5 minutes), and each
+//! thread kept its stack and its allocator cache resident, so the host's
+//! memory crept up with the worst backlog it had seen (S1).
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -30,10 +39,30 @@ mod writes;
 use self::tables::*;
 use self::writes::*;
 
+/// Write calls running at once: one in redb's write transaction, one
+/// ready to begin the moment it commits (redb would only block more).
+pub const WRITERS: usize = 2;
+/// Read calls running at once. Reads see a snapshot and never wait for a
+/// write, so they have their own lane: a queue of writes does not delay a
+/// REST read.
+pub const READERS: usize = 16;
+
+/// Which lane a store call waits in.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Lane {
+    Read,
+    Write,
+}
+
 /// The embedded store.
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    reads: Arc<tokio::sync::Semaphore>,
+    writes: Arc<tokio::sync::Semaphore>,
+    /// Calls on a blocking thread now, and the most there have been.
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    most_running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -93,18 +122,49 @@ impl EmbeddedStore {
         Ok(Self {
             db: Arc::new(db),
             path: path.to_owned(),
+            reads: Arc::new(tokio::sync::Semaphore::new(READERS)),
+            writes: Arc::new(tokio::sync::Semaphore::new(WRITERS)),
+            running: Arc::default(),
+            most_running: Arc::default(),
         })
     }
 
-    async fn blocking<T, F>(&self, f: F) -> StoreResult<T>
+    /// The most store calls that have been on blocking threads at once
+    /// (at most [`READERS`] + [`WRITERS`]).
+    pub fn most_running(&self) -> usize {
+        self.most_running.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the blocking pool once `lane` has room. The permit is
+    /// held by the blocking task itself, so a caller that gives up (a
+    /// dropped future) does not free the lane while `f` still runs.
+    async fn blocking<T, F>(&self, lane: Lane, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> StoreResult<T> + Send + 'static,
     {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
+        use std::sync::atomic::Ordering;
+        let sem = match lane {
+            Lane::Read => &self.reads,
+            Lane::Write => &self.writes,
+        };
+        let permit = sem
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+            .map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        let db = self.db.clone();
+        let (running, most) = (self.running.clone(), self.most_running.clone());
+        tokio::task::spawn_blocking(move || {
+            let now = running.fetch_add(1, Ordering::Relaxed) + 1;
+            most.fetch_max(now, Ordering::Relaxed);
+            let out = f(&db);
+            running.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 }
 
@@ -128,7 +188,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.blocking(|db| {
+        self.blocking(Lane::Read, |db| {
             db.begin_read().db()?;
             Ok(())
         })
@@ -137,7 +197,7 @@ impl Store for EmbeddedStore {
 
     async fn put_session(&self, rec: &SessionRecord) -> StoreResult<()> {
         let rec = rec.clone();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             put_session(&txn, &rec)?;
             txn.commit().db()
@@ -147,7 +207,7 @@ impl Store for EmbeddedStore {
 
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
         let id = id.to_string();
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let t = txn.open_table(SESSIONS).db()?;
             t.get(id.as_str()).db()?.map(|g| dec(g.value())).transpose()
@@ -156,7 +216,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>> {
-        self.blocking(|db| {
+        self.blocking(Lane::Read, |db| {
             let txn = db.begin_read().db()?;
             let t = txn.open_table(SESSIONS).db()?;
             let mut out = Vec::new();
@@ -171,7 +231,7 @@ impl Store for EmbeddedStore {
 
     async fn delete_session(&self, id: &SessionId, purge: bool) -> StoreResult<()> {
         let sid = id.to_string();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             // The outbox is keyed by event id alone: its events of this
             // session are found in a read first, so the write transaction
             // only deletes (the outbox stays small: published events are
@@ -230,7 +290,7 @@ impl Store for EmbeddedStore {
     async fn upsert_chats(&self, id: &SessionId, chats: &[Chat]) -> StoreResult<()> {
         let sid = id.to_string();
         let chats = chats.to_vec();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             {
                 let mut table = txn.open_table(CHATS).db()?;
@@ -288,7 +348,7 @@ impl Store for EmbeddedStore {
         let sid = id.to_string();
         let chats = chats.to_vec();
         let run = run.clone();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             let mut all = Vec::with_capacity(chats.len());
             for c in &chats {
@@ -316,7 +376,7 @@ impl Store for EmbeddedStore {
     async fn put_messages(&self, id: &SessionId, messages: &[Message]) -> StoreResult<WriteStats> {
         let sid = id.to_string();
         let messages = messages.to_vec();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             let (stats, per_chat) = write_messages(&txn, &sid, &messages)?;
             for (chat_id, n) in per_chat {
@@ -336,7 +396,7 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<ChatPage> {
         let sid = id.to_string();
         let after = cursor.and_then(decode_chat_cursor);
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let activity = txn.open_table(CHATS_BY_ACTIVITY).db()?;
             let chats = txn.open_table(CHATS).db()?;
@@ -381,7 +441,7 @@ impl Store for EmbeddedStore {
     async fn get_chat(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<StoredChat>> {
         let sid = id.to_string();
         let chat_id = chat_id.to_owned();
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let t = txn.open_table(CHATS).db()?;
             t.get((sid.as_str(), chat_id.as_str()))
@@ -402,7 +462,7 @@ impl Store for EmbeddedStore {
         let sid = id.to_string();
         let chat_id = chat_id.to_owned();
         let before = before.cloned();
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let by_chat = txn.open_table(MESSAGES_BY_CHAT).db()?;
             let table = txn.open_table(MESSAGES).db()?;
@@ -445,7 +505,7 @@ impl Store for EmbeddedStore {
     async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64> {
         let sid = id.to_string();
         let chat_id = chat_id.map(str::to_owned);
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let s = sid.as_str();
             let mut n = 0u64;
@@ -479,7 +539,7 @@ impl Store for EmbeddedStore {
 
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {
         let run = run.clone();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             put_run(&txn, &run)?;
             txn.commit().db()
@@ -489,7 +549,7 @@ impl Store for EmbeddedStore {
 
     async fn get_sync_run(&self, sync_id: &str) -> StoreResult<Option<SyncRun>> {
         let sync_id = sync_id.to_owned();
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let t = txn.open_table(SYNC_RUNS).db()?;
             t.get(sync_id.as_str())
@@ -502,7 +562,7 @@ impl Store for EmbeddedStore {
 
     async fn latest_sync_run(&self, id: &SessionId) -> StoreResult<Option<SyncRun>> {
         let sid = id.to_string();
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let by_session = txn.open_table(RUNS_BY_SESSION).db()?;
             let runs = txn.open_table(SYNC_RUNS).db()?;
@@ -531,7 +591,7 @@ impl Store for EmbeddedStore {
     async fn finish_sync(&self, run: &SyncRun, events: &[OutboxEvent]) -> StoreResult<()> {
         let run = run.clone();
         let events = events.to_vec();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             put_run(&txn, &run)?;
             for ev in &events {
@@ -544,7 +604,7 @@ impl Store for EmbeddedStore {
 
     async fn enqueue_event(&self, event: &OutboxEvent) -> StoreResult<()> {
         let event = event.clone();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             put_event(&txn, &event)?;
             txn.commit().db()
@@ -553,7 +613,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn pending_events(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>> {
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let pending = txn.open_table(OUTBOX_PENDING).db()?;
             let outbox = txn.open_table(OUTBOX).db()?;
@@ -573,7 +633,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn count_pending_events(&self) -> StoreResult<u64> {
-        self.blocking(|db| {
+        self.blocking(Lane::Read, |db| {
             let txn = db.begin_read().db()?;
             txn.open_table(OUTBOX_PENDING).db()?.len().db()
         })
@@ -582,7 +642,7 @@ impl Store for EmbeddedStore {
 
     async fn mark_published(&self, event_ids: &[String], at: i64) -> StoreResult<()> {
         let ids = event_ids.to_vec();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             {
                 let mut outbox = txn.open_table(OUTBOX).db()?;
@@ -605,7 +665,7 @@ impl Store for EmbeddedStore {
 
     async fn record_attempt(&self, event_ids: &[String]) -> StoreResult<()> {
         let ids = event_ids.to_vec();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             {
                 let mut outbox = txn.open_table(OUTBOX).db()?;
@@ -625,7 +685,7 @@ impl Store for EmbeddedStore {
 
     async fn session_events(&self, id: &SessionId) -> StoreResult<Vec<OutboxEvent>> {
         let sid = id.to_string();
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let outbox = txn.open_table(OUTBOX).db()?;
             let mut out = Vec::new();
@@ -648,7 +708,7 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<()> {
         let sid = id.to_string();
         let items = items.to_vec();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             {
                 let mut q = txn.open_table(QUARANTINE).db()?;
@@ -677,7 +737,7 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<Vec<QuarantinedMessage>> {
         let sid = id.to_string();
         let after = after.map(str::to_owned);
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let q = txn.open_table(QUARANTINE).db()?;
             let s = sid.as_str();
@@ -703,7 +763,7 @@ impl Store for EmbeddedStore {
 
     async fn clear_quarantine(&self, id: &SessionId) -> StoreResult<u64> {
         let sid = id.to_string();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             let s = sid.as_str();
             let above = format!("{s}\0");
@@ -725,7 +785,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn prune(&self, published_before: i64, quarantined_before: i64) -> StoreResult<Pruned> {
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let mut pruned = Pruned::default();
             // Keys are found in a read, then deleted in write transactions
             // of at most PRUNE_STEP keys: a sync's commit waits for one
@@ -824,6 +884,33 @@ mod tests {
         super::super::contract::run_all(&store).await;
         super::super::contract::webhooks::run_all(&store).await;
         super::super::contract::webhooks::a_purge_deletes_the_sessions_deliveries(&store).await;
+    }
+
+    /// A crowd of sessions writing at once waits in the lanes, not on a
+    /// blocking thread each (the soak's creeping memory, S1).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_stay_within_the_lanes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("wasync.redb")).unwrap());
+        let calls: Vec<_> = (0..100)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let id = SessionId::parse(&format!("s{i}")).unwrap();
+                    let msg = super::super::contract::msg("c@c.us", i as i64);
+                    store.put_messages(&id, &[msg]).await.unwrap();
+                    store.count_messages(&id, None).await.unwrap()
+                })
+            })
+            .collect();
+        for c in calls {
+            assert_eq!(c.await.unwrap(), 1);
+        }
+        let most = store.most_running();
+        assert!(
+            (1..=READERS + WRITERS).contains(&most),
+            "{most} store calls ran at once"
+        );
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::EmbeddedStore;
+use super::{EmbeddedStore, Lane};
 use super::tables::*;
 use crate::storage::StoreResult;
 use crate::storage::webhooks::{
@@ -98,7 +98,7 @@ fn read_delivery(
 impl WebhookStore for EmbeddedStore {
     async fn put_webhook(&self, hook: &WebhookRecord) -> StoreResult<()> {
         let hook = hook.clone();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             {
                 let mut t = txn.open_table(WEBHOOKS).db()?;
@@ -112,7 +112,7 @@ impl WebhookStore for EmbeddedStore {
 
     async fn get_webhook(&self, webhook_id: &str) -> StoreResult<Option<WebhookRecord>> {
         let id = webhook_id.to_owned();
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let t = txn.open_table(WEBHOOKS).db()?;
             let found = t.get(id.as_str()).db()?;
@@ -122,7 +122,7 @@ impl WebhookStore for EmbeddedStore {
     }
 
     async fn list_webhooks(&self) -> StoreResult<Vec<WebhookRecord>> {
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let t = txn.open_table(WEBHOOKS).db()?;
             let mut out: Vec<WebhookRecord> = Vec::new();
@@ -138,7 +138,7 @@ impl WebhookStore for EmbeddedStore {
 
     async fn delete_webhook(&self, webhook_id: &str) -> StoreResult<bool> {
         let id = webhook_id.to_owned();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             let existed;
             {
@@ -169,7 +169,7 @@ impl WebhookStore for EmbeddedStore {
             return Ok(());
         }
         let deliveries = deliveries.to_vec();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             for d in &deliveries {
                 if read_delivery(&txn, &d.webhook_id, &d.event_id)?.is_none() {
@@ -189,7 +189,7 @@ impl WebhookStore for EmbeddedStore {
     ) -> StoreResult<Vec<DeliveryRecord>> {
         let id = webhook_id.to_owned();
         let skip: std::collections::HashSet<String> = skip.iter().cloned().collect();
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let index = txn.open_table(DELIVERIES_BY_STATUS).db()?;
             let rows = txn.open_table(DELIVERIES).db()?;
@@ -218,7 +218,7 @@ impl WebhookStore for EmbeddedStore {
 
     async fn update_delivery(&self, delivery: &DeliveryRecord) -> StoreResult<bool> {
         let d = delivery.clone();
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
             let Some(old) = read_delivery(&txn, &d.webhook_id, &d.event_id)? else {
                 return Ok(false);
@@ -236,7 +236,7 @@ impl WebhookStore for EmbeddedStore {
         event_id: &str,
     ) -> StoreResult<Option<DeliveryRecord>> {
         let (w, e) = (webhook_id.to_owned(), event_id.to_owned());
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let rows = txn.open_table(DELIVERIES).db()?;
             let found = rows.get((w.as_str(), e.as_str())).db()?;
@@ -254,7 +254,7 @@ impl WebhookStore for EmbeddedStore {
     ) -> StoreResult<Vec<DeliveryRecord>> {
         let id = webhook_id.to_owned();
         let after = after.cloned();
-        self.blocking(move |db| {
+        self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
             let index = txn.open_table(DELIVERIES_BY_STATUS).db()?;
             let rows = txn.open_table(DELIVERIES).db()?;
@@ -285,7 +285,7 @@ impl WebhookStore for EmbeddedStore {
     }
 
     async fn prune_deliveries(&self, before: i64) -> StoreResult<u64> {
-        self.blocking(move |db| {
+        self.blocking(Lane::Write, move |db| {
             // Keys are found in a read, then deleted in small write
             // transactions, like the outbox's pruning.
             let doomed: Vec<(String, String, u64, String)> = {
