@@ -68,6 +68,7 @@ fn run_for(s: &SessionId) -> SyncRun {
         sync_id: uuid::Uuid::now_v7().to_string(),
         session_id: s.to_string(),
         trigger: SyncTrigger::Manual,
+        mode: Default::default(),
         limit_per_chat: 100,
         chat_ids: None,
         status: SyncStatus::Running,

@@ -20,7 +20,7 @@
 //! the previous one commits. Memory is bounded by two groups,
 //! whatever the account size.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::browser::{ClientError, WhatsAppClient};
 use crate::domain::{
-    Chat, ChatFailure, OutboxEvent, SessionId, SyncComplete, SyncFailed, SyncPhase, SyncProgress,
-    SyncRun, SyncStatus, now_ms,
+    Chat, ChatFailure, MessageMark, OutboxEvent, SessionId, SyncComplete, SyncFailed, SyncMode,
+    SyncPhase, SyncProgress, SyncRun, SyncStatus, now_ms,
 };
 use crate::events::relay::RelaySignal;
 use crate::plugins::{ChatDecision, ChatSummary, PluginChain, SyncContext};
@@ -226,6 +226,7 @@ pub fn new_run(
         sync_id: uuid::Uuid::now_v7().to_string(),
         session_id: session.to_string(),
         trigger,
+        mode: SyncMode::Full,
         limit_per_chat,
         chat_ids,
         status: SyncStatus::Running,
@@ -477,6 +478,23 @@ async fn walk(
         HashSet::new()
     };
 
+    // An incremental run reads where each chat's stored messages end, once
+    // per run (or resume), before the walk.
+    let marks = match run.mode {
+        SyncMode::Full => HashMap::new(),
+        SyncMode::Incremental => {
+            let ids: Vec<String> = chats
+                .iter()
+                .filter(|c| !done.contains(&c.id))
+                .map(|c| c.id.clone())
+                .collect();
+            store_retry(deps, cancel, shutdown, "reading the stored marks", || {
+                deps.store.message_marks(&sid, &ids)
+            })
+            .await?
+        }
+    };
+
     // Commits overlap with fetching the next group; whatever happens, the
     // commit in flight is awaited before the run ends, so the run record it
     // writes can never land after the run's final status.
@@ -487,6 +505,7 @@ async fn walk(
         run,
         &chats,
         &done,
+        &marks,
         &ctx,
         cancel,
         shutdown,
@@ -571,6 +590,7 @@ async fn walk_chats(
     run: &mut SyncRun,
     chats: &[Chat],
     done: &HashSet<String>,
+    marks: &HashMap<String, MessageMark>,
     ctx: &SyncContext,
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
@@ -593,6 +613,24 @@ async fn walk_chats(
         let messages_seq = run.next_seq + 1;
         run.next_seq += 2;
 
+        // Incremental: a chat whose last activity is not newer than its
+        // newest stored message has nothing to read. It still reports its
+        // two events (0 messages), writes nothing and opens no plugin
+        // scope. A chat without a `lastMessageAt` is read from its mark.
+        let mark = match run.mode {
+            SyncMode::Full => None,
+            SyncMode::Incremental => marks.get(&chat.id),
+        };
+        if let Some(mark) = mark
+            && chat.last_message_at.is_some_and(|t| t <= mark.timestamp)
+        {
+            group
+                .chats
+                .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
+            flush_if_due(deps, sid, run, &mut group, i, last, shutdown, pending).await?;
+            continue;
+        }
+
         let mut scope = deps.chain.chat_scope(ctx, chat).await;
         let limit = match scope.before_chat_sync().await {
             ChatDecision::Skip { reason } => {
@@ -613,8 +651,11 @@ async fn walk_chats(
         };
 
         if let Some((limit, since_ms)) = limit {
-            let fetched = with_retry(deps, cancel, shutdown, || {
-                deps.client.fetch_messages(chat, limit)
+            let fetched = with_retry(deps, cancel, shutdown, || async move {
+                match mark {
+                    Some(mark) => deps.client.fetch_messages_after(chat, limit, mark).await,
+                    None => deps.client.fetch_messages(chat, limit).await,
+                }
             })
             .await?;
             match fetched {
@@ -660,12 +701,17 @@ async fn walk_chats(
                     let stored = out.keep.len() as u64;
                     run.quarantined += out.quarantined.len() as u64;
                     group.messages += out.keep.len() + out.quarantined.len();
-                    group.commits.push(ChatCommit {
-                        chat_id: chat.id.clone(),
-                        messages: out.keep,
-                        quarantined: out.quarantined,
-                        synced_at: now_ms(),
-                    });
+                    // Incremental reads that found nothing new write
+                    // nothing (a full sync still stamps `syncedAt`).
+                    let nothing = out.keep.is_empty() && out.quarantined.is_empty();
+                    if run.mode == SyncMode::Full || !nothing {
+                        group.commits.push(ChatCommit {
+                            chat_id: chat.id.clone(),
+                            messages: out.keep,
+                            quarantined: out.quarantined,
+                            synced_at: now_ms(),
+                        });
+                    }
                     group
                         .chats
                         .push((position, chat.id.clone(), stored, chat_seq, messages_seq));
@@ -682,20 +728,36 @@ async fn walk_chats(
             }
         }
         drop(scope);
+        flush_if_due(deps, sid, run, &mut group, i, last, shutdown, pending).await?;
+    }
+    Ok(())
+}
 
-        let full = group.messages >= deps.options.group_messages;
-        let slow = group.opened.elapsed() >= deps.options.group_window;
-        if full || slow || Some(i) == last {
-            if let Some(p) = pending.take() {
-                finish_flush(deps, p).await?;
-            }
-            *pending = start_flush(deps, sid, run, &mut group, shutdown);
-            // Overlap the commit with the next fetch only when the provider
-            // is fast (the group filled up); a slow provider's progress is
-            // reported as soon as it is durable.
-            if !full && let Some(p) = pending.take() {
-                finish_flush(deps, p).await?;
-            }
+/// Commits the group when it is full, old, or holds the last chat to walk
+/// (`i` is the chat just added, `last` the last one the walk visits).
+#[allow(clippy::too_many_arguments)]
+async fn flush_if_due(
+    deps: &SyncDeps,
+    sid: &SessionId,
+    run: &mut SyncRun,
+    group: &mut Group,
+    i: usize,
+    last: Option<usize>,
+    shutdown: &CancellationToken,
+    pending: &mut Option<InFlight>,
+) -> Result<(), Stop> {
+    let full = group.messages >= deps.options.group_messages;
+    let slow = group.opened.elapsed() >= deps.options.group_window;
+    if full || slow || Some(i) == last {
+        if let Some(p) = pending.take() {
+            finish_flush(deps, p).await?;
+        }
+        *pending = start_flush(deps, sid, run, group, shutdown);
+        // Overlap the commit with the next fetch only when the provider
+        // is fast (the group filled up); a slow provider's progress is
+        // reported as soon as it is durable.
+        if !full && let Some(p) = pending.take() {
+            finish_flush(deps, p).await?;
         }
     }
     Ok(())
