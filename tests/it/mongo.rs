@@ -182,6 +182,11 @@ async fn mongo_contract_retention_and_purge_leave_no_bodies() {
 }
 
 #[tokio::test]
+async fn mongo_contract_marks_are_the_newest_stored_messages() {
+    contract::marks_are_the_newest_stored_messages(&store().await.0).await;
+}
+
+#[tokio::test]
 async fn mongo_contract_run_all_in_one_database() {
     contract::run_all(&store().await.0).await;
 }

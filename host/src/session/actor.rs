@@ -78,6 +78,23 @@ impl Sink {
 }
 
 impl ProgressSink for Sink {
+    fn written(&self, stats: &crate::storage::WriteStats) {
+        for (outcome, n) in [
+            ("inserted", stats.inserted),
+            ("updated", stats.updated),
+            ("unchanged", stats.unchanged),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .sync_message_writes
+                    .get_or_create(&crate::telemetry::OutcomeLabel {
+                        outcome: outcome.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
     fn progress(&self, p: &SyncProgress) {
         if p.phase == crate::domain::SyncPhase::Messages {
             self.metrics.messages_synced.inc_by(p.messages_synced);

@@ -33,7 +33,7 @@ use crate::domain::{
 };
 use crate::events::relay::RelaySignal;
 use crate::plugins::{ChatDecision, ChatSummary, PluginChain, SyncContext};
-use crate::storage::{ChatCommit, Store, StoreError};
+use crate::storage::{ChatCommit, Store, StoreError, WriteStats};
 
 /// `sync_failed` reason of a run suspended by a store outage; the session
 /// resumes it (same `syncId`) once the store answers again.
@@ -44,6 +44,11 @@ pub trait ProgressSink: Send + Sync {
     fn progress(&self, p: &SyncProgress);
     fn complete(&self, c: &SyncComplete);
     fn failed(&self, f: &SyncFailed);
+    /// What a group's commit did to the messages it wrote (for metrics and
+    /// tests: an unchanged chat in an incremental run writes none).
+    fn written(&self, stats: &WriteStats) {
+        let _ = stats;
+    }
 }
 
 /// Engine tuning; the defaults suit production.
@@ -765,7 +770,7 @@ async fn flush_if_due(
 
 /// A group whose commit is under way.
 struct InFlight {
-    task: tokio::task::JoinHandle<Result<(), StoreStop>>,
+    task: tokio::task::JoinHandle<Result<WriteStats, StoreStop>>,
     chats: Vec<(u32, String, u64, u64, u64)>,
     /// The run as this commit writes it.
     run: SyncRun,
@@ -809,7 +814,15 @@ fn start_flush(
             store.commit_chats(&sid, &commits, &committed)
         })
         .await
-        .map(|_| ())
+        .map(|per_chat| {
+            per_chat
+                .iter()
+                .fold(WriteStats::default(), |a, s| WriteStats {
+                    inserted: a.inserted + s.inserted,
+                    updated: a.updated + s.updated,
+                    unchanged: a.unchanged + s.unchanged,
+                })
+        })
     });
     Some(InFlight {
         task,
@@ -823,7 +836,7 @@ fn start_flush(
 /// a time, as they would have been reported without grouping.
 async fn finish_flush(deps: &SyncDeps, p: InFlight) -> Result<(), Stop> {
     match p.task.await {
-        Ok(Ok(())) => {}
+        Ok(Ok(stats)) => deps.sink.written(&stats),
         Ok(Err(stop)) => return Err(stop.into()),
         Err(e) => return Err(Stop::Failed(format!("writing messages: {e}"))),
     }
