@@ -12,6 +12,16 @@
 //! 3. complete the run and queue `session_ready` in one durable step, then
 //!    report `done` and `sync_complete`.
 //!
+//! An *incremental* run ([`SyncMode::Incremental`], the automatic sync of a
+//! restored session) reads each chat's [`MessageMark`] (its newest stored
+//! message) once before the walk: a chat whose `lastMessageAt` is not past
+//! its mark is neither fetched nor written (its two events still go out,
+//! 0 messages), and any other chat is fetched only down to its mark
+//! ([`WhatsAppClient::fetch_messages_after`]), so plugins, counts and
+//! writes see only new messages. The invariants do not change: such chats
+//! write nothing, so there is nothing for the checkpoint to run ahead of; a
+//! resume re-checks them by their marks, which is cheap.
+//!
 //! Progress is only reported for data that is durably committed. To keep
 //! that promise cheap, consecutive small chats are committed together (a
 //! *group*: up to [`SyncOptions::group_messages`] messages or
