@@ -291,8 +291,7 @@ pub struct MessageMark {
 impl MessageMark {
     /// Whether `m` is newer than everything this mark stands for.
     pub fn is_new(&self, m: &Message) -> bool {
-        m.timestamp > self.timestamp
-            || (m.timestamp == self.timestamp && !self.ids.iter().any(|id| *id == m.id))
+        m.timestamp > self.timestamp || (m.timestamp == self.timestamp && !self.ids.contains(&m.id))
     }
 }
 
