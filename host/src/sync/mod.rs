@@ -217,6 +217,9 @@ struct Group {
     chats: Vec<(u32, String, u64, u64, u64)>,
     messages: usize,
     opened: Instant,
+    /// A chat of the group changed the run beyond its position (failed,
+    /// skipped by a plugin): the run record must be written with it.
+    noted: bool,
 }
 
 impl Group {
@@ -226,6 +229,7 @@ impl Group {
             chats: Vec::new(),
             messages: 0,
             opened: Instant::now(),
+            noted: false,
         }
     }
 }
@@ -651,6 +655,7 @@ async fn walk_chats(
             ChatDecision::Skip { reason } => {
                 tracing::debug!(chat_id = %chat.id, %reason, "chat skipped by a plugin");
                 run.skipped_chats += 1;
+                group.noted = true;
                 group
                     .chats
                     .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
@@ -681,6 +686,7 @@ async fn walk_chats(
                         attempts,
                         reason: e.to_string(),
                     });
+                    group.noted = true;
                     group
                         .chats
                         .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
@@ -819,6 +825,18 @@ fn start_flush(
     let shutdown = shutdown.clone();
     let commits = g.commits;
     let committed = snapshot.clone();
+    // An incremental group of chats with nothing new has nothing to make
+    // durable: its events go out without a write (the run record catches
+    // up at the next commit or the run's end; a resume re-checks those
+    // chats by their marks).
+    if commits.is_empty() && !g.noted && snapshot.mode == SyncMode::Incremental {
+        return Some(InFlight {
+            task: tokio::spawn(async { Ok(WriteStats::default()) }),
+            chats: g.chats,
+            run: snapshot,
+            before_total,
+        });
+    }
     let task = tokio::spawn(async move {
         retry_store(&options, "writing messages", &shutdown, || {
             store.commit_chats(&sid, &commits, &committed)

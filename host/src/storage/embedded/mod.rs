@@ -224,6 +224,9 @@ impl Store for EmbeddedStore {
         let chats = chats.to_vec();
         self.blocking(move |db| {
             let txn = db.begin_write().db()?;
+            // A re-sync of an unchanged account changes no chat: then the
+            // transaction is dropped, and costs no fsync.
+            let mut changed = false;
             {
                 let mut table = txn.open_table(CHATS).db()?;
                 let mut activity = txn.open_table(CHATS_BY_ACTIVITY).db()?;
@@ -233,6 +236,10 @@ impl Store for EmbeddedStore {
                         .db()?
                         .map(|g| dec(g.value()))
                         .transpose()?;
+                    if old.as_ref().is_some_and(|o| o.chat == chat) {
+                        continue;
+                    }
+                    changed = true;
                     let (synced_at, message_count) = match &old {
                         Some(o) => {
                             activity
@@ -266,7 +273,11 @@ impl Store for EmbeddedStore {
                         .db()?;
                 }
             }
-            txn.commit().db()
+            if changed {
+                txn.commit().db()
+            } else {
+                txn.abort().db()
+            }
         })
         .await
     }
