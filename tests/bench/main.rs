@@ -287,7 +287,8 @@ fn main() {
                 id: "I1",
                 measure: format!(
                     "incremental re-sync of an unchanged {}-message account ({chats} chats × {per}), {store} store: {incr:.0} ms, {} messages written",
-                    r["messages"], r["incrementalWrites"]
+                    r["messages"],
+                    r["incrementalWrites"].as_f64().unwrap_or(0.0) as u64
                 ),
                 baseline: format!("its full sync, same host: {full:.0} ms"),
                 result: format!("{ratio:.3}×"),
