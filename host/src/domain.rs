@@ -384,6 +384,49 @@ impl SyncTrigger {
     }
 }
 
+/// How much of each chat a sync reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// The newest `limitPerChat` messages of every chat, whatever is
+    /// stored (a re-sync rewrites what changed and leaves the rest).
+    #[default]
+    Full,
+    /// Per chat only the messages newer than the newest stored one (its
+    /// [`MessageMark`]), at most `limitPerChat`; a chat whose
+    /// `lastMessageAt` is not newer than its mark is not read at all. Chat
+    /// metadata is refreshed for every chat as in a full sync.
+    Incremental,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Full => "full",
+            SyncMode::Incremental => "incremental",
+        }
+    }
+}
+
+/// The newest stored message of a chat: where an incremental sync starts.
+/// WhatsApp timestamps are whole seconds, so several messages may share the
+/// newest one; `ids` lists all of them, and a message at `timestamp` is new
+/// only if its id is not among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMark {
+    /// ms.
+    pub timestamp: i64,
+    /// The stored message ids at `timestamp`.
+    pub ids: Vec<String>,
+}
+
+impl MessageMark {
+    /// Whether `m` is newer than everything this mark stands for.
+    pub fn is_new(&self, m: &Message) -> bool {
+        m.timestamp > self.timestamp || (m.timestamp == self.timestamp && !self.ids.contains(&m.id))
+    }
+}
+
 /// A chat the sync could not finish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -402,6 +445,10 @@ pub struct SyncRun {
     pub sync_id: String,
     pub session_id: String,
     pub trigger: SyncTrigger,
+    /// `full` or `incremental`; a resumed run keeps it. Runs written
+    /// before modes existed were full.
+    #[serde(default)]
+    pub mode: SyncMode,
     pub limit_per_chat: u32,
     /// Only these chats, when the manual sync named some.
     pub chat_ids: Option<Vec<String>>,

@@ -196,6 +196,27 @@ fn main() {
                 );
                 json!({"ms": took.as_secs_f64() * 1e3, "replaced": replaced})
             }
+            // I1 on its own: `bench --child incremental embedded|mongo CHATS PER_CHAT`.
+            Some("incremental") => {
+                let chats: u32 = child_args[2].parse().expect("chats");
+                let per: u32 = child_args[3].parse().expect("per chat");
+                let opts = match child_args[1].as_str() {
+                    "mongo" => match bench_mongo_uri() {
+                        Some(uri) => wasync_tests::HostOptions::default()
+                            .var(wasync::config::MONGODB_URI, uri)
+                            .var(
+                                wasync::config::MONGODB_DB,
+                                wasync_tests::mongo::fresh_db_name("bench-i1"),
+                            ),
+                        None => {
+                            println!("null");
+                            return;
+                        }
+                    },
+                    _ => wasync_tests::HostOptions::default(),
+                };
+                rt.block_on(incremental_vs_full(opts, chats, per))
+            }
             other => panic!("unknown child measure {other:?}"),
         };
         println!("{v}");
@@ -258,6 +279,39 @@ fn main() {
             target: "≤ 1.5× and < 150 MB",
             met: Some(ratio <= 1.5 && b_rss < 150.0),
         });
+    }
+
+    if args.wants("I1") {
+        // I1: an incremental re-sync of an unchanged account against its
+        // full sync, same host, same run (issue 16).
+        let (chats, per) = if args.quick { (50, 20) } else { (1000, 100) };
+        for store in ["embedded", "mongo"] {
+            let r = child(&["incremental", store, &chats.to_string(), &per.to_string()]);
+            eprintln!("I1 {store}: {r}");
+            if r.is_null() {
+                eprintln!(
+                    "I1 mongo skipped: no MongoDB server (WASYNC_BENCH_MONGODB_URI or WASYNC_TEST_MONGODB_URI)"
+                );
+                continue;
+            }
+            let (full, incr) = (
+                r["fullMs"].as_f64().unwrap(),
+                r["incrementalMs"].as_f64().unwrap(),
+            );
+            let ratio = incr / full;
+            rows.push(Row {
+                id: "I1",
+                measure: format!(
+                    "incremental re-sync of an unchanged {}-message account ({chats} chats × {per}), {store} store: {incr:.0} ms, {} messages written",
+                    r["messages"],
+                    r["incrementalWrites"].as_f64().unwrap_or(0.0) as u64
+                ),
+                baseline: format!("its full sync, same host: {full:.0} ms"),
+                result: format!("{ratio:.3}×"),
+                target: "≤ 0.05×",
+                met: Some(ratio <= 0.05),
+            });
+        }
     }
 
     if args.wants("P1") {
@@ -800,6 +854,68 @@ fn date() -> String {
 /// The MongoDB measure: against `WASYNC_BENCH_MONGODB_URI` (or the test
 /// server's `WASYNC_TEST_MONGODB_URI`), else a private SecantusDB from
 /// `.venv` (scripts/setup.sh). Without either the row says so.
+/// The MongoDB server a bench child should use, if one is named.
+fn bench_mongo_uri() -> Option<String> {
+    std::env::var("WASYNC_BENCH_MONGODB_URI")
+        .or_else(|_| std::env::var(wasync_tests::mongo::URI_ENV))
+        .ok()
+}
+
+/// I1: a host on `opts` syncs a simulated `chats × per_chat` account (its
+/// first sync: full), then re-syncs the unchanged account incrementally
+/// (`POST .../sync-chats {"mode": "incremental"}`); both timed by the runs'
+/// own timestamps. The incremental run must write no message.
+async fn incremental_vs_full(opts: wasync_tests::HostOptions, chats: u32, per_chat: u32) -> Value {
+    let host = wasync_tests::TestHost::spawn_with(opts).await;
+    let (status, body) = host
+        .post(
+            "/whatsapp-web/session/bench",
+            json!({
+                "limitPerChat": per_chat,
+                "simulator": {"chats": chats, "messagesPerChat": per_chat,
+                              "qrEveryMs": 10, "scanAfterMs": 1, "fetchLatencyMs": 0}
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "create the bench session: {body}");
+    let full = wasync_tests::wait_run_completed(&host.http, &host.base, "bench").await;
+    assert_eq!(full["mode"], "full");
+    let before = message_writes(&host).await;
+    let (status, body) = host
+        .post(
+            "/whatsapp-web/session/bench/sync-chats",
+            json!({"mode": "incremental", "limitPerChat": per_chat}),
+        )
+        .await;
+    assert_eq!(status, 202, "incremental re-sync: {body}");
+    let incr = loop {
+        let r = wasync_tests::wait_run_completed(&host.http, &host.base, "bench").await;
+        if r["syncId"] == body["syncId"] {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(incr["totalMessagesSynced"], 0);
+    let written = message_writes(&host).await - before;
+    host.stop().await;
+    json!({
+        "messages": full["totalMessagesSynced"],
+        "fullMs": wasync_tests::run_ms(&full),
+        "incrementalMs": wasync_tests::run_ms(&incr),
+        "incrementalWrites": written,
+    })
+}
+
+/// Messages sync commits wrote so far (every outcome).
+async fn message_writes(host: &wasync_tests::TestHost) -> f64 {
+    let mut n = 0.0;
+    for outcome in ["inserted", "updated", "unchanged"] {
+        let name = format!("wasync_sync_message_writes_total{{outcome=\"{outcome}\"}}");
+        n += host.metric(&name).await.unwrap_or(0.0);
+    }
+    n
+}
+
 async fn mongo_row(quick: bool) -> Option<Row> {
     let (chats, per) = if quick { (20, 20) } else { (1000, 100) };
     mongo_row_sized(chats, per).await

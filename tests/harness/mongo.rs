@@ -249,6 +249,7 @@ pub async fn bench_insert(
         sync_id: uuid::Uuid::now_v7().to_string(),
         session_id: sid.to_string(),
         trigger: SyncTrigger::Manual,
+        mode: Default::default(),
         limit_per_chat: per_chat as u32,
         chat_ids: None,
         status: SyncStatus::Running,

@@ -282,6 +282,9 @@ async fn bad_bodies_are_rejected() {
         (r#"{"chatIds": "x"}"#, "bad_json"),
         (r#"{"everything": true}"#, "bad_json"),
         (r#"{"limitPerChat": 0}"#, "invalid_body"),
+        (r#"{"mode": "partial"}"#, "bad_json"),
+        (r#"{"mode": 1}"#, "bad_json"),
+        (r#"{"mode": "FULL"}"#, "bad_json"),
     ] {
         let (s, ct, b) = raw(
             &host,
@@ -291,6 +294,10 @@ async fn bad_bodies_are_rejected() {
         )
         .await;
         assert_problem(s, &ct, &b, 400, code);
+        if body.contains("mode") {
+            let detail = b["detail"].as_str().unwrap();
+            assert!(detail.contains("mode"), "names the member: {b}");
+        }
     }
     host.stop().await;
 }

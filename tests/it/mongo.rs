@@ -68,6 +68,7 @@ fn run_for(s: &SessionId) -> SyncRun {
         sync_id: uuid::Uuid::now_v7().to_string(),
         session_id: s.to_string(),
         trigger: SyncTrigger::Manual,
+        mode: Default::default(),
         limit_per_chat: 100,
         chat_ids: None,
         status: SyncStatus::Running,
@@ -203,6 +204,11 @@ async fn mongo_contract_a_purge_deletes_the_sessions_deliveries() {
 #[tokio::test]
 async fn mongo_contract_webhook_claims_are_exclusive() {
     contract::webhooks::webhook_claims_are_exclusive(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_marks_are_the_newest_stored_messages() {
+    contract::marks_are_the_newest_stored_messages(&store().await.0).await;
 }
 
 #[tokio::test]

@@ -508,3 +508,14 @@ async fn live_messages_during_a_store_outage_are_stored_when_it_is_back() {
     assert!(spooled > 100.0, "spooled {spooled}");
     host.stop().await;
 }
+
+/// Incremental re-sync on MongoDB: the same scenario as the embedded store
+/// (`sync_flow::incremental_resync_is_exact`).
+#[tokio::test]
+async fn mongo_incremental_resync_writes_only_new_messages() {
+    let uri = test_mongodb_uri();
+    let db = fresh_db_name("incr");
+    let mut host = mongo_host(&uri, &db).await;
+    crate::sync_flow::incremental_resync_is_exact(&mut host, "incr").await;
+    host.stop().await;
+}

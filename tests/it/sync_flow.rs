@@ -428,3 +428,81 @@ async fn live_messages_are_stored_and_pushed_after_the_sync() {
     });
     host.stop().await;
 }
+
+/// Issue 16 (incremental re-sync), end to end on whichever store `host`
+/// runs: a fresh session's first sync is full (10,000 messages); a manual
+/// incremental re-sync of the unchanged account writes no message; after
+/// 10 new messages in 3 chats the restarted host's automatic sync is
+/// incremental and stores exactly those 10, every `messageCount` exact.
+pub(crate) async fn incremental_resync_is_exact(host: &mut TestHost, id: &str) {
+    let writes =
+        |outcome: &str| format!("wasync_sync_message_writes_total{{outcome=\"{outcome}\"}}");
+    host.create_sim(id, fast(json!({"chats": 100, "messagesPerChat": 100})))
+        .await;
+    let first = host.wait_sync_done(id).await;
+    assert_eq!(first["mode"], "full", "{first}");
+    assert_eq!(first["totalMessagesSynced"], 10_000);
+    assert_eq!(host.metric(&writes("inserted")).await, Some(10_000.0));
+
+    let (status, accepted) = host
+        .post(
+            &format!("/whatsapp-web/session/{id}/sync-chats"),
+            json!({"mode": "incremental"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let run = host.wait_sync_done(id).await;
+    assert_eq!(run["syncId"], accepted["syncId"]);
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["mode"], "incremental");
+    assert_eq!(run["totalMessagesSynced"], 0);
+    assert_eq!(run["nChats"], 100);
+    // No message write of any kind.
+    assert_eq!(host.metric(&writes("inserted")).await, Some(10_000.0));
+    assert_eq!(host.metric(&writes("updated")).await, None);
+    assert_eq!(host.metric(&writes("unchanged")).await, None);
+    let store = host.app().store();
+    let s = sid(id);
+    assert_eq!(store.count_messages(&s, None).await.unwrap(), 10_000);
+
+    // New messages arrive while the host is down.
+    let mut rec = store.get_session(&s).await.unwrap().unwrap();
+    rec.options["simulator"]["newMessages"] = json!({"2": 3, "50": 3, "100": 4});
+    store.put_session(&rec).await.unwrap();
+    // The embedded store's file is free again only once every handle is.
+    drop(store);
+    host.restart().await;
+    let manual = accepted["syncId"].clone();
+    assert_eventually!({
+        let (_, r) = host.get(&format!("/whatsapp-web/session/{id}/sync")).await;
+        r["syncId"] != manual && r["status"] == "completed"
+    });
+    let (_, run) = host.get(&format!("/whatsapp-web/session/{id}/sync")).await;
+    assert_eq!(run["trigger"], "auto");
+    assert_eq!(run["mode"], "incremental", "a restored session catches up");
+    assert_eq!(run["totalMessagesSynced"], 10);
+    assert_eq!(host.metric(&writes("inserted")).await, Some(10.0));
+    assert_eq!(host.metric(&writes("unchanged")).await, None);
+    let store = host.app().store();
+    assert_eq!(store.count_messages(&s, None).await.unwrap(), 10_010);
+    let (_, chats) = host
+        .get(&format!("/whatsapp-web/session/{id}/chats?limit=100"))
+        .await;
+    let chats = chats["chats"].as_array().unwrap();
+    assert_eq!(chats.len(), 100);
+    let mut grown = 0;
+    for c in chats {
+        let chat_id = c["id"].as_str().unwrap();
+        let n = store.count_messages(&s, Some(chat_id)).await.unwrap();
+        assert_eq!(c["messageCount"], n, "{chat_id}");
+        grown += usize::from(n > 100);
+    }
+    assert_eq!(grown, 3);
+}
+
+#[tokio::test]
+async fn incremental_resync_writes_only_new_messages() {
+    let mut host = TestHost::spawn().await;
+    incremental_resync_is_exact(&mut host, "incr").await;
+    host.stop().await;
+}

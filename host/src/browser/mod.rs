@@ -22,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::domain::{Chat, Me, Message, PairingCode, PhoneNumber, QrCode, SessionId};
+use crate::domain::{Chat, Me, Message, MessageMark, PairingCode, PhoneNumber, QrCode, SessionId};
 
 /// Errors at the provider boundary.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -67,6 +67,22 @@ pub trait WhatsAppClient: Send + Sync {
 
     /// The newest `limit` messages of `chat`, oldest first.
     async fn fetch_messages(&self, chat: &Chat, limit: u32) -> Result<Vec<Message>, ClientError>;
+
+    /// Of the newest `limit` messages of `chat`, those newer than `mark`
+    /// ([`MessageMark::is_new`]), oldest first: an incremental sync's read.
+    /// The default reads the newest `limit` and filters; an adapter that
+    /// reads newest first stops as soon as it reaches a known message, so
+    /// an unchanged chat costs one short read.
+    async fn fetch_messages_after(
+        &self,
+        chat: &Chat,
+        limit: u32,
+        mark: &MessageMark,
+    ) -> Result<Vec<Message>, ClientError> {
+        let mut messages = self.fetch_messages(chat, limit).await?;
+        messages.retain(|m| mark.is_new(m));
+        Ok(messages)
+    }
 
     /// Stops the client; with `logout` the stored login is dropped too, so
     /// the next start asks for a QR code again.

@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{ClientError, ClientEvent, Provider, WhatsAppClient};
-use crate::domain::{Chat, Me, Message, PairingCode, PhoneNumber, QrCode, SessionId, now_ms};
+use crate::domain::{
+    Chat, Me, Message, MessageMark, PairingCode, PhoneNumber, QrCode, SessionId, now_ms,
+};
 
 /// Messages per chat: one number for every chat, or one per chat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +57,12 @@ pub struct SimulatorConfig {
     pub fail_fetch: BTreeMap<u32, u32>,
     /// Report `auth_failure` instead of authenticating.
     pub fail_auth: bool,
+    /// Messages that arrived after the seeded ones: 1-based chat position →
+    /// how many, each 45 s after the one before it, so the chat's
+    /// `lastMessageAt` moves on and the seeded messages keep their ids and
+    /// times. The same account with and without them is the same account
+    /// before and after new messages came in.
+    pub new_messages: BTreeMap<u32, u32>,
 }
 
 impl Default for SimulatorConfig {
@@ -71,6 +79,7 @@ impl Default for SimulatorConfig {
             seed: 1,
             fail_fetch: BTreeMap::new(),
             fail_auth: false,
+            new_messages: BTreeMap::new(),
         }
     }
 }
@@ -147,6 +156,15 @@ impl SimulatorConfig {
                 "simulator.liveMessageEveryMs must be between {MIN_LIVE_EVERY_MS} and {MAX_DELAY_MS}, or null"
             ));
         }
+        if cfg
+            .new_messages
+            .values()
+            .any(|n| *n > MAX_MESSAGES_PER_CHAT)
+        {
+            return bad(format!(
+                "simulator.newMessages must be at most {MAX_MESSAGES_PER_CHAT} per chat"
+            ));
+        }
         if !(1..=MAX_QR_ATTEMPTS).contains(&cfg.max_qr_attempts) {
             return bad(format!(
                 "simulator.maxQrAttempts must be between 1 and {MAX_QR_ATTEMPTS}"
@@ -155,6 +173,13 @@ impl SimulatorConfig {
         Ok(cfg)
     }
 
+    /// Messages of chat `index`, the new ones included.
+    fn total_in(&self, index: u32) -> u32 {
+        let extra = self.new_messages.get(&(index + 1)).copied().unwrap_or(0);
+        self.messages_in(index).saturating_add(extra)
+    }
+
+    /// Seeded messages of chat `index`.
     fn messages_in(&self, index: u32) -> u32 {
         match &self.messages_per_chat {
             PerChat::All(n) => *n,
@@ -248,7 +273,7 @@ impl Account {
         } else {
             NAMES[(r >> 8) as usize % NAMES.len()].to_string()
         };
-        let n = self.cfg.messages_in(index);
+        let n = self.cfg.total_in(index);
         Chat {
             id,
             name: Some(format!("{name} {}", index + 1)),
@@ -256,17 +281,24 @@ impl Account {
             unread_count: ((r >> 16) % 5) as u32,
             archived: (r >> 20).is_multiple_of(7),
             pinned: index < 2 && (r >> 24).is_multiple_of(2),
-            last_message_at: (n > 0).then(|| self.last_message_at(index)),
+            last_message_at: (n > 0).then(|| self.timestamp(index, n - 1)),
         }
     }
 
+    /// When the newest seeded message of chat `index` was sent.
     fn last_message_at(&self, index: u32) -> i64 {
         BASE_MS - index as i64 * 60_000
     }
 
+    /// When message `k` of chat `index` was sent: 45 s apart, the newest
+    /// seeded one at [`Account::last_message_at`], new ones after it.
+    fn timestamp(&self, index: u32, k: u32) -> i64 {
+        let newest_seeded = i64::from(self.cfg.messages_in(index)) - 1;
+        self.last_message_at(index) + (i64::from(k) - newest_seeded) * 45_000
+    }
+
     /// Message `k` (0 = oldest) of chat `index`.
     pub fn message(&self, index: u32, chat: &Chat, k: u32) -> Message {
-        let n = self.cfg.messages_in(index);
         let r = h(self.cfg.seed, 2 + index as u64, k as u64);
         let from_me = r.is_multiple_of(3);
         let words = 3 + (r >> 8) % 9;
@@ -305,7 +337,7 @@ impl Account {
             } else {
                 "chat".into()
             },
-            timestamp: self.last_message_at(index) - (n - 1 - k) as i64 * 45_000,
+            timestamp: self.timestamp(index, k),
             from_me,
             has_media,
             ack: if from_me { 3 } else { 0 },
@@ -318,15 +350,35 @@ impl Account {
     /// The newest `limit` messages of chat `index`, oldest first.
     pub fn newest(&self, index: u32, limit: u32) -> Vec<Message> {
         let chat = self.chat(index);
-        let n = self.cfg.messages_in(index);
+        let n = self.cfg.total_in(index);
         let from = n.saturating_sub(limit);
         (from..n).map(|k| self.message(index, &chat, k)).collect()
+    }
+
+    /// Of the newest `limit` messages of chat `index`, those newer than
+    /// `mark`, oldest first: generated newest first, stopping at the first
+    /// one older than the mark, so an unchanged chat generates one message.
+    pub fn newest_after(&self, index: u32, limit: u32, mark: &MessageMark) -> Vec<Message> {
+        let chat = self.chat(index);
+        let n = self.cfg.total_in(index);
+        let mut out = Vec::new();
+        for k in (n.saturating_sub(limit)..n).rev() {
+            let m = self.message(index, &chat, k);
+            if m.timestamp < mark.timestamp {
+                break;
+            }
+            if mark.is_new(&m) {
+                out.push(m);
+            }
+        }
+        out.reverse();
+        out
     }
 
     /// Total messages a sync with `limit` per chat stores.
     pub fn expected_total(&self, limit: u32) -> u64 {
         (0..self.cfg.chats)
-            .map(|i| self.cfg.messages_in(i).min(limit) as u64)
+            .map(|i| self.cfg.total_in(i).min(limit) as u64)
             .sum()
     }
 }
@@ -414,12 +466,41 @@ impl SimulatedClient {
 impl WhatsAppClient for SimulatedClient {
     async fn list_chats(&self) -> Result<Vec<Chat>, ClientError> {
         self.latency().await?;
-        Ok((0..self.account.cfg.chats)
+        let mut chats: Vec<Chat> = (0..self.account.cfg.chats)
             .map(|i| self.account.chat(i))
-            .collect())
+            .collect();
+        if !self.account.cfg.new_messages.is_empty() {
+            // New messages move their chats up (stable: the seeded order is
+            // already newest first).
+            chats.sort_by_key(|c| std::cmp::Reverse(c.last_message_at));
+        }
+        Ok(chats)
     }
 
     async fn fetch_messages(&self, chat: &Chat, limit: u32) -> Result<Vec<Message>, ClientError> {
+        let index = self.fetch_gate(chat).await?;
+        Ok(self.account.newest(index, limit))
+    }
+
+    async fn fetch_messages_after(
+        &self,
+        chat: &Chat,
+        limit: u32,
+        mark: &MessageMark,
+    ) -> Result<Vec<Message>, ClientError> {
+        let index = self.fetch_gate(chat).await?;
+        Ok(self.account.newest_after(index, limit, mark))
+    }
+
+    async fn stop(&self, _logout: bool) {
+        self.stop.cancel();
+    }
+}
+
+impl SimulatedClient {
+    /// What every message read goes through first: the latency, the chat's
+    /// index, and the injected failures. Returns the index.
+    async fn fetch_gate(&self, chat: &Chat) -> Result<u32, ClientError> {
         self.latency().await?;
         let index = self
             .index_of(chat)
@@ -436,11 +517,7 @@ impl WhatsAppClient for SimulatedClient {
                 )));
             }
         }
-        Ok(self.account.newest(index, limit))
-    }
-
-    async fn stop(&self, _logout: bool) {
-        self.stop.cancel();
+        Ok(index)
     }
 }
 

@@ -672,6 +672,13 @@ mod tests {
         let sync = &doc["components"]["schemas"]["SyncBody"]["properties"];
         assert_eq!(sync["limitPerChat"]["minimum"], 1);
         assert_eq!(sync["chatIds"]["minItems"], 1);
+        assert!(
+            sync["mode"].to_string().contains("SyncMode"),
+            "{}",
+            sync["mode"]
+        );
+        let modes = &doc["components"]["schemas"]["SyncMode"]["enum"];
+        assert_eq!(modes, &serde_json::json!(["full", "incremental"]));
     }
 
     #[test]

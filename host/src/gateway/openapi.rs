@@ -90,7 +90,7 @@ impl Modify for Security {
         super::socketio::post_endpoint,
         document_route,
     ),
-    components(schemas(Problem, crate::session::CreateOptions, rest::SyncBody, rest::QrFormat,
+    components(schemas(Problem, crate::session::CreateOptions, rest::SyncBody, crate::domain::SyncMode, rest::QrFormat,
         super::socketio::Transport)),
     modifiers(&Security),
     security(("bearer" = []), ("apiKeyHeader" = [])),

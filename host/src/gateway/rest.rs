@@ -160,6 +160,11 @@ pub struct SyncBody {
     /// Only these chats (default: every chat).
     #[schema(min_items = 1, max_items = 100000)]
     pub chat_ids: Option<Vec<String>>,
+    /// `full` (default): the newest `limitPerChat` messages of every chat;
+    /// `incremental`: per chat only what is newer than its newest stored
+    /// message (chat metadata is refreshed either way).
+    #[schema(value_type = Option<crate::domain::SyncMode>)]
+    pub mode: Option<crate::domain::SyncMode>,
 }
 
 /// How `GET .../qr` renders the code.
@@ -820,7 +825,7 @@ pub(super) async fn sync_chats(
     }
     let sync_id = gw
         .sessions
-        .start_sync(&id, b.limit_per_chat, b.chat_ids)
+        .start_sync(&id, b.mode, b.limit_per_chat, b.chat_ids)
         .await?;
     let mut resp = json(
         StatusCode::ACCEPTED,

@@ -13,7 +13,7 @@ use super::{Command, CreateOptions, DEFAULT_LIMIT_PER_CHAT, SessionDeps, Session
 use crate::browser::{ClientEvent, WhatsAppClient};
 use crate::domain::{
     OutboxEvent, ServerEvent, SessionId, SessionSnapshot, StoredMessage, SyncComplete, SyncFailed,
-    SyncProgress, SyncRun, SyncStatus, SyncTrigger, SyncView, now_ms,
+    SyncMode, SyncProgress, SyncRun, SyncStatus, SyncTrigger, SyncView, now_ms,
 };
 use crate::plugins::{ChatDecision, SyncContext};
 use crate::storage::StoreError;
@@ -39,6 +39,9 @@ pub(super) struct Actor {
     pub retry_at: Option<tokio::time::Instant>,
     /// Live messages the store did not take yet.
     pub spool: Option<Spool>,
+    /// A sync of this actor started already: the next automatic one (after
+    /// a reconnect) is incremental, as after a restore.
+    pub synced: bool,
 }
 
 /// How long the actor waits before asking an unreachable store again.
@@ -75,6 +78,23 @@ impl Sink {
 }
 
 impl ProgressSink for Sink {
+    fn written(&self, stats: &crate::storage::WriteStats) {
+        for (outcome, n) in [
+            ("inserted", stats.inserted),
+            ("updated", stats.updated),
+            ("unchanged", stats.unchanged),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .sync_message_writes
+                    .get_or_create(&crate::telemetry::OutcomeLabel {
+                        outcome: outcome.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
     fn progress(&self, p: &SyncProgress) {
         if p.phase == crate::domain::SyncPhase::Messages {
             self.metrics.messages_synced.inc_by(p.messages_synced);
@@ -244,7 +264,7 @@ impl Actor {
                         let _ = reply.send(());
                         return;
                     }
-                    Some(Command::StartSync { trigger, limit_per_chat, chat_ids, reply }) => {
+                    Some(Command::StartSync { trigger, mode, limit_per_chat, chat_ids, reply }) => {
                         // A run that already reported its end is only
                         // returning: collect it rather than refuse.
                         let ending = lock(&self.view)
@@ -272,7 +292,8 @@ impl Actor {
                                 status: state.status(),
                             })
                         } else {
-                            let run = sync::new_run(&self.id, trigger, limit_per_chat, chat_ids);
+                            let mut run = sync::new_run(&self.id, trigger, limit_per_chat, chat_ids);
+                            run.mode = mode;
                             // Recorded before the 202, so `GET .../sync`
                             // shows the new run at once.
                             match self.deps.store.put_sync_run(&run).await {
@@ -496,12 +517,18 @@ impl Actor {
                         if let Some(run) = self.resume.take() {
                             *running = Some(self.start_sync(client, run));
                         } else if self.opts.auto_sync.unwrap_or(true) {
-                            let run = sync::new_run(
+                            let mut run = sync::new_run(
                                 &self.id,
                                 SyncTrigger::Auto,
                                 self.opts.limit_per_chat.unwrap_or(DEFAULT_LIMIT_PER_CHAT),
                                 None,
                             );
+                            // A fresh session's first sync reads everything;
+                            // a restored session (host restart, takeover) or
+                            // a reconnect only catches up.
+                            if self.restored || self.synced {
+                                run.mode = SyncMode::Incremental;
+                            }
                             *running = Some(self.start_sync(client, run));
                         }
                     }
@@ -598,7 +625,8 @@ impl Actor {
         self.persist(&State::Disconnected { reason }).await;
     }
 
-    fn start_sync(&self, client: &Arc<dyn WhatsAppClient>, run: SyncRun) -> Running {
+    fn start_sync(&mut self, client: &Arc<dyn WhatsAppClient>, run: SyncRun) -> Running {
+        self.synced = true;
         let plugins_stop = self.shutdown.child_token();
         let deps = SyncDeps {
             client: client.clone(),

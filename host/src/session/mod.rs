@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::browser::Providers;
 use crate::cluster::fence::{Fence, FencedStore};
 use crate::cluster::leases::{Acquired, LeaseTable};
-use crate::domain::{SessionId, SessionSnapshot, SessionStatus, SyncTrigger, now_ms};
+use crate::domain::{SessionId, SessionSnapshot, SessionStatus, SyncMode, SyncTrigger, now_ms};
 use crate::events::relay::RelaySignal;
 use crate::hub::Hub;
 use crate::plugins::PluginHost;
@@ -135,6 +135,7 @@ pub struct SessionDeps {
 enum Command {
     StartSync {
         trigger: SyncTrigger,
+        mode: SyncMode,
         limit_per_chat: u32,
         chat_ids: Option<Vec<String>>,
         reply: oneshot::Sender<Result<String, SessionError>>,
@@ -389,6 +390,7 @@ impl Sessions {
             suspended: None,
             retry_at: None,
             spool,
+            synced: false,
         };
         let done = exited.clone();
         let actors = self.deps.metrics.session_actors.clone();
@@ -445,10 +447,13 @@ impl Sessions {
         Ok(v)
     }
 
-    /// Starts a manual sync; returns its id.
+    /// Starts a manual sync; returns its id. `mode` defaults to full: a
+    /// manual sync is what an operator asks for when the store may be off
+    /// (a plugin changed, a chat looks wrong), and full rewrites it.
     pub async fn start_sync(
         &self,
         id: &SessionId,
+        mode: Option<SyncMode>,
         limit_per_chat: Option<u32>,
         chat_ids: Option<Vec<String>>,
     ) -> Result<String, SessionError> {
@@ -474,6 +479,7 @@ impl Sessions {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::StartSync {
             trigger: SyncTrigger::Manual,
+            mode: mode.unwrap_or_default(),
             limit_per_chat: limit_per_chat.unwrap_or(DEFAULT_LIMIT_PER_CHAT),
             chat_ids,
             reply,

@@ -54,6 +54,7 @@ fn run_for(s: &SessionId) -> SyncRun {
         sync_id: uuid::Uuid::now_v7().to_string(),
         session_id: s.to_string(),
         trigger: SyncTrigger::Auto,
+        mode: Default::default(),
         limit_per_chat: 100,
         chat_ids: None,
         status: SyncStatus::Running,
@@ -86,6 +87,93 @@ pub async fn run_all(store: &dyn Store) {
     an_event_is_queued_once(store).await;
     a_burst_in_one_second_pages_whole(store).await;
     retention_and_purge_leave_no_bodies(store).await;
+    marks_are_the_newest_stored_messages(store).await;
+}
+
+/// A chat's mark is its newest stored timestamp with every id stored at
+/// it (a burst in one second included, more than a page of it too); live
+/// messages move it; chats without messages, and other sessions' chats,
+/// have none; the adapter's answer equals the listing's.
+pub async fn marks_are_the_newest_stored_messages(store: &dyn Store) {
+    let s = sid("marks");
+    let other = sid("marks-other");
+    let (a, b, c, empty) = ("a@c.us", "b@g.us", "c@c.us", "e@c.us");
+    let mut burst: Vec<Message> = (0..40).map(|n| msg(b, n)).collect();
+    // 37 messages of `b` share its newest second.
+    for (i, m) in burst.iter_mut().enumerate().skip(3) {
+        m.timestamp = 1_700_000_100_000;
+        m.id = format!("{b}-burst{i:02}");
+    }
+    let commits = vec![
+        ChatCommit {
+            chat_id: a.into(),
+            messages: (0..5).map(|n| msg(a, n)).collect(),
+            synced_at: now_ms(),
+            ..Default::default()
+        },
+        ChatCommit {
+            chat_id: b.into(),
+            messages: burst,
+            synced_at: now_ms(),
+            ..Default::default()
+        },
+    ];
+    store
+        .upsert_chats(
+            &s,
+            &[
+                chat(a, None),
+                chat(b, None),
+                chat(c, None),
+                chat(empty, None),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .commit_chats(&s, &commits, &run_for(&s))
+        .await
+        .unwrap();
+    store
+        .put_messages(&s, &[msg(c, 7), msg(c, 9)])
+        .await
+        .unwrap();
+    store.put_messages(&other, &[msg(a, 50)]).await.unwrap();
+
+    let ids: Vec<String> = [a, b, c, empty].iter().map(|x| x.to_string()).collect();
+    let marks = store.message_marks(&s, &ids).await.unwrap();
+    assert_eq!(marks.len(), 3, "{}: {marks:?}", store.kind());
+    assert_eq!(marks[a].timestamp, msg(a, 4).timestamp, "{}", store.kind());
+    assert_eq!(marks[a].ids, vec![msg(a, 4).id]);
+    assert_eq!(marks[b].timestamp, 1_700_000_100_000);
+    let mut want: Vec<String> = (3..40).map(|i| format!("{b}-burst{i:02}")).collect();
+    want.sort();
+    let mut got = marks[b].ids.clone();
+    got.sort();
+    assert_eq!(got, want, "{}: the whole burst", store.kind());
+    assert_eq!(marks[c].ids, vec![msg(c, 9).id]);
+    assert!(!marks.contains_key(empty));
+    for id in &ids {
+        let listed = super::mark_from_listing(store, &s, id).await.unwrap();
+        let mut listed_ids = listed.as_ref().map(|m| m.ids.clone()).unwrap_or_default();
+        listed_ids.sort();
+        let mut own = marks.get(id).map(|m| m.ids.clone()).unwrap_or_default();
+        own.sort();
+        assert_eq!(
+            listed.map(|m| m.timestamp),
+            marks.get(id).map(|m| m.timestamp),
+            "{}: {id}",
+            store.kind()
+        );
+        assert_eq!(listed_ids, own, "{}: {id}", store.kind());
+    }
+    // A live message moves the mark; `is_new` sees only what is newer.
+    store.put_messages(&s, &[msg(a, 6)]).await.unwrap();
+    let moved = store.message_marks(&s, &ids[..1]).await.unwrap();
+    assert_eq!(moved[a].ids, vec![msg(a, 6).id]);
+    assert!(!moved[a].is_new(&msg(a, 6)) && !moved[a].is_new(&msg(a, 5)));
+    assert!(moved[a].is_new(&msg(a, 7)));
+    assert!(store.message_marks(&s, &[]).await.unwrap().is_empty());
 }
 
 /// Published events and quarantined messages go once old enough (pending

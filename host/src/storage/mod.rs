@@ -17,11 +17,14 @@ pub mod webhooks;
 #[doc(hidden)]
 pub mod contract;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Chat, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
+    Chat, MessageMark, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage,
+    SyncRun,
 };
 
 /// Errors at the storage boundary.
@@ -224,6 +227,26 @@ pub trait Store: Send + Sync + 'static {
 
     async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64>;
 
+    /// The newest stored message of each of `chat_ids` (its timestamp and
+    /// every id stored at that timestamp), where an incremental sync starts;
+    /// chats with no stored message are absent. Reads only: marks are not
+    /// kept anywhere, so live messages and every sync move them for free.
+    /// The default walks [`Store::list_messages`] per chat; an adapter may
+    /// read its index in one pass.
+    async fn message_marks(
+        &self,
+        id: &SessionId,
+        chat_ids: &[String],
+    ) -> StoreResult<HashMap<String, MessageMark>> {
+        let mut out = HashMap::new();
+        for chat_id in chat_ids {
+            if let Some(mark) = mark_from_listing(self, id, chat_id).await? {
+                out.insert(chat_id.clone(), mark);
+            }
+        }
+        Ok(out)
+    }
+
     // ---- sync runs --------------------------------------------------------
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()>;
     async fn get_sync_run(&self, sync_id: &str) -> StoreResult<Option<SyncRun>>;
@@ -288,6 +311,47 @@ pub trait Store: Send + Sync + 'static {
     /// `quarantined_before` (ms). Bounded work per call: a store prunes in
     /// small steps, so a sync never waits long behind it.
     async fn prune(&self, published_before: i64, quarantined_before: i64) -> StoreResult<Pruned>;
+}
+
+/// One chat's [`MessageMark`] read from its listing (newest first, ties by
+/// id): the first page's newest timestamp, paging on while the page ends on
+/// that timestamp.
+pub async fn mark_from_listing<S: Store + ?Sized>(
+    store: &S,
+    id: &SessionId,
+    chat_id: &str,
+) -> StoreResult<Option<MessageMark>> {
+    const PAGE: u32 = 16;
+    let mut mark: Option<MessageMark> = None;
+    let mut before: Option<MessageCursor> = None;
+    loop {
+        let page = store
+            .list_messages(id, chat_id, PAGE, before.as_ref())
+            .await?;
+        let full = page.len() as u32 == PAGE;
+        for m in &page {
+            let m = &m.message;
+            match &mut mark {
+                None => {
+                    mark = Some(MessageMark {
+                        timestamp: m.timestamp,
+                        ids: vec![m.id.clone()],
+                    })
+                }
+                Some(k) if k.timestamp == m.timestamp => k.ids.push(m.id.clone()),
+                Some(_) => return Ok(mark),
+            }
+        }
+        match page.last() {
+            Some(last) if full => {
+                before = Some(MessageCursor {
+                    timestamp: last.message.timestamp,
+                    message_id: Some(last.message.id.clone()),
+                })
+            }
+            _ => return Ok(mark),
+        }
+    }
 }
 
 /// What [`Store::prune`] deleted.

@@ -12,6 +12,16 @@
 //! 3. complete the run and queue `session_ready` in one durable step, then
 //!    report `done` and `sync_complete`.
 //!
+//! An *incremental* run ([`SyncMode::Incremental`], the automatic sync of a
+//! restored session) reads each chat's [`MessageMark`] (its newest stored
+//! message) once before the walk: a chat whose `lastMessageAt` is not past
+//! its mark is neither fetched nor written (its two events still go out,
+//! 0 messages), and any other chat is fetched only down to its mark
+//! ([`WhatsAppClient::fetch_messages_after`]), so plugins, counts and
+//! writes see only new messages. The invariants do not change: such chats
+//! write nothing, so there is nothing for the checkpoint to run ahead of; a
+//! resume re-checks them by their marks, which is cheap.
+//!
 //! Progress is only reported for data that is durably committed. To keep
 //! that promise cheap, consecutive small chats are committed together (a
 //! *group*: up to [`SyncOptions::group_messages`] messages or
@@ -20,7 +30,7 @@
 //! the previous one commits. Memory is bounded by two groups,
 //! whatever the account size.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,12 +38,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::browser::{ClientError, WhatsAppClient};
 use crate::domain::{
-    Chat, ChatFailure, OutboxEvent, SessionId, SyncComplete, SyncFailed, SyncPhase, SyncProgress,
-    SyncRun, SyncStatus, now_ms,
+    Chat, ChatFailure, MessageMark, OutboxEvent, SessionId, SyncComplete, SyncFailed, SyncMode,
+    SyncPhase, SyncProgress, SyncRun, SyncStatus, now_ms,
 };
 use crate::events::relay::RelaySignal;
 use crate::plugins::{ChatDecision, ChatSummary, PluginChain, SyncContext};
-use crate::storage::{ChatCommit, Store, StoreError};
+use crate::storage::{ChatCommit, Store, StoreError, WriteStats};
 
 /// `sync_failed` reason of a run suspended by a store outage; the session
 /// resumes it (same `syncId`) once the store answers again.
@@ -44,6 +54,11 @@ pub trait ProgressSink: Send + Sync {
     fn progress(&self, p: &SyncProgress);
     fn complete(&self, c: &SyncComplete);
     fn failed(&self, f: &SyncFailed);
+    /// What a group's commit did to the messages it wrote (for metrics and
+    /// tests: an unchanged chat in an incremental run writes none).
+    fn written(&self, stats: &WriteStats) {
+        let _ = stats;
+    }
 }
 
 /// Engine tuning; the defaults suit production.
@@ -203,6 +218,9 @@ struct Group {
     chats: Vec<(u32, String, u64, u64, u64)>,
     messages: usize,
     opened: Instant,
+    /// A chat of the group changed the run beyond its position (failed,
+    /// skipped by a plugin): the run record must be written with it.
+    noted: bool,
 }
 
 impl Group {
@@ -212,6 +230,7 @@ impl Group {
             chats: Vec::new(),
             messages: 0,
             opened: Instant::now(),
+            noted: false,
         }
     }
 }
@@ -227,6 +246,7 @@ pub fn new_run(
         sync_id: uuid::Uuid::now_v7().to_string(),
         session_id: session.to_string(),
         trigger,
+        mode: SyncMode::Full,
         limit_per_chat,
         chat_ids,
         status: SyncStatus::Running,
@@ -488,6 +508,23 @@ async fn walk(
         HashSet::new()
     };
 
+    // An incremental run reads where each chat's stored messages end, once
+    // per run (or resume), before the walk.
+    let marks = match run.mode {
+        SyncMode::Full => HashMap::new(),
+        SyncMode::Incremental => {
+            let ids: Vec<String> = chats
+                .iter()
+                .filter(|c| !done.contains(&c.id))
+                .map(|c| c.id.clone())
+                .collect();
+            store_retry(deps, cancel, shutdown, "reading the stored marks", || {
+                deps.store.message_marks(&sid, &ids)
+            })
+            .await?
+        }
+    };
+
     // Commits overlap with fetching the next group; whatever happens, the
     // commit in flight is awaited before the run ends, so the run record it
     // writes can never land after the run's final status.
@@ -498,6 +535,7 @@ async fn walk(
         run,
         &chats,
         &done,
+        &marks,
         &ctx,
         cancel,
         shutdown,
@@ -608,6 +646,7 @@ async fn walk_chats(
     run: &mut SyncRun,
     chats: &[Chat],
     done: &HashSet<String>,
+    marks: &HashMap<String, MessageMark>,
     ctx: &SyncContext,
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
@@ -630,11 +669,30 @@ async fn walk_chats(
         let messages_seq = run.next_seq + 1;
         run.next_seq += 2;
 
+        // Incremental: a chat whose last activity is not newer than its
+        // newest stored message has nothing to read. It still reports its
+        // two events (0 messages), writes nothing and opens no plugin
+        // scope. A chat without a `lastMessageAt` is read from its mark.
+        let mark = match run.mode {
+            SyncMode::Full => None,
+            SyncMode::Incremental => marks.get(&chat.id),
+        };
+        if let Some(mark) = mark
+            && chat.last_message_at.is_some_and(|t| t <= mark.timestamp)
+        {
+            group
+                .chats
+                .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
+            flush_if_due(deps, sid, run, &mut group, i, last, shutdown, pending).await?;
+            continue;
+        }
+
         let mut scope = deps.chain.chat_scope(ctx, chat).await;
         let limit = match scope.before_chat_sync().await {
             ChatDecision::Skip { reason } => {
                 tracing::debug!(chat_id = %chat.id, %reason, "chat skipped by a plugin");
                 run.skipped_chats += 1;
+                group.noted = true;
                 group
                     .chats
                     .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
@@ -650,8 +708,11 @@ async fn walk_chats(
         };
 
         if let Some((limit, since_ms)) = limit {
-            let fetched = with_retry(deps, cancel, shutdown, || {
-                deps.client.fetch_messages(chat, limit)
+            let fetched = with_retry(deps, cancel, shutdown, || async move {
+                match mark {
+                    Some(mark) => deps.client.fetch_messages_after(chat, limit, mark).await,
+                    None => deps.client.fetch_messages(chat, limit).await,
+                }
             })
             .await?;
             match fetched {
@@ -662,6 +723,7 @@ async fn walk_chats(
                         attempts,
                         reason: e.to_string(),
                     });
+                    group.noted = true;
                     group
                         .chats
                         .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
@@ -697,12 +759,17 @@ async fn walk_chats(
                     let stored = out.keep.len() as u64;
                     run.quarantined += out.quarantined.len() as u64;
                     group.messages += out.keep.len() + out.quarantined.len();
-                    group.commits.push(ChatCommit {
-                        chat_id: chat.id.clone(),
-                        messages: out.keep,
-                        quarantined: out.quarantined,
-                        synced_at: now_ms(),
-                    });
+                    // Incremental reads that found nothing new write
+                    // nothing (a full sync still stamps `syncedAt`).
+                    let nothing = out.keep.is_empty() && out.quarantined.is_empty();
+                    if run.mode == SyncMode::Full || !nothing {
+                        group.commits.push(ChatCommit {
+                            chat_id: chat.id.clone(),
+                            messages: out.keep,
+                            quarantined: out.quarantined,
+                            synced_at: now_ms(),
+                        });
+                    }
                     group
                         .chats
                         .push((position, chat.id.clone(), stored, chat_seq, messages_seq));
@@ -719,20 +786,36 @@ async fn walk_chats(
             }
         }
         drop(scope);
+        flush_if_due(deps, sid, run, &mut group, i, last, shutdown, pending).await?;
+    }
+    Ok(())
+}
 
-        let full = group.messages >= deps.options.group_messages;
-        let slow = group.opened.elapsed() >= deps.options.group_window;
-        if full || slow || Some(i) == last {
-            if let Some(p) = pending.take() {
-                finish_flush(deps, p).await?;
-            }
-            *pending = start_flush(deps, sid, run, &mut group, shutdown);
-            // Overlap the commit with the next fetch only when the provider
-            // is fast (the group filled up); a slow provider's progress is
-            // reported as soon as it is durable.
-            if !full && let Some(p) = pending.take() {
-                finish_flush(deps, p).await?;
-            }
+/// Commits the group when it is full, old, or holds the last chat to walk
+/// (`i` is the chat just added, `last` the last one the walk visits).
+#[allow(clippy::too_many_arguments)]
+async fn flush_if_due(
+    deps: &SyncDeps,
+    sid: &SessionId,
+    run: &mut SyncRun,
+    group: &mut Group,
+    i: usize,
+    last: Option<usize>,
+    shutdown: &CancellationToken,
+    pending: &mut Option<InFlight>,
+) -> Result<(), Stop> {
+    let full = group.messages >= deps.options.group_messages;
+    let slow = group.opened.elapsed() >= deps.options.group_window;
+    if full || slow || Some(i) == last {
+        if let Some(p) = pending.take() {
+            finish_flush(deps, p).await?;
+        }
+        *pending = start_flush(deps, sid, run, group, shutdown);
+        // Overlap the commit with the next fetch only when the provider
+        // is fast (the group filled up); a slow provider's progress is
+        // reported as soon as it is durable.
+        if !full && let Some(p) = pending.take() {
+            finish_flush(deps, p).await?;
         }
     }
     Ok(())
@@ -740,7 +823,7 @@ async fn walk_chats(
 
 /// A group whose commit is under way.
 struct InFlight {
-    task: tokio::task::JoinHandle<Result<(), StoreStop>>,
+    task: tokio::task::JoinHandle<Result<WriteStats, StoreStop>>,
     chats: Vec<(u32, String, u64, u64, u64)>,
     /// The run as this commit writes it.
     run: SyncRun,
@@ -779,12 +862,32 @@ fn start_flush(
     let shutdown = shutdown.clone();
     let commits = g.commits;
     let committed = snapshot.clone();
+    // An incremental group of chats with nothing new has nothing to make
+    // durable: its events go out without a write (the run record catches
+    // up at the next commit or the run's end; a resume re-checks those
+    // chats by their marks).
+    if commits.is_empty() && !g.noted && snapshot.mode == SyncMode::Incremental {
+        return Some(InFlight {
+            task: tokio::spawn(async { Ok(WriteStats::default()) }),
+            chats: g.chats,
+            run: snapshot,
+            before_total,
+        });
+    }
     let task = tokio::spawn(async move {
         retry_store(&options, "writing messages", &shutdown, || {
             store.commit_chats(&sid, &commits, &committed)
         })
         .await
-        .map(|_| ())
+        .map(|per_chat| {
+            per_chat
+                .iter()
+                .fold(WriteStats::default(), |a, s| WriteStats {
+                    inserted: a.inserted + s.inserted,
+                    updated: a.updated + s.updated,
+                    unchanged: a.unchanged + s.unchanged,
+                })
+        })
     });
     Some(InFlight {
         task,
@@ -798,7 +901,7 @@ fn start_flush(
 /// a time, as they would have been reported without grouping.
 async fn finish_flush(deps: &SyncDeps, p: InFlight) -> Result<(), Stop> {
     match p.task.await {
-        Ok(Ok(())) => {}
+        Ok(Ok(stats)) => deps.sink.written(&stats),
         Ok(Err(stop)) => return Err(stop.into()),
         Err(e) => return Err(Stop::Failed(format!("writing messages: {e}"))),
     }

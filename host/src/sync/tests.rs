@@ -13,9 +13,24 @@ use crate::plugins::NoPlugins;
 use crate::storage::embedded::EmbeddedStore;
 
 #[derive(Default)]
-struct Recorder(Mutex<Vec<serde_json::Value>>);
+struct Recorder(Mutex<Vec<serde_json::Value>>, Mutex<WriteStats>);
+
+impl Recorder {
+    fn take(&self) -> (Vec<serde_json::Value>, WriteStats) {
+        (
+            std::mem::take(&mut *self.0.lock().unwrap()),
+            std::mem::take(&mut *self.1.lock().unwrap()),
+        )
+    }
+}
 
 impl ProgressSink for Recorder {
+    fn written(&self, s: &WriteStats) {
+        let mut w = self.1.lock().unwrap();
+        w.inserted += s.inserted;
+        w.updated += s.updated;
+        w.unchanged += s.unchanged;
+    }
     fn progress(&self, p: &SyncProgress) {
         self.0
             .lock()
@@ -416,4 +431,236 @@ async fn a_resumed_run_syncs_by_membership_when_the_chat_order_changed() {
         .collect();
     assert_eq!(fetched.len(), 6, "{fetched:?}");
     assert!(fetched.contains(&"c9@c.us") && !fetched.contains(&"c1@c.us"));
+}
+
+/// A simulator client of the same account, with new messages since.
+async fn grown(sim: serde_json::Value) -> Arc<dyn WhatsAppClient> {
+    let (tx, _rx) = mpsc::channel(16);
+    let mut sim = sim;
+    sim["fetchLatencyMs"] = 0.into();
+    SimulatorProvider
+        .start(
+            &SessionId::parse("engine").unwrap(),
+            &serde_json::json!({ "simulator": sim }),
+            true,
+            tx,
+        )
+        .await
+        .unwrap()
+}
+
+fn incremental(sid: &SessionId) -> SyncRun {
+    let mut run = new_run(sid, SyncTrigger::Auto, 100, None);
+    run.mode = SyncMode::Incremental;
+    run
+}
+
+async fn synced_at(store: &dyn Store, sid: &SessionId) -> Vec<(String, Option<i64>, u64)> {
+    let mut out: Vec<_> = store
+        .list_chats(sid, 10_000, None)
+        .await
+        .unwrap()
+        .chats
+        .into_iter()
+        .map(|c| (c.chat.id, c.synced_at, c.message_count))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Issue 16: an unchanged 10k-message account re-syncs with no message
+/// writes, with the same event sequence (every chat's two events, 0 each).
+#[tokio::test]
+async fn an_unchanged_account_resyncs_incrementally_without_writes() {
+    let sim = serde_json::json!({"chats": 100, "messagesPerChat": 100});
+    let f = fixture(sim).await;
+    let full = new_run(&f.sid, SyncTrigger::Auto, 100, None);
+    assert!(matches!(
+        super::run(&f.deps, full, &never(), &never()).await,
+        SyncEnd::Completed(_)
+    ));
+    let (_, w) = f.rec.take();
+    assert_eq!(w.inserted, 10_000);
+    let before = synced_at(&*f.store, &f.sid).await;
+
+    let SyncEnd::Completed(run) =
+        super::run(&f.deps, incremental(&f.sid), &never(), &never()).await
+    else {
+        panic!("incremental run did not complete")
+    };
+    let (ev, w) = f.rec.take();
+    assert_eq!(w, WriteStats::default(), "no message written");
+    assert_eq!(run.total_messages_synced, 0);
+    assert_eq!(run.mode, SyncMode::Incremental);
+    assert_eq!(f.store.count_messages(&f.sid, None).await.unwrap(), 10_000);
+    assert_eq!(
+        synced_at(&*f.store, &f.sid).await,
+        before,
+        "no chat written"
+    );
+    // start, 100 × (chat, messages), done, sync_complete.
+    assert_eq!(ev.len(), 203);
+    assert_eq!(ev[0]["phase"], "start");
+    for (i, e) in ev[1..201].iter().enumerate() {
+        assert_eq!(e["phase"], if i % 2 == 0 { "chat" } else { "messages" });
+        assert_eq!(e["currentChat"], i as u64 / 2 + 1);
+        assert_eq!(e["messagesSynced"], 0);
+        assert_eq!(e["seq"], i as u64 + 1);
+    }
+    assert_eq!(ev[201]["done"], true);
+    assert_eq!(ev[202]["totalMessagesSynced"], 0);
+    // `session_ready` as before.
+    let events = f.store.session_events(&f.sid).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].data["chats"].as_array().unwrap().len(), 100);
+    assert_eq!(events[1].data["totalMessagesSynced"], 0);
+
+    // A full re-sync still reads (and rewrites nothing new).
+    let again = new_run(&f.sid, SyncTrigger::Manual, 100, None);
+    super::run(&f.deps, again, &never(), &never()).await;
+    let (_, w) = f.rec.take();
+    assert_eq!((w.inserted, w.unchanged), (0, 10_000));
+}
+
+/// Issue 16: 10 new messages in 3 chats become exactly 10 new documents,
+/// each chat's `messageCount` exact, and only they are counted.
+#[tokio::test]
+async fn ten_new_messages_in_three_chats_become_ten_documents() {
+    let sim = serde_json::json!({"chats": 100, "messagesPerChat": 100});
+    let mut f = fixture(sim.clone()).await;
+    let full = new_run(&f.sid, SyncTrigger::Auto, 100, None);
+    super::run(&f.deps, full, &never(), &never()).await;
+    f.rec.take();
+    let mut more = sim;
+    more["newMessages"] = serde_json::json!({"2": 3, "50": 3, "100": 4});
+    f.deps.client = grown(more).await;
+
+    let SyncEnd::Completed(run) =
+        super::run(&f.deps, incremental(&f.sid), &never(), &never()).await
+    else {
+        panic!("incremental run did not complete")
+    };
+    let (ev, w) = f.rec.take();
+    assert_eq!(
+        w,
+        WriteStats {
+            inserted: 10,
+            updated: 0,
+            unchanged: 0
+        }
+    );
+    assert_eq!(run.total_messages_synced, 10);
+    assert_eq!(f.store.count_messages(&f.sid, None).await.unwrap(), 10_010);
+    for (id, _, count) in synced_at(&*f.store, &f.sid).await {
+        assert_eq!(
+            count,
+            f.store.count_messages(&f.sid, Some(&id)).await.unwrap(),
+            "{id}"
+        );
+    }
+    let mut per_chat: Vec<u64> = ev
+        .iter()
+        .filter(|e| e["phase"] == "messages")
+        .map(|e| e["messagesSynced"].as_u64().unwrap())
+        .filter(|n| *n > 0)
+        .collect();
+    per_chat.sort();
+    assert_eq!(per_chat, [3, 3, 4]);
+    // The chats with new messages moved to the top of the list.
+    assert!(ev[2]["messagesSynced"].as_u64().unwrap() > 0, "{:?}", ev[2]);
+}
+
+/// A run interrupted mid-way resumes with its mode: still incremental,
+/// nothing read twice, the new messages stored once.
+#[tokio::test]
+async fn a_resumed_incremental_run_stays_incremental() {
+    let sim = serde_json::json!({"chats": 20, "messagesPerChat": 50});
+    let mut f = fixture(sim.clone()).await;
+    super::run(
+        &f.deps,
+        new_run(&f.sid, SyncTrigger::Auto, 100, None),
+        &never(),
+        &never(),
+    )
+    .await;
+    f.rec.take();
+    let mut more = sim;
+    more["newMessages"] = serde_json::json!({"3": 2, "17": 5});
+    f.deps.client = grown(more).await;
+    // As the host left it: started and recorded, then stopped.
+    let mut run = incremental(&f.sid);
+    run.next_seq = 1;
+    f.store.put_sync_run(&run).await.unwrap();
+    let stored = f.store.get_sync_run(&run.sync_id).await.unwrap().unwrap();
+    assert_eq!(stored.mode, SyncMode::Incremental);
+    assert_eq!(
+        serde_json::to_value(&stored).unwrap()["mode"],
+        "incremental"
+    );
+    let SyncEnd::Completed(done) = super::run(&f.deps, stored, &never(), &never()).await else {
+        panic!("resume did not complete")
+    };
+    let (_, w) = f.rec.take();
+    assert_eq!(done.mode, SyncMode::Incremental);
+    assert_eq!((w.inserted, w.unchanged, w.updated), (7, 0, 0));
+    assert_eq!(done.total_messages_synced, 7);
+    assert_eq!(f.store.count_messages(&f.sid, None).await.unwrap(), 1_007);
+}
+
+/// A provider that reports no `lastMessageAt` (and has no native early
+/// stop): every chat is read from its mark and only new messages count.
+#[tokio::test]
+async fn chats_without_last_activity_are_read_from_their_mark() {
+    let mut f = fixture(serde_json::json!({"chats": 0})).await;
+    let account = Arc::new(Account::default());
+    for i in 0..4 {
+        let id = format!("n{i}@c.us");
+        account.chats.lock().unwrap().push(Chat {
+            id: id.clone(),
+            name: None,
+            is_group: false,
+            unread_count: 0,
+            archived: false,
+            pinned: false,
+            last_message_at: None,
+        });
+        let mut m = account.messages.lock().unwrap();
+        for n in 0..5 {
+            m.entry(id.clone())
+                .or_default()
+                .push(Account::message(&id, n));
+        }
+    }
+    f.deps.client = account.clone();
+    super::run(
+        &f.deps,
+        new_run(&f.sid, SyncTrigger::Auto, 100, None),
+        &never(),
+        &never(),
+    )
+    .await;
+    f.rec.take();
+    account
+        .messages
+        .lock()
+        .unwrap()
+        .get_mut("n2@c.us")
+        .unwrap()
+        .push(Account::message("n2@c.us", 9));
+    let SyncEnd::Completed(run) =
+        super::run(&f.deps, incremental(&f.sid), &never(), &never()).await
+    else {
+        panic!("incremental run did not complete")
+    };
+    let (ev, w) = f.rec.take();
+    assert_eq!((w.inserted, w.unchanged), (1, 0));
+    assert_eq!(run.total_messages_synced, 1);
+    assert_eq!(ev.iter().filter(|e| e["phase"] == "messages").count(), 4);
+    assert_eq!(
+        f.store
+            .count_messages(&f.sid, Some("n2@c.us"))
+            .await
+            .unwrap(),
+        6
+    );
 }

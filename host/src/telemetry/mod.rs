@@ -48,7 +48,8 @@ pub struct TransportLabel {
     pub transport: String,
 }
 
-/// `outcome` label (webhook delivery attempts).
+/// `outcome` label: of a webhook delivery attempt (`delivered`, `failed`,
+/// `dead`) or of a message write (`inserted`, `updated`, `unchanged`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
@@ -70,6 +71,9 @@ pub struct Metrics {
     pub syncs_failed: Family<StatusLabel, Counter>,
     pub sync_duration: Histogram,
     pub messages_synced: Counter,
+    /// Messages sync commits handed to the store, by what the store did
+    /// with each: an unchanged account's incremental re-sync moves none.
+    pub sync_message_writes: Family<OutcomeLabel, Counter>,
     pub live_messages: Counter,
     pub clients: Family<TransportLabel, Gauge>,
     pub outbox_pending: Gauge,
@@ -130,6 +134,7 @@ impl Metrics {
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
             ]),
             messages_synced: Counter::default(),
+            sync_message_writes: Family::default(),
             live_messages: Counter::default(),
             clients: Family::default(),
             outbox_pending: Gauge::default(),
@@ -178,6 +183,11 @@ impl Metrics {
             "messages_synced",
             "Messages written by syncs",
             m.messages_synced.clone(),
+        );
+        registry.register(
+            "sync_message_writes",
+            "Messages sync commits wrote, by outcome (inserted, updated, unchanged)",
+            m.sync_message_writes.clone(),
         );
         registry.register(
             "live_messages",

@@ -194,8 +194,11 @@ if (window.__wasync) {
   };
 
   // The newest `limit` messages of a chat, oldest first: what is loaded,
-  // then earlier pages until the limit or the start of the history.
-  W.messages = async function (chatId, limit) {
+  // then earlier pages until the limit or the start of the history. With
+  // `after` ({t: ms, ids: [...]}, the newest stored message of the chat),
+  // only messages newer than it, and no earlier page is loaded once a
+  // message it covers is in memory: everything before that is stored.
+  W.messages = async function (chatId, limit, after) {
     const Collections = mod('WAWebCollections');
     const load = mod('WAWebChatLoadMessages').loadEarlierMsgs;
     if (typeof load !== 'function') throw new Error('page module WAWebChatLoadMessages has no loadEarlierMsgs');
@@ -207,8 +210,20 @@ if (window.__wasync) {
     // Since April 2026 the call takes `{chat}`; before, `(chat, msgs)`.
     let style = load.length >= 2 ? 'old' : 'new';
     const call = function (s) { return s === 'new' ? load({ chat: chat }) : load(chat, chat.msgs); };
+    const known = after ? new Set(after.ids || []) : null;
+    const isNew = function (m) {
+      const t = (m.t || 0) * 1000;
+      return t > after.t || (t === after.t && !known.has(m.id));
+    };
+    const reached = function () {
+      if (!after) return false;
+      return have().some(function (m) {
+        const s = serializeMsg(m);
+        return !s.isNotification && !isNew(s);
+      });
+    };
     let rounds = 0;
-    while (have().length < limit && rounds < 10000) {
+    while (have().length < limit && !reached() && rounds < 10000) {
       rounds += 1;
       let got;
       try {
@@ -223,9 +238,11 @@ if (window.__wasync) {
       }
       if (!got || got.length === 0) break;
     }
-    const msgs = have().map(serializeMsg).filter(function (m) { return !m.isNotification; });
+    let msgs = have().map(serializeMsg).filter(function (m) { return !m.isNotification; });
     msgs.sort(function (a, b) { return a.t - b.t; });
-    return { style: style, messages: msgs.slice(Math.max(0, msgs.length - limit)) };
+    msgs = msgs.slice(Math.max(0, msgs.length - limit));
+    if (after) msgs = msgs.filter(isNew);
+    return { style: style, messages: msgs };
   };
 
   // --- "Link with phone number" ----------------------------------------

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::browser::{ClientError, WhatsAppClient};
-use crate::domain::{Chat, Message};
+use crate::domain::{Chat, Message, MessageMark};
 
 /// What the port asks of a session's task.
 pub(super) enum Command {
@@ -15,6 +15,8 @@ pub(super) enum Command {
     Messages {
         chat_id: String,
         limit: u32,
+        /// Only messages newer than this (an incremental sync).
+        after: Option<MessageMark>,
         reply: oneshot::Sender<Result<Vec<Message>, ClientError>>,
     },
     Stop {
@@ -87,9 +89,31 @@ impl WhatsAppClient for WebDriverClient {
         self.ask(|reply| Command::Messages {
             chat_id,
             limit,
+            after: None,
             reply,
         })
         .await
+    }
+
+    async fn fetch_messages_after(
+        &self,
+        chat: &Chat,
+        limit: u32,
+        mark: &MessageMark,
+    ) -> Result<Vec<Message>, ClientError> {
+        let chat_id = chat.id.clone();
+        let after = Some(mark.clone());
+        let messages: Vec<Message> = self
+            .ask(|reply| Command::Messages {
+                chat_id,
+                limit,
+                after,
+                reply,
+            })
+            .await?;
+        // The page filtered already; this keeps the port's promise even
+        // against a bridge of an older host version.
+        Ok(messages.into_iter().filter(|m| mark.is_new(m)).collect())
     }
 
     async fn stop(&self, logout: bool) {

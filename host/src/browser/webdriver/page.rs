@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::browser::Browser;
 use super::error::WebDriverError;
 use crate::browser::ClientError;
-use crate::domain::{Chat, Message};
+use crate::domain::{Chat, Message, MessageMark};
 
 /// The page bridge, injected as the body of an `execute` call.
 const BRIDGE: &str = include_str!("bridge.js");
@@ -65,17 +65,21 @@ impl Browser {
         Ok(chats)
     }
 
-    /// Up to `limit` messages of one chat.
+    /// Up to `limit` messages of one chat; with `after`, only those newer
+    /// than that mark, and the page stops loading earlier pages once it
+    /// holds a message the mark covers.
     pub(super) async fn messages(
         &self,
         chat_id: &str,
         limit: u32,
+        after: Option<&MessageMark>,
     ) -> Result<Vec<Message>, ClientError> {
+        let after = after.map(|m| json!({ "t": m.timestamp, "ids": m.ids }));
         let v = self
             .bridge_call(
                 "messages",
-                "messages(arguments[0], arguments[1])",
-                vec![json!(chat_id), json!(limit)],
+                "messages(arguments[0], arguments[1], arguments[2])",
+                vec![json!(chat_id), json!(limit), after.unwrap_or(Value::Null)],
             )
             .await?;
         let page: PageMessages = serde_json::from_value(v)

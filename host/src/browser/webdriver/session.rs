@@ -17,7 +17,7 @@ use super::login::Logins;
 use super::page::{Drained, PageEvent, PageMessage};
 use super::settings::WebDriverOptions;
 use crate::browser::{ClientError, ClientEvent};
-use crate::domain::{Chat, Me, Message, PairingCode, PhoneNumber, QrCode, now_ms};
+use crate::domain::{Chat, Me, Message, MessageMark, PairingCode, PhoneNumber, QrCode, now_ms};
 
 /// Consecutive failed polls after which the browser counts as gone.
 const MAX_POLL_FAILURES: u32 = 8;
@@ -127,8 +127,8 @@ impl SessionTask {
                     Some(Command::Chats(reply)) => {
                         let _ = reply.send(self.chats().await);
                     }
-                    Some(Command::Messages { chat_id, limit, reply }) => {
-                        let _ = reply.send(self.messages(&chat_id, limit).await);
+                    Some(Command::Messages { chat_id, limit, after, reply }) => {
+                        let _ = reply.send(self.messages(&chat_id, limit, after.as_ref()).await);
                     }
                 },
                 _ = sleep_until(self.next_save), if self.next_save.is_some() && !self.dead => {
@@ -170,8 +170,13 @@ impl SessionTask {
         self.browser()?.chats().await
     }
 
-    async fn messages(&self, chat_id: &str, limit: u32) -> Result<Vec<Message>, ClientError> {
-        self.browser()?.messages(chat_id, limit).await
+    async fn messages(
+        &self,
+        chat_id: &str,
+        limit: u32,
+        after: Option<&MessageMark>,
+    ) -> Result<Vec<Message>, ClientError> {
+        self.browser()?.messages(chat_id, limit, after).await
     }
 
     /// Drains the page once. `Err(reason)`: the session is over.

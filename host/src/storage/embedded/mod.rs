@@ -17,6 +17,7 @@
 //! thread kept its stack and its allocator cache resident, so the host's
 //! memory crept up with the worst backlog it had seen (S1).
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +30,8 @@ use super::{
     WriteStats, decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
-    Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
+    Chat, Message, MessageMark, OutboxEvent, QuarantinedMessage, SessionId, StoredChat,
+    StoredMessage, SyncRun,
 };
 
 mod tables;
@@ -292,6 +294,9 @@ impl Store for EmbeddedStore {
         let chats = chats.to_vec();
         self.blocking(Lane::Write, move |db| {
             let txn = db.begin_write().db()?;
+            // A re-sync of an unchanged account changes no chat: then the
+            // transaction is dropped, and costs no fsync.
+            let mut changed = false;
             {
                 let mut table = txn.open_table(CHATS).db()?;
                 let mut activity = txn.open_table(CHATS_BY_ACTIVITY).db()?;
@@ -301,6 +306,10 @@ impl Store for EmbeddedStore {
                         .db()?
                         .map(|g| dec(g.value()))
                         .transpose()?;
+                    if old.as_ref().is_some_and(|o| o.chat == chat) {
+                        continue;
+                    }
+                    changed = true;
                     let (synced_at, message_count) = match &old {
                         Some(o) => {
                             activity
@@ -334,7 +343,11 @@ impl Store for EmbeddedStore {
                         .db()?;
                 }
             }
-            txn.commit().db()
+            if changed {
+                txn.commit().db()
+            } else {
+                txn.abort().db()
+            }
         })
         .await
     }
@@ -495,6 +508,44 @@ impl Store for EmbeddedStore {
                         session_id: sid.clone(),
                         message: dec(g.value())?,
                     });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn message_marks(
+        &self,
+        id: &SessionId,
+        chat_ids: &[String],
+    ) -> StoreResult<HashMap<String, MessageMark>> {
+        let sid = id.to_string();
+        let chat_ids = chat_ids.to_vec();
+        self.blocking(Lane::Read, move |db| {
+            let txn = db.begin_read().db()?;
+            let by_chat = txn.open_table(MESSAGES_BY_CHAT).db()?;
+            let s = sid.as_str();
+            let mut out = HashMap::new();
+            // Keys only: the index sorts a chat's newest first, so its mark
+            // is the run of keys sharing the first key's time.
+            for c in &chat_ids {
+                let mut mark: Option<(u64, Vec<String>)> = None;
+                for row in by_chat.range((s, c.as_str(), 0u64, "")..).db()? {
+                    let (k, _) = row.db()?;
+                    let (ks, kc, t, mid) = k.value();
+                    if ks != s || kc != c.as_str() {
+                        break;
+                    }
+                    match &mut mark {
+                        None => mark = Some((t, vec![mid.to_owned()])),
+                        Some((first, ids)) if *first == t => ids.push(mid.to_owned()),
+                        Some(_) => break,
+                    }
+                }
+                if let Some((t, ids)) = mark {
+                    let timestamp = ((!t) ^ (1 << 63)) as i64;
+                    out.insert(c.clone(), MessageMark { timestamp, ids });
                 }
             }
             Ok(out)

@@ -9,8 +9,8 @@
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{EmbeddedStore, Lane};
 use super::tables::*;
+use super::{EmbeddedStore, Lane};
 use crate::storage::StoreResult;
 use crate::storage::webhooks::{
     DeliveryCursor, DeliveryRecord, DeliveryStatus, WebhookRecord, WebhookStore,

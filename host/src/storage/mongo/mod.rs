@@ -59,7 +59,8 @@ use super::{
     WriteStats, decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
-    Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
+    Chat, Message, MessageMark, OutboxEvent, QuarantinedMessage, SessionId, StoredChat,
+    StoredMessage, SyncRun,
 };
 
 /// Server error codes that mean "the server is going away or not primary
@@ -79,6 +80,9 @@ const UNAVAILABLE_CODES: &[i32] = &[
 ];
 
 const DUPLICATE_KEY: i32 = 11000;
+/// Mark reads (one indexed query per chat) an incremental sync keeps in
+/// flight: enough to hide the round trip, few enough not to crowd the pool.
+const MARK_READS_IN_FLIGHT: usize = 16;
 const NAMESPACE_EXISTS: i32 = 48;
 const INDEX_OPTIONS_CONFLICT: i32 = 85;
 const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
@@ -416,6 +420,50 @@ impl MongoStore {
 
     /// Writes messages of one session; see the module docs for the scheme.
     /// Returns one outcome per input message, in order.
+    /// One chat's [`MessageMark`] from the index `session_chat_time_id`,
+    /// reading only the newest keys (ids and times, no bodies).
+    async fn mark_of(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>> {
+        const KEYS: i64 = 32;
+        let rows: Vec<Document> = self
+            .messages
+            .clone_with_type::<Document>()
+            .find(doc! { "sessionId": id.as_str(), "chatId": chat_id })
+            .sort(doc! { "timestamp": -1, "messageId": 1 })
+            .projection(doc! { "_id": 0, "timestamp": 1, "messageId": 1 })
+            .limit(KEYS)
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let key = |d: &Document| -> StoreResult<(i64, String)> {
+            let t = d
+                .get_datetime("timestamp")
+                .map_err(|e| StoreError::Corrupt(format!("message timestamp: {e}")))?;
+            let mid = d
+                .get_str("messageId")
+                .map_err(|e| StoreError::Corrupt(format!("message id: {e}")))?;
+            Ok((t.timestamp_millis(), mid.to_owned()))
+        };
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let (timestamp, _) = key(first)?;
+        let mut ids = Vec::new();
+        for d in &rows {
+            let (t, mid) = key(d)?;
+            if t != timestamp {
+                return Ok(Some(MessageMark { timestamp, ids }));
+            }
+            ids.push(mid);
+        }
+        if rows.len() as i64 == KEYS {
+            // More messages share the newest second than one read holds.
+            return super::mark_from_listing(self, id, chat_id).await;
+        }
+        Ok(Some(MessageMark { timestamp, ids }))
+    }
+
     async fn write_messages(&self, sid: &str, messages: &[Message]) -> StoreResult<Vec<Outcome>> {
         if messages.is_empty() {
             return Ok(Vec::new());
@@ -908,6 +956,23 @@ impl Store for MongoStore {
             .try_collect()
             .await
             .map_err(map_err)
+    }
+
+    async fn message_marks(
+        &self,
+        id: &SessionId,
+        chat_ids: &[String],
+    ) -> StoreResult<HashMap<String, MessageMark>> {
+        use futures_util::StreamExt;
+        // One small indexed query per chat, a few in flight at a time: a
+        // `$group` over the session would read every message document.
+        let found: Vec<Option<(String, MessageMark)>> =
+            futures_util::stream::iter(chat_ids.iter().cloned())
+                .map(|c| async move { Ok(self.mark_of(id, &c).await?.map(|m| (c, m))) })
+                .buffered(MARK_READS_IN_FLIGHT)
+                .try_collect()
+                .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64> {
