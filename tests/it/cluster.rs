@@ -229,6 +229,13 @@ async fn cluster_commands_sent_to_a_non_owner_act_on_the_owner() {
         .post("/whatsapp-web/session/fw", account.clone())
         .await;
     assert_eq!(status, 201, "{body}");
+    // The owner shows its first code once its provider has started (on a
+    // loaded machine, not at once).
+    wait_until(Duration::from_secs(20), "the first QR", || async {
+        let (_, s) = owner.get("/whatsapp-web/session/fw").await;
+        (s["status"] == "qr", s)
+    })
+    .await;
     // QR through the other host: the owner's pending code.
     let resp = other
         .http

@@ -22,10 +22,12 @@
 
 mod bindings;
 mod chain;
+mod files;
 mod logs;
 pub mod manifest;
 pub mod runtime;
 pub mod stats;
+mod trial;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,9 @@ pub use chain::trace::{CallTrace, Trace, TracedOutcome};
 pub use manifest::{Limits, Manifest, OnError, World};
 pub use runtime::{PluginRuntime, RuntimeOptions};
 pub use stats::{FailureKind, Failures, PluginCounters, render_prometheus};
+pub use trial::Trial;
+
+use self::files::{commit_manifest, component_path, stage_component, sweep_components, sync_dir};
 
 use self::bindings::{HooksIndices, TransformIndices};
 use self::chain::{LoadedPlugin, WasmChain};
@@ -313,75 +318,6 @@ fn admit(
     Ok(manifest)
 }
 
-/// One plugin loaded on its own, outside any manager and any directory,
-/// for the developer kit (`wasync plugin check`, `wasync plugin run`): the
-/// same checks as an upload, in the same order, and nothing written.
-pub struct Trial {
-    runtime: Arc<PluginRuntime>,
-    plugin: Arc<LoadedPlugin>,
-}
-
-impl std::fmt::Debug for Trial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trial")
-            .field("plugin", &self.plugin.manifest.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Trial {
-    /// Validates `wasm` against `manifest_toml` as `POST /plugins` would
-    /// with `max_component_bytes` as its size cap, compiling on the calling
-    /// thread.
-    pub fn load(
-        runtime: Arc<PluginRuntime>,
-        manifest_toml: &str,
-        wasm: &[u8],
-        max_component_bytes: usize,
-    ) -> Result<Self, PluginError> {
-        let manifest = admit(&runtime, max_component_bytes, manifest_toml, wasm)?;
-        let stats = Arc::new(PluginStats::default());
-        let plugin = load(&runtime, manifest, wasm, stats)?;
-        Ok(Self {
-            runtime,
-            plugin: Arc::new(plugin),
-        })
-    }
-
-    /// What `GET /plugins` would show of it once installed.
-    pub fn info(&self) -> PluginInfo {
-        self.plugin.info()
-    }
-
-    /// The component's imports and exports, by name.
-    pub fn interfaces(&self) -> (Vec<String>, Vec<String>) {
-        let ty = self.plugin.pre.component().component_type();
-        let engine = &self.runtime.engine;
-        (
-            ty.imports(engine).map(|(n, _)| n.to_owned()).collect(),
-            ty.exports(engine).map(|(n, _)| n.to_owned()).collect(),
-        )
-    }
-
-    /// A chain of this one plugin, run as a sync runs it (sub-batches,
-    /// deadlines, memory cap, log budget, `on_error`, tripping), recording
-    /// every call into `trace`. Calls run on the calling task.
-    pub fn chain(&self, trace: Trace) -> Arc<dyn PluginChain> {
-        Arc::new(WasmChain::new(
-            self.runtime.clone(),
-            vec![self.plugin.clone()],
-            Offload::Inline,
-            CancellationToken::new(),
-            Some(trace),
-        ))
-    }
-
-    /// The plugin's counters (log lines written and dropped among them).
-    pub fn counters(&self) -> PluginCounters {
-        self.plugin.stats.snapshot(&self.plugin.manifest.name)
-    }
-}
-
 /// The installed plugins, in chain order (priority, then name).
 struct PluginSet {
     plugins: Vec<Arc<LoadedPlugin>>,
@@ -636,92 +572,6 @@ fn load_dir(rt: &PluginRuntime, dir: &Path, stats: &StatsMap) -> Result<PluginSe
     Ok(PluginSet::new(plugins))
 }
 
-/// Where a manifest's component is: `<name>.<sha256>.wasm` when the
-/// manifest pins a sha256 and that file exists (what installs write), else
-/// `<name>.wasm` (a plugin copied in by hand).
-fn component_path(dir: &Path, manifest: &Manifest) -> PathBuf {
-    if let Some(sha) = &manifest.sha256 {
-        let versioned = versioned_component(dir, &manifest.name, sha);
-        if versioned.is_file() {
-            return versioned;
-        }
-    }
-    dir.join(format!("{}.wasm", manifest.name))
-}
-
-fn versioned_component(dir: &Path, name: &str, sha256: &str) -> PathBuf {
-    dir.join(format!("{name}.{sha256}.wasm"))
-}
-
-/// Install, step 1: the component under its versioned name, durable. The
-/// manifest on disk still names the old one, so a crash after this step
-/// leaves the old plugin in place (and an orphan the next install or
-/// removal of the plugin sweeps).
-fn stage_component(
-    dir: &Path,
-    name: &str,
-    sha256: &str,
-    wasm: &[u8],
-) -> Result<PathBuf, PluginError> {
-    let path = versioned_component(dir, name, sha256);
-    write_atomic(&path, wasm)?;
-    sync_dir(dir)?;
-    Ok(path)
-}
-
-/// Install, step 2 and commit point: the manifest, atomically replaced and
-/// durable.
-fn commit_manifest(dir: &Path, name: &str, text: &str) -> Result<(), PluginError> {
-    write_atomic(&dir.join(format!("{name}.toml")), text.as_bytes())?;
-    sync_dir(dir)
-}
-
-/// Install, step 3 (and removal): deletes the plugin's components other
-/// than `keep`, and leftovers of interrupted writes. Best effort: an orphan
-/// is never loaded, only wasted space.
-fn sweep_components(dir: &Path, name: &str, keep: Option<&Path>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let prefix = format!("{name}.");
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let Some(file) = file.to_str() else {
-            continue;
-        };
-        // Names cannot contain '.', so `<name>.` never matches another
-        // plugin's files.
-        let ours = file.strip_prefix(&prefix).is_some_and(|rest| {
-            rest == "wasm" || rest.ends_with(".wasm") || rest.ends_with(".tmp")
-        });
-        if ours && keep.is_none_or(|k| k != entry.path()) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// Writes `path` through a temporary file, synced before the rename, so the
-/// file is either the old one or the whole new one.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(io("writing", &tmp))?;
-    f.write_all(bytes).map_err(io("writing", &tmp))?;
-    f.sync_all().map_err(io("syncing", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io("renaming", path))
-}
-
-/// Makes the directory's entries (renames, removals) durable.
-fn sync_dir(dir: &Path) -> Result<(), PluginError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing", dir))
-}
-
 impl PluginHost for PluginManager {
     fn chain(&self) -> Arc<dyn PluginChain> {
         self.chain_until(CancellationToken::new())
@@ -740,143 +590,4 @@ impl PluginHost for PluginManager {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A plugin built by `scripts/build-plugins.sh` (as the integration
-    /// tests find them).
-    fn built(name: &str) -> (String, Vec<u8>) {
-        let dist = std::env::var_os("WASYNC_TEST_PLUGINS_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist"));
-        let read = |ext: &str| dist.join(format!("{name}.{ext}"));
-        let toml = std::fs::read_to_string(read("toml")).unwrap_or_else(|e| {
-            panic!(
-                "{} ({e}): run scripts/build-plugins.sh",
-                read("toml").display()
-            )
-        });
-        (toml, std::fs::read(read("wasm")).expect("built component"))
-    }
-
-    fn runtime() -> Arc<PluginRuntime> {
-        PluginRuntime::global(RuntimeOptions {
-            cache_dir: Some(std::env::temp_dir().join("wasync-test-plugin-cache")),
-            ..RuntimeOptions::default()
-        })
-        .expect("runtime")
-    }
-
-    fn open(dir: &Path) -> Result<PluginManager, PluginError> {
-        PluginManager::open(runtime(), dir, ManagerOptions::default())
-    }
-
-    fn unsigned(toml: &str) -> String {
-        toml.lines()
-            .filter(|l| !l.starts_with("sha256"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_upgrade_cut_between_component_and_manifest_keeps_the_old_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let (toml, v1) = built("keyword-tagger");
-        // Version 2: another component under the same name and world.
-        let (_, v2) = built("fixture-wrong-length");
-        let (sha1, sha2) = (sha256_hex(&v1), sha256_hex(&v2));
-        open(dir.path())
-            .unwrap()
-            .install(&toml, v1.clone())
-            .await
-            .expect("install v1");
-
-        // The upgrade's first step, then the crash: the manifest on disk
-        // still pins v1, and v1 is still there to load.
-        stage_component(dir.path(), "keyword-tagger", &sha2, &v2).unwrap();
-        let mgr = open(dir.path()).expect("the host starts after the crash");
-        assert_eq!(mgr.list()[0].sha256, sha1);
-
-        // The upgrade run again completes and sweeps the old component.
-        let info = mgr.install(&unsigned(&toml), v2).await.expect("upgrade");
-        assert_eq!(info.sha256, sha2);
-        let mgr = open(dir.path()).expect("the host starts after the upgrade");
-        assert_eq!(mgr.list()[0].sha256, sha2);
-        let mut files: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        files.sort();
-        assert_eq!(
-            files,
-            [
-                format!("keyword-tagger.{sha2}.wasm"),
-                "keyword-tagger.toml".into()
-            ]
-        );
-
-        // Removal: the manifest goes first, then every component.
-        mgr.remove("keyword-tagger").await.unwrap();
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn a_hand_copied_component_is_found_beside_its_manifest() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = Manifest::parse(&format!(
-            "sha256 = \"{}\"\nname = \"p\"\nversion = \"1\"\nworld = \"transformer\"\n",
-            "a".repeat(64)
-        ))
-        .unwrap();
-        assert_eq!(component_path(dir.path(), &m), dir.path().join("p.wasm"));
-        let versioned = stage_component(dir.path(), "p", &"a".repeat(64), b"x").unwrap();
-        assert_eq!(component_path(dir.path(), &m), versioned);
-        // Sweeping never touches another plugin's files.
-        std::fs::write(dir.path().join("p-2.wasm"), b"y").unwrap();
-        std::fs::write(dir.path().join("p.wasm"), b"z").unwrap();
-        sweep_components(dir.path(), "p", Some(&versioned));
-        assert!(versioned.is_file() && dir.path().join("p-2.wasm").is_file());
-        assert!(!dir.path().join("p.wasm").exists());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn memory_over_the_hosts_ceiling_is_refused_at_upload() {
-        let dir = tempfile::tempdir().unwrap();
-        let mgr = open(dir.path()).unwrap();
-        let (toml, wasm) = built("keyword-tagger");
-        let ceiling = mgr.runtime().max_memory_mib();
-        let with_memory = |mib: u32| {
-            toml.replace(
-                "[config]",
-                &format!("[limits]\nmemory_mib = {mib}\n\n[config]"),
-            )
-        };
-        let err = mgr
-            .install(&with_memory(ceiling + 1), wasm.clone())
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, PluginError::BadManifest { reason } if reason.contains("memory_mib")),
-            "{err}"
-        );
-        assert_eq!(err.http_status(), 400);
-        assert!(mgr.list().is_empty());
-        let info = mgr
-            .install(&with_memory(ceiling), wasm.clone())
-            .await
-            .unwrap();
-        assert_eq!(info.limits.memory_mib, ceiling);
-
-        // One already in the directory (an older host took it) still
-        // starts, at the ceiling.
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("keyword-tagger.wasm"), &wasm).unwrap();
-        std::fs::write(
-            dir.path().join("keyword-tagger.toml"),
-            with_memory(ceiling * 2),
-        )
-        .unwrap();
-        let mgr = open(dir.path()).expect("starts");
-        assert_eq!(mgr.list()[0].limits.memory_mib, ceiling);
-    }
-}
+mod tests;
