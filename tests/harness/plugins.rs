@@ -206,6 +206,51 @@ impl std::fmt::Display for RedactionBench {
 }
 
 /// Realistic bodies: most clean, some with a phone number or an address.
+/// `bodies` as chats of `batch` messages each (`chat0`, `chat1`, ...).
+fn bench_chats(bodies: &[String], batch: usize) -> Vec<Vec<Message>> {
+    bodies
+        .chunks(batch)
+        .enumerate()
+        .map(|(c, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(n, b)| message(&format!("chat{c}"), n, b))
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs the first chats once, untimed: the first instantiations touch the
+/// pool and the code pages.
+async fn warm_up(
+    chain: &dyn wasync::plugins::PluginChain,
+    ctx: &SyncContext,
+    chats: &[Vec<Message>],
+) {
+    for msgs in chats.iter().take(3) {
+        let mut scope = chain.chat_scope(ctx, &chat(&msgs[0].chat_id, "warm")).await;
+        let _ = scope.transform(msgs.clone()).await;
+    }
+}
+
+/// A host (embedded store, fast tuning) loading the plugins of `dir`, on
+/// the process's engine with the test compile cache.
+pub async fn host_with(dir: &PluginDir) -> crate::TestHost {
+    let _ = runtime();
+    crate::TestHost::spawn_with(
+        crate::HostOptions {
+            tuning: crate::fast_tuning(),
+            ..Default::default()
+        }
+        .var(
+            wasync::config::WASYNC_PLUGINS_DIR,
+            dir.path().display().to_string(),
+        ),
+    )
+    .await
+}
+
 pub fn bench_bodies(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| match i % 5 {
@@ -227,27 +272,11 @@ pub async fn bench_redaction(messages: usize, batch: usize, offload: Offload) ->
     });
     let bodies = bench_bodies(messages);
     let batch = batch.max(1);
-    let chats: Vec<Vec<Message>> = bodies
-        .chunks(batch)
-        .enumerate()
-        .map(|(c, chunk)| {
-            chunk
-                .iter()
-                .enumerate()
-                .map(|(n, b)| message(&format!("chat{c}"), n, b))
-                .collect()
-        })
-        .collect();
+    let chats = bench_chats(&bodies, batch);
     let ctx = context("bench");
 
-    // Warm up: first instantiation touches the pool and the code pages.
     let chain = mgr.chain();
-    for msgs in chats.iter().take(3) {
-        let mut scope = chain
-            .chat_scope(&ctx, &chat(&msgs[0].chat_id, "warm"))
-            .await;
-        let _ = scope.transform(msgs.clone()).await;
-    }
+    warm_up(&*chain, &ctx, &chats).await;
 
     let before = mgr.counters();
     let inst_before = before
@@ -430,26 +459,10 @@ pub async fn bench_plugin(name: &str, bodies: &[String], batch: usize, cold: boo
 
     let mgr = dir.manager();
     let batch = batch.max(1);
-    let chats: Vec<Vec<Message>> = bodies
-        .chunks(batch)
-        .enumerate()
-        .map(|(c, chunk)| {
-            chunk
-                .iter()
-                .enumerate()
-                .map(|(n, b)| message(&format!("chat{c}"), n, b))
-                .collect()
-        })
-        .collect();
+    let chats = bench_chats(bodies, batch);
     let ctx = context("bench");
     let chain = mgr.chain();
-    // Warm up: the first instantiations touch the pool and the code pages.
-    for msgs in chats.iter().take(3) {
-        let mut scope = chain
-            .chat_scope(&ctx, &chat(&msgs[0].chat_id, "warm"))
-            .await;
-        let _ = scope.transform(msgs.clone()).await;
-    }
+    warm_up(&*chain, &ctx, &chats).await;
     let before = mgr.counters().first().cloned().expect("counters");
     let started = Instant::now();
     let mut stored = 0;

@@ -5,8 +5,8 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 use wasync::domain::SessionId;
-use wasync_tests::plugins::{PluginDir, built};
-use wasync_tests::{HostOptions, TestHost, fast_tuning};
+use wasync_tests::TestHost;
+use wasync_tests::plugins::{PluginDir, built, host_with};
 
 fn fast(mut sim: Value) -> Value {
     let o = sim.as_object_mut().unwrap();
@@ -14,22 +14,6 @@ fn fast(mut sim: Value) -> Value {
     o.entry("scanAfterMs").or_insert(json!(100));
     o.entry("fetchLatencyMs").or_insert(json!(0));
     sim
-}
-
-async fn host_with(dir: &PluginDir) -> TestHost {
-    // The process's engine, with the test compile cache (see the harness).
-    let _ = wasync_tests::plugins::runtime();
-    TestHost::spawn_with(
-        HostOptions {
-            tuning: fast_tuning(),
-            ..Default::default()
-        }
-        .var(
-            wasync::config::WASYNC_PLUGINS_DIR,
-            dir.path().display().to_string(),
-        ),
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

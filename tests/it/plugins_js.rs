@@ -11,8 +11,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use wasync::domain::{Message, SessionId};
 use wasync::plugins::PluginHost;
-use wasync_tests::plugins::{PluginDir, built, chat, compile_once, context, message};
-use wasync_tests::{HostOptions, TestHost, fast_tuning};
+use wasync_tests::TestHost;
+use wasync_tests::plugins::{PluginDir, built, chat, compile_once, context, host_with, message};
 
 const JS: &str = "link-tagger";
 
@@ -210,22 +210,6 @@ fn sync_plugins(with_js: bool) -> PluginDir {
     } else {
         dir
     }
-}
-
-async fn host_with(dir: &PluginDir) -> TestHost {
-    // The process's engine with the test compile cache (see the harness).
-    let _ = wasync_tests::plugins::runtime();
-    TestHost::spawn_with(
-        HostOptions {
-            tuning: fast_tuning(),
-            ..Default::default()
-        }
-        .var(
-            wasync::config::WASYNC_PLUGINS_DIR,
-            dir.path().display().to_string(),
-        ),
-    )
-    .await
 }
 
 /// Syncs a simulated account and checks every stored message against what
