@@ -93,9 +93,15 @@ impl Host {
             .expect("a free port")
             .port();
         let log = std::fs::File::create(dir.path().join("host.log")).expect("host log");
-        let child = tokio::process::Command::new(wasync_tests::wasync_binary())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+        let mut host = tokio::process::Command::new(wasync_tests::wasync_binary());
+        host.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        // glibc's allocator settings pass through, for allocator experiments
+        // (`MALLOC_ARENA_MAX=2 just bench --only soak`).
+        for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")) {
+            host.env(k, v);
+        }
+        let child = host
             .env(wasync::config::WASYNC_LISTEN, format!("127.0.0.1:{port}"))
             .env(wasync::config::WASYNC_DATA_DIR, dir.path().join("data"))
             .env(wasync::config::WASYNC_MAX_CLIENTS, "5000")
