@@ -867,18 +867,7 @@ fn bench_mongo_uri() -> Option<String> {
 /// own timestamps. The incremental run must write no message.
 async fn incremental_vs_full(opts: wasync_tests::HostOptions, chats: u32, per_chat: u32) -> Value {
     let host = wasync_tests::TestHost::spawn_with(opts).await;
-    let (status, body) = host
-        .post(
-            "/whatsapp-web/session/bench",
-            json!({
-                "limitPerChat": per_chat,
-                "simulator": {"chats": chats, "messagesPerChat": per_chat,
-                              "qrEveryMs": 10, "scanAfterMs": 1, "fetchLatencyMs": 0}
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "create the bench session: {body}");
-    let full = wasync_tests::wait_run_completed(&host.http, &host.base, "bench").await;
+    let full = wasync_tests::bench_session(&host, chats, per_chat).await;
     assert_eq!(full["mode"], "full");
     let before = message_writes(&host).await;
     let (status, body) = host

@@ -279,6 +279,15 @@ impl TestHost {
 /// returns the run.
 pub async fn bench_sync(opts: HostOptions, chats: u32, per_chat: u32) -> Value {
     let host = TestHost::spawn_with(opts).await;
+    let run = bench_session(&host, chats, per_chat).await;
+    host.stop().await;
+    run
+}
+
+/// Creates session `bench` on `host`, a simulated account of `chats ×
+/// per_chat` messages with no fetch latency, and returns its first (full)
+/// run once completed.
+pub async fn bench_session(host: &TestHost, chats: u32, per_chat: u32) -> Value {
     let (status, body) = host
         .post(
             "/whatsapp-web/session/bench",
@@ -290,9 +299,7 @@ pub async fn bench_sync(opts: HostOptions, chats: u32, per_chat: u32) -> Value {
         )
         .await;
     assert_eq!(status, 201, "create the bench session: {body}");
-    let run = wait_run_completed(&host.http, &host.base, "bench").await;
-    host.stop().await;
-    run
+    wait_run_completed(&host.http, &host.base, "bench").await
 }
 
 /// A run's duration in ms as the run recorded it (`finishedAt -

@@ -11,7 +11,7 @@ use crate::domain::{OutboxEvent, now_ms};
 use crate::storage::StoreResult;
 
 /// An event nobody holds a live claim on.
-fn unclaimed(now: i64) -> Document {
+pub(super) fn unclaimed(now: i64) -> Document {
     doc! {
         "$or": [
             { "claimUntil": { "$exists": false } },

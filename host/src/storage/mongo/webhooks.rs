@@ -10,9 +10,10 @@
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 
+use super::outbox::unclaimed;
 use super::schema::{DELIVERY_DATES, WEBHOOK_DATES, date, decode, encode};
 use super::{DUPLICATE_KEY, MongoStore, map_err};
 use crate::domain::now_ms;
@@ -29,17 +30,6 @@ fn delivery_doc(d: &DeliveryRecord) -> StoreResult<Document> {
     let mut doc = encode(d, DELIVERY_DATES)?;
     doc.insert("_id", delivery_key(&d.webhook_id, &d.event_id));
     Ok(doc)
-}
-
-/// An endpoint nobody holds a live claim on.
-fn unclaimed(now: i64) -> Document {
-    doc! {
-        "$or": [
-            { "claimUntil": { "$exists": false } },
-            { "claimUntil": Bson::Null },
-            { "claimUntil": { "$lt": date(Some(now)) } },
-        ],
-    }
 }
 
 fn decode_hook(mut d: Document) -> StoreResult<WebhookRecord> {

@@ -183,12 +183,7 @@ async fn attempt(
         )
     };
     let cancelled = || failure(FailureKind::Cancelled, "stopped: its sync is stopping");
-    let cut = Cost {
-        took,
-        instantiate: None,
-        instructions: None,
-        memory_bytes: None,
-    };
+    let cut = Cost::took(took);
     let cost = |live: &Live, made: Option<Duration>, fuel: Option<u64>| Cost {
         took,
         instantiate: made,
@@ -235,6 +230,18 @@ pub(super) struct Cost {
     instantiate: Option<Duration>,
     instructions: Option<u64>,
     memory_bytes: Option<u64>,
+}
+
+impl Cost {
+    /// A call whose instance is gone: only its wall time is known.
+    fn took(took: Duration) -> Self {
+        Self {
+            took,
+            instantiate: None,
+            instructions: None,
+            memory_bytes: None,
+        }
+    }
 }
 
 impl WasmScope {
@@ -292,12 +299,7 @@ impl WasmScope {
                             FailureKind::Trap,
                             format!("plugin call task failed: {e}"),
                         )),
-                        Cost {
-                            took: Duration::ZERO,
-                            instantiate: None,
-                            instructions: None,
-                            memory_bytes: None,
-                        },
+                        Cost::took(Duration::ZERO),
                     )
                 })
             }
