@@ -161,6 +161,14 @@ impl TestHost {
         let mut env = self.opts.env.clone();
         env.entry(wasync::config::WASYNC_DATA_DIR.into())
             .or_insert_with(|| self.data.path().display().to_string());
+        // An in-process host shares the test's one-thread runtime, and on
+        // MongoDB the one test server, with every test running at once; on
+        // a loaded machine a renewal can take longer than the production
+        // TTL allows, and the host then rightly gives its sessions up. No
+        // in-process test is about leases (the cluster suite runs hosts as
+        // processes with a 5 s TTL), so these hold theirs for two minutes.
+        env.entry(wasync::config::WASYNC_LEASE_TTL_MS.into())
+            .or_insert_with(|| "120000".into());
         let config = Config::load(&env, None).expect("test config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
