@@ -151,84 +151,18 @@ where
         })
         .clone();
     clients.inc();
-    let (mut sink, mut stream) = ws.split();
+    let (sink, mut stream) = ws.split();
 
     // Writer: the only task that writes to the socket.
-    let writer_client = client.clone();
-    let shutdown = gw.shutdown.clone();
-    let ping_every = gw.ws_ping;
-    let writer = tokio::spawn(async move {
-        let c = writer_client;
-        let stall = c.limits().stall_timeout;
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let frame = tokio::select! {
-                f = c.next() => f,
-                _ = ping.tick() => None,
-                _ = shutdown.cancelled() => {
-                    c.close("server shutting down");
-                    None
-                }
-            };
-            if frame.is_none() && c.closed().is_cancelled() {
-                break;
-            }
-            // Frames that queued up behind this one go out in the same
-            // write: one flush (one syscall) per wake-up, not per frame.
-            // No frame: the ping is due.
-            let send = async {
-                match frame {
-                    Some(frame) => {
-                        sink.feed(text_message(&frame)).await?;
-                        for _ in 1..WRITE_BATCH {
-                            let Some(more) = c.try_next() else { break };
-                            sink.feed(text_message(&more)).await?;
-                        }
-                    }
-                    None => sink.feed(Message::Ping(Default::default())).await?,
-                }
-                sink.flush().await
-            };
-            match tokio::time::timeout(stall, send).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    c.close("connection lost");
-                    return;
-                }
-                Err(_) => {
-                    c.close("client too slow: send stalled");
-                    break;
-                }
-            }
-        }
-        let reason = c.close_reason().unwrap_or_else(|| "closing".into());
-        let code = if reason.contains("shutting down") {
-            CloseCode::Away
-        } else if reason.contains("too slow") || reason.contains("silent") {
-            CloseCode::Policy
-        } else {
-            CloseCode::Normal
-        };
-        let close = async {
-            let ours = Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from(reason),
-            }));
-            // When the client closed first, tungstenite refuses a second
-            // close frame but holds its answer (the client's own code,
-            // RFC 6455 §5.5.1): flushing sends it, so the client sees a
-            // clean close instead of the connection dropped mid-handshake.
-            if sink.send(ours).await.is_err() {
-                let _ = sink.flush().await;
-            }
-        };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
-    });
+    let writer = tokio::spawn(write_frames(
+        sink,
+        client.clone(),
+        gw.shutdown.clone(),
+        gw.ws_ping,
+    ));
 
     // Any frame from the client, a pong included, shows it is there.
-    let silence = ping_every * 2;
+    let silence = gw.ws_ping * 2;
     // Whether the server ends the connection (then the client may still
     // answer our close frame) or the client did (its close, or the socket).
     let mut ours = false;
@@ -280,6 +214,90 @@ where
     }
 }
 
+/// The writer half: drains the client's queue into the socket (pinging
+/// when idle), then ends the connection with a close frame.
+///
+/// A failed write never skips the close: when the client closed first and
+/// a frame was already on its way, the write fails (tungstenite refuses
+/// frames after the peer's close) while the answer to the client's close
+/// is still held in tungstenite's buffer; the close step flushes it, so the
+/// client sees its closing handshake completed instead of a reset.
+async fn write_frames<S>(
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+    c: Arc<ClientQueue>,
+    shutdown: tokio_util::sync::CancellationToken,
+    ping_every: std::time::Duration,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let stall = c.limits().stall_timeout;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            f = c.next() => f,
+            _ = ping.tick() => None,
+            _ = shutdown.cancelled() => {
+                c.close("server shutting down");
+                None
+            }
+        };
+        if frame.is_none() && c.closed().is_cancelled() {
+            break;
+        }
+        // Frames that queued up behind this one go out in the same
+        // write: one flush (one syscall) per wake-up, not per frame.
+        // No frame: the ping is due.
+        let send = async {
+            match frame {
+                Some(frame) => {
+                    sink.feed(text_message(&frame)).await?;
+                    for _ in 1..WRITE_BATCH {
+                        let Some(more) = c.try_next() else { break };
+                        sink.feed(text_message(&more)).await?;
+                    }
+                }
+                None => sink.feed(Message::Ping(Default::default())).await?,
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(stall, send).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                c.close("connection lost");
+                break;
+            }
+            Err(_) => {
+                c.close("client too slow: send stalled");
+                break;
+            }
+        }
+    }
+    let reason = c.close_reason().unwrap_or_else(|| "closing".into());
+    let code = if reason.contains("shutting down") {
+        CloseCode::Away
+    } else if reason.contains("too slow") || reason.contains("silent") {
+        CloseCode::Policy
+    } else {
+        CloseCode::Normal
+    };
+    let close = async {
+        let ours = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        }));
+        // When the client closed first, tungstenite refuses a second
+        // close frame but holds its answer (the client's own code,
+        // RFC 6455 §5.5.1): flushing sends it, so the client sees a
+        // clean close instead of the connection dropped mid-handshake.
+        if sink.send(ours).await.is_err() {
+            let _ = sink.flush().await;
+        }
+    };
+    // A lost connection fails at once or, unread, within the second.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
+}
+
 async fn handle_frame(gw: &Gateway, client: &Arc<ClientQueue>, text: &str) {
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -300,4 +318,50 @@ async fn handle_frame(gw: &Gateway, client: &Arc<ClientQueue>, text: &str) {
         .cloned()
         .unwrap_or(serde_json::Value::Null);
     gw.protocol.handle(client, event, data).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ServerEvent;
+    use crate::hub::{Frame, Hub, QueueLimits};
+
+    /// The client closes while a frame is already on its way: the write of
+    /// that frame fails, and the writer must still complete the client's
+    /// closing handshake (soak: one "reset without closing handshake" in
+    /// 141,425 connections came from returning there without the flush).
+    #[tokio::test]
+    async fn a_write_failing_after_the_clients_close_still_answers_it() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        client
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            })))
+            .await
+            .unwrap();
+        let (sink, mut stream) = server.split();
+        // The reader has taken the close in, not yet marked the client
+        // closed: the writer pops a frame queued just before.
+        assert!(matches!(stream.next().await, Some(Ok(Message::Close(_)))));
+        let hub = Hub::new(QueueLimits::default());
+        let queue = hub.connect().unwrap();
+        queue.push(Frame::new(Some("s"), &ServerEvent::Pong {}));
+        let writer = write_frames(
+            sink,
+            queue.clone(),
+            tokio_util::sync::CancellationToken::new(),
+            std::time::Duration::from_secs(60),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+            .await
+            .expect("the writer ends");
+        drop(stream);
+        match client.next().await {
+            Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Normal),
+            other => panic!("expected the close answer, got {other:?}"),
+        }
+    }
 }
