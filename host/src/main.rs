@@ -13,6 +13,13 @@ use wasync::cli::{Cli, Command, PluginCommand, PluginFiles};
 use wasync::config::Config;
 use wasync::devkit::{self, DevkitError, RunOptions};
 
+/// mimalloc rather than glibc's malloc: under a steady load of connections
+/// coming and going, glibc's arenas kept freed memory and the resident set
+/// crept for ten minutes before it settled (BENCHMARKS.md, S1); mimalloc
+/// gives freed pages back, so the set stays flat.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

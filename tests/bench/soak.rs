@@ -96,9 +96,12 @@ impl Host {
         let mut host = tokio::process::Command::new(wasync_tests::wasync_binary());
         host.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
-        // glibc's allocator settings pass through, for allocator experiments
-        // (`MALLOC_ARENA_MAX=2 just bench --only soak`).
-        for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")) {
+        // The allocator's settings pass through, for allocator experiments
+        // (`MIMALLOC_PURGE_DELAY=0 just bench --only soak`; glibc's
+        // `MALLOC_*` for a build without mimalloc).
+        for (k, v) in
+            std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_") || k.starts_with("MALLOC_"))
+        {
             host.env(k, v);
         }
         let child = host
