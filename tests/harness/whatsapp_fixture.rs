@@ -234,6 +234,7 @@ impl Seed {
                 quoted_id: None,
                 tags: vec![],
                 attributes: Default::default(),
+                changes: Default::default(),
             })
             .collect();
         let from = all.len().saturating_sub(limit);

@@ -142,6 +142,7 @@ mod tests {
             quoted_id: None,
             tags: vec![],
             attributes: Default::default(),
+            changes: Default::default(),
         }
     }
 

@@ -466,6 +466,7 @@ async fn lifecycle(
             quoted_id: None,
             tags: vec![],
             attributes: Default::default(),
+            changes: Default::default(),
         };
         n += 1;
         if !send(ClientEvent::Message {

@@ -205,6 +205,7 @@ impl PageMessage {
             quoted_id: self.quoted_id,
             tags: vec![],
             attributes: Default::default(),
+            changes: Default::default(),
         }
     }
 }
