@@ -4,6 +4,7 @@ mod amqp;
 mod amqp_host;
 mod api_errors;
 mod api_fuzz;
+mod changes;
 mod cli;
 mod cluster;
 mod dashboard;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Message, OutboxEvent, QuarantinedMessage, SessionId};
+use crate::domain::{Message, MessageUpdate, OutboxEvent, QuarantinedMessage, SessionId};
 
 /// Records one spool holds at most.
 pub const MAX_RECORDS: usize = 10_000;
@@ -29,6 +29,8 @@ pub enum SpoolRecord {
     Message(Box<Message>),
     Quarantine(Box<QuarantinedMessage>),
     Event(Box<OutboxEvent>),
+    /// A change of a message (after the plugins, for an edit).
+    Change(Box<MessageUpdate>),
 }
 
 /// A session's spool file.
