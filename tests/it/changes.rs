@@ -254,3 +254,63 @@ async fn kept_revoked_bodies_and_published_updates() {
     assert_eq!(ev.data["change"]["kind"], "revoke");
     assert!(ev.data["messageId"].is_string() && ev.data["chatId"].is_string());
 }
+
+/// Plugins see edited text as they see a new message: a transformer's
+/// `replace` applies to the new body, and a fail-closed plugin that fails
+/// on it quarantines the edit (the stored body stays as it was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_run_on_edited_bodies() {
+    let dir = wasync_tests::plugins::PluginDir::new()
+        .with_edited("fixture-append", |m| {
+            m.replace("rules = []", r##"rules = ["#0 [appended]"]"##)
+        })
+        .with_edited("fixture-trap", |m| {
+            format!("{m}\n[limits]\nmax_failures = 1000\n\n[config]\nwhen-body-contains = \"#1\"\n")
+        });
+    let host = wasync_tests::plugins::host_with(&dir).await;
+    let shape = sim(json!({"edits": 2, "afterMs": 300, "everyMs": 10}));
+    let acc = account(&shape);
+    host.create_sim("plug-edits", shape).await;
+    let sid = SessionId::parse("plug-edits").unwrap();
+    let store = host.app().store();
+    let plan = acc.change_plan();
+    let ids: Vec<String> = plan
+        .iter()
+        .map(|s| match s {
+            Step::Change(u) => u.message_id.clone(),
+            Step::Message(_) => unreachable!(),
+        })
+        .collect();
+    // Edit #0: replaced by the transformer, as a new message would be.
+    assert_eventually!(
+        store
+            .get_message(&sid, &ids[0])
+            .await
+            .unwrap()
+            .is_some_and(|m| m.message.changes.edited_at.is_some()),
+        30
+    );
+    let first = store.get_message(&sid, &ids[0]).await.unwrap().unwrap();
+    assert_eq!(first.message.body.as_deref(), Some("edited #0 [appended]"));
+    // Edit #1: quarantined, never stored.
+    assert_eventually!(
+        store
+            .list_quarantine(&sid)
+            .await
+            .unwrap()
+            .iter()
+            .any(|q| q.message.id == ids[1]),
+        30
+    );
+    let q = store.list_quarantine(&sid).await.unwrap();
+    let q = q.iter().find(|q| q.message.id == ids[1]).unwrap();
+    assert_eq!(q.message.body.as_deref(), Some("edited #1"));
+    let second = store.get_message(&sid, &ids[1]).await.unwrap().unwrap();
+    let original = (0..3)
+        .flat_map(|i| acc.newest(i, 100))
+        .find(|m| m.id == ids[1])
+        .unwrap();
+    assert_eq!(second.message.body, original.body, "the stored body stays");
+    assert_eq!(second.message.changes.edited_at, None);
+    host.stop().await;
+}
