@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+mod changes;
 mod cluster;
 mod fanout;
 mod soak;
@@ -320,6 +321,12 @@ fn main() {
         if let Some(row) = rt.block_on(mongo_row(args.quick)) {
             rows.push(row);
         }
+    }
+
+    if args.wants("C1") {
+        // C1: applying 10k message changes in place beside inserting the
+        // same messages, same store (embedded; MongoDB when configured).
+        rows.push(rt.block_on(changes::row(args.quick)));
     }
 
     if args.wants("E1") {

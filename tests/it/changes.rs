@@ -118,7 +118,8 @@ async fn changes_end_to_end(host: &TestHost, id: &str) {
     for u in &updates {
         let d = &u["data"];
         assert_eq!(d["sessionId"], id);
-        let as_planned = json!({"chatId": d["chatId"], "messageId": d["messageId"], "change": d["change"]});
+        let as_planned =
+            json!({"chatId": d["chatId"], "messageId": d["messageId"], "change": d["change"]});
         assert!(plan.contains(&as_planned), "unplanned {u}");
         assert_ne!(d["change"]["body"], "out of order: older", "{u}");
     }
@@ -145,8 +146,14 @@ async fn changes_end_to_end(host: &TestHost, id: &str) {
     for m in &revoked {
         assert!(m["body"].is_null() && m["revokedAt"].is_i64(), "{m}");
     }
-    let edited = msgs.iter().find(|m| !m["editedAt"].is_null()).expect("an edit");
-    assert!(edited["body"].as_str().unwrap().starts_with("edited"), "{edited}");
+    let edited = msgs
+        .iter()
+        .find(|m| !m["editedAt"].is_null())
+        .expect("an edit");
+    assert!(
+        edited["body"].as_str().unwrap().starts_with("edited"),
+        "{edited}"
+    );
 
     // A full re-sync reads the phone again: the store stays the same.
     let (status, _) = host
@@ -200,7 +207,13 @@ async fn kept_revoked_bodies_and_published_updates() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("keepRevokedBodies"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("keepRevokedBodies"),
+        "{body}"
+    );
 
     let shape = sim(json!({"revokes": 2, "afterMs": 300, "everyMs": 10}));
     let acc = account(&shape);
@@ -229,7 +242,11 @@ async fn kept_revoked_bodies_and_published_updates() {
                 .is_some_and(|m| m.message.changes.revoked),
             30
         );
-        let m = store.get_message(&sid, &u.message_id).await.unwrap().unwrap();
+        let m = store
+            .get_message(&sid, &u.message_id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(m.message.body, original.body, "the body is kept");
     }
     assert_eventually!(

@@ -184,22 +184,22 @@ async fn mongo_contract_retention_and_purge_leave_no_bodies() {
 
 #[tokio::test]
 async fn mongo_contract_changes_apply_in_place_newest_wins() {
-    contract::changes_apply_in_place_newest_wins(&store().await.0).await;
+    contract::changes::changes_apply_in_place_newest_wins(&store().await.0).await;
 }
 
 #[tokio::test]
 async fn mongo_contract_a_change_before_its_message_waits_for_it() {
-    contract::a_change_before_its_message_waits_for_it(&store().await.0).await;
+    contract::changes::a_change_before_its_message_waits_for_it(&store().await.0).await;
 }
 
 #[tokio::test]
 async fn mongo_contract_a_resync_keeps_what_changed_after_the_sync() {
-    contract::a_resync_keeps_what_changed_after_the_sync(&store().await.0).await;
+    contract::changes::a_resync_keeps_what_changed_after_the_sync(&store().await.0).await;
 }
 
 #[tokio::test]
 async fn mongo_contract_pending_changes_expire_and_go_with_a_purge() {
-    contract::pending_changes_expire_and_go_with_a_purge(&store().await.0).await;
+    contract::changes::pending_changes_expire_and_go_with_a_purge(&store().await.0).await;
 }
 
 #[tokio::test]

@@ -510,7 +510,11 @@ mod tests {
         assert_eq!(fresh.body.as_deref(), Some("edited"));
         assert_eq!((fresh.ack, fresh.changes.ack_at), (3, Some(11)));
         assert_eq!(fresh.changes.reactions.len(), 1);
-        assert_eq!(fresh.tags, ["new-plugin"], "plugins' output is the fresh one");
+        assert_eq!(
+            fresh.tags,
+            ["new-plugin"],
+            "plugins' output is the fresh one"
+        );
         // A provider that reports the edit itself: its copy wins the tie.
         let mut fresh = msg();
         fresh.apply_change(&edit("edited, redacted now", 10), false);

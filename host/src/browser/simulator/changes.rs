@@ -243,7 +243,11 @@ impl Account {
     pub fn early_message(&self) -> Message {
         let chat = self.chat(0);
         let mut m = self.message(0, &chat, 0);
-        m.id = format!("false_{}_EARLY{:016X}", chat.id, super::h(self.cfg.seed, 98, 0));
+        m.id = format!(
+            "false_{}_EARLY{:016X}",
+            chat.id,
+            super::h(self.cfg.seed, 98, 0)
+        );
         m.from = chat.id.clone();
         m.to = self.me.clone();
         m.from_me = false;
@@ -272,7 +276,10 @@ fn apply_plan(steps: &[Step], messages: &mut [Message]) {
     let mut by_id: HashMap<&str, Vec<&MessageChange>> = HashMap::new();
     for s in steps {
         if let Step::Change(u) = s {
-            by_id.entry(u.message_id.as_str()).or_default().push(&u.change);
+            by_id
+                .entry(u.message_id.as_str())
+                .or_default()
+                .push(&u.change);
         }
     }
     if by_id.is_empty() {

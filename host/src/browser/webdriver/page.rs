@@ -339,7 +339,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(u.chat_id, "2@g.us");
-        assert!(matches!(u.change, MessageChange::Reaction { emoji: None, .. }));
+        assert!(matches!(
+            u.change,
+            MessageChange::Reaction { emoji: None, .. }
+        ));
         assert!(change("ack", json!({"id": "x_1@c.us_C", "at": 1})).is_none());
         assert!(change("nope", json!({"id": "x_1@c.us_C", "at": 1})).is_none());
     }

@@ -373,9 +373,7 @@ impl SessionTask {
                 if !self.ready {
                     return Ok(());
                 }
-                match serde_json::from_value::<PageChange>(ev.data)
-                    .map(|c| c.into_update(kind))
-                {
+                match serde_json::from_value::<PageChange>(ev.data).map(|c| c.into_update(kind)) {
                     Ok(Some(update)) => {
                         self.send(ClientEvent::MessageChanged {
                             update: Box::new(update),

@@ -86,9 +86,7 @@ impl Actor {
                 message_id: u.message_id.clone(),
                 change: u.change.clone(),
             };
-            if wanted
-                && let Ok(serde_json::Value::Object(mut frame)) = serde_json::to_value(&ev)
-            {
+            if wanted && let Ok(serde_json::Value::Object(mut frame)) = serde_json::to_value(&ev) {
                 let data = frame.remove("data").unwrap_or_default();
                 let event = OutboxEvent::new(crate::events::MESSAGE_UPDATED, &self.id, data);
                 let stored = if self.spooling() {

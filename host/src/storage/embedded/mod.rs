@@ -30,10 +30,11 @@ use super::{
     WriteStats, decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
-    ChangeOutcome, Chat, Message, MessageMark, MessageUpdate, OutboxEvent, PendingChange,
-    QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
+    ChangeOutcome, Chat, Message, MessageMark, MessageUpdate, OutboxEvent, QuarantinedMessage,
+    SessionId, StoredChat, StoredMessage, SyncRun,
 };
 
+mod changes;
 mod tables;
 mod webhooks;
 mod writes;
@@ -595,22 +596,7 @@ impl Store for EmbeddedStore {
         id: &SessionId,
         message_id: &str,
     ) -> StoreResult<Option<StoredMessage>> {
-        let sid = id.to_string();
-        let message_id = message_id.to_owned();
-        self.blocking(Lane::Read, move |db| {
-            let txn = db.begin_read().db()?;
-            let t = txn.open_table(MESSAGES).db()?;
-            t.get((sid.as_str(), message_id.as_str()))
-                .db()?
-                .map(|g| {
-                    dec::<Message>(g.value()).map(|message| StoredMessage {
-                        session_id: sid.clone(),
-                        message,
-                    })
-                })
-                .transpose()
-        })
-        .await
+        self.message(id, message_id).await
     }
 
     async fn apply_changes(
@@ -619,58 +605,11 @@ impl Store for EmbeddedStore {
         updates: &[MessageUpdate],
         keep_revoked_bodies: bool,
     ) -> StoreResult<Vec<ChangeOutcome>> {
-        if updates.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sid = id.to_string();
-        let updates = updates.to_vec();
-        self.blocking(Lane::Write, move |db| {
-            let txn = db.begin_write().db()?;
-            let out = apply_changes(&txn, &sid, &updates, keep_revoked_bodies)?;
-            if out.iter().all(|o| *o == ChangeOutcome::Unchanged) {
-                // Nothing to write: no fsync either.
-                txn.abort().db()?;
-            } else {
-                txn.commit().db()?;
-            }
-            Ok(out)
-        })
-        .await
+        self.changes(id, updates, keep_revoked_bodies).await
     }
 
     async fn prune_pending_changes(&self, before: i64) -> StoreResult<u64> {
-        self.blocking(Lane::Write, move |db| {
-            // Found in a read, deleted in small steps (as `prune` does).
-            let old: Vec<(String, String)> = {
-                let txn = db.begin_read().db()?;
-                let t = txn.open_table(PENDING_CHANGES).db()?;
-                let mut v = Vec::new();
-                for row in t.iter().db()? {
-                    let (k, val) = row.db()?;
-                    let waiting: Vec<PendingChange> = dec(val.value())?;
-                    if waiting.iter().all(|p| p.received_at < before) {
-                        let (s, m) = k.value();
-                        v.push((s.to_owned(), m.to_owned()));
-                    }
-                }
-                v
-            };
-            let mut n = 0u64;
-            for step in old.chunks(PRUNE_STEP) {
-                let txn = db.begin_write().db()?;
-                {
-                    let mut t = txn.open_table(PENDING_CHANGES).db()?;
-                    for (s, m) in step {
-                        if let Some(g) = t.remove((s.as_str(), m.as_str())).db()? {
-                            n += dec::<Vec<PendingChange>>(g.value())?.len() as u64;
-                        }
-                    }
-                }
-                txn.commit().db()?;
-            }
-            Ok(n)
-        })
-        .await
+        self.prune_pending(before).await
     }
 
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {

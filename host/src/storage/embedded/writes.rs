@@ -4,10 +4,7 @@
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::tables::*;
-use crate::domain::{
-    ChangeOutcome, Message, MessageUpdate, OutboxEvent, PendingChange, StoredChat, SyncRun,
-    keep_pending, now_ms,
-};
+use crate::domain::{Message, OutboxEvent, PendingChange, StoredChat, SyncRun};
 use crate::storage::{SessionRecord, StoreError, StoreResult, WriteStats};
 
 /// Writes `messages` of one session inside an open transaction; returns
@@ -114,54 +111,6 @@ pub(super) fn write_messages(
         }
     }
     Ok((stats, inserted_per_chat))
-}
-
-/// Applies `updates` to the stored messages of session `sid` inside an
-/// open transaction; a change whose message is not stored is kept pending.
-pub(super) fn apply_changes(
-    txn: &redb::WriteTransaction,
-    sid: &str,
-    updates: &[MessageUpdate],
-    keep_revoked_bodies: bool,
-) -> StoreResult<Vec<ChangeOutcome>> {
-    let mut table = txn.open_table(MESSAGES).db()?;
-    let mut pending = txn.open_table(PENDING_CHANGES).db()?;
-    let now = now_ms();
-    let mut out = Vec::with_capacity(updates.len());
-    for u in updates {
-        let key = (sid, u.message_id.as_str());
-        let stored = table.get(key).db()?.map(|g| g.value().to_vec());
-        match stored {
-            Some(bytes) => {
-                let mut m: Message = dec(&bytes)?;
-                if m.apply_change(&u.change, keep_revoked_bodies) {
-                    table.insert(key, enc(&m)?.as_slice()).db()?;
-                    out.push(ChangeOutcome::Applied);
-                } else {
-                    out.push(ChangeOutcome::Unchanged);
-                }
-            }
-            None => {
-                let mut waiting: Vec<PendingChange> = match pending.get(key).db()? {
-                    Some(g) => dec(g.value())?,
-                    None => Vec::new(),
-                };
-                let kept = keep_pending(
-                    &mut waiting,
-                    PendingChange {
-                        update: u.clone(),
-                        keep_revoked_bodies,
-                        received_at: now,
-                    },
-                );
-                if kept {
-                    pending.insert(key, enc(&waiting)?.as_slice()).db()?;
-                }
-                out.push(ChangeOutcome::Pending);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Adds `inserted` to a chat's `messageCount` (and sets `syncedAt`), if the
