@@ -1,4 +1,4 @@
-//! C1: applying message changes (edits, revokes, acks, reactions) in
+//! U1: applying message changes (edits, revokes, acks, reactions) in
 //! place, beside inserting the same messages into the same store: the cost
 //! of keeping the stored account true after the sync, in the unit a sync
 //! is measured in.
@@ -94,7 +94,7 @@ pub async fn row(quick: bool) -> Row {
     let embedded =
         wasync::storage::embedded::EmbeddedStore::open(&dir.path().join("bench.redb")).unwrap();
     let (e_ins, e_chg) = measure(&embedded, n).await;
-    eprintln!("C1 embedded: {e_ins:.0} inserts/s, {e_chg:.0} changes/s");
+    eprintln!("U1 embedded: {e_ins:.0} inserts/s, {e_chg:.0} changes/s");
     let mut measure_text = format!(
         "apply {n} message changes (edit, ack, reaction, revoke in turn; {BATCH} per call): embedded {e_chg:.0} changes/s"
     );
@@ -110,13 +110,13 @@ pub async fn row(quick: bool) -> Row {
         match wasync::storage::mongo::MongoStore::connect(&uri, &db).await {
             Ok(mongo) => {
                 let (m_ins, m_chg) = measure(&mongo, n).await;
-                eprintln!("C1 mongo: {m_ins:.0} inserts/s, {m_chg:.0} changes/s");
+                eprintln!("U1 mongo: {m_ins:.0} inserts/s, {m_chg:.0} changes/s");
                 measure_text.push_str(&format!(", MongoDB {m_chg:.0} changes/s"));
                 baseline.push_str(&format!(", MongoDB {m_ins:.0} msgs/s"));
                 ratios.push(m_chg / m_ins);
                 let _ = mongo.database().drop().await;
             }
-            Err(e) => eprintln!("C1: MongoDB not measured: {e}"),
+            Err(e) => eprintln!("U1: MongoDB not measured: {e}"),
         }
     }
     let result = ratios
@@ -126,7 +126,7 @@ pub async fn row(quick: bool) -> Row {
         .join(" / ");
     let worst = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     Row {
-        id: "C1",
+        id: "U1",
         measure: measure_text,
         baseline,
         result,

@@ -323,8 +323,8 @@ fn main() {
         }
     }
 
-    if args.wants("C1") {
-        // C1: applying 10k message changes in place beside inserting the
+    if args.wants("U1") {
+        // U1: applying 10k message changes in place beside inserting the
         // same messages, same store (embedded; MongoDB when configured).
         rows.push(rt.block_on(changes::row(args.quick)));
     }

@@ -203,6 +203,11 @@ async fn mongo_contract_pending_changes_expire_and_go_with_a_purge() {
 }
 
 #[tokio::test]
+async fn mongo_contract_changes_and_rewrites_at_once_lose_nothing() {
+    contract::changes::changes_and_rewrites_at_once_lose_nothing(&store().await.0).await;
+}
+
+#[tokio::test]
 async fn mongo_contract_webhooks_round_trip() {
     contract::webhooks::webhooks_round_trip(&store().await.0).await;
 }

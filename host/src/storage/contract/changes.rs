@@ -14,6 +14,7 @@ pub async fn run_all(store: &dyn Store) {
     a_change_before_its_message_waits_for_it(store).await;
     a_resync_keeps_what_changed_after_the_sync(store).await;
     pending_changes_expire_and_go_with_a_purge(store).await;
+    changes_and_rewrites_at_once_lose_nothing(store).await;
 }
 
 fn update(message: &Message, change: MessageChange) -> MessageUpdate {
@@ -304,4 +305,43 @@ pub async fn pending_changes_expire_and_go_with_a_purge(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(st.changes_applied, 0, "{}: purged", store.kind());
+}
+
+/// A sync rewriting messages while changes land on them (the session's
+/// sync task and its actor write at once): every change and every rewrite
+/// is kept.
+pub async fn changes_and_rewrites_at_once_lose_nothing(store: &dyn Store) {
+    let s = sid("race");
+    let c = "race@c.us";
+    store.upsert_chats(&s, &[chat(c, None)]).await.unwrap();
+    let ms: Vec<Message> = (0..30).map(|n| msg(c, n)).collect();
+    store.put_messages(&s, &ms).await.unwrap();
+    let changes = async {
+        for (i, batch) in ms.chunks(5).enumerate() {
+            let updates: Vec<MessageUpdate> = batch
+                .iter()
+                .map(|m| update(m, react("r@c.us", Some("👍"), 100 + i as i64)))
+                .collect();
+            store.apply_changes(&s, &updates, false).await.unwrap();
+        }
+    };
+    let rewrites = async {
+        for round in 0..4 {
+            let tagged: Vec<Message> = ms
+                .iter()
+                .map(|m| {
+                    let mut m = m.clone();
+                    m.tags = vec![format!("round-{round}")];
+                    m
+                })
+                .collect();
+            store.put_messages(&s, &tagged).await.unwrap();
+        }
+    };
+    futures_util::join!(changes, rewrites);
+    for m in &ms {
+        let got = stored(store, &s, m).await;
+        assert_eq!(got.changes.reactions.len(), 1, "{}: {}", store.kind(), m.id);
+        assert_eq!(got.tags, ["round-3"], "{}: {}", store.kind(), m.id);
+    }
 }

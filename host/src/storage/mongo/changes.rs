@@ -11,7 +11,7 @@
 //! "update if `rev` is still what I read, else insert", where the insert
 //! hits the unique `(sessionId, messageId)` index (E11000), which reports
 //! the conflict per statement; those messages are read again and retried.
-//! Documents written before `rev` existed have none and count as 0.
+//! Documents written before `rev` existed have none (matched as such).
 //!
 //! A change whose message is not stored is kept in `pending_changes`, one
 //! document per change (its id a digest of session, message and change, so
@@ -80,7 +80,7 @@ impl MongoStore {
     pub(super) async fn write_if_unchanged(
         &self,
         sid: &str,
-        writes: &[(i64, Message)],
+        writes: &[(Option<i64>, Message)],
     ) -> StoreResult<Vec<String>> {
         if writes.is_empty() {
             return Ok(Vec::new());
@@ -88,16 +88,14 @@ impl MongoStore {
         let mut statements = Vec::with_capacity(writes.len());
         for (rev, m) in writes {
             let mut d = MessageDoc::new(sid, m);
-            d.rev = rev + 1;
+            d.rev = Some(rev.unwrap_or(0) + 1);
+            // An equality on the unique key plus one field: a plain
+            // indexed update on every server.
             let mut q = doc! { "sessionId": sid, "messageId": &m.id };
-            if *rev == 0 {
-                q.insert(
-                    "$or",
-                    vec![doc! { "rev": 0_i64 }, doc! { "rev": { "$exists": false } }],
-                );
-            } else {
-                q.insert("rev", *rev);
-            }
+            match rev {
+                Some(r) => q.insert("rev", *r),
+                None => q.insert("rev", doc! { "$exists": false }),
+            };
             statements.push(doc! { "q": q, "u": { "$set": d.update_set()? }, "upsert": true });
         }
         let reply = self.update_statements(MESSAGES, statements, false).await?;

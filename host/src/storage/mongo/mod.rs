@@ -534,7 +534,7 @@ impl MongoStore {
         todo.sort_unstable();
         for _ in 0..CAS_ATTEMPTS {
             let stored = self.read_back(sid, &docs, &todo).await?;
-            let mut writes: Vec<(i64, Message)> = Vec::new();
+            let mut writes: Vec<(Option<i64>, Message)> = Vec::new();
             let mut index_of: HashMap<&str, usize> = HashMap::new();
             for &i in &todo {
                 let Some(old) = stored.get(&docs[i].message_id) else {

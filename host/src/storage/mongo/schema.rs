@@ -124,6 +124,14 @@ pub fn indexes() -> Vec<IndexSpec> {
             keys: doc! { "sessionId": 1, "messageId": 1 },
             unique: true,
         },
+        // The conditional rewrite of a message (a change, a merged
+        // re-sync) matches its key and the version it read: on one index.
+        IndexSpec {
+            collection: MESSAGES,
+            name: "session_message_rev",
+            keys: doc! { "sessionId": 1, "messageId": 1, "rev": 1 },
+            unique: false,
+        },
         IndexSpec {
             collection: MESSAGES,
             name: "session_chat_time_id",
@@ -230,9 +238,10 @@ pub struct MessageDoc {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions_removed: Vec<ReactionDoc>,
     /// Bumped by every rewrite of the document, so a read-modify-write
-    /// (a change, a merged re-sync) only lands on the version it read.
+    /// (a change, a merged re-sync) only lands on the version it read;
+    /// `None` for a document written before it existed.
     #[serde(default)]
-    pub rev: i64,
+    pub rev: Option<i64>,
 }
 
 /// A reaction (or, without `emoji`, a taken-back one) in a message
@@ -288,7 +297,7 @@ impl MessageDoc {
                     at: DateTime::from_millis(r.at),
                 })
                 .collect(),
-            rev: 0,
+            rev: Some(0),
         }
     }
 
