@@ -157,10 +157,18 @@ mod tests {
         let recs = vec![
             SpoolRecord::Message(Box::new(msg(1))),
             SpoolRecord::Message(Box::new(msg(2))),
+            SpoolRecord::Change(Box::new(MessageUpdate {
+                chat_id: "c@c.us".into(),
+                message_id: "m1".into(),
+                change: crate::domain::MessageChange::Edit {
+                    body: Some("edited\nline".into()),
+                    at: 5,
+                },
+            })),
         ];
         assert!(s.append(&recs).unwrap());
         let s = Spool::open(dir.path(), &sid).unwrap();
-        assert_eq!(s.len(), 2);
+        assert_eq!(s.len(), 3);
         assert_eq!(s.read().unwrap(), recs);
         let mut s = s;
         s.clear().unwrap();

@@ -14,6 +14,7 @@ use crate::domain::{
 use crate::storage::StoreResult;
 
 impl EmbeddedStore {
+    /// `Store::get_message`.
     pub(super) async fn message(
         &self,
         id: &SessionId,
@@ -37,6 +38,8 @@ impl EmbeddedStore {
         .await
     }
 
+    /// `Store::apply_changes`: one write transaction, aborted (no fsync)
+    /// when nothing changed.
     pub(super) async fn changes(
         &self,
         id: &SessionId,
@@ -62,6 +65,7 @@ impl EmbeddedStore {
         .await
     }
 
+    /// `Store::prune_pending_changes`: found in a read, deleted in steps.
     pub(super) async fn prune_pending(&self, before: i64) -> StoreResult<u64> {
         self.blocking(Lane::Write, move |db| {
             // Found in a read, deleted in small steps (as `prune` does).

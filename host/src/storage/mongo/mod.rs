@@ -11,6 +11,11 @@
 //!   (an `ack` moving on, a plugin tag) are rewritten, in one `update`
 //!   command. A first sync therefore costs one round trip for its messages,
 //!   a re-sync of unchanged data one insert plus one read.
+//! - **A rewrite keeps what changed after the sync.** A message edited,
+//!   revoked, acked or reacted to since it was written is merged with the
+//!   sync's copy (newest per field), and every rewrite is conditional on
+//!   the document's `rev`, so a change landing between the read and the
+//!   write is never lost (see [`changes`]).
 //! - **Duplicates are impossible**, not merely unlikely: the unique
 //!   `(sessionId, messageId)` index rejects the second copy whoever writes
 //!   it, two writers at once included.
