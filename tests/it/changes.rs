@@ -331,3 +331,67 @@ async fn plugins_run_on_edited_bodies() {
     assert_eq!(second.message.changes.edited_at, None);
     host.stop().await;
 }
+
+/// Changes that come while the store is down wait in the session's spool
+/// and are applied, in place, once it is back.
+#[tokio::test]
+async fn changes_during_a_store_outage_are_applied_when_it_is_back() {
+    let mut server = wasync_tests::mongo::MongoServer::start().await;
+    let uri = format!(
+        "{}/?serverSelectionTimeoutMS=1000",
+        server.uri().trim_end_matches('/')
+    );
+    let host = TestHost::spawn_with(
+        HostOptions {
+            tuning: fast_tuning(),
+            ..Default::default()
+        }
+        .var(MONGODB_URI, uri)
+        .var(MONGODB_DB, fresh_db_name("changespool")),
+    )
+    .await;
+    let shape = sim(json!({"edits": 3, "revokes": 1, "acks": 1, "reactions": 2,
+        "afterMs": 1500, "everyMs": 200}));
+    let acc = account(&shape);
+    let mut ws = host.ws().await;
+    host.create_sim("spooled", shape).await;
+    ws.join("spooled").await;
+    ws.until("sync_complete").await;
+    server.stop().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    server.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let mut same = true;
+        for i in 0..3 {
+            let (status, page) = host
+                .get(&format!(
+                    "/whatsapp-web/session/spooled/chats/{}/messages?limit=100",
+                    acc.chat(i).id
+                ))
+                .await;
+            let got: Vec<Message> = if status == 200 {
+                let stored: Vec<StoredMessage> =
+                    serde_json::from_value(page["messages"].clone()).unwrap();
+                stored.into_iter().rev().map(|m| m.message).collect()
+            } else {
+                Vec::new()
+            };
+            same &= got == acc.changed(i, 100);
+        }
+        if same {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spooled changes did not reach the store"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let spooled = host
+        .metric("wasync_live_messages_spooled_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(spooled >= 1.0, "spooled {spooled}");
+    host.stop().await;
+}
