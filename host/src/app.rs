@@ -130,6 +130,7 @@ fn switches(config: &Config) -> EventSwitches {
     EventSwitches {
         sync_failed: config.events.publish_sync_failed,
         message_received: config.events.publish_messages,
+        message_updated: config.events.publish_updates,
     }
 }
 
@@ -215,6 +216,7 @@ impl App {
         tasks.spawn(crate::storage::retention::run(
             store.clone(),
             crate::storage::retention::Retention {
+                pending_changes: crate::storage::retention::PENDING_CHANGES,
                 published: config.storage.outbox_retention,
                 quarantined: config.storage.quarantine_retention,
                 every: tuning

@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+mod changes;
 mod cluster;
 mod fanout;
 mod soak;
@@ -325,6 +326,12 @@ fn main() {
         if let Some(row) = rt.block_on(mongo_row(args.quick)) {
             rows.push(row);
         }
+    }
+
+    if args.wants("U1") {
+        // U1: applying 10k message changes in place beside inserting the
+        // same messages, same store (embedded; MongoDB when configured).
+        rows.push(rt.block_on(changes::row(args.quick)));
     }
 
     if args.wants("E1") {

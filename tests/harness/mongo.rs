@@ -192,6 +192,7 @@ fn bench_message(chat: usize, n: usize) -> Message {
         quoted_id: None,
         tags: vec![],
         attributes: Default::default(),
+        changes: Default::default(),
     }
 }
 

@@ -140,6 +140,7 @@ pub fn message(chat: &str, n: usize, body: &str) -> Message {
         quoted_id: None,
         tags: Vec::new(),
         attributes: BTreeMap::new(),
+        changes: Default::default(),
     }
 }
 

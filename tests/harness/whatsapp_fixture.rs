@@ -8,7 +8,7 @@
 //! "link with phone number" screens (a link under the QR, a phone number
 //! form, an 8-character code that is replaced now and then). The test plays
 //! the phone through control endpoints (`POST /control/<command>`) that the
-//! page polls: scan, enterCode, message, ack, state, logout, reload. Page behaviour that a
+//! page polls: scan, enterCode, message, ack, edit, revoke, react, state, logout, reload. Page behaviour that a
 //! test switches (the `loadEarlierMsgs` call style, a module to remove, QR
 //! timing) is set with [`WhatsAppFixture::configure`] and applies to pages
 //! loaded after it. Login survives a browser restart with the same profile
@@ -234,6 +234,7 @@ impl Seed {
                 quoted_id: None,
                 tags: vec![],
                 attributes: Default::default(),
+                changes: Default::default(),
             })
             .collect();
         let from = all.len().saturating_sub(limit);
@@ -382,6 +383,28 @@ impl WhatsAppFixture {
     /// A sent message's delivery state changes.
     pub async fn ack(&self, id: &str, ack: i32) {
         self.control("ack", json!({"id": id, "ack": ack})).await;
+    }
+
+    /// The sender edits message `id` (its text, or a media message's
+    /// caption) at `at` (ms).
+    pub async fn edit(&self, id: &str, body: &str, at: i64) {
+        self.control("edit", json!({"id": id, "body": body, "at": at}))
+            .await;
+    }
+
+    /// Message `id` is deleted for everyone.
+    pub async fn revoke(&self, id: &str) {
+        self.control("revoke", json!({ "id": id })).await;
+    }
+
+    /// `reactor` reacts to message `id` with `emoji` (empty: takes it back)
+    /// at `at` (ms).
+    pub async fn react(&self, id: &str, reactor: &str, emoji: &str, at: i64) {
+        self.control(
+            "react",
+            json!({"id": id, "reactor": reactor, "emoji": emoji, "at": at}),
+        )
+        .await;
     }
 
     /// The connection state changes (e.g. `CONFLICT`, `UNPAIRED`).

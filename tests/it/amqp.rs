@@ -361,6 +361,7 @@ async fn amqp_optional_patterns_follow_their_switches() {
     cfg.switches = EventSwitches {
         sync_failed: false,
         message_received: true,
+        message_updated: false,
     };
     let bus = AmqpEvents::new(cfg).unwrap();
     let sid = SessionId::parse("sw").unwrap();
@@ -375,7 +376,18 @@ async fn amqp_optional_patterns_follow_their_switches() {
         &sid,
         serde_json::json!({"sessionId": "sw", "chatId": "1@c.us", "message": {"id": "m1", "body": "hi"}}),
     );
-    let batch = [ready.clone(), failed.clone(), message.clone()];
+    let updated = OutboxEvent::new(
+        wasync::events::MESSAGE_UPDATED,
+        &sid,
+        serde_json::json!({"sessionId": "sw", "chatId": "1@c.us", "messageId": "m1",
+            "change": {"kind": "revoke", "at": 5}}),
+    );
+    let batch = [
+        ready.clone(),
+        failed.clone(),
+        message.clone(),
+        updated.clone(),
+    ];
     let mut acked = bus.publish(&batch).await.unwrap();
     acked.sort();
     let mut all: Vec<String> = batch.iter().map(|e| e.event_id.clone()).collect();

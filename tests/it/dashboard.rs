@@ -163,6 +163,59 @@ async fn the_dashboard_follows_a_session_to_sync_complete() {
     // What the page showed is what was stored.
     let (_, chats) = host.get("/whatsapp-web/session/dash/chats").await;
     assert_eq!(chats["chats"].as_array().unwrap().len(), 8);
+    // Changes after the sync: the open chat shows edited and deleted
+    // markers and reactions.
+    let chat = chats["chats"][0]["id"].as_str().unwrap().to_owned();
+    let sid = wasync::domain::SessionId::parse("dash").unwrap();
+    let store = host.app().store();
+    let newest = store.list_messages(&sid, &chat, 2, None).await.unwrap();
+    let update = |i: usize, change| wasync::domain::MessageUpdate {
+        chat_id: chat.clone(),
+        message_id: newest[i].message.id.clone(),
+        change,
+    };
+    use wasync::domain::MessageChange;
+    store
+        .apply_changes(
+            &sid,
+            &[
+                update(
+                    0,
+                    MessageChange::Edit {
+                        body: Some("changed text".into()),
+                        at: 5,
+                    },
+                ),
+                update(1, MessageChange::Revoke { at: 6 }),
+                update(
+                    0,
+                    MessageChange::Reaction {
+                        reactor: "1@c.us".into(),
+                        emoji: Some("👍".into()),
+                        at: 7,
+                    },
+                ),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("#chats li"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&b.client, "the change markers", 10, async |c| {
+        let t = text_of(c, "#messages").await;
+        t.contains("changed text")
+            && t.contains("edited")
+            && t.contains("This message was deleted")
+            && t.contains("👍")
+    })
+    .await;
+    screenshot(&b.client, "dashboard-changes.png").await;
     b.client.close().await.unwrap();
     host.stop().await;
 }

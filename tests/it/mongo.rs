@@ -60,6 +60,7 @@ fn msg(chat: &str, n: i64) -> Message {
         quoted_id: None,
         tags: vec![],
         attributes: Default::default(),
+        changes: Default::default(),
     }
 }
 
@@ -179,6 +180,31 @@ async fn mongo_contract_a_burst_in_one_second_pages_whole() {
 #[tokio::test]
 async fn mongo_contract_retention_and_purge_leave_no_bodies() {
     contract::retention_and_purge_leave_no_bodies(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_changes_apply_in_place_newest_wins() {
+    contract::changes::changes_apply_in_place_newest_wins(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_a_change_before_its_message_waits_for_it() {
+    contract::changes::a_change_before_its_message_waits_for_it(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_a_resync_keeps_what_changed_after_the_sync() {
+    contract::changes::a_resync_keeps_what_changed_after_the_sync(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_pending_changes_expire_and_go_with_a_purge() {
+    contract::changes::pending_changes_expire_and_go_with_a_purge(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_changes_and_rewrites_at_once_lose_nothing() {
+    contract::changes::changes_and_rewrites_at_once_lose_nothing(&store().await.0).await;
 }
 
 #[tokio::test]

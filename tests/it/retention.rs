@@ -30,6 +30,7 @@ fn quarantined(session: &str, n: u32, at: i64) -> QuarantinedMessage {
             quoted_id: None,
             tags: vec![],
             attributes: Default::default(),
+            changes: Default::default(),
         },
     }
 }

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::domain::{Chat, Me, Message, MessageMark, PairingCode, PhoneNumber, QrCode, SessionId};
+use crate::domain::{
+    Chat, Me, Message, MessageMark, MessageUpdate, PairingCode, PhoneNumber, QrCode, SessionId,
+};
 
 /// Errors at the provider boundary.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,6 +57,10 @@ pub enum ClientEvent {
     Ready { me: Option<Me> },
     /// A message arrived after the client became ready.
     Message { message: Box<Message> },
+    /// A message changed after the client became ready: edited, deleted
+    /// for everyone, a receipt, a reaction. The change carries its own
+    /// time; its message may not be stored (yet).
+    MessageChanged { update: Box<MessageUpdate> },
     /// The client lost its connection or was logged out.
     Disconnected { reason: String },
 }

@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
-    Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage, SyncRun,
+    ChangeOutcome, Chat, Message, MessageUpdate, OutboxEvent, QuarantinedMessage, SessionId,
+    StoredChat, StoredMessage, SyncRun,
 };
 use crate::storage::{
     ChatCommit, ChatPage, MessageCursor, Pruned, SessionRecord, Store, StoreError, StoreResult,
@@ -237,6 +238,30 @@ impl Store for FencedStore {
 
     async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64> {
         self.inner.count_messages(id, chat_id).await
+    }
+
+    async fn get_message(
+        &self,
+        id: &SessionId,
+        message_id: &str,
+    ) -> StoreResult<Option<StoredMessage>> {
+        self.inner.get_message(id, message_id).await
+    }
+
+    async fn apply_changes(
+        &self,
+        id: &SessionId,
+        updates: &[MessageUpdate],
+        keep_revoked_bodies: bool,
+    ) -> StoreResult<Vec<ChangeOutcome>> {
+        self.fence.check()?;
+        self.inner
+            .apply_changes(id, updates, keep_revoked_bodies)
+            .await
+    }
+
+    async fn prune_pending_changes(&self, before: i64) -> StoreResult<u64> {
+        self.inner.prune_pending_changes(before).await
     }
 
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {

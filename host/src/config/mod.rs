@@ -40,6 +40,7 @@ pub const AMQP_URL: &str = "AMQP_URL";
 pub const AMQP_QUEUE: &str = "AMQP_QUEUE";
 pub const AMQP_PUBLISH_SYNC_FAILED: &str = "AMQP_PUBLISH_SYNC_FAILED";
 pub const AMQP_PUBLISH_MESSAGES: &str = "AMQP_PUBLISH_MESSAGES";
+pub const AMQP_PUBLISH_UPDATES: &str = "AMQP_PUBLISH_UPDATES";
 pub const WEBDRIVER_URL: &str = "WEBDRIVER_URL";
 pub const CHROMEDRIVER_PATH: &str = "CHROMEDRIVER_PATH";
 pub const CHROMIUM_PATH: &str = "CHROMIUM_PATH";
@@ -160,6 +161,10 @@ pub struct EventsConfig {
     /// Also publish `message_received` per live message
     /// (`AMQP_PUBLISH_MESSAGES`, default false).
     pub publish_messages: bool,
+    /// Also publish `message_updated` per change of a stored message: an
+    /// edit, a delete for everyone, an ack, a reaction
+    /// (`AMQP_PUBLISH_UPDATES`, default false).
+    pub publish_updates: bool,
 }
 
 /// WhatsApp providers.
@@ -412,6 +417,7 @@ impl Config {
                 .unwrap_or_else(|| "wasync.session_ready".into()),
             publish_sync_failed: s.flag(AMQP_PUBLISH_SYNC_FAILED, &f.events.publish_sync_failed),
             publish_messages: s.flag(AMQP_PUBLISH_MESSAGES, &f.events.publish_messages),
+            publish_updates: s.flag(AMQP_PUBLISH_UPDATES, &f.events.publish_updates),
         };
         if events.amqp_queue.len() > 255 {
             s.problems

@@ -62,6 +62,7 @@ pub(super) struct FileEvents {
     pub(super) amqp_queue: Option<Scalar>,
     pub(super) publish_sync_failed: Option<Scalar>,
     pub(super) publish_messages: Option<Scalar>,
+    pub(super) publish_updates: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

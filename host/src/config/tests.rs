@@ -36,6 +36,7 @@ fn every_bad_value_is_reported_by_name() {
             (AMQP_URL, "tcp://x"),
             (WASYNC_PROVIDER, "phone"),
             (AMQP_PUBLISH_MESSAGES, "maybe"),
+            (AMQP_PUBLISH_UPDATES, "often"),
             (WASYNC_MAX_BODY_BYTES, "12"),
             (WASYNC_LOG_FORMAT, "xml"),
             (WASYNC_STORE_CACHE_MIB, "0"),
@@ -51,6 +52,7 @@ fn every_bad_value_is_reported_by_name() {
         AMQP_URL,
         WASYNC_PROVIDER,
         AMQP_PUBLISH_MESSAGES,
+        AMQP_PUBLISH_UPDATES,
         WASYNC_MAX_BODY_BYTES,
         WASYNC_LOG_FORMAT,
         WASYNC_STORE_CACHE_MIB,
@@ -58,7 +60,7 @@ fn every_bad_value_is_reported_by_name() {
     ] {
         assert!(text.contains(var), "{var} missing from: {text}");
     }
-    assert_eq!(err.problems.len(), 9);
+    assert_eq!(err.problems.len(), 10);
 }
 
 #[test]
@@ -84,7 +86,7 @@ fn file_values_apply_and_env_wins() {
     let path = dir.path().join("wasync.toml");
     std::fs::write(
         &path,
-        "[storage]\ndata_dir = \"/tmp/x\"\nmongodb_db = \"filedb\"\ncache_mib = 16\n[events]\namqp_queue = \"q\"\npublish_messages = true\n[server]\nmax_body_bytes = 2048\n",
+        "[storage]\ndata_dir = \"/tmp/x\"\nmongodb_db = \"filedb\"\ncache_mib = 16\n[events]\namqp_queue = \"q\"\npublish_messages = true\npublish_updates = true\n[server]\nmax_body_bytes = 2048\n",
     )
     .unwrap();
     let c = Config::load(&env(&[(MONGODB_DB, "envdb")]), Some(&path)).unwrap();
@@ -92,6 +94,7 @@ fn file_values_apply_and_env_wins() {
     assert_eq!(c.storage.mongodb_db, "envdb");
     assert_eq!(c.events.amqp_queue, "q");
     assert!(c.events.publish_messages);
+    assert!(c.events.publish_updates);
     assert_eq!(c.server.max_body_bytes, 2048);
     assert_eq!(c.storage.store_cache_mib, 16);
 

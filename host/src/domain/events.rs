@@ -196,6 +196,14 @@ pub enum ServerEvent {
     SyncComplete(SyncComplete),
     SyncFailed(SyncFailed),
     Message(StoredMessage),
+    /// A stored message changed after the sync: edited, deleted for
+    /// everyone, a receipt, a reaction.
+    MessageUpdated {
+        session_id: String,
+        chat_id: String,
+        message_id: String,
+        change: MessageChange,
+    },
     Disconnected {
         session_id: String,
         reason: String,

@@ -4,6 +4,7 @@
 //! these documents as JSON; timestamps are milliseconds since the Unix epoch
 //! (UTC) everywhere, so no layer has to guess a unit.
 
+mod changes;
 mod events;
 mod login;
 mod metadata;
@@ -15,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use changes::*;
 pub use events::*;
 pub use login::*;
 pub use metadata::*;
@@ -146,6 +148,10 @@ pub struct Message {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub attributes: BTreeMap<String, String>,
+    /// What happened to the message after it was stored: edits, a delete
+    /// for everyone, receipts, reactions ([`ChangeState`]).
+    #[serde(flatten)]
+    pub changes: ChangeState,
 }
 
 /// A message as stored: the message plus its session.

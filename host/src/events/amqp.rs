@@ -60,7 +60,7 @@ pub struct AmqpConfig {
     /// `AMQP_QUEUE`: the durable queue every event goes to.
     pub queue: String,
     /// Which optional patterns go out (`AMQP_PUBLISH_SYNC_FAILED`,
-    /// `AMQP_PUBLISH_MESSAGES`); events of a switched-off pattern are
+    /// `AMQP_PUBLISH_MESSAGES`, `AMQP_PUBLISH_UPDATES`); events of a switched-off pattern are
     /// confirmed without being sent, so they leave the outbox.
     pub switches: EventSwitches,
     /// Messages whose confirms may be outstanding at once.

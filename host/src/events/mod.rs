@@ -42,6 +42,9 @@ pub const SESSION_READY: &str = "session_ready";
 pub const SYNC_FAILED: &str = "sync_failed";
 /// Pattern of the event carrying a live message (optional, high volume).
 pub const MESSAGE_RECEIVED: &str = "message_received";
+/// Pattern of the event announcing a change of a stored message (an edit,
+/// a revoke, an ack, a reaction; optional, `AMQP_PUBLISH_UPDATES`).
+pub const MESSAGE_UPDATED: &str = "message_updated";
 /// A sync's last word, queued with `session_ready` (webhooks only).
 pub const SYNC_COMPLETE: &str = "sync_complete";
 /// Lifecycle events, named as on the WebSocket (webhooks only).
@@ -60,6 +63,7 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
     SYNC_COMPLETE,
     SYNC_FAILED,
     MESSAGE_RECEIVED,
+    MESSAGE_UPDATED,
     QR,
     AUTHENTICATED,
     AUTH_FAILURE,
@@ -80,7 +84,8 @@ pub const WEBHOOK_ONLY: &[&str] = &[
 
 /// Which optional patterns leave the host. `session_ready` always does: it
 /// is the contract with the AI service. The others are opt-in per
-/// deployment (`AMQP_PUBLISH_SYNC_FAILED`, `AMQP_PUBLISH_MESSAGES`): the
+/// deployment (`AMQP_PUBLISH_SYNC_FAILED`, `AMQP_PUBLISH_MESSAGES`,
+/// `AMQP_PUBLISH_UPDATES`): the
 /// producers skip enqueueing them when off, and the adapter drops any that
 /// were queued before the switch was turned off.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,6 +95,9 @@ pub struct EventSwitches {
     /// Publish `message_received` for live messages (one event per message:
     /// a volume a deployment should choose).
     pub message_received: bool,
+    /// Publish `message_updated` for changes of stored messages (one event
+    /// per change).
+    pub message_updated: bool,
 }
 
 impl EventSwitches {
@@ -100,6 +108,7 @@ impl EventSwitches {
         match pattern {
             SYNC_FAILED => self.sync_failed,
             MESSAGE_RECEIVED => self.message_received,
+            MESSAGE_UPDATED => self.message_updated,
             p if WEBHOOK_ONLY.contains(&p) => false,
             _ => true,
         }
@@ -155,6 +164,7 @@ impl EventGate {
             SESSION_READY => true,
             SYNC_FAILED => self.inner.broker.sync_failed,
             MESSAGE_RECEIVED => self.inner.broker.message_received,
+            MESSAGE_UPDATED => self.inner.broker.message_updated,
             _ => false,
         };
         broker

@@ -679,6 +679,20 @@ mod tests {
         );
         let modes = &doc["components"]["schemas"]["SyncMode"]["enum"];
         assert_eq!(modes, &serde_json::json!(["full", "incremental"]));
+        // Changes after the sync: the create option, the stored fields, the
+        // `message_updated` event's change.
+        assert!(create["keepRevokedBodies"].is_object(), "{create}");
+        let schemas = &doc["components"]["schemas"];
+        let message = schemas["Message"].to_string();
+        assert!(message.contains("ChangeState"), "{message}");
+        let state = &schemas["ChangeState"]["properties"];
+        for field in ["editedAt", "revoked", "revokedAt", "ackAt", "reactions"] {
+            assert!(state[field].is_object(), "{field}: {state}");
+        }
+        let change = schemas["MessageChange"].to_string();
+        for kind in ["edit", "revoke", "ack", "reaction"] {
+            assert!(change.contains(&format!("\"{kind}\"")), "{kind}: {change}");
+        }
     }
 
     #[test]

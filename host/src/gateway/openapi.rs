@@ -91,7 +91,7 @@ impl Modify for Security {
         document_route,
     ),
     components(schemas(Problem, crate::session::CreateOptions, rest::SyncBody, crate::domain::SyncMode, rest::QrFormat,
-        super::socketio::Transport)),
+        super::socketio::Transport, crate::domain::MessageUpdate, crate::domain::MessageChange)),
     modifiers(&Security),
     security(("bearer" = []), ("apiKeyHeader" = [])),
     tags(

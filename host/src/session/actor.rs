@@ -19,6 +19,8 @@ use crate::plugins::{ChatDecision, SyncContext};
 use crate::storage::StoreError;
 use crate::sync::{self, ProgressSink, SyncDeps, SyncEnd};
 
+mod changes;
+
 pub(super) struct Actor {
     pub id: SessionId,
     pub provider: String,
@@ -321,6 +323,11 @@ impl Actor {
                             self.live_message(*message).await;
                         }
                     }
+                    Some(ClientEvent::MessageChanged { update }) => {
+                        if state.is_ready() {
+                            self.message_changed(*update).await;
+                        }
+                    }
                     Some(ev) => {
                         let input = match ev {
                             ClientEvent::Qr { code } => Input::Qr { qr: code },
@@ -329,7 +336,9 @@ impl Actor {
                             ClientEvent::AuthFailure { reason } => Input::AuthFailure { reason },
                             ClientEvent::Ready { me } => Input::Ready { me },
                             ClientEvent::Disconnected { reason } => Input::Disconnected { reason },
-                            ClientEvent::Message { .. } => unreachable!("handled above"),
+                            ClientEvent::Message { .. } | ClientEvent::MessageChanged { .. } => {
+                                unreachable!("handled above")
+                            }
                         };
                         if self.apply(&mut state, input, &client, &mut running, false).await {
                             return;
@@ -387,6 +396,7 @@ impl Actor {
 
     /// Stores what the spool holds, in order; true when it is empty after.
     async fn flush_spool(&mut self) -> bool {
+        let keep_revoked_bodies = self.keep_revoked_bodies();
         let Some(spool) = self.spool.as_mut() else {
             return true;
         };
@@ -401,11 +411,13 @@ impl Actor {
             }
         };
         let (mut messages, mut quarantined, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        let mut changes = Vec::new();
         for r in records {
             match r {
                 SpoolRecord::Message(m) => messages.push(*m),
                 SpoolRecord::Quarantine(q) => quarantined.push(*q),
                 SpoolRecord::Event(e) => events.push(*e),
+                SpoolRecord::Change(u) => changes.push(*u),
             }
         }
         let store = &self.deps.store;
@@ -415,6 +427,14 @@ impl Actor {
         if !messages.is_empty() && store.put_messages(&self.id, &messages).await.is_err() {
             return false;
         }
+        // After the messages: a change of one of them applies in place.
+        let outcomes = match store
+            .apply_changes(&self.id, &changes, keep_revoked_bodies)
+            .await
+        {
+            Ok(o) => o,
+            Err(_) => return false,
+        };
         for ev in &events {
             if store.enqueue_event(ev).await.is_err() {
                 return false;
@@ -442,6 +462,7 @@ impl Actor {
                 message,
             }));
         }
+        self.announce_changes(&changes, &outcomes).await;
         true
     }
 
@@ -777,17 +798,23 @@ impl Actor {
                 .put_messages(&self.id, std::slice::from_ref(&message))
                 .await
         };
-        if let Err(e) = stored {
-            if keep_for_later(&e) {
-                tracing::warn!(error = %e, message_id = %message.id, "store unreachable: live message kept in the spool");
-                let mut records = vec![SpoolRecord::Message(Box::new(message))];
-                records.extend(event.map(|ev| SpoolRecord::Event(Box::new(ev))));
-                self.spool(&records);
-            } else {
-                tracing::warn!(error = %e, message_id = %message.id, "could not store a live message");
+        let stats = match stored {
+            Ok(stats) => stats,
+            Err(e) => {
+                if keep_for_later(&e) {
+                    tracing::warn!(error = %e, message_id = %message.id, "store unreachable: live message kept in the spool");
+                    let mut records = vec![SpoolRecord::Message(Box::new(message))];
+                    records.extend(event.map(|ev| SpoolRecord::Event(Box::new(ev))));
+                    self.spool(&records);
+                } else {
+                    tracing::warn!(error = %e, message_id = %message.id, "could not store a live message");
+                }
+                return;
             }
-            return;
-        }
+        };
+        // Changes that came before the message were applied to it: what is
+        // announced is what is stored.
+        let (message, event) = self.as_stored(message, event, &stats).await;
         self.deps.metrics.live_messages.inc();
         if let Some(ev) = event {
             match self.deps.store.enqueue_event(&ev).await {

@@ -47,7 +47,8 @@ pub struct CreateOptions {
     pub provider: Option<String>,
     /// The simulated account's shape (simulator only): `chats`,
     /// `messagesPerChat`, `qrEveryMs`, `pairingCodeEveryMs`, `scanAfterMs`, `maxQrAttempts`,
-    /// `fetchLatencyMs`, `liveMessageEveryMs`, `seed`, `failFetch`, `failAuth`.
+    /// `fetchLatencyMs`, `liveMessageEveryMs`, `seed`, `failFetch`, `failAuth`,
+    /// `newMessages`, `changes`.
     #[schema(value_type = Option<Object>)]
     pub simulator: Option<serde_json::Value>,
     /// Options of the webdriver provider (all optional): `maxQrAttempts`,
@@ -72,6 +73,10 @@ pub struct CreateOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<HashMap<String, String>>)]
     pub metadata: Option<crate::domain::Metadata>,
+    /// Keep the body of a message deleted for everyone (default false: the
+    /// record stays, `revoked: true`, its body is removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_revoked_bodies: Option<bool>,
 }
 
 /// Errors the registry reports to the gateway.

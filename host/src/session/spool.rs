@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Message, OutboxEvent, QuarantinedMessage, SessionId};
+use crate::domain::{Message, MessageUpdate, OutboxEvent, QuarantinedMessage, SessionId};
 
 /// Records one spool holds at most.
 pub const MAX_RECORDS: usize = 10_000;
@@ -29,6 +29,8 @@ pub enum SpoolRecord {
     Message(Box<Message>),
     Quarantine(Box<QuarantinedMessage>),
     Event(Box<OutboxEvent>),
+    /// A change of a message (after the plugins, for an edit).
+    Change(Box<MessageUpdate>),
 }
 
 /// A session's spool file.
@@ -142,6 +144,7 @@ mod tests {
             quoted_id: None,
             tags: vec![],
             attributes: Default::default(),
+            changes: Default::default(),
         }
     }
 
@@ -154,10 +157,18 @@ mod tests {
         let recs = vec![
             SpoolRecord::Message(Box::new(msg(1))),
             SpoolRecord::Message(Box::new(msg(2))),
+            SpoolRecord::Change(Box::new(MessageUpdate {
+                chat_id: "c@c.us".into(),
+                message_id: "m1".into(),
+                change: crate::domain::MessageChange::Edit {
+                    body: Some("edited\nline".into()),
+                    at: 5,
+                },
+            })),
         ];
         assert!(s.append(&recs).unwrap());
         let s = Spool::open(dir.path(), &sid).unwrap();
-        assert_eq!(s.len(), 2);
+        assert_eq!(s.len(), 3);
         assert_eq!(s.read().unwrap(), recs);
         let mut s = s;
         s.clear().unwrap();

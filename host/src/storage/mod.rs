@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Chat, MessageMark, OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredMessage,
-    SyncRun,
+    ChangeOutcome, Chat, MessageMark, MessageUpdate, OutboxEvent, QuarantinedMessage, SessionId,
+    StoredChat, StoredMessage, SyncRun,
 };
 
 /// Errors at the storage boundary.
@@ -93,6 +93,21 @@ pub struct WriteStats {
     pub updated: u64,
     /// Messages stored before, unchanged.
     pub unchanged: u64,
+    /// Pending changes (changes that came before their message) the write
+    /// applied to the messages it stored.
+    pub changes_applied: u64,
+}
+
+impl WriteStats {
+    /// The sum of two writes' stats.
+    pub fn plus(self, o: WriteStats) -> WriteStats {
+        WriteStats {
+            inserted: self.inserted + o.inserted,
+            updated: self.updated + o.updated,
+            unchanged: self.unchanged + o.unchanged,
+            changes_applied: self.changes_applied + o.changes_applied,
+        }
+    }
 }
 
 /// A page of chats plus the cursor of the next page.
@@ -176,7 +191,7 @@ pub trait Store: Send + Sync + 'static {
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
     async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>>;
     /// Drops the session record; with `purge`, also its chats, messages,
-    /// sync runs, quarantine and outbox events (published or not: their
+    /// pending changes, sync runs, quarantine and outbox events (published or not: their
     /// bodies may carry its messages).
     async fn delete_session(&self, id: &SessionId, purge: bool) -> StoreResult<()>;
 
@@ -185,7 +200,10 @@ pub trait Store: Send + Sync + 'static {
     /// `messageCount` of chats that already exist.
     async fn upsert_chats(&self, id: &SessionId, chats: &[Chat]) -> StoreResult<()>;
 
-    /// Writes the messages (idempotent on `(sessionId, messageId)`), the
+    /// Writes the messages (idempotent on `(sessionId, messageId)`; a
+    /// message stored before keeps what changed about it after it was
+    /// written, newest per field: see [`crate::domain::Message::merge_stored`];
+    /// pending changes of a message stored now are applied to it), the
     /// quarantined ones, each chat's `syncedAt`/`messageCount`, and `run`
     /// (its checkpoint), as one durable step. Returns per-chat stats in the
     /// order of `chats`. Fails with [`StoreError::Fenced`] when the stored
@@ -197,7 +215,8 @@ pub trait Store: Send + Sync + 'static {
         run: &SyncRun,
     ) -> StoreResult<Vec<WriteStats>>;
 
-    /// Writes live messages (outside a sync); idempotent.
+    /// Writes live messages (outside a sync); idempotent, and keeping
+    /// changes and applying pending ones like [`Store::commit_chats`].
     async fn put_messages(
         &self,
         id: &SessionId,
@@ -246,6 +265,36 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(out)
     }
+
+    // ---- changes after the sync -------------------------------------------
+    /// One stored message.
+    async fn get_message(
+        &self,
+        id: &SessionId,
+        message_id: &str,
+    ) -> StoreResult<Option<StoredMessage>>;
+
+    /// Applies changes (edits, revokes, acks, reactions) to stored
+    /// messages in place, as one durable write; returns one outcome per
+    /// change, in order. Per field the newest change wins (by its own
+    /// time, [`crate::domain::Message::apply_change`]), so applying a
+    /// batch twice, or its changes in any order, leaves the same
+    /// documents. `keep_revoked_bodies`: a revoke keeps the body.
+    ///
+    /// A change for a message that is not stored (yet) is kept, pending,
+    /// and applied when the message is stored (by a sync or as a live
+    /// message); only the winner per field is kept. Pending changes of
+    /// messages that never come expire ([`Store::prune_pending_changes`]).
+    async fn apply_changes(
+        &self,
+        id: &SessionId,
+        updates: &[MessageUpdate],
+        keep_revoked_bodies: bool,
+    ) -> StoreResult<Vec<ChangeOutcome>>;
+
+    /// Deletes pending changes kept before `before` (ms); returns how many.
+    /// Bounded work per call, like [`Store::prune`].
+    async fn prune_pending_changes(&self, before: i64) -> StoreResult<u64>;
 
     // ---- sync runs --------------------------------------------------------
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()>;

@@ -17,9 +17,17 @@ pub struct Retention {
     pub published: Duration,
     /// Quarantined messages older than this go.
     pub quarantined: Duration,
+    /// Changes whose message was not stored (yet) wait this long for it
+    /// ([`PENDING_CHANGES`]).
+    pub pending_changes: Duration,
     /// Period of the pass (the first one runs right away).
     pub every: Duration,
 }
+
+/// How long a change waits for its message: a change of a message no sync
+/// will store (older than any `limitPerChat` window) would wait forever,
+/// and an edit carries a body. A week covers any outage the spool covers.
+pub const PENDING_CHANGES: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Prunes until `shutdown`.
 pub async fn run(store: Arc<dyn Store>, r: Retention, shutdown: CancellationToken) {
@@ -42,6 +50,14 @@ pub async fn run(store: Arc<dyn Store>, r: Retention, shutdown: CancellationToke
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention: prune failed; next pass retries"),
+        }
+        match store
+            .prune_pending_changes(now.saturating_sub(ms(r.pending_changes)))
+            .await
+        {
+            Ok(n) if n > 0 => tracing::info!(changes = n, "retention: pruned pending changes"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention: pruning pending changes failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -882,11 +882,7 @@ fn start_flush(
         .map(|per_chat| {
             per_chat
                 .iter()
-                .fold(WriteStats::default(), |a, s| WriteStats {
-                    inserted: a.inserted + s.inserted,
-                    updated: a.updated + s.updated,
-                    unchanged: a.unchanged + s.unchanged,
-                })
+                .fold(WriteStats::default(), |a, s| a.plus(*s))
         })
     });
     Some(InFlight {

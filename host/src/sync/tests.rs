@@ -280,6 +280,7 @@ impl Account {
             quoted_id: None,
             tags: vec![],
             attributes: Default::default(),
+            changes: Default::default(),
         }
     }
 
@@ -545,8 +546,7 @@ async fn ten_new_messages_in_three_chats_become_ten_documents() {
         w,
         WriteStats {
             inserted: 10,
-            updated: 0,
-            unchanged: 0
+            ..Default::default()
         }
     );
     assert_eq!(run.total_messages_synced, 10);

@@ -74,6 +74,10 @@ pub struct Metrics {
     /// Messages sync commits handed to the store, by what the store did
     /// with each: an unchanged account's incremental re-sync moves none.
     pub sync_message_writes: Family<OutcomeLabel, Counter>,
+    /// Message changes after the sync (edits, revokes, acks, reactions),
+    /// by what the store did: `applied`, `unchanged` (known already, or
+    /// older than what is stored), `pending` (its message not stored yet).
+    pub message_changes: Family<OutcomeLabel, Counter>,
     pub live_messages: Counter,
     pub clients: Family<TransportLabel, Gauge>,
     pub outbox_pending: Gauge,
@@ -135,6 +139,7 @@ impl Metrics {
             ]),
             messages_synced: Counter::default(),
             sync_message_writes: Family::default(),
+            message_changes: Family::default(),
             live_messages: Counter::default(),
             clients: Family::default(),
             outbox_pending: Gauge::default(),
@@ -188,6 +193,11 @@ impl Metrics {
             "sync_message_writes",
             "Messages sync commits wrote, by outcome (inserted, updated, unchanged)",
             m.sync_message_writes.clone(),
+        );
+        registry.register(
+            "message_changes",
+            "Message changes after the sync, by outcome (applied, unchanged, pending)",
+            m.message_changes.clone(),
         );
         registry.register(
             "live_messages",

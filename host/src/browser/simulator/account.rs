@@ -159,6 +159,7 @@ impl Account {
             quoted_id: None,
             tags: vec![],
             attributes: Default::default(),
+            changes: Default::default(),
         }
     }
 

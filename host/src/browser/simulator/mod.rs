@@ -63,6 +63,9 @@ pub struct SimulatorConfig {
     /// times. The same account with and without them is the same account
     /// before and after new messages came in.
     pub new_messages: BTreeMap<u32, u32>,
+    /// Edits, deletes, acks and reactions after ready (see [`changes`]);
+    /// `null`: none.
+    pub changes: Option<ChangesConfig>,
 }
 
 impl Default for SimulatorConfig {
@@ -80,6 +83,7 @@ impl Default for SimulatorConfig {
             fail_fetch: BTreeMap::new(),
             fail_auth: false,
             new_messages: BTreeMap::new(),
+            changes: None,
         }
     }
 }
@@ -165,6 +169,9 @@ impl SimulatorConfig {
                 "simulator.newMessages must be at most {MAX_MESSAGES_PER_CHAT} per chat"
             ));
         }
+        if let Some(c) = &cfg.changes {
+            c.check().map_err(ClientError::Unsupported)?;
+        }
         if !(1..=MAX_QR_ATTEMPTS).contains(&cfg.max_qr_attempts) {
             return bad(format!(
                 "simulator.maxQrAttempts must be between 1 and {MAX_QR_ATTEMPTS}"
@@ -190,8 +197,11 @@ impl SimulatorConfig {
 }
 
 mod account;
+pub mod changes;
 #[cfg(test)]
 mod tests;
+
+pub use changes::ChangesConfig;
 
 use account::h;
 pub use account::{Account, pairing_code};
@@ -227,6 +237,7 @@ impl Provider for SimulatorProvider {
             account: Account::new(cfg.clone()),
             failures: Mutex::new(cfg.fail_fetch.clone()),
             stop: CancellationToken::new(),
+            changes_sent: Mutex::new(Vec::new()),
         });
         tokio::spawn(lifecycle(client.clone(), cfg, phone, restored, events));
         Ok(client)
@@ -240,6 +251,8 @@ pub struct SimulatedClient {
     /// Remaining injected failures per 1-based chat position.
     failures: Mutex<BTreeMap<u32, u32>>,
     stop: CancellationToken,
+    /// The planned changes sent so far: fetches show them.
+    changes_sent: Mutex<Vec<changes::Step>>,
 }
 
 impl SimulatedClient {
@@ -292,7 +305,7 @@ impl WhatsAppClient for SimulatedClient {
 
     async fn fetch_messages(&self, chat: &Chat, limit: u32) -> Result<Vec<Message>, ClientError> {
         let index = self.fetch_gate(chat).await?;
-        Ok(self.account.newest(index, limit))
+        Ok(self.with_changes(self.account.newest(index, limit)))
     }
 
     async fn fetch_messages_after(
@@ -302,7 +315,7 @@ impl WhatsAppClient for SimulatedClient {
         mark: &MessageMark,
     ) -> Result<Vec<Message>, ClientError> {
         let index = self.fetch_gate(chat).await?;
-        Ok(self.account.newest_after(index, limit, mark))
+        Ok(self.with_changes(self.account.newest_after(index, limit, mark)))
     }
 
     async fn stop(&self, _logout: bool) {
@@ -431,6 +444,9 @@ async fn lifecycle(
     {
         return;
     }
+    if cfg.changes.is_some() {
+        tokio::spawn(changes::run(client.clone(), events.clone()));
+    }
     let Some(every) = cfg.live_message_every_ms else {
         // Stay connected (the sender open) until stopped.
         stop.cancelled().await;
@@ -466,6 +482,7 @@ async fn lifecycle(
             quoted_id: None,
             tags: vec![],
             attributes: Default::default(),
+            changes: Default::default(),
         };
         n += 1;
         if !send(ClientEvent::Message {

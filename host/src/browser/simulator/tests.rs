@@ -224,3 +224,58 @@ async fn login_lifecycle_rotates_qr_then_scans() {
     assert!(qrs >= 2, "{seen:?}");
     assert!(matches!(seen[seen.len() - 2], ClientEvent::Authenticated));
 }
+
+/// The change schedule is a pure function of the options: the same plan
+/// every time, each kind on its own messages, the out-of-order pair newer
+/// first; bad counts are refused by name.
+#[test]
+fn the_change_plan_is_predictable() {
+    let shape = serde_json::json!({"chats": 2, "messagesPerChat": [3, 2], "changes": {
+        "edits": 1, "revokes": 1, "acks": 1, "reactions": 1, "unreactions": 1,
+        "outOfOrder": true, "beforeMessage": true}});
+    let a = account(shape.clone());
+    let plan = a.change_plan();
+    assert_eq!(plan, account(shape).change_plan());
+    let updates: Vec<&crate::domain::MessageUpdate> = plan
+        .iter()
+        .filter_map(|s| match s {
+            changes::Step::Change(u) => Some(u),
+            changes::Step::Message(_) => None,
+        })
+        .collect();
+    // edit, revoke, ack, reaction, unreaction, two edits, two early ones.
+    assert_eq!(updates.len(), 9);
+    // The newest message of chat 1, then of chat 2, then the second newest.
+    assert_eq!(updates[0].message_id, a.newest(0, 1)[0].id);
+    assert_eq!(updates[1].message_id, a.newest(1, 1)[0].id);
+    assert_eq!(updates[2].message_id, a.newest(0, 2)[0].id);
+    assert_eq!(updates[4].message_id, updates[3].message_id);
+    assert!(updates[5].change.beats(&updates[6].change), "newer first");
+    assert!(matches!(plan.last(), Some(changes::Step::Message(m)) if m.id == a.early_message().id));
+    assert!(
+        a.changed(0, 10)
+            .iter()
+            .any(|m| m.body.as_deref() == Some("out of order: newer"))
+            || a.changed(1, 10)
+                .iter()
+                .any(|m| m.body.as_deref() == Some("out of order: newer"))
+    );
+    for (bad, name) in [
+        (
+            serde_json::json!({"reactions": 1, "unreactions": 2}),
+            "unreactions",
+        ),
+        (
+            serde_json::json!({"edits": changes::MAX_CHANGES + 1}),
+            "edits",
+        ),
+        (serde_json::json!({"everyMs": MAX_DELAY_MS + 1}), "everyMs"),
+        (serde_json::json!({"bogus": 1}), "unknown field"),
+    ] {
+        let err =
+            SimulatorConfig::from_options(&serde_json::json!({"simulator": {"changes": bad}}))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains(name), "{name}: {err}");
+    }
+}

@@ -98,6 +98,7 @@ if (window.__wasync) {
     const s = typeof m.serialize === 'function' ? m.serialize() : m;
     const id = s.id || {};
     const hasMedia = !!s.directPath;
+    const revoked = s.type === 'revoked';
     return {
       id: wid(id),
       fromMe: !!id.fromMe,
@@ -105,14 +106,61 @@ if (window.__wasync) {
       from: wid(s.from),
       to: wid(s.to),
       author: wid(s.author),
-      body: hasMedia ? (s.caption === undefined ? null : s.caption) : (s.body === undefined ? null : s.body),
+      body: revoked ? null : hasMedia ? (s.caption === undefined ? null : s.caption) : (s.body === undefined ? null : s.body),
       type: s.type || 'chat',
       t: s.t || 0,
       ack: typeof s.ack === 'number' ? s.ack : 0,
       hasMedia: hasMedia,
       quotedId: s.quotedStanzaID || null,
       isNotification: !!s.isNotification,
+      // An edited message: when its newest edit was sent (ms).
+      editedAt: typeof s.latestEditSenderTimestampMs === 'number' ? s.latestEditSenderTimestampMs : null,
+      revoked: revoked,
     };
+  }
+
+  // --- changes of messages: edits, deletes for everyone, acks, reactions --
+  // The model's events as WhatsApp Web fires them: `change:body` (or
+  // `change:caption`) after an edit, whose time is on the model;
+  // `change:type` to `revoked` for a delete for everyone (then the body
+  // goes too, which is no edit); `change:ack`. WhatsApp Web keeps no time
+  // of a revoke or an ack on the model: the page's clock stands in.
+  // Reactions are not on the message model: the page writes them through
+  // its reactions module, which the bridge wraps.
+  function keyOf(m) {
+    const id = (m && m.id) || {};
+    return { id: wid(id), remote: wid(id.remote) };
+  }
+
+  function onEdit(m) {
+    if (!m || m.type === 'revoked' || m.isNotification) return;
+    const s = serializeMsg(m);
+    const at = typeof m.latestEditSenderTimestampMs === 'number' ? m.latestEditSenderTimestampMs : Date.now();
+    push('edit', { id: s.id, remote: s.remote, body: s.body, at: at });
+  }
+
+  function hookReactions() {
+    let R = null;
+    try { R = mod('WAWebDBCreateOrUpdateReactions'); } catch (e) { return; }
+    if (!R || typeof R.createOrUpdateReactions !== 'function' || R.__wasync) return;
+    const write = R.createOrUpdateReactions;
+    R.createOrUpdateReactions = function (list) {
+      try {
+        (list || []).forEach(function (r) {
+          const parent = wid(r.parentMsgKey);
+          if (!parent) return;
+          push('reaction', {
+            id: parent,
+            remote: parent.split('_')[1] || null,
+            reactor: wid(r.senderUserJid),
+            emoji: r.reactionText || null,
+            at: typeof r.timestamp === 'number' ? r.timestamp : Date.now(),
+          });
+        });
+      } catch (e) { /* a reaction the bridge cannot read is not reported */ }
+      return write.apply(this, arguments);
+    };
+    R.__wasync = true;
   }
 
   function serializeChat(c) {
@@ -154,7 +202,19 @@ if (window.__wasync) {
         if (!s.isNotification) push('message', s);
       }
     });
-    Collections.Msg.on('change:ack', function (m, ack) { push('ack', { id: wid(m.id), ack: ack }); });
+    Collections.Msg.on('change:ack', function (m, ack) {
+      const k = keyOf(m);
+      push('ack', { id: k.id, remote: k.remote, ack: ack, at: Date.now() });
+    });
+    Collections.Msg.on('change:body', function (m) { if (!m.directPath) onEdit(m); });
+    Collections.Msg.on('change:caption', function (m) { if (m.directPath) onEdit(m); });
+    Collections.Msg.on('change:type', function (m) {
+      if (m && m.type === 'revoked') {
+        const k = keyOf(m);
+        push('revoke', { id: k.id, remote: k.remote, at: Date.now() });
+      }
+    });
+    hookReactions();
 
     const state = Socket.state;
     onState(state);

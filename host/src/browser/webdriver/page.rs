@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::browser::Browser;
 use super::error::WebDriverError;
 use crate::browser::ClientError;
-use crate::domain::{Chat, Message, MessageMark};
+use crate::domain::{Chat, Message, MessageChange, MessageMark, MessageUpdate};
 
 /// The page bridge, injected as the body of an `execute` call.
 const BRIDGE: &str = include_str!("bridge.js");
@@ -182,6 +182,12 @@ pub(super) struct PageMessage {
     ack: i32,
     has_media: bool,
     quoted_id: Option<String>,
+    /// When its newest edit was sent (ms), if it was edited.
+    #[serde(default)]
+    edited_at: Option<f64>,
+    /// Deleted for everyone.
+    #[serde(default)]
+    revoked: bool,
 }
 
 impl PageMessage {
@@ -205,7 +211,62 @@ impl PageMessage {
             quoted_id: self.quoted_id,
             tags: vec![],
             attributes: Default::default(),
+            changes: crate::domain::ChangeState {
+                edited_at: self.edited_at.map(|t| t as i64),
+                revoked: self.revoked,
+                ..Default::default()
+            },
         }
+    }
+}
+
+/// A change of a message as the bridge reports it (`edit`, `revoke`,
+/// `ack`, `reaction`).
+#[derive(Debug, Deserialize)]
+pub(super) struct PageChange {
+    id: String,
+    remote: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    ack: Option<i32>,
+    #[serde(default)]
+    reactor: Option<String>,
+    #[serde(default)]
+    emoji: Option<String>,
+    /// Ms (the page's numbers are floats).
+    at: f64,
+}
+
+impl PageChange {
+    /// The change of page event `kind`; `None` for one that names no
+    /// chat, ack or reactor.
+    pub(super) fn into_update(self, kind: &str) -> Option<MessageUpdate> {
+        let at = self.at as i64;
+        let change = match kind {
+            "edit" => MessageChange::Edit {
+                body: self.body,
+                at,
+            },
+            "revoke" => MessageChange::Revoke { at },
+            "ack" => MessageChange::Ack { ack: self.ack?, at },
+            "reaction" => MessageChange::Reaction {
+                reactor: self.reactor?,
+                emoji: self.emoji.filter(|e| !e.is_empty()),
+                at,
+            },
+            _ => return None,
+        };
+        // `fromMe_remote_id`: the chat is the key's second part.
+        let chat_id = self
+            .remote
+            .or_else(|| self.id.split('_').nth(1).map(str::to_owned))
+            .filter(|c| !c.is_empty())?;
+        Some(MessageUpdate {
+            chat_id,
+            message_id: self.id,
+            change,
+        })
     }
 }
 
@@ -248,5 +309,41 @@ mod tests {
         assert_eq!(m.chat_id, "1@g.us");
         assert_eq!(m.timestamp, 5000);
         assert!(m.from_me);
+    }
+
+    #[test]
+    fn page_changes_map_onto_message_updates() {
+        let change = |kind: &str, v: Value| {
+            serde_json::from_value::<PageChange>(v)
+                .unwrap()
+                .into_update(kind)
+        };
+        let u = change(
+            "edit",
+            json!({"id": "true_1@c.us_A", "remote": "1@c.us", "body": "new", "at": 5.0}),
+        )
+        .unwrap();
+        assert_eq!(u.chat_id, "1@c.us");
+        assert_eq!(
+            u.change,
+            MessageChange::Edit {
+                body: Some("new".into()),
+                at: 5
+            }
+        );
+        // The chat from the key when the page gives none; an empty emoji
+        // takes a reaction back.
+        let u = change(
+            "reaction",
+            json!({"id": "false_2@g.us_B_3@c.us", "remote": null, "reactor": "3@c.us", "emoji": null, "at": 9}),
+        )
+        .unwrap();
+        assert_eq!(u.chat_id, "2@g.us");
+        assert!(matches!(
+            u.change,
+            MessageChange::Reaction { emoji: None, .. }
+        ));
+        assert!(change("ack", json!({"id": "x_1@c.us_C", "at": 1})).is_none());
+        assert!(change("nope", json!({"id": "x_1@c.us_C", "at": 1})).is_none());
     }
 }

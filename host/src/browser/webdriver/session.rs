@@ -14,7 +14,7 @@ use super::browser::Browser;
 use super::client::Command;
 use super::error::WebDriverError;
 use super::login::Logins;
-use super::page::{Drained, PageEvent, PageMessage};
+use super::page::{Drained, PageChange, PageEvent, PageMessage};
 use super::settings::WebDriverOptions;
 use crate::browser::{ClientError, ClientEvent};
 use crate::domain::{Chat, Me, Message, MessageMark, PairingCode, PhoneNumber, QrCode, now_ms};
@@ -369,10 +369,23 @@ impl SessionTask {
                     }
                 }
             }
-            "ack" => {
-                // The port has no ack event yet; a re-sync picks acks up.
-                tracing::debug!(data = %ev.data, "message ack");
-                Ok(())
+            kind @ ("edit" | "revoke" | "ack" | "reaction") => {
+                if !self.ready {
+                    return Ok(());
+                }
+                match serde_json::from_value::<PageChange>(ev.data).map(|c| c.into_update(kind)) {
+                    Ok(Some(update)) => {
+                        self.send(ClientEvent::MessageChanged {
+                            update: Box::new(update),
+                        })
+                        .await
+                    }
+                    Ok(None) => Ok(()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, kind, "unreadable message change");
+                        Ok(())
+                    }
+                }
             }
             other => {
                 tracing::debug!(kind = other, "unknown page event");

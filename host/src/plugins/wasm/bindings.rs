@@ -161,6 +161,7 @@ pub(crate) fn apply(
         quoted_id: new.quoted_id,
         tags: new.tags,
         attributes: new.attributes.into_iter().collect::<BTreeMap<_, _>>(),
+        changes: original.changes.clone(),
     }
 }
 
@@ -184,6 +185,7 @@ mod tests {
             quoted_id: None,
             tags: vec!["t".into()],
             attributes: BTreeMap::from([("k".into(), "v".into())]),
+            changes: Default::default(),
         }
     }
 

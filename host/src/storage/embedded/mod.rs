@@ -30,10 +30,11 @@ use super::{
     WriteStats, decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
-    Chat, Message, MessageMark, OutboxEvent, QuarantinedMessage, SessionId, StoredChat,
-    StoredMessage, SyncRun,
+    ChangeOutcome, Chat, Message, MessageMark, MessageUpdate, OutboxEvent, QuarantinedMessage,
+    SessionId, StoredChat, StoredMessage, SyncRun,
 };
 
+mod changes;
 mod tables;
 mod webhooks;
 mod writes;
@@ -111,6 +112,7 @@ impl EmbeddedStore {
             txn.open_table(CHATS_BY_ACTIVITY).db()?;
             txn.open_table(MESSAGES).db()?;
             txn.open_table(MESSAGES_BY_CHAT).db()?;
+            txn.open_table(PENDING_CHANGES).db()?;
             txn.open_table(SYNC_RUNS).db()?;
             txn.open_table(RUNS_BY_SESSION).db()?;
             txn.open_table(OUTBOX).db()?;
@@ -256,6 +258,7 @@ impl Store for EmbeddedStore {
                 purge_prefix!(txn, CHATS_BY_ACTIVITY, (s, 0u64, ""), (n, 0u64, ""));
                 purge_prefix!(txn, MESSAGES, (s, ""), (n, ""));
                 purge_prefix!(txn, MESSAGES_BY_CHAT, (s, "", 0u64, ""), (n, "", 0u64, ""));
+                purge_prefix!(txn, PENDING_CHANGES, (s, ""), (n, ""));
                 purge_prefix!(txn, QUARANTINE, (s, ""), (n, ""));
                 let mut ids = Vec::new();
                 {
@@ -586,6 +589,27 @@ impl Store for EmbeddedStore {
             Ok(n)
         })
         .await
+    }
+
+    async fn get_message(
+        &self,
+        id: &SessionId,
+        message_id: &str,
+    ) -> StoreResult<Option<StoredMessage>> {
+        self.message(id, message_id).await
+    }
+
+    async fn apply_changes(
+        &self,
+        id: &SessionId,
+        updates: &[MessageUpdate],
+        keep_revoked_bodies: bool,
+    ) -> StoreResult<Vec<ChangeOutcome>> {
+        self.changes(id, updates, keep_revoked_bodies).await
+    }
+
+    async fn prune_pending_changes(&self, before: i64) -> StoreResult<u64> {
+        self.prune_pending(before).await
     }
 
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {

@@ -19,6 +19,10 @@ pub(super) const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinitio
 /// newest first.
 pub(super) const MESSAGES_BY_CHAT: TableDefinition<(&str, &str, u64, &str), ()> =
     TableDefinition::new("messages_by_chat");
+/// `(sessionId, messageId)` → the changes waiting for that message (JSON
+/// list of `PendingChange`, one winner per field).
+pub(super) const PENDING_CHANGES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("pending_changes");
 /// `syncId` → run.
 pub(super) const SYNC_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_runs");
 /// `(sessionId, startedAt, syncId)`: a session's runs, oldest first.

@@ -1,14 +1,17 @@
 //! Writes shared by several store methods, each inside an open write
 //! transaction, so a method commits them together with its own.
 
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::tables::*;
-use crate::domain::{Message, OutboxEvent, StoredChat, SyncRun};
+use crate::domain::{Message, OutboxEvent, PendingChange, StoredChat, SyncRun};
 use crate::storage::{SessionRecord, StoreError, StoreResult, WriteStats};
 
 /// Writes `messages` of one session inside an open transaction; returns
-/// what changed. Unchanged messages cost one read and no write.
+/// what changed. Unchanged messages cost one read and no write. A message
+/// stored before keeps what changed about it after it was written
+/// ([`Message::merge_stored`]); pending changes of a message are applied to
+/// it and dropped.
 pub(super) fn write_messages(
     txn: &redb::WriteTransaction,
     sid: &str,
@@ -19,7 +22,28 @@ pub(super) fn write_messages(
     let mut inserted_per_chat: Vec<(String, u64)> = Vec::new();
     let mut table = txn.open_table(MESSAGES).db()?;
     let mut by_chat = txn.open_table(MESSAGES_BY_CHAT).db()?;
+    let mut pending = txn.open_table(PENDING_CHANGES).db()?;
+    // An empty table (the usual case) is not asked once per message.
+    let any_pending = !pending.is_empty().db()?;
     for m in messages {
+        let mut owned: Option<Message> = None;
+        if any_pending {
+            let waiting = pending
+                .remove((sid, m.id.as_str()))
+                .db()?
+                .map(|g| g.value().to_vec());
+            if let Some(waiting) = waiting {
+                let waiting: Vec<PendingChange> = dec(&waiting)?;
+                let mut changed = m.clone();
+                for p in &waiting {
+                    if changed.apply_change(&p.update.change, p.keep_revoked_bodies) {
+                        stats.changes_applied += 1;
+                    }
+                }
+                owned = Some(changed);
+            }
+        }
+        let m = owned.as_ref().unwrap_or(m);
         let bytes = enc(m)?;
         // One B-tree descent: `insert` hands back what it replaced.
         let old = table
@@ -30,6 +54,19 @@ pub(super) fn write_messages(
             Some(old) if old == bytes => stats.unchanged += 1,
             Some(old) => {
                 let old: Message = dec(&old)?;
+                if !old.changes.is_empty() {
+                    // Written before and changed since: the newer of each.
+                    let mut merged = m.clone();
+                    merged.merge_stored(&old);
+                    let merged_bytes = enc(&merged)?;
+                    table
+                        .insert((sid, m.id.as_str()), merged_bytes.as_slice())
+                        .db()?;
+                    if merged == old {
+                        stats.unchanged += 1;
+                        continue;
+                    }
+                }
                 if old.chat_id != m.chat_id || old.timestamp != m.timestamp {
                     by_chat
                         .remove((

@@ -11,6 +11,11 @@
 //!   (an `ack` moving on, a plugin tag) are rewritten, in one `update`
 //!   command. A first sync therefore costs one round trip for its messages,
 //!   a re-sync of unchanged data one insert plus one read.
+//! - **A rewrite keeps what changed after the sync.** A message edited,
+//!   revoked, acked or reacted to since it was written is merged with the
+//!   sync's copy (newest per field), and every rewrite is conditional on
+//!   the document's `rev`, so a change landing between the read and the
+//!   write is never lost (see [`changes`]).
 //! - **Duplicates are impossible**, not merely unlikely: the unique
 //!   `(sessionId, messageId)` index rejects the second copy whoever writes
 //!   it, two writers at once included.
@@ -35,6 +40,7 @@
 //!   503. The driver monitors the server and reconnects by itself, so the
 //!   same store works again once the server is back.
 
+mod changes;
 mod fencing;
 mod outbox;
 pub mod schema;
@@ -59,8 +65,8 @@ use super::{
     WriteStats, decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
-    Chat, Message, MessageMark, OutboxEvent, QuarantinedMessage, SessionId, StoredChat,
-    StoredMessage, SyncRun,
+    ChangeOutcome, Chat, Message, MessageMark, MessageUpdate, OutboxEvent, QuarantinedMessage,
+    SessionId, StoredChat, StoredMessage, SyncRun,
 };
 
 /// Server error codes that mean "the server is going away or not primary
@@ -80,6 +86,9 @@ const UNAVAILABLE_CODES: &[i32] = &[
 ];
 
 const DUPLICATE_KEY: i32 = 11000;
+/// Rounds of "read, merge, write if unchanged" of a re-written message
+/// before the write fails (see `changes`).
+const CAS_ATTEMPTS: usize = 8;
 /// Mark reads (one indexed query per chat) an incremental sync keeps in
 /// flight: enough to hide the round trip, few enough not to crowd the pool.
 const MARK_READS_IN_FLIGHT: usize = 16;
@@ -127,6 +136,8 @@ pub struct MongoStore {
     quarantine: Collection<Document>,
     webhooks: Collection<Document>,
     deliveries: Collection<Document>,
+    /// Changes of messages not stored yet.
+    pending: Collection<Document>,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -262,6 +273,7 @@ impl MongoStore {
             quarantine: db.collection(QUARANTINE),
             webhooks: db.collection(schema::WEBHOOKS),
             deliveries: db.collection(schema::WEBHOOK_DELIVERIES),
+            pending: db.collection(schema::PENDING_CHANGES),
             write_concern,
             db,
         };
@@ -464,12 +476,16 @@ impl MongoStore {
         Ok(Some(MessageMark { timestamp, ids }))
     }
 
-    async fn write_messages(&self, sid: &str, messages: &[Message]) -> StoreResult<Vec<Outcome>> {
+    async fn write_messages(
+        &self,
+        sid: &str,
+        messages: &[Message],
+    ) -> StoreResult<Vec<(Outcome, u64)>> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
         let docs: Vec<MessageDoc> = messages.iter().map(|m| MessageDoc::new(sid, m)).collect();
-        let mut outcomes = vec![Outcome::Inserted; docs.len()];
+        let mut outcomes = vec![(Outcome::Inserted, 0u64); docs.len()];
         let duplicates: Vec<usize> = match self.messages.insert_many(&docs).ordered(false).await {
             Ok(_) => Vec::new(),
             Err(e) => match e.kind.as_ref() {
@@ -486,39 +502,76 @@ impl MongoStore {
                 _ => return Err(map_err(e)),
             },
         };
+
+        // Changes that came before their message: applied to it now.
+        let is_duplicate: HashSet<usize> = duplicates.iter().copied().collect();
+        let inserted: Vec<usize> = (0..docs.len())
+            .filter(|i| !is_duplicate.contains(i))
+            .collect();
+        if !inserted.is_empty() {
+            let chats: Vec<&str> = inserted.iter().map(|&i| docs[i].chat_id.as_str()).collect();
+            let wanted: HashSet<&str> = inserted
+                .iter()
+                .map(|&i| docs[i].message_id.as_str())
+                .collect();
+            let applied = self.apply_pending(sid, &chats, &wanted).await?;
+            if !applied.is_empty() {
+                for &i in &inserted {
+                    if let Some(n) = applied.get(&docs[i].message_id) {
+                        outcomes[i].1 = *n;
+                    }
+                }
+            }
+        }
         if duplicates.is_empty() {
             return Ok(outcomes);
         }
 
-        // Already stored: read those back and rewrite only what changed.
-        let stored = self.read_back(sid, &docs, &duplicates).await?;
-        let mut updates = Vec::new();
+        // Already stored: read those back and rewrite only what changed,
+        // keeping what changed about them since they were written. A
+        // message repeated within one write ends as its last copy.
+        let mut last: HashMap<&str, usize> = HashMap::new();
         for &i in &duplicates {
-            let new = &docs[i];
-            match stored.get(&new.message_id) {
-                Some(old) if old == new => outcomes[i] = Outcome::Unchanged,
-                // Gone since the insert (a concurrent purge): nothing to keep.
-                None => outcomes[i] = Outcome::Unchanged,
-                Some(_) => {
-                    outcomes[i] = Outcome::Updated;
-                    updates.push(doc! {
-                        "q": { "sessionId": sid, "messageId": &new.message_id },
-                        "u": { "$set": new.update_set()? },
-                    });
+            outcomes[i].0 = Outcome::Unchanged;
+            last.insert(docs[i].message_id.as_str(), i);
+        }
+        let mut todo: Vec<usize> = last.into_values().collect();
+        todo.sort_unstable();
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self.read_back(sid, &docs, &todo).await?;
+            let mut writes: Vec<(Option<i64>, Message)> = Vec::new();
+            let mut index_of: HashMap<&str, usize> = HashMap::new();
+            for &i in &todo {
+                let Some(old) = stored.get(&docs[i].message_id) else {
+                    // Gone since the insert (a concurrent purge): nothing to keep.
+                    outcomes[i].0 = Outcome::Unchanged;
+                    continue;
+                };
+                let old_message = old.clone().into_message();
+                let mut merged = messages[i].clone();
+                if !old_message.changes.is_empty() {
+                    merged.merge_stored(&old_message);
+                }
+                if merged == old_message {
+                    outcomes[i].0 = Outcome::Unchanged;
+                } else {
+                    outcomes[i].0 = Outcome::Updated;
+                    index_of.insert(docs[i].message_id.as_str(), i);
+                    writes.push((old.rev, merged));
                 }
             }
-        }
-        if !updates.is_empty() {
-            // Ordered, so a message repeated within one write ends as its
-            // last copy.
-            let reply = self.update_statements(MESSAGES, updates, true).await?;
-            if let Some((_, code, msg)) = reply.write_errors.first() {
-                return Err(StoreError::Backend(format!(
-                    "update of messages failed ({code}): {msg}"
-                )));
+            let moved = self.write_if_unchanged(sid, &writes).await?;
+            if moved.is_empty() {
+                return Ok(outcomes);
             }
+            todo = moved
+                .iter()
+                .filter_map(|id| index_of.get(id.as_str()).copied())
+                .collect();
         }
-        Ok(outcomes)
+        Err(StoreError::Backend(
+            "messages kept changing while a write merged them".into(),
+        ))
     }
 
     /// The stored versions of `docs[i]` for every `i` in `which`, by
@@ -681,9 +734,10 @@ fn quarantine_from_doc(mut d: Document) -> StoreResult<QuarantinedMessage> {
     decode(d, QUARANTINE_DATES)
 }
 
-fn sum_stats(outcomes: &[Outcome]) -> WriteStats {
+fn sum_stats(outcomes: &[(Outcome, u64)]) -> WriteStats {
     let mut s = WriteStats::default();
-    for o in outcomes {
+    for (o, applied) in outcomes {
+        s.changes_applied += applied;
         match o {
             Outcome::Inserted => s.inserted += 1,
             Outcome::Updated => s.updated += 1,
@@ -759,6 +813,11 @@ impl Store for MongoStore {
             // Deliveries carry their event's data (message bodies among
             // it), whatever their status.
             self.deliveries
+                .delete_many(filter.clone())
+                .await
+                .map_err(map_err)?;
+            // Pending edits carry message bodies too.
+            self.pending
                 .delete_many(filter.clone())
                 .await
                 .map_err(map_err)?;
@@ -838,7 +897,7 @@ impl Store for MongoStore {
         let outcomes = self.write_messages(sid, messages).await?;
         let mut touched: Vec<(String, Option<i64>)> = Vec::new();
         for (m, o) in messages.iter().zip(&outcomes) {
-            if *o == Outcome::Inserted && !touched.iter().any(|(c, _)| *c == m.chat_id) {
+            if o.0 == Outcome::Inserted && !touched.iter().any(|(c, _)| *c == m.chat_id) {
                 touched.push((m.chat_id.clone(), None));
             }
         }
@@ -981,6 +1040,41 @@ impl Store for MongoStore {
             filter.insert("chatId", c);
         }
         self.messages.count_documents(filter).await.map_err(map_err)
+    }
+
+    async fn get_message(
+        &self,
+        id: &SessionId,
+        message_id: &str,
+    ) -> StoreResult<Option<StoredMessage>> {
+        Ok(self
+            .messages
+            .find_one(doc! { "sessionId": id.as_str(), "messageId": message_id })
+            .await
+            .map_err(map_err)?
+            .map(MessageDoc::into_stored))
+    }
+
+    async fn apply_changes(
+        &self,
+        id: &SessionId,
+        updates: &[MessageUpdate],
+        keep_revoked_bodies: bool,
+    ) -> StoreResult<Vec<ChangeOutcome>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.apply_changes_impl(id.as_str(), updates, keep_revoked_bodies)
+            .await
+    }
+
+    async fn prune_pending_changes(&self, before: i64) -> StoreResult<u64> {
+        Ok(self
+            .pending
+            .delete_many(doc! { "receivedAt": { "$lt": DateTime::from_millis(before) } })
+            .await
+            .map_err(map_err)?
+            .deleted_count)
     }
 
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {

@@ -22,7 +22,9 @@ use mongodb::options::IndexOptions;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Chat, Message, StoredChat, StoredMessage};
+use crate::domain::{
+    ChangeState, Chat, Message, Reaction, RemovedReaction, StoredChat, StoredMessage,
+};
 use crate::storage::{StoreError, StoreResult};
 
 pub const SESSIONS: &str = "sessions";
@@ -33,9 +35,11 @@ pub const OUTBOX: &str = "outbox";
 pub const QUARANTINE: &str = "quarantine";
 pub const WEBHOOKS: &str = "webhooks";
 pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
+/// Changes of messages not stored yet (see `Store::apply_changes`).
+pub const PENDING_CHANGES: &str = "pending_changes";
 
 /// Every collection the store creates at start.
-pub const COLLECTIONS: [&str; 8] = [
+pub const COLLECTIONS: [&str; 9] = [
     SESSIONS,
     CHATS,
     MESSAGES,
@@ -44,6 +48,7 @@ pub const COLLECTIONS: [&str; 8] = [
     QUARANTINE,
     WEBHOOKS,
     WEBHOOK_DELIVERIES,
+    PENDING_CHANGES,
 ];
 
 /// Date fields of each low-volume collection (top level of the document).
@@ -119,6 +124,14 @@ pub fn indexes() -> Vec<IndexSpec> {
             keys: doc! { "sessionId": 1, "messageId": 1 },
             unique: true,
         },
+        // The conditional rewrite of a message (a change, a merged
+        // re-sync) matches its key and the version it read: on one index.
+        IndexSpec {
+            collection: MESSAGES,
+            name: "session_message_rev",
+            keys: doc! { "sessionId": 1, "messageId": 1, "rev": 1 },
+            unique: false,
+        },
         IndexSpec {
             collection: MESSAGES,
             name: "session_chat_time_id",
@@ -170,6 +183,20 @@ pub fn indexes() -> Vec<IndexSpec> {
             keys: doc! { "status": 1, "createdAt": 1 },
             unique: false,
         },
+        // The changes waiting for the messages of a write (found by chat,
+        // as the write's read-back is), and their expiry.
+        IndexSpec {
+            collection: PENDING_CHANGES,
+            name: "session_chat_message",
+            keys: doc! { "sessionId": 1, "chatId": 1, "messageId": 1 },
+            unique: false,
+        },
+        IndexSpec {
+            collection: PENDING_CHANGES,
+            name: "received",
+            keys: doc! { "receivedAt": 1 },
+            unique: false,
+        },
     ]
 }
 
@@ -196,6 +223,36 @@ pub struct MessageDoc {
     pub tags: Vec<String>,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// What changed after the sync (see `domain::ChangeState`); absent in
+    /// documents written before changes were kept.
+    #[serde(default)]
+    pub edited_at: Option<DateTime>,
+    #[serde(default)]
+    pub revoked: bool,
+    #[serde(default)]
+    pub revoked_at: Option<DateTime>,
+    #[serde(default)]
+    pub ack_at: Option<DateTime>,
+    #[serde(default)]
+    pub reactions: Vec<ReactionDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions_removed: Vec<ReactionDoc>,
+    /// Bumped by every rewrite of the document, so a read-modify-write
+    /// (a change, a merged re-sync) only lands on the version it read;
+    /// `None` for a document written before it existed.
+    #[serde(default)]
+    pub rev: Option<i64>,
+}
+
+/// A reaction (or, without `emoji`, a taken-back one) in a message
+/// document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionDoc {
+    pub reactor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    pub at: DateTime,
 }
 
 impl MessageDoc {
@@ -216,6 +273,31 @@ impl MessageDoc {
             quoted_id: m.quoted_id.clone(),
             tags: m.tags.clone(),
             attributes: m.attributes.clone(),
+            edited_at: m.changes.edited_at.map(DateTime::from_millis),
+            revoked: m.changes.revoked,
+            revoked_at: m.changes.revoked_at.map(DateTime::from_millis),
+            ack_at: m.changes.ack_at.map(DateTime::from_millis),
+            reactions: m
+                .changes
+                .reactions
+                .iter()
+                .map(|r| ReactionDoc {
+                    reactor: r.reactor.clone(),
+                    emoji: Some(r.emoji.clone()),
+                    at: DateTime::from_millis(r.at),
+                })
+                .collect(),
+            reactions_removed: m
+                .changes
+                .reactions_removed
+                .iter()
+                .map(|r| ReactionDoc {
+                    reactor: r.reactor.clone(),
+                    emoji: None,
+                    at: DateTime::from_millis(r.at),
+                })
+                .collect(),
+            rev: Some(0),
         }
     }
 
@@ -235,6 +317,29 @@ impl MessageDoc {
             quoted_id: self.quoted_id,
             tags: self.tags,
             attributes: self.attributes,
+            changes: ChangeState {
+                edited_at: self.edited_at.map(|d| d.timestamp_millis()),
+                revoked: self.revoked,
+                revoked_at: self.revoked_at.map(|d| d.timestamp_millis()),
+                ack_at: self.ack_at.map(|d| d.timestamp_millis()),
+                reactions: self
+                    .reactions
+                    .into_iter()
+                    .map(|r| Reaction {
+                        reactor: r.reactor,
+                        emoji: r.emoji.unwrap_or_default(),
+                        at: r.at.timestamp_millis(),
+                    })
+                    .collect(),
+                reactions_removed: self
+                    .reactions_removed
+                    .into_iter()
+                    .map(|r| RemovedReaction {
+                        reactor: r.reactor,
+                        at: r.at.timestamp_millis(),
+                    })
+                    .collect(),
+            },
         }
     }
 
@@ -246,10 +351,13 @@ impl MessageDoc {
     }
 
     /// The fields a changed message overwrites (everything but its key).
+    /// A document without `reactionsRemoved` unsets a stored one.
     pub fn update_set(&self) -> StoreResult<Document> {
         let mut d = to_document(self)?;
         d.remove("sessionId");
         d.remove("messageId");
+        d.entry("reactionsRemoved".to_owned())
+            .or_insert_with(|| Bson::Array(Vec::new()));
         Ok(d)
     }
 }
@@ -367,6 +475,7 @@ mod tests {
             quoted_id: None,
             tags: vec!["t".into()],
             attributes: [("k".to_owned(), "v".to_owned())].into(),
+            changes: Default::default(),
         }
     }
 

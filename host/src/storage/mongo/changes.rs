@@ -1,0 +1,305 @@
+//! Changes after the sync on MongoDB: edits, revokes, acks and reactions
+//! applied to stored message documents, and the changes waiting for their
+//! message in `pending_changes`.
+//!
+//! A change is a read-modify-write of one message (the newest value per
+//! field wins, decided in [`crate::domain::Message::apply_change`]), and so
+//! is a re-sync of a message that changed since it was written. Without a
+//! transaction the two could overwrite each other (a sync reads, a change
+//! lands, the sync writes back what it read), so every such write is
+//! conditional on the document's `rev`, the version it read, and bumps it:
+//! "update if `rev` is still what I read, else insert", where the insert
+//! hits the unique `(sessionId, messageId)` index (E11000), which reports
+//! the conflict per statement; those messages are read again and retried.
+//! Documents written before `rev` existed have none (matched as such).
+//!
+//! A change whose message is not stored is kept in `pending_changes`, one
+//! document per change (its id a digest of session, message and change, so
+//! keeping one twice is a no-op). A write that inserts messages looks up
+//! the pending changes of their chats (one indexed query, nearly always
+//! empty) and applies and deletes those of the new messages. The two sides
+//! race only for a change that comes while its message is being inserted:
+//! the change side keeps it pending, then looks for the message again and
+//! applies it if it is there now; the insert side inserts, then looks for
+//! pending changes. Each side writes before it reads, so at least one of
+//! them sees the other's write, and applying twice is harmless.
+
+use std::collections::{HashMap, HashSet};
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::error::ErrorKind;
+
+use super::schema::{MESSAGES, MessageDoc, to_document};
+use super::{CAS_ATTEMPTS, DUPLICATE_KEY, MongoStore, map_err};
+use crate::domain::{ChangeOutcome, Message, MessageChange, MessageUpdate, now_ms};
+use crate::storage::{StoreError, StoreResult};
+
+/// Message ids per `$in` read.
+const IDS_PER_READ: usize = 500;
+
+/// A pending change as read back.
+struct Waiting {
+    id: String,
+    message_id: String,
+    change: MessageChange,
+    keep_revoked_bodies: bool,
+}
+
+fn pending_id(sid: &str, u: &MessageUpdate) -> String {
+    use sha2::Digest;
+    let change = serde_json::to_string(&u.change).unwrap_or_default();
+    let digest = sha2::Sha256::digest(format!("{sid}\0{}\0{change}", u.message_id).as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl MongoStore {
+    /// The stored documents of `ids` (those that exist), by message id.
+    pub(super) async fn read_messages(
+        &self,
+        sid: &str,
+        ids: &[&str],
+    ) -> StoreResult<HashMap<String, MessageDoc>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_READ) {
+            let mut cursor = self
+                .messages
+                .find(doc! { "sessionId": sid, "messageId": { "$in": chunk } })
+                .await
+                .map_err(map_err)?;
+            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+                out.insert(d.message_id.clone(), d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes each message over the version it was read at (`rev`), in as
+    /// few commands as the size limits allow; returns the ids of those
+    /// whose stored version moved on meanwhile (not written).
+    pub(super) async fn write_if_unchanged(
+        &self,
+        sid: &str,
+        writes: &[(Option<i64>, Message)],
+    ) -> StoreResult<Vec<String>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut statements = Vec::with_capacity(writes.len());
+        for (rev, m) in writes {
+            let mut d = MessageDoc::new(sid, m);
+            d.rev = Some(rev.unwrap_or(0) + 1);
+            // An equality on the unique key plus one field: a plain
+            // indexed update on every server.
+            let mut q = doc! { "sessionId": sid, "messageId": &m.id };
+            match rev {
+                Some(r) => q.insert("rev", *r),
+                None => q.insert("rev", doc! { "$exists": false }),
+            };
+            statements.push(doc! { "q": q, "u": { "$set": d.update_set()? }, "upsert": true });
+        }
+        let reply = self.update_statements(MESSAGES, statements, false).await?;
+        let mut moved = Vec::new();
+        for (i, code, msg) in reply.write_errors {
+            if code != DUPLICATE_KEY {
+                return Err(StoreError::Backend(format!(
+                    "update of messages failed ({code}): {msg}"
+                )));
+            }
+            if let Some((_, m)) = writes.get(i) {
+                moved.push(m.id.clone());
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Applies `changes` (message id → its changes, each with the session's
+    /// `keepRevokedBodies`, and the index of its outcome) to the stored
+    /// messages; outcomes go to `outcomes`. Returns the ids that are not
+    /// stored.
+    async fn apply_to_stored(
+        &self,
+        sid: &str,
+        changes: &HashMap<String, Vec<(usize, MessageChange, bool)>>,
+        outcomes: &mut [ChangeOutcome],
+    ) -> StoreResult<Vec<String>> {
+        let mut todo: Vec<&str> = changes.keys().map(String::as_str).collect();
+        todo.sort_unstable();
+        let mut absent = Vec::new();
+        for attempt in 0..CAS_ATTEMPTS {
+            let stored = self.read_messages(sid, &todo).await?;
+            let mut writes = Vec::new();
+            for id in &todo {
+                let Some(d) = stored.get(*id) else {
+                    if attempt == 0 {
+                        absent.push((*id).to_owned());
+                    }
+                    continue;
+                };
+                let mut m = d.clone().into_message();
+                let mut any = false;
+                for (i, change, keep) in &changes[*id] {
+                    let applied = m.apply_change(change, *keep);
+                    if let Some(o) = outcomes.get_mut(*i) {
+                        *o = if applied {
+                            ChangeOutcome::Applied
+                        } else {
+                            ChangeOutcome::Unchanged
+                        };
+                    }
+                    any |= applied;
+                }
+                if any {
+                    writes.push((d.rev, m));
+                }
+            }
+            let moved = self.write_if_unchanged(sid, &writes).await?;
+            if moved.is_empty() {
+                return Ok(absent);
+            }
+            let moved: HashSet<String> = moved.into_iter().collect();
+            todo.retain(|id| moved.contains(*id));
+        }
+        Err(StoreError::Backend(format!(
+            "messages {todo:?} kept changing while changes were applied"
+        )))
+    }
+
+    pub(super) async fn apply_changes_impl(
+        &self,
+        sid: &str,
+        updates: &[MessageUpdate],
+        keep_revoked_bodies: bool,
+    ) -> StoreResult<Vec<ChangeOutcome>> {
+        let mut outcomes = vec![ChangeOutcome::Unchanged; updates.len()];
+        let mut by_message: HashMap<String, Vec<(usize, MessageChange, bool)>> = HashMap::new();
+        for (i, u) in updates.iter().enumerate() {
+            by_message.entry(u.message_id.clone()).or_default().push((
+                i,
+                u.change.clone(),
+                keep_revoked_bodies,
+            ));
+        }
+        let absent = self
+            .apply_to_stored(sid, &by_message, &mut outcomes)
+            .await?;
+        if absent.is_empty() {
+            return Ok(outcomes);
+        }
+        // Not stored: kept for when the message comes.
+        let absent: HashSet<String> = absent.into_iter().collect();
+        let now = DateTime::from_millis(now_ms());
+        let mut docs = Vec::new();
+        for (i, u) in updates.iter().enumerate() {
+            if !absent.contains(&u.message_id) {
+                continue;
+            }
+            outcomes[i] = ChangeOutcome::Pending;
+            docs.push(doc! {
+                "_id": pending_id(sid, u),
+                "sessionId": sid,
+                "chatId": &u.chat_id,
+                "messageId": &u.message_id,
+                "change": to_document(&u.change)?,
+                "keepRevokedBodies": keep_revoked_bodies,
+                "receivedAt": now,
+            });
+        }
+        if let Err(e) = self.pending.insert_many(docs).ordered(false).await {
+            match e.kind.as_ref() {
+                // Kept before (a repeated change): nothing to add.
+                ErrorKind::InsertMany(f)
+                    if f.write_concern_error.is_none()
+                        && f.write_errors
+                            .as_deref()
+                            .unwrap_or_default()
+                            .iter()
+                            .all(|w| w.code == DUPLICATE_KEY) => {}
+                _ => return Err(map_err(e)),
+            }
+        }
+        // The message may have been stored meanwhile, by a write that
+        // looked for pending changes before these were kept.
+        let ids: Vec<&str> = absent.iter().map(String::as_str).collect();
+        let now_stored = self.read_messages(sid, &ids).await?;
+        if !now_stored.is_empty() {
+            let chats: Vec<&str> = updates
+                .iter()
+                .filter(|u| now_stored.contains_key(&u.message_id))
+                .map(|u| u.chat_id.as_str())
+                .collect();
+            let wanted: HashSet<&str> = now_stored.keys().map(String::as_str).collect();
+            self.apply_pending(sid, &chats, &wanted).await?;
+        }
+        Ok(outcomes)
+    }
+
+    /// Applies and deletes the pending changes of messages `wanted` (of
+    /// chats `chats`), just stored; returns per message how many changed it.
+    pub(super) async fn apply_pending(
+        &self,
+        sid: &str,
+        chats: &[&str],
+        wanted: &HashSet<&str>,
+    ) -> StoreResult<HashMap<String, u64>> {
+        let mut chats: Vec<&str> = chats.to_vec();
+        chats.sort_unstable();
+        chats.dedup();
+        let docs: Vec<Document> = self
+            .pending
+            .find(doc! { "sessionId": sid, "chatId": { "$in": &chats } })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let mut waiting = Vec::new();
+        for d in docs {
+            let message_id = d.get_str("messageId").unwrap_or_default();
+            if !wanted.contains(message_id) {
+                continue;
+            }
+            let change = d
+                .get_document("change")
+                .ok()
+                .and_then(|c| mongodb::bson::from_document::<MessageChange>(c.clone()).ok());
+            let Some(change) = change else {
+                return Err(StoreError::Corrupt(format!(
+                    "a pending change of message {message_id} is unreadable"
+                )));
+            };
+            waiting.push(Waiting {
+                id: d.get_str("_id").unwrap_or_default().to_owned(),
+                message_id: message_id.to_owned(),
+                change,
+                keep_revoked_bodies: d.get_bool("keepRevokedBodies").unwrap_or(false),
+            });
+        }
+        if waiting.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut by_message: HashMap<String, Vec<(usize, MessageChange, bool)>> = HashMap::new();
+        for (i, w) in waiting.iter().enumerate() {
+            by_message.entry(w.message_id.clone()).or_default().push((
+                i,
+                w.change.clone(),
+                w.keep_revoked_bodies,
+            ));
+        }
+        let mut outcomes = vec![ChangeOutcome::Unchanged; waiting.len()];
+        self.apply_to_stored(sid, &by_message, &mut outcomes)
+            .await?;
+        let ids: Vec<Bson> = waiting.iter().map(|w| Bson::from(w.id.as_str())).collect();
+        self.pending
+            .delete_many(doc! { "_id": { "$in": ids } })
+            .await
+            .map_err(map_err)?;
+        let mut applied: HashMap<String, u64> = HashMap::new();
+        for (w, o) in waiting.iter().zip(outcomes) {
+            if o == ChangeOutcome::Applied {
+                *applied.entry(w.message_id.clone()).or_default() += 1;
+            }
+        }
+        Ok(applied)
+    }
+}
