@@ -86,6 +86,8 @@ fn run_for(s: &SessionId) -> SyncRun {
         reason: None,
         epoch: 0,
         checkpoint_synced_at: None,
+        before: None,
+        max_age_days: None,
     }
 }
 

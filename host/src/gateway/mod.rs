@@ -213,14 +213,36 @@ pub enum Route {
     Metrics,
     OpenApi,
     Sessions,
-    Session { id: String },
-    Qr { id: String },
-    PairingCode { id: String },
-    Chats { id: String },
-    Messages { id: String, chat_id: String },
-    SyncChats { id: String },
-    Sync { id: String },
-    Quarantine { id: String },
+    Session {
+        id: String,
+    },
+    Qr {
+        id: String,
+    },
+    PairingCode {
+        id: String,
+    },
+    Chats {
+        id: String,
+    },
+    Messages {
+        id: String,
+        chat_id: String,
+    },
+    SyncChats {
+        id: String,
+    },
+    /// `POST .../chats/:chatId/sync`: deeper history of one chat.
+    ChatSync {
+        id: String,
+        chat_id: String,
+    },
+    Sync {
+        id: String,
+    },
+    Quarantine {
+        id: String,
+    },
     Cluster,
     Plugins(plugins_api::PluginRoute),
     Webhooks(webhooks_api::WebhookRoute),
@@ -232,7 +254,7 @@ impl Route {
         match self {
             Route::Session { .. } => &[Method::GET, Method::POST, Method::DELETE],
             Route::Quarantine { .. } => &[Method::GET, Method::DELETE],
-            Route::SyncChats { .. } => &[Method::POST],
+            Route::SyncChats { .. } | Route::ChatSync { .. } => &[Method::POST],
             // Engine.IO long-polling posts its packets.
             Route::SocketIo => &[Method::GET, Method::POST],
             Route::Plugins(p) => p.methods(),
@@ -258,6 +280,7 @@ impl Route {
             Route::Chats { .. } => "/whatsapp-web/session/{id}/chats",
             Route::Messages { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/messages",
             Route::SyncChats { .. } => "/whatsapp-web/session/{id}/sync-chats",
+            Route::ChatSync { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/sync",
             Route::Sync { .. } => "/whatsapp-web/session/{id}/sync",
             Route::Quarantine { .. } => "/whatsapp-web/session/{id}/quarantine",
             Route::Cluster => "/cluster",
@@ -303,6 +326,10 @@ pub fn route(path: &str) -> Option<Route> {
         }
         ["whatsapp-web", "session", id, "chats"] => Route::Chats { id: id.to_string() },
         ["whatsapp-web", "session", id, "chats", chat, "messages"] => Route::Messages {
+            id: id.to_string(),
+            chat_id: chat.to_string(),
+        },
+        ["whatsapp-web", "session", id, "chats", chat, "sync"] => Route::ChatSync {
             id: id.to_string(),
             chat_id: chat.to_string(),
         },
@@ -521,6 +548,7 @@ mod tests {
             "/whatsapp-web/session/s1/chats",
             "/whatsapp-web/session/s1/chats/c%40c.us/messages",
             "/whatsapp-web/session/s1/sync-chats",
+            "/whatsapp-web/session/s1/chats/c%40c.us/sync",
             "/whatsapp-web/session/s1/sync",
             "/whatsapp-web/session/s1/quarantine",
             "/cluster",
@@ -548,6 +576,7 @@ mod tests {
                 | Route::Chats { .. }
                 | Route::Messages { .. }
                 | Route::SyncChats { .. }
+                | Route::ChatSync { .. }
                 | Route::Sync { .. }
                 | Route::Quarantine { .. }
                 | Route::Cluster
@@ -578,7 +607,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(templates.len(), 24, "every route has its own template");
+        assert_eq!(templates.len(), 25, "every route has its own template");
         // ...and the document has nothing the router does not serve.
         for p in paths.keys() {
             assert!(
@@ -677,8 +706,24 @@ mod tests {
             "{}",
             sync["mode"]
         );
-        let modes = &doc["components"]["schemas"]["SyncMode"]["enum"];
+        let modes = &doc["components"]["schemas"]["ManualSyncMode"]["enum"];
         assert_eq!(modes, &serde_json::json!(["full", "incremental"]));
+        let modes = &doc["components"]["schemas"]["SyncMode"]["enum"];
+        assert_eq!(
+            modes,
+            &serde_json::json!(["full", "incremental", "history"])
+        );
+        let history = &doc["paths"]["/whatsapp-web/session/{id}/chats/{chatId}/sync"]["post"];
+        assert_eq!(history["requestBody"]["required"], true);
+        for status in ["202", "400", "404", "409"] {
+            assert!(
+                history["responses"].get(status).is_some(),
+                "history {status}"
+            );
+        }
+        let body = &doc["components"]["schemas"]["HistoryBody"];
+        assert_eq!(body["properties"]["limit"]["maximum"], 50_000);
+        assert_eq!(body["required"], serde_json::json!(["limit"]));
     }
 
     #[test]

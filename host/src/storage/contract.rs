@@ -5,6 +5,7 @@
 //! [`run_all`] from their tests; a failing check panics with the adapter's
 //! name and what differed.
 
+pub mod history;
 pub mod webhooks;
 
 use super::{ChatCommit, SessionRecord, Store};
@@ -72,6 +73,8 @@ fn run_for(s: &SessionId) -> SyncRun {
         reason: None,
         epoch: 0,
         checkpoint_synced_at: None,
+        before: None,
+        max_age_days: None,
     }
 }
 
@@ -88,6 +91,7 @@ pub async fn run_all(store: &dyn Store) {
     a_burst_in_one_second_pages_whole(store).await;
     retention_and_purge_leave_no_bodies(store).await;
     marks_are_the_newest_stored_messages(store).await;
+    history::oldest_marks_are_the_oldest_stored_messages(store).await;
 }
 
 /// A chat's mark is its newest stored timestamp with every id stored at

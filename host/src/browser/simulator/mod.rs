@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ClientError, ClientEvent, Provider, WhatsAppClient};
+use super::{ClientError, ClientEvent, HistoryRequest, Provider, WhatsAppClient};
 use crate::domain::{
     Chat, Message, MessageMark, PairingCode, PhoneNumber, QrCode, SessionId, now_ms,
 };
@@ -190,6 +190,7 @@ impl SimulatorConfig {
 }
 
 mod account;
+mod history;
 #[cfg(test)]
 mod tests;
 
@@ -303,6 +304,19 @@ impl WhatsAppClient for SimulatedClient {
     ) -> Result<Vec<Message>, ClientError> {
         let index = self.fetch_gate(chat).await?;
         Ok(self.account.newest_after(index, limit, mark))
+    }
+
+    async fn fetch_messages_before(
+        &self,
+        chat: &Chat,
+        req: &HistoryRequest,
+    ) -> Result<Vec<Message>, ClientError> {
+        let index = self.fetch_gate(chat).await?;
+        Ok(self.account.older(index, req))
+    }
+
+    fn clock_ms(&self) -> i64 {
+        history::CLOCK_MS
     }
 
     async fn stop(&self, _logout: bool) {

@@ -36,6 +36,7 @@
 //!   same store works again once the server is back.
 
 mod fencing;
+mod history;
 mod outbox;
 pub mod schema;
 mod webhooks;
@@ -973,6 +974,10 @@ impl Store for MongoStore {
                 .try_collect()
                 .await?;
         Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn oldest_mark(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>> {
+        self.oldest_of(id, chat_id).await
     }
 
     async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64> {
