@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod dashboard;
 mod devkit;
+mod history;
 mod lifecycle;
 mod logins;
 mod metadata;

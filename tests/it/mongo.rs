@@ -214,6 +214,11 @@ async fn mongo_contract_marks_are_the_newest_stored_messages() {
 }
 
 #[tokio::test]
+async fn mongo_contract_oldest_marks_are_the_oldest_stored_messages() {
+    contract::history::oldest_marks_are_the_oldest_stored_messages(&store().await.0).await;
+}
+
+#[tokio::test]
 async fn mongo_contract_run_all_in_one_database() {
     contract::run_all(&store().await.0).await;
 }

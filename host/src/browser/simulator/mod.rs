@@ -196,6 +196,7 @@ mod tests;
 
 use account::h;
 pub use account::{Account, pairing_code};
+pub use history::CLOCK_MS;
 
 /// Starts simulator clients.
 #[derive(Debug, Default)]
