@@ -25,6 +25,7 @@ mod socketio;
 mod storage_contract;
 mod sync_flow;
 mod webdriver;
+mod webdriver_history;
 mod webdriver_proxy;
 mod webhooks;
 mod websocket;
