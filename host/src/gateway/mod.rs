@@ -213,36 +213,15 @@ pub enum Route {
     Metrics,
     OpenApi,
     Sessions,
-    Session {
-        id: String,
-    },
-    Qr {
-        id: String,
-    },
-    PairingCode {
-        id: String,
-    },
-    Chats {
-        id: String,
-    },
-    Messages {
-        id: String,
-        chat_id: String,
-    },
-    SyncChats {
-        id: String,
-    },
-    /// `POST .../chats/:chatId/sync`: deeper history of one chat.
-    ChatSync {
-        id: String,
-        chat_id: String,
-    },
-    Sync {
-        id: String,
-    },
-    Quarantine {
-        id: String,
-    },
+    Session { id: String },
+    Qr { id: String },
+    PairingCode { id: String },
+    Chats { id: String },
+    Messages { id: String, chat_id: String },
+    SyncChats { id: String },
+    ChatSync { id: String, chat_id: String },
+    Sync { id: String },
+    Quarantine { id: String },
     Cluster,
     Plugins(plugins_api::PluginRoute),
     Webhooks(webhooks_api::WebhookRoute),

@@ -2,7 +2,7 @@
 //! modes `POST .../sync-chats` takes.
 
 use super::*;
-use crate::domain::{MAX_HISTORY_LIMIT, SyncMode};
+use crate::domain::SyncMode;
 use crate::session::SyncRequest;
 
 /// The body of `POST .../chats/:chatId/sync`.
@@ -86,7 +86,6 @@ pub(in crate::gateway) async fn sync_history(
         max_age_days: b.max_age_days,
     };
     req.check()?;
-    debug_assert!(b.limit <= MAX_HISTORY_LIMIT);
     gw.sessions.snapshot(&id).await?;
     if gw.store.get_chat(&id, &chat_id).await?.is_none() {
         return Err(ApiError::new(
