@@ -288,7 +288,7 @@ async fn max_age_days_stops_syncs_and_deepens_at_older_messages() {
 async fn a_deepen_and_a_sync_refuse_each_other_and_delete_cancels() {
     let host = TestHost::spawn().await;
     let mut simulator = sim(json!([400, 400, 400, 400]));
-    simulator["fetchLatencyMs"] = json!(400);
+    simulator["fetchLatencyMs"] = json!(1000);
     create(
         &host,
         "deep-busy",
