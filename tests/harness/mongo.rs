@@ -268,6 +268,8 @@ pub async fn bench_insert(
         reason: None,
         epoch: 0,
         checkpoint_synced_at: None,
+        before: None,
+        max_age_days: None,
     };
     let t = Instant::now();
     let mut group: Vec<ChatCommit> = Vec::new();

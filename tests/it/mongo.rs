@@ -87,6 +87,8 @@ fn run_for(s: &SessionId) -> SyncRun {
         reason: None,
         epoch: 0,
         checkpoint_synced_at: None,
+        before: None,
+        max_age_days: None,
     }
 }
 
@@ -235,6 +237,11 @@ async fn mongo_contract_webhook_claims_are_exclusive() {
 #[tokio::test]
 async fn mongo_contract_marks_are_the_newest_stored_messages() {
     contract::marks_are_the_newest_stored_messages(&store().await.0).await;
+}
+
+#[tokio::test]
+async fn mongo_contract_oldest_marks_are_the_oldest_stored_messages() {
+    contract::history::oldest_marks_are_the_oldest_stored_messages(&store().await.0).await;
 }
 
 #[tokio::test]

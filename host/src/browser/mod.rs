@@ -65,6 +65,18 @@ pub enum ClientEvent {
     Disconnected { reason: String },
 }
 
+/// What a deepen reads of one chat ([`WhatsAppClient::fetch_messages_before`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRequest {
+    /// At most this many messages.
+    pub limit: u32,
+    /// Only messages older than this (the chat's oldest stored message, or
+    /// the `before` of the request).
+    pub before: MessageMark,
+    /// Stop at messages older than this (ms; `maxAgeDays`).
+    pub not_before: Option<i64>,
+}
+
 /// One running WhatsApp client.
 #[async_trait]
 pub trait WhatsAppClient: Send + Sync {
@@ -88,6 +100,30 @@ pub trait WhatsAppClient: Send + Sync {
         let mut messages = self.fetch_messages(chat, limit).await?;
         messages.retain(|m| mark.is_new(m));
         Ok(messages)
+    }
+
+    /// Up to `req.limit` messages of `chat` older than `req.before`
+    /// ([`MessageMark::is_older`]), the newest of those, oldest first; none
+    /// older than `req.not_before`. Fewer only where the chat's history
+    /// starts (or reaches `not_before`): a deepen's read. WhatsApp Web
+    /// loads earlier messages a page at a time (`loadEarlierMsgs`), so an
+    /// adapter loads until it has enough or the history ends.
+    async fn fetch_messages_before(
+        &self,
+        chat: &Chat,
+        req: &HistoryRequest,
+    ) -> Result<Vec<Message>, ClientError> {
+        let _ = (chat, req);
+        Err(ClientError::Unsupported(
+            "this provider cannot load earlier messages".into(),
+        ))
+    }
+
+    /// The account's clock (ms), against which `maxAgeDays` is measured:
+    /// the wall clock, except for a simulated account, which lives at a
+    /// fixed time so its tests stay deterministic.
+    fn clock_ms(&self) -> i64 {
+        crate::domain::now_ms()
     }
 
     /// Stops the client; with `logout` the stored login is dropped too, so

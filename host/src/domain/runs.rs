@@ -46,6 +46,10 @@ pub enum SyncMode {
     /// `lastMessageAt` is not newer than its mark is not read at all. Chat
     /// metadata is refreshed for every chat as in a full sync.
     Incremental,
+    /// Deeper history of the named chat (`POST .../chats/:chatId/sync`):
+    /// messages older than its oldest stored one (or than `before`), until
+    /// the chat holds `limitPerChat` messages or its history starts.
+    History,
 }
 
 impl SyncMode {
@@ -53,6 +57,7 @@ impl SyncMode {
         match self {
             SyncMode::Full => "full",
             SyncMode::Incremental => "incremental",
+            SyncMode::History => "history",
         }
     }
 }
@@ -73,6 +78,20 @@ impl MessageMark {
     /// Whether `m` is newer than everything this mark stands for.
     pub fn is_new(&self, m: &Message) -> bool {
         m.timestamp > self.timestamp || (m.timestamp == self.timestamp && !self.ids.contains(&m.id))
+    }
+
+    /// Whether `m` is older than everything this mark stands for (read
+    /// as the oldest stored message of a chat: where a deepen goes on).
+    pub fn is_older(&self, m: &Message) -> bool {
+        m.timestamp < self.timestamp || (m.timestamp == self.timestamp && !self.ids.contains(&m.id))
+    }
+
+    /// The mark whose older messages are those strictly before `ms`.
+    pub fn before(ms: i64) -> MessageMark {
+        MessageMark {
+            timestamp: ms.saturating_sub(1),
+            ids: vec![],
+        }
     }
 }
 
@@ -130,7 +149,22 @@ pub struct SyncRun {
     /// cannot overwrite its successor's progress.
     #[serde(default)]
     pub epoch: u64,
+    /// A history run (`mode: history`) reads messages older than this (ms)
+    /// instead of older than the chat's oldest stored message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
+    /// Messages older than this many days (by the provider's clock) are
+    /// neither fetched nor stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_days: Option<u32>,
 }
+
+/// Bounds of `maxAgeDays` (on create options, `sync-chats` and the deepen).
+pub const MAX_AGE_DAYS: std::ops::RangeInclusive<u32> = 1..=36_500;
+
+/// The deepest history one chat may be given (`limit` of
+/// `POST .../chats/:chatId/sync`: the messages it holds afterwards).
+pub const MAX_HISTORY_LIMIT: u32 = 50_000;
 
 /// The phase a `sync_chats` progress event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

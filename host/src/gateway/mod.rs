@@ -219,6 +219,7 @@ pub enum Route {
     Chats { id: String },
     Messages { id: String, chat_id: String },
     SyncChats { id: String },
+    ChatSync { id: String, chat_id: String },
     Sync { id: String },
     Quarantine { id: String },
     Cluster,
@@ -232,7 +233,7 @@ impl Route {
         match self {
             Route::Session { .. } => &[Method::GET, Method::POST, Method::DELETE],
             Route::Quarantine { .. } => &[Method::GET, Method::DELETE],
-            Route::SyncChats { .. } => &[Method::POST],
+            Route::SyncChats { .. } | Route::ChatSync { .. } => &[Method::POST],
             // Engine.IO long-polling posts its packets.
             Route::SocketIo => &[Method::GET, Method::POST],
             Route::Plugins(p) => p.methods(),
@@ -258,6 +259,7 @@ impl Route {
             Route::Chats { .. } => "/whatsapp-web/session/{id}/chats",
             Route::Messages { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/messages",
             Route::SyncChats { .. } => "/whatsapp-web/session/{id}/sync-chats",
+            Route::ChatSync { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/sync",
             Route::Sync { .. } => "/whatsapp-web/session/{id}/sync",
             Route::Quarantine { .. } => "/whatsapp-web/session/{id}/quarantine",
             Route::Cluster => "/cluster",
@@ -303,6 +305,10 @@ pub fn route(path: &str) -> Option<Route> {
         }
         ["whatsapp-web", "session", id, "chats"] => Route::Chats { id: id.to_string() },
         ["whatsapp-web", "session", id, "chats", chat, "messages"] => Route::Messages {
+            id: id.to_string(),
+            chat_id: chat.to_string(),
+        },
+        ["whatsapp-web", "session", id, "chats", chat, "sync"] => Route::ChatSync {
             id: id.to_string(),
             chat_id: chat.to_string(),
         },
@@ -521,6 +527,7 @@ mod tests {
             "/whatsapp-web/session/s1/chats",
             "/whatsapp-web/session/s1/chats/c%40c.us/messages",
             "/whatsapp-web/session/s1/sync-chats",
+            "/whatsapp-web/session/s1/chats/c%40c.us/sync",
             "/whatsapp-web/session/s1/sync",
             "/whatsapp-web/session/s1/quarantine",
             "/cluster",
@@ -548,6 +555,7 @@ mod tests {
                 | Route::Chats { .. }
                 | Route::Messages { .. }
                 | Route::SyncChats { .. }
+                | Route::ChatSync { .. }
                 | Route::Sync { .. }
                 | Route::Quarantine { .. }
                 | Route::Cluster
@@ -578,7 +586,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(templates.len(), 24, "every route has its own template");
+        assert_eq!(templates.len(), 25, "every route has its own template");
         // ...and the document has nothing the router does not serve.
         for p in paths.keys() {
             assert!(
@@ -677,7 +685,7 @@ mod tests {
             "{}",
             sync["mode"]
         );
-        let modes = &doc["components"]["schemas"]["SyncMode"]["enum"];
+        let modes = &doc["components"]["schemas"]["ManualSyncMode"]["enum"];
         assert_eq!(modes, &serde_json::json!(["full", "incremental"]));
         // Changes after the sync: the create option, the stored fields, the
         // `message_updated` event's change.
@@ -693,6 +701,22 @@ mod tests {
         for kind in ["edit", "revoke", "ack", "reaction"] {
             assert!(change.contains(&format!("\"{kind}\"")), "{kind}: {change}");
         }
+        let modes = &doc["components"]["schemas"]["SyncMode"]["enum"];
+        assert_eq!(
+            modes,
+            &serde_json::json!(["full", "incremental", "history"])
+        );
+        let history = &doc["paths"]["/whatsapp-web/session/{id}/chats/{chatId}/sync"]["post"];
+        assert_eq!(history["requestBody"]["required"], true);
+        for status in ["202", "400", "404", "409"] {
+            assert!(
+                history["responses"].get(status).is_some(),
+                "history {status}"
+            );
+        }
+        let body = &doc["components"]["schemas"]["HistoryBody"];
+        assert_eq!(body["properties"]["limit"]["maximum"], 50_000);
+        assert_eq!(body["required"], serde_json::json!(["limit"]));
     }
 
     #[test]

@@ -266,7 +266,7 @@ impl Actor {
                         let _ = reply.send(());
                         return;
                     }
-                    Some(Command::StartSync { trigger, mode, limit_per_chat, chat_ids, reply }) => {
+                    Some(Command::StartSync { trigger, mode, limit_per_chat, chat_ids, before, max_age_days, reply }) => {
                         // A run that already reported its end is only
                         // returning: collect it rather than refuse.
                         let ending = lock(&self.view)
@@ -296,6 +296,8 @@ impl Actor {
                         } else {
                             let mut run = sync::new_run(&self.id, trigger, limit_per_chat, chat_ids);
                             run.mode = mode;
+                            run.before = before;
+                            run.max_age_days = max_age_days;
                             // Recorded before the 202, so `GET .../sync`
                             // shows the new run at once.
                             match self.deps.store.put_sync_run(&run).await {
@@ -550,6 +552,7 @@ impl Actor {
                             if self.restored || self.synced {
                                 run.mode = SyncMode::Incremental;
                             }
+                            run.max_age_days = self.opts.max_age_days;
                             *running = Some(self.start_sync(client, run));
                         }
                     }

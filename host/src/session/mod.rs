@@ -11,6 +11,9 @@ pub mod spool;
 pub mod state;
 
 mod actor;
+mod history;
+
+pub use history::SyncRequest;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,6 +46,11 @@ pub struct CreateOptions {
     pub limit_per_chat: Option<u32>,
     /// Start a sync when the session becomes ready (default true).
     pub auto_sync: Option<bool>,
+    /// The automatic syncs neither read nor store messages older than this
+    /// many days (1–36,500; default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 36500)]
+    pub max_age_days: Option<u32>,
     /// `simulator` or `webdriver`; default `WASYNC_PROVIDER`.
     pub provider: Option<String>,
     /// The simulated account's shape (simulator only): `chats`,
@@ -143,6 +151,9 @@ enum Command {
         mode: SyncMode,
         limit_per_chat: u32,
         chat_ids: Option<Vec<String>>,
+        /// A history run reads older than this (ms).
+        before: Option<i64>,
+        max_age_days: Option<u32>,
         reply: oneshot::Sender<Result<String, SessionError>>,
     },
     Stop {
@@ -215,6 +226,7 @@ impl Sessions {
                 LIMIT_PER_CHAT.end()
             )));
         }
+        history::check_max_age(opts.max_age_days)?;
         let name = opts
             .provider
             .clone()
@@ -462,15 +474,30 @@ impl Sessions {
         limit_per_chat: Option<u32>,
         chat_ids: Option<Vec<String>>,
     ) -> Result<String, SessionError> {
-        if let Some(l) = limit_per_chat
-            && !LIMIT_PER_CHAT.contains(&l)
-        {
-            return Err(SessionError::BadRequest(format!(
-                "limitPerChat must be between {} and {}, got {l}",
-                LIMIT_PER_CHAT.start(),
-                LIMIT_PER_CHAT.end()
-            )));
-        }
+        let req = SyncRequest {
+            mode,
+            limit_per_chat,
+            chat_ids,
+            ..Default::default()
+        };
+        self.start_run(id, req).await
+    }
+
+    /// Starts a run as `req` asks (a manual sync or a history run; see
+    /// [`SyncRequest`]); returns its id.
+    pub async fn start_run(
+        &self,
+        id: &SessionId,
+        req: SyncRequest,
+    ) -> Result<String, SessionError> {
+        req.check()?;
+        let SyncRequest {
+            mode,
+            limit_per_chat,
+            chat_ids,
+            before,
+            max_age_days,
+        } = req;
         let commands = lock(&self.live).get(id).map(|h| h.commands.clone());
         let Some(commands) = commands else {
             return match self.deps.store.get_session(id).await? {
@@ -487,6 +514,8 @@ impl Sessions {
             mode: mode.unwrap_or_default(),
             limit_per_chat: limit_per_chat.unwrap_or(DEFAULT_LIMIT_PER_CHAT),
             chat_ids,
+            before,
+            max_age_days,
             reply,
         };
         if commands.send(cmd).await.is_err() {

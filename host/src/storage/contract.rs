@@ -6,6 +6,7 @@
 //! name and what differed.
 
 pub mod changes;
+pub mod history;
 pub mod webhooks;
 
 use super::{ChatCommit, SessionRecord, Store};
@@ -74,6 +75,8 @@ fn run_for(s: &SessionId) -> SyncRun {
         reason: None,
         epoch: 0,
         checkpoint_synced_at: None,
+        before: None,
+        max_age_days: None,
     }
 }
 
@@ -91,6 +94,7 @@ pub async fn run_all(store: &dyn Store) {
     retention_and_purge_leave_no_bodies(store).await;
     marks_are_the_newest_stored_messages(store).await;
     changes::run_all(store).await;
+    history::oldest_marks_are_the_oldest_stored_messages(store).await;
 }
 
 /// A chat's mark is its newest stored timestamp with every id stored at

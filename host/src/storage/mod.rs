@@ -296,6 +296,14 @@ pub trait Store: Send + Sync + 'static {
     /// Bounded work per call, like [`Store::prune`].
     async fn prune_pending_changes(&self, before: i64) -> StoreResult<u64>;
 
+    /// The oldest stored message of a chat (its timestamp and every id
+    /// stored at that timestamp), where a deepen goes on; `None` without
+    /// stored messages. The default walks the whole listing; the adapters
+    /// read the end of their index.
+    async fn oldest_mark(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>> {
+        oldest_from_listing(self, id, chat_id).await
+    }
+
     // ---- sync runs --------------------------------------------------------
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()>;
     async fn get_sync_run(&self, sync_id: &str) -> StoreResult<Option<SyncRun>>;
@@ -393,6 +401,44 @@ pub async fn mark_from_listing<S: Store + ?Sized>(
         }
         match page.last() {
             Some(last) if full => {
+                before = Some(MessageCursor {
+                    timestamp: last.message.timestamp,
+                    message_id: Some(last.message.id.clone()),
+                })
+            }
+            _ => return Ok(mark),
+        }
+    }
+}
+
+/// One chat's oldest [`MessageMark`] read from its whole listing (newest
+/// first, ties by id): the reference the adapters' answers are checked by.
+pub async fn oldest_from_listing<S: Store + ?Sized>(
+    store: &S,
+    id: &SessionId,
+    chat_id: &str,
+) -> StoreResult<Option<MessageMark>> {
+    const PAGE: u32 = 500;
+    let mut mark: Option<MessageMark> = None;
+    let mut before: Option<MessageCursor> = None;
+    loop {
+        let page = store
+            .list_messages(id, chat_id, PAGE, before.as_ref())
+            .await?;
+        for m in &page {
+            let m = &m.message;
+            match &mut mark {
+                Some(k) if k.timestamp == m.timestamp => k.ids.push(m.id.clone()),
+                _ => {
+                    mark = Some(MessageMark {
+                        timestamp: m.timestamp,
+                        ids: vec![m.id.clone()],
+                    })
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() as u32 == PAGE => {
                 before = Some(MessageCursor {
                     timestamp: last.message.timestamp,
                     message_id: Some(last.message.id.clone()),

@@ -22,6 +22,10 @@
 //! write nothing, so there is nothing for the checkpoint to run ahead of; a
 //! resume re-checks them by their marks, which is cheap.
 //!
+//! A *history* run ([`SyncMode::History`], `POST .../chats/:chatId/sync`)
+//! reads one chat's earlier messages instead of its newest, and
+//! `maxAgeDays` keeps any run from reading older messages; see [`history`].
+//!
 //! Progress is only reported for data that is durably committed. To keep
 //! that promise cheap, consecutive small chats are committed together (a
 //! *group*: up to [`SyncOptions::group_messages`] messages or
@@ -44,6 +48,8 @@ use crate::domain::{
 use crate::events::relay::RelaySignal;
 use crate::plugins::{ChatDecision, ChatSummary, PluginChain, SyncContext};
 use crate::storage::{ChatCommit, Store, StoreError, WriteStats};
+
+mod history;
 
 /// `sync_failed` reason of a run suspended by a store outage; the session
 /// resumes it (same `syncId`) once the store answers again.
@@ -264,6 +270,8 @@ pub fn new_run(
         reason: None,
         epoch: 0,
         checkpoint_synced_at: None,
+        before: None,
+        max_age_days: None,
     }
 }
 
@@ -511,7 +519,7 @@ async fn walk(
     // An incremental run reads where each chat's stored messages end, once
     // per run (or resume), before the walk.
     let marks = match run.mode {
-        SyncMode::Full => HashMap::new(),
+        SyncMode::Full | SyncMode::History => HashMap::new(),
         SyncMode::Incremental => {
             let ids: Vec<String> = chats
                 .iter()
@@ -524,6 +532,10 @@ async fn walk(
             .await?
         }
     };
+    let reads = store_retry(deps, cancel, shutdown, "reading the stored history", || {
+        history::Reads::prepare(deps, &sid, run, &chats, &done)
+    })
+    .await?;
 
     // Commits overlap with fetching the next group; whatever happens, the
     // commit in flight is awaited before the run ends, so the run record it
@@ -536,6 +548,7 @@ async fn walk(
         &chats,
         &done,
         &marks,
+        &reads,
         &ctx,
         cancel,
         shutdown,
@@ -647,6 +660,7 @@ async fn walk_chats(
     chats: &[Chat],
     done: &HashSet<String>,
     marks: &HashMap<String, MessageMark>,
+    reads: &history::Reads,
     ctx: &SyncContext,
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
@@ -674,12 +688,14 @@ async fn walk_chats(
         // two events (0 messages), writes nothing and opens no plugin
         // scope. A chat without a `lastMessageAt` is read from its mark.
         let mark = match run.mode {
-            SyncMode::Full => None,
+            SyncMode::Full | SyncMode::History => None,
             SyncMode::Incremental => marks.get(&chat.id),
         };
-        if let Some(mark) = mark
-            && chat.last_message_at.is_some_and(|t| t <= mark.timestamp)
-        {
+        // History: a chat that holds enough messages is not read either.
+        let plan = reads.plan(&chat.id);
+        let unchanged =
+            mark.is_some_and(|mark| chat.last_message_at.is_some_and(|t| t <= mark.timestamp));
+        if unchanged || plan.is_some_and(|p| p.want == 0) {
             group
                 .chats
                 .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
@@ -709,9 +725,12 @@ async fn walk_chats(
 
         if let Some((limit, since_ms)) = limit {
             let fetched = with_retry(deps, cancel, shutdown, || async move {
-                match mark {
-                    Some(mark) => deps.client.fetch_messages_after(chat, limit, mark).await,
-                    None => deps.client.fetch_messages(chat, limit).await,
+                match (mark, plan) {
+                    (Some(mark), _) => deps.client.fetch_messages_after(chat, limit, mark).await,
+                    (None, Some(plan)) => {
+                        history::fetch(deps, chat, plan, limit, reads.cutoff).await
+                    }
+                    (None, None) => deps.client.fetch_messages(chat, limit).await,
                 }
             })
             .await?;
@@ -738,6 +757,7 @@ async fn walk_chats(
                     if let Some(since) = since_ms {
                         messages.retain(|m| m.timestamp >= since);
                     }
+                    reads.trim(&mut messages);
                     let fetched_n = messages.len() as u32;
                     let out = if deps.chain.is_empty() {
                         crate::plugins::Transformed {

@@ -664,3 +664,5 @@ async fn chats_without_last_activity_are_read_from_their_mark() {
         6
     );
 }
+
+mod history;

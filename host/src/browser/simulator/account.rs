@@ -17,7 +17,7 @@ pub(super) fn h(seed: u64, a: u64, b: u64) -> u64 {
     mix(mix(mix(seed) ^ a) ^ b.wrapping_mul(0x2545_F491_4F6C_DD1D))
 }
 
-const BASE_MS: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+pub(super) const BASE_MS: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
 const NAMES: [&str; 12] = [
     "Ana", "Bruno", "Chen", "Dara", "Emeka", "Fatima", "Goran", "Hana", "Ivan", "Julia", "Kofi",
     "Lena",
@@ -107,7 +107,7 @@ impl Account {
 
     /// When message `k` of chat `index` was sent: 45 s apart, the newest
     /// seeded one at [`Account::last_message_at`], new ones after it.
-    fn timestamp(&self, index: u32, k: u32) -> i64 {
+    pub(super) fn timestamp(&self, index: u32, k: u32) -> i64 {
         let newest_seeded = i64::from(self.cfg.messages_in(index)) - 1;
         self.last_message_at(index) + (i64::from(k) - newest_seeded) * 45_000
     }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ClientError, ClientEvent, Provider, WhatsAppClient};
+use super::{ClientError, ClientEvent, HistoryRequest, Provider, WhatsAppClient};
 use crate::domain::{
     Chat, Message, MessageMark, PairingCode, PhoneNumber, QrCode, SessionId, now_ms,
 };
@@ -198,6 +198,7 @@ impl SimulatorConfig {
 
 mod account;
 pub mod changes;
+mod history;
 #[cfg(test)]
 mod tests;
 
@@ -205,6 +206,7 @@ pub use changes::ChangesConfig;
 
 use account::h;
 pub use account::{Account, pairing_code};
+pub use history::CLOCK_MS;
 
 /// Starts simulator clients.
 #[derive(Debug, Default)]
@@ -316,6 +318,19 @@ impl WhatsAppClient for SimulatedClient {
     ) -> Result<Vec<Message>, ClientError> {
         let index = self.fetch_gate(chat).await?;
         Ok(self.with_changes(self.account.newest_after(index, limit, mark)))
+    }
+
+    async fn fetch_messages_before(
+        &self,
+        chat: &Chat,
+        req: &HistoryRequest,
+    ) -> Result<Vec<Message>, ClientError> {
+        let index = self.fetch_gate(chat).await?;
+        Ok(self.account.older(index, req))
+    }
+
+    fn clock_ms(&self) -> i64 {
+        history::CLOCK_MS
     }
 
     async fn stop(&self, _logout: bool) {

@@ -305,6 +305,57 @@ if (window.__wasync) {
     return { style: style, messages: msgs };
   };
 
+  // Up to `limit` messages of a chat older than `before` ({t: ms, ids: [...]},
+  // the oldest stored message of the chat, or a time), the newest of them,
+  // oldest first; none older than `notBefore` (ms, or null). Earlier pages
+  // are loaded as scrolling up does, until enough of them are in memory, the
+  // history starts (the collection's `msgLoadState.noEarlierMsgs`, or an
+  // empty page), or the oldest loaded message is older than `notBefore`.
+  W.earlier = async function (chatId, limit, before, notBefore) {
+    const chat = mod('WAWebCollections').Chat.get(chatId);
+    if (!chat) throw new Error('chat ' + chatId + ' not found');
+    const load = mod('WAWebChatLoadMessages').loadEarlierMsgs;
+    if (typeof load !== 'function') throw new Error('page module WAWebChatLoadMessages has no loadEarlierMsgs');
+    let style = load.length >= 2 ? 'old' : 'new';
+    const call = function (s) { return s === 'new' ? load({ chat: chat }) : load(chat, chat.msgs); };
+    const known = new Set(before.ids || []);
+    const older = function (s) {
+      const t = s.t * 1000;
+      return t < before.t || (t === before.t && !known.has(s.id));
+    };
+    const tooOld = function (s) { return notBefore !== null && s.t * 1000 < notBefore; };
+    const loaded = function () {
+      return chat.msgs.getModelsArray().map(serializeMsg).filter(function (s) { return !s.isNotification; });
+    };
+    const atStart = function () {
+      const st = chat.msgs.msgLoadState;
+      return !!(st && st.noEarlierMsgs);
+    };
+    let rounds = 0;
+    for (;;) {
+      const have = loaded();
+      const wanted = have.filter(function (s) { return older(s) && !tooOld(s); }).length;
+      if (wanted >= limit || atStart() || have.some(tooOld) || rounds >= 10000) break;
+      rounds += 1;
+      let got;
+      try {
+        got = await call(style);
+      } catch (e) {
+        if (e instanceof TypeError && rounds === 1) {
+          style = style === 'new' ? 'old' : 'new';
+          got = await call(style);
+        } else {
+          throw e;
+        }
+      }
+      if (!got || got.length === 0) break;
+    }
+    let msgs = loaded().filter(function (s) { return older(s) && !tooOld(s); });
+    msgs.sort(function (a, b) { return a.t - b.t; });
+    msgs = msgs.slice(Math.max(0, msgs.length - limit));
+    return { style: style, messages: msgs, atStart: atStart() };
+  };
+
   // --- "Link with phone number" ----------------------------------------
   // Driven through the login screens as a person would: the link under the
   // QR code, the phone number form, "Next"; then the code shown (one

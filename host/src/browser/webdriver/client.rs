@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::browser::{ClientError, WhatsAppClient};
+use crate::browser::{ClientError, HistoryRequest, WhatsAppClient};
 use crate::domain::{Chat, Message, MessageMark};
 
 /// What the port asks of a session's task.
@@ -17,6 +17,12 @@ pub(super) enum Command {
         limit: u32,
         /// Only messages newer than this (an incremental sync).
         after: Option<MessageMark>,
+        reply: oneshot::Sender<Result<Vec<Message>, ClientError>>,
+    },
+    /// Earlier messages (a deepen).
+    Earlier {
+        chat_id: String,
+        req: HistoryRequest,
         reply: oneshot::Sender<Result<Vec<Message>, ClientError>>,
     },
     Stop {
@@ -114,6 +120,28 @@ impl WhatsAppClient for WebDriverClient {
         // The page filtered already; this keeps the port's promise even
         // against a bridge of an older host version.
         Ok(messages.into_iter().filter(|m| mark.is_new(m)).collect())
+    }
+
+    async fn fetch_messages_before(
+        &self,
+        chat: &Chat,
+        req: &HistoryRequest,
+    ) -> Result<Vec<Message>, ClientError> {
+        let chat_id = chat.id.clone();
+        let sent = req.clone();
+        let messages: Vec<Message> = self
+            .ask(|reply| Command::Earlier {
+                chat_id,
+                req: sent,
+                reply,
+            })
+            .await?;
+        // The page filtered already; this keeps the port's promise whatever
+        // the page answered.
+        Ok(messages
+            .into_iter()
+            .filter(|m| req.before.is_older(m) && req.not_before.is_none_or(|t| m.timestamp >= t))
+            .collect())
     }
 
     async fn stop(&self, logout: bool) {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::browser::Browser;
 use super::error::WebDriverError;
-use crate::browser::ClientError;
+use crate::browser::{ClientError, HistoryRequest};
 use crate::domain::{Chat, Message, MessageChange, MessageMark, MessageUpdate};
 
 /// The page bridge, injected as the body of an `execute` call.
@@ -85,6 +85,37 @@ impl Browser {
         let page: PageMessages = serde_json::from_value(v)
             .map_err(|e| ClientError::Transient(format!("unreadable messages: {e}")))?;
         tracing::debug!(chat_id, style = %page.style, n = page.messages.len(), "messages fetched");
+        Ok(page
+            .messages
+            .into_iter()
+            .map(|m| m.into_message(Some(chat_id)))
+            .collect())
+    }
+
+    /// A deepen's read (see `W.earlier` in the bridge): up to `req.limit`
+    /// messages of one chat older than `req.before`, loading earlier pages
+    /// until the page holds them, the history starts, or `req.not_before`.
+    pub(super) async fn earlier(
+        &self,
+        chat_id: &str,
+        req: &HistoryRequest,
+    ) -> Result<Vec<Message>, ClientError> {
+        let before = json!({ "t": req.before.timestamp, "ids": req.before.ids });
+        let v = self
+            .bridge_call(
+                "earlier",
+                "earlier(arguments[0], arguments[1], arguments[2], arguments[3])",
+                vec![
+                    json!(chat_id),
+                    json!(req.limit),
+                    before,
+                    json!(req.not_before),
+                ],
+            )
+            .await?;
+        let page: PageMessages = serde_json::from_value(v)
+            .map_err(|e| ClientError::Transient(format!("unreadable messages: {e}")))?;
+        tracing::debug!(chat_id, style = %page.style, n = page.messages.len(), "earlier messages fetched");
         Ok(page
             .messages
             .into_iter()

@@ -130,6 +130,13 @@ impl SessionTask {
                     Some(Command::Messages { chat_id, limit, after, reply }) => {
                         let _ = reply.send(self.messages(&chat_id, limit, after.as_ref()).await);
                     }
+                    Some(Command::Earlier { chat_id, req, reply }) => {
+                        let earlier = match self.browser() {
+                            Ok(b) => b.earlier(&chat_id, &req).await,
+                            Err(e) => Err(e),
+                        };
+                        let _ = reply.send(earlier);
+                    }
                 },
                 _ = sleep_until(self.next_save), if self.next_save.is_some() && !self.dead => {
                     self.save_login().await;

@@ -4,14 +4,17 @@
 //!   handler, forwarding a session's commands to the host that owns it;
 //! - `sessions`: create, read, stop and list sessions, QR and pairing codes,
 //!   manual syncs and their runs;
+//! - `history`: deeper history of one chat;
 //! - `data`: stored chats, messages and quarantine;
 //! - `ops`: health, readiness, metrics, the dashboard.
 
 mod data;
+mod history;
 mod ops;
 mod sessions;
 
 pub(super) use data::*;
+pub(super) use history::*;
 pub(super) use ops::*;
 pub(super) use sessions::*;
 
@@ -189,6 +192,9 @@ pub(super) async fn handle(
         Route::Chats { id } => list_chats(gw, session_id(&id)?, req).await,
         Route::Messages { id, chat_id } => list_messages(gw, session_id(&id)?, chat_id, req).await,
         Route::SyncChats { id } => command(gw, Command::Sync, session_id(&id)?, req).await,
+        Route::ChatSync { id, chat_id } => {
+            command(gw, Command::History { chat_id }, session_id(&id)?, req).await
+        }
         Route::Cluster => cluster(gw).await,
         Route::Quarantine { id } => {
             let id = session_id(&id)?;
@@ -210,11 +216,12 @@ pub(super) async fn handle(
 }
 
 /// A request that acts on a session: run by the host that owns it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Command {
     Create,
     Stop,
     Sync,
+    History { chat_id: String },
     Qr,
     PairingCode,
 }
@@ -233,7 +240,7 @@ async fn command(
     let forwarded = crate::cluster::forward::is_forwarded(&req);
     let (parts, incoming) = req.into_parts();
     let bytes = match cmd {
-        Command::Create | Command::Sync => {
+        Command::Create | Command::Sync | Command::History { .. } => {
             read_body(
                 Request::from_parts(parts.clone(), incoming),
                 gw.max_body_bytes,
@@ -256,6 +263,7 @@ async fn command(
         Command::Create => create_session(gw, id, &parts, &bytes).await,
         Command::Stop => stop_session(gw, id, &parts).await,
         Command::Sync => sync_chats(gw, id, &parts, &bytes).await,
+        Command::History { chat_id } => sync_history(gw, id, chat_id, &parts, &bytes).await,
         Command::Qr => get_qr(gw, id, &parts).await,
         Command::PairingCode => get_pairing_code(gw, id).await,
     };

@@ -16,8 +16,12 @@ pub struct SyncBody {
     /// `full` (default): the newest `limitPerChat` messages of every chat;
     /// `incremental`: per chat only what is newer than its newest stored
     /// message (chat metadata is refreshed either way).
-    #[schema(value_type = Option<crate::domain::SyncMode>)]
-    pub mode: Option<crate::domain::SyncMode>,
+    #[schema(value_type = Option<ManualSyncMode>)]
+    pub mode: Option<ManualSyncMode>,
+    /// Neither read nor store messages older than this many days
+    /// (1–36,500; default: no limit).
+    #[schema(minimum = 1, maximum = 36500)]
+    pub max_age_days: Option<u32>,
 }
 
 /// How `GET .../qr` renders the code.
@@ -292,10 +296,14 @@ pub(in crate::gateway) async fn sync_chats(
             "chatIds must list between 1 and 100000 chat ids",
         ));
     }
-    let sync_id = gw
-        .sessions
-        .start_sync(&id, b.mode, b.limit_per_chat, b.chat_ids)
-        .await?;
+    let req = crate::session::SyncRequest {
+        mode: b.mode.map(Into::into),
+        limit_per_chat: b.limit_per_chat,
+        chat_ids: b.chat_ids,
+        max_age_days: b.max_age_days,
+        ..Default::default()
+    };
+    let sync_id = gw.sessions.start_run(&id, req).await?;
     let mut resp = json(
         StatusCode::ACCEPTED,
         &SyncAccepted {

@@ -35,6 +35,7 @@ use crate::domain::{
 };
 
 mod changes;
+mod history;
 mod tables;
 mod webhooks;
 mod writes;
@@ -554,6 +555,10 @@ impl Store for EmbeddedStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn oldest_mark(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>> {
+        self.oldest_of(id, chat_id).await
     }
 
     async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64> {

@@ -42,6 +42,7 @@
 
 mod changes;
 mod fencing;
+mod history;
 mod outbox;
 pub mod schema;
 mod webhooks;
@@ -1032,6 +1033,10 @@ impl Store for MongoStore {
                 .try_collect()
                 .await?;
         Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn oldest_mark(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>> {
+        self.oldest_of(id, chat_id).await
     }
 
     async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64> {
