@@ -9,6 +9,7 @@
 //! between its check and its write (`SIGSTOP`, a long GC-like pause, a
 //! partition) cannot overwrite the state of the host that took over.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -16,8 +17,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
-    ChangeOutcome, Chat, Message, MessageUpdate, OutboxEvent, QuarantinedMessage, SessionId,
-    StoredChat, StoredMessage, SyncRun,
+    ChangeOutcome, Chat, Message, MessageMark, MessageUpdate, OutboxEvent, QuarantinedMessage,
+    SessionId, StoredChat, StoredMessage, SyncRun,
 };
 use crate::storage::{
     ChatCommit, ChatPage, MessageCursor, Pruned, SessionRecord, Store, StoreError, StoreResult,
@@ -246,6 +247,18 @@ impl Store for FencedStore {
         message_id: &str,
     ) -> StoreResult<Option<StoredMessage>> {
         self.inner.get_message(id, message_id).await
+    }
+
+    async fn message_marks(
+        &self,
+        id: &SessionId,
+        chat_ids: &[String],
+    ) -> StoreResult<HashMap<String, MessageMark>> {
+        self.inner.message_marks(id, chat_ids).await
+    }
+
+    async fn oldest_mark(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>> {
+        self.inner.oldest_mark(id, chat_id).await
     }
 
     async fn apply_changes(

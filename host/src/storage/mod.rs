@@ -250,21 +250,14 @@ pub trait Store: Send + Sync + 'static {
     /// every id stored at that timestamp), where an incremental sync starts;
     /// chats with no stored message are absent. Reads only: marks are not
     /// kept anywhere, so live messages and every sync move them for free.
-    /// The default walks [`Store::list_messages`] per chat; an adapter may
-    /// read its index in one pass.
+    /// Each adapter reads its index (keys only); [`mark_from_listing`] is
+    /// the reference the contract checks them against. No default: a
+    /// wrapper that forgot to delegate would silently read whole messages.
     async fn message_marks(
         &self,
         id: &SessionId,
         chat_ids: &[String],
-    ) -> StoreResult<HashMap<String, MessageMark>> {
-        let mut out = HashMap::new();
-        for chat_id in chat_ids {
-            if let Some(mark) = mark_from_listing(self, id, chat_id).await? {
-                out.insert(chat_id.clone(), mark);
-            }
-        }
-        Ok(out)
-    }
+    ) -> StoreResult<HashMap<String, MessageMark>>;
 
     // ---- changes after the sync -------------------------------------------
     /// One stored message.
@@ -298,11 +291,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The oldest stored message of a chat (its timestamp and every id
     /// stored at that timestamp), where a deepen goes on; `None` without
-    /// stored messages. The default walks the whole listing; the adapters
-    /// read the end of their index.
-    async fn oldest_mark(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>> {
-        oldest_from_listing(self, id, chat_id).await
-    }
+    /// stored messages. The adapters read the end of their index;
+    /// [`oldest_from_listing`] is the reference (no default, as for
+    /// [`Store::message_marks`]).
+    async fn oldest_mark(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>>;
 
     // ---- sync runs --------------------------------------------------------
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()>;
