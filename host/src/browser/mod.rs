@@ -22,7 +22,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::domain::{Chat, Me, Message, MessageMark, PairingCode, PhoneNumber, QrCode, SessionId};
+use crate::domain::{
+    AddressBook, Chat, Me, Message, MessageMark, PairingCode, PhoneNumber, QrCode, SessionId,
+};
 
 /// Errors at the provider boundary.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -82,6 +84,13 @@ pub trait WhatsAppClient: Send + Sync {
         let mut messages = self.fetch_messages(chat, limit).await?;
         messages.retain(|m| mark.is_new(m));
         Ok(messages)
+    }
+
+    /// The account's contacts and the members of its group chats: the
+    /// contacts phase of a sync, one call before the chats. The default is
+    /// an empty book, for a provider that knows no contacts.
+    async fn list_contacts(&self) -> Result<AddressBook, ClientError> {
+        Ok(AddressBook::default())
     }
 
     /// Stops the client; with `logout` the stored login is dropped too, so

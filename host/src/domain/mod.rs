@@ -4,6 +4,7 @@
 //! these documents as JSON; timestamps are milliseconds since the Unix epoch
 //! (UTC) everywhere, so no layer has to guess a unit.
 
+mod contacts;
 mod events;
 mod login;
 mod metadata;
@@ -15,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use contacts::*;
 pub use events::*;
 pub use login::*;
 pub use metadata::*;
@@ -113,6 +115,10 @@ pub struct StoredChat {
     pub synced_at: Option<i64>,
     /// Messages stored for this chat.
     pub message_count: u64,
+    /// A group's members, as the last sync found them (empty for a
+    /// private chat).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub participants: Vec<Participant>,
 }
 
 /// A WhatsApp message, normalised across providers.

@@ -656,6 +656,7 @@ impl Actor {
                 total_messages_synced: run.total_messages_synced,
                 phase: crate::domain::SyncPhase::Start,
                 done: false,
+                contacts: None,
             },
         });
         let cancel = CancellationToken::new();

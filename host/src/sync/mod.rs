@@ -3,8 +3,10 @@
 //! Give it a client, a store, a plugin chain and a progress sink and it
 //! walks the account (DESIGN §4):
 //!
-//! 1. fetch the chat list once and upsert every chat in one write, so
-//!    `GET .../chats` shows the whole list while messages still sync;
+//! 1. fetch the contacts (and group members) once and store them
+//!    (`contacts.rs`), then the chat list, upserting every chat in one
+//!    write, so `GET .../chats` shows the whole list while messages still
+//!    sync;
 //! 2. per chat, in order: `before-chat-sync` hooks, fetch the newest
 //!    `limitPerChat` messages (retried with backoff; a chat that keeps
 //!    failing is recorded as failed and the sync goes on), the message
@@ -44,6 +46,8 @@ use crate::domain::{
 use crate::events::relay::RelaySignal;
 use crate::plugins::{ChatDecision, ChatSummary, PluginChain, SyncContext};
 use crate::storage::{ChatCommit, Store, StoreError, WriteStats};
+
+mod contacts;
 
 /// `sync_failed` reason of a run suspended by a store outage; the session
 /// resumes it (same `syncId`) once the store answers again.
@@ -379,6 +383,7 @@ fn emit(
         total_messages_synced: run.total_messages_synced,
         phase,
         done: phase == SyncPhase::Done,
+        contacts: None,
     });
 }
 
@@ -463,6 +468,9 @@ async fn walk(
         trigger: run.trigger.as_str().to_owned(),
     };
 
+    let book = contacts::fetch_and_store(deps, &sid, cancel, shutdown).await?;
+    let n_contacts = book.contacts.len() as u64;
+
     let mut chats: Vec<Chat> =
         match with_retry(deps, cancel, shutdown, || deps.client.list_chats()).await? {
             Ok(c) => c,
@@ -476,6 +484,8 @@ async fn walk(
         deps.store.upsert_chats(&sid, &chats)
     })
     .await?;
+    contacts::store_participants(deps, &sid, &book, &chats, cancel, shutdown).await?;
+    drop(book);
 
     // A resumed run goes on by membership, not by position: the chat list
     // is fetched afresh and its order may have changed while the run was
@@ -499,12 +509,13 @@ async fn walk(
         done
     } else {
         let seq = run.next_seq;
-        run.next_seq += 1;
+        run.next_seq += 2;
         store_retry(deps, cancel, shutdown, "recording the run", || {
             deps.store.put_sync_run(run)
         })
         .await?;
         emit(deps, run, seq, SyncPhase::Start, None, 0);
+        contacts::emit(deps, run, seq + 1, n_contacts);
         HashSet::new()
     };
 
@@ -565,6 +576,7 @@ async fn walk(
             "syncId": run.sync_id,
             "chats": chats.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
             "nChats": run.n_chats,
+            "contacts": n_contacts,
             "totalMessagesSynced": run.total_messages_synced,
             "failedChats": run.failed_chats.iter().map(|f| f.chat_id.as_str()).collect::<Vec<_>>(),
         }),

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ClientError, ClientEvent, Provider, WhatsAppClient};
 use crate::domain::{
-    Chat, Message, MessageMark, PairingCode, PhoneNumber, QrCode, SessionId, now_ms,
+    AddressBook, Chat, Message, MessageMark, PairingCode, PhoneNumber, QrCode, SessionId, now_ms,
 };
 
 /// Messages per chat: one number for every chat, or one per chat.
@@ -63,6 +63,9 @@ pub struct SimulatorConfig {
     /// times. The same account with and without them is the same account
     /// before and after new messages came in.
     pub new_messages: BTreeMap<u32, u32>,
+    /// People in the address book besides the private chats' (the members
+    /// of the groups); see `contacts.rs`.
+    pub contacts: u32,
 }
 
 impl Default for SimulatorConfig {
@@ -80,6 +83,7 @@ impl Default for SimulatorConfig {
             fail_fetch: BTreeMap::new(),
             fail_auth: false,
             new_messages: BTreeMap::new(),
+            contacts: 12,
         }
     }
 }
@@ -95,6 +99,8 @@ pub const MAX_DELAY_MS: u64 = 86_400_000;
 pub const MIN_LIVE_EVERY_MS: u64 = 10;
 /// Most QR codes one login attempt shows.
 pub const MAX_QR_ATTEMPTS: u32 = 1_000;
+/// Most extra contacts (`contacts`).
+pub const MAX_CONTACTS: u32 = 100_000;
 /// Longest `messagesPerChat` list.
 pub const MAX_PER_CHAT_LIST: usize = 100_000;
 
@@ -165,6 +171,11 @@ impl SimulatorConfig {
                 "simulator.newMessages must be at most {MAX_MESSAGES_PER_CHAT} per chat"
             ));
         }
+        if cfg.contacts > MAX_CONTACTS {
+            return bad(format!(
+                "simulator.contacts must be at most {MAX_CONTACTS}"
+            ));
+        }
         if !(1..=MAX_QR_ATTEMPTS).contains(&cfg.max_qr_attempts) {
             return bad(format!(
                 "simulator.maxQrAttempts must be between 1 and {MAX_QR_ATTEMPTS}"
@@ -190,6 +201,7 @@ impl SimulatorConfig {
 }
 
 mod account;
+mod contacts;
 #[cfg(test)]
 mod tests;
 
@@ -303,6 +315,11 @@ impl WhatsAppClient for SimulatedClient {
     ) -> Result<Vec<Message>, ClientError> {
         let index = self.fetch_gate(chat).await?;
         Ok(self.account.newest_after(index, limit, mark))
+    }
+
+    async fn list_contacts(&self) -> Result<AddressBook, ClientError> {
+        self.latency().await?;
+        Ok(self.account.address_book())
     }
 
     async fn stop(&self, _logout: bool) {

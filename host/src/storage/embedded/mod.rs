@@ -30,10 +30,11 @@ use super::{
     WriteStats, decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
-    Chat, Message, MessageMark, OutboxEvent, QuarantinedMessage, SessionId, StoredChat,
-    StoredMessage, SyncRun,
+    Chat, Contact, GroupParticipants, Message, MessageMark, OutboxEvent, QuarantinedMessage,
+    SessionId, StoredChat, StoredContact, StoredMessage, SyncRun,
 };
 
+mod contacts;
 mod tables;
 mod webhooks;
 mod writes;
@@ -119,6 +120,7 @@ impl EmbeddedStore {
             txn.open_table(WEBHOOKS).db()?;
             txn.open_table(DELIVERIES).db()?;
             txn.open_table(DELIVERIES_BY_STATUS).db()?;
+            contacts::create_tables(&txn)?;
         }
         txn.commit().db()?;
         Ok(Self {
@@ -257,6 +259,7 @@ impl Store for EmbeddedStore {
                 purge_prefix!(txn, MESSAGES, (s, ""), (n, ""));
                 purge_prefix!(txn, MESSAGES_BY_CHAT, (s, "", 0u64, ""), (n, "", 0u64, ""));
                 purge_prefix!(txn, QUARANTINE, (s, ""), (n, ""));
+                contacts::purge(&txn, s, n)?;
                 let mut ids = Vec::new();
                 {
                     let by_session = txn.open_table(RUNS_BY_SESSION).db()?;
@@ -334,6 +337,7 @@ impl Store for EmbeddedStore {
                         chat,
                         synced_at,
                         message_count,
+                        participants: old.map(|o| o.participants).unwrap_or_default(),
                     };
                     table
                         .insert(
@@ -586,6 +590,39 @@ impl Store for EmbeddedStore {
             Ok(n)
         })
         .await
+    }
+
+    async fn upsert_contacts(&self, id: &SessionId, contacts: &[Contact]) -> StoreResult<()> {
+        self.upsert_contacts_impl(id, contacts).await
+    }
+
+    async fn list_contacts(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<StoredContact>> {
+        self.list_contacts_impl(id, limit, after).await
+    }
+
+    async fn find_contact(
+        &self,
+        id: &SessionId,
+        contact_id: &str,
+    ) -> StoreResult<Option<StoredContact>> {
+        self.find_contact_impl(id, contact_id).await
+    }
+
+    async fn count_contacts(&self, id: &SessionId) -> StoreResult<u64> {
+        self.count_contacts_impl(id).await
+    }
+
+    async fn put_participants(
+        &self,
+        id: &SessionId,
+        groups: &[GroupParticipants],
+    ) -> StoreResult<()> {
+        self.put_participants_impl(id, groups).await
     }
 
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {

@@ -35,6 +35,7 @@
 //!   503. The driver monitors the server and reconnects by itself, so the
 //!   same store works again once the server is back.
 
+mod contacts;
 mod fencing;
 mod outbox;
 pub mod schema;
@@ -59,8 +60,8 @@ use super::{
     WriteStats, decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
-    Chat, Message, MessageMark, OutboxEvent, QuarantinedMessage, SessionId, StoredChat,
-    StoredMessage, SyncRun,
+    Chat, Contact, GroupParticipants, Message, MessageMark, OutboxEvent, QuarantinedMessage,
+    SessionId, StoredChat, StoredContact, StoredMessage, SyncRun,
 };
 
 /// Server error codes that mean "the server is going away or not primary
@@ -762,6 +763,11 @@ impl Store for MongoStore {
                 .delete_many(filter.clone())
                 .await
                 .map_err(map_err)?;
+            self.database()
+                .collection::<Document>(schema::CONTACTS)
+                .delete_many(filter.clone())
+                .await
+                .map_err(map_err)?;
             self.chats.delete_many(filter).await.map_err(map_err)?;
         }
         Ok(())
@@ -981,6 +987,39 @@ impl Store for MongoStore {
             filter.insert("chatId", c);
         }
         self.messages.count_documents(filter).await.map_err(map_err)
+    }
+
+    async fn upsert_contacts(&self, id: &SessionId, contacts: &[Contact]) -> StoreResult<()> {
+        self.upsert_contacts_impl(id, contacts).await
+    }
+
+    async fn list_contacts(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<StoredContact>> {
+        self.list_contacts_impl(id, limit, after).await
+    }
+
+    async fn find_contact(
+        &self,
+        id: &SessionId,
+        contact_id: &str,
+    ) -> StoreResult<Option<StoredContact>> {
+        self.find_contact_impl(id, contact_id).await
+    }
+
+    async fn count_contacts(&self, id: &SessionId) -> StoreResult<u64> {
+        self.count_contacts_impl(id).await
+    }
+
+    async fn put_participants(
+        &self,
+        id: &SessionId,
+        groups: &[GroupParticipants],
+    ) -> StoreResult<()> {
+        self.put_participants_impl(id, groups).await
     }
 
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {

@@ -22,7 +22,7 @@ use mongodb::options::IndexOptions;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Chat, Message, StoredChat, StoredMessage};
+use crate::domain::{Chat, Message, Participant, StoredChat, StoredMessage};
 use crate::storage::{StoreError, StoreResult};
 
 pub const SESSIONS: &str = "sessions";
@@ -33,9 +33,10 @@ pub const OUTBOX: &str = "outbox";
 pub const QUARANTINE: &str = "quarantine";
 pub const WEBHOOKS: &str = "webhooks";
 pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
+pub const CONTACTS: &str = "contacts";
 
 /// Every collection the store creates at start.
-pub const COLLECTIONS: [&str; 8] = [
+pub const COLLECTIONS: [&str; 9] = [
     SESSIONS,
     CHATS,
     MESSAGES,
@@ -44,6 +45,7 @@ pub const COLLECTIONS: [&str; 8] = [
     QUARANTINE,
     WEBHOOKS,
     WEBHOOK_DELIVERIES,
+    CONTACTS,
 ];
 
 /// Date fields of each low-volume collection (top level of the document).
@@ -148,6 +150,20 @@ pub fn indexes() -> Vec<IndexSpec> {
             name: "uniq_session_message",
             keys: doc! { "sessionId": 1, "messageId": 1 },
             unique: true,
+        },
+        // One contact per person and session; listed by id.
+        IndexSpec {
+            collection: CONTACTS,
+            name: "uniq_session_contact",
+            keys: doc! { "sessionId": 1, "contactId": 1 },
+            unique: true,
+        },
+        // An author named by its `@lid` finds its contact.
+        IndexSpec {
+            collection: CONTACTS,
+            name: "session_lid",
+            keys: doc! { "sessionId": 1, "lid": 1 },
+            unique: false,
         },
         // An endpoint's pending window, its dead list, and paging by status.
         IndexSpec {
@@ -270,6 +286,9 @@ pub struct ChatDoc {
     pub synced_at: Option<DateTime>,
     #[serde(default)]
     pub message_count: i64,
+    /// A group's members, set by the contacts phase of a sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub participants: Vec<Participant>,
 }
 
 impl ChatDoc {
@@ -300,6 +319,7 @@ impl ChatDoc {
             },
             synced_at: self.synced_at.map(|d| d.timestamp_millis()),
             message_count: u64::try_from(self.message_count.max(0)).unwrap_or(0),
+            participants: self.participants,
         }
     }
 }
