@@ -127,6 +127,11 @@ async fn assert_no_duplicate_messages(db: &mongodb::Database, s: &SessionId) -> 
 // ---- the storage contract, each check in its own database -------------
 
 #[tokio::test]
+async fn mongo_contract_contacts() {
+    contract::contacts::run_all(&store().await.0).await;
+}
+
+#[tokio::test]
 async fn mongo_contract_sessions_round_trip() {
     contract::sessions_round_trip(&store().await.0).await;
 }

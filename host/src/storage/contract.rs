@@ -5,6 +5,7 @@
 //! [`run_all`] from their tests; a failing check panics with the adapter's
 //! name and what differed.
 
+pub mod contacts;
 pub mod webhooks;
 
 use super::{ChatCommit, SessionRecord, Store};
@@ -88,6 +89,7 @@ pub async fn run_all(store: &dyn Store) {
     a_burst_in_one_second_pages_whole(store).await;
     retention_and_purge_leave_no_bodies(store).await;
     marks_are_the_newest_stored_messages(store).await;
+    contacts::run_all(store).await;
 }
 
 /// A chat's mark is its newest stored timestamp with every id stored at
