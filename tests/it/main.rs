@@ -6,6 +6,7 @@ mod api_errors;
 mod api_fuzz;
 mod cli;
 mod cluster;
+mod contacts;
 mod dashboard;
 mod devkit;
 mod lifecycle;

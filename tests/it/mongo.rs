@@ -245,6 +245,8 @@ async fn mongo_creates_design_indexes_idempotently() {
         ("sync_runs", doc! {"sessionId": 1, "startedAt": -1}, false),
         ("outbox", doc! {"publishedAt": 1, "createdAt": 1}, false),
         ("quarantine", doc! {"sessionId": 1, "messageId": 1}, true),
+        ("contacts", doc! {"sessionId": 1, "contactId": 1}, true),
+        ("contacts", doc! {"sessionId": 1, "lid": 1}, false),
     ];
     for (coll, keys, unique) in expect {
         let indexes: Vec<mongodb::IndexModel> = raw

@@ -218,6 +218,8 @@ pub enum Route {
     PairingCode { id: String },
     Chats { id: String },
     Messages { id: String, chat_id: String },
+    Contacts { id: String },
+    Contact { id: String, contact_id: String },
     SyncChats { id: String },
     Sync { id: String },
     Quarantine { id: String },
@@ -257,6 +259,8 @@ impl Route {
             Route::PairingCode { .. } => "/whatsapp-web/session/{id}/pairing-code",
             Route::Chats { .. } => "/whatsapp-web/session/{id}/chats",
             Route::Messages { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/messages",
+            Route::Contacts { .. } => "/whatsapp-web/session/{id}/contacts",
+            Route::Contact { .. } => "/whatsapp-web/session/{id}/contacts/{contactId}",
             Route::SyncChats { .. } => "/whatsapp-web/session/{id}/sync-chats",
             Route::Sync { .. } => "/whatsapp-web/session/{id}/sync",
             Route::Quarantine { .. } => "/whatsapp-web/session/{id}/quarantine",
@@ -305,6 +309,11 @@ pub fn route(path: &str) -> Option<Route> {
         ["whatsapp-web", "session", id, "chats", chat, "messages"] => Route::Messages {
             id: id.to_string(),
             chat_id: chat.to_string(),
+        },
+        ["whatsapp-web", "session", id, "contacts"] => Route::Contacts { id: id.to_string() },
+        ["whatsapp-web", "session", id, "contacts", contact] => Route::Contact {
+            id: id.to_string(),
+            contact_id: contact.to_string(),
         },
         ["whatsapp-web", "session", id, "sync-chats"] => Route::SyncChats { id: id.to_string() },
         ["whatsapp-web", "session", id, "sync"] => Route::Sync { id: id.to_string() },
@@ -520,6 +529,8 @@ mod tests {
             "/whatsapp-web/session/s1/pairing-code",
             "/whatsapp-web/session/s1/chats",
             "/whatsapp-web/session/s1/chats/c%40c.us/messages",
+            "/whatsapp-web/session/s1/contacts",
+            "/whatsapp-web/session/s1/contacts/123%40lid",
             "/whatsapp-web/session/s1/sync-chats",
             "/whatsapp-web/session/s1/sync",
             "/whatsapp-web/session/s1/quarantine",
@@ -547,6 +558,8 @@ mod tests {
                 | Route::PairingCode { .. }
                 | Route::Chats { .. }
                 | Route::Messages { .. }
+                | Route::Contacts { .. }
+                | Route::Contact { .. }
                 | Route::SyncChats { .. }
                 | Route::Sync { .. }
                 | Route::Quarantine { .. }
@@ -578,7 +591,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(templates.len(), 24, "every route has its own template");
+        assert_eq!(templates.len(), 26, "every route has its own template");
         // ...and the document has nothing the router does not serve.
         for p in paths.keys() {
             assert!(

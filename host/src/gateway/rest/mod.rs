@@ -5,12 +5,15 @@
 //! - `sessions`: create, read, stop and list sessions, QR and pairing codes,
 //!   manual syncs and their runs;
 //! - `data`: stored chats, messages and quarantine;
+//! - `contacts`: stored contacts;
 //! - `ops`: health, readiness, metrics, the dashboard.
 
+mod contacts;
 mod data;
 mod ops;
 mod sessions;
 
+pub(super) use contacts::*;
 pub(super) use data::*;
 pub(super) use ops::*;
 pub(super) use sessions::*;
@@ -188,6 +191,8 @@ pub(super) async fn handle(
         Route::PairingCode { id } => command(gw, Command::PairingCode, session_id(&id)?, req).await,
         Route::Chats { id } => list_chats(gw, session_id(&id)?, req).await,
         Route::Messages { id, chat_id } => list_messages(gw, session_id(&id)?, chat_id, req).await,
+        Route::Contacts { id } => list_contacts(gw, session_id(&id)?, req).await,
+        Route::Contact { id, contact_id } => get_contact(gw, session_id(&id)?, contact_id).await,
         Route::SyncChats { id } => command(gw, Command::Sync, session_id(&id)?, req).await,
         Route::Cluster => cluster(gw).await,
         Route::Quarantine { id } => {
