@@ -225,3 +225,78 @@ async fn contacts_sync_exactly_on_mongodb() {
     contacts_end_to_end(&host, "contacts-mongo").await;
     host.stop().await;
 }
+
+/// Through the webdriver provider against the fixture page: the page's
+/// Contact collection (minus the account itself and the groups) is stored
+/// exactly, the `@lid` ↔ number mapping included, the group keeps its
+/// members, and a group message by `@lid` and one by number of the same
+/// member resolve to one contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdriver_contacts_and_group_members_are_stored() {
+    use wasync_tests::whatsapp_fixture::{MEMBER_LID, WhatsAppFixture};
+    crate::webdriver::require_browser();
+    let fixture = WhatsAppFixture::start().await;
+    let host = TestHost::spawn_with(
+        HostOptions {
+            tuning: fast_tuning(),
+            ..Default::default()
+        }
+        .var(wasync::config::WHATSAPP_WEB_URL, fixture.url.clone()),
+    )
+    .await;
+    let id = "wd-contacts";
+    let _ws = crate::webdriver::log_in(&host, &fixture, id, 20, "sync_complete").await;
+    let store = host.app().store();
+    let sid = SessionId::parse(id).unwrap();
+
+    let mut want = fixture.seed.contacts.clone();
+    want.sort_by(|a, b| a.id.cmp(&b.id));
+    let got: Vec<_> = store
+        .list_contacts(&sid, 100, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.contact)
+        .collect();
+    assert_eq!(got, want, "contacts");
+    let ready = store
+        .session_events(&sid)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.pattern == "session_ready")
+        .expect("session_ready");
+    assert_eq!(ready.data["contacts"], want.len());
+
+    for g in &fixture.seed.groups {
+        let chat = store.get_chat(&sid, &g.chat_id).await.unwrap().unwrap();
+        assert_eq!(chat.participants, g.participants, "members of {}", g.chat_id);
+    }
+
+    let group = &fixture.seed.groups[0].chat_id;
+    let authors: HashSet<String> = store
+        .list_messages(&sid, group, 1000, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m.message.author)
+        .collect();
+    assert!(authors.contains(MEMBER_LID), "{authors:?}");
+    assert!(authors.contains("4915100000200@c.us"), "{authors:?}");
+    for a in [MEMBER_LID, "4915100000200@c.us"] {
+        let (status, c) = host
+            .get(&format!("/whatsapp-web/session/{id}/contacts/{}", urlencoding(a)))
+            .await;
+        assert_eq!(status, 200, "{a}: {c}");
+        assert_eq!(c["id"], "4915100000200@c.us", "{a}");
+        assert_eq!(c["lid"], MEMBER_LID);
+    }
+    // Known only by `@lid`: stored under it.
+    let (status, c) = host
+        .get(&format!("/whatsapp-web/session/{id}/contacts/300000000000300%40lid"))
+        .await;
+    assert_eq!((status, &c["pushname"]), (200, &json!("Hana")), "{c}");
+    host.delete(&format!("/whatsapp-web/session/{id}?logout=true&purge=true"))
+        .await;
+    host.stop().await;
+}

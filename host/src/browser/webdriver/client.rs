@@ -7,11 +7,12 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::browser::{ClientError, WhatsAppClient};
-use crate::domain::{Chat, Message, MessageMark};
+use crate::domain::{AddressBook, Chat, Message, MessageMark};
 
 /// What the port asks of a session's task.
 pub(super) enum Command {
     Chats(oneshot::Sender<Result<Vec<Chat>, ClientError>>),
+    Contacts(oneshot::Sender<Result<AddressBook, ClientError>>),
     Messages {
         chat_id: String,
         limit: u32,
@@ -114,6 +115,10 @@ impl WhatsAppClient for WebDriverClient {
         // The page filtered already; this keeps the port's promise even
         // against a bridge of an older host version.
         Ok(messages.into_iter().filter(|m| mark.is_new(m)).collect())
+    }
+
+    async fn list_contacts(&self) -> Result<AddressBook, ClientError> {
+        self.ask(Command::Contacts).await
     }
 
     async fn stop(&self, logout: bool) {
