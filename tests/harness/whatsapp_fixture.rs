@@ -83,7 +83,13 @@ pub struct Seed {
 /// group messages are authored by.
 pub const MEMBER_LID: &str = "200000000000200@lid";
 
-fn seed_contact(id: &str, name: Option<&str>, push: &str, business: bool, lid: Option<&str>) -> Contact {
+fn seed_contact(
+    id: &str,
+    name: Option<&str>,
+    push: &str,
+    business: bool,
+    lid: Option<&str>,
+) -> Contact {
     Contact {
         id: id.into(),
         name: name.map(str::to_owned),
@@ -184,7 +190,13 @@ impl Seed {
                 seed_contact("4915100000001@c.us", Some("Ana"), "Ana", false, None),
                 seed_contact("4915100000002@c.us", Some("Bruno"), "Bruno", true, None),
                 seed_contact("4915100000003@c.us", Some("Chen"), "Chen", false, None),
-                seed_contact("4915100000200@c.us", Some("Dara"), "Dara", false, Some(MEMBER_LID)),
+                seed_contact(
+                    "4915100000200@c.us",
+                    Some("Dara"),
+                    "Dara",
+                    false,
+                    Some(MEMBER_LID),
+                ),
                 seed_contact("4915100000201@c.us", Some("Emeka"), "Emeka", false, None),
                 seed_contact("4915100000202@c.us", None, "Fatima", true, None),
                 seed_contact("4915100000203@c.us", Some("Goran"), "Goran", false, None),
@@ -192,15 +204,21 @@ impl Seed {
             ],
             groups: vec![GroupParticipants {
                 chat_id: "120363000000000001@g.us".into(),
-                participants: [ME, "4915100000200@c.us", "4915100000201@c.us", "4915100000202@c.us", "4915100000203@c.us"]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, id)| Participant {
-                        id: (*id).into(),
-                        is_admin: i < 2,
-                        is_super_admin: i == 1,
-                    })
-                    .collect(),
+                participants: [
+                    ME,
+                    "4915100000200@c.us",
+                    "4915100000201@c.us",
+                    "4915100000202@c.us",
+                    "4915100000203@c.us",
+                ]
+                .iter()
+                .enumerate()
+                .map(|(i, id)| Participant {
+                    id: (*id).into(),
+                    is_admin: i < 2,
+                    is_super_admin: i == 1,
+                })
+                .collect(),
             }],
         }
     }

@@ -168,9 +168,14 @@ async fn contacts_end_to_end(host: &TestHost, session: &str) {
 
     // Problems, not panics.
     let (status, p) = host
-        .get(&format!("/whatsapp-web/session/{session}/contacts/nobody%40c.us"))
+        .get(&format!(
+            "/whatsapp-web/session/{session}/contacts/nobody%40c.us"
+        ))
         .await;
-    assert_eq!((status, p["code"].as_str()), (404, Some("contact_not_found")));
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (404, Some("contact_not_found"))
+    );
     let (status, p) = host
         .get(&format!("/whatsapp-web/session/{session}/contacts?limit=0"))
         .await;
@@ -270,7 +275,11 @@ async fn webdriver_contacts_and_group_members_are_stored() {
 
     for g in &fixture.seed.groups {
         let chat = store.get_chat(&sid, &g.chat_id).await.unwrap().unwrap();
-        assert_eq!(chat.participants, g.participants, "members of {}", g.chat_id);
+        assert_eq!(
+            chat.participants, g.participants,
+            "members of {}",
+            g.chat_id
+        );
     }
 
     let group = &fixture.seed.groups[0].chat_id;
@@ -285,7 +294,10 @@ async fn webdriver_contacts_and_group_members_are_stored() {
     assert!(authors.contains("4915100000200@c.us"), "{authors:?}");
     for a in [MEMBER_LID, "4915100000200@c.us"] {
         let (status, c) = host
-            .get(&format!("/whatsapp-web/session/{id}/contacts/{}", urlencoding(a)))
+            .get(&format!(
+                "/whatsapp-web/session/{id}/contacts/{}",
+                urlencoding(a)
+            ))
             .await;
         assert_eq!(status, 200, "{a}: {c}");
         assert_eq!(c["id"], "4915100000200@c.us", "{a}");
@@ -293,10 +305,14 @@ async fn webdriver_contacts_and_group_members_are_stored() {
     }
     // Known only by `@lid`: stored under it.
     let (status, c) = host
-        .get(&format!("/whatsapp-web/session/{id}/contacts/300000000000300%40lid"))
+        .get(&format!(
+            "/whatsapp-web/session/{id}/contacts/300000000000300%40lid"
+        ))
         .await;
     assert_eq!((status, &c["pushname"]), (200, &json!("Hana")), "{c}");
-    host.delete(&format!("/whatsapp-web/session/{id}?logout=true&purge=true"))
-        .await;
+    host.delete(&format!(
+        "/whatsapp-web/session/{id}?logout=true&purge=true"
+    ))
+    .await;
     host.stop().await;
 }

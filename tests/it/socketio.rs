@@ -73,8 +73,7 @@ pub(crate) fn check(summary: &Value) {
     assert_eq!(
         phases,
         [
-            "start", "contacts", "chat", "messages", "chat", "messages", "chat", "messages",
-            "done"
+            "start", "contacts", "chat", "messages", "chat", "messages", "chat", "messages", "done"
         ],
         "{summary}"
     );

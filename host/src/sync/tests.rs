@@ -112,8 +112,7 @@ async fn three_chats_follow_the_design_sequence() {
     assert_eq!(
         phases,
         [
-            "start", "contacts", "chat", "messages", "chat", "messages", "chat", "messages",
-            "done"
+            "start", "contacts", "chat", "messages", "chat", "messages", "chat", "messages", "done"
         ]
     );
     for (i, e) in ev[..9].iter().enumerate() {
@@ -122,13 +121,12 @@ async fn three_chats_follow_the_design_sequence() {
         assert_eq!(e["done"], i == 8);
         assert_eq!(e.get("contacts").is_some(), i == 1, "{e}");
     }
-    let expected_contacts = crate::browser::simulator::Account::new(
-        crate::browser::simulator::SimulatorConfig {
+    let expected_contacts =
+        crate::browser::simulator::Account::new(crate::browser::simulator::SimulatorConfig {
             chats: 3,
             ..Default::default()
-        },
-    )
-    .expected_contacts();
+        })
+        .expected_contacts();
     assert_eq!(ev[1]["contacts"], expected_contacts);
     assert_eq!(
         f.store.count_contacts(&f.sid).await.unwrap(),
@@ -689,11 +687,12 @@ async fn chats_without_last_activity_are_read_from_their_mark() {
 async fn contacts_are_stored_before_the_chats_and_counted_exactly() {
     let sim = serde_json::json!({"chats": 12, "messagesPerChat": 5, "contacts": 9});
     let f = fixture(sim).await;
-    let account = crate::browser::simulator::Account::new(crate::browser::simulator::SimulatorConfig {
-        chats: 12,
-        contacts: 9,
-        ..Default::default()
-    });
+    let account =
+        crate::browser::simulator::Account::new(crate::browser::simulator::SimulatorConfig {
+            chats: 12,
+            contacts: 9,
+            ..Default::default()
+        });
     let want = account.expected_contacts();
     let SyncEnd::Completed(_) = super::run(
         &f.deps,
@@ -718,7 +717,13 @@ async fn contacts_are_stored_before_the_chats_and_counted_exactly() {
     for g in &book.groups {
         let chat = f.store.get_chat(&f.sid, &g.chat_id).await.unwrap().unwrap();
         assert_eq!(chat.participants, g.participants);
-        assert!(chat.participants.iter().filter(|p| p.is_super_admin).count() == 1);
+        assert!(
+            chat.participants
+                .iter()
+                .filter(|p| p.is_super_admin)
+                .count()
+                == 1
+        );
     }
 
     // Each group author, by `@lid` or by number, is a stored contact.
@@ -734,8 +739,7 @@ async fn contacts_are_stored_before_the_chats_and_counted_exactly() {
     }
 
     // The same book again: same count, nothing duplicated.
-    let SyncEnd::Completed(_) =
-        super::run(&f.deps, incremental(&f.sid), &never(), &never()).await
+    let SyncEnd::Completed(_) = super::run(&f.deps, incremental(&f.sid), &never(), &never()).await
     else {
         panic!("incremental run did not complete")
     };

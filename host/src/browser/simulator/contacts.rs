@@ -18,7 +18,10 @@ use crate::domain::{AddressBook, Contact, GroupParticipants, Participant};
 
 /// Digits of a pool member's linked id.
 fn lid_of(seed: u64, salt: u64, j: u64) -> String {
-    format!("{}@lid", 100_000_000_000_000 + h(seed, salt, j) % 100_000_000_000_000)
+    format!(
+        "{}@lid",
+        100_000_000_000_000 + h(seed, salt, j) % 100_000_000_000_000
+    )
 }
 
 impl Account {

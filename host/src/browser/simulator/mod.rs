@@ -172,9 +172,7 @@ impl SimulatorConfig {
             ));
         }
         if cfg.contacts > MAX_CONTACTS {
-            return bad(format!(
-                "simulator.contacts must be at most {MAX_CONTACTS}"
-            ));
+            return bad(format!("simulator.contacts must be at most {MAX_CONTACTS}"));
         }
         if !(1..=MAX_QR_ATTEMPTS).contains(&cfg.max_qr_attempts) {
             return bad(format!(

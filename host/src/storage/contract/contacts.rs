@@ -58,20 +58,39 @@ pub async fn contacts_upsert_page_and_resolve(store: &dyn Store) {
     let by_lid = store.find_contact(&s, &lid).await.unwrap().unwrap();
     assert_eq!(by_number, by_lid, "{kind}");
     assert_eq!(by_lid.contact, all[4], "{kind}");
-    assert!(store.find_contact(&s, "nobody@c.us").await.unwrap().is_none());
+    assert!(
+        store
+            .find_contact(&s, "nobody@c.us")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let first_lid = all[0].lid.clone().unwrap();
-    let theirs = store.find_contact(&other, &first_lid).await.unwrap().unwrap();
+    let theirs = store
+        .find_contact(&other, &first_lid)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(theirs.session_id, other.as_str(), "{kind}");
-    assert!(store.find_contact(&other, &lid).await.unwrap().is_none(), "{kind}");
+    assert!(
+        store.find_contact(&other, &lid).await.unwrap().is_none(),
+        "{kind}"
+    );
 
     // An update replaces the fields; a dropped lid no longer resolves.
     let mut changed = all[4].clone();
     changed.name = Some("Renamed".into());
     changed.lid = None;
-    store.upsert_contacts(&s, &[changed.clone()]).await.unwrap();
+    store
+        .upsert_contacts(&s, std::slice::from_ref(&changed))
+        .await
+        .unwrap();
     let got = store.find_contact(&s, &changed.id).await.unwrap().unwrap();
     assert_eq!(got.contact, changed, "{kind}");
-    assert!(store.find_contact(&s, &lid).await.unwrap().is_none(), "{kind}");
+    assert!(
+        store.find_contact(&s, &lid).await.unwrap().is_none(),
+        "{kind}"
+    );
 
     // A person first known only by `@lid`, then with their number, is one
     // contact.
@@ -93,9 +112,16 @@ pub async fn contacts_upsert_page_and_resolve(store: &dyn Store) {
         is_business: false,
         lid: Some("777000111@lid".into()),
     };
-    store.upsert_contacts(&s, &[known.clone()]).await.unwrap();
+    store
+        .upsert_contacts(&s, std::slice::from_ref(&known))
+        .await
+        .unwrap();
     assert_eq!(store.count_contacts(&s).await.unwrap(), 26, "{kind}");
-    let got = store.find_contact(&s, "777000111@lid").await.unwrap().unwrap();
+    let got = store
+        .find_contact(&s, "777000111@lid")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.contact, known, "{kind}");
 
     // A purge takes them; a plain delete keeps them.
@@ -162,6 +188,11 @@ pub async fn group_members_live_on_the_chat(store: &dyn Store) {
     assert!(page.chats[1].participants.is_empty(), "{kind}");
     let json = serde_json::to_value(&page.chats[0]).unwrap();
     assert_eq!(json["participants"][0]["isSuperAdmin"], true, "{kind}");
-    assert!(serde_json::to_value(&page.chats[1]).unwrap().get("participants").is_none());
+    assert!(
+        serde_json::to_value(&page.chats[1])
+            .unwrap()
+            .get("participants")
+            .is_none()
+    );
     store.delete_session(&s, true).await.unwrap();
 }

@@ -12,8 +12,7 @@ use crate::domain::{Contact, GroupParticipants, SessionId, StoredChat, StoredCon
 use crate::storage::StoreResult;
 
 /// `(sessionId, contactId)` → stored contact.
-pub(super) const CONTACTS: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("contacts");
+pub(super) const CONTACTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("contacts");
 /// `(sessionId, lid)` → contact id.
 pub(super) const CONTACT_LIDS: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("contact_lids");
@@ -127,7 +126,10 @@ impl EmbeddedStore {
                 None => Bound::Included((s, "")),
             };
             let mut out = Vec::new();
-            for row in table.range::<(&str, &str)>((start, Bound::Unbounded)).db()? {
+            for row in table
+                .range::<(&str, &str)>((start, Bound::Unbounded))
+                .db()?
+            {
                 if out.len() as u32 >= limit {
                     break;
                 }
