@@ -73,13 +73,58 @@ pub struct AddressBook {
 }
 
 impl AddressBook {
-    /// One contact per id (the last one reported wins), ordered by id, so a
-    /// write is the same whatever order the provider listed them in.
+    /// One contact per person, ordered by id, so a write is the same
+    /// whatever order the provider listed them in: one per id (the last
+    /// one reported wins), and none under an `@lid` that another contact
+    /// maps to its number.
     pub fn normalise(&mut self) {
         let mut by_id = std::collections::BTreeMap::new();
         for c in self.contacts.drain(..) {
             by_id.insert(c.id.clone(), c);
         }
-        self.contacts = by_id.into_values().collect();
+        let mapped: std::collections::HashSet<String> = by_id
+            .values()
+            .filter_map(|c| c.lid.clone().filter(|l| *l != c.id))
+            .collect();
+        self.contacts = by_id
+            .into_values()
+            .filter(|c| !mapped.contains(&c.id))
+            .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, lid: Option<&str>) -> Contact {
+        Contact {
+            id: id.into(),
+            name: None,
+            pushname: None,
+            number: None,
+            is_business: false,
+            lid: lid.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_book_has_one_contact_per_person() {
+        let mut book = AddressBook {
+            contacts: vec![
+                c("9@lid", None),
+                c("2@c.us", None),
+                c("1@c.us", Some("9@lid")),
+                c("2@c.us", Some("8@lid")),
+            ],
+            groups: vec![],
+        };
+        book.normalise();
+        assert_eq!(
+            book.contacts,
+            vec![c("1@c.us", Some("9@lid")), c("2@c.us", Some("8@lid"))]
+        );
+        assert!(book.contacts[0].answers_to("9@lid"));
+        assert!(!book.contacts[0].answers_to("8@lid"));
     }
 }
