@@ -547,6 +547,7 @@ mod tests {
             total_messages_synced: 0,
             phase: SyncPhase::Chat,
             done: false,
+            contacts: None,
         })
     }
 

@@ -30,7 +30,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use wasync::domain::{Chat, Message};
+use wasync::domain::{Chat, Contact, GroupParticipants, Message, Participant};
 
 const PAGE: &str = include_str!("../fixtures/whatsapp-web.html");
 
@@ -71,6 +71,33 @@ pub struct SeedChat {
 #[derive(Debug, Clone)]
 pub struct Seed {
     pub chats: Vec<SeedChat>,
+    /// The address book, as the host must store it: the private chats'
+    /// people, the group's members (one with a `@lid` WhatsApp Web maps to
+    /// its number), and one person known only by `@lid`.
+    pub contacts: Vec<Contact>,
+    /// The members of each group chat.
+    pub groups: Vec<GroupParticipants>,
+}
+
+/// The linked id of group member `4915100000200@c.us`, which some of their
+/// group messages are authored by.
+pub const MEMBER_LID: &str = "200000000000200@lid";
+
+fn seed_contact(
+    id: &str,
+    name: Option<&str>,
+    push: &str,
+    business: bool,
+    lid: Option<&str>,
+) -> Contact {
+    Contact {
+        id: id.into(),
+        name: name.map(str::to_owned),
+        pushname: Some(push.into()),
+        number: id.strip_suffix("@c.us").map(str::to_owned),
+        is_business: business,
+        lid: lid.map(str::to_owned),
+    }
 }
 
 const BASE_T: i64 = 1_764_000_000;
@@ -93,8 +120,13 @@ impl Seed {
                             chat.len() * 7919 + k
                         ),
                         from_me,
-                        author: (is_group && !from_me)
-                            .then(|| format!("49151{:08}@c.us", 200 + k % 4)),
+                        author: (is_group && !from_me).then(|| {
+                            if k % 8 == 4 {
+                                MEMBER_LID.to_owned()
+                            } else {
+                                format!("49151{:08}@c.us", 200 + k % 4)
+                            }
+                        }),
                         body: if notification {
                             String::new()
                         } else {
@@ -154,6 +186,40 @@ impl Seed {
                     messages: mk("4915100000003@c.us", false, 4, BASE_T - 10_800),
                 },
             ],
+            contacts: vec![
+                seed_contact("4915100000001@c.us", Some("Ana"), "Ana", false, None),
+                seed_contact("4915100000002@c.us", Some("Bruno"), "Bruno", true, None),
+                seed_contact("4915100000003@c.us", Some("Chen"), "Chen", false, None),
+                seed_contact(
+                    "4915100000200@c.us",
+                    Some("Dara"),
+                    "Dara",
+                    false,
+                    Some(MEMBER_LID),
+                ),
+                seed_contact("4915100000201@c.us", Some("Emeka"), "Emeka", false, None),
+                seed_contact("4915100000202@c.us", None, "Fatima", true, None),
+                seed_contact("4915100000203@c.us", Some("Goran"), "Goran", false, None),
+                seed_contact("300000000000300@lid", None, "Hana", false, None),
+            ],
+            groups: vec![GroupParticipants {
+                chat_id: "120363000000000001@g.us".into(),
+                participants: [
+                    ME,
+                    "4915100000200@c.us",
+                    "4915100000201@c.us",
+                    "4915100000202@c.us",
+                    "4915100000203@c.us",
+                ]
+                .iter()
+                .enumerate()
+                .map(|(i, id)| Participant {
+                    id: (*id).into(),
+                    is_admin: i < 2,
+                    is_super_admin: i == 1,
+                })
+                .collect(),
+            }],
         }
     }
 
@@ -162,6 +228,11 @@ impl Seed {
         json!({
             "me": ME,
             "pushName": "Fixture Phone",
+            "contacts": self.contacts.iter().map(|c| json!({
+                "id": c.id, "name": c.name, "pushname": c.pushname,
+                "isBusiness": c.is_business, "lid": c.lid,
+            })).collect::<Vec<_>>(),
+            "groups": serde_json::to_value(&self.groups).unwrap(),
             "chats": self.chats.iter().map(|c| json!({
                 "id": c.id, "name": c.name, "isGroup": c.is_group, "unreadCount": c.unread,
                 "archive": c.archive, "pin": c.pin,

@@ -216,6 +216,29 @@ async fn the_dashboard_follows_a_session_to_sync_complete() {
     })
     .await;
     screenshot(&b.client, "dashboard-changes.png").await;
+    // A group's messages show their senders by contact name, whether the
+    // message names them by number or by `@lid`.
+    let c = &b.client;
+    for li in c.find_all(Locator::Css("#chats li")).await.unwrap() {
+        if li.text().await.unwrap().contains("(group)") {
+            li.click().await.unwrap();
+            break;
+        }
+    }
+    until(c, "contact names of the senders", 10, async |c| {
+        let names: Vec<String> = c
+            .execute(
+                "return Array.from(document.querySelectorAll('#messages .sender')).map(e => e.textContent);",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        !names.is_empty() && names.iter().all(|n| !n.contains('@'))
+    })
+    .await;
+    screenshot(c, "dashboard-senders.png").await;
     b.client.close().await.unwrap();
     host.stop().await;
 }

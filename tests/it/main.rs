@@ -7,6 +7,7 @@ mod api_fuzz;
 mod changes;
 mod cli;
 mod cluster;
+mod contacts;
 mod dashboard;
 mod devkit;
 mod history;

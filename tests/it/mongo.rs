@@ -130,6 +130,11 @@ async fn assert_no_duplicate_messages(db: &mongodb::Database, s: &SessionId) -> 
 // ---- the storage contract, each check in its own database -------------
 
 #[tokio::test]
+async fn mongo_contract_contacts() {
+    contract::contacts::run_all(&store().await.0).await;
+}
+
+#[tokio::test]
 async fn mongo_contract_sessions_round_trip() {
     contract::sessions_round_trip(&store().await.0).await;
 }
@@ -273,6 +278,8 @@ async fn mongo_creates_design_indexes_idempotently() {
         ("sync_runs", doc! {"sessionId": 1, "startedAt": -1}, false),
         ("outbox", doc! {"publishedAt": 1, "createdAt": 1}, false),
         ("quarantine", doc! {"sessionId": 1, "messageId": 1}, true),
+        ("contacts", doc! {"sessionId": 1, "contactId": 1}, true),
+        ("contacts", doc! {"sessionId": 1, "lid": 1}, false),
     ];
     for (coll, keys, unique) in expect {
         let indexes: Vec<mongodb::IndexModel> = raw

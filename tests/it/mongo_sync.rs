@@ -127,7 +127,7 @@ async fn mongo_sync_flow_stores_design_documents() {
         .filter(|e| e["event"] == "sync_chats")
         .map(|e| &e["data"])
         .collect();
-    assert_eq!(progress.len(), 8, "{progress:#?}");
+    assert_eq!(progress.len(), 9, "{progress:#?}");
     let synced: Vec<u64> = progress
         .iter()
         .filter(|p| p["phase"] == "messages")

@@ -73,14 +73,14 @@ pub(crate) fn check(summary: &Value) {
     assert_eq!(
         phases,
         [
-            "start", "chat", "messages", "chat", "messages", "chat", "messages", "done"
+            "start", "contacts", "chat", "messages", "chat", "messages", "chat", "messages", "done"
         ],
         "{summary}"
     );
     for (i, p) in progress.iter().enumerate() {
         assert_eq!(p["seq"], i as u64);
     }
-    assert_eq!(progress[6]["totalMessagesSynced"], 225);
+    assert_eq!(progress[7]["totalMessagesSynced"], 225);
     let counts: Vec<u64> = summary["chats"]
         .as_array()
         .unwrap()

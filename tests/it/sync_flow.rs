@@ -49,9 +49,10 @@ async fn three_chats_yield_the_design_sequence_and_exact_data() {
         .filter(|e| e["event"] == "sync_chats")
         .map(|e| &e["data"])
         .collect();
-    assert_eq!(progress.len(), 8, "{progress:#?}");
+    assert_eq!(progress.len(), 9, "{progress:#?}");
     let expect = [
         ("start", 0, None, 0, 0),
+        ("contacts", 0, None, 0, 0),
         ("chat", 1, Some(0), 0, 0),
         ("messages", 1, Some(0), 50, 50),
         ("chat", 2, Some(1), 0, 50),
@@ -145,8 +146,9 @@ async fn an_account_without_chats_completes() {
         .iter()
         .filter(|e| e["event"] == "sync_chats")
         .collect();
-    assert_eq!(progress.len(), 2);
-    assert_eq!(progress[1]["data"]["done"], true);
+    let phases: Vec<&Value> = progress.iter().map(|p| &p["data"]["phase"]).collect();
+    assert_eq!(phases, ["start", "contacts", "done"]);
+    assert_eq!(progress[2]["data"]["done"], true);
     assert_eq!(events.last().unwrap()["data"]["nChats"], 0);
     let (_, chats) = host.get("/whatsapp-web/session/empty/chats").await;
     assert_eq!(chats["chats"], json!([]));
@@ -354,7 +356,8 @@ async fn a_late_joiner_gets_the_current_progress() {
         .map(|e| e["data"]["seq"].as_u64().unwrap())
         .collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
-    assert_eq!(*seqs.last().unwrap(), 41);
+    // start, contacts, 20 × (chat, messages), done.
+    assert_eq!(*seqs.last().unwrap(), 42);
     host.stop().await;
 }
 

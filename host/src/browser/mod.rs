@@ -23,7 +23,8 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::domain::{
-    Chat, Me, Message, MessageMark, MessageUpdate, PairingCode, PhoneNumber, QrCode, SessionId,
+    AddressBook, Chat, Me, Message, MessageMark, MessageUpdate, PairingCode, PhoneNumber, QrCode,
+    SessionId,
 };
 
 /// Errors at the provider boundary.
@@ -124,6 +125,13 @@ pub trait WhatsAppClient: Send + Sync {
     /// fixed time so its tests stay deterministic.
     fn clock_ms(&self) -> i64 {
         crate::domain::now_ms()
+    }
+
+    /// The account's contacts and the members of its group chats: the
+    /// contacts phase of a sync, one call before the chats. The default is
+    /// an empty book, for a provider that knows no contacts.
+    async fn list_contacts(&self) -> Result<AddressBook, ClientError> {
+        Ok(AddressBook::default())
     }
 
     /// Stops the client; with `logout` the stored login is dropped too, so

@@ -277,6 +277,45 @@ impl Store for FencedStore {
         self.inner.prune_pending_changes(before).await
     }
 
+    async fn upsert_contacts(
+        &self,
+        id: &SessionId,
+        contacts: &[crate::domain::Contact],
+    ) -> StoreResult<()> {
+        self.fence.check()?;
+        self.inner.upsert_contacts(id, contacts).await
+    }
+
+    async fn list_contacts(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<crate::domain::StoredContact>> {
+        self.inner.list_contacts(id, limit, after).await
+    }
+
+    async fn find_contact(
+        &self,
+        id: &SessionId,
+        contact_id: &str,
+    ) -> StoreResult<Option<crate::domain::StoredContact>> {
+        self.inner.find_contact(id, contact_id).await
+    }
+
+    async fn count_contacts(&self, id: &SessionId) -> StoreResult<u64> {
+        self.inner.count_contacts(id).await
+    }
+
+    async fn put_participants(
+        &self,
+        id: &SessionId,
+        groups: &[crate::domain::GroupParticipants],
+    ) -> StoreResult<()> {
+        self.fence.check()?;
+        self.inner.put_participants(id, groups).await
+    }
+
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {
         let run = self.run(run)?;
         self.inner.put_sync_run(&run).await

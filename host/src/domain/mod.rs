@@ -5,6 +5,7 @@
 //! (UTC) everywhere, so no layer has to guess a unit.
 
 mod changes;
+mod contacts;
 mod events;
 mod login;
 mod metadata;
@@ -17,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use changes::*;
+pub use contacts::*;
 pub use events::*;
 pub use login::*;
 pub use metadata::*;
@@ -115,6 +117,10 @@ pub struct StoredChat {
     pub synced_at: Option<i64>,
     /// Messages stored for this chat.
     pub message_count: u64,
+    /// A group's members, as the last sync found them (empty for a
+    /// private chat).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub participants: Vec<Participant>,
 }
 
 /// A WhatsApp message, normalised across providers.

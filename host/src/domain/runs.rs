@@ -171,6 +171,9 @@ pub const MAX_HISTORY_LIMIT: u32 = 50_000;
 #[serde(rename_all = "snake_case")]
 pub enum SyncPhase {
     Start,
+    /// The account's contacts (and group members) are stored; before the
+    /// first chat.
+    Contacts,
     Chat,
     Messages,
     Done,
@@ -192,6 +195,9 @@ pub struct SyncProgress {
     pub total_messages_synced: u64,
     pub phase: SyncPhase,
     pub done: bool,
+    /// Contacts stored by the run, on the `contacts` event only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<u64>,
 }
 
 /// The last word of a sync for the frontend.

@@ -159,6 +159,7 @@ fn progress_serializes_with_design_field_names() {
         total_messages_synced: 0,
         phase: SyncPhase::Chat,
         done: false,
+        contacts: None,
     };
     let v = serde_json::to_value(&p).unwrap();
     for k in [

@@ -218,6 +218,8 @@ pub enum Route {
     PairingCode { id: String },
     Chats { id: String },
     Messages { id: String, chat_id: String },
+    Contacts { id: String },
+    Contact { id: String, contact_id: String },
     SyncChats { id: String },
     ChatSync { id: String, chat_id: String },
     Sync { id: String },
@@ -258,6 +260,8 @@ impl Route {
             Route::PairingCode { .. } => "/whatsapp-web/session/{id}/pairing-code",
             Route::Chats { .. } => "/whatsapp-web/session/{id}/chats",
             Route::Messages { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/messages",
+            Route::Contacts { .. } => "/whatsapp-web/session/{id}/contacts",
+            Route::Contact { .. } => "/whatsapp-web/session/{id}/contacts/{contactId}",
             Route::SyncChats { .. } => "/whatsapp-web/session/{id}/sync-chats",
             Route::ChatSync { .. } => "/whatsapp-web/session/{id}/chats/{chatId}/sync",
             Route::Sync { .. } => "/whatsapp-web/session/{id}/sync",
@@ -311,6 +315,11 @@ pub fn route(path: &str) -> Option<Route> {
         ["whatsapp-web", "session", id, "chats", chat, "sync"] => Route::ChatSync {
             id: id.to_string(),
             chat_id: chat.to_string(),
+        },
+        ["whatsapp-web", "session", id, "contacts"] => Route::Contacts { id: id.to_string() },
+        ["whatsapp-web", "session", id, "contacts", contact] => Route::Contact {
+            id: id.to_string(),
+            contact_id: contact.to_string(),
         },
         ["whatsapp-web", "session", id, "sync-chats"] => Route::SyncChats { id: id.to_string() },
         ["whatsapp-web", "session", id, "sync"] => Route::Sync { id: id.to_string() },
@@ -526,6 +535,8 @@ mod tests {
             "/whatsapp-web/session/s1/pairing-code",
             "/whatsapp-web/session/s1/chats",
             "/whatsapp-web/session/s1/chats/c%40c.us/messages",
+            "/whatsapp-web/session/s1/contacts",
+            "/whatsapp-web/session/s1/contacts/123%40lid",
             "/whatsapp-web/session/s1/sync-chats",
             "/whatsapp-web/session/s1/chats/c%40c.us/sync",
             "/whatsapp-web/session/s1/sync",
@@ -554,6 +565,8 @@ mod tests {
                 | Route::PairingCode { .. }
                 | Route::Chats { .. }
                 | Route::Messages { .. }
+                | Route::Contacts { .. }
+                | Route::Contact { .. }
                 | Route::SyncChats { .. }
                 | Route::ChatSync { .. }
                 | Route::Sync { .. }
@@ -586,7 +599,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(templates.len(), 25, "every route has its own template");
+        assert_eq!(templates.len(), 27, "every route has its own template");
         // ...and the document has nothing the router does not serve.
         for p in paths.keys() {
             assert!(

@@ -69,6 +69,8 @@ impl Modify for Security {
         rest::get_pairing_code,
         rest::list_chats,
         rest::list_messages,
+        rest::list_contacts,
+        rest::get_contact,
         rest::sync_chats,
         rest::sync_history,
         rest::get_sync,
@@ -97,7 +99,7 @@ impl Modify for Security {
     security(("bearer" = []), ("apiKeyHeader" = [])),
     tags(
         (name = "sessions", description = "Create, inspect and stop sessions"),
-        (name = "data", description = "Stored chats and messages (reads never sync)"),
+        (name = "data", description = "Stored chats, messages and contacts (reads never sync)"),
         (name = "sync", description = "Manual syncs and their runs"),
         (name = "events", description = "Live events: native WebSocket and Socket.IO"),
         (name = "plugins", description = "Sandboxed WASM plugins (when WASYNC_PLUGINS_DIR is set)"),

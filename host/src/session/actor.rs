@@ -680,6 +680,7 @@ impl Actor {
                 total_messages_synced: run.total_messages_synced,
                 phase: crate::domain::SyncPhase::Start,
                 done: false,
+                contacts: None,
             },
         });
         let cancel = CancellationToken::new();

@@ -6,6 +6,7 @@
 //! name and what differed.
 
 pub mod changes;
+pub mod contacts;
 pub mod history;
 pub mod webhooks;
 
@@ -95,6 +96,7 @@ pub async fn run_all(store: &dyn Store) {
     marks_are_the_newest_stored_messages(store).await;
     changes::run_all(store).await;
     history::oldest_marks_are_the_oldest_stored_messages(store).await;
+    contacts::run_all(store).await;
 }
 
 /// A chat's mark is its newest stored timestamp with every id stored at

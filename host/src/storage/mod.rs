@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ChangeOutcome, Chat, MessageMark, MessageUpdate, OutboxEvent, QuarantinedMessage, SessionId,
-    StoredChat, StoredMessage, SyncRun,
+    ChangeOutcome, Chat, Contact, GroupParticipants, MessageMark, MessageUpdate, OutboxEvent,
+    QuarantinedMessage, SessionId, StoredChat, StoredContact, StoredMessage, SyncRun,
 };
 
 /// Errors at the storage boundary.
@@ -190,8 +190,8 @@ pub trait Store: Send + Sync + 'static {
     async fn put_session(&self, rec: &SessionRecord) -> StoreResult<()>;
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
     async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>>;
-    /// Drops the session record; with `purge`, also its chats, messages,
-    /// pending changes, sync runs, quarantine and outbox events (published or not: their
+    /// Drops the session record; with `purge`, also its chats, contacts,
+    /// messages, pending changes, sync runs, quarantine and outbox events (published or not: their
     /// bodies may carry its messages).
     async fn delete_session(&self, id: &SessionId, purge: bool) -> StoreResult<()>;
 
@@ -295,6 +295,39 @@ pub trait Store: Send + Sync + 'static {
     /// [`oldest_from_listing`] is the reference (no default, as for
     /// [`Store::message_marks`]).
     async fn oldest_mark(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>>;
+
+    // ---- contacts -----------------------------------------------------------
+    /// Inserts or replaces contacts, idempotent on `(sessionId, id)`. A
+    /// contact whose `lid` is set replaces a stored contact keyed by that
+    /// `@lid` id (one the number was not known for yet), so one person is
+    /// one contact.
+    async fn upsert_contacts(&self, id: &SessionId, contacts: &[Contact]) -> StoreResult<()>;
+
+    /// Contacts by id, ascending; a page starts after the contact id
+    /// `after`.
+    async fn list_contacts(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<StoredContact>>;
+
+    /// The contact `contact_id` names: its id, or its `@lid`.
+    async fn find_contact(
+        &self,
+        id: &SessionId,
+        contact_id: &str,
+    ) -> StoreResult<Option<StoredContact>>;
+
+    async fn count_contacts(&self, id: &SessionId) -> StoreResult<u64>;
+
+    /// Sets the members of stored group chats (a group not stored is
+    /// skipped); kept by later [`Store::upsert_chats`].
+    async fn put_participants(
+        &self,
+        id: &SessionId,
+        groups: &[GroupParticipants],
+    ) -> StoreResult<()>;
 
     // ---- sync runs --------------------------------------------------------
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()>;

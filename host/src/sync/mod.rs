@@ -3,8 +3,10 @@
 //! Give it a client, a store, a plugin chain and a progress sink and it
 //! walks the account (DESIGN §4):
 //!
-//! 1. fetch the chat list once and upsert every chat in one write, so
-//!    `GET .../chats` shows the whole list while messages still sync;
+//! 1. fetch the contacts (and group members) once and store them
+//!    (`contacts.rs`), then the chat list, upserting every chat in one
+//!    write, so `GET .../chats` shows the whole list while messages still
+//!    sync;
 //! 2. per chat, in order: `before-chat-sync` hooks, fetch the newest
 //!    `limitPerChat` messages (retried with backoff; a chat that keeps
 //!    failing is recorded as failed and the sync goes on), the message
@@ -49,6 +51,7 @@ use crate::events::relay::RelaySignal;
 use crate::plugins::{ChatDecision, ChatSummary, PluginChain, SyncContext};
 use crate::storage::{ChatCommit, Store, StoreError, WriteStats};
 
+mod contacts;
 mod history;
 
 /// `sync_failed` reason of a run suspended by a store outage; the session
@@ -387,6 +390,7 @@ fn emit(
         total_messages_synced: run.total_messages_synced,
         phase,
         done: phase == SyncPhase::Done,
+        contacts: None,
     });
 }
 
@@ -471,6 +475,9 @@ async fn walk(
         trigger: run.trigger.as_str().to_owned(),
     };
 
+    let book = contacts::fetch_and_store(deps, &sid, cancel, shutdown).await?;
+    let n_contacts = book.contacts.len() as u64;
+
     let mut chats: Vec<Chat> =
         match with_retry(deps, cancel, shutdown, || deps.client.list_chats()).await? {
             Ok(c) => c,
@@ -484,6 +491,8 @@ async fn walk(
         deps.store.upsert_chats(&sid, &chats)
     })
     .await?;
+    contacts::store_participants(deps, &sid, &book, &chats, cancel, shutdown).await?;
+    drop(book);
 
     // A resumed run goes on by membership, not by position: the chat list
     // is fetched afresh and its order may have changed while the run was
@@ -507,12 +516,13 @@ async fn walk(
         done
     } else {
         let seq = run.next_seq;
-        run.next_seq += 1;
+        run.next_seq += 2;
         store_retry(deps, cancel, shutdown, "recording the run", || {
             deps.store.put_sync_run(run)
         })
         .await?;
         emit(deps, run, seq, SyncPhase::Start, None, 0);
+        contacts::emit(deps, run, seq + 1, n_contacts);
         HashSet::new()
     };
 
@@ -578,6 +588,7 @@ async fn walk(
             "syncId": run.sync_id,
             "chats": chats.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
             "nChats": run.n_chats,
+            "contacts": n_contacts,
             "totalMessagesSynced": run.total_messages_synced,
             "failedChats": run.failed_chats.iter().map(|f| f.chat_id.as_str()).collect::<Vec<_>>(),
         }),

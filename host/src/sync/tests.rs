@@ -104,31 +104,43 @@ async fn three_chats_follow_the_design_sequence() {
     };
     assert_eq!(run.total_messages_synced, 225);
     let ev = f.rec.0.lock().unwrap().clone();
-    assert_eq!(ev.len(), 9, "{ev:#?}");
-    let phases: Vec<_> = ev[..8]
+    assert_eq!(ev.len(), 10, "{ev:#?}");
+    let phases: Vec<_> = ev[..9]
         .iter()
         .map(|e| e["phase"].as_str().unwrap())
         .collect();
     assert_eq!(
         phases,
         [
-            "start", "chat", "messages", "chat", "messages", "chat", "messages", "done"
+            "start", "contacts", "chat", "messages", "chat", "messages", "chat", "messages", "done"
         ]
     );
-    for (i, e) in ev[..8].iter().enumerate() {
+    for (i, e) in ev[..9].iter().enumerate() {
         assert_eq!(e["seq"], i as u64);
         assert_eq!(e["nChats"], 3);
-        assert_eq!(e["done"], i == 7);
+        assert_eq!(e["done"], i == 8);
+        assert_eq!(e.get("contacts").is_some(), i == 1, "{e}");
     }
-    assert_eq!(ev[2]["messagesSynced"], 50);
-    assert_eq!(ev[4]["messagesSynced"], 75);
-    assert_eq!(ev[6]["messagesSynced"], 100);
-    assert_eq!(ev[6]["totalMessagesSynced"], 225);
-    assert_eq!(ev[1]["currentChat"], 1);
-    assert_eq!(ev[5]["currentChat"], 3);
-    assert_eq!(ev[7]["currentChat"], 3);
-    assert_eq!(ev[8]["event"], "sync_complete");
-    assert_eq!(ev[8]["totalMessagesSynced"], 225);
+    let expected_contacts =
+        crate::browser::simulator::Account::new(crate::browser::simulator::SimulatorConfig {
+            chats: 3,
+            ..Default::default()
+        })
+        .expected_contacts();
+    assert_eq!(ev[1]["contacts"], expected_contacts);
+    assert_eq!(
+        f.store.count_contacts(&f.sid).await.unwrap(),
+        expected_contacts
+    );
+    assert_eq!(ev[3]["messagesSynced"], 50);
+    assert_eq!(ev[5]["messagesSynced"], 75);
+    assert_eq!(ev[7]["messagesSynced"], 100);
+    assert_eq!(ev[7]["totalMessagesSynced"], 225);
+    assert_eq!(ev[2]["currentChat"], 1);
+    assert_eq!(ev[6]["currentChat"], 3);
+    assert_eq!(ev[8]["currentChat"], 3);
+    assert_eq!(ev[9]["event"], "sync_complete");
+    assert_eq!(ev[9]["totalMessagesSynced"], 225);
     assert_eq!(f.store.count_messages(&f.sid, None).await.unwrap(), 225);
     let events = f.store.session_events(&f.sid).await.unwrap();
     assert_eq!(events.len(), 1);
@@ -144,9 +156,9 @@ async fn grouped_commits_keep_the_event_order() {
     let end = super::run(&f.deps, run, &never(), &never()).await;
     assert!(matches!(end, SyncEnd::Completed(_)));
     let ev = f.rec.0.lock().unwrap().clone();
-    assert_eq!(ev.len(), 1 + 80 + 1 + 1);
+    assert_eq!(ev.len(), 2 + 80 + 1 + 1);
     let mut total = 0;
-    for (i, e) in ev[..82].iter().enumerate() {
+    for (i, e) in ev[..83].iter().enumerate() {
         assert_eq!(e["seq"], i as u64);
         if e["phase"] == "messages" {
             total += 3;
@@ -168,8 +180,8 @@ async fn a_failing_chat_is_retried_then_recorded_and_the_sync_goes_on() {
     assert_eq!(run.failed_chats[0].attempts, 3);
     assert_eq!(run.total_messages_synced, 20);
     let ev = f.rec.0.lock().unwrap().clone();
-    assert_eq!(ev[4]["phase"], "messages");
-    assert_eq!(ev[4]["messagesSynced"], 0);
+    assert_eq!(ev[5]["phase"], "messages");
+    assert_eq!(ev[5]["messagesSynced"], 0);
 
     // Two failures are absorbed by the retries.
     let f = fixture(serde_json::json!({"chats": 3, "messagesPerChat": 10, "failFetch": {"2": 2}}))
@@ -199,7 +211,7 @@ async fn cancellation_reports_cancelled_and_shutdown_leaves_a_resumable_run() {
     // A run interrupted after its checkpoint resumes where it stopped.
     let f = fixture(serde_json::json!({"chats": 5, "messagesPerChat": 4})).await;
     let mut run = new_run(&f.sid, SyncTrigger::Auto, 100, None);
-    run.next_seq = 5; // start + two chats' events were reported
+    run.next_seq = 6; // start, contacts and two chats' events were reported
     run.checkpoint = 2;
     run.total_messages_synced = 8;
     let chats = f.deps.client.list_chats().await.unwrap();
@@ -227,7 +239,7 @@ async fn cancellation_reports_cancelled_and_shutdown_leaves_a_resumable_run() {
     assert_eq!(run.total_messages_synced, 20);
     assert_eq!(f.store.count_messages(&f.sid, None).await.unwrap(), 20);
     let ev = f.rec.0.lock().unwrap().clone();
-    assert_eq!(ev[0]["seq"], 5, "resume continues the sequence");
+    assert_eq!(ev[0]["seq"], 6, "resume continues the sequence");
     assert_eq!(ev[0]["currentChat"], 3);
     assert_eq!(ev.iter().filter(|e| e["done"] == true).count(), 1);
 
@@ -250,9 +262,10 @@ async fn zero_chats_still_completes() {
     ));
     let ev = f.rec.0.lock().unwrap().clone();
     let phases: Vec<_> = ev.iter().map(|e| e["phase"].clone()).collect();
-    assert_eq!(phases[..2], ["start", "done"]);
-    assert_eq!(ev[1]["done"], true);
-    assert_eq!(ev[2]["event"], "sync_complete");
+    assert_eq!(phases[..3], ["start", "contacts", "done"]);
+    assert_eq!(ev[1]["contacts"], 12, "the address book's pool");
+    assert_eq!(ev[2]["done"], true);
+    assert_eq!(ev[3]["event"], "sync_complete");
 }
 
 /// A provider whose account changes between calls, as a real one does
@@ -499,17 +512,18 @@ async fn an_unchanged_account_resyncs_incrementally_without_writes() {
         before,
         "no chat written"
     );
-    // start, 100 × (chat, messages), done, sync_complete.
-    assert_eq!(ev.len(), 203);
+    // start, contacts, 100 × (chat, messages), done, sync_complete.
+    assert_eq!(ev.len(), 204);
     assert_eq!(ev[0]["phase"], "start");
-    for (i, e) in ev[1..201].iter().enumerate() {
+    assert_eq!(ev[1]["phase"], "contacts");
+    for (i, e) in ev[2..202].iter().enumerate() {
         assert_eq!(e["phase"], if i % 2 == 0 { "chat" } else { "messages" });
         assert_eq!(e["currentChat"], i as u64 / 2 + 1);
         assert_eq!(e["messagesSynced"], 0);
-        assert_eq!(e["seq"], i as u64 + 1);
+        assert_eq!(e["seq"], i as u64 + 2);
     }
-    assert_eq!(ev[201]["done"], true);
-    assert_eq!(ev[202]["totalMessagesSynced"], 0);
+    assert_eq!(ev[202]["done"], true);
+    assert_eq!(ev[203]["totalMessagesSynced"], 0);
     // `session_ready` as before.
     let events = f.store.session_events(&f.sid).await.unwrap();
     assert_eq!(events.len(), 2);
@@ -567,7 +581,7 @@ async fn ten_new_messages_in_three_chats_become_ten_documents() {
     per_chat.sort();
     assert_eq!(per_chat, [3, 3, 4]);
     // The chats with new messages moved to the top of the list.
-    assert!(ev[2]["messagesSynced"].as_u64().unwrap() > 0, "{:?}", ev[2]);
+    assert!(ev[3]["messagesSynced"].as_u64().unwrap() > 0, "{:?}", ev[3]);
 }
 
 /// A run interrupted mid-way resumes with its mode: still incremental,
@@ -666,3 +680,72 @@ async fn chats_without_last_activity_are_read_from_their_mark() {
 }
 
 mod history;
+
+/// The contacts phase stores the address book before the chats, counts it
+/// exactly in the `contacts` event and in `session_ready`, sets the groups'
+/// members, and writes nothing new when an incremental run finds the same
+/// book.
+#[tokio::test]
+async fn contacts_are_stored_before_the_chats_and_counted_exactly() {
+    let sim = serde_json::json!({"chats": 12, "messagesPerChat": 5, "contacts": 9});
+    let f = fixture(sim).await;
+    let account =
+        crate::browser::simulator::Account::new(crate::browser::simulator::SimulatorConfig {
+            chats: 12,
+            contacts: 9,
+            ..Default::default()
+        });
+    let want = account.expected_contacts();
+    let SyncEnd::Completed(_) = super::run(
+        &f.deps,
+        new_run(&f.sid, SyncTrigger::Auto, 100, None),
+        &never(),
+        &never(),
+    )
+    .await
+    else {
+        panic!("sync did not complete")
+    };
+    let (ev, _) = f.rec.take();
+    assert_eq!(ev[1]["phase"], "contacts");
+    assert_eq!(ev[1]["contacts"], want);
+    assert_eq!(f.store.count_contacts(&f.sid).await.unwrap(), want);
+    let events = f.store.session_events(&f.sid).await.unwrap();
+    assert_eq!(events[0].data["contacts"], want);
+
+    // Every group stores its members, the creator first.
+    let book = account.address_book();
+    assert!(!book.groups.is_empty());
+    for g in &book.groups {
+        let chat = f.store.get_chat(&f.sid, &g.chat_id).await.unwrap().unwrap();
+        assert_eq!(chat.participants, g.participants);
+        assert!(
+            chat.participants
+                .iter()
+                .filter(|p| p.is_super_admin)
+                .count()
+                == 1
+        );
+    }
+
+    // Each group author, by `@lid` or by number, is a stored contact.
+    for i in 0..12 {
+        let chat = account.chat(i);
+        for m in account.newest(i, 5) {
+            if let Some(author) = &m.author {
+                let c = f.store.find_contact(&f.sid, author).await.unwrap();
+                let c = c.unwrap_or_else(|| panic!("no contact for {author} in {}", chat.id));
+                assert!(c.contact.answers_to(author));
+            }
+        }
+    }
+
+    // The same book again: same count, nothing duplicated.
+    let SyncEnd::Completed(_) = super::run(&f.deps, incremental(&f.sid), &never(), &never()).await
+    else {
+        panic!("incremental run did not complete")
+    };
+    assert_eq!(f.store.count_contacts(&f.sid).await.unwrap(), want);
+    let events = f.store.session_events(&f.sid).await.unwrap();
+    assert_eq!(events[1].data["contacts"], want);
+}

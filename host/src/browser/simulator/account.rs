@@ -18,7 +18,7 @@ pub(super) fn h(seed: u64, a: u64, b: u64) -> u64 {
 }
 
 pub(super) const BASE_MS: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
-const NAMES: [&str; 12] = [
+pub(super) const NAMES: [&str; 12] = [
     "Ana", "Bruno", "Chen", "Dara", "Emeka", "Fatima", "Goran", "Hana", "Ivan", "Julia", "Kofi",
     "Lena",
 ];
@@ -125,8 +125,12 @@ impl Account {
             body.push_str(WORDS[(h(r, w, 7) % WORDS.len() as u64) as usize]);
         }
         let has_media = (r >> 12).is_multiple_of(17);
-        let author = (chat.is_group && !from_me)
-            .then(|| format!("49{:010}@c.us", h(r, 9, 9) % 10_000_000_000));
+        // A group member of the address book (by `@lid` or number), or,
+        // without one, a stranger.
+        let author = (chat.is_group && !from_me).then(|| {
+            self.group_author(index, r)
+                .unwrap_or_else(|| format!("49{:010}@c.us", h(r, 9, 9) % 10_000_000_000))
+        });
         Message {
             id: format!(
                 "{}_{}_{:016X}",

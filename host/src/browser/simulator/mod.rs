@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ClientError, ClientEvent, HistoryRequest, Provider, WhatsAppClient};
 use crate::domain::{
-    Chat, Message, MessageMark, PairingCode, PhoneNumber, QrCode, SessionId, now_ms,
+    AddressBook, Chat, Message, MessageMark, PairingCode, PhoneNumber, QrCode, SessionId, now_ms,
 };
 
 /// Messages per chat: one number for every chat, or one per chat.
@@ -66,6 +66,9 @@ pub struct SimulatorConfig {
     /// Edits, deletes, acks and reactions after ready (see [`changes`]);
     /// `null`: none.
     pub changes: Option<ChangesConfig>,
+    /// People in the address book besides the private chats' (the members
+    /// of the groups); see `contacts.rs`.
+    pub contacts: u32,
 }
 
 impl Default for SimulatorConfig {
@@ -84,6 +87,7 @@ impl Default for SimulatorConfig {
             fail_auth: false,
             new_messages: BTreeMap::new(),
             changes: None,
+            contacts: 12,
         }
     }
 }
@@ -99,6 +103,8 @@ pub const MAX_DELAY_MS: u64 = 86_400_000;
 pub const MIN_LIVE_EVERY_MS: u64 = 10;
 /// Most QR codes one login attempt shows.
 pub const MAX_QR_ATTEMPTS: u32 = 1_000;
+/// Most extra contacts (`contacts`).
+pub const MAX_CONTACTS: u32 = 100_000;
 /// Longest `messagesPerChat` list.
 pub const MAX_PER_CHAT_LIST: usize = 100_000;
 
@@ -172,6 +178,9 @@ impl SimulatorConfig {
         if let Some(c) = &cfg.changes {
             c.check().map_err(ClientError::Unsupported)?;
         }
+        if cfg.contacts > MAX_CONTACTS {
+            return bad(format!("simulator.contacts must be at most {MAX_CONTACTS}"));
+        }
         if !(1..=MAX_QR_ATTEMPTS).contains(&cfg.max_qr_attempts) {
             return bad(format!(
                 "simulator.maxQrAttempts must be between 1 and {MAX_QR_ATTEMPTS}"
@@ -198,6 +207,7 @@ impl SimulatorConfig {
 
 mod account;
 pub mod changes;
+mod contacts;
 mod history;
 #[cfg(test)]
 mod tests;
@@ -331,6 +341,11 @@ impl WhatsAppClient for SimulatedClient {
 
     fn clock_ms(&self) -> i64 {
         history::CLOCK_MS
+    }
+
+    async fn list_contacts(&self) -> Result<AddressBook, ClientError> {
+        self.latency().await?;
+        Ok(self.account.address_book())
     }
 
     async fn stop(&self, _logout: bool) {

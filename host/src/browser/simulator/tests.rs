@@ -279,3 +279,49 @@ fn the_change_plan_is_predictable() {
         assert!(err.contains(name), "{name}: {err}");
     }
 }
+
+/// The address book is a pure function of the seed: private chats' people
+/// and the pool, with some `@lid`s and business accounts; group authors
+/// are members, named by `@lid` or by number, so one person writes under
+/// both ids somewhere in the default account.
+#[test]
+fn contacts_are_deterministic_and_authors_use_both_ids() {
+    let a = account(serde_json::json!({}));
+    let book = a.address_book();
+    assert_eq!(book, account(serde_json::json!({})).address_book());
+    assert_eq!(book.contacts.len() as u64, a.expected_contacts());
+    assert!(book.contacts.iter().any(|c| c.lid.is_some()));
+    assert!(book.contacts.iter().any(|c| c.is_business));
+    let mut ids = std::collections::HashSet::new();
+    for c in &book.contacts {
+        assert!(ids.insert(c.id.clone()), "duplicate {}", c.id);
+        if let Some(l) = &c.lid {
+            assert!(ids.insert(l.clone()), "duplicate {l}");
+        }
+    }
+    let mut by_lid = std::collections::HashSet::new();
+    let mut by_number = std::collections::HashSet::new();
+    for i in 0..a.cfg.chats {
+        for m in a.newest(i, 1000) {
+            let Some(author) = m.author else { continue };
+            let c = book
+                .contacts
+                .iter()
+                .find(|c| c.answers_to(&author))
+                .unwrap_or_else(|| panic!("author {author} is no contact"));
+            if author.ends_with("@lid") {
+                by_lid.insert(c.id.clone());
+            } else {
+                by_number.insert(c.id.clone());
+            }
+        }
+    }
+    assert!(
+        by_lid.intersection(&by_number).next().is_some(),
+        "someone writes by @lid and by number"
+    );
+    assert_eq!(
+        account(serde_json::json!({"contacts": 0})).expected_contacts(),
+        (0..8).filter(|i| !a.chat(*i).is_group).count() as u64
+    );
+}

@@ -253,6 +253,54 @@ if (window.__wasync) {
     return mod('WAWebCollections').Chat.getModelsArray().map(serializeChat);
   };
 
+  // The address book: every person of the Contact collection (not the
+  // account itself, not groups), each by phone-number id when WhatsApp Web
+  // maps their linked id to a number, with the `@lid` beside it; and the
+  // members of every group chat (`groupMetadata.participants`).
+  W.contacts = function () {
+    const C = mod('WAWebCollections');
+    if (!C.Contact) throw new Error('page module WAWebCollections has no Contact collection');
+    let api = null;
+    try { api = mod('WAWebApiContact'); } catch (e) { api = null; }
+    const ask = function (f, w) {
+      if (!api || typeof api[f] !== 'function') return null;
+      try { return wid(api[f](w)); } catch (e) { return null; }
+    };
+    const all = function (coll) {
+      if (!coll) return [];
+      return typeof coll.getModelsArray === 'function' ? coll.getModelsArray() : Array.from(coll);
+    };
+    const contacts = [];
+    all(C.Contact).forEach(function (c) {
+      const id = wid(c.id);
+      if (!id || c.isMe || c.isGroup) return;
+      const server = id.split('@')[1];
+      if (server !== 'c.us' && server !== 'lid') return;
+      let phone = server === 'c.us' ? id : ask('getPhoneNumber', c.id);
+      let lid = server === 'lid' ? id : ask('getCurrentLid', c.id);
+      contacts.push({
+        id: phone || id,
+        name: c.name || null,
+        pushname: c.pushname || null,
+        number: phone ? phone.split('@')[0] : null,
+        isBusiness: !!c.isBusiness,
+        lid: lid && lid !== (phone || id) ? lid : null,
+      });
+    });
+    const groups = [];
+    all(C.Chat).forEach(function (chat) {
+      const meta = chat.groupMetadata;
+      if (!chat.isGroup || !meta || !meta.participants) return;
+      groups.push({
+        chatId: wid(chat.id),
+        participants: all(meta.participants).map(function (p) {
+          return { id: wid(p.id), isAdmin: !!p.isAdmin, isSuperAdmin: !!p.isSuperAdmin };
+        }),
+      });
+    });
+    return { contacts: contacts, groups: groups };
+  };
+
   // The newest `limit` messages of a chat, oldest first: what is loaded,
   // then earlier pages until the limit or the start of the history. With
   // `after` ({t: ms, ids: [...]}, the newest stored message of the chat),

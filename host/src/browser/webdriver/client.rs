@@ -7,11 +7,12 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::browser::{ClientError, HistoryRequest, WhatsAppClient};
-use crate::domain::{Chat, Message, MessageMark};
+use crate::domain::{AddressBook, Chat, Message, MessageMark};
 
 /// What the port asks of a session's task.
 pub(super) enum Command {
     Chats(oneshot::Sender<Result<Vec<Chat>, ClientError>>),
+    Contacts(oneshot::Sender<Result<AddressBook, ClientError>>),
     Messages {
         chat_id: String,
         limit: u32,
@@ -142,6 +143,10 @@ impl WhatsAppClient for WebDriverClient {
             .into_iter()
             .filter(|m| req.before.is_older(m) && req.not_before.is_none_or(|t| m.timestamp >= t))
             .collect())
+    }
+
+    async fn list_contacts(&self) -> Result<AddressBook, ClientError> {
+        self.ask(Command::Contacts).await
     }
 
     async fn stop(&self, logout: bool) {

@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 use super::browser::Browser;
 use super::error::WebDriverError;
 use crate::browser::{ClientError, HistoryRequest};
-use crate::domain::{Chat, Message, MessageChange, MessageMark, MessageUpdate};
+use crate::domain::{
+    AddressBook, Chat, Contact, GroupParticipants, Message, MessageChange, MessageMark,
+    MessageUpdate,
+};
 
 /// The page bridge, injected as the body of an `execute` call.
 const BRIDGE: &str = include_str!("bridge.js");
@@ -63,6 +66,23 @@ impl Browser {
         let mut chats: Vec<Chat> = chats.into_iter().map(Chat::from).collect();
         chats.sort_by_key(|c| std::cmp::Reverse(c.last_message_at));
         Ok(chats)
+    }
+
+    /// The page's address book: contacts (by phone-number id where the
+    /// page maps the `@lid`) and group members.
+    pub(super) async fn contacts(&self) -> Result<AddressBook, ClientError> {
+        #[derive(Deserialize)]
+        struct PageBook {
+            contacts: Vec<Contact>,
+            groups: Vec<GroupParticipants>,
+        }
+        let v = self.bridge_call("contacts", "contacts()", vec![]).await?;
+        let book: PageBook = serde_json::from_value(v)
+            .map_err(|e| ClientError::Transient(format!("unreadable contacts: {e}")))?;
+        Ok(AddressBook {
+            contacts: book.contacts,
+            groups: book.groups,
+        })
     }
 
     /// Up to `limit` messages of one chat; with `after`, only those newer

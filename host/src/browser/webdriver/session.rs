@@ -127,6 +127,12 @@ impl SessionTask {
                     Some(Command::Chats(reply)) => {
                         let _ = reply.send(self.chats().await);
                     }
+                    Some(Command::Contacts(reply)) => {
+                        let _ = reply.send(match self.browser() {
+                            Ok(b) => b.contacts().await,
+                            Err(e) => Err(e),
+                        });
+                    }
                     Some(Command::Messages { chat_id, limit, after, reply }) => {
                         let _ = reply.send(self.messages(&chat_id, limit, after.as_ref()).await);
                     }

@@ -6,13 +6,16 @@
 //!   manual syncs and their runs;
 //! - `history`: deeper history of one chat;
 //! - `data`: stored chats, messages and quarantine;
+//! - `contacts`: stored contacts;
 //! - `ops`: health, readiness, metrics, the dashboard.
 
+mod contacts;
 mod data;
 mod history;
 mod ops;
 mod sessions;
 
+pub(super) use contacts::*;
 pub(super) use data::*;
 pub(super) use history::*;
 pub(super) use ops::*;
@@ -191,6 +194,8 @@ pub(super) async fn handle(
         Route::PairingCode { id } => command(gw, Command::PairingCode, session_id(&id)?, req).await,
         Route::Chats { id } => list_chats(gw, session_id(&id)?, req).await,
         Route::Messages { id, chat_id } => list_messages(gw, session_id(&id)?, chat_id, req).await,
+        Route::Contacts { id } => list_contacts(gw, session_id(&id)?, req).await,
+        Route::Contact { id, contact_id } => get_contact(gw, session_id(&id)?, contact_id).await,
         Route::SyncChats { id } => command(gw, Command::Sync, session_id(&id)?, req).await,
         Route::ChatSync { id, chat_id } => {
             command(gw, Command::History { chat_id }, session_id(&id)?, req).await

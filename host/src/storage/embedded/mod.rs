@@ -30,11 +30,12 @@ use super::{
     WriteStats, decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
-    ChangeOutcome, Chat, Message, MessageMark, MessageUpdate, OutboxEvent, QuarantinedMessage,
-    SessionId, StoredChat, StoredMessage, SyncRun,
+    ChangeOutcome, Chat, Contact, GroupParticipants, Message, MessageMark, MessageUpdate,
+    OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredContact, StoredMessage, SyncRun,
 };
 
 mod changes;
+mod contacts;
 mod history;
 mod tables;
 mod webhooks;
@@ -122,6 +123,7 @@ impl EmbeddedStore {
             txn.open_table(WEBHOOKS).db()?;
             txn.open_table(DELIVERIES).db()?;
             txn.open_table(DELIVERIES_BY_STATUS).db()?;
+            contacts::create_tables(&txn)?;
         }
         txn.commit().db()?;
         Ok(Self {
@@ -261,6 +263,7 @@ impl Store for EmbeddedStore {
                 purge_prefix!(txn, MESSAGES_BY_CHAT, (s, "", 0u64, ""), (n, "", 0u64, ""));
                 purge_prefix!(txn, PENDING_CHANGES, (s, ""), (n, ""));
                 purge_prefix!(txn, QUARANTINE, (s, ""), (n, ""));
+                contacts::purge(&txn, s, n)?;
                 let mut ids = Vec::new();
                 {
                     let by_session = txn.open_table(RUNS_BY_SESSION).db()?;
@@ -338,6 +341,7 @@ impl Store for EmbeddedStore {
                         chat,
                         synced_at,
                         message_count,
+                        participants: old.map(|o| o.participants).unwrap_or_default(),
                     };
                     table
                         .insert(
@@ -615,6 +619,39 @@ impl Store for EmbeddedStore {
 
     async fn prune_pending_changes(&self, before: i64) -> StoreResult<u64> {
         self.prune_pending(before).await
+    }
+
+    async fn upsert_contacts(&self, id: &SessionId, contacts: &[Contact]) -> StoreResult<()> {
+        self.upsert_contacts_impl(id, contacts).await
+    }
+
+    async fn list_contacts(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<StoredContact>> {
+        self.list_contacts_impl(id, limit, after).await
+    }
+
+    async fn find_contact(
+        &self,
+        id: &SessionId,
+        contact_id: &str,
+    ) -> StoreResult<Option<StoredContact>> {
+        self.find_contact_impl(id, contact_id).await
+    }
+
+    async fn count_contacts(&self, id: &SessionId) -> StoreResult<u64> {
+        self.count_contacts_impl(id).await
+    }
+
+    async fn put_participants(
+        &self,
+        id: &SessionId,
+        groups: &[GroupParticipants],
+    ) -> StoreResult<()> {
+        self.put_participants_impl(id, groups).await
     }
 
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {

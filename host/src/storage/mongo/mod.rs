@@ -41,6 +41,7 @@
 //!   same store works again once the server is back.
 
 mod changes;
+mod contacts;
 mod fencing;
 mod history;
 mod outbox;
@@ -66,8 +67,8 @@ use super::{
     WriteStats, decode_chat_cursor, encode_chat_cursor,
 };
 use crate::domain::{
-    ChangeOutcome, Chat, Message, MessageMark, MessageUpdate, OutboxEvent, QuarantinedMessage,
-    SessionId, StoredChat, StoredMessage, SyncRun,
+    ChangeOutcome, Chat, Contact, GroupParticipants, Message, MessageMark, MessageUpdate,
+    OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredContact, StoredMessage, SyncRun,
 };
 
 /// Server error codes that mean "the server is going away or not primary
@@ -822,6 +823,11 @@ impl Store for MongoStore {
                 .delete_many(filter.clone())
                 .await
                 .map_err(map_err)?;
+            self.database()
+                .collection::<Document>(schema::CONTACTS)
+                .delete_many(filter.clone())
+                .await
+                .map_err(map_err)?;
             self.chats.delete_many(filter).await.map_err(map_err)?;
         }
         Ok(())
@@ -1080,6 +1086,39 @@ impl Store for MongoStore {
             .await
             .map_err(map_err)?
             .deleted_count)
+    }
+
+    async fn upsert_contacts(&self, id: &SessionId, contacts: &[Contact]) -> StoreResult<()> {
+        self.upsert_contacts_impl(id, contacts).await
+    }
+
+    async fn list_contacts(
+        &self,
+        id: &SessionId,
+        limit: u32,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<StoredContact>> {
+        self.list_contacts_impl(id, limit, after).await
+    }
+
+    async fn find_contact(
+        &self,
+        id: &SessionId,
+        contact_id: &str,
+    ) -> StoreResult<Option<StoredContact>> {
+        self.find_contact_impl(id, contact_id).await
+    }
+
+    async fn count_contacts(&self, id: &SessionId) -> StoreResult<u64> {
+        self.count_contacts_impl(id).await
+    }
+
+    async fn put_participants(
+        &self,
+        id: &SessionId,
+        groups: &[GroupParticipants],
+    ) -> StoreResult<()> {
+        self.put_participants_impl(id, groups).await
     }
 
     async fn put_sync_run(&self, run: &SyncRun) -> StoreResult<()> {

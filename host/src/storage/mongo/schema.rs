@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ChangeState, Chat, Message, Reaction, RemovedReaction, StoredChat, StoredMessage,
+    ChangeState, Chat, Message, Participant, Reaction, RemovedReaction, StoredChat, StoredMessage,
 };
 use crate::storage::{StoreError, StoreResult};
 
@@ -37,9 +37,10 @@ pub const WEBHOOKS: &str = "webhooks";
 pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
 /// Changes of messages not stored yet (see `Store::apply_changes`).
 pub const PENDING_CHANGES: &str = "pending_changes";
+pub const CONTACTS: &str = "contacts";
 
 /// Every collection the store creates at start.
-pub const COLLECTIONS: [&str; 9] = [
+pub const COLLECTIONS: [&str; 10] = [
     SESSIONS,
     CHATS,
     MESSAGES,
@@ -49,6 +50,7 @@ pub const COLLECTIONS: [&str; 9] = [
     WEBHOOKS,
     WEBHOOK_DELIVERIES,
     PENDING_CHANGES,
+    CONTACTS,
 ];
 
 /// Date fields of each low-volume collection (top level of the document).
@@ -161,6 +163,20 @@ pub fn indexes() -> Vec<IndexSpec> {
             name: "uniq_session_message",
             keys: doc! { "sessionId": 1, "messageId": 1 },
             unique: true,
+        },
+        // One contact per person and session; listed by id.
+        IndexSpec {
+            collection: CONTACTS,
+            name: "uniq_session_contact",
+            keys: doc! { "sessionId": 1, "contactId": 1 },
+            unique: true,
+        },
+        // An author named by its `@lid` finds its contact.
+        IndexSpec {
+            collection: CONTACTS,
+            name: "session_lid",
+            keys: doc! { "sessionId": 1, "lid": 1 },
+            unique: false,
         },
         // An endpoint's pending window, its dead list, and paging by status.
         IndexSpec {
@@ -378,6 +394,9 @@ pub struct ChatDoc {
     pub synced_at: Option<DateTime>,
     #[serde(default)]
     pub message_count: i64,
+    /// A group's members, set by the contacts phase of a sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub participants: Vec<Participant>,
 }
 
 impl ChatDoc {
@@ -408,6 +427,7 @@ impl ChatDoc {
             },
             synced_at: self.synced_at.map(|d| d.timestamp_millis()),
             message_count: u64::try_from(self.message_count.max(0)).unwrap_or(0),
+            participants: self.participants,
         }
     }
 }
