@@ -3,10 +3,10 @@
 //! Give it a client, a store, a plugin chain and a progress sink and it
 //! walks the account (DESIGN §4):
 //!
-//! 1. fetch the contacts (and group members) once and store them
-//!    (`contacts.rs`), then the chat list, upserting every chat in one
-//!    write, so `GET .../chats` shows the whole list while messages still
-//!    sync;
+//! 1. fetch the contacts (and group members) once and store them (full
+//!    and incremental runs; a deepen does not: `contacts.rs`), then the
+//!    chat list, upserting every chat in one write, so `GET .../chats`
+//!    shows the whole list while messages still sync;
 //! 2. per chat, in order: `before-chat-sync` hooks, fetch the newest
 //!    `limitPerChat` messages (retried with backoff; a chat that keeps
 //!    failing is recorded as failed and the sync goes on), the message
@@ -475,7 +475,14 @@ async fn walk(
         trigger: run.trigger.as_str().to_owned(),
     };
 
-    let book = contacts::fetch_and_store(deps, &sid, cancel, shutdown).await?;
+    // A deepen reads one chat further back: the address book is the
+    // business of the account's syncs, not of it.
+    let with_contacts = run.mode != SyncMode::History;
+    let book = if with_contacts {
+        contacts::fetch_and_store(deps, &sid, cancel, shutdown).await?
+    } else {
+        crate::domain::AddressBook::default()
+    };
     let n_contacts = book.contacts.len() as u64;
 
     let mut chats: Vec<Chat> =
@@ -516,13 +523,15 @@ async fn walk(
         done
     } else {
         let seq = run.next_seq;
-        run.next_seq += 2;
+        run.next_seq += if with_contacts { 2 } else { 1 };
         store_retry(deps, cancel, shutdown, "recording the run", || {
             deps.store.put_sync_run(run)
         })
         .await?;
         emit(deps, run, seq, SyncPhase::Start, None, 0);
-        contacts::emit(deps, run, seq + 1, n_contacts);
+        if with_contacts {
+            contacts::emit(deps, run, seq + 1, n_contacts);
+        }
         HashSet::new()
     };
 
