@@ -43,7 +43,7 @@
 mod changes;
 mod contacts;
 mod fencing;
-mod history;
+mod marks;
 mod outbox;
 pub mod schema;
 mod webhooks;
@@ -58,6 +58,7 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
 use mongodb::{Client, Collection, Database};
 
+use self::marks::End;
 use self::schema::{
     CHATS, COLLECTIONS, ChatDoc, MESSAGES, MessageDoc, OUTBOX, OUTBOX_DATES, QUARANTINE,
     QUARANTINE_DATES, RUN_DATES, SESSION_DATES, SESSIONS, SYNC_RUNS, date, decode, encode,
@@ -434,50 +435,6 @@ impl MongoStore {
 
     /// Writes messages of one session; see the module docs for the scheme.
     /// Returns one outcome per input message, in order.
-    /// One chat's [`MessageMark`] from the index `session_chat_time_id`,
-    /// reading only the newest keys (ids and times, no bodies).
-    async fn mark_of(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>> {
-        const KEYS: i64 = 32;
-        let rows: Vec<Document> = self
-            .messages
-            .clone_with_type::<Document>()
-            .find(doc! { "sessionId": id.as_str(), "chatId": chat_id })
-            .sort(doc! { "timestamp": -1, "messageId": 1 })
-            .projection(doc! { "_id": 0, "timestamp": 1, "messageId": 1 })
-            .limit(KEYS)
-            .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
-            .map_err(map_err)?;
-        let key = |d: &Document| -> StoreResult<(i64, String)> {
-            let t = d
-                .get_datetime("timestamp")
-                .map_err(|e| StoreError::Corrupt(format!("message timestamp: {e}")))?;
-            let mid = d
-                .get_str("messageId")
-                .map_err(|e| StoreError::Corrupt(format!("message id: {e}")))?;
-            Ok((t.timestamp_millis(), mid.to_owned()))
-        };
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let (timestamp, _) = key(first)?;
-        let mut ids = Vec::new();
-        for d in &rows {
-            let (t, mid) = key(d)?;
-            if t != timestamp {
-                return Ok(Some(MessageMark { timestamp, ids }));
-            }
-            ids.push(mid);
-        }
-        if rows.len() as i64 == KEYS {
-            // More messages share the newest second than one read holds.
-            return super::mark_from_listing(self, id, chat_id).await;
-        }
-        Ok(Some(MessageMark { timestamp, ids }))
-    }
-
     async fn write_messages(
         &self,
         sid: &str,
@@ -1034,7 +991,9 @@ impl Store for MongoStore {
         // `$group` over the session would read every message document.
         let found: Vec<Option<(String, MessageMark)>> =
             futures_util::stream::iter(chat_ids.iter().cloned())
-                .map(|c| async move { Ok(self.mark_of(id, &c).await?.map(|m| (c, m))) })
+                .map(
+                    |c| async move { Ok(self.mark_at(id, &c, End::Newest).await?.map(|m| (c, m))) },
+                )
                 .buffered(MARK_READS_IN_FLIGHT)
                 .try_collect()
                 .await?;
@@ -1042,7 +1001,7 @@ impl Store for MongoStore {
     }
 
     async fn oldest_mark(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>> {
-        self.oldest_of(id, chat_id).await
+        self.mark_at(id, chat_id, End::Oldest).await
     }
 
     async fn count_messages(&self, id: &SessionId, chat_id: Option<&str>) -> StoreResult<u64> {

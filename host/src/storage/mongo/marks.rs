@@ -1,4 +1,7 @@
-//! The read a deepen starts from: a chat's oldest stored message.
+//! A chat's marks: the newest stored message (where an incremental sync
+//! starts) and the oldest (where a deepen goes on), each with every id
+//! stored at its time, read from either end of the index
+//! `session_chat_time_id`, keys only (ids and times, no bodies).
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
@@ -7,21 +10,35 @@ use super::{MongoStore, map_err};
 use crate::domain::{MessageMark, SessionId};
 use crate::storage::{StoreError, StoreResult};
 
+/// Keys one read takes; more messages sharing the end's second than this
+/// fall back to the listing.
+const KEYS: i64 = 32;
+
+/// Which end of a chat's stored messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    Newest,
+    Oldest,
+}
+
 impl MongoStore {
-    /// The chat's oldest stored message with every id stored at its time:
-    /// the index `session_chat_time_id` walked from its other end, keys
-    /// only (ids and times, no bodies).
-    pub(super) async fn oldest_of(
+    /// The chat's mark at `end`; `None` without stored messages.
+    pub(super) async fn mark_at(
         &self,
         id: &SessionId,
         chat_id: &str,
+        end: End,
     ) -> StoreResult<Option<MessageMark>> {
-        const KEYS: i64 = 32;
+        // The listing order (newest first, ties by id), or its reverse.
+        let sort = match end {
+            End::Newest => doc! { "timestamp": -1, "messageId": 1 },
+            End::Oldest => doc! { "timestamp": 1, "messageId": -1 },
+        };
         let rows: Vec<Document> = self
             .messages
             .clone_with_type::<Document>()
             .find(doc! { "sessionId": id.as_str(), "chatId": chat_id })
-            .sort(doc! { "timestamp": 1, "messageId": -1 })
+            .sort(sort)
             .projection(doc! { "_id": 0, "timestamp": 1, "messageId": 1 })
             .limit(KEYS)
             .await
@@ -51,10 +68,15 @@ impl MongoStore {
             ids.push(mid);
         }
         if ids.len() as i64 == KEYS {
-            // More messages share the oldest second than one read holds.
-            return crate::storage::oldest_from_listing(self, id, chat_id).await;
+            // More messages share that second than one read holds.
+            return match end {
+                End::Newest => crate::storage::mark_from_listing(self, id, chat_id).await,
+                End::Oldest => crate::storage::oldest_from_listing(self, id, chat_id).await,
+            };
         }
-        ids.sort();
+        if end == End::Oldest {
+            ids.sort();
+        }
         Ok(Some(MessageMark { timestamp, ids }))
     }
 }
