@@ -241,14 +241,7 @@ async fn webdriver_contacts_and_group_members_are_stored() {
     use wasync_tests::whatsapp_fixture::{MEMBER_LID, WhatsAppFixture};
     crate::webdriver::require_browser();
     let fixture = WhatsAppFixture::start().await;
-    let host = TestHost::spawn_with(
-        HostOptions {
-            tuning: fast_tuning(),
-            ..Default::default()
-        }
-        .var(wasync::config::WHATSAPP_WEB_URL, fixture.url.clone()),
-    )
-    .await;
+    let host = crate::webdriver::host_for(&fixture).await;
     let id = "wd-contacts";
     let _ws = crate::webdriver::log_in(&host, &fixture, id, 20, "sync_complete").await;
     let store = host.app().store();

@@ -31,7 +31,8 @@ pub(crate) fn require_browser() {
     );
 }
 
-async fn host_for(fixture: &WhatsAppFixture) -> TestHost {
+/// A host whose webdriver provider opens `fixture` (the browser is required).
+pub(crate) async fn host_for(fixture: &WhatsAppFixture) -> TestHost {
     require_browser();
     TestHost::spawn_with(
         HostOptions {

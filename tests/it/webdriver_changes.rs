@@ -6,7 +6,6 @@
 use serde_json::Value;
 use wasync::domain::SessionId;
 use wasync_tests::whatsapp_fixture::WhatsAppFixture;
-use wasync_tests::{HostOptions, TestHost, fast_tuning};
 
 use crate::webdriver::{LONG, is, log_in, require_browser, wait_for};
 
@@ -22,14 +21,7 @@ fn updated(kind: &'static str, id: String) -> impl Fn(&Value) -> bool {
 async fn webdriver_edits_revokes_acks_and_reactions_reach_the_store() {
     require_browser();
     let fixture = WhatsAppFixture::start().await;
-    let host = TestHost::spawn_with(
-        HostOptions {
-            tuning: fast_tuning(),
-            ..Default::default()
-        }
-        .var(wasync::config::WHATSAPP_WEB_URL, fixture.url.clone()),
-    )
-    .await;
+    let host = crate::webdriver::host_for(&fixture).await;
     let id = "wd-changes";
     let mut ws = log_in(&host, &fixture, id, 20, "sync_complete").await;
     let ana = "4915100000001@c.us";

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use wasync::domain::{Message, SessionId};
 use wasync_tests::whatsapp_fixture::WhatsAppFixture;
-use wasync_tests::{HostOptions, TestHost, WsClient, fast_tuning};
+use wasync_tests::{TestHost, WsClient};
 
 use crate::webdriver::{LONG, assert_no_processes_left, is, log_in, require_browser, wait_for};
 
@@ -50,14 +50,7 @@ async fn deepen(host: &TestHost, ws: &mut WsClient, id: &str, body: Value) -> Va
 async fn webdriver_deepens_one_chat_page_by_page() {
     require_browser();
     let fixture = WhatsAppFixture::start().await;
-    let host = TestHost::spawn_with(
-        HostOptions {
-            tuning: fast_tuning(),
-            ..Default::default()
-        }
-        .var(wasync::config::WHATSAPP_WEB_URL, fixture.url.clone()),
-    )
-    .await;
+    let host = crate::webdriver::host_for(&fixture).await;
     let id = "wd-deep";
     let mut ws = log_in(&host, &fixture, id, 8, "sync_complete").await;
     assert_eq!(

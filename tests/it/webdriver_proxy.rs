@@ -5,10 +5,10 @@
 //! chromedriver's log, the API's answers or the events.
 
 use serde_json::{Value, json};
+use wasync_tests::TestHost;
 use wasync_tests::logs::LogCapture;
 use wasync_tests::upstream_proxy::{Kind, UpstreamProxy};
 use wasync_tests::whatsapp_fixture::WhatsAppFixture;
-use wasync_tests::{HostOptions, TestHost, fast_tuning};
 
 use crate::webdriver::{
     LONG, assert_no_processes_left, create_body, is, processes_under, require_browser, wait_for,
@@ -38,14 +38,7 @@ async fn webdriver_proxy_with_credentials_http_and_socks5() {
     require_browser();
     let logs = LogCapture::start();
     let fixture = WhatsAppFixture::start().await;
-    let host = TestHost::spawn_with(
-        HostOptions {
-            tuning: fast_tuning(),
-            ..Default::default()
-        }
-        .var(wasync::config::WHATSAPP_WEB_URL, fixture.url.clone()),
-    )
-    .await;
+    let host = crate::webdriver::host_for(&fixture).await;
     let fixture_addr = fixture
         .url
         .trim_start_matches("http://")
