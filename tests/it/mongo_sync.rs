@@ -510,12 +510,16 @@ async fn live_messages_during_a_store_outage_are_stored_when_it_is_back() {
 }
 
 /// Incremental re-sync on MongoDB: the same scenario as the embedded store
-/// (`sync_flow::incremental_resync_is_exact`).
+/// (`sync_flow::incremental_resync_is_exact`), on a server of its own: its
+/// 10,000-message syncs stalled twice on the suite's shared test server
+/// while other tests wrote and dropped databases there (a whole group's
+/// write waiting more than 25 s), never alone.
 #[tokio::test]
 async fn mongo_incremental_resync_writes_only_new_messages() {
-    let uri = test_mongodb_uri();
+    let mut server = wasync_tests::mongo::MongoServer::start().await;
     let db = fresh_db_name("incr");
-    let mut host = mongo_host(&uri, &db).await;
+    let mut host = mongo_host(&server.uri(), &db).await;
     crate::sync_flow::incremental_resync_is_exact(&mut host, "incr").await;
     host.stop().await;
+    server.stop().await;
 }
