@@ -30,17 +30,7 @@ pub(in crate::gateway) async fn list_contacts(
     id: SessionId,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let limit = num_param(req.uri(), "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
-    let cursor = query_param(req.uri().query(), "cursor");
-    if cursor
-        .as_ref()
-        .is_some_and(|c| c.is_empty() || c.len() > MAX_CONTACT_ID)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "cursor is not one this server returned",
-        ));
-    }
+    let (limit, cursor) = super::data::id_page_query(req.uri(), MAX_CONTACT_ID)?;
     gw.sessions.snapshot(&id).await?;
     let contacts = gw
         .store

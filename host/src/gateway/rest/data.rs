@@ -47,17 +47,7 @@ pub(in crate::gateway) async fn list_quarantine(
     id: SessionId,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let limit = num_param(req.uri(), "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
-    let cursor = query_param(req.uri().query(), "cursor");
-    if cursor
-        .as_ref()
-        .is_some_and(|c| c.is_empty() || c.len() > 512)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "cursor is not one this server returned",
-        ));
-    }
+    let (limit, cursor) = id_page_query(req.uri(), 512)?;
     gw.sessions.snapshot(&id).await?;
     let items = gw
         .store
@@ -170,4 +160,24 @@ pub(in crate::gateway) async fn list_messages(
             messages,
         },
     ))
+}
+
+/// `?limit=` (1–1000, default 50) and `?cursor=` of a page keyed by an id
+/// (the last id of the previous page, at most `max_cursor` bytes).
+pub(in crate::gateway) fn id_page_query(
+    uri: &http::Uri,
+    max_cursor: usize,
+) -> Result<(u32, Option<String>), ApiError> {
+    let limit = num_param(uri, "limit", Some(50u32), 1..=1000)?.unwrap_or(50);
+    let cursor = query_param(uri.query(), "cursor");
+    if cursor
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > max_cursor)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "cursor is not one this server returned",
+        ));
+    }
+    Ok((limit, cursor))
 }
