@@ -153,6 +153,25 @@ impl ProgressSink for Sink {
 }
 
 impl Actor {
+    /// Stores what a fail-closed plugin refused on the live path (a new
+    /// message or an edit); while the store is out, into the spool.
+    async fn quarantine_live(&mut self, items: &[crate::domain::QuarantinedMessage]) {
+        let stored = if self.spooling() {
+            Err(StoreError::Unavailable("spooling".into()))
+        } else {
+            self.deps.store.put_quarantine(&self.id, items).await
+        };
+        if let Err(e) = stored
+            && keep_for_later(&e)
+        {
+            let records: Vec<SpoolRecord> = items
+                .iter()
+                .map(|q| SpoolRecord::Quarantine(Box::new(q.clone())))
+                .collect();
+            self.spool(&records);
+        }
+    }
+
     fn emit(&self, ev: ServerEvent) {
         self.deps.hub.publish(self.id.as_str(), &ev);
     }
@@ -757,24 +776,7 @@ impl Actor {
             let out = scope.transform(vec![message.take().expect("set")]).await;
             drop(scope);
             if !out.quarantined.is_empty() {
-                let stored = if self.spooling() {
-                    Err(StoreError::Unavailable("spooling".into()))
-                } else {
-                    self.deps
-                        .store
-                        .put_quarantine(&self.id, &out.quarantined)
-                        .await
-                };
-                if let Err(e) = stored
-                    && keep_for_later(&e)
-                {
-                    let records: Vec<SpoolRecord> = out
-                        .quarantined
-                        .iter()
-                        .map(|q| SpoolRecord::Quarantine(Box::new(q.clone())))
-                        .collect();
-                    self.spool(&records);
-                }
+                self.quarantine_live(&out.quarantined).await;
             }
             message = out.keep.into_iter().next();
         }

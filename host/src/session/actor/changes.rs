@@ -201,24 +201,7 @@ impl Actor {
         drop(scope);
         if !out.quarantined.is_empty() {
             tracing::warn!(message_id = %update.message_id, "an edit was quarantined: the stored body stays");
-            let stored = if self.spooling() {
-                Err(StoreError::Unavailable("spooling".into()))
-            } else {
-                self.deps
-                    .store
-                    .put_quarantine(&self.id, &out.quarantined)
-                    .await
-            };
-            if let Err(e) = stored
-                && keep_for_later(&e)
-            {
-                let records: Vec<SpoolRecord> = out
-                    .quarantined
-                    .iter()
-                    .map(|q| SpoolRecord::Quarantine(Box::new(q.clone())))
-                    .collect();
-                self.spool(&records);
-            }
+            self.quarantine_live(&out.quarantined).await;
             return None;
         }
         let kept = out.keep.into_iter().next()?;
