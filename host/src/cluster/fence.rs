@@ -261,6 +261,14 @@ impl Store for FencedStore {
         self.inner.oldest_mark(id, chat_id).await
     }
 
+    async fn newest_message_times(
+        &self,
+        id: &SessionId,
+        chat_ids: &[String],
+    ) -> StoreResult<HashMap<String, i64>> {
+        self.inner.newest_message_times(id, chat_ids).await
+    }
+
     async fn apply_changes(
         &self,
         id: &SessionId,

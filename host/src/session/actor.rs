@@ -682,7 +682,10 @@ impl Actor {
                 metrics: self.deps.metrics.clone(),
             }),
             relay: self.deps.relay.clone(),
-            options: self.deps.sync.clone(),
+            options: crate::sync::SyncOptions {
+                keep_revoked_bodies: self.keep_revoked_bodies(),
+                ..self.deps.sync.clone()
+            },
         };
         self.deps.metrics.syncs_started.inc();
         // The view shows the new run from now on (not the last one's end).

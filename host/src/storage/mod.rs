@@ -248,16 +248,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest stored message of each of `chat_ids` (its timestamp and
     /// every id stored at that timestamp), where an incremental sync starts;
-    /// chats with no stored message are absent. Reads only: marks are not
-    /// kept anywhere, so live messages and every sync move them for free.
-    /// Each adapter reads its index (keys only); [`mark_from_listing`] is
-    /// the reference the contract checks them against. No default: a
-    /// wrapper that forgot to delegate would silently read whole messages.
+    /// chats with no stored message are absent. Reads only: each adapter
+    /// reads its index (keys only); [`mark_from_listing`] is the reference
+    /// the contract checks them against. No default: a wrapper that forgot
+    /// to delegate would silently read whole messages.
     async fn message_marks(
         &self,
         id: &SessionId,
         chat_ids: &[String],
     ) -> StoreResult<HashMap<String, MessageMark>>;
+
+    /// The time of the newest stored message of each of `chat_ids`, read
+    /// as cheaply as the adapter can for a whole chat list: what an
+    /// incremental sync compares each chat's last activity with before it
+    /// reads the exact mark of the chats that moved. Never later than
+    /// [`Store::message_marks`]' time (it may be earlier, or a chat
+    /// missing, where the adapter does not know: the sync then reads the
+    /// mark). MongoDB keeps it on the chat document (`newestMessageAt`,
+    /// raised after each message write); the embedded store reads its
+    /// marks. No default, as for `message_marks`.
+    async fn newest_message_times(
+        &self,
+        id: &SessionId,
+        chat_ids: &[String],
+    ) -> StoreResult<HashMap<String, i64>>;
 
     // ---- changes after the sync -------------------------------------------
     /// One stored message.

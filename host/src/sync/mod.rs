@@ -53,6 +53,7 @@ use crate::storage::{ChatCommit, Store, StoreError, WriteStats};
 
 mod contacts;
 mod history;
+mod revoked;
 
 /// `sync_failed` reason of a run suspended by a store outage; the session
 /// resumes it (same `syncId`) once the store answers again.
@@ -96,6 +97,10 @@ pub struct SyncOptions {
     /// Which optional events (`sync_failed`, `sync_complete`) are queued in
     /// the outbox: those the broker is switched on for or a webhook wants.
     pub events: crate::events::EventGate,
+    /// The session keeps the bodies of messages deleted for everyone
+    /// (`keepRevokedBodies`): a message a sync finds revoked keeps the body
+    /// stored for it (see `revoked.rs`). Set per session by its actor.
+    pub keep_revoked_bodies: bool,
 }
 
 impl Default for SyncOptions {
@@ -109,6 +114,7 @@ impl Default for SyncOptions {
             group_messages: 2_000,
             group_window: Duration::from_millis(50),
             events: crate::events::EventGate::default(),
+            keep_revoked_bodies: false,
         }
     }
 }
@@ -540,15 +546,7 @@ async fn walk(
     let marks = match run.mode {
         SyncMode::Full | SyncMode::History => HashMap::new(),
         SyncMode::Incremental => {
-            let ids: Vec<String> = chats
-                .iter()
-                .filter(|c| !done.contains(&c.id))
-                .map(|c| c.id.clone())
-                .collect();
-            store_retry(deps, cancel, shutdown, "reading the stored marks", || {
-                deps.store.message_marks(&sid, &ids)
-            })
-            .await?
+            incremental_marks(deps, &sid, &chats, &done, cancel, shutdown).await?
         }
     };
     let reads = store_retry(deps, cancel, shutdown, "reading the stored history", || {
@@ -644,6 +642,53 @@ async fn walk(
     deps.relay.kick();
     emit(deps, run, done_seq, SyncPhase::Done, None, 0);
     Ok(())
+}
+
+/// Where an incremental run starts in each chat to walk: first the time
+/// of each chat's newest stored message, for the whole list in one cheap
+/// read; then the exact mark (every id at that time) only of the chats
+/// whose last activity is newer, the only ones the run reads. A chat that
+/// has not moved gets a mark of its time alone, which only the walk's
+/// "nothing new" test looks at.
+async fn incremental_marks(
+    deps: &SyncDeps,
+    sid: &SessionId,
+    chats: &[Chat],
+    done: &HashSet<String>,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Result<HashMap<String, MessageMark>, Stop> {
+    let ids: Vec<String> = chats
+        .iter()
+        .filter(|c| !done.contains(&c.id))
+        .map(|c| c.id.clone())
+        .collect();
+    let newest = store_retry(deps, cancel, shutdown, "reading the stored marks", || {
+        deps.store.newest_message_times(sid, &ids)
+    })
+    .await?;
+    let mut unmoved = HashMap::new();
+    let mut moved = Vec::new();
+    for chat in chats.iter().filter(|c| !done.contains(&c.id)) {
+        match (newest.get(&chat.id), chat.last_message_at) {
+            (Some(&t), Some(last)) if last <= t => {
+                unmoved.insert(
+                    chat.id.clone(),
+                    MessageMark {
+                        timestamp: t,
+                        ids: Vec::new(),
+                    },
+                );
+            }
+            _ => moved.push(chat.id.clone()),
+        }
+    }
+    let mut marks = store_retry(deps, cancel, shutdown, "reading the stored marks", || {
+        deps.store.message_marks(sid, &moved)
+    })
+    .await?;
+    marks.extend(unmoved);
+    Ok(marks)
 }
 
 /// The chats of `sid` whose messages a sync wrote between `since` and
@@ -779,7 +824,7 @@ async fn walk_chats(
                     }
                     reads.trim(&mut messages);
                     let fetched_n = messages.len() as u32;
-                    let out = if deps.chain.is_empty() {
+                    let mut out = if deps.chain.is_empty() {
                         crate::plugins::Transformed {
                             keep: messages,
                             ..Default::default()
@@ -795,6 +840,10 @@ async fn walk_chats(
                     }
                     if cancel.is_cancelled() {
                         return Err(Stop::Cancelled);
+                    }
+                    if deps.options.keep_revoked_bodies {
+                        revoked::keep_stored_bodies(deps, sid, &mut out.keep, cancel, shutdown)
+                            .await?;
                     }
                     let stored = out.keep.len() as u64;
                     run.quarantined += out.quarantined.len() as u64;

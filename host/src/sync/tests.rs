@@ -749,3 +749,77 @@ async fn contacts_are_stored_before_the_chats_and_counted_exactly() {
     let events = f.store.session_events(&f.sid).await.unwrap();
     assert_eq!(events[1].data["contacts"], want);
 }
+
+/// A message deleted for everyone while the host was not listening: the
+/// next sync finds it revoked, without its body, and keeps the stored body
+/// exactly where the session keeps revoked bodies.
+#[tokio::test]
+async fn a_revoke_found_by_a_sync_keeps_the_body_only_where_the_session_keeps_them() {
+    for keep in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("db.redb")).unwrap());
+        let sid = SessionId::parse("revoked").unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let sim = serde_json::json!({ "simulator": {
+            "chats": 1, "messagesPerChat": 3, "fetchLatencyMs": 0,
+            "changes": { "revokes": 1, "afterMs": 1500 },
+        }});
+        let client = SimulatorProvider.start(&sid, &sim, true, tx).await.unwrap();
+        let deps = SyncDeps {
+            client,
+            store: store.clone(),
+            chain: Arc::new(NoPlugins),
+            sink: Arc::new(Recorder::default()),
+            relay: RelaySignal::default(),
+            options: SyncOptions {
+                retry_backoff: Duration::from_millis(1),
+                group_window: Duration::ZERO,
+                keep_revoked_bodies: keep,
+                ..Default::default()
+            },
+        };
+        let first = super::run(
+            &deps,
+            new_run(&sid, SyncTrigger::Auto, 10, None),
+            &never(),
+            &never(),
+        )
+        .await;
+        assert!(matches!(first, SyncEnd::Completed(_)), "{first:?}");
+        // The phone revokes a message; no actor applies the live event.
+        let update = loop {
+            match rx.recv().await {
+                Some(crate::browser::ClientEvent::MessageChanged { update }) => break update,
+                Some(_) => continue,
+                None => panic!("the simulator stopped before its revoke"),
+            }
+        };
+        let before = store
+            .get_message(&sid, &update.message_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(before.message.body.is_some() && !before.message.changes.revoked);
+
+        let second = super::run(
+            &deps,
+            new_run(&sid, SyncTrigger::Manual, 10, None),
+            &never(),
+            &never(),
+        )
+        .await;
+        assert!(matches!(second, SyncEnd::Completed(_)), "{second:?}");
+        let after = store
+            .get_message(&sid, &update.message_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(after.message.changes.revoked, "keep={keep}");
+        if keep {
+            assert_eq!(after.message.body, before.message.body);
+        } else {
+            assert_eq!(after.message.body, None);
+        }
+    }
+}

@@ -523,6 +523,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn newest_message_times(
+        &self,
+        id: &SessionId,
+        chat_ids: &[String],
+    ) -> StoreResult<HashMap<String, i64>> {
+        // The marks are a read of the index's first keys per chat already.
+        Ok(self
+            .message_marks(id, chat_ids)
+            .await?
+            .into_iter()
+            .map(|(chat, mark)| (chat, mark.timestamp))
+            .collect())
+    }
+
     async fn message_marks(
         &self,
         id: &SessionId,

@@ -12,6 +12,7 @@ use mongodb::bson::{Document, doc};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{CHATS, CONTACTS};
+use super::unchanged::same_fields;
 use super::{MongoStore, map_err};
 use crate::domain::{Contact, GroupParticipants, SessionId, StoredContact};
 use crate::storage::{StoreError, StoreResult};
@@ -71,23 +72,34 @@ impl MongoStore {
             return Ok(());
         }
         let sid = id.as_str();
+        // Only what differs from the stored contacts is written (see
+        // `unchanged`); the same read finds the `@lid` documents to retire.
+        let keys: Vec<String> = fields(&contacts[0]).keys().cloned().collect();
+        let stored = self
+            .stored_fields(CONTACTS, sid, "contactId", &keys)
+            .await?;
         let statements: Vec<Document> = contacts
             .iter()
-            .map(|c| {
+            .map(|c| (c, fields(c)))
+            .filter(|(c, set)| stored.get(&c.id).is_none_or(|have| !same_fields(set, have)))
+            .map(|(c, set)| {
                 doc! {
                     "q": { "sessionId": sid, "contactId": &c.id },
-                    "u": { "$set": fields(c) },
+                    "u": { "$set": set },
                     "upsert": true,
                 }
             })
             .collect();
-        self.upsert_statements(CONTACTS, statements).await?;
+        if !statements.is_empty() {
+            self.upsert_statements(CONTACTS, statements).await?;
+        }
         // A person stored by their `@lid` before their number was known is
         // replaced by the contact that carries that lid (after it is
         // written, so a failure between the two loses nobody).
         let lids: Vec<&str> = contacts
             .iter()
             .filter_map(|c| c.lid.as_deref().filter(|l| *l != c.id))
+            .filter(|l| stored.contains_key(*l))
             .collect();
         if !lids.is_empty() {
             self.contacts()
@@ -162,14 +174,28 @@ impl MongoStore {
             return Ok(());
         }
         let sid = id.as_str();
+        let stored = self
+            .stored_fields(CHATS, sid, "chatId", &["participants".to_owned()])
+            .await?;
         let mut statements = Vec::with_capacity(groups.len());
         for g in groups {
             let members = mongodb::bson::to_bson(&g.participants)
                 .map_err(|e| StoreError::Backend(format!("encode participants: {e}")))?;
+            let set = doc! { "participants": members };
+            // Members that are stored already are not written again.
+            if stored
+                .get(&g.chat_id)
+                .is_some_and(|have| same_fields(&set, have))
+            {
+                continue;
+            }
             statements.push(doc! {
                 "q": { "sessionId": sid, "chatId": &g.chat_id },
-                "u": { "$set": { "participants": members } },
+                "u": { "$set": set },
             });
+        }
+        if statements.is_empty() {
+            return Ok(());
         }
         let reply = self.update_statements(CHATS, statements, false).await?;
         match reply.write_errors.first() {

@@ -31,6 +31,13 @@
 //!   nothing); a recount is exact after any failure, and `$max` keeps two
 //!   concurrent writers from overwriting a newer count with an older one
 //!   (messages are only ever removed together with their chat).
+//! - **What is stored already is not written again.** The chat list,
+//!   contacts and group members a sync stores on every run are read first
+//!   (one projected read per collection) and only the documents that differ
+//!   are upserted ([`unchanged`]); each chat records the time of its newest
+//!   written message (`newestMessageAt`, raised with `$max` after the
+//!   messages are written, so never ahead of them), so an incremental sync
+//!   of an unchanged account costs a few reads, not a query per chat.
 //! - **Durable before `Ok`.** Writes default to `w: "majority", j: true`
 //!   (a URI's own `w`/`journal` is respected, `w=0` refused), so what a
 //!   progress event reports survives a crash of the server.
@@ -41,11 +48,14 @@
 //!   same store works again once the server is back.
 
 mod changes;
+mod chats;
+mod commit;
 mod contacts;
 mod fencing;
 mod marks;
 mod outbox;
 pub mod schema;
+mod unchanged;
 mod webhooks;
 
 use std::collections::{HashMap, HashSet};
@@ -65,7 +75,7 @@ use self::schema::{
 };
 use super::{
     ChatCommit, ChatPage, MessageCursor, Pruned, SessionRecord, Store, StoreError, StoreResult,
-    WriteStats, decode_chat_cursor, encode_chat_cursor,
+    WriteStats,
 };
 use crate::domain::{
     ChangeOutcome, Chat, Contact, GroupParticipants, Message, MessageMark, MessageUpdate,
@@ -150,14 +160,6 @@ impl std::fmt::Debug for MongoStore {
             .field("database", &self.db.name())
             .finish()
     }
-}
-
-/// What one message of a write turned out to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Inserted,
-    Updated,
-    Unchanged,
 }
 
 /// The parts of an `update` command reply the store acts on.
@@ -433,236 +435,6 @@ impl MongoStore {
         }
     }
 
-    /// Writes messages of one session; see the module docs for the scheme.
-    /// Returns one outcome per input message, in order.
-    async fn write_messages(
-        &self,
-        sid: &str,
-        messages: &[Message],
-    ) -> StoreResult<Vec<(Outcome, u64)>> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let docs: Vec<MessageDoc> = messages.iter().map(|m| MessageDoc::new(sid, m)).collect();
-        let mut outcomes = vec![(Outcome::Inserted, 0u64); docs.len()];
-        let duplicates: Vec<usize> = match self.messages.insert_many(&docs).ordered(false).await {
-            Ok(_) => Vec::new(),
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::InsertMany(f) if f.write_concern_error.is_none() => {
-                    let errors = f.write_errors.as_deref().unwrap_or_default();
-                    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
-                        return Err(StoreError::Backend(format!(
-                            "insert into messages failed ({}): {}",
-                            other.code, other.message
-                        )));
-                    }
-                    errors.iter().map(|w| w.index).collect()
-                }
-                _ => return Err(map_err(e)),
-            },
-        };
-
-        // Changes that came before their message: applied to it now.
-        let is_duplicate: HashSet<usize> = duplicates.iter().copied().collect();
-        let inserted: Vec<usize> = (0..docs.len())
-            .filter(|i| !is_duplicate.contains(i))
-            .collect();
-        if !inserted.is_empty() {
-            let chats: Vec<&str> = inserted.iter().map(|&i| docs[i].chat_id.as_str()).collect();
-            let wanted: HashSet<&str> = inserted
-                .iter()
-                .map(|&i| docs[i].message_id.as_str())
-                .collect();
-            let applied = self.apply_pending(sid, &chats, &wanted).await?;
-            if !applied.is_empty() {
-                for &i in &inserted {
-                    if let Some(n) = applied.get(&docs[i].message_id) {
-                        outcomes[i].1 = *n;
-                    }
-                }
-            }
-        }
-        if duplicates.is_empty() {
-            return Ok(outcomes);
-        }
-
-        // Already stored: read those back and rewrite only what changed,
-        // keeping what changed about them since they were written. A
-        // message repeated within one write ends as its last copy.
-        let mut last: HashMap<&str, usize> = HashMap::new();
-        for &i in &duplicates {
-            outcomes[i].0 = Outcome::Unchanged;
-            last.insert(docs[i].message_id.as_str(), i);
-        }
-        let mut todo: Vec<usize> = last.into_values().collect();
-        todo.sort_unstable();
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self.read_back(sid, &docs, &todo).await?;
-            let mut writes: Vec<(Option<i64>, Message)> = Vec::new();
-            let mut index_of: HashMap<&str, usize> = HashMap::new();
-            for &i in &todo {
-                let Some(old) = stored.get(&docs[i].message_id) else {
-                    // Gone since the insert (a concurrent purge): nothing to keep.
-                    outcomes[i].0 = Outcome::Unchanged;
-                    continue;
-                };
-                let old_message = old.clone().into_message();
-                let mut merged = messages[i].clone();
-                if !old_message.changes.is_empty() {
-                    merged.merge_stored(&old_message);
-                }
-                if merged == old_message {
-                    outcomes[i].0 = Outcome::Unchanged;
-                } else {
-                    outcomes[i].0 = Outcome::Updated;
-                    index_of.insert(docs[i].message_id.as_str(), i);
-                    writes.push((old.rev, merged));
-                }
-            }
-            let moved = self.write_if_unchanged(sid, &writes).await?;
-            if moved.is_empty() {
-                return Ok(outcomes);
-            }
-            todo = moved
-                .iter()
-                .filter_map(|id| index_of.get(id.as_str()).copied())
-                .collect();
-        }
-        Err(StoreError::Backend(
-            "messages kept changing while a write merged them".into(),
-        ))
-    }
-
-    /// The stored versions of `docs[i]` for every `i` in `which`, by
-    /// message id.
-    ///
-    /// A sync's batch is a run of whole chats over a time window, so the
-    /// read is a range scan of the `(sessionId, chatId, timestamp)` index
-    /// over those chats and that window, filtered to the wanted ids here;
-    /// a long `$in` list on message ids is far slower on some servers. Ids
-    /// the range misses (a message whose stored timestamp differs) are
-    /// looked up by id.
-    async fn read_back(
-        &self,
-        sid: &str,
-        docs: &[MessageDoc],
-        which: &[usize],
-    ) -> StoreResult<HashMap<String, MessageDoc>> {
-        let wanted: HashSet<&str> = which.iter().map(|&i| docs[i].message_id.as_str()).collect();
-        let mut chats: Vec<&str> = which.iter().map(|&i| docs[i].chat_id.as_str()).collect();
-        chats.sort_unstable();
-        chats.dedup();
-        let (lo, hi) = which.iter().map(|&i| docs[i].timestamp).fold(
-            (None, None),
-            |(lo, hi): (Option<DateTime>, Option<DateTime>), t| {
-                (
-                    Some(lo.map_or(t, |l| l.min(t))),
-                    Some(hi.map_or(t, |h| h.max(t))),
-                )
-            },
-        );
-        let mut filter = doc! { "sessionId": sid, "chatId": { "$in": &chats } };
-        if let (Some(lo), Some(hi)) = (lo, hi) {
-            filter.insert("timestamp", doc! { "$gte": lo, "$lte": hi });
-        }
-        let mut stored: HashMap<String, MessageDoc> = HashMap::with_capacity(wanted.len());
-        let mut cursor = self.messages.find(filter).await.map_err(map_err)?;
-        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-            if wanted.contains(d.message_id.as_str()) {
-                stored.insert(d.message_id.clone(), d);
-            }
-        }
-        let missing: Vec<&str> = wanted
-            .iter()
-            .copied()
-            .filter(|id| !stored.contains_key(*id))
-            .collect();
-        if !missing.is_empty() {
-            let mut cursor = self
-                .messages
-                .find(doc! { "sessionId": sid, "messageId": { "$in": missing } })
-                .await
-                .map_err(map_err)?;
-            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-                stored.insert(d.message_id.clone(), d);
-            }
-        }
-        Ok(stored)
-    }
-
-    /// Recounts the stored messages of `chats` and raises each chat's
-    /// `messageCount` to it (and sets `syncedAt` where given). Chats that
-    /// do not exist are left alone, as in the embedded store.
-    async fn refresh_chats(&self, sid: &str, chats: &[(String, Option<i64>)]) -> StoreResult<()> {
-        if chats.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<&str> = chats.iter().map(|(c, _)| c.as_str()).collect();
-        let counts: HashMap<String, i64> = self
-            .messages
-            .aggregate([
-                doc! { "$match": { "sessionId": sid, "chatId": { "$in": &ids } } },
-                doc! { "$group": { "_id": "$chatId", "n": { "$sum": 1 } } },
-            ])
-            .await
-            .map_err(map_err)?
-            .map_ok(|d| {
-                let n = match d.get("n") {
-                    Some(Bson::Int32(n)) => i64::from(*n),
-                    Some(Bson::Int64(n)) => *n,
-                    Some(Bson::Double(n)) => *n as i64,
-                    _ => 0,
-                };
-                (d.get_str("_id").unwrap_or_default().to_owned(), n)
-            })
-            .try_collect()
-            .await
-            .map_err(map_err)?;
-        let mut statements = Vec::with_capacity(chats.len());
-        for (chat_id, synced_at) in chats {
-            let n = counts.get(chat_id).copied().unwrap_or(0);
-            let mut update = doc! { "$max": { "messageCount": n } };
-            if let Some(at) = synced_at {
-                update.insert("$set", doc! { "syncedAt": DateTime::from_millis(*at) });
-            } else if n == 0 {
-                continue;
-            }
-            statements.push(doc! {
-                "q": { "sessionId": sid, "chatId": chat_id },
-                "u": update,
-            });
-        }
-        if statements.is_empty() {
-            return Ok(());
-        }
-        let reply = self.update_statements(CHATS, statements, false).await?;
-        match reply.write_errors.first() {
-            None => Ok(()),
-            Some((_, code, msg)) => Err(StoreError::Backend(format!(
-                "update of chat counters failed ({code}): {msg}"
-            ))),
-        }
-    }
-
-    /// Upserts quarantined messages by `(sessionId, messageId)`, in one
-    /// command.
-    async fn write_quarantine(&self, sid: &str, items: &[&QuarantinedMessage]) -> StoreResult<()> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let statements = items
-            .iter()
-            .map(|q| {
-                Ok(doc! {
-                    "q": { "sessionId": sid, "messageId": q.message.id.as_str() },
-                    "u": quarantine_doc(q)?,
-                    "upsert": true,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        self.upsert_statements(QUARANTINE, statements).await
-    }
-
     async fn collect_docs<T: serde::de::DeserializeOwned>(
         cursor: mongodb::Cursor<Document>,
         dates: &[&str],
@@ -691,19 +463,6 @@ fn quarantine_from_doc(mut d: Document) -> StoreResult<QuarantinedMessage> {
         m.insert("timestamp", t.timestamp_millis());
     }
     decode(d, QUARANTINE_DATES)
-}
-
-fn sum_stats(outcomes: &[(Outcome, u64)]) -> WriteStats {
-    let mut s = WriteStats::default();
-    for (o, applied) in outcomes {
-        s.changes_applied += applied;
-        match o {
-            Outcome::Inserted => s.inserted += 1,
-            Outcome::Updated => s.updated += 1,
-            Outcome::Unchanged => s.unchanged += 1,
-        }
-    }
-    s
 }
 
 #[async_trait]
@@ -791,24 +550,7 @@ impl Store for MongoStore {
     }
 
     async fn upsert_chats(&self, id: &SessionId, chats: &[Chat]) -> StoreResult<()> {
-        let sid = id.as_str();
-        let statements: Vec<Document> = chats
-            .iter()
-            .map(|c| {
-                doc! {
-                    "q": { "sessionId": sid, "chatId": &c.id },
-                    "u": {
-                        "$set": ChatDoc::provider_fields(c),
-                        "$setOnInsert": { "syncedAt": Bson::Null, "messageCount": 0_i64 },
-                    },
-                    "upsert": true,
-                }
-            })
-            .collect();
-        if statements.is_empty() {
-            return Ok(());
-        }
-        self.upsert_statements(CHATS, statements).await
+        self.upsert_chats_impl(id, chats).await
     }
 
     async fn commit_chats(
@@ -817,56 +559,11 @@ impl Store for MongoStore {
         chats: &[ChatCommit],
         run: &SyncRun,
     ) -> StoreResult<Vec<WriteStats>> {
-        let sid = id.as_str();
-        // 0. A writer that lost the session's lease writes nothing.
-        self.check_run_epoch(run).await?;
-        // 1. Messages of every chat in one bulk write.
-        let all: Vec<Message> = chats
-            .iter()
-            .flat_map(|c| c.messages.iter().cloned())
-            .collect();
-        let outcomes = self.write_messages(sid, &all).await?;
-        let mut stats = Vec::with_capacity(chats.len());
-        let mut at = 0;
-        for c in chats {
-            stats.push(sum_stats(&outcomes[at..at + c.messages.len()]));
-            at += c.messages.len();
-        }
-
-        // 2. Quarantine, keyed like messages so a re-sync overwrites.
-        let quarantined: Vec<&QuarantinedMessage> =
-            chats.iter().flat_map(|c| c.quarantined.iter()).collect();
-        self.write_quarantine(sid, &quarantined).await?;
-
-        // 3. Chat counters, recounted.
-        let mut refresh: Vec<(String, Option<i64>)> = Vec::new();
-        for c in chats {
-            refresh.push((c.chat_id.clone(), Some(c.synced_at)));
-        }
-        for m in &all {
-            if !refresh.iter().any(|(c, _)| *c == m.chat_id) {
-                refresh.push((m.chat_id.clone(), None));
-            }
-        }
-        self.refresh_chats(sid, &refresh).await?;
-
-        // 4. The checkpoint, last: it never runs ahead of the data, and it is
-        // fenced, so a writer that lost the lease meanwhile fails here.
-        self.put_run(run).await?;
-        Ok(stats)
+        self.commit_chats_impl(id, chats, run).await
     }
 
     async fn put_messages(&self, id: &SessionId, messages: &[Message]) -> StoreResult<WriteStats> {
-        let sid = id.as_str();
-        let outcomes = self.write_messages(sid, messages).await?;
-        let mut touched: Vec<(String, Option<i64>)> = Vec::new();
-        for (m, o) in messages.iter().zip(&outcomes) {
-            if o.0 == Outcome::Inserted && !touched.iter().any(|(c, _)| *c == m.chat_id) {
-                touched.push((m.chat_id.clone(), None));
-            }
-        }
-        self.refresh_chats(sid, &touched).await?;
-        Ok(sum_stats(&outcomes))
+        self.put_messages_impl(id, messages).await
     }
 
     async fn list_chats(
@@ -875,61 +572,11 @@ impl Store for MongoStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<ChatPage> {
-        if limit == 0 {
-            return Ok(ChatPage {
-                chats: Vec::new(),
-                next_cursor: None,
-            });
-        }
-        let sid = id.as_str();
-        // Order: lastMessageAt desc (null last, which is where MongoDB puts
-        // null in a descending sort), then chatId asc; the cursor seeks
-        // strictly past the last chat of the previous page.
-        let filter = match cursor.and_then(decode_chat_cursor) {
-            None => doc! { "sessionId": sid },
-            Some((Some(t), chat_id)) => doc! {
-                "sessionId": sid,
-                "$or": [
-                    { "lastMessageAt": { "$lt": DateTime::from_millis(t) } },
-                    { "lastMessageAt": DateTime::from_millis(t), "chatId": { "$gt": &chat_id } },
-                    { "lastMessageAt": Bson::Null },
-                ],
-            },
-            Some((None, chat_id)) => doc! {
-                "sessionId": sid,
-                "lastMessageAt": Bson::Null,
-                "chatId": { "$gt": chat_id },
-            },
-        };
-        let mut chats: Vec<StoredChat> = self
-            .chats
-            .find(filter)
-            .sort(doc! { "lastMessageAt": -1, "chatId": 1 })
-            .limit(i64::from(limit) + 1)
-            .await
-            .map_err(map_err)?
-            .map_ok(ChatDoc::into_stored)
-            .try_collect()
-            .await
-            .map_err(map_err)?;
-        let next_cursor = if chats.len() > limit as usize {
-            chats.truncate(limit as usize);
-            chats
-                .last()
-                .map(|c| encode_chat_cursor(c.chat.last_message_at, &c.chat.id))
-        } else {
-            None
-        };
-        Ok(ChatPage { chats, next_cursor })
+        self.list_chats_impl(id, limit, cursor).await
     }
 
     async fn get_chat(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<StoredChat>> {
-        Ok(self
-            .chats
-            .find_one(doc! { "sessionId": id.as_str(), "chatId": chat_id })
-            .await
-            .map_err(map_err)?
-            .map(ChatDoc::into_stored))
+        self.get_chat_impl(id, chat_id).await
     }
 
     async fn list_messages(
@@ -986,18 +633,15 @@ impl Store for MongoStore {
         id: &SessionId,
         chat_ids: &[String],
     ) -> StoreResult<HashMap<String, MessageMark>> {
-        use futures_util::StreamExt;
-        // One small indexed query per chat, a few in flight at a time: a
-        // `$group` over the session would read every message document.
-        let found: Vec<Option<(String, MessageMark)>> =
-            futures_util::stream::iter(chat_ids.iter().cloned())
-                .map(
-                    |c| async move { Ok(self.mark_at(id, &c, End::Newest).await?.map(|m| (c, m))) },
-                )
-                .buffered(MARK_READS_IN_FLIGHT)
-                .try_collect()
-                .await?;
-        Ok(found.into_iter().flatten().collect())
+        self.message_marks_impl(id, chat_ids).await
+    }
+
+    async fn newest_message_times(
+        &self,
+        id: &SessionId,
+        chat_ids: &[String],
+    ) -> StoreResult<HashMap<String, i64>> {
+        self.newest_message_times_impl(id, chat_ids).await
     }
 
     async fn oldest_mark(&self, id: &SessionId, chat_id: &str) -> StoreResult<Option<MessageMark>> {
