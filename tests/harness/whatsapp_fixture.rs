@@ -77,6 +77,19 @@ pub struct Seed {
     pub contacts: Vec<Contact>,
     /// The members of each group chat.
     pub groups: Vec<GroupParticipants>,
+    /// Reactions the account has before the page opens (no live event
+    /// reports them: only a sync reads them).
+    pub reactions: Vec<SeedReaction>,
+}
+
+/// One seeded reaction; an empty `emoji` is one taken back.
+#[derive(Debug, Clone)]
+pub struct SeedReaction {
+    pub message_id: String,
+    pub reactor: String,
+    pub emoji: String,
+    /// ms.
+    pub at: i64,
 }
 
 /// The linked id of group member `4915100000200@c.us`, which some of their
@@ -147,7 +160,24 @@ impl Seed {
                 })
                 .collect()
         };
+        let family = mk("120363000000000001@g.us", true, 30, BASE_T);
+        let ana = mk("4915100000001@c.us", false, 12, BASE_T - 3_600);
+        let react = |m: &SeedMessage, reactor: &str, emoji: &str, after_s: i64| SeedReaction {
+            message_id: m.id.clone(),
+            reactor: reactor.into(),
+            emoji: emoji.into(),
+            at: (m.t + after_s) * 1000,
+        };
+        // An old group message (loaded by paging) with two reactions, and a
+        // private one with a reaction and one taken back.
+        let reactions = vec![
+            react(&family[2], "4915100000201@c.us", "👍", 30),
+            react(&family[2], "4915100000203@c.us", "❤️", 40),
+            react(&ana[9], "4915100000001@c.us", "😂", 10),
+            react(&ana[9], "4915100000202@c.us", "", 20),
+        ];
         Seed {
+            reactions,
             chats: vec![
                 SeedChat {
                     id: "120363000000000001@g.us".into(),
@@ -156,7 +186,7 @@ impl Seed {
                     unread: 2,
                     archive: false,
                     pin: true,
-                    messages: mk("120363000000000001@g.us", true, 30, BASE_T),
+                    messages: family,
                 },
                 SeedChat {
                     id: "4915100000001@c.us".into(),
@@ -165,7 +195,7 @@ impl Seed {
                     unread: 0,
                     archive: false,
                     pin: false,
-                    messages: mk("4915100000001@c.us", false, 12, BASE_T - 3_600),
+                    messages: ana,
                 },
                 SeedChat {
                     id: "4915100000002@c.us".into(),
@@ -233,6 +263,9 @@ impl Seed {
                 "isBusiness": c.is_business, "lid": c.lid,
             })).collect::<Vec<_>>(),
             "groups": serde_json::to_value(&self.groups).unwrap(),
+            "reactions": self.reactions.iter().map(|r| json!({
+                "id": r.message_id, "reactor": r.reactor, "emoji": r.emoji, "at": r.at,
+            })).collect::<Vec<_>>(),
             "chats": self.chats.iter().map(|c| json!({
                 "id": c.id, "name": c.name, "isGroup": c.is_group, "unreadCount": c.unread,
                 "archive": c.archive, "pin": c.pin,
@@ -270,6 +303,20 @@ impl Seed {
         v
     }
 
+    /// What a sync must store of a message's seeded reactions: the current
+    /// ones (a taken-back reaction is not shown by the page).
+    fn reactions_of(&self, message_id: &str) -> wasync::domain::ChangeState {
+        let mut changes = wasync::domain::ChangeState::default();
+        for r in self
+            .reactions
+            .iter()
+            .filter(|r| r.message_id == message_id && !r.emoji.is_empty())
+        {
+            changes.set_reaction(&r.reactor, &r.emoji, r.at);
+        }
+        changes
+    }
+
     /// The newest `limit` messages of chat `chat_id` as the host must store
     /// them, oldest first.
     pub fn expected_messages(&self, chat_id: &str, limit: usize) -> Vec<Message> {
@@ -305,7 +352,7 @@ impl Seed {
                 quoted_id: None,
                 tags: vec![],
                 attributes: Default::default(),
-                changes: Default::default(),
+                changes: self.reactions_of(&m.id),
             })
             .collect();
         let from = all.len().saturating_sub(limit);

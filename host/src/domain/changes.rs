@@ -98,7 +98,7 @@ impl ChangeState {
 
     /// Sets `reactor`'s reaction (empty `emoji`: taken back), keeping both
     /// lists sorted by reactor so equal states encode equally.
-    fn set_reaction(&mut self, reactor: &str, emoji: &str, at: i64) {
+    pub fn set_reaction(&mut self, reactor: &str, emoji: &str, at: i64) {
         self.reactions.retain(|r| r.reactor != reactor);
         self.reactions_removed.retain(|r| r.reactor != reactor);
         if emoji.is_empty() {

@@ -116,7 +116,40 @@ if (window.__wasync) {
       // An edited message: when its newest edit was sent (ms).
       editedAt: typeof s.latestEditSenderTimestampMs === 'number' ? s.latestEditSenderTimestampMs : null,
       revoked: revoked,
+      hasReaction: !!s.hasReaction,
     };
+  }
+
+  // The models of a collection (or the items of an array).
+  function models(coll) {
+    if (!coll) return [];
+    return typeof coll.getModelsArray === 'function' ? coll.getModelsArray() : Array.from(coll);
+  }
+
+  // The reactions of the fetched messages that have any (`hasReaction`),
+  // read from the reactions collection (one aggregate per emoji, each with
+  // its senders), as `reactions: [{reactor, emoji, at}]`. A page without
+  // the collection, or a message whose reactions cannot be read, gives
+  // none: the live events still report what changes from now on.
+  async function withReactions(msgs) {
+    const R = mod('WAWebCollections').Reactions;
+    if (!R || typeof R.find !== 'function') return msgs;
+    for (const s of msgs) {
+      if (!s.hasReaction) continue;
+      try {
+        const found = await R.find(s.id);
+        const out = [];
+        models(found && found.reactions).forEach(function (agg) {
+          models(agg.senders).forEach(function (r) {
+            const reactor = wid(r.senderUserJid);
+            if (!reactor || !r.reactionText) return;
+            out.push({ reactor: reactor, emoji: r.reactionText, at: typeof r.timestamp === 'number' ? r.timestamp : 0 });
+          });
+        });
+        s.reactions = out;
+      } catch (e) { /* read again by the next sync */ }
+    }
+    return msgs;
   }
 
   // --- changes of messages: edits, deletes for everyone, acks, reactions --
@@ -266,10 +299,7 @@ if (window.__wasync) {
       if (!api || typeof api[f] !== 'function') return null;
       try { return wid(api[f](w)); } catch (e) { return null; }
     };
-    const all = function (coll) {
-      if (!coll) return [];
-      return typeof coll.getModelsArray === 'function' ? coll.getModelsArray() : Array.from(coll);
-    };
+    const all = models;
     const contacts = [];
     all(C.Contact).forEach(function (c) {
       const id = wid(c.id);
@@ -350,7 +380,7 @@ if (window.__wasync) {
     msgs.sort(function (a, b) { return a.t - b.t; });
     msgs = msgs.slice(Math.max(0, msgs.length - limit));
     if (after) msgs = msgs.filter(isNew);
-    return { style: style, messages: msgs };
+    return { style: style, messages: await withReactions(msgs) };
   };
 
   // Up to `limit` messages of a chat older than `before` ({t: ms, ids: [...]},
@@ -401,7 +431,7 @@ if (window.__wasync) {
     let msgs = loaded().filter(function (s) { return older(s) && !tooOld(s); });
     msgs.sort(function (a, b) { return a.t - b.t; });
     msgs = msgs.slice(Math.max(0, msgs.length - limit));
-    return { style: style, messages: msgs, atStart: atStart() };
+    return { style: style, messages: await withReactions(msgs), atStart: atStart() };
   };
 
   // --- "Link with phone number" ----------------------------------------

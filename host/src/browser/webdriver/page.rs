@@ -239,6 +239,18 @@ pub(super) struct PageMessage {
     /// Deleted for everyone.
     #[serde(default)]
     revoked: bool,
+    /// Its current reactions, where it has any.
+    #[serde(default)]
+    reactions: Vec<PageReaction>,
+}
+
+/// One reaction of a fetched message.
+#[derive(Debug, Deserialize)]
+struct PageReaction {
+    reactor: String,
+    emoji: String,
+    /// ms.
+    at: f64,
 }
 
 impl PageMessage {
@@ -247,6 +259,14 @@ impl PageMessage {
             .map(str::to_owned)
             .or(self.remote)
             .unwrap_or_default();
+        let mut changes = crate::domain::ChangeState {
+            edited_at: self.edited_at.map(|t| t as i64),
+            revoked: self.revoked,
+            ..Default::default()
+        };
+        for r in self.reactions {
+            changes.set_reaction(&r.reactor, &r.emoji, r.at as i64);
+        }
         Message {
             id: self.id,
             chat_id,
@@ -262,11 +282,7 @@ impl PageMessage {
             quoted_id: self.quoted_id,
             tags: vec![],
             attributes: Default::default(),
-            changes: crate::domain::ChangeState {
-                edited_at: self.edited_at.map(|t| t as i64),
-                revoked: self.revoked,
-                ..Default::default()
-            },
+            changes,
         }
     }
 }
