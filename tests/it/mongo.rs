@@ -837,3 +837,110 @@ async fn mongo_rewrites_only_changed_messages_even_when_the_time_moved() {
         30
     );
 }
+
+/// A sync stores the chat list, the contacts and the group members on
+/// every run; what is stored already is not written again: with every
+/// `update` and `delete` of this store failing, an unchanged re-write still
+/// succeeds (it sends none). Then a change stream on the database sees
+/// exactly the documents that changed.
+#[tokio::test]
+async fn mongo_unchanged_chats_contacts_and_members_are_not_rewritten() {
+    use futures_util::StreamExt;
+    use wasync::domain::{Contact, GroupParticipants, Participant};
+
+    let db = fresh_db_name("unchanged");
+    let app = format!("wasync-{db}");
+    let uri = format!(
+        "{}/?appName={app}",
+        test_mongodb_uri().trim_end_matches('/')
+    );
+    let store = MongoStore::connect(&uri, &db).await.unwrap();
+    let raw = raw_db(&db).await;
+    let s = sid("unchanged");
+    let mut chats: Vec<Chat> = (0..20)
+        .map(|i| chat(&format!("49151{i:08}@c.us"), Some(1_700_000_000_000 + i)))
+        .collect();
+    chats.push(Chat {
+        is_group: true,
+        ..chat("120363000000000009@g.us", None)
+    });
+    let mut contacts: Vec<Contact> = (0..20)
+        .map(|i| Contact {
+            id: format!("49151{i:08}@c.us"),
+            name: Some(format!("Person {i}")),
+            pushname: None,
+            number: Some(format!("49151{i:08}")),
+            is_business: false,
+            lid: (i % 2 == 0).then(|| format!("{i}00000000@lid")),
+        })
+        .collect();
+    let member = |id: &str, admin: bool| Participant {
+        id: id.into(),
+        is_admin: admin,
+        is_super_admin: false,
+    };
+    let mut groups = vec![GroupParticipants {
+        chat_id: "120363000000000009@g.us".into(),
+        participants: vec![
+            member("4915100000000@c.us", true),
+            member("4915100000001@c.us", false),
+        ],
+    }];
+    let write = |chats: Vec<Chat>, contacts: Vec<Contact>, groups: Vec<GroupParticipants>| {
+        let store = &store;
+        let s = &s;
+        async move {
+            store.upsert_chats(s, &chats).await.unwrap();
+            store.upsert_contacts(s, &contacts).await.unwrap();
+            store.put_participants(s, &groups).await.unwrap();
+        }
+    };
+    write(chats.clone(), contacts.clone(), groups.clone()).await;
+
+    let mut stream = raw
+        .watch()
+        .full_document(mongodb::options::FullDocumentType::UpdateLookup)
+        .await
+        .expect("a change stream on the test database");
+    // Unchanged: nothing is written (any write would fail).
+    arm_failpoint(&["update", "delete"], 1_000, &app).await;
+    write(chats.clone(), contacts.clone(), groups.clone()).await;
+    disarm_failpoint().await;
+    // One chat renamed, one contact's push name, one member promoted.
+    chats[3].name = Some("Renamed".into());
+    contacts[5].pushname = Some("Five".into());
+    groups[0].participants[1].is_admin = true;
+    write(chats.clone(), contacts.clone(), groups.clone()).await;
+
+    let mut seen: Vec<(String, String)> = Vec::new();
+    while seen.len() < 3 {
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("only these changes came: {seen:?}"))
+            .expect("the change stream ended")
+            .expect("a change event");
+        let coll = next.ns.and_then(|n| n.coll).unwrap_or_default();
+        let doc = next.full_document.clone().unwrap_or_default();
+        let key = doc
+            .get_str("chatId")
+            .or_else(|_| doc.get_str("contactId"))
+            .map(str::to_owned)
+            .unwrap_or_else(|_| format!("{:?}", next.document_key));
+        seen.push((coll, key));
+    }
+    // Nothing else follows.
+    let extra = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+    assert!(
+        extra.is_err(),
+        "an unexpected write: {extra:?} after {seen:?}"
+    );
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("chats".to_owned(), "120363000000000009@g.us".to_owned()),
+            ("chats".to_owned(), chats[3].id.clone()),
+            ("contacts".to_owned(), contacts[5].id.clone()),
+        ]
+    );
+}

@@ -10,6 +10,8 @@ pub mod contacts;
 pub mod history;
 pub mod webhooks;
 
+use std::collections::HashMap;
+
 use super::{ChatCommit, SessionRecord, Store};
 use crate::domain::{
     Chat, Message, OutboxEvent, QuarantinedMessage, SessionId, SyncRun, SyncStatus, SyncTrigger,
@@ -183,6 +185,25 @@ pub async fn marks_are_the_newest_stored_messages(store: &dyn Store) {
     assert!(!moved[a].is_new(&msg(a, 6)) && !moved[a].is_new(&msg(a, 5)));
     assert!(moved[a].is_new(&msg(a, 7)));
     assert!(store.message_marks(&s, &[]).await.unwrap().is_empty());
+
+    // The newest times agree with the marks, and an older message written
+    // later does not lower them.
+    store.put_messages(&s, &[msg(c, -5)]).await.unwrap();
+    let marks = store.message_marks(&s, &ids).await.unwrap();
+    let times = store.newest_message_times(&s, &ids).await.unwrap();
+    let want: HashMap<String, i64> = marks
+        .iter()
+        .map(|(chat, m)| (chat.clone(), m.timestamp))
+        .collect();
+    assert_eq!(times, want, "{}", store.kind());
+    assert_eq!(times[c], msg(c, 9).timestamp);
+    assert!(
+        store
+            .newest_message_times(&s, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Published events and quarantined messages go once old enough (pending
