@@ -484,6 +484,7 @@ async fn walk(
     // A deepen reads one chat further back: the address book is the
     // business of the account's syncs, not of it.
     let with_contacts = run.mode != SyncMode::History;
+    let began = Instant::now();
     let book = if with_contacts {
         contacts::fetch_and_store(deps, &sid, cancel, shutdown).await?
     } else {
@@ -506,6 +507,10 @@ async fn walk(
     .await?;
     contacts::store_participants(deps, &sid, &book, &chats, cancel, shutdown).await?;
     drop(book);
+    tracing::debug!(
+        elapsed_ms = began.elapsed().as_millis() as u64,
+        "contacts, chat list and members stored"
+    );
 
     // A resumed run goes on by membership, not by position: the chat list
     // is fetched afresh and its order may have changed while the run was
@@ -549,6 +554,10 @@ async fn walk(
             incremental_marks(deps, &sid, &chats, &done, cancel, shutdown).await?
         }
     };
+    tracing::debug!(
+        elapsed_ms = began.elapsed().as_millis() as u64,
+        "marks read"
+    );
     let reads = store_retry(deps, cancel, shutdown, "reading the stored history", || {
         history::Reads::prepare(deps, &sid, run, &chats, &done)
     })
@@ -578,6 +587,10 @@ async fn walk(
     };
     walked?;
     drained?;
+    tracing::debug!(
+        elapsed_ms = began.elapsed().as_millis() as u64,
+        "chats walked"
+    );
 
     // Complete the run and queue `session_ready` in one durable step: the
     // event exists if and only if everything it announces is stored.
