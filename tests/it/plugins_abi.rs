@@ -59,7 +59,10 @@ fn with_mode(mode: &str, limits: &str, on_error: &str) -> PluginDir {
     PluginDir::new().with_edited("fixture-abi2", |m| {
         with_limits(
             &m.replace("mode = \"keep\"", &format!("mode = \"{mode}\""))
-                .replace("on_error = \"fail-closed\"", &format!("on_error = \"{on_error}\"")),
+                .replace(
+                    "on_error = \"fail-closed\"",
+                    &format!("on_error = \"{on_error}\""),
+                ),
             limits,
         )
     })
@@ -155,11 +158,9 @@ async fn the_v01_chat_hook_decides_as_its_02_port() {
             let mut s = chain.chat_scope(&context("abi"), c).await;
             mine.push(match s.before_chat_sync().await {
                 // The reason names the plugin.
-                ChatDecision::Skip { reason } => {
-                    ChatDecision::Skip {
-                        reason: reason.replace("chat-filter-v01", "chat-filter"),
-                    }
-                }
+                ChatDecision::Skip { reason } => ChatDecision::Skip {
+                    reason: reason.replace("chat-filter-v01", "chat-filter"),
+                },
                 d => d,
             });
             s.after_chat_sync(Default::default()).await;
@@ -184,7 +185,9 @@ async fn a_chain_mixes_01_and_02_plugins() {
         .with("chat-filter-v01");
     let mgr = dir.manager();
     let chain = mgr.chain();
-    let mut s = chain.chat_scope(&context("abi"), &chat("f", "Friends")).await;
+    let mut s = chain
+        .chat_scope(&context("abi"), &chat("f", "Friends"))
+        .await;
     assert!(matches!(
         s.before_chat_sync().await,
         ChatDecision::Proceed { .. }
@@ -231,10 +234,7 @@ async fn edits_update_replace_and_drop_and_leave_the_rest_alone() {
     assert_eq!((r.id.as_str(), r.chat_id.as_str()), ("c1-m2", "c1"));
     assert_eq!(out.keep[3], msgs[4]);
     let c = counters(&mgr, "fixture-abi2");
-    assert_eq!(
-        (c.messages_in, c.kept, c.replaced, c.dropped),
-        (5, 2, 2, 1)
-    );
+    assert_eq!((c.messages_in, c.kept, c.replaced, c.dropped), (5, 2, 2, 1));
     assert_eq!(c.failures.total(), 0);
 }
 

@@ -172,7 +172,11 @@ mod tests {
         let msgs = vec![testing::message("ASAP please"), tagged, no_body];
         let out = run(&config, &msgs).unwrap();
         assert_eq!(tags(&msgs, &out), [vec!["kw:urgent"], vec![], vec![]]);
-        assert_eq!(out.len(), 1, "the tagged message and the one without a body are kept");
+        assert_eq!(
+            out.len(),
+            1,
+            "the tagged message and the one without a body are kept"
+        );
     }
 
     #[test]

@@ -146,7 +146,10 @@ mod tests {
         assert_eq!(list[0].change, Change::Drop("spam".into()));
         match &list[1].change {
             Change::Replace(m) => {
-                assert_eq!((m.body.as_deref(), &m.tags[..]), (Some("z"), &["b".to_owned()][..]))
+                assert_eq!(
+                    (m.body.as_deref(), &m.tags[..]),
+                    (Some("z"), &["b".to_owned()][..])
+                )
             }
             other => panic!("{other:?}"),
         }

@@ -93,8 +93,8 @@ mod records;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
-pub use bindings::transformer::wasync::plugin::host::Level;
 pub use batch::Batch;
+pub use bindings::transformer::wasync::plugin::host::Level;
 pub use bindings::transformer::wasync::plugin::types::{
     Change, Chat, ChatDecision, ChatSummary, Edit, Message, MessageMeta, PluginError, SyncContext,
     SyncLimits, TextField, Update,

@@ -263,15 +263,16 @@ fn load(
     };
     // The exports say which contract the component speaks: 0.2 first,
     // else 0.1 (whose plugins keep running unchanged).
-    let transform = match manifest.world.transforms() {
-        true => Some(match v2::TransformIndices::new(&pre) {
-            Ok(ix) => TransformExport::V2(ix),
-            Err(_) => TransformExport::V1(v1::TransformIndices::new(&pre).map_err(|e| {
-                missing("wasync:plugin/message-transform (@0.2.0 or @0.1.0)", e)
-            })?),
-        }),
-        false => None,
-    };
+    let transform =
+        match manifest.world.transforms() {
+            true => Some(match v2::TransformIndices::new(&pre) {
+                Ok(ix) => TransformExport::V2(ix),
+                Err(_) => TransformExport::V1(v1::TransformIndices::new(&pre).map_err(|e| {
+                    missing("wasync:plugin/message-transform (@0.2.0 or @0.1.0)", e)
+                })?),
+            }),
+            false => None,
+        };
     let hooks = match manifest.world.hooks() {
         true => Some(match v2::HooksIndices::new(&pre) {
             Ok(ix) => HooksExport::V2(ix),

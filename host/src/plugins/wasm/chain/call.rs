@@ -162,12 +162,12 @@ async fn instantiate(inner: &ChainInner, i: usize, until: Instant) -> Result<Liv
         .map_err(|e| failure(FailureKind::Instantiate, format!("{e:#}")))?;
     let err = |e: wasmtime::Error| failure(FailureKind::Instantiate, format!("{e:#}"));
     let transform = match &p.transform {
-        Some(TransformExport::V1(ix)) => Some(Transform::V1(
-            ix.load(&mut store, &instance).map_err(err)?,
-        )),
-        Some(TransformExport::V2(ix)) => Some(Transform::V2(
-            ix.load(&mut store, &instance).map_err(err)?,
-        )),
+        Some(TransformExport::V1(ix)) => {
+            Some(Transform::V1(ix.load(&mut store, &instance).map_err(err)?))
+        }
+        Some(TransformExport::V2(ix)) => {
+            Some(Transform::V2(ix.load(&mut store, &instance).map_err(err)?))
+        }
         None => None,
     };
     let hooks = match &p.hooks {
@@ -324,23 +324,14 @@ impl WasmScope {
         let (name, messages) = (call.name(), call.messages());
         let live = self.live[i].take();
         let (live, result, cost) = match self.inner.offload {
-            Offload::Inline => {
-                attempt(&self.inner, i, live, &self.subject, call, deadline).await
-            }
+            Offload::Inline => attempt(&self.inner, i, live, &self.subject, call, deadline).await,
             Offload::BlockingPool
                 if tokio::runtime::Handle::current().runtime_flavor()
                     == tokio::runtime::RuntimeFlavor::MultiThread =>
             {
                 let handle = tokio::runtime::Handle::current();
                 tokio::task::block_in_place(|| {
-                    handle.block_on(attempt(
-                        &self.inner,
-                        i,
-                        live,
-                        &self.subject,
-                        call,
-                        deadline,
-                    ))
+                    handle.block_on(attempt(&self.inner, i, live, &self.subject, call, deadline))
                 })
             }
             Offload::BlockingPool => {

@@ -258,7 +258,9 @@ mod tests {
     #[test]
     fn no_edits_keep_the_batch_as_is() {
         let part = vec![msg("a", "x"), msg("b", "y")];
-        let a = apply(&part, Vec::new(), 64, 1024).unwrap().commit(part.clone());
+        let a = apply(&part, Vec::new(), 64, 1024)
+            .unwrap()
+            .commit(part.clone());
         assert_eq!((a.kept, a.replaced, a.dropped), (2, 0, 0));
         assert_eq!(a.next, part);
     }
@@ -313,8 +315,11 @@ mod tests {
         let err = |edits| apply(&part, edits, 64, 256).err().expect("a fault");
         assert!(err(vec![edit(2, upd(None, &[], &[]))]).contains("message 2 of a batch of 2"));
         assert!(
-            err(vec![edit(1, upd(None, &[], &[])), edit(1, Change::Drop("x".into()))])
-                .contains("twice")
+            err(vec![
+                edit(1, upd(None, &[], &[])),
+                edit(1, Change::Drop("x".into()))
+            ])
+            .contains("twice")
         );
         let mut r = v2::message(&part[0].0, 64);
         r.id = "other".into();

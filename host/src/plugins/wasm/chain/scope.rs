@@ -78,15 +78,17 @@ impl WasmScope {
                 p.stats.quarantined(n);
                 let at = now_ms();
                 out.quarantined
-                    .extend(pending.into_iter().map(|(message, _)| QuarantinedMessage {
-                        session_id: self.subject.session_id.clone(),
-                        sync_id: (!self.subject.sync_id.is_empty())
-                            .then(|| self.subject.sync_id.clone()),
-                        plugin: p.manifest.name.clone(),
-                        reason: reason.to_owned(),
-                        quarantined_at: at,
-                        message,
-                    }));
+                    .extend(
+                        pending.into_iter().map(|(message, _)| QuarantinedMessage {
+                            session_id: self.subject.session_id.clone(),
+                            sync_id: (!self.subject.sync_id.is_empty())
+                                .then(|| self.subject.sync_id.clone()),
+                            plugin: p.manifest.name.clone(),
+                            reason: reason.to_owned(),
+                            quarantined_at: at,
+                            message,
+                        }),
+                    );
                 Vec::new()
             }
             OnError::FailOpen => {
@@ -299,7 +301,8 @@ impl WasmScope {
                 (part, result.map(Answer2::Edits))
             }
             _ => {
-                let seen: Vec<Message> = part.iter().map(|(m, _)| v1::message(m, max_body)).collect();
+                let seen: Vec<Message> =
+                    part.iter().map(|(m, _)| v1::message(m, max_body)).collect();
                 let cuts: Vec<Option<String>> = seen.iter().map(v1::cut_body).collect();
                 let result = match self.run(i, Call::Batch(seen), deadline).await {
                     Ok(Answer::Batch(Ok(outcomes))) => match check(&outcomes, &part, max_output) {
