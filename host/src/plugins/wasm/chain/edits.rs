@@ -21,13 +21,16 @@ use crate::plugins::wasm::stats::FailureKind;
 /// What becomes of one message.
 enum Fate {
     Keep,
-    Changed(domain::Message),
+    /// Applied in place at commit: no copy of the message.
+    Update(Update),
+    Replaced(domain::Message),
     Drop(String),
 }
 
 /// An answer that passed the checks; empty when it kept every message.
 pub(super) struct Checked {
     fates: Vec<Fate>,
+    max_body: usize,
 }
 
 /// Checks `edits` against `part` and works out each message's fate;
@@ -40,7 +43,10 @@ pub(super) fn apply(
 ) -> Result<Checked, String> {
     let n = part.len();
     if edits.is_empty() {
-        return Ok(Checked { fates: Vec::new() });
+        return Ok(Checked {
+            fates: Vec::new(),
+            max_body,
+        });
     }
     if edits.len() > n {
         return Err(format!("returned {} edits for {n} messages", edits.len()));
@@ -59,9 +65,14 @@ pub(super) fn apply(
         fates[i] = match change {
             Change::Drop(reason) => Fate::Drop(reason),
             Change::Update(u) => {
-                let (new, size) = update(m, max_body, u);
-                within(m, size, max_output)?;
-                Fate::Changed(new)
+                // An upper bound first (cheap); the exact size only when
+                // the bound is over the cap.
+                if bound(m, &u) > max_output {
+                    let mut new = m.clone();
+                    let size = update(&mut new, cut_of(m, max_body).map(str::len), u.clone());
+                    within(m, size, max_output)?;
+                }
+                Fate::Update(u)
             }
             Change::Replace(r) => {
                 if r.id != m.id || r.chat_id != m.chat_id {
@@ -72,11 +83,11 @@ pub(super) fn apply(
                 }
                 let size = size(&r);
                 within(m, size, max_output)?;
-                Fate::Changed(replace(m, cut_of(m, max_body), r))
+                Fate::Replaced(replace(m, cut_of(m, max_body), r))
             }
         };
     }
-    Ok(Checked { fates })
+    Ok(Checked { fates, max_body })
 }
 
 fn within(m: &domain::Message, size: usize, max_output: usize) -> Result<(), String> {
@@ -114,7 +125,14 @@ impl Checked {
                     a.kept += 1;
                     a.next.push((m, modified));
                 }
-                Fate::Changed(new) => {
+                Fate::Update(u) => {
+                    a.replaced += 1;
+                    let mut m = m;
+                    let cut = cut_of(&m, self.max_body).map(str::len);
+                    update(&mut m, cut, u);
+                    a.next.push((m, true));
+                }
+                Fate::Replaced(new) => {
                     a.replaced += 1;
                     a.next.push((new, true));
                 }
@@ -131,7 +149,7 @@ impl Checked {
             .map(|(i, (m, _))| {
                 let (outcome, reason) = match self.fates.get(i) {
                     None | Some(Fate::Keep) => ("keep", None),
-                    Some(Fate::Changed(_)) => ("replace", None),
+                    Some(Fate::Update(_) | Fate::Replaced(_)) => ("replace", None),
                     Some(Fate::Drop(r)) => ("drop", Some(failure(FailureKind::Error, r).reason)),
                 };
                 TracedOutcome {
@@ -153,27 +171,53 @@ fn body_back(original: &domain::Message, cut: Option<&str>, new: Option<String>)
     }
 }
 
-/// `m` with an update applied, and the size of the result as the plugin
-/// wrote it (a body it left alone counted as it saw it).
-fn update(m: &domain::Message, max_body: usize, u: Update) -> (domain::Message, usize) {
-    let mut new = m.clone();
+/// Applies an update to `m` in place; `cut` is the length of the body the
+/// plugin saw when the host cut it. Returns the size of the result as the
+/// plugin wrote it (a body it handed back as it saw it counted at that
+/// length).
+fn update(m: &mut domain::Message, cut: Option<usize>, u: Update) -> usize {
+    let mut body_seen = None;
     if let Some(body) = u.body {
-        new.body = body_back(m, cut_of(m, max_body), Some(body));
+        let same_cut = cut.is_some_and(|c| {
+            body.len() == c
+                && m.body
+                    .as_deref()
+                    .is_some_and(|b| b.as_bytes().starts_with(body.as_bytes()))
+        });
+        match same_cut {
+            // The cut body handed back unchanged: the full original stays.
+            true => body_seen = cut,
+            false => m.body = Some(body),
+        }
+    } else {
+        body_seen = cut;
     }
     for t in u.add_tags {
-        if !new.tags.contains(&t) {
-            new.tags.push(t);
+        if !m.tags.contains(&t) {
+            m.tags.push(t);
         }
     }
     for (k, v) in u.set_attributes {
-        new.attributes.insert(k, v);
+        m.attributes.insert(k, v);
     }
-    let body = match (&new.body, cut_of(m, max_body)) {
-        (b, Some(cut)) if *b == m.body => cut.len(),
-        (b, _) => b.as_ref().map_or(0, String::len),
+    let body = body_seen.unwrap_or_else(|| m.body.as_ref().map_or(0, String::len));
+    fields_size(m) + body
+}
+
+/// At least the size of `m` after `u`: everything added counted, nothing
+/// it replaces taken off.
+fn bound(m: &domain::Message, u: &Update) -> usize {
+    let body = match &u.body {
+        Some(b) => b.len(),
+        None => m.body.as_ref().map_or(0, String::len),
     };
-    let size = fields_size(&new) + body;
-    (new, size)
+    fields_size(m)
+        + body
+        + u.add_tags.iter().map(String::len).sum::<usize>()
+        + u.set_attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
 }
 
 /// Rough size of what a `replace` asks the host to store (as 0.1 counts).
