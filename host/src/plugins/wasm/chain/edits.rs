@@ -23,7 +23,8 @@ enum Fate {
     Keep,
     /// Applied in place at commit: no copy of the message.
     Update(Update),
-    Replaced(domain::Message),
+    /// Boxed: replacements are rare, and the fates of a batch one vector.
+    Replaced(Box<domain::Message>),
     Drop(String),
 }
 
@@ -83,7 +84,7 @@ pub(super) fn apply(
                 }
                 let size = size(&r);
                 within(m, size, max_output)?;
-                Fate::Replaced(replace(m, cut_of(m, max_body), r))
+                Fate::Replaced(Box::new(replace(m, cut_of(m, max_body), r)))
             }
         };
     }
@@ -134,7 +135,7 @@ impl Checked {
                 }
                 Fate::Replaced(new) => {
                     a.replaced += 1;
-                    a.next.push((new, true));
+                    a.next.push((*new, true));
                 }
                 Fate::Drop(_) => a.dropped += 1,
             }
