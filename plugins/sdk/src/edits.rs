@@ -45,58 +45,52 @@ impl Edits {
         self.changes.iter().map(|(i, c)| (*i as usize, c))
     }
 
-    fn update(&mut self, i: usize, f: impl FnOnce(&mut Update), g: impl FnOnce(&mut Message)) {
-        let change = self.changes.entry(i as u32).or_insert_with(|| {
+    /// The change of message `i`, an empty update when it has none.
+    fn entry(&mut self, i: usize) -> &mut Change {
+        self.changes.entry(i as u32).or_insert_with(|| {
             Change::Update(Update {
                 body: None,
                 add_tags: Vec::new(),
                 set_attributes: Vec::new(),
             })
-        });
-        match change {
-            Change::Update(u) => f(u),
-            Change::Replace(m) => g(m),
-            Change::Drop(_) => {}
-        }
+        })
     }
 
     /// Stores message `i` with this body.
     pub fn set_body(&mut self, i: usize, body: impl Into<String>) {
-        let body = body.into();
-        let b2 = body.clone();
-        self.update(i, |u| u.body = Some(body), |m| m.body = Some(b2));
+        match self.entry(i) {
+            Change::Update(u) => u.body = Some(body.into()),
+            Change::Replace(m) => m.body = Some(body.into()),
+            Change::Drop(_) => {}
+        }
     }
 
     /// Adds `tag` to message `i` (the host does not repeat a tag the
     /// message has).
-    pub fn add_tag(&mut self, i: usize, tag: impl Into<String>) {
-        let tag = tag.into();
-        let t2 = tag.clone();
-        self.update(
-            i,
-            |u| {
-                if !u.add_tags.contains(&tag) {
-                    u.add_tags.push(tag)
+    pub fn add_tag(&mut self, i: usize, tag: &str) {
+        match self.entry(i) {
+            Change::Update(u) => {
+                if !u.add_tags.iter().any(|t| t == tag) {
+                    u.add_tags.push(tag.to_owned())
                 }
-            },
-            |m| {
-                m.add_tag(&t2);
-            },
-        );
+            }
+            Change::Replace(m) => {
+                m.add_tag(tag);
+            }
+            Change::Drop(_) => {}
+        }
     }
 
     /// Sets attribute `key` of message `i` to `value` (replacing its value).
-    pub fn set_attribute(&mut self, i: usize, key: impl Into<String>, value: impl Into<String>) {
-        let (key, value) = (key.into(), value.into());
-        let (k2, v2) = (key.clone(), value.clone());
-        self.update(
-            i,
-            |u| match u.set_attributes.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, v)) => *v = value,
-                None => u.set_attributes.push((key, value)),
+    pub fn set_attribute(&mut self, i: usize, key: &str, value: impl Into<String>) {
+        match self.entry(i) {
+            Change::Update(u) => match u.set_attributes.iter_mut().find(|(k, _)| k == key) {
+                Some((_, v)) => *v = value.into(),
+                None => u.set_attributes.push((key.to_owned(), value.into())),
             },
-            |m| m.set_attribute(&k2, v2),
-        );
+            Change::Replace(m) => m.set_attribute(key, value),
+            Change::Drop(_) => {}
+        }
     }
 
     /// Stores `m` instead of message `i` (same `id` and `chat-id`; get it
