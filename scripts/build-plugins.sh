@@ -3,6 +3,7 @@
 # loads it: <name>.wasm beside <name>.toml, the manifest with the
 # component's sha256 filled in.
 # - Rust plugins (plugins/*/, plugins/fixtures/*/): cargo, wasm32-wasip2.
+# - The 0.1 builds of the example plugins (plugins/fixtures/v0.1/): copied.
 # - JavaScript plugins (plugins/js/*/): ComponentizeJS from npm (the
 #   package's committed lockfile), see docs/plugins.md.
 # Tests find plugins/dist/ through WASYNC_TEST_PLUGINS_DIR (scripts/test.sh)
@@ -48,6 +49,12 @@ for manifest in */plugin.toml fixtures/*/plugin.toml; do
     wasm="$built/${crate//-/_}.wasm"
     [[ -f "$wasm" ]] || { echo "build-plugins: $wasm missing after build" >&2; exit 1; }
     lay_out "$wasm" "$manifest" "$name"
+done
+
+# --- 0.1 builds kept as deployed (plugins/fixtures/v0.1/README.md) ---------
+for manifest in fixtures/v0.1/*-v01.toml; do
+    name=$(manifest_field name "$manifest")
+    lay_out "fixtures/v0.1/${name%-v01}.wasm" "$manifest" "$name"
 done
 
 # --- JavaScript -----------------------------------------------------------

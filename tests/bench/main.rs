@@ -346,48 +346,87 @@ fn main() {
     }
 
     if args.wants("P3") {
-        // P3: plugin cost per message (redaction, batch per chat) beside the same
-        // redaction compiled natively; sync with a 3-plugin chain beside none.
-        let (msgs, batch) = if args.quick { (400, 50) } else { (20_000, 100) };
-        let r = rt.block_on(wasync_tests::plugins::bench_redaction(
+        // P3: plugin cost per message, batch per chat, on both contracts in
+        // one run beside the same redaction compiled natively: redact-pii
+        // on 0.2 and its 0.1 build (as deployed before 0.2), and a plugin
+        // that keeps everything and reads nothing on each; then a sync with
+        // the 3-plugin chain beside none.
+        let (msgs, batch, rounds) = if args.quick {
+            (400, 50, 1)
+        } else {
+            (20_000, 100, 3)
+        };
+        let r = rt.block_on(wasync_tests::plugins::bench_abi(
             msgs,
             batch,
+            rounds,
             wasync::plugins::wasm::Offload::default(),
+            &[
+                "redact-pii",
+                "redact-pii-v01",
+                "fixture-abi2",
+                "fixture-noop",
+            ],
         ));
-        let added_us =
-            (r.plugin_per_message.as_secs_f64() - r.native_per_message.as_secs_f64()) * 1e6;
-        eprintln!("P3 redaction: {r}");
+        eprintln!("P3 {r}");
+        let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+        let native = us(r.native_per_message);
+        let (v2, v1) = (r.cost("redact-pii"), r.cost("redact-pii-v01"));
+        let added = us(v2.per_message) - native;
         rows.push(Row {
             id: "P3",
             measure: format!(
-                "redact-pii plugin on {} messages, batch of {} per chat (instance per chat, instantiate {:.1} µs): {:.2} µs/msg",
+                "redact-pii on `wasync:plugin@0.2.0` on {} messages, batch of {} per chat (instance per chat, instantiate {:.1} µs), best of {} rounds: {:.2} µs/msg; its 0.1 build, same run: {:.2} µs/msg (+{:.2})",
                 r.messages,
                 r.batch,
-                r.instantiate.as_secs_f64() * 1e6,
-                r.plugin_per_message.as_secs_f64() * 1e6
+                us(v2.instantiate),
+                r.rounds,
+                us(v2.per_message),
+                us(v1.per_message),
+                us(v1.per_message) - native,
             ),
-            baseline: format!(
-                "the same redaction compiled natively: {:.2} µs/msg",
-                r.native_per_message.as_secs_f64() * 1e6
-            ),
-            result: format!("+{added_us:.2} µs/msg"),
+            baseline: format!("the same redaction compiled natively: {native:.2} µs/msg"),
+            result: format!("+{added:.2} µs/msg"),
             target: "≤ +0.5 µs/msg per plugin",
-            met: Some(added_us <= 0.5),
+            met: Some(added <= 0.5),
         });
-        let (chats, per) = if args.quick { (10, 20) } else { (200, 100) };
-        let (n0, ms0) = rt.block_on(wasync_tests::plugins::bench_chain_sync(chats, per, false));
-        let (n3, ms3) = rt.block_on(wasync_tests::plugins::bench_chain_sync(chats, per, true));
-        let (rate0, rate3) = (
-            n0 as f64 * 1000.0 / ms0.max(1) as f64,
-            n3 as f64 * 1000.0 / ms3.max(1) as f64,
-        );
+        let (n2, n1) = (r.cost("fixture-abi2"), r.cost("fixture-noop"));
         rows.push(Row {
             id: "P3",
-            measure: format!("sync of {n3} messages with a 3-plugin chain (chat-filter, keyword-tagger, redact-pii): {rate3:.0} msgs/s"),
-            baseline: format!("the same sync without plugins: {rate0:.0} msgs/s"),
+            measure: format!(
+                "a plugin that keeps every message and reads nothing, same messages: on 0.2 {:.2} µs/msg (instantiate {:.1} µs), on 0.1 {:.2} µs/msg (instantiate {:.1} µs)",
+                us(n2.per_message),
+                us(n2.instantiate),
+                us(n1.per_message),
+                us(n1.instantiate),
+            ),
+            baseline: "no plugin: 0 µs/msg".into(),
+            result: format!(
+                "+{:.2} µs/msg on 0.2, +{:.2} on 0.1",
+                us(n2.per_message),
+                us(n1.per_message)
+            ),
+            target: "–",
+            met: None,
+        });
+        let (chats, per) = if args.quick { (10, 20) } else { (200, 100) };
+        // Interleaved, best of the rounds for each: the sync's rate swings
+        // with the machine's load.
+        let (mut rate0, mut rate3, mut n3) = (0f64, 0f64, 0);
+        for _ in 0..rounds {
+            let (n0, ms0) = rt.block_on(wasync_tests::plugins::bench_chain_sync(chats, per, false));
+            let (n, ms3) = rt.block_on(wasync_tests::plugins::bench_chain_sync(chats, per, true));
+            rate0 = rate0.max(n0 as f64 * 1000.0 / ms0.max(1) as f64);
+            rate3 = rate3.max(n as f64 * 1000.0 / ms3.max(1) as f64);
+            n3 = n;
+        }
+        rows.push(Row {
+            id: "P3",
+            measure: format!("sync of {n3} messages with a 3-plugin chain on 0.2 (chat-filter, keyword-tagger, redact-pii), best of {rounds}: {rate3:.0} msgs/s"),
+            baseline: format!("the same sync without plugins, interleaved, best of {rounds}: {rate0:.0} msgs/s"),
             result: format!("{:.2}×", rate3 / rate0.max(1.0)),
-            target: "≥ 0.8×",
-            met: Some(rate3 / rate0.max(1.0) >= 0.8),
+            target: "≥ 0.9×",
+            met: Some(rate3 / rate0.max(1.0) >= 0.9),
         });
     }
 

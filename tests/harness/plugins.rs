@@ -338,6 +338,167 @@ pub async fn bench_redaction(messages: usize, batch: usize, offload: Offload) ->
     }
 }
 
+/// One plugin's cost in [`bench_abi`].
+#[derive(Debug, Clone)]
+pub struct PluginCost {
+    pub plugin: String,
+    /// Per message through it (one instance and one batch per chat), the
+    /// best of the rounds.
+    pub per_message: Duration,
+    /// Mean instantiation per chat in that best round.
+    pub instantiate: Duration,
+}
+
+/// What [`bench_abi`] measured.
+#[derive(Debug, Clone)]
+pub struct AbiBench {
+    pub messages: usize,
+    pub batch: usize,
+    pub rounds: usize,
+    /// The redaction compiled natively, same messages, best round.
+    pub native_per_message: Duration,
+    pub plugins: Vec<PluginCost>,
+}
+
+impl AbiBench {
+    /// The cost of plugin `name`.
+    pub fn cost(&self, name: &str) -> &PluginCost {
+        self.plugins
+            .iter()
+            .find(|p| p.plugin == name)
+            .unwrap_or_else(|| panic!("{name} was not measured"))
+    }
+}
+
+impl std::fmt::Display for AbiBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} messages in batches of {}, best of {} rounds: native {:.3} µs/msg",
+            self.messages,
+            self.batch,
+            self.rounds,
+            self.native_per_message.as_secs_f64() * 1e6
+        )?;
+        for p in &self.plugins {
+            write!(
+                f,
+                "; {} {:.3} µs/msg (instantiate {:.1} µs/chat)",
+                p.plugin,
+                p.per_message.as_secs_f64() * 1e6,
+                p.instantiate.as_secs_f64() * 1e6
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The redaction natively over `chats`: the baseline of the plugin rows.
+fn native_redaction(chats: &[Vec<Message>]) -> Duration {
+    let opts = native_redact::Options::default();
+    let started = Instant::now();
+    let mut changed = 0usize;
+    for msgs in chats.iter().cloned() {
+        let out: Vec<Message> = msgs
+            .into_iter()
+            .map(|mut m| {
+                if let Some((b, _)) = m
+                    .body
+                    .as_deref()
+                    .and_then(|b| native_redact::redact(b, &opts))
+                {
+                    m.body = Some(b);
+                    m.tags.push("pii-redacted".into());
+                    changed += 1;
+                }
+                m
+            })
+            .collect();
+        std::hint::black_box(out);
+    }
+    std::hint::black_box(changed);
+    started.elapsed()
+}
+
+/// Per-message cost of each of `plugins` (built plugins, one at a time, one
+/// instance and one batch per chat of `batch` messages, as a sync runs
+/// them) beside the redaction compiled natively, on the same messages
+/// ([`bench_bodies`]). The measures are interleaved over `rounds` rounds and
+/// the best round of each is kept, so a burst of load on the shared
+/// machine does not land on one contract only. Call from a multi-threaded
+/// runtime.
+pub async fn bench_abi(
+    messages: usize,
+    batch: usize,
+    rounds: usize,
+    offload: Offload,
+    plugins: &[&str],
+) -> AbiBench {
+    let bodies = bench_bodies(messages);
+    let batch = batch.max(1);
+    let chats = bench_chats(&bodies, batch);
+    let ctx = context("bench");
+    let dirs: Vec<(String, PluginDir, PluginManager)> = plugins
+        .iter()
+        .map(|name| {
+            let dir = PluginDir::new().with(name);
+            let mgr = dir.manager_with(ManagerOptions {
+                offload,
+                ..ManagerOptions::default()
+            });
+            (name.to_string(), dir, mgr)
+        })
+        .collect();
+    let mut best: Vec<Option<PluginCost>> = vec![None; dirs.len()];
+    let mut native = Duration::MAX;
+    let per = |d: Duration| d / messages.max(1) as u32;
+    for _ in 0..rounds.max(1) {
+        native = native.min(per(native_redaction(&chats)));
+        for ((name, _, mgr), best) in dirs.iter().zip(&mut best) {
+            let chain = mgr.chain();
+            warm_up(&*chain, &ctx, &chats).await;
+            let before = counters_of(mgr, name);
+            let started = Instant::now();
+            let mut stored = 0usize;
+            for msgs in chats.iter().cloned() {
+                let mut scope = chain
+                    .chat_scope(&ctx, &chat(&msgs[0].chat_id, "bench"))
+                    .await;
+                stored += scope.transform(msgs).await.keep.len();
+            }
+            let took = per(started.elapsed());
+            let after = counters_of(mgr, name);
+            assert_eq!(stored, messages, "{name} kept every message");
+            assert_eq!(after.failures.total(), 0, "{name} failed: {after:?}");
+            let n = (after.instantiations - before.instantiations).max(1);
+            let inst = Duration::from_secs_f64(
+                (after.instantiate_seconds - before.instantiate_seconds) / n as f64,
+            );
+            if best.as_ref().is_none_or(|b| took < b.per_message) {
+                *best = Some(PluginCost {
+                    plugin: name.clone(),
+                    per_message: took,
+                    instantiate: inst,
+                });
+            }
+        }
+    }
+    AbiBench {
+        messages,
+        batch,
+        rounds: rounds.max(1),
+        native_per_message: native,
+        plugins: best.into_iter().map(|b| b.expect("measured")).collect(),
+    }
+}
+
+fn counters_of(mgr: &PluginManager, name: &str) -> wasync::plugins::wasm::PluginCounters {
+    mgr.counters()
+        .into_iter()
+        .find(|c| c.plugin == name)
+        .unwrap_or_else(|| panic!("no counters for {name}"))
+}
+
 /// The three real plugins, configured so that every chat and message still
 /// goes through (no skips, no caps): a throughput comparison with a
 /// plugin-free sync then stores the same messages.

@@ -19,6 +19,7 @@ mod mongo_sync;
 mod operations;
 mod origin;
 mod plugins;
+mod plugins_abi;
 mod plugins_e2e;
 mod plugins_js;
 mod restart;

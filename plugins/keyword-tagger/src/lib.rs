@@ -9,8 +9,7 @@
 //! - `prefix`: put before every tag (default none), e.g. `kw:`.
 
 use wasync_plugin::{
-    Message, Outcome, PerInstance, PluginError, SyncContext, Transformer, Verdict, config, log,
-    map_batch,
+    Batch, Edits, PerInstance, PluginError, SyncContext, Transformer, config, log,
 };
 
 struct Rule {
@@ -88,21 +87,31 @@ fn contains_word(hay: &str, kw: &str) -> bool {
 struct KeywordTagger;
 
 impl Transformer for KeywordTagger {
-    fn transform_batch(_ctx: SyncContext, msgs: Vec<Message>) -> Result<Vec<Outcome>, PluginError> {
+    /// Reads the bodies (one column for the batch), and a message's tags
+    /// only when a rule matches it, so a message already tagged is kept
+    /// unchanged.
+    fn transform_batch(_ctx: SyncContext, batch: &Batch) -> Result<Edits, PluginError> {
         let rules = RULES.try_get_or_init(read_rules)?;
-        Ok(map_batch(msgs, |m| {
-            let Some(body) = m.body.as_deref().map(str::to_lowercase) else {
-                return Verdict::Keep;
+        let mut edits = Edits::new();
+        if rules.is_empty() {
+            return Ok(edits);
+        }
+        for i in 0..batch.len() {
+            let Some(body) = batch.body(i).map(str::to_lowercase) else {
+                continue;
             };
-            let mut added = false;
+            let mut tags: Option<Vec<String>> = None;
             for rule in rules {
-                if !m.has_tag(&rule.tag) && rule.keywords.iter().any(|k| contains_word(&body, k)) {
-                    m.add_tag(&rule.tag);
-                    added = true;
+                if rule.keywords.iter().any(|k| contains_word(&body, k)) {
+                    let have = tags.get_or_insert_with(|| batch.tags(i));
+                    if !have.contains(&rule.tag) {
+                        have.push(rule.tag.clone());
+                        edits.add_tag(i, &rule.tag);
+                    }
                 }
             }
-            Verdict::replace_if(added)
-        }))
+        }
+        Ok(edits)
     }
 }
 
@@ -111,16 +120,25 @@ wasync_plugin::export_transformer!(KeywordTagger);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasync_plugin::Level;
     use wasync_plugin::testing::{self, Instance};
+    use wasync_plugin::{Level, Message};
 
     const MANIFEST_RULES: &str = "urgent: urgent, asap, emergency\nbilling: invoice, payment, refund\nmeeting: meeting, call me, due date";
 
-    fn tags(out: &[Outcome]) -> Vec<Vec<String>> {
-        out.iter()
-            .map(|o| match o {
-                Outcome::Replace(m) => m.tags.clone(),
-                _ => Vec::new(),
+    fn run(config: &[(&str, &str)], msgs: &[Message]) -> Result<Edits, PluginError> {
+        testing::with_config(config, || {
+            KeywordTagger::transform_batch(testing::context(), &testing::batch(msgs))
+        })
+    }
+
+    /// The tags of the messages the plugin changed; none for those it kept.
+    fn tags(msgs: &[Message], edits: &Edits) -> Vec<Vec<String>> {
+        testing::apply(msgs, edits)
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| match edits.get(i) {
+                Some(_) => m.unwrap().tags,
+                None => Vec::new(),
             })
             .collect()
     }
@@ -132,15 +150,12 @@ mod tests {
             "an urgently worded note",
             "can we set a due date?",
         ]);
-        let out = testing::with_config(&[("rules", MANIFEST_RULES)], || {
-            KeywordTagger::transform_batch(testing::context(), msgs)
-        });
-        let out = out.unwrap();
+        let out = run(&[("rules", MANIFEST_RULES)], &msgs).unwrap();
         assert_eq!(
-            tags(&out),
+            tags(&msgs, &out),
             [vec!["urgent", "billing"], vec![], vec!["meeting"]]
         );
-        assert_eq!(out[1], Outcome::Keep);
+        assert_eq!(out.get(1), None);
     }
 
     #[test]
@@ -155,12 +170,13 @@ mod tests {
             ..testing::message("")
         };
         let msgs = vec![testing::message("ASAP please"), tagged, no_body];
-        let out = testing::with_config(&config, || {
-            KeywordTagger::transform_batch(testing::context(), msgs)
-        })
-        .unwrap();
-        assert_eq!(tags(&out), [vec!["kw:urgent"], vec![], vec![]]);
-        assert_eq!(out[1..], [Outcome::Keep, Outcome::Keep]);
+        let out = run(&config, &msgs).unwrap();
+        assert_eq!(tags(&msgs, &out), [vec!["kw:urgent"], vec![], vec![]]);
+        assert_eq!(
+            out.len(),
+            1,
+            "the tagged message and the one without a body are kept"
+        );
     }
 
     #[test]
@@ -169,7 +185,8 @@ mod tests {
         for _ in 0..2 {
             let err = plugin
                 .run(|| {
-                    KeywordTagger::transform_batch(testing::context(), testing::messages(&["x"]))
+                    let msgs = testing::messages(&["x"]);
+                    KeywordTagger::transform_batch(testing::context(), &testing::batch(&msgs))
                 })
                 .unwrap_err();
             assert_eq!(err.code, "bad-config");
@@ -186,10 +203,10 @@ mod tests {
     fn no_rules_keeps_everything_and_warns_once_per_instance() {
         let plugin = Instance::new(&[]);
         for _ in 0..2 {
-            let out = plugin.run(|| {
-                KeywordTagger::transform_batch(testing::context(), testing::messages(&["urgent"]))
-            });
-            assert_eq!(out.unwrap(), [Outcome::Keep]);
+            let msgs = testing::messages(&["urgent"]);
+            let out = plugin
+                .run(|| KeywordTagger::transform_batch(testing::context(), &testing::batch(&msgs)));
+            assert!(out.unwrap().is_empty());
         }
         assert_eq!(
             plugin.logs(),

@@ -14,10 +14,7 @@
 
 mod redact;
 
-use wasync_plugin::{
-    Message, Outcome, PerInstance, PluginError, SyncContext, Transformer, Verdict, config,
-    map_batch,
-};
+use wasync_plugin::{Batch, Edits, PerInstance, PluginError, SyncContext, Transformer, config};
 
 struct Settings {
     opts: redact::Options,
@@ -56,30 +53,40 @@ fn read_settings() -> Settings {
 struct RedactPii;
 
 impl Transformer for RedactPii {
-    fn transform_batch(_ctx: SyncContext, msgs: Vec<Message>) -> Result<Vec<Outcome>, PluginError> {
+    /// Reads only the bodies (one column for the batch) and answers only
+    /// for the messages it changes.
+    fn transform_batch(_ctx: SyncContext, batch: &Batch) -> Result<Edits, PluginError> {
         let s = SETTINGS.get_or_init(read_settings);
-        Ok(map_batch(msgs, |m| redact_message(m, s)))
+        let mut edits = Edits::new();
+        for i in 0..batch.len() {
+            redact_message(batch, i, s, &mut edits);
+        }
+        Ok(edits)
     }
 }
 
-fn redact_message(m: &mut Message, s: &Settings) -> Verdict {
-    let found = m.body.as_deref().and_then(|b| redact::redact(b, &s.opts));
-    if found.is_none() && !m.truncated {
-        return Verdict::Keep;
+fn redact_message(batch: &Batch, i: usize, s: &Settings, edits: &mut Edits) {
+    let found = batch.body(i).and_then(|b| redact::redact(b, &s.opts));
+    let truncated = batch.truncated(i);
+    if found.is_none() && !truncated {
+        return;
     }
-    let (mut body, counts) =
-        found.unwrap_or_else(|| (m.body.take().unwrap_or_default(), redact::Counts::default()));
-    if m.truncated {
+    let (mut body, counts) = found.unwrap_or_else(|| {
+        (
+            batch.body(i).unwrap_or_default().to_owned(),
+            redact::Counts::default(),
+        )
+    });
+    if truncated {
         // The host cut the body: the unseen tail could hold PII, so store
-        // only the redacted prefix (the host keeps a replaced body as given).
+        // only the redacted prefix (the host keeps a changed body as given).
         body.push_str(" [truncated]");
     }
-    m.body = Some(body);
+    edits.set_body(i, body);
     if !s.tag.is_empty() {
-        m.add_tag(&s.tag);
+        edits.add_tag(i, &s.tag);
     }
-    m.set_attribute("pii.redacted", counts.total().to_string());
-    Verdict::Replace
+    edits.set_attribute(i, "pii.redacted", counts.total().to_string());
 }
 
 wasync_plugin::export_transformer!(RedactPii);
@@ -87,19 +94,24 @@ wasync_plugin::export_transformer!(RedactPii);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasync_plugin::Message;
     use wasync_plugin::testing::{self, Instance};
 
-    fn run(config: &[(&str, &str)], msgs: Vec<Message>) -> Vec<Outcome> {
-        Instance::new(config)
-            .run(|| RedactPii::transform_batch(testing::context(), msgs))
-            .unwrap()
+    /// What the host would store: per message, `Some` when the plugin
+    /// changed it, `None` when it kept it as it came.
+    fn run(config: &[(&str, &str)], msgs: Vec<Message>) -> Vec<Option<Message>> {
+        let edits = Instance::new(config)
+            .run(|| RedactPii::transform_batch(testing::context(), &testing::batch(&msgs)))
+            .unwrap();
+        testing::apply(&msgs, &edits)
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| edits.get(i).and(m))
+            .collect()
     }
 
-    fn replaced(o: &Outcome) -> &Message {
-        match o {
-            Outcome::Replace(m) => m,
-            other => panic!("expected a replace, got {other:?}"),
-        }
+    fn replaced(o: &Option<Message>) -> &Message {
+        o.as_ref().expect("a changed message")
     }
 
     #[test]
@@ -116,7 +128,7 @@ mod tests {
         assert_eq!(m.tags, ["pii-redacted"]);
         assert_eq!(m.attribute("pii.redacted"), Some("2"));
         assert_eq!((m.id.as_str(), m.chat_id.as_str()), ("m0", "c1"));
-        assert_eq!(out[1], Outcome::Keep);
+        assert_eq!(out[1], None);
     }
 
     #[test]
@@ -133,14 +145,14 @@ mod tests {
         assert_eq!(m.attribute("pii.redacted"), Some("1"));
         assert_eq!(
             run(&[("emails", "false"), ("phones", "false")], msgs()),
-            [Outcome::Keep]
+            [None]
         );
     }
 
     #[test]
     fn min_phone_digits_is_lenient() {
         let msgs = || testing::messages(&["order 1234567"]);
-        assert_eq!(run(&[], msgs()), [Outcome::Keep]);
+        assert_eq!(run(&[], msgs()), [None]);
         assert_eq!(
             replaced(&run(&[("min-phone-digits", "7")], msgs())[0])
                 .body
@@ -149,7 +161,7 @@ mod tests {
         );
         assert_eq!(
             run(&[("min-phone-digits", "seven")], msgs()),
-            [Outcome::Keep],
+            [None],
             "a bad number keeps the default"
         );
     }

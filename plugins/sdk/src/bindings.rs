@@ -1,4 +1,4 @@
-//! The code `wit_bindgen` generates for `wasync:plugin@0.1.0`, generated here
+//! The code `wit_bindgen` generates for `wasync:plugin@0.2.0` (`wit/v0.2/plugin.wit`), generated here
 //! once so that plugin crates neither run bindgen nor depend on it.
 //!
 //! One module per exporting world, because an exported interface can be
@@ -25,7 +25,7 @@ use crate::{ChatHook, Transformer};
 #[allow(missing_docs)] // generated; the WIT's comments become its docs
 pub mod transformer {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../wit/v0.2",
         world: "transformer",
         pub_export_macro: true,
         export_macro_name: "export",
@@ -39,23 +39,26 @@ pub mod transformer {
 #[allow(missing_docs)] // generated; the WIT's comments become its docs
 pub mod chat_hook {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../wit/v0.2",
         world: "chat-hook",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "wasync_plugin::bindings::chat_hook",
         with: {
-            "wasync:plugin/types@0.1.0": crate::bindings::transformer::wasync::plugin::types,
-            "wasync:plugin/host@0.1.0": crate::bindings::transformer::wasync::plugin::host,
+            "wasync:plugin/types@0.2.0": crate::bindings::transformer::wasync::plugin::types,
+            "wasync:plugin/host@0.2.0": crate::bindings::transformer::wasync::plugin::host,
         },
     });
 }
 
-use crate::{Chat, ChatDecision, ChatSummary, Message, Outcome, PluginError, SyncContext};
+use crate::{Batch, Chat, ChatDecision, ChatSummary, Edit, PluginError, SyncContext};
 
 impl<T: Transformer> transformer::exports::wasync::plugin::message_transform::Guest for T {
-    fn transform_batch(ctx: SyncContext, msgs: Vec<Message>) -> Result<Vec<Outcome>, PluginError> {
-        <T as Transformer>::transform_batch(ctx, msgs)
+    fn transform_batch(
+        ctx: SyncContext,
+        msgs: &transformer::wasync::plugin::types::Batch,
+    ) -> Result<Vec<Edit>, PluginError> {
+        <T as Transformer>::transform_batch(ctx, &Batch::host(msgs)).map(crate::Edits::into_list)
     }
 }
 

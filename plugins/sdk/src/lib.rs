@@ -1,24 +1,28 @@
 //! # wasync plugin SDK
 //!
 //! Everything a Rust plugin for wasync needs on the guest side of
-//! `wasync:plugin@0.1.0` (`wit/plugin.wit`): the generated types, a trait per
-//! exported interface, one export macro per world, helpers for the common
-//! outcomes, typed `[config]` reading, logging, and a [`testing`] module that
-//! runs a plugin's logic natively in a plain `#[test]`.
+//! `wasync:plugin@0.2.0` (`wit/v0.2/plugin.wit`): the generated types, a
+//! trait per exported interface, one export macro per world, the batch as
+//! the host lends it ([`Batch`]), the answer as changes ([`Edits`]), typed
+//! `[config]` reading, logging, and a [`testing`] module that runs a
+//! plugin's logic natively in a plain `#[test]`.
 //!
 //! ```
-//! use wasync_plugin::{Message, Outcome, PluginError, SyncContext, Transformer, Verdict, config};
+//! use wasync_plugin::{Batch, Edits, PluginError, SyncContext, Transformer, config};
 //!
 //! /// Tags messages that mention the configured word.
 //! struct Mentions;
 //!
 //! impl Transformer for Mentions {
-//!     fn transform_batch(_ctx: SyncContext, msgs: Vec<Message>) -> Result<Vec<Outcome>, PluginError> {
+//!     fn transform_batch(_ctx: SyncContext, batch: &Batch) -> Result<Edits, PluginError> {
 //!         let word = config::string_or("word", "wasync");
-//!         Ok(wasync_plugin::map_batch(msgs, |m| {
-//!             let hit = m.body.as_deref().is_some_and(|b| b.contains(&word));
-//!             Verdict::replace_if(hit && m.add_tag("mentions"))
-//!         }))
+//!         let mut edits = Edits::new();
+//!         for i in 0..batch.len() {
+//!             if batch.body(i).is_some_and(|b| b.contains(&word)) {
+//!                 edits.add_tag(i, "mentions");
+//!             }
+//!         }
+//!         Ok(edits)
 //!     }
 //! }
 //!
@@ -26,10 +30,14 @@
 //!
 //! // Natively, in a test:
 //! use wasync_plugin::testing;
-//! let out = testing::with_config(&[("word", "hello")], || {
-//!     Mentions::transform_batch(testing::context(), testing::messages(&["hello", "bye"]))
-//! });
-//! assert!(matches!(out.unwrap()[..], [Outcome::Replace(_), Outcome::Keep]));
+//! let msgs = testing::messages(&["hello", "bye"]);
+//! let edits = testing::with_config(&[("word", "hello")], || {
+//!     Mentions::transform_batch(testing::context(), &testing::batch(&msgs))
+//! })
+//! .unwrap();
+//! let stored = testing::apply(&msgs, &edits);
+//! assert_eq!(stored[0].as_ref().unwrap().tags, ["mentions"]);
+//! assert_eq!(stored[1].as_ref(), Some(&msgs[1]));
 //! ```
 //!
 //! # Layout
@@ -37,8 +45,10 @@
 //! - [`bindings`]: the generated code, one module per exporting world.
 //! - this file: the [`Transformer`] and [`ChatHook`] traits a plugin
 //!   implements, the `export_*!` macros, the re-exported types.
-//! - `outcome.rs`: helpers on [`Message`] (tags, attributes), [`Verdict`]
-//!   and [`map_batch`], [`PluginError`] constructors.
+//! - [`Batch`] (`batch.rs`): the call's messages, fetched a text column at
+//!   a time; [`Edits`] (`edits.rs`): the answer, one change per message.
+//! - `records.rs`: helpers on [`Message`] (tags, attributes),
+//!   [`PluginError`] constructors.
 //! - [`config`]: the manifest's `[config]`, typed, with errors naming the key.
 //! - [`log`]: the host log.
 //! - [`PerInstance`]: a value computed once per plugin instance (settings).
@@ -62,35 +72,44 @@
 //!   plugin crate, next to the plugin's own uses of `String` and `Vec`,
 //!   instead of in this crate: measured, components come out up to 0.5 KB
 //!   smaller.
+//! - **Only what is read crosses.** The 0.1 contract copied every field of
+//!   every message into the plugin (a string allocation each) and every
+//!   message back; that cost more than most plugins' work. A [`Batch`]
+//!   fetches a field for the whole batch in one call when first read, and
+//!   [`Edits`] sends back only the changes.
 //! - **Versioned with the WIT.** This crate's version is the contract's
-//!   (`wasync:plugin@0.1.0`); a new contract is a new SDK version.
+//!   (`wasync:plugin@0.2.0`); a new contract is a new SDK version. Plugins
+//!   built on SDK 0.1 keep running: the host links both contracts.
 
 #![warn(missing_docs)]
 
+mod batch;
 pub mod bindings;
 pub mod config;
+mod edits;
 mod instance;
 pub mod log;
-mod outcome;
+mod records;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
+pub use batch::Batch;
 pub use bindings::transformer::wasync::plugin::host::Level;
 pub use bindings::transformer::wasync::plugin::types::{
-    Chat, ChatDecision, ChatSummary, Message, Outcome, PluginError, SyncContext, SyncLimits,
+    Change, Chat, ChatDecision, ChatSummary, Edit, Message, MessageMeta, PluginError, SyncContext,
+    SyncLimits, TextField, Update,
 };
+pub use edits::Edits;
 pub use instance::PerInstance;
-pub use outcome::{BAD_CONFIG, Verdict, map_batch};
+pub use records::BAD_CONFIG;
 
 /// A plugin that rewrites, tags or drops messages: world `transformer`, or
 /// half of `full`. Export it with [`export_transformer!`].
 pub trait Transformer {
-    /// One chat's messages, in order; returns exactly one outcome per
-    /// message, in the same order (any other length is a plugin fault).
-    /// `Keep` stores the message as it came, `Replace` stores the given one
-    /// (same `id` and `chat-id`), `Drop` leaves it out. [`map_batch`] keeps
-    /// the lengths right. An `Err` applies the manifest's `on_error`.
-    fn transform_batch(ctx: SyncContext, msgs: Vec<Message>) -> Result<Vec<Outcome>, PluginError>;
+    /// One chat's messages, in order, read from `batch` as needed; returns
+    /// the changes ([`Edits`]): messages without one are stored as they
+    /// came. An `Err` applies the manifest's `on_error`.
+    fn transform_batch(ctx: SyncContext, batch: &Batch) -> Result<Edits, PluginError>;
 }
 
 /// A plugin that decides which chats get synced: world `chat-hook`, or half
@@ -98,7 +117,7 @@ pub trait Transformer {
 /// default that does nothing, so implement only the one you need.
 ///
 /// ```
-/// use wasync_plugin::{Chat, ChatDecision, ChatHook, Message, Outcome, PluginError, SyncContext, Transformer};
+/// use wasync_plugin::{Batch, Chat, ChatDecision, ChatHook, Edits, PluginError, SyncContext, Transformer};
 ///
 /// /// World `full`: skips groups, keeps every message.
 /// struct NoGroups;
@@ -110,8 +129,8 @@ pub trait Transformer {
 /// }
 ///
 /// impl Transformer for NoGroups {
-///     fn transform_batch(_ctx: SyncContext, msgs: Vec<Message>) -> Result<Vec<Outcome>, PluginError> {
-///         Ok(msgs.iter().map(|_| Outcome::Keep).collect())
+///     fn transform_batch(_ctx: SyncContext, _batch: &Batch) -> Result<Edits, PluginError> {
+///         Ok(Edits::new())
 ///     }
 /// }
 ///

@@ -11,20 +11,21 @@
 //!
 //! ```
 //! use wasync_plugin::testing::{self, Instance};
-//! use wasync_plugin::{Level, Message, Outcome, PluginError, SyncContext, Transformer, log};
+//! use wasync_plugin::{Batch, Edits, Level, PluginError, SyncContext, Transformer, log};
 //!
 //! struct Counter;
 //! impl Transformer for Counter {
-//!     fn transform_batch(_ctx: SyncContext, msgs: Vec<Message>) -> Result<Vec<Outcome>, PluginError> {
-//!         log::info(&format!("{} messages", msgs.len()));
-//!         Ok(msgs.iter().map(|_| Outcome::Keep).collect())
+//!     fn transform_batch(_ctx: SyncContext, batch: &Batch) -> Result<Edits, PluginError> {
+//!         log::info(&format!("{} messages", batch.len()));
+//!         Ok(Edits::new())
 //!     }
 //! }
 //!
 //! let plugin = Instance::new(&[("rules", "a\nb")]); // an array: one item per line
 //! let msgs = testing::messages(&["one", "two"]);
-//! let out = plugin.run(|| Counter::transform_batch(testing::context(), msgs)).unwrap();
-//! assert_eq!(out, [Outcome::Keep, Outcome::Keep]);
+//! let out = plugin.run(|| Counter::transform_batch(testing::context(), &testing::batch(&msgs))).unwrap();
+//! assert!(out.is_empty());
+//! assert_eq!(testing::apply(&msgs, &out), [Some(msgs[0].clone()), Some(msgs[1].clone())]);
 //! assert_eq!(plugin.logs(), [(Level::Info, "2 messages".to_owned())]);
 //! ```
 //!
@@ -36,7 +37,42 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Chat, ChatSummary, Level, Message, SyncContext};
+use crate::{Batch, Change, Chat, ChatSummary, Edits, Level, Message, SyncContext};
+
+/// The batch a call gets, over these messages (the host's `batch`
+/// natively).
+pub fn batch(msgs: &[Message]) -> Batch<'_> {
+    Batch::native(msgs)
+}
+
+/// What the host would store after `edits`: per message, the message as
+/// stored, or `None` when dropped. Applies the host's rules: a tag already
+/// there is not repeated, an attribute's value is replaced; a `replace` is
+/// stored as given. (A truncated body handed back unchanged keeps the full
+/// original in the host; here the test's message is all there is.)
+pub fn apply(msgs: &[Message], edits: &Edits) -> Vec<Option<Message>> {
+    msgs.iter()
+        .enumerate()
+        .map(|(i, m)| match edits.get(i) {
+            None => Some(m.clone()),
+            Some(Change::Drop(_)) => None,
+            Some(Change::Replace(r)) => Some(r.clone()),
+            Some(Change::Update(u)) => {
+                let mut m = m.clone();
+                if let Some(b) = &u.body {
+                    m.body = Some(b.clone());
+                }
+                for t in &u.add_tags {
+                    m.add_tag(t);
+                }
+                for (k, v) in &u.set_attributes {
+                    m.set_attribute(k, v.clone());
+                }
+                Some(m)
+            }
+        })
+        .collect()
+}
 
 /// A message in chat `c1` with this body: id `m0`, from
 /// `4915100000001@c.us` to `4915100000002@c.us`, kind `chat`, no tags or

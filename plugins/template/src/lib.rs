@@ -3,10 +3,7 @@
 //! below with yours. The SDK (`wasync_plugin`) is documented in
 //! docs/plugins.md and by `cargo doc -p wasync-plugin-sdk --open`.
 
-use wasync_plugin::{
-    Message, Outcome, PerInstance, PluginError, SyncContext, Transformer, Verdict, config, log,
-    map_batch,
-};
+use wasync_plugin::{Batch, Edits, PerInstance, PluginError, SyncContext, Transformer, config, log};
 
 struct Settings {
     /// Lower-cased.
@@ -27,11 +24,12 @@ fn read_settings() -> Settings {
 struct Plugin;
 
 impl Transformer for Plugin {
-    /// One call per batch (a chat's messages): return exactly one outcome per
-    /// message, in order. `map_batch` does that: say `Keep` to store the
-    /// message as is, `Replace` to store it as you changed it (same `id` and
-    /// `chat-id`), `Drop(reason)` to leave it out.
-    fn transform_batch(ctx: SyncContext, msgs: Vec<Message>) -> Result<Vec<Outcome>, PluginError> {
+    /// One call per batch (a chat's messages). Read what you need from
+    /// `batch` (`body(i)`, `sender(i)`, `meta(i)`, `tags(i)`, `message(i)`:
+    /// only what you read is copied in) and return the changes: `Edits`
+    /// with `set_body`, `add_tag`, `set_attribute`, `replace` or `drop` per
+    /// message index. Messages you do not name are stored as they came.
+    fn transform_batch(ctx: SyncContext, batch: &Batch) -> Result<Edits, PluginError> {
         let s = SETTINGS.get_or_init(read_settings);
         if s.contains.is_empty() {
             return Err(PluginError::bad_config("config `contains` is empty"));
@@ -39,15 +37,19 @@ impl Transformer for Plugin {
         log::debug(&format!(
             "session {}: {} messages",
             ctx.session_id,
-            msgs.len()
+            batch.len()
         ));
-        Ok(map_batch(msgs, |m| {
-            let hit = m
-                .body
-                .as_deref()
-                .is_some_and(|b| b.to_lowercase().contains(&s.contains));
-            Verdict::replace_if(hit && m.add_tag(&s.tag))
-        }))
+        let mut edits = Edits::new();
+        for i in 0..batch.len() {
+            if batch
+                .body(i)
+                .is_some_and(|b| b.to_lowercase().contains(&s.contains))
+            {
+                // The host does not repeat a tag the message has already.
+                edits.add_tag(i, &s.tag);
+            }
+        }
+        Ok(edits)
     }
 }
 
@@ -67,11 +69,14 @@ mod tests {
     fn tags_messages_containing_the_text() {
         let plugin = Instance::new(&CONFIG);
         let msgs = testing::messages(&["Hello world", "goodbye"]); // ids m0, m1 in chat c1
-        let out = plugin
-            .run(|| Plugin::transform_batch(testing::context(), msgs))
+        let edits = plugin
+            .run(|| Plugin::transform_batch(testing::context(), &testing::batch(&msgs)))
             .unwrap();
-        assert!(matches!(&out[0], Outcome::Replace(m) if m.tags == ["greeting"]));
-        assert_eq!(out[1], Outcome::Keep);
+        // What the host would store: the first tagged, the second as it came.
+        let stored = testing::apply(&msgs, &edits);
+        assert_eq!(stored[0].as_ref().unwrap().tags, ["greeting"]);
+        assert_eq!(stored[1].as_ref(), Some(&msgs[1]));
+        assert_eq!(edits.len(), 1);
         assert_eq!(
             plugin.logs(),
             [(Level::Debug, "session s1: 2 messages".to_owned())]
@@ -80,8 +85,9 @@ mod tests {
 
     #[test]
     fn an_empty_text_is_a_config_error() {
+        let msgs = testing::messages(&["hi"]);
         let err = testing::with_config(&[], || {
-            Plugin::transform_batch(testing::context(), testing::messages(&["hi"]))
+            Plugin::transform_batch(testing::context(), &testing::batch(&msgs))
         });
         assert_eq!(err.unwrap_err().code, "bad-config");
     }

@@ -4,7 +4,8 @@
 //! - [`runtime`]: the engine (epoch deadlines, pooling allocator, compile
 //!   cache), the shared linker, the store data (WASI with nothing granted).
 //! - [`manifest`]: the TOML beside each component.
-//! - `bindings`: the only `bindgen!`; converts WIT types to domain types.
+//! - `bindings`: the only `bindgen!`s, one per version of the contract
+//!   (0.1 and 0.2, linked side by side); converts WIT types to domain types.
 //! - `chain`: a sync's snapshot of the plugins and its per-chat scopes:
 //!   sub-batches, calls bounded by wall-clock deadlines and a stop token.
 //! - `logs`: what plugins write to the host log, escaped and budgeted.
@@ -46,8 +47,8 @@ pub use trial::Trial;
 
 use self::files::{commit_manifest, component_path, stage_component, sweep_components, sync_dir};
 
-use self::bindings::{HooksIndices, TransformIndices};
-use self::chain::{LoadedPlugin, WasmChain};
+use self::bindings::{v1, v2};
+use self::chain::{HooksExport, LoadedPlugin, TransformExport, WasmChain};
 use self::runtime::PluginData;
 use self::stats::PluginStats;
 use crate::plugins::{PluginChain, PluginHost};
@@ -260,17 +261,26 @@ fn load(
         world,
         reason: format!("it does not export {what}: {e:#}"),
     };
-    let transform = match manifest.world.transforms() {
-        true => Some(
-            TransformIndices::new(&pre)
-                .map_err(|e| missing("wasync:plugin/message-transform@0.1.0", e))?,
-        ),
-        false => None,
-    };
+    // The exports say which contract the component speaks: 0.2 first,
+    // else 0.1 (whose plugins keep running unchanged).
+    let transform =
+        match manifest.world.transforms() {
+            true => Some(match v2::TransformIndices::new(&pre) {
+                Ok(ix) => TransformExport::V2(ix),
+                Err(_) => TransformExport::V1(v1::TransformIndices::new(&pre).map_err(|e| {
+                    missing("wasync:plugin/message-transform (@0.2.0 or @0.1.0)", e)
+                })?),
+            }),
+            false => None,
+        };
     let hooks = match manifest.world.hooks() {
-        true => Some(
-            HooksIndices::new(&pre).map_err(|e| missing("wasync:plugin/chat-hooks@0.1.0", e))?,
-        ),
+        true => Some(match v2::HooksIndices::new(&pre) {
+            Ok(ix) => HooksExport::V2(ix),
+            Err(_) => HooksExport::V1(
+                v1::HooksIndices::new(&pre)
+                    .map_err(|e| missing("wasync:plugin/chat-hooks (@0.2.0 or @0.1.0)", e))?,
+            ),
+        }),
         false => None,
     };
     let data = PluginData {

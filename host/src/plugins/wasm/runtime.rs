@@ -21,7 +21,8 @@ use wasmtime_wasi::random::WasiRandom;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::PluginError;
-use super::bindings::{self, Full, Level};
+use super::bindings::v1::{self, Level};
+use super::bindings::v2;
 use super::logs::{self, LogBudget, StdioSink};
 use super::stats::PluginStats;
 
@@ -163,8 +164,12 @@ impl PluginRuntime {
         };
         let mut linker = Linker::new(&engine);
         link_wasi(&mut linker).map_err(|e| engine_err("linking WASI", e))?;
-        Full::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |s| s)
-            .map_err(|e| engine_err("linking host imports", e))?;
+        // Both versions of the contract: a component's imports and exports
+        // name theirs, so 0.1 plugins keep running beside 0.2 ones.
+        v1::Full::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(|e| engine_err("linking host imports (0.1)", e))?;
+        v2::Full::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(|e| engine_err("linking host imports (0.2)", e))?;
         let tick = opts.epoch_tick.max(Duration::from_millis(1));
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -450,12 +455,29 @@ impl WasiView for StoreData {
     }
 }
 
-impl bindings::Host for StoreData {
+impl StoreData {
+    /// The store's resource table (WASI's handles, 0.2's batches).
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// The `log` import of either version.
+    pub(crate) fn plugin_log(&mut self, level: Level, msg: &str) {
+        self.write(level, msg, "log");
+    }
+
+    /// The `config-get` import of either version.
+    pub(crate) fn plugin_config(&self, key: &str) -> Option<String> {
+        self.plugin.config.get(key).cloned()
+    }
+}
+
+impl v1::Host for StoreData {
     fn log(&mut self, level: Level, msg: String) {
-        self.write(level, &msg, "log");
+        self.plugin_log(level, &msg);
     }
 
     fn config_get(&mut self, key: String) -> Option<String> {
-        self.plugin.config.get(&key).cloned()
+        self.plugin_config(&key)
     }
 }

@@ -2,37 +2,78 @@
 //! bounded by its wall-clock deadline and the sync's stop token, and what
 //! it cost.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
 
 use super::scope::WasmScope;
 use super::trace::CallTrace;
-use super::{ChainInner, Failure, Offload, failure, root_cause};
-use crate::plugins::wasm::bindings::{
-    Chat, GuestError, HooksGuest, Message, Outcome, TransformGuest, WitContext, WitDecision,
-    WitSummary,
-};
+use super::{ChainInner, Failure, HooksExport, Offload, TransformExport, failure, root_cause};
+use crate::domain;
+use crate::plugins::wasm::bindings::v2::BatchData;
+use crate::plugins::wasm::bindings::{GuestError, v1, v2};
 use crate::plugins::wasm::runtime::StoreData;
 use crate::plugins::wasm::stats::FailureKind;
+use crate::plugins::{ChatDecision, ChatSummary, SyncContext};
 
 /// One plugin's instance for the current chat.
 pub(super) struct Live {
     store: Store<StoreData>,
-    transform: Option<TransformGuest>,
-    hooks: Option<HooksGuest>,
+    transform: Option<Transform>,
+    hooks: Option<Hooks>,
+}
+
+enum Transform {
+    V1(v1::TransformGuest),
+    V2(v2::TransformGuest),
+}
+
+enum Hooks {
+    V1(v1::HooksGuest),
+    V2(v2::HooksGuest),
+}
+
+/// What every call of a chat is about, in each contract version's types
+/// (converted once per chat, whichever versions the chain's plugins speak).
+pub(super) struct Subject {
+    pub chat_id: String,
+    pub session_id: String,
+    pub sync_id: String,
+    v1: (v1::WitContext, v1::Chat),
+    v2: (v2::WitContext, v2::Chat),
+}
+
+impl Subject {
+    pub(super) fn new(ctx: &SyncContext, chat: &domain::Chat) -> Self {
+        Self {
+            chat_id: chat.id.clone(),
+            session_id: ctx.session_id.clone(),
+            sync_id: ctx.sync_id.clone(),
+            v1: (v1::context(ctx), v1::chat(chat)),
+            v2: (v2::context(ctx), v2::chat(chat)),
+        }
+    }
 }
 
 pub(super) enum Call {
-    Batch(Vec<Message>),
+    /// A 0.1 batch: the plugin's view of each message.
+    Batch(Vec<v1::Message>),
+    /// A 0.2 batch: the messages themselves (bodies cut to `max_body` as
+    /// the plugin reads them), lent to the plugin as a resource.
+    Edits {
+        msgs: Arc<Vec<(domain::Message, bool)>>,
+        max_body: usize,
+    },
     Before,
-    After(WitSummary),
+    After(ChatSummary),
 }
 
 impl Call {
     fn name(&self) -> &'static str {
         match self {
-            Call::Batch(_) => "transform-batch",
+            Call::Batch(_) | Call::Edits { .. } => "transform-batch",
             Call::Before => "before-chat-sync",
             Call::After(_) => "after-chat-sync",
         }
@@ -41,46 +82,64 @@ impl Call {
     fn messages(&self) -> usize {
         match self {
             Call::Batch(m) => m.len(),
+            Call::Edits { msgs, .. } => msgs.len(),
             _ => 0,
         }
     }
 }
 
 pub(super) enum Answer {
-    Batch(Result<Vec<Outcome>, GuestError>),
-    Before(Result<WitDecision, GuestError>),
+    Batch(Result<Vec<v1::Outcome>, GuestError>),
+    Edits(Result<Vec<v2::Edit>, GuestError>),
+    Before(Result<ChatDecision, GuestError>),
     After(Result<(), GuestError>),
 }
 
-async fn invoke(
-    live: &mut Live,
-    ctx: &WitContext,
-    chat: &Chat,
-    call: Call,
-) -> wasmtime::Result<Answer> {
+async fn invoke(live: &mut Live, s: &Subject, call: Call) -> wasmtime::Result<Answer> {
     let store = &mut live.store;
-    Ok(match call {
-        Call::Batch(msgs) => {
-            let g = live
-                .transform
-                .as_ref()
-                .ok_or_else(|| wasmtime::format_err!("no message-transform export"))?;
-            Answer::Batch(g.call_transform_batch(&mut *store, ctx, &msgs).await?)
+    let missing = |what: &str| wasmtime::format_err!("no {what} export for this call");
+    Ok(match (call, &live.transform, &live.hooks) {
+        (Call::Batch(msgs), Some(Transform::V1(g)), _) => Answer::Batch(
+            g.call_transform_batch(&mut *store, &s.v1.0, &msgs)
+                .await?
+                .map_err(Into::into),
+        ),
+        (Call::Edits { msgs, max_body }, Some(Transform::V2(g)), _) => {
+            let own = store
+                .data_mut()
+                .table()
+                .push(BatchData { msgs, max_body })?;
+            let lent = Resource::<BatchData>::new_borrow(own.rep());
+            let r = g.call_transform_batch(&mut *store, &s.v2.0, lent).await;
+            // Taken back whatever the call did: a handle the plugin kept
+            // finds nothing in the next call.
+            let _ = store.data_mut().table().delete(own);
+            Answer::Edits(r?.map_err(Into::into))
         }
-        Call::Before => {
-            let g = live
-                .hooks
-                .as_ref()
-                .ok_or_else(|| wasmtime::format_err!("no chat-hooks export"))?;
-            Answer::Before(g.call_before_chat_sync(&mut *store, ctx, chat).await?)
-        }
-        Call::After(s) => {
-            let g = live
-                .hooks
-                .as_ref()
-                .ok_or_else(|| wasmtime::format_err!("no chat-hooks export"))?;
-            Answer::After(g.call_after_chat_sync(&mut *store, ctx, chat, s).await?)
-        }
+        (Call::Batch(_) | Call::Edits { .. }, _, _) => return Err(missing("message-transform")),
+        (Call::Before, _, Some(Hooks::V1(g))) => Answer::Before(
+            g.call_before_chat_sync(&mut *store, &s.v1.0, &s.v1.1)
+                .await?
+                .map(v1::decision)
+                .map_err(Into::into),
+        ),
+        (Call::Before, _, Some(Hooks::V2(g))) => Answer::Before(
+            g.call_before_chat_sync(&mut *store, &s.v2.0, &s.v2.1)
+                .await?
+                .map(v2::decision)
+                .map_err(Into::into),
+        ),
+        (Call::After(sum), _, Some(Hooks::V1(g))) => Answer::After(
+            g.call_after_chat_sync(&mut *store, &s.v1.0, &s.v1.1, v1::summary(sum))
+                .await?
+                .map_err(Into::into),
+        ),
+        (Call::After(sum), _, Some(Hooks::V2(g))) => Answer::After(
+            g.call_after_chat_sync(&mut *store, &s.v2.0, &s.v2.1, v2::summary(sum))
+                .await?
+                .map_err(Into::into),
+        ),
+        (Call::Before | Call::After(_), _, None) => return Err(missing("chat-hooks")),
     })
 }
 
@@ -101,18 +160,19 @@ async fn instantiate(inner: &ChainInner, i: usize, until: Instant) -> Result<Liv
         .instantiate_async(&mut store)
         .await
         .map_err(|e| failure(FailureKind::Instantiate, format!("{e:#}")))?;
+    let err = |e: wasmtime::Error| failure(FailureKind::Instantiate, format!("{e:#}"));
     let transform = match &p.transform {
-        Some(ix) => Some(
-            ix.load(&mut store, &instance)
-                .map_err(|e| failure(FailureKind::Instantiate, format!("{e:#}")))?,
-        ),
+        Some(TransformExport::V1(ix)) => {
+            Some(Transform::V1(ix.load(&mut store, &instance).map_err(err)?))
+        }
+        Some(TransformExport::V2(ix)) => {
+            Some(Transform::V2(ix.load(&mut store, &instance).map_err(err)?))
+        }
         None => None,
     };
     let hooks = match &p.hooks {
-        Some(ix) => Some(
-            ix.load(&mut store, &instance)
-                .map_err(|e| failure(FailureKind::Instantiate, format!("{e:#}")))?,
-        ),
+        Some(HooksExport::V1(ix)) => Some(Hooks::V1(ix.load(&mut store, &instance).map_err(err)?)),
+        Some(HooksExport::V2(ix)) => Some(Hooks::V2(ix.load(&mut store, &instance).map_err(err)?)),
         None => None,
     };
     p.stats.instantiated(started.elapsed());
@@ -141,8 +201,7 @@ async fn attempt(
     inner: &ChainInner,
     i: usize,
     live: Option<Live>,
-    ctx: &WitContext,
-    chat: &Chat,
+    subject: &Subject,
     call: Call,
     deadline: Duration,
 ) -> (Option<Live>, Result<Answer, Failure>, Cost) {
@@ -160,7 +219,7 @@ async fn attempt(
         live.store.data_mut().begin_call(until, stop.clone());
         live.store.set_epoch_deadline(1);
         let fuel = live.store.get_fuel().ok();
-        let r = invoke(&mut live, ctx, chat, call).await;
+        let r = invoke(&mut live, subject, call).await;
         Ok::<_, Failure>((live, r, made, fuel))
     };
     let outcome = tokio::select! {
@@ -265,31 +324,21 @@ impl WasmScope {
         let (name, messages) = (call.name(), call.messages());
         let live = self.live[i].take();
         let (live, result, cost) = match self.inner.offload {
-            Offload::Inline => {
-                attempt(&self.inner, i, live, &self.ctx, &self.chat, call, deadline).await
-            }
+            Offload::Inline => attempt(&self.inner, i, live, &self.subject, call, deadline).await,
             Offload::BlockingPool
                 if tokio::runtime::Handle::current().runtime_flavor()
                     == tokio::runtime::RuntimeFlavor::MultiThread =>
             {
                 let handle = tokio::runtime::Handle::current();
                 tokio::task::block_in_place(|| {
-                    handle.block_on(attempt(
-                        &self.inner,
-                        i,
-                        live,
-                        &self.ctx,
-                        &self.chat,
-                        call,
-                        deadline,
-                    ))
+                    handle.block_on(attempt(&self.inner, i, live, &self.subject, call, deadline))
                 })
             }
             Offload::BlockingPool => {
                 let handle = tokio::runtime::Handle::current();
-                let (inner, ctx, chat) = (self.inner.clone(), self.ctx.clone(), self.chat.clone());
+                let (inner, subject) = (self.inner.clone(), self.subject.clone());
                 tokio::task::spawn_blocking(move || {
-                    handle.block_on(attempt(&inner, i, live, &ctx, &chat, call, deadline))
+                    handle.block_on(attempt(&inner, i, live, &subject, call, deadline))
                 })
                 .await
                 .unwrap_or_else(|e| {
@@ -314,7 +363,7 @@ impl WasmScope {
             self.traced = Some(trace.push(CallTrace {
                 plugin: self.inner.plugins[i].manifest.name.clone(),
                 call: name,
-                chat_id: self.chat.id.clone(),
+                chat_id: self.subject.chat_id.clone(),
                 messages,
                 instantiate_ms: cost.instantiate.map(ms),
                 wall_ms: ms(cost.took),

@@ -6,10 +6,12 @@
 //!   wall-clock deadline and the sync's stop token;
 //! - `scope`: a chat's hooks and batches, output checks, the `on_error`
 //!   policy and tripping;
+//! - `edits`: a 0.2 plugin's answer checked and applied to its batch;
 //! - [`trace`]: what each call did, recorded only for the plugin developer
 //!   kit (`wasync plugin run`).
 
 mod call;
+mod edits;
 mod scope;
 pub mod trace;
 
@@ -23,7 +25,7 @@ use wasmtime::component::InstancePre;
 
 use self::scope::WasmScope;
 use self::trace::Trace;
-use super::bindings::{self, HooksIndices, TransformIndices};
+use super::bindings::{v1, v2};
 use super::logs;
 use super::manifest::Manifest;
 use super::runtime::{PluginData, PluginRuntime, StoreData};
@@ -38,10 +40,22 @@ pub(crate) struct LoadedPlugin {
     pub size: usize,
     pub loaded_at: i64,
     pub pre: InstancePre<StoreData>,
-    pub transform: Option<TransformIndices>,
-    pub hooks: Option<HooksIndices>,
+    pub transform: Option<TransformExport>,
+    pub hooks: Option<HooksExport>,
     pub stats: Arc<PluginStats>,
     pub data: PluginData,
+}
+
+/// A component's `message-transform` export, by contract version.
+pub(crate) enum TransformExport {
+    V1(v1::TransformIndices),
+    V2(v2::TransformIndices),
+}
+
+/// A component's `chat-hooks` export, by contract version.
+pub(crate) enum HooksExport {
+    V1(v1::HooksIndices),
+    V2(v2::HooksIndices),
 }
 
 /// How guest calls are run relative to the async runtime.
@@ -108,11 +122,7 @@ impl PluginChain for WasmChain {
     }
 
     async fn chat_scope(&self, ctx: &SyncContext, chat: &domain::Chat) -> Box<dyn ChatScope> {
-        Box::new(WasmScope::new(
-            self.inner.clone(),
-            bindings::context(ctx),
-            bindings::chat(chat),
-        ))
+        Box::new(WasmScope::new(self.inner.clone(), ctx, chat))
     }
 }
 

@@ -8,19 +8,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::call::{Answer, Call, Live};
+use super::call::{Answer, Call, Live, Subject};
 use super::trace::TracedOutcome;
-use super::{ChainInner, Failure, failure};
+use super::{ChainInner, Failure, TransformExport, edits, failure};
 use crate::domain::{self, QuarantinedMessage, now_ms};
-use crate::plugins::wasm::bindings::{self, Chat, Message, Outcome, WitContext, WitDecision};
+use crate::plugins::wasm::bindings::v1::{self, Message, Outcome};
+use crate::plugins::wasm::bindings::{GuestError, seen_size};
 use crate::plugins::wasm::manifest::{Limits, OnError};
 use crate::plugins::wasm::stats::FailureKind;
-use crate::plugins::{ChatDecision, ChatScope, ChatSummary, Transformed};
+use crate::plugins::{ChatDecision, ChatScope, ChatSummary, SyncContext, Transformed};
 
 pub(super) struct WasmScope {
     pub(super) inner: Arc<ChainInner>,
-    pub(super) ctx: WitContext,
-    pub(super) chat: Chat,
+    /// The context and chat every call is about.
+    pub(super) subject: Arc<Subject>,
     /// Each plugin's instance for this chat, made by its first call.
     pub(super) live: Vec<Option<Live>>,
     /// Where the last call went in the chain's trace, when it has one.
@@ -28,12 +29,11 @@ pub(super) struct WasmScope {
 }
 
 impl WasmScope {
-    pub(super) fn new(inner: Arc<ChainInner>, ctx: WitContext, chat: Chat) -> Self {
+    pub(super) fn new(inner: Arc<ChainInner>, ctx: &SyncContext, chat: &domain::Chat) -> Self {
         let live = (0..inner.plugins.len()).map(|_| None).collect();
         Self {
             inner,
-            ctx,
-            chat,
+            subject: Arc::new(Subject::new(ctx, chat)),
             live,
             traced: None,
         }
@@ -78,14 +78,17 @@ impl WasmScope {
                 p.stats.quarantined(n);
                 let at = now_ms();
                 out.quarantined
-                    .extend(pending.into_iter().map(|(message, _)| QuarantinedMessage {
-                        session_id: self.ctx.session_id.clone(),
-                        sync_id: (!self.ctx.sync_id.is_empty()).then(|| self.ctx.sync_id.clone()),
-                        plugin: p.manifest.name.clone(),
-                        reason: reason.to_owned(),
-                        quarantined_at: at,
-                        message,
-                    }));
+                    .extend(
+                        pending.into_iter().map(|(message, _)| QuarantinedMessage {
+                            session_id: self.subject.session_id.clone(),
+                            sync_id: (!self.subject.sync_id.is_empty())
+                                .then(|| self.subject.sync_id.clone()),
+                            plugin: p.manifest.name.clone(),
+                            reason: reason.to_owned(),
+                            quarantined_at: at,
+                            message,
+                        }),
+                    );
                 Vec::new()
             }
             OnError::FailOpen => {
@@ -121,7 +124,7 @@ impl ChatScope for WasmScope {
             } else {
                 let deadline = Duration::from_millis(p.manifest.limits.hook_deadline_ms.into());
                 let f = match self.run(i, Call::Before, deadline).await {
-                    Ok(Answer::Before(Ok(WitDecision::Skip(reason)))) => {
+                    Ok(Answer::Before(Ok(ChatDecision::Skip { reason }))) => {
                         p.stats.chat_skipped();
                         let reason = failure(FailureKind::Error, reason).reason;
                         return ChatDecision::Skip {
@@ -132,7 +135,7 @@ impl ChatScope for WasmScope {
                         if let ChatDecision::Proceed {
                             max_messages: m,
                             since_ms: s,
-                        } = bindings::decision(d)
+                        } = d
                         {
                             max_messages = match (max_messages, m) {
                                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -145,10 +148,7 @@ impl ChatScope for WasmScope {
                         }
                         None
                     }
-                    Ok(Answer::Before(Err(ge))) => Some(failure(
-                        FailureKind::Error,
-                        format!("{}: {}", ge.code, ge.message),
-                    )),
+                    Ok(Answer::Before(Err(ge))) => Some(guest_failure(ge)),
                     Ok(_) => Some(failure(FailureKind::Fault, "answered the wrong call")),
                     Err(f) => Some(f),
                 };
@@ -186,8 +186,8 @@ impl ChatScope for WasmScope {
             let mut next = Vec::with_capacity(pending.len());
             let mut rest = pending.into_iter().peekable();
             while rest.peek().is_some() {
-                let (part, seen) = sub_batch(&mut rest, &limits);
-                let survivors = self.transform_part(i, part, seen, &mut out).await;
+                let part = sub_batch(&mut rest, &limits);
+                let survivors = self.transform_part(i, part, &mut out).await;
                 next.extend(survivors);
             }
             pending = next;
@@ -209,15 +209,9 @@ impl ChatScope for WasmScope {
                     .hook_deadline_ms
                     .into(),
             );
-            let f = match self
-                .run(i, Call::After(bindings::summary(summary)), deadline)
-                .await
-            {
+            let f = match self.run(i, Call::After(summary), deadline).await {
                 Ok(Answer::After(Ok(()))) => None,
-                Ok(Answer::After(Err(ge))) => Some(failure(
-                    FailureKind::Error,
-                    format!("{}: {}", ge.code, ge.message),
-                )),
+                Ok(Answer::After(Err(ge))) => Some(guest_failure(ge)),
                 Ok(_) => Some(failure(FailureKind::Fault, "answered the wrong call")),
                 Err(f) => Some(f),
             };
@@ -232,29 +226,35 @@ impl ChatScope for WasmScope {
 
 /// Takes the next sub-batch off `rest`: at most `max_batch_messages`
 /// messages and, past the first, at most `max_batch_bytes` as the plugin
-/// sees them (bodies cut to `max_body_bytes`). Returns the messages and the
-/// plugin's view of them.
+/// sees them (bodies cut to `max_body_bytes`).
 fn sub_batch(
     rest: &mut std::iter::Peekable<std::vec::IntoIter<(domain::Message, bool)>>,
     limits: &Limits,
-) -> (Vec<(domain::Message, bool)>, Vec<Message>) {
+) -> Vec<(domain::Message, bool)> {
     let max_n = limits.max_batch_messages.max(1) as usize;
     let max_bytes = limits.max_batch_bytes as usize;
-    let (mut part, mut seen) = (Vec::new(), Vec::new());
+    let mut part = Vec::new();
     let mut bytes = 0usize;
     while part.len() < max_n
         && let Some((m, _)) = rest.peek()
     {
-        let view = bindings::message(m, limits.max_body_bytes as usize);
-        let size = bindings::size(&view);
+        let size = seen_size(m, limits.max_body_bytes as usize);
         if !part.is_empty() && bytes + size > max_bytes {
             break;
         }
         bytes += size;
-        seen.push(view);
         part.extend(rest.next());
     }
-    (part, seen)
+    part
+}
+
+/// What a plugin answered for a sub-batch, checked: the messages that go
+/// on down the chain (with whether a plugin changed them) and the counts.
+pub(super) struct Applied {
+    pub next: Vec<(domain::Message, bool)>,
+    pub kept: u64,
+    pub replaced: u64,
+    pub dropped: u64,
 }
 
 impl WasmScope {
@@ -264,7 +264,6 @@ impl WasmScope {
         &mut self,
         i: usize,
         part: Vec<(domain::Message, bool)>,
-        seen: Vec<Message>,
         out: &mut Transformed,
     ) -> Vec<(domain::Message, bool)> {
         let p = self.inner.plugins[i].clone();
@@ -273,53 +272,72 @@ impl WasmScope {
             return self.apply_policy(i, &reason, part, out);
         }
         let limits = p.manifest.limits;
-        let cuts: Vec<Option<String>> = seen.iter().map(bindings::cut_body).collect();
         let deadline = Duration::from_millis(limits.deadline_ms.into());
-        let result = match self.run(i, Call::Batch(seen), deadline).await {
-            Ok(Answer::Batch(Ok(outcomes))) => {
-                match check(&outcomes, &part, limits.max_output_bytes as usize) {
-                    Ok(()) => Ok(outcomes),
-                    Err(reason) => {
-                        // Output the host refuses also means the instance
-                        // is not to be trusted with the next batch.
-                        self.live[i] = None;
-                        Err(failure(FailureKind::Fault, reason))
+        let max_body = limits.max_body_bytes as usize;
+        let max_output = limits.max_output_bytes as usize;
+        let (part, result) = match &p.transform {
+            Some(TransformExport::V2(_)) => {
+                let shared = Arc::new(part);
+                let call = Call::Edits {
+                    msgs: shared.clone(),
+                    max_body,
+                };
+                let answer = self.run(i, call, deadline).await;
+                // The store gave its reference back (the call deleted the
+                // batch from its table, or the store is gone).
+                let part = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
+                let result = match answer {
+                    Ok(Answer::Edits(Ok(list))) => {
+                        edits::apply(&part, list, max_body, max_output).map_err(|reason| {
+                            // Output the host refuses also means the
+                            // instance is not to be trusted with the next
+                            // batch.
+                            self.live[i] = None;
+                            failure(FailureKind::Fault, reason)
+                        })
                     }
-                }
+                    other => Err(answer_failure(other)),
+                };
+                (part, result.map(Answer2::Edits))
             }
-            Ok(Answer::Batch(Err(ge))) => Err(failure(
-                FailureKind::Error,
-                format!("{}: {}", ge.code, ge.message),
-            )),
-            Ok(_) => Err(failure(FailureKind::Fault, "answered the wrong call")),
-            Err(f) => Err(f),
+            _ => {
+                let seen: Vec<Message> =
+                    part.iter().map(|(m, _)| v1::message(m, max_body)).collect();
+                let cuts: Vec<Option<String>> = seen.iter().map(v1::cut_body).collect();
+                let result = match self.run(i, Call::Batch(seen), deadline).await {
+                    Ok(Answer::Batch(Ok(outcomes))) => match check(&outcomes, &part, max_output) {
+                        Ok(()) => Ok(Answer2::Outcomes(outcomes, cuts)),
+                        Err(reason) => {
+                            self.live[i] = None;
+                            Err(failure(FailureKind::Fault, reason))
+                        }
+                    },
+                    other => Err(answer_failure(other)),
+                };
+                (part, result)
+            }
         };
-        if let (Some(trace), Some(at), Ok(outcomes)) = (&self.inner.trace, self.traced, &result) {
-            trace.annotate(at, traced(&part, outcomes));
-        }
         match result {
-            Ok(outcomes) => {
-                let (mut kept, mut replaced, mut dropped) = (0, 0, 0);
+            Ok(answer) => {
                 let n = part.len() as u64;
-                let mut next = Vec::with_capacity(part.len());
-                for (((m, modified), o), cut) in part.into_iter().zip(outcomes).zip(cuts) {
-                    match o {
-                        Outcome::Keep => {
-                            kept += 1;
-                            next.push((m, modified));
+                let applied = match answer {
+                    Answer2::Outcomes(outcomes, cuts) => {
+                        if let (Some(trace), Some(at)) = (&self.inner.trace, self.traced) {
+                            trace.annotate(at, traced(&part, &outcomes));
                         }
-                        Outcome::Replace(r) => {
-                            replaced += 1;
-                            next.push((bindings::apply(&m, cut.as_deref(), r), true));
-                        }
-                        Outcome::Drop(_reason) => {
-                            dropped += 1;
-                            out.dropped += 1;
-                        }
+                        apply_outcomes(part, outcomes, cuts)
                     }
-                }
-                p.stats.outcomes(n, kept, replaced, dropped);
-                next
+                    Answer2::Edits(changes) => {
+                        if let (Some(trace), Some(at)) = (&self.inner.trace, self.traced) {
+                            trace.annotate(at, changes.traced(&part));
+                        }
+                        changes.commit(part)
+                    }
+                };
+                out.dropped += applied.dropped;
+                p.stats
+                    .outcomes(n, applied.kept, applied.replaced, applied.dropped);
+                applied.next
             }
             Err(f) => {
                 self.record(i, &f);
@@ -333,6 +351,53 @@ impl WasmScope {
             }
         }
     }
+}
+
+/// A checked answer to a batch, of either version.
+enum Answer2 {
+    Outcomes(Vec<Outcome>, Vec<Option<String>>),
+    Edits(edits::Checked),
+}
+
+/// Why a batch call did not give a usable answer.
+fn answer_failure(r: Result<Answer, Failure>) -> Failure {
+    match r {
+        Ok(Answer::Batch(Err(ge)) | Answer::Edits(Err(ge))) => guest_failure(ge),
+        Ok(_) => failure(FailureKind::Fault, "answered the wrong call"),
+        Err(f) => f,
+    }
+}
+
+fn guest_failure(ge: GuestError) -> Failure {
+    failure(FailureKind::Error, format!("{}: {}", ge.code, ge.message))
+}
+
+/// A 0.1 answer (checked) applied: one outcome per message, in order.
+fn apply_outcomes(
+    part: Vec<(domain::Message, bool)>,
+    outcomes: Vec<Outcome>,
+    cuts: Vec<Option<String>>,
+) -> Applied {
+    let mut a = Applied {
+        next: Vec::with_capacity(part.len()),
+        kept: 0,
+        replaced: 0,
+        dropped: 0,
+    };
+    for (((m, modified), o), cut) in part.into_iter().zip(outcomes).zip(cuts) {
+        match o {
+            Outcome::Keep => {
+                a.kept += 1;
+                a.next.push((m, modified));
+            }
+            Outcome::Replace(r) => {
+                a.replaced += 1;
+                a.next.push((v1::apply(&m, cut.as_deref(), r), true));
+            }
+            Outcome::Drop(_reason) => a.dropped += 1,
+        }
+    }
+    a
 }
 
 /// A checked batch's answers, for the trace.
@@ -376,7 +441,7 @@ fn check(
                     m.id, m.chat_id, r.id, r.chat_id
                 ));
             }
-            let size = bindings::size(r);
+            let size = v1::size(r);
             if size > max_output {
                 return Err(format!(
                     "replacement of {:?} is {size} bytes, over the {max_output}-byte cap",

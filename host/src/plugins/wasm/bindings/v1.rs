@@ -1,8 +1,10 @@
-//! The one place that calls `bindgen!`: generated types stay in here and in
-//! the adapter, and this module converts them to and from the domain types.
+//! `wasync:plugin@0.1.0` (`wit/plugin.wit`): whole message records in,
+//! one outcome per message out. Still linked, so deployed 0.1 plugins run
+//! unchanged.
 
 use std::collections::BTreeMap;
 
+use super::{GuestError as HostGuestError, cut};
 use crate::domain;
 use crate::plugins::{ChatDecision, ChatSummary, SyncContext};
 
@@ -28,7 +30,16 @@ pub(crate) use generated::wasync::plugin::types::{
 };
 
 /// The types interface has no functions; the trait still needs an impl.
-impl generated::wasync::plugin::types::Host for super::runtime::StoreData {}
+impl generated::wasync::plugin::types::Host for crate::plugins::wasm::runtime::StoreData {}
+
+impl From<GuestError> for HostGuestError {
+    fn from(e: GuestError) -> Self {
+        HostGuestError {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
 
 pub(crate) fn context(ctx: &SyncContext) -> WitContext {
     WitContext {
@@ -68,18 +79,6 @@ pub(crate) fn decision(d: WitDecision) -> ChatDecision {
         },
         WitDecision::Skip(reason) => ChatDecision::Skip { reason },
     }
-}
-
-/// The largest char boundary at or below `max`.
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut at = max;
-    while !s.is_char_boundary(at) {
-        at -= 1;
-    }
-    &s[..at]
 }
 
 /// The guest's view of a message; bodies over `max_body` are cut.

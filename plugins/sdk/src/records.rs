@@ -1,7 +1,7 @@
-//! Helpers for the common outcomes: tags and attributes on a [`Message`], a
-//! batch mapped with a closure, errors with the usual codes.
+//! Helpers on the generated records: tags and attributes on a [`Message`]
+//! (for a `replace`, and in tests), errors with the usual codes, defaults.
 
-use crate::{ChatSummary, Message, Outcome, PluginError, SyncLimits};
+use crate::{ChatSummary, Message, PluginError, SyncLimits};
 
 /// The `plugin-error` code for a bad `[config]` value, used by
 /// [`config`](crate::config) and [`PluginError::bad_config`].
@@ -46,45 +46,6 @@ impl Message {
     }
 }
 
-/// What to do with one message, for [`map_batch`]: an [`Outcome`] whose
-/// `Replace` is the message as the closure left it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Store the message as it came in; changes the closure made are
-    /// discarded.
-    Keep,
-    /// Store the message as the closure changed it.
-    Replace,
-    /// Do not store it, for this reason; later plugins do not see it.
-    Drop(String),
-}
-
-impl Verdict {
-    /// `Replace` when `changed`, else `Keep`: the usual end of a closure
-    /// that changed the message only sometimes.
-    #[inline]
-    pub fn replace_if(changed: bool) -> Self {
-        if changed {
-            Verdict::Replace
-        } else {
-            Verdict::Keep
-        }
-    }
-}
-
-/// Applies `f` to each message and returns one outcome per message, in
-/// order: the shape `transform-batch` must return. `f` gets the message
-/// mutably and says whether to keep, replace (with its changes) or drop it.
-pub fn map_batch(msgs: Vec<Message>, mut f: impl FnMut(&mut Message) -> Verdict) -> Vec<Outcome> {
-    msgs.into_iter()
-        .map(|mut m| match f(&mut m) {
-            Verdict::Keep => Outcome::Keep,
-            Verdict::Replace => Outcome::Replace(m),
-            Verdict::Drop(reason) => Outcome::Drop(reason),
-        })
-        .collect()
-}
-
 impl PluginError {
     /// An error with this code and message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
@@ -126,7 +87,7 @@ impl Default for ChatSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{message, messages};
+    use crate::testing::message;
 
     #[test]
     fn tags_are_added_once() {
@@ -157,34 +118,6 @@ mod tests {
         m.set_attribute("k", "5");
         assert_eq!(m.attribute("k"), Some("5"));
         assert_eq!(m.attributes[0].1, "3");
-    }
-
-    #[test]
-    fn map_batch_keeps_order_and_length() {
-        let out = map_batch(messages(&["keep", "change", "drop"]), |m| {
-            match m.body.as_deref() {
-                Some("change") => {
-                    m.body = Some("changed".into());
-                    Verdict::Replace
-                }
-                Some("drop") => Verdict::Drop("spam".into()),
-                _ => {
-                    m.body = None; // discarded: the verdict is Keep
-                    Verdict::Keep
-                }
-            }
-        });
-        assert_eq!(out.len(), 3);
-        assert_eq!(out[0], Outcome::Keep);
-        match &out[1] {
-            Outcome::Replace(m) => {
-                assert_eq!((m.id.as_str(), m.body.as_deref()), ("m1", Some("changed")))
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(out[2], Outcome::Drop("spam".into()));
-        assert_eq!(Verdict::replace_if(true), Verdict::Replace);
-        assert_eq!(Verdict::replace_if(false), Verdict::Keep);
     }
 
     #[test]
