@@ -51,6 +51,7 @@ mod changes;
 mod chats;
 mod commit;
 mod contacts;
+mod counts;
 mod fencing;
 mod marks;
 mod outbox;
@@ -109,6 +110,13 @@ const NAMESPACE_EXISTS: i32 = 48;
 const INDEX_OPTIONS_CONFLICT: i32 = 85;
 const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
 
+/// Messages a sync commits at once (see `Store::group_messages`). A
+/// commit costs a few round trips and durable writes besides its insert
+/// (the epoch check, the pending-change lookup, the chat counters, the
+/// checkpoint); larger groups spread them over more messages, and the sync
+/// keeps fetching into the next group while one commits.
+const GROUP_MESSAGES: usize = 5_000;
+
 /// Statements per `update` command, and their byte budget: well under the
 /// server's 100,000-statement and 16 MiB limits, so a batch never has to be
 /// split by the server.
@@ -151,6 +159,8 @@ pub struct MongoStore {
     deliveries: Collection<Document>,
     /// Changes of messages not stored yet.
     pending: Collection<Document>,
+    /// Held by a write from its insert to its chats' counter update.
+    chat_locks: counts::ChatLocks,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -279,6 +289,7 @@ impl MongoStore {
             webhooks: db.collection(schema::WEBHOOKS),
             deliveries: db.collection(schema::WEBHOOK_DELIVERIES),
             pending: db.collection(schema::PENDING_CHANGES),
+            chat_locks: counts::ChatLocks::default(),
             write_concern,
             db,
         };
@@ -469,6 +480,10 @@ fn quarantine_from_doc(mut d: Document) -> StoreResult<QuarantinedMessage> {
 impl Store for MongoStore {
     fn kind(&self) -> &'static str {
         "mongo"
+    }
+
+    fn group_messages(&self) -> Option<usize> {
+        Some(GROUP_MESSAGES)
     }
 
     async fn ping(&self) -> StoreResult<()> {
