@@ -43,8 +43,11 @@ impl MongoStore {
         run: &SyncRun,
     ) -> StoreResult<Vec<WriteStats>> {
         let sid = id.as_str();
+        // Where a commit's time goes, for `RUST_LOG=wasync::storage=debug`.
+        let started = std::time::Instant::now();
         // 0. A writer that lost the session's lease writes nothing.
         self.check_run_epoch(run).await?;
+        let checked = started.elapsed();
         // The chats' counters stay this writer's from its insert to their
         // update (see `counts`).
         let mut chat_ids: Vec<&str> = Vec::with_capacity(chats.len());
@@ -59,6 +62,7 @@ impl MongoStore {
             .flat_map(|c| c.messages.iter().cloned())
             .collect();
         let outcomes = self.write_messages(sid, &all).await?;
+        let written = started.elapsed();
         let mut stats = Vec::with_capacity(chats.len());
         let mut at = 0;
         for c in chats {
@@ -89,10 +93,21 @@ impl MongoStore {
             self.refresh_chats(sid, &refresh)
         )?;
         drop(locked);
+        let counted = started.elapsed();
 
         // 3. The checkpoint, last: it never runs ahead of the data, and it is
         // fenced, so a writer that lost the lease meanwhile fails here.
         self.put_run(run).await?;
+        tracing::debug!(
+            messages = all.len(),
+            chats = chats.len(),
+            recounted = refresh.iter().filter(|t| t.added == Added::Recount).count(),
+            epoch_ms = checked.as_millis() as u64,
+            messages_ms = (written - checked).as_millis() as u64,
+            counters_ms = (counted - written).as_millis() as u64,
+            checkpoint_ms = (started.elapsed() - counted).as_millis() as u64,
+            "mongo commit"
+        );
         Ok(stats)
     }
 

@@ -20,17 +20,27 @@
 //!   `(sessionId, messageId)` index rejects the second copy whoever writes
 //!   it, two writers at once included.
 //! - **No multi-document transaction.** A standalone server has none, so a
-//!   commit is made safe by its order instead: messages, then quarantine,
-//!   then the chat counters, then the run's checkpoint. A crash between two
-//!   steps leaves the checkpoint behind the data, never ahead of it; the
-//!   resumed run writes the same chat again, which is idempotent.
-//! - **`messageCount` is counted, not incremented.** After the messages are
-//!   written, the chat's count is recounted on the index and applied with
-//!   `$max`. An increment would drift whenever an insert landed but its
-//!   acknowledgement was lost (a retry then sees a duplicate and adds
-//!   nothing); a recount is exact after any failure, and `$max` keeps two
-//!   concurrent writers from overwriting a newer count with an older one
-//!   (messages are only ever removed together with their chat).
+//!   commit is made safe by its order instead: messages, then quarantine
+//!   and the chat counters (both at once), then the run's checkpoint. A
+//!   crash between two steps leaves the checkpoint behind the data, never
+//!   ahead of it; the resumed run writes the same chat again, which is
+//!   idempotent.
+//! - **`messageCount` is incremented when certain, recounted otherwise**
+//!   ([`counts`]). An insert that reported no error inserted each of its
+//!   documents exactly once, so its chats are raised by that many with
+//!   `$inc` (a first sync reads nothing back). A chat whose insert met a
+//!   duplicate is recounted on the index and raised with `$max`; a write
+//!   that failed (an acknowledgement lost, of the insert or of the counter
+//!   update) is retried whole, and the retry meets its own documents as
+//!   duplicates, so it recounts: exact after any failure. An increment
+//!   landing after another writer's recount that already saw its
+//!   documents would count them twice, so a write holds its chats' locks
+//!   (in this process, which holds the session's lease) from its insert
+//!   until its counters are written.
+//! - **Groups sized for the server.** A sync commits up to
+//!   [`GROUP_MESSAGES`] messages at once (`Store::group_messages`): each
+//!   commit costs a few round trips and durable writes besides its insert,
+//!   and the engine keeps fetching the next group while one commits.
 //! - **What is stored already is not written again.** The chat list,
 //!   contacts and group members a sync stores on every run are read first
 //!   (one projected read per collection) and only the documents that differ
