@@ -88,17 +88,20 @@ impl ChatTouch {
     }
 }
 
+/// A chat of a session: `(session id, chat id)`.
+type ChatKey = (String, String);
+
 /// Per-chat async locks of this process, keyed by session and chat; an
 /// entry lives while someone holds or waits for it.
 #[derive(Debug, Default)]
 pub(super) struct ChatLocks {
-    locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<ChatKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The locks of one write's chats; released when dropped.
 pub(super) struct ChatGuards<'a> {
     owner: &'a ChatLocks,
-    keys: Vec<(String, String)>,
+    keys: Vec<ChatKey>,
     guards: Vec<OwnedMutexGuard<()>>,
 }
 
@@ -106,7 +109,7 @@ impl ChatLocks {
     /// Locks the chats `chat_ids` of session `sid`, in key order (so two
     /// writers never wait on each other in a cycle).
     pub async fn lock(&self, sid: &str, chat_ids: Vec<&str>) -> ChatGuards<'_> {
-        let mut keys: Vec<(String, String)> = chat_ids
+        let mut keys: Vec<ChatKey> = chat_ids
             .into_iter()
             .map(|c| (sid.to_owned(), c.to_owned()))
             .collect();
