@@ -162,34 +162,44 @@ async fn mongo_a_commit_with_duplicates_recounts_and_a_clean_one_increments() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mongo_live_messages_racing_a_commit_of_their_chat_keep_the_count_exact() {
-    let (store, db) = store().await;
+async fn mongo_a_live_message_racing_a_commit_of_its_chat_keeps_the_count_exact() {
+    let (store, db, app) = named_store("race").await;
     let store = std::sync::Arc::new(store);
     let s = sid("race");
-    let chats: Vec<Chat> = (0..12)
-        .map(|i| chat(&format!("{i}@c.us"), Some(1)))
-        .collect();
-    store.upsert_chats(&s, &chats).await.unwrap();
-    let run = run_for(&s);
-    for c in &chats {
-        let messages: Vec<Message> = (0..40).map(|n| msg(&c.id, n)).collect();
-        // The live path writes two of the sync's messages while the sync
-        // commits them: whichever lands second meets a duplicate and
-        // recounts, the other increments.
-        let live = {
-            let (store, s, m) = (store.clone(), s.clone(), messages[..2].to_vec());
-            tokio::spawn(async move {
-                for m in m {
-                    store.put_messages(&s, &[m]).await.unwrap();
-                }
-            })
-        };
-        store
-            .commit_chats(&s, &[commit(&c.id, messages)], &run)
-            .await
-            .unwrap();
-        live.await.unwrap();
-        assert_eq!(count_of(&store, &s, &c.id).await, 40, "{}", c.id);
-    }
+    store
+        .upsert_chats(&s, &[chat("a@c.us", Some(1))])
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
+    // The commit's counter update (its first `update`) is held up on the
+    // server, after its insert landed.
+    raw_db("admin")
+        .await
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "times": 1 },
+            "data": {
+                "failCommands": ["update"],
+                "appName": &app,
+                "blockConnection": true,
+                "blockTimeMS": 1500,
+            },
+        })
+        .await
+        .expect("configureFailPoint (is the server started with --enable-test-commands?)");
+    let commit_task = {
+        let (store, s, run, m) = (store.clone(), s.clone(), run_for(&s), messages.clone());
+        tokio::spawn(async move { store.commit_chats(&s, &[commit("a@c.us", m)], &run).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Meanwhile the live path writes one of those messages: a duplicate,
+    // so it recounts; had it run before the commit's increment, both
+    // would have counted the commit's 50.
+    store
+        .put_messages(&s, &[messages[0].clone()])
+        .await
+        .unwrap();
+    commit_task.await.unwrap().unwrap();
+    assert_eq!(count_of(&store, &s, "a@c.us").await, 50);
     let _ = raw_db(&db).await.drop().await;
 }
