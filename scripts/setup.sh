@@ -11,8 +11,9 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     exit 1
 fi
 
-# Node clients for the Socket.IO test (socket.io-client from npm).
-if [ ! -d tests/node/node_modules/socket.io-client ]; then
+# Node clients for the Socket.IO test (socket.io-client from npm) and the
+# seed's storage path the MongoDB bench row runs (the mongodb driver).
+if [ ! -d tests/node/node_modules/socket.io-client ] || [ ! -d tests/node/node_modules/mongodb ]; then
     (cd tests/node && npm ci --no-audit --no-fund)
 fi
 

@@ -342,25 +342,99 @@ async fn raw_messages<T: Send + Sync>(db: &mongodb::Database) -> mongodb::Collec
     )
 }
 
-/// The whole sync through a real host into MongoDB (simulator account of
-/// `chats * per_chat` messages, no plugins, no clients), then the raw
-/// driver's `insert_many` of exactly the documents that sync stored into a
-/// fresh database on the same server. Sync time is the run's
-/// `finishedAt - startedAt`. Both databases are dropped afterwards.
-pub async fn bench_sync_vs_raw(uri: &str, chats: u32, per_chat: u32) -> MongoBenchReport {
-    use futures_util::TryStreamExt;
+/// Where the P1 measurements run: one server for all (the URI given), or
+/// a fresh private server per measurement (the server binary), since
+/// SecantusDB slows down as it holds more data and after a database is
+/// dropped, which would favour whichever path runs first.
+pub enum BenchServers {
+    Shared(String),
+    Fresh(PathBuf),
+}
 
+impl BenchServers {
+    /// A server for one measurement; keep the handle while it runs.
+    pub async fn server(&self) -> (String, Option<MongoServer>) {
+        match self {
+            Self::Shared(uri) => (uri.clone(), None),
+            Self::Fresh(bin) => {
+                let server = MongoServer::start_bin(bin.clone()).await;
+                (server.uri(), Some(server))
+            }
+        }
+    }
+}
+
+/// One way of putting the documents into the server.
+#[derive(Debug, Clone)]
+pub struct PathTime {
+    /// What it is, for the row.
+    pub what: String,
+    pub took: Duration,
+}
+
+/// What [`bench_sync_paths`] measured: the host's sync beside the raw
+/// driver's paths for the same documents and the seed's storage path.
+#[derive(Debug, Clone)]
+pub struct SyncPathsReport {
+    pub messages: usize,
+    pub chats: usize,
+    /// The host's whole sync (`finishedAt - startedAt`).
+    pub host: Duration,
+    /// The raw driver (`insert_many` batches), each batch shape tried.
+    pub raw: Vec<PathTime>,
+    /// The seed's path (Node driver) at `w: majority, j: true`, then at
+    /// the driver's default write concern.
+    pub seed: Vec<PathTime>,
+}
+
+impl SyncPathsReport {
+    pub fn rate(&self, d: Duration) -> f64 {
+        self.messages as f64 / d.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// The fastest raw path: the baseline.
+    pub fn fastest_raw(&self) -> &PathTime {
+        self.raw
+            .iter()
+            .min_by_key(|p| p.took)
+            .expect("at least one raw path")
+    }
+}
+
+/// The whole sync through a real host into MongoDB (simulator account of
+/// `chats * per_chat` messages, no plugins, no clients; timed by the run's
+/// own `finishedAt - startedAt`), then, each on a server of its own when
+/// `servers` gives fresh ones:
+///
+/// - the raw driver inserting exactly the documents that sync stored,
+///   `w: majority, j: true`, the store's indexes, once per
+///   `(batch, in flight)` shape of `raw_shapes` (unordered `insert_many`
+///   batches of `batch` documents, `in flight` at a time);
+/// - with `seed`, the seed's storage path (`tests/node/mongo-bench.mjs`,
+///   the official Node driver in a process of its own: per chat one
+///   `updateOne` upsert and one `insertMany`) at the host's durability and
+///   at the driver's default.
+pub async fn bench_sync_paths(
+    servers: &BenchServers,
+    chats: u32,
+    per_chat: u32,
+    raw_shapes: &[(usize, usize)],
+    seed: bool,
+) -> SyncPathsReport {
+    use futures_util::{StreamExt, TryStreamExt};
+
+    let messages = (chats * per_chat) as usize;
+    let (uri, server) = servers.server().await;
     let db_name = fresh_db_name("bench_sync");
     let opts = crate::HostOptions::default()
-        .var(wasync::config::MONGODB_URI, uri)
+        .var(wasync::config::MONGODB_URI, uri.clone())
         .var(wasync::config::MONGODB_DB, db_name.clone());
     let run = crate::bench_sync(opts, chats, per_chat).await;
-    let sync = Duration::from_millis(crate::run_ms(&run));
-    let messages = (chats * per_chat) as usize;
+    let host = Duration::from_millis(crate::run_ms(&run));
     assert_eq!(run["totalMessagesSynced"], messages as u64);
 
     // The same documents, as stored, minus their ids.
-    let client = mongodb::Client::with_uri_str(uri)
+    let client = mongodb::Client::with_uri_str(&uri)
         .await
         .expect("connect to the bench server");
     let sync_db = client.database(&db_name);
@@ -374,19 +448,88 @@ pub async fn bench_sync_vs_raw(uri: &str, chats: u32, per_chat: u32) -> MongoBen
         .await
         .expect("read back");
     assert_eq!(docs.len(), messages);
-    let raw_db = client.database(&fresh_db_name("bench_raw"));
-    let coll = raw_messages::<Document>(&raw_db).await;
-    let t = Instant::now();
-    coll.insert_many(&docs).await.expect("raw insert_many");
-    let raw = t.elapsed();
-
-    let _ = raw_db.drop().await;
     let _ = sync_db.drop().await;
-    MongoBenchReport {
+    drop(server);
+
+    let mut raw = Vec::new();
+    for &(batch, in_flight) in raw_shapes {
+        let (uri, server) = servers.server().await;
+        let client = mongodb::Client::with_uri_str(&uri)
+            .await
+            .expect("connect to the bench server");
+        let raw_db = client.database(&fresh_db_name("bench_raw"));
+        let coll = raw_messages::<Document>(&raw_db).await;
+        let t = Instant::now();
+        let _: Vec<_> = futures_util::stream::iter(docs.chunks(batch.max(1)))
+            .map(|chunk| {
+                let coll = coll.clone();
+                async move { coll.insert_many(chunk).ordered(false).await }
+            })
+            .buffer_unordered(in_flight.max(1))
+            .try_collect()
+            .await
+            .expect("raw insert_many");
+        let took = t.elapsed();
+        assert_eq!(
+            coll.count_documents(mongodb::bson::doc! {}).await.unwrap(),
+            messages as u64
+        );
+        raw.push(PathTime {
+            what: format!("batches of {batch}, {in_flight} in flight"),
+            took,
+        });
+        let _ = raw_db.drop().await;
+        drop(server);
+    }
+
+    let mut seed_paths = Vec::new();
+    if seed {
+        for (durability, what) in [
+            ("durable", "w: majority, j: true"),
+            ("default", "driver default write concern"),
+        ] {
+            let (uri, server) = servers.server().await;
+            let took = seed_path(&uri, chats, per_chat, durability).await;
+            seed_paths.push(PathTime {
+                what: what.into(),
+                took,
+            });
+            drop(server);
+        }
+    }
+    SyncPathsReport {
         messages,
         chats: chats as usize,
+        host,
         raw,
-        store: sync,
-        what: "host sync",
+        seed: seed_paths,
     }
+}
+
+/// Runs the seed's storage path (`tests/node/mongo-bench.mjs seed`) in a
+/// Node process against `uri` and returns the time it reports.
+pub async fn seed_path(uri: &str, chats: u32, per_chat: u32, durability: &str) -> Duration {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
+    assert!(
+        dir.join("node_modules/mongodb").exists(),
+        "tests/node/node_modules/mongodb is missing: run scripts/setup.sh (npm ci in tests/node)"
+    );
+    let out = Command::new("node")
+        .current_dir(&dir)
+        .arg("mongo-bench.mjs")
+        .args(["seed", uri, &fresh_db_name("bench_seed")])
+        .args([chats.to_string(), per_chat.to_string()])
+        .arg(durability)
+        .output()
+        .await
+        .expect("run node (Node.js 18+ is needed: scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "the seed path failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("the seed path's JSON");
+    assert_eq!(v["messages"], u64::from(chats * per_chat));
+    Duration::from_secs_f64(v["ms"].as_f64().expect("ms") / 1000.0)
 }

@@ -16,8 +16,10 @@ use wasync::domain::{Chat, Message, SessionId, SyncRun, SyncStatus, SyncTrigger,
 use wasync::storage::mongo::{MongoOptions, MongoStore};
 use wasync::storage::{ChatCommit, Store, StoreError, contract};
 use wasync_tests::mongo::{
-    MongoServer, bench_insert, bench_sync_vs_raw, fresh_db_name, test_mongodb_uri,
+    BenchServers, MongoServer, bench_insert, bench_sync_paths, fresh_db_name, test_mongodb_uri,
 };
+
+mod counts;
 
 async fn store() -> (MongoStore, String) {
     let db = fresh_db_name("it");
@@ -776,9 +778,17 @@ async fn mongo_bench_smoke() {
     let r = bench_insert(&uri, 10, 50, 120).await;
     assert_eq!(r.messages, 500);
     eprintln!("{r}");
-    let r = bench_sync_vs_raw(&uri, 5, 40).await;
+    let r = bench_sync_paths(
+        &BenchServers::Shared(uri),
+        5,
+        40,
+        &[(50, 2), (200, 1)],
+        true,
+    )
+    .await;
     assert_eq!(r.messages, 200);
-    eprintln!("{r}");
+    assert_eq!((r.raw.len(), r.seed.len()), (2, 2));
+    eprintln!("{r:?}");
 }
 
 #[tokio::test]

@@ -170,6 +170,10 @@ impl Store for FencedStore {
         self.inner.kind()
     }
 
+    fn group_messages(&self) -> Option<usize> {
+        self.inner.group_messages()
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }

@@ -184,6 +184,14 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Messages a sync should commit at once on this store, when it wants
+    /// a size of its own: a commit's fixed costs (round trips, fsyncs)
+    /// differ per store. `None` takes the engine's default
+    /// ([`crate::sync::SyncOptions::group_messages`]).
+    fn group_messages(&self) -> Option<usize> {
+        None
+    }
+
     // ---- sessions -------------------------------------------------------
     /// Writes the record; [`StoreError::Fenced`] when the stored one has a
     /// newer `epoch`.

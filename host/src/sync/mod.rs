@@ -30,10 +30,11 @@
 //!
 //! Progress is only reported for data that is durably committed. To keep
 //! that promise cheap, consecutive small chats are committed together (a
-//! *group*: up to [`SyncOptions::group_messages`] messages or
-//! [`SyncOptions::group_window`] of wall time), and their events are emitted
-//! in order right after the group's commit. The next group is fetched while
-//! the previous one commits. Memory is bounded by two groups,
+//! *group*: up to [`SyncOptions::group_messages`] messages, a size the
+//! store may choose, or [`SyncOptions::group_window`] of wall time), and
+//! their events are emitted in order right after the group's commit. The
+//! next group is fetched while the previous one commits, and keeps filling
+//! past its window until that commit is done. Memory is bounded by two groups,
 //! whatever the account size.
 
 use std::collections::{HashMap, HashSet};
@@ -71,6 +72,9 @@ pub trait ProgressSink: Send + Sync {
     }
 }
 
+/// Messages per group on a store without a size of its own.
+pub const DEFAULT_GROUP_MESSAGES: usize = 2_000;
+
 /// Engine tuning; the defaults suit production.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -89,8 +93,10 @@ pub struct SyncOptions {
     pub store_outage_window: Duration,
     /// Ceiling of the delay between two attempts during an outage.
     pub store_max_backoff: Duration,
-    /// Commit a group once it holds this many messages.
-    pub group_messages: usize,
+    /// Commit a group once it holds this many messages; `None` takes the
+    /// store's own size ([`Store::group_messages`]), else
+    /// [`DEFAULT_GROUP_MESSAGES`].
+    pub group_messages: Option<usize>,
     /// Commit a group once it is this old, so slow providers still show
     /// progress promptly.
     pub group_window: Duration,
@@ -111,7 +117,7 @@ impl Default for SyncOptions {
             store_attempts: 3,
             store_outage_window: Duration::from_secs(60),
             store_max_backoff: Duration::from_secs(5),
-            group_messages: 2_000,
+            group_messages: None,
             group_window: Duration::from_millis(50),
             events: crate::events::EventGate::default(),
             keep_revoked_bodies: false,
@@ -906,8 +912,24 @@ async fn flush_if_due(
     shutdown: &CancellationToken,
     pending: &mut Option<InFlight>,
 ) -> Result<(), Stop> {
-    let full = group.messages >= deps.options.group_messages;
-    let slow = group.opened.elapsed() >= deps.options.group_window;
+    // A commit that is done reports its chats now, not at the next flush.
+    if pending.as_ref().is_some_and(|p| p.task.is_finished())
+        && let Some(p) = pending.take()
+    {
+        finish_flush(deps, p).await?;
+    }
+    let limit = deps
+        .options
+        .group_messages
+        .or_else(|| deps.store.group_messages())
+        .unwrap_or(DEFAULT_GROUP_MESSAGES)
+        .max(1);
+    let full = group.messages >= limit;
+    // A group past its window while the previous commit still runs keeps
+    // filling (up to `limit`) instead of waiting for it: its chats could
+    // not be reported before that commit anyway, and a store slower than
+    // the provider gets larger commits, with fewer fixed costs.
+    let slow = pending.is_none() && group.opened.elapsed() >= deps.options.group_window;
     if full || slow || Some(i) == last {
         if let Some(p) = pending.take() {
             finish_flush(deps, p).await?;

@@ -151,7 +151,7 @@ async fn three_chats_follow_the_design_sequence() {
 async fn grouped_commits_keep_the_event_order() {
     let mut f = fixture(serde_json::json!({"chats": 40, "messagesPerChat": 3})).await;
     f.deps.options.group_window = Duration::from_secs(60);
-    f.deps.options.group_messages = 25;
+    f.deps.options.group_messages = Some(25);
     let run = new_run(&f.sid, SyncTrigger::Auto, 100, None);
     let end = super::run(&f.deps, run, &never(), &never()).await;
     assert!(matches!(end, SyncEnd::Completed(_)));

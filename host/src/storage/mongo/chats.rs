@@ -1,9 +1,8 @@
-//! Chats: the provider's chat list, the counters a commit keeps on each
-//! chat, and the marks an incremental sync starts from.
+//! Chats: the provider's chat list and the marks an incremental sync
+//! starts from (the counters a write keeps on each chat are in
+//! [`super::counts`]).
 
 use std::collections::HashMap;
-
-use crate::domain::Message;
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
@@ -13,7 +12,7 @@ use super::schema::{CHATS, ChatDoc};
 use super::unchanged::same_fields;
 use super::{MARK_READS_IN_FLIGHT, MongoStore, map_err};
 use crate::domain::{Chat, MessageMark, SessionId, StoredChat};
-use crate::storage::{ChatPage, StoreError, StoreResult, decode_chat_cursor, encode_chat_cursor};
+use crate::storage::{ChatPage, StoreResult, decode_chat_cursor, encode_chat_cursor};
 
 impl MongoStore {
     /// Upserts the provider's fields of `chats`, skipping the chats stored
@@ -94,69 +93,6 @@ impl MongoStore {
             }
         }
         Ok(out)
-    }
-
-    /// Recounts the stored messages of `chats` and raises each chat's
-    /// `messageCount` to it, and its `newestMessageAt` to the newest
-    /// message written (and sets `syncedAt` where given). Chats that do
-    /// not exist are left alone, as in the embedded store.
-    pub(super) async fn refresh_chats(&self, sid: &str, chats: &[ChatTouch]) -> StoreResult<()> {
-        if chats.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<&str> = chats.iter().map(|c| c.chat_id.as_str()).collect();
-        let counts: HashMap<String, i64> = self
-            .messages
-            .aggregate([
-                doc! { "$match": { "sessionId": sid, "chatId": { "$in": &ids } } },
-                doc! { "$group": { "_id": "$chatId", "n": { "$sum": 1 } } },
-            ])
-            .await
-            .map_err(map_err)?
-            .map_ok(|d| {
-                let n = match d.get("n") {
-                    Some(Bson::Int32(n)) => i64::from(*n),
-                    Some(Bson::Int64(n)) => *n,
-                    Some(Bson::Double(n)) => *n as i64,
-                    _ => 0,
-                };
-                (d.get_str("_id").unwrap_or_default().to_owned(), n)
-            })
-            .try_collect()
-            .await
-            .map_err(map_err)?;
-        let mut statements = Vec::with_capacity(chats.len());
-        for c in chats {
-            let n = counts.get(&c.chat_id).copied().unwrap_or(0);
-            if c.synced_at.is_none() && n == 0 {
-                continue;
-            }
-            // `$max` on both: two writers at once never lower what the
-            // other raised. The newest time only ever follows messages
-            // that are written already, so it is never ahead of the data.
-            let mut raise = doc! { "messageCount": n };
-            if let Some(t) = c.newest {
-                raise.insert("newestMessageAt", DateTime::from_millis(t));
-            }
-            let mut update = doc! { "$max": raise };
-            if let Some(at) = c.synced_at {
-                update.insert("$set", doc! { "syncedAt": DateTime::from_millis(at) });
-            }
-            statements.push(doc! {
-                "q": { "sessionId": sid, "chatId": &c.chat_id },
-                "u": update,
-            });
-        }
-        if statements.is_empty() {
-            return Ok(());
-        }
-        let reply = self.update_statements(CHATS, statements, false).await?;
-        match reply.write_errors.first() {
-            None => Ok(()),
-            Some((_, code, msg)) => Err(StoreError::Backend(format!(
-                "update of chat counters failed ({code}): {msg}"
-            ))),
-        }
     }
 
     pub(super) async fn list_chats_impl(
@@ -243,54 +179,5 @@ impl MongoStore {
                 .try_collect()
                 .await?;
         Ok(found.into_iter().flatten().collect())
-    }
-}
-
-/// One chat a write touched, for [`MongoStore::refresh_chats`].
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct ChatTouch {
-    pub chat_id: String,
-    /// Set `syncedAt` (a sync's commit).
-    pub synced_at: Option<i64>,
-    /// The newest message written to the chat, ms.
-    pub newest: Option<i64>,
-}
-
-impl ChatTouch {
-    /// The chats of `messages`, in first-seen order, each with its newest
-    /// message's time; `synced_at` for every one.
-    pub fn of<'a>(messages: impl IntoIterator<Item = &'a Message>) -> Vec<ChatTouch> {
-        let mut out: Vec<ChatTouch> = Vec::new();
-        for m in messages {
-            match out.iter_mut().find(|c| c.chat_id == m.chat_id) {
-                Some(c) => c.newest = c.newest.max(Some(m.timestamp)),
-                None => out.push(ChatTouch {
-                    chat_id: m.chat_id.clone(),
-                    synced_at: None,
-                    newest: Some(m.timestamp),
-                }),
-            }
-        }
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(chat: &str, t: i64) -> Message {
-        let mut m = crate::storage::contract::msg(chat, 0);
-        m.timestamp = t;
-        m
-    }
-
-    #[test]
-    fn touches_keep_the_newest_time_per_chat_in_first_seen_order() {
-        let ms = [msg("a", 5), msg("b", 3), msg("a", 9), msg("a", 7)];
-        let t = ChatTouch::of(&ms);
-        assert_eq!(t.len(), 2);
-        assert_eq!((t[0].chat_id.as_str(), t[0].newest), ("a", Some(9)));
-        assert_eq!((t[1].chat_id.as_str(), t[1].newest), ("b", Some(3)));
     }
 }

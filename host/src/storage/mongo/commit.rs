@@ -1,5 +1,5 @@
-//! The commit of a sync's group (messages, quarantine, chat counters,
-//! checkpoint, in that order) and of live messages; the scheme is in the
+//! The commit of a sync's group (messages, then quarantine and chat
+//! counters, then the checkpoint) and of live messages; the scheme is in the
 //! module docs of [`super`].
 
 use std::collections::{HashMap, HashSet};
@@ -8,7 +8,7 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{DateTime, doc};
 use mongodb::error::ErrorKind;
 
-use super::chats::ChatTouch;
+use super::counts::{Added, ChatTouch};
 use super::schema::{MessageDoc, QUARANTINE};
 use super::{CAS_ATTEMPTS, DUPLICATE_KEY, MongoStore, map_err, quarantine_doc};
 use crate::domain::{Message, QuarantinedMessage, SessionId, SyncRun};
@@ -43,14 +43,26 @@ impl MongoStore {
         run: &SyncRun,
     ) -> StoreResult<Vec<WriteStats>> {
         let sid = id.as_str();
+        // Where a commit's time goes, for `RUST_LOG=wasync::storage=debug`.
+        let started = std::time::Instant::now();
         // 0. A writer that lost the session's lease writes nothing.
         self.check_run_epoch(run).await?;
+        let checked = started.elapsed();
+        // The chats' counters stay this writer's from its insert to their
+        // update (see `counts`).
+        let mut chat_ids: Vec<&str> = Vec::with_capacity(chats.len());
+        for c in chats {
+            chat_ids.push(&c.chat_id);
+            chat_ids.extend(c.messages.iter().map(|m| m.chat_id.as_str()));
+        }
+        let locked = self.chat_locks.lock(sid, chat_ids).await;
         // 1. Messages of every chat in one bulk write.
         let all: Vec<Message> = chats
             .iter()
             .flat_map(|c| c.messages.iter().cloned())
             .collect();
         let outcomes = self.write_messages(sid, &all).await?;
+        let written = started.elapsed();
         let mut stats = Vec::with_capacity(chats.len());
         let mut at = 0;
         for c in chats {
@@ -58,13 +70,13 @@ impl MongoStore {
             at += c.messages.len();
         }
 
-        // 2. Quarantine, keyed like messages so a re-sync overwrites.
+        // 2. Quarantine, keyed like messages so a re-sync overwrites, and
+        // the chat counters (incremented, or recounted where the insert
+        // was not clean) with each chat's newest message: independent, so
+        // both are in flight at once.
         let quarantined: Vec<&QuarantinedMessage> =
             chats.iter().flat_map(|c| c.quarantined.iter()).collect();
-        self.write_quarantine(sid, &quarantined).await?;
-
-        // 3. Chat counters, recounted, and each chat's newest message.
-        let mut refresh = ChatTouch::of(&all);
+        let mut refresh = ChatTouch::of(&all, outcomes.iter().map(|o| o.0 == Outcome::Inserted));
         for c in chats {
             match refresh.iter_mut().find(|t| t.chat_id == c.chat_id) {
                 Some(t) => t.synced_at = Some(c.synced_at),
@@ -72,14 +84,30 @@ impl MongoStore {
                     chat_id: c.chat_id.clone(),
                     synced_at: Some(c.synced_at),
                     newest: None,
+                    added: Added::Exactly(0),
                 }),
             }
         }
-        self.refresh_chats(sid, &refresh).await?;
+        tokio::try_join!(
+            self.write_quarantine(sid, &quarantined),
+            self.refresh_chats(sid, &refresh)
+        )?;
+        drop(locked);
+        let counted = started.elapsed();
 
-        // 4. The checkpoint, last: it never runs ahead of the data, and it is
+        // 3. The checkpoint, last: it never runs ahead of the data, and it is
         // fenced, so a writer that lost the lease meanwhile fails here.
         self.put_run(run).await?;
+        tracing::debug!(
+            messages = all.len(),
+            chats = chats.len(),
+            recounted = refresh.iter().filter(|t| t.added == Added::Recount).count(),
+            epoch_ms = checked.as_millis() as u64,
+            messages_ms = (written - checked).as_millis() as u64,
+            counters_ms = (counted - written).as_millis() as u64,
+            checkpoint_ms = (started.elapsed() - counted).as_millis() as u64,
+            "mongo commit"
+        );
         Ok(stats)
     }
 
@@ -89,15 +117,12 @@ impl MongoStore {
         messages: &[Message],
     ) -> StoreResult<WriteStats> {
         let sid = id.as_str();
+        let chat_ids: Vec<&str> = messages.iter().map(|m| m.chat_id.as_str()).collect();
+        let locked = self.chat_locks.lock(sid, chat_ids).await;
         let outcomes = self.write_messages(sid, messages).await?;
-        let touched = ChatTouch::of(
-            messages
-                .iter()
-                .zip(&outcomes)
-                .filter(|(_, o)| o.0 == Outcome::Inserted)
-                .map(|(m, _)| m),
-        );
+        let touched = ChatTouch::of(messages, outcomes.iter().map(|o| o.0 == Outcome::Inserted));
         self.refresh_chats(sid, &touched).await?;
+        drop(locked);
         Ok(sum_stats(&outcomes))
     }
 

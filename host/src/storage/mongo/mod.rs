@@ -20,17 +20,27 @@
 //!   `(sessionId, messageId)` index rejects the second copy whoever writes
 //!   it, two writers at once included.
 //! - **No multi-document transaction.** A standalone server has none, so a
-//!   commit is made safe by its order instead: messages, then quarantine,
-//!   then the chat counters, then the run's checkpoint. A crash between two
-//!   steps leaves the checkpoint behind the data, never ahead of it; the
-//!   resumed run writes the same chat again, which is idempotent.
-//! - **`messageCount` is counted, not incremented.** After the messages are
-//!   written, the chat's count is recounted on the index and applied with
-//!   `$max`. An increment would drift whenever an insert landed but its
-//!   acknowledgement was lost (a retry then sees a duplicate and adds
-//!   nothing); a recount is exact after any failure, and `$max` keeps two
-//!   concurrent writers from overwriting a newer count with an older one
-//!   (messages are only ever removed together with their chat).
+//!   commit is made safe by its order instead: messages, then quarantine
+//!   and the chat counters (both at once), then the run's checkpoint. A
+//!   crash between two steps leaves the checkpoint behind the data, never
+//!   ahead of it; the resumed run writes the same chat again, which is
+//!   idempotent.
+//! - **`messageCount` is incremented when certain, recounted otherwise**
+//!   ([`counts`]). An insert that reported no error inserted each of its
+//!   documents exactly once, so its chats are raised by that many with
+//!   `$inc` (a first sync reads nothing back). A chat whose insert met a
+//!   duplicate is recounted on the index and raised with `$max`; a write
+//!   that failed (an acknowledgement lost, of the insert or of the counter
+//!   update) is retried whole, and the retry meets its own documents as
+//!   duplicates, so it recounts: exact after any failure. An increment
+//!   landing after another writer's recount that already saw its
+//!   documents would count them twice, so a write holds its chats' locks
+//!   (in this process, which holds the session's lease) from its insert
+//!   until its counters are written.
+//! - **Groups sized for the server.** A sync commits up to
+//!   [`GROUP_MESSAGES`] messages at once (`Store::group_messages`): each
+//!   commit costs a few round trips and durable writes besides its insert,
+//!   and the engine keeps fetching the next group while one commits.
 //! - **What is stored already is not written again.** The chat list,
 //!   contacts and group members a sync stores on every run are read first
 //!   (one projected read per collection) and only the documents that differ
@@ -51,6 +61,7 @@ mod changes;
 mod chats;
 mod commit;
 mod contacts;
+mod counts;
 mod fencing;
 mod marks;
 mod outbox;
@@ -109,6 +120,13 @@ const NAMESPACE_EXISTS: i32 = 48;
 const INDEX_OPTIONS_CONFLICT: i32 = 85;
 const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
 
+/// Messages a sync commits at once (see `Store::group_messages`). A
+/// commit costs a few round trips and durable writes besides its insert
+/// (the epoch check, the pending-change lookup, the chat counters, the
+/// checkpoint); larger groups spread them over more messages, and the sync
+/// keeps fetching into the next group while one commits.
+const GROUP_MESSAGES: usize = 5_000;
+
 /// Statements per `update` command, and their byte budget: well under the
 /// server's 100,000-statement and 16 MiB limits, so a batch never has to be
 /// split by the server.
@@ -151,6 +169,8 @@ pub struct MongoStore {
     deliveries: Collection<Document>,
     /// Changes of messages not stored yet.
     pending: Collection<Document>,
+    /// Held by a write from its insert to its chats' counter update.
+    chat_locks: counts::ChatLocks,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -279,6 +299,7 @@ impl MongoStore {
             webhooks: db.collection(schema::WEBHOOKS),
             deliveries: db.collection(schema::WEBHOOK_DELIVERIES),
             pending: db.collection(schema::PENDING_CHANGES),
+            chat_locks: counts::ChatLocks::default(),
             write_concern,
             db,
         };
@@ -469,6 +490,10 @@ fn quarantine_from_doc(mut d: Document) -> StoreResult<QuarantinedMessage> {
 impl Store for MongoStore {
     fn kind(&self) -> &'static str {
         "mongo"
+    }
+
+    fn group_messages(&self) -> Option<usize> {
+        Some(GROUP_MESSAGES)
     }
 
     async fn ping(&self) -> StoreResult<()> {
