@@ -422,9 +422,19 @@ impl WsClient {
 
     /// Events until (and including) the first named `event`.
     pub async fn until(&mut self, event: &str) -> Vec<Value> {
+        self.until_within(event, Duration::from_secs(10)).await
+    }
+
+    /// As [`Self::until`], waiting up to `wait` for each event (a store
+    /// write that commits thousands of messages at once on the suite's
+    /// shared MongoDB-wire server may take longer than 10 s).
+    pub async fn until_within(&mut self, event: &str, wait: Duration) -> Vec<Value> {
         let mut seen = Vec::new();
         loop {
-            let ev = self.recv().await;
+            let ev = self
+                .try_recv(wait)
+                .await
+                .unwrap_or_else(|| panic!("an event within {wait:?} (waiting for {event})"));
             let done = ev["event"] == event;
             seen.push(ev);
             if done {

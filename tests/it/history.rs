@@ -93,7 +93,11 @@ async fn deepen(host: &TestHost, session: &str, chat: &str, body: Value) -> Vec<
         .await;
     assert_eq!(status, 202, "{answer}");
     let sync_id = answer["syncId"].clone();
-    let events = ws.until("sync_complete").await;
+    // One commit of a few thousand messages: on the suite's shared
+    // MongoDB-wire server under load it has taken more than 10 s.
+    let events = ws
+        .until_within("sync_complete", std::time::Duration::from_secs(60))
+        .await;
     let events: Vec<Value> = events
         .into_iter()
         .filter(|e| e["data"]["syncId"] == sync_id)
