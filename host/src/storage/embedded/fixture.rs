@@ -38,19 +38,19 @@ fn chat(id: &str, last: Option<i64>) -> Chat {
 fn msg(chat: &str, n: u32, t: i64) -> Message {
     let group = chat.ends_with("@g.us");
     Message {
-        id: format!("{}_{chat}_{n:016X}", n % 3 == 0),
+        id: format!("{}_{chat}_{n:016X}", n.is_multiple_of(3)),
         chat_id: chat.into(),
-        from: if n % 3 == 0 {
+        from: if n.is_multiple_of(3) {
             "me@c.us".into()
         } else {
             chat.into()
         },
-        to: if n % 3 == 0 {
+        to: if n.is_multiple_of(3) {
             chat.into()
         } else {
             "me@c.us".into()
         },
-        author: (group && n % 3 != 0).then(|| format!("49170{n:07}@c.us")),
+        author: (group && !n.is_multiple_of(3)).then(|| format!("49170{n:07}@c.us")),
         body: (n % 7 != 5).then(|| format!("message {n} of {chat} — ünïcødé ✓")),
         kind: if n % 4 == 1 {
             "image".into()
@@ -58,11 +58,11 @@ fn msg(chat: &str, n: u32, t: i64) -> Message {
             "chat".into()
         },
         timestamp: T0 + t * 1000,
-        from_me: n % 3 == 0,
+        from_me: n.is_multiple_of(3),
         has_media: n % 4 == 1,
         ack: (n % 5) as i32 - 1,
         quoted_id: (n % 6 == 2).then(|| format!("quoted-{n}")),
-        tags: if n % 2 == 0 {
+        tags: if n.is_multiple_of(2) {
             vec!["tagged".into(), format!("n{n}")]
         } else {
             vec![]

@@ -136,7 +136,6 @@ fn migrate_from_1(
         txn.commit().db()?;
         moved += batch as u64;
         tracing::info!(
-            target: "wasync::storage",
             moved,
             step = n,
             "embedded store: migrating messages to layout {LAYOUT}"
@@ -146,7 +145,6 @@ fn migrate_from_1(
         }
     }
     tracing::info!(
-        target: "wasync::storage",
         moved,
         ms = started.elapsed().as_millis() as u64,
         "embedded store: migrated to layout {LAYOUT}"
@@ -205,7 +203,10 @@ mod tests {
         // comes.
         let s = SessionId::parse(fixture::SESSIONS[0]).unwrap();
         let m = fixture::waiting();
-        let stats = store.put_messages(&s, &[m.clone()]).await.unwrap();
+        let stats = store
+            .put_messages(&s, std::slice::from_ref(&m))
+            .await
+            .unwrap();
         assert_eq!((stats.inserted, stats.changes_applied), (1, 1));
         let stored = store.get_message(&s, &m.id).await.unwrap().unwrap();
         assert_eq!(
