@@ -1,43 +1,17 @@
 //! Changes after the sync in the embedded store: applied in place inside
 //! one write transaction; a change whose message is not stored waits in
 //! `pending_changes` (the winner per field), where the message's write
-//! (`writes::write_messages`) finds and applies it.
+//! (`messages::write_messages`) finds and applies it.
 
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::messages::read_message;
 use super::tables::*;
-use super::{EmbeddedStore, Lane, PRUNE_STEP};
-use crate::domain::{
-    ChangeOutcome, Message, MessageUpdate, PendingChange, SessionId, StoredMessage, keep_pending,
-    now_ms,
-};
+use super::{EmbeddedStore, Lane, PRUNE_STEP, record};
+use crate::domain::{ChangeOutcome, MessageUpdate, PendingChange, SessionId, keep_pending, now_ms};
 use crate::storage::StoreResult;
 
 impl EmbeddedStore {
-    /// `Store::get_message`.
-    pub(super) async fn message(
-        &self,
-        id: &SessionId,
-        message_id: &str,
-    ) -> StoreResult<Option<StoredMessage>> {
-        let sid = id.to_string();
-        let message_id = message_id.to_owned();
-        self.blocking(Lane::Read, move |db| {
-            let txn = db.begin_read().db()?;
-            let t = txn.open_table(MESSAGES).db()?;
-            t.get((sid.as_str(), message_id.as_str()))
-                .db()?
-                .map(|g| {
-                    dec::<Message>(g.value()).map(|message| StoredMessage {
-                        session_id: sid.clone(),
-                        message,
-                    })
-                })
-                .transpose()
-        })
-        .await
-    }
-
     /// `Store::apply_changes`: one write transaction, aborted (no fsync)
     /// when nothing changed.
     pub(super) async fn changes(
@@ -110,18 +84,23 @@ fn apply_in(
     updates: &[MessageUpdate],
     keep_revoked_bodies: bool,
 ) -> StoreResult<Vec<ChangeOutcome>> {
-    let mut table = txn.open_table(MESSAGES).db()?;
+    let ids = txn.open_table(MESSAGE_IDS).db()?;
+    let mut docs = txn.open_table(MESSAGES).db()?;
     let mut pending = txn.open_table(PENDING_CHANGES).db()?;
     let now = now_ms();
     let mut out = Vec::with_capacity(updates.len());
     for u in updates {
         let key = (sid, u.message_id.as_str());
-        let stored = table.get(key).db()?.map(|g| g.value().to_vec());
-        match stored {
-            Some(bytes) => {
-                let mut m: Message = dec(&bytes)?;
+        match read_message(&ids, &docs, sid, &u.message_id)? {
+            Some(mut m) => {
+                // A change never moves a message: its place stays.
                 if m.apply_change(&u.change, keep_revoked_bodies) {
-                    table.insert(key, enc(&m)?.as_slice()).db()?;
+                    let t = desc(Some(m.timestamp));
+                    docs.insert(
+                        (sid, m.chat_id.as_str(), t, m.id.as_str()),
+                        record::encode(&m)?.as_slice(),
+                    )
+                    .db()?;
                     out.push(ChangeOutcome::Applied);
                 } else {
                     out.push(ChangeOutcome::Unchanged);

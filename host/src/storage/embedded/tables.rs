@@ -1,4 +1,5 @@
-//! The tables of the embedded store and how documents are encoded in them.
+//! The tables of the embedded store and how JSON documents are encoded in
+//! them (messages have a binary record of their own, [`super::record`]).
 
 use redb::TableDefinition;
 use serde::Serialize;
@@ -13,12 +14,16 @@ pub(super) const CHATS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::
 /// `(sessionId, desc(lastMessageAt), chatId)`: chats newest activity first.
 pub(super) const CHATS_BY_ACTIVITY: TableDefinition<(&str, u64, &str), ()> =
     TableDefinition::new("chats_by_activity");
-/// `(sessionId, messageId)` → message.
-pub(super) const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
-/// `(sessionId, chatId, desc(timestamp), messageId)`: a chat's messages
-/// newest first.
-pub(super) const MESSAGES_BY_CHAT: TableDefinition<(&str, &str, u64, &str), ()> =
-    TableDefinition::new("messages_by_chat");
+/// `(sessionId, chatId, desc(timestamp), messageId)` → message record
+/// ([`super::record`]): a chat's messages side by side, newest first.
+pub(super) const MESSAGES: TableDefinition<(&str, &str, u64, &str), &[u8]> =
+    TableDefinition::new("chat_messages");
+/// `(sessionId, messageId)` → `(chatId, desc(timestamp))`: where each
+/// message is.
+pub(super) const MESSAGE_IDS: TableDefinition<(&str, &str), (&str, u64)> =
+    TableDefinition::new("message_ids");
+/// The store's own facts: `layout` → the layout number ([`super::layout`]).
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `(sessionId, messageId)` → the changes waiting for that message (JSON
 /// list of `PendingChange`, one winner per field).
 pub(super) const PENDING_CHANGES: TableDefinition<(&str, &str), &[u8]> =
