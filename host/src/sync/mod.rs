@@ -43,18 +43,27 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::browser::{ClientError, WhatsAppClient};
+use crate::browser::WhatsAppClient;
 use crate::domain::{
-    Chat, ChatFailure, MessageMark, OutboxEvent, SessionId, SyncComplete, SyncFailed, SyncMode,
-    SyncPhase, SyncProgress, SyncRun, SyncStatus, now_ms,
+    Chat, OutboxEvent, SessionId, SyncComplete, SyncFailed, SyncMode, SyncPhase, SyncProgress,
+    SyncRun, SyncStatus, now_ms,
 };
 use crate::events::relay::RelaySignal;
-use crate::plugins::{ChatDecision, ChatSummary, PluginChain, SyncContext};
-use crate::storage::{ChatCommit, Store, StoreError, WriteStats};
+use crate::plugins::{PluginChain, SyncContext};
+use crate::storage::{Store, StoreError, WriteStats};
 
 mod contacts;
+mod groups;
 mod history;
+mod marks;
+mod retry;
 mod revoked;
+mod walk;
+
+use self::groups::{InFlight, finish_flush};
+use self::marks::incremental_marks;
+use self::retry::{store_retry, with_retry};
+use self::walk::walk_chats;
 
 /// `sync_failed` reason of a run suspended by a store outage; the session
 /// resumes it (same `syncId`) once the store answers again.
@@ -185,73 +194,6 @@ impl From<StoreStop> for Stop {
             StoreStop::Fenced => Stop::Fenced,
             StoreStop::Failed(e) => Stop::Failed(e),
             StoreStop::Shutdown => Stop::Shutdown,
-        }
-    }
-}
-
-/// Retries a store write: a write the store refused for a reason of its
-/// own up to `store_attempts` times, an unreachable store for up to
-/// `store_outage_window`, a fenced one never. Stops early at `shutdown`.
-async fn retry_store<T, F, Fut>(
-    options: &SyncOptions,
-    what: &str,
-    shutdown: &CancellationToken,
-    mut call: F,
-) -> Result<T, StoreStop>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    let started = Instant::now();
-    let mut delay = options.retry_backoff;
-    let mut failures = 0u32;
-    loop {
-        let e = match call().await {
-            Ok(v) => return Ok(v),
-            Err(StoreError::Fenced(e)) => {
-                tracing::warn!(error = %e, "{what}: fenced off; the session moved to another host");
-                return Err(StoreStop::Fenced);
-            }
-            Err(e) => e,
-        };
-        let unavailable = matches!(e, StoreError::Unavailable(_));
-        failures += 1;
-        if unavailable && started.elapsed() >= options.store_outage_window {
-            return Err(StoreStop::Down(format!("{what}: {e}")));
-        }
-        if !unavailable && failures >= options.store_attempts.max(1) {
-            return Err(StoreStop::Failed(format!("{what}: {e}")));
-        }
-        tracing::warn!(attempt = failures, error = %e, retry_in = ?delay, "{what} failed; retrying");
-        tokio::select! {
-            _ = shutdown.cancelled() => return Err(StoreStop::Shutdown),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(options.store_max_backoff);
-    }
-}
-
-/// The events of chats fetched but not yet committed.
-struct Group {
-    commits: Vec<ChatCommit>,
-    /// Per chat of the group: (position, chat id, messages stored, event
-    /// seqs of its `chat` and `messages` events).
-    chats: Vec<(u32, String, u64, u64, u64)>,
-    messages: usize,
-    opened: Instant,
-    /// A chat of the group changed the run beyond its position (failed,
-    /// skipped by a plugin): the run record must be written with it.
-    noted: bool,
-}
-
-impl Group {
-    fn new() -> Self {
-        Self {
-            commits: Vec::new(),
-            chats: Vec::new(),
-            messages: 0,
-            opened: Instant::now(),
-            noted: false,
         }
     }
 }
@@ -404,72 +346,6 @@ fn emit(
         done: phase == SyncPhase::Done,
         contacts: None,
     });
-}
-
-/// Waits for `fut` unless the run is cancelled or the host stops first.
-async fn guarded<T>(
-    fut: impl Future<Output = T>,
-    cancel: &CancellationToken,
-    shutdown: &CancellationToken,
-) -> Result<T, Stop> {
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => Err(Stop::Shutdown),
-        _ = cancel.cancelled() => Err(Stop::Cancelled),
-        v = fut => Ok(v),
-    }
-}
-
-/// Retries a provider call with exponential backoff.
-async fn with_retry<T, F, Fut>(
-    deps: &SyncDeps,
-    cancel: &CancellationToken,
-    shutdown: &CancellationToken,
-    mut call: F,
-) -> Result<Result<T, (u32, ClientError)>, Stop>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ClientError>>,
-{
-    let attempts = deps.options.fetch_attempts.max(1);
-    let mut delay = deps.options.retry_backoff;
-    for attempt in 1..=attempts {
-        match guarded(call(), cancel, shutdown).await? {
-            Ok(v) => return Ok(Ok(v)),
-            Err(e @ ClientError::Disconnected(_)) | Err(e @ ClientError::Unsupported(_)) => {
-                return Ok(Err((attempt, e)));
-            }
-            Err(e) if attempt == attempts => return Ok(Err((attempt, e))),
-            Err(e) => {
-                tracing::debug!(attempt, error = %e, "provider call failed; retrying");
-                guarded(tokio::time::sleep(delay), cancel, shutdown).await?;
-                delay *= 2;
-            }
-        }
-    }
-    unreachable!("the loop returns on its last attempt")
-}
-
-/// Retries a store write ([`retry_store`]) unless the run is cancelled or
-/// the host stops first.
-async fn store_retry<T, F, Fut>(
-    deps: &SyncDeps,
-    cancel: &CancellationToken,
-    shutdown: &CancellationToken,
-    what: &str,
-    call: F,
-) -> Result<T, Stop>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    guarded(
-        retry_store(&deps.options, what, shutdown, call),
-        cancel,
-        shutdown,
-    )
-    .await?
-    .map_err(Stop::from)
 }
 
 async fn walk(
@@ -663,53 +539,6 @@ async fn walk(
     Ok(())
 }
 
-/// Where an incremental run starts in each chat to walk: first the time
-/// of each chat's newest stored message, for the whole list in one cheap
-/// read; then the exact mark (every id at that time) only of the chats
-/// whose last activity is newer, the only ones the run reads. A chat that
-/// has not moved gets a mark of its time alone, which only the walk's
-/// "nothing new" test looks at.
-async fn incremental_marks(
-    deps: &SyncDeps,
-    sid: &SessionId,
-    chats: &[Chat],
-    done: &HashSet<String>,
-    cancel: &CancellationToken,
-    shutdown: &CancellationToken,
-) -> Result<HashMap<String, MessageMark>, Stop> {
-    let ids: Vec<String> = chats
-        .iter()
-        .filter(|c| !done.contains(&c.id))
-        .map(|c| c.id.clone())
-        .collect();
-    let newest = store_retry(deps, cancel, shutdown, "reading the stored marks", || {
-        deps.store.newest_message_times(sid, &ids)
-    })
-    .await?;
-    let mut unmoved = HashMap::new();
-    let mut moved = Vec::new();
-    for chat in chats.iter().filter(|c| !done.contains(&c.id)) {
-        match (newest.get(&chat.id), chat.last_message_at) {
-            (Some(&t), Some(last)) if last <= t => {
-                unmoved.insert(
-                    chat.id.clone(),
-                    MessageMark {
-                        timestamp: t,
-                        ids: Vec::new(),
-                    },
-                );
-            }
-            _ => moved.push(chat.id.clone()),
-        }
-    }
-    let mut marks = store_retry(deps, cancel, shutdown, "reading the stored marks", || {
-        deps.store.message_marks(sid, &moved)
-    })
-    .await?;
-    marks.extend(unmoved);
-    Ok(marks)
-}
-
 /// The chats of `sid` whose messages a sync wrote between `since` and
 /// `until` (ms, both included).
 async fn synced_between(
@@ -733,323 +562,6 @@ async fn synced_between(
             None => return Ok(out),
         }
     }
-}
-
-/// Walks the chats not in `done`, committing them in groups.
-#[allow(clippy::too_many_arguments)]
-async fn walk_chats(
-    deps: &SyncDeps,
-    sid: &SessionId,
-    run: &mut SyncRun,
-    chats: &[Chat],
-    done: &HashSet<String>,
-    marks: &HashMap<String, MessageMark>,
-    reads: &history::Reads,
-    ctx: &SyncContext,
-    cancel: &CancellationToken,
-    shutdown: &CancellationToken,
-    pending: &mut Option<InFlight>,
-) -> Result<(), Stop> {
-    let mut group = Group::new();
-    let last = chats.iter().rposition(|c| !done.contains(&c.id));
-    for (i, chat) in chats.iter().enumerate() {
-        if done.contains(&chat.id) {
-            continue;
-        }
-        if shutdown.is_cancelled() {
-            return Err(Stop::Shutdown);
-        }
-        if cancel.is_cancelled() {
-            return Err(Stop::Cancelled);
-        }
-        let position = i as u32 + 1;
-        let chat_seq = run.next_seq;
-        let messages_seq = run.next_seq + 1;
-        run.next_seq += 2;
-
-        // Incremental: a chat whose last activity is not newer than its
-        // newest stored message has nothing to read. It still reports its
-        // two events (0 messages), writes nothing and opens no plugin
-        // scope. A chat without a `lastMessageAt` is read from its mark.
-        let mark = match run.mode {
-            SyncMode::Full | SyncMode::History => None,
-            SyncMode::Incremental => marks.get(&chat.id),
-        };
-        // History: a chat that holds enough messages is not read either.
-        let plan = reads.plan(&chat.id);
-        let unchanged =
-            mark.is_some_and(|mark| chat.last_message_at.is_some_and(|t| t <= mark.timestamp));
-        if unchanged || plan.is_some_and(|p| p.want == 0) {
-            group
-                .chats
-                .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
-            flush_if_due(deps, sid, run, &mut group, i, last, shutdown, pending).await?;
-            continue;
-        }
-
-        let mut scope = deps.chain.chat_scope(ctx, chat).await;
-        let limit = match scope.before_chat_sync().await {
-            ChatDecision::Skip { reason } => {
-                tracing::debug!(chat_id = %chat.id, %reason, "chat skipped by a plugin");
-                run.skipped_chats += 1;
-                group.noted = true;
-                group
-                    .chats
-                    .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
-                None
-            }
-            ChatDecision::Proceed {
-                max_messages,
-                since_ms,
-            } => Some((
-                max_messages.map_or(run.limit_per_chat, |m| m.min(run.limit_per_chat)),
-                since_ms,
-            )),
-        };
-
-        if let Some((limit, since_ms)) = limit {
-            let fetched = with_retry(deps, cancel, shutdown, || async move {
-                match (mark, plan) {
-                    (Some(mark), _) => deps.client.fetch_messages_after(chat, limit, mark).await,
-                    (None, Some(plan)) => {
-                        history::fetch(deps, chat, plan, limit, reads.cutoff).await
-                    }
-                    (None, None) => deps.client.fetch_messages(chat, limit).await,
-                }
-            })
-            .await?;
-            match fetched {
-                Err((attempts, e)) => {
-                    tracing::warn!(chat_id = %chat.id, attempts, error = %e, "chat failed; going on");
-                    run.failed_chats.push(ChatFailure {
-                        chat_id: chat.id.clone(),
-                        attempts,
-                        reason: e.to_string(),
-                    });
-                    group.noted = true;
-                    group
-                        .chats
-                        .push((position, chat.id.clone(), 0, chat_seq, messages_seq));
-                    scope
-                        .after_chat_sync(ChatSummary {
-                            failed: 1,
-                            ..Default::default()
-                        })
-                        .await;
-                }
-                Ok(mut messages) => {
-                    if let Some(since) = since_ms {
-                        messages.retain(|m| m.timestamp >= since);
-                    }
-                    reads.trim(&mut messages);
-                    let fetched_n = messages.len() as u32;
-                    let mut out = if deps.chain.is_empty() {
-                        crate::plugins::Transformed {
-                            keep: messages,
-                            ..Default::default()
-                        }
-                    } else {
-                        scope.transform(messages).await
-                    };
-                    // A stop during the plugin calls cut them short: what
-                    // they answered is not this chat's true outcome, so the
-                    // chat is not committed (a resumed run syncs it again).
-                    if shutdown.is_cancelled() {
-                        return Err(Stop::Shutdown);
-                    }
-                    if cancel.is_cancelled() {
-                        return Err(Stop::Cancelled);
-                    }
-                    if deps.options.keep_revoked_bodies {
-                        revoked::keep_stored_bodies(deps, sid, &mut out.keep, cancel, shutdown)
-                            .await?;
-                    }
-                    let stored = out.keep.len() as u64;
-                    run.quarantined += out.quarantined.len() as u64;
-                    group.messages += out.keep.len() + out.quarantined.len();
-                    // Incremental reads that found nothing new write
-                    // nothing (a full sync still stamps `syncedAt`).
-                    let nothing = out.keep.is_empty() && out.quarantined.is_empty();
-                    if run.mode == SyncMode::Full || !nothing {
-                        group.commits.push(ChatCommit {
-                            chat_id: chat.id.clone(),
-                            messages: out.keep,
-                            quarantined: out.quarantined,
-                            synced_at: now_ms(),
-                        });
-                    }
-                    group
-                        .chats
-                        .push((position, chat.id.clone(), stored, chat_seq, messages_seq));
-                    scope
-                        .after_chat_sync(ChatSummary {
-                            fetched: fetched_n,
-                            stored: stored as u32,
-                            modified: out.modified as u32,
-                            dropped: out.dropped as u32,
-                            failed: 0,
-                        })
-                        .await;
-                }
-            }
-        }
-        drop(scope);
-        flush_if_due(deps, sid, run, &mut group, i, last, shutdown, pending).await?;
-    }
-    Ok(())
-}
-
-/// Commits the group when it is full, old, or holds the last chat to walk
-/// (`i` is the chat just added, `last` the last one the walk visits).
-#[allow(clippy::too_many_arguments)]
-async fn flush_if_due(
-    deps: &SyncDeps,
-    sid: &SessionId,
-    run: &mut SyncRun,
-    group: &mut Group,
-    i: usize,
-    last: Option<usize>,
-    shutdown: &CancellationToken,
-    pending: &mut Option<InFlight>,
-) -> Result<(), Stop> {
-    // A commit that is done reports its chats now, not at the next flush.
-    if pending.as_ref().is_some_and(|p| p.task.is_finished())
-        && let Some(p) = pending.take()
-    {
-        finish_flush(deps, p).await?;
-    }
-    let limit = deps
-        .options
-        .group_messages
-        .or_else(|| deps.store.group_messages())
-        .unwrap_or(DEFAULT_GROUP_MESSAGES)
-        .max(1);
-    let full = group.messages >= limit;
-    // A group past its window while the previous commit still runs keeps
-    // filling (up to `limit`) instead of waiting for it: its chats could
-    // not be reported before that commit anyway, and a store slower than
-    // the provider gets larger commits, with fewer fixed costs.
-    let slow = pending.is_none() && group.opened.elapsed() >= deps.options.group_window;
-    if full || slow || Some(i) == last {
-        if let Some(p) = pending.take() {
-            finish_flush(deps, p).await?;
-        }
-        *pending = start_flush(deps, sid, run, group, shutdown);
-        // Overlap the commit with the next fetch only when the provider
-        // is fast (the group filled up); a slow provider's progress is
-        // reported as soon as it is durable.
-        if !full && let Some(p) = pending.take() {
-            finish_flush(deps, p).await?;
-        }
-    }
-    Ok(())
-}
-
-/// A group whose commit is under way.
-struct InFlight {
-    task: tokio::task::JoinHandle<Result<WriteStats, StoreStop>>,
-    chats: Vec<(u32, String, u64, u64, u64)>,
-    /// The run as this commit writes it.
-    run: SyncRun,
-    before_total: u64,
-}
-
-/// Starts committing a group (messages, chat counters and the checkpoint
-/// in one durable step) in the background.
-fn start_flush(
-    deps: &SyncDeps,
-    sid: &SessionId,
-    run: &mut SyncRun,
-    group: &mut Group,
-    shutdown: &CancellationToken,
-) -> Option<InFlight> {
-    if group.chats.is_empty() {
-        return None;
-    }
-    let g = std::mem::replace(group, Group::new());
-    let (last_pos, last_id, ..) = g.chats.last().cloned().expect("non-empty group");
-    let before_total = run.total_messages_synced;
-    let added: u64 = g.chats.iter().map(|c| c.2).sum();
-    // The checkpoint written with the data already counts the group, and
-    // bounds which chats a resume may take as written (see
-    // `SyncRun::checkpoint_synced_at`); it never goes back.
-    let newest = g.commits.iter().map(|c| c.synced_at).max();
-    run.checkpoint_synced_at = run.checkpoint_synced_at.max(newest);
-    run.checkpoint = last_pos;
-    run.checkpoint_chat_id = Some(last_id);
-    run.current_chat = last_pos;
-    run.total_messages_synced = before_total + added;
-    let snapshot = run.clone();
-    let store = deps.store.clone();
-    let sid = sid.clone();
-    let options = deps.options.clone();
-    let shutdown = shutdown.clone();
-    let commits = g.commits;
-    let committed = snapshot.clone();
-    // An incremental group of chats with nothing new has nothing to make
-    // durable: its events go out without a write (the run record catches
-    // up at the next commit or the run's end; a resume re-checks those
-    // chats by their marks).
-    if commits.is_empty() && !g.noted && snapshot.mode == SyncMode::Incremental {
-        return Some(InFlight {
-            task: tokio::spawn(async { Ok(WriteStats::default()) }),
-            chats: g.chats,
-            run: snapshot,
-            before_total,
-        });
-    }
-    let task = tokio::spawn(async move {
-        retry_store(&options, "writing messages", &shutdown, || {
-            store.commit_chats(&sid, &commits, &committed)
-        })
-        .await
-        .map(|per_chat| {
-            per_chat
-                .iter()
-                .fold(WriteStats::default(), |a, s| a.plus(*s))
-        })
-    });
-    Some(InFlight {
-        task,
-        chats: g.chats,
-        run: snapshot,
-        before_total,
-    })
-}
-
-/// Waits for a group's commit, then reports its chats in order, one chat at
-/// a time, as they would have been reported without grouping.
-async fn finish_flush(deps: &SyncDeps, p: InFlight) -> Result<(), Stop> {
-    match p.task.await {
-        Ok(Ok(stats)) => deps.sink.written(&stats),
-        Ok(Err(stop)) => return Err(stop.into()),
-        Err(e) => return Err(Stop::Failed(format!("writing messages: {e}"))),
-    }
-    let mut view = p.run;
-    let mut total = p.before_total;
-    for (position, chat_id, stored, chat_seq, messages_seq) in p.chats {
-        view.current_chat = position;
-        view.total_messages_synced = total;
-        emit(
-            deps,
-            &view,
-            chat_seq,
-            SyncPhase::Chat,
-            Some(chat_id.clone()),
-            0,
-        );
-        total += stored;
-        view.total_messages_synced = total;
-        emit(
-            deps,
-            &view,
-            messages_seq,
-            SyncPhase::Messages,
-            Some(chat_id),
-            stored,
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,10 +6,12 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::browser::ClientError;
 use crate::browser::Provider;
 use crate::browser::simulator::SimulatorProvider;
 use crate::domain::SyncTrigger;
 use crate::plugins::NoPlugins;
+use crate::storage::ChatCommit;
 use crate::storage::embedded::EmbeddedStore;
 
 #[derive(Default)]
