@@ -10,6 +10,121 @@
 //! Both are linked into the one linker (their interface names differ by
 //! version); a component's exports say which one it speaks.
 
+/// The conversions between the domain and a version's generated records
+/// that both versions share field for field (`message`, `chat`,
+/// `sync-context`, `chat-summary`, `chat-decision` are the same records in
+/// 0.1 and 0.2, generated as distinct types per version): one definition,
+/// expanded in each version's module, where those names are in scope.
+macro_rules! shared_conversions {
+    () => {
+        /// The guest's view of a message (every field); bodies over
+        /// `max_body` are cut.
+        pub(crate) fn message(m: &$crate::domain::Message, max_body: usize) -> Message {
+            let (body, truncated) = match &m.body {
+                Some(b) if b.len() > max_body => (Some(super::cut(b, max_body).to_owned()), true),
+                other => (other.clone(), false),
+            };
+            Message {
+                id: m.id.clone(),
+                chat_id: m.chat_id.clone(),
+                sender: m.from.clone(),
+                recipient: m.to.clone(),
+                author: m.author.clone(),
+                body,
+                truncated,
+                kind: m.kind.clone(),
+                timestamp_ms: m.timestamp,
+                from_me: m.from_me,
+                has_media: m.has_media,
+                ack: m.ack,
+                quoted_id: m.quoted_id.clone(),
+                tags: m.tags.clone(),
+                attributes: m
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }
+        }
+
+        /// Applies a guest's replacement to the stored message. When the
+        /// guest saw a cut body (`cut`) and handed the same text back, the
+        /// full original body stays; a changed body is stored as the guest
+        /// wrote it.
+        pub(crate) fn apply(
+            original: &$crate::domain::Message,
+            cut: Option<&str>,
+            new: Message,
+        ) -> $crate::domain::Message {
+            let body = if cut.is_some() && new.body.as_deref() == cut {
+                original.body.clone()
+            } else {
+                new.body
+            };
+            $crate::domain::Message {
+                id: new.id,
+                chat_id: new.chat_id,
+                from: new.sender,
+                to: new.recipient,
+                author: new.author,
+                body,
+                kind: new.kind,
+                timestamp: new.timestamp_ms,
+                from_me: new.from_me,
+                has_media: new.has_media,
+                ack: new.ack,
+                quoted_id: new.quoted_id,
+                tags: new.tags,
+                attributes: new
+                    .attributes
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+                changes: original.changes.clone(),
+            }
+        }
+
+        pub(crate) fn context(ctx: &$crate::plugins::SyncContext) -> WitContext {
+            WitContext {
+                session_id: ctx.session_id.clone(),
+                sync_id: ctx.sync_id.clone(),
+                trigger: ctx.trigger.clone(),
+            }
+        }
+
+        pub(crate) fn chat(c: &$crate::domain::Chat) -> Chat {
+            Chat {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                is_group: c.is_group,
+                unread_count: c.unread_count,
+                archived: c.archived,
+                pinned: c.pinned,
+                last_message_ms: c.last_message_at,
+            }
+        }
+
+        pub(crate) fn summary(s: $crate::plugins::ChatSummary) -> WitSummary {
+            WitSummary {
+                fetched: s.fetched,
+                stored: s.stored,
+                modified: s.modified,
+                dropped: s.dropped,
+                failed: s.failed,
+            }
+        }
+
+        pub(crate) fn decision(d: WitDecision) -> $crate::plugins::ChatDecision {
+            match d {
+                WitDecision::Proceed(l) => $crate::plugins::ChatDecision::Proceed {
+                    max_messages: l.max_messages,
+                    since_ms: l.since_ms,
+                },
+                WitDecision::Skip(reason) => $crate::plugins::ChatDecision::Skip { reason },
+            }
+        }
+    };
+}
+
 pub(crate) mod v1;
 pub(crate) mod v2;
 

@@ -2,11 +2,7 @@
 //! one outcome per message out. Still linked, so deployed 0.1 plugins run
 //! unchanged.
 
-use std::collections::BTreeMap;
-
-use super::{GuestError as HostGuestError, cut};
-use crate::domain;
-use crate::plugins::{ChatDecision, ChatSummary, SyncContext};
+use super::GuestError as HostGuestError;
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -41,75 +37,6 @@ impl From<GuestError> for HostGuestError {
     }
 }
 
-pub(crate) fn context(ctx: &SyncContext) -> WitContext {
-    WitContext {
-        session_id: ctx.session_id.clone(),
-        sync_id: ctx.sync_id.clone(),
-        trigger: ctx.trigger.clone(),
-    }
-}
-
-pub(crate) fn chat(c: &domain::Chat) -> Chat {
-    Chat {
-        id: c.id.clone(),
-        name: c.name.clone(),
-        is_group: c.is_group,
-        unread_count: c.unread_count,
-        archived: c.archived,
-        pinned: c.pinned,
-        last_message_ms: c.last_message_at,
-    }
-}
-
-pub(crate) fn summary(s: ChatSummary) -> WitSummary {
-    WitSummary {
-        fetched: s.fetched,
-        stored: s.stored,
-        modified: s.modified,
-        dropped: s.dropped,
-        failed: s.failed,
-    }
-}
-
-pub(crate) fn decision(d: WitDecision) -> ChatDecision {
-    match d {
-        WitDecision::Proceed(l) => ChatDecision::Proceed {
-            max_messages: l.max_messages,
-            since_ms: l.since_ms,
-        },
-        WitDecision::Skip(reason) => ChatDecision::Skip { reason },
-    }
-}
-
-/// The guest's view of a message; bodies over `max_body` are cut.
-pub(crate) fn message(m: &domain::Message, max_body: usize) -> Message {
-    let (body, truncated) = match &m.body {
-        Some(b) if b.len() > max_body => (Some(cut(b, max_body).to_owned()), true),
-        other => (other.clone(), false),
-    };
-    Message {
-        id: m.id.clone(),
-        chat_id: m.chat_id.clone(),
-        sender: m.from.clone(),
-        recipient: m.to.clone(),
-        author: m.author.clone(),
-        body,
-        truncated,
-        kind: m.kind.clone(),
-        timestamp_ms: m.timestamp,
-        from_me: m.from_me,
-        has_media: m.has_media,
-        ack: m.ack,
-        quoted_id: m.quoted_id.clone(),
-        tags: m.tags.clone(),
-        attributes: m
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    }
-}
-
 /// Rough size of what a `replace` asks the host to store.
 pub(crate) fn size(m: &Message) -> usize {
     m.id.len()
@@ -132,41 +59,14 @@ pub(crate) fn cut_body(seen: &Message) -> Option<String> {
     seen.truncated.then(|| seen.body.clone()).flatten()
 }
 
-/// Applies a guest's replacement to the stored message. When the guest saw a
-/// cut body (`cut`) and handed the same text back, the full original body
-/// stays; a changed body is stored as the guest wrote it.
-pub(crate) fn apply(
-    original: &domain::Message,
-    cut: Option<&str>,
-    new: Message,
-) -> domain::Message {
-    let body = if cut.is_some() && new.body.as_deref() == cut {
-        original.body.clone()
-    } else {
-        new.body
-    };
-    domain::Message {
-        id: new.id,
-        chat_id: new.chat_id,
-        from: new.sender,
-        to: new.recipient,
-        author: new.author,
-        body,
-        kind: new.kind,
-        timestamp: new.timestamp_ms,
-        from_me: new.from_me,
-        has_media: new.has_media,
-        ack: new.ack,
-        quoted_id: new.quoted_id,
-        tags: new.tags,
-        attributes: new.attributes.into_iter().collect::<BTreeMap<_, _>>(),
-        changes: original.changes.clone(),
-    }
-}
+shared_conversions!();
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::domain;
 
     fn msg(body: &str) -> domain::Message {
         domain::Message {

@@ -10,7 +10,6 @@ use wasmtime::component::Resource;
 use super::{GuestError as HostGuestError, cut};
 use crate::domain;
 use crate::plugins::wasm::runtime::StoreData;
-use crate::plugins::{ChatDecision, ChatSummary, SyncContext};
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -187,71 +186,4 @@ impl From<PluginError> for HostGuestError {
     }
 }
 
-/// Every field of a message as the plugin sees it (as 0.1 passes it).
-pub(crate) fn message(m: &domain::Message, max_body: usize) -> Message {
-    let (body, truncated) = match &m.body {
-        Some(b) if b.len() > max_body => (Some(cut(b, max_body).to_owned()), true),
-        other => (other.clone(), false),
-    };
-    Message {
-        id: m.id.clone(),
-        chat_id: m.chat_id.clone(),
-        sender: m.from.clone(),
-        recipient: m.to.clone(),
-        author: m.author.clone(),
-        body,
-        truncated,
-        kind: m.kind.clone(),
-        timestamp_ms: m.timestamp,
-        from_me: m.from_me,
-        has_media: m.has_media,
-        ack: m.ack,
-        quoted_id: m.quoted_id.clone(),
-        tags: m.tags.clone(),
-        attributes: m
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    }
-}
-
-pub(crate) fn context(ctx: &SyncContext) -> WitContext {
-    WitContext {
-        session_id: ctx.session_id.clone(),
-        sync_id: ctx.sync_id.clone(),
-        trigger: ctx.trigger.clone(),
-    }
-}
-
-pub(crate) fn chat(c: &domain::Chat) -> Chat {
-    Chat {
-        id: c.id.clone(),
-        name: c.name.clone(),
-        is_group: c.is_group,
-        unread_count: c.unread_count,
-        archived: c.archived,
-        pinned: c.pinned,
-        last_message_ms: c.last_message_at,
-    }
-}
-
-pub(crate) fn summary(s: ChatSummary) -> WitSummary {
-    WitSummary {
-        fetched: s.fetched,
-        stored: s.stored,
-        modified: s.modified,
-        dropped: s.dropped,
-        failed: s.failed,
-    }
-}
-
-pub(crate) fn decision(d: WitDecision) -> ChatDecision {
-    match d {
-        WitDecision::Proceed(l) => ChatDecision::Proceed {
-            max_messages: l.max_messages,
-            since_ms: l.since_ms,
-        },
-        WitDecision::Skip(reason) => ChatDecision::Skip { reason },
-    }
-}
+shared_conversions!();

@@ -8,13 +8,11 @@
 //! comes back unchanged keeps the full original, a changed one is stored as
 //! written.
 
-use std::collections::BTreeMap;
-
 use super::failure;
 use super::scope::Applied;
 use super::trace::TracedOutcome;
 use crate::domain;
-use crate::plugins::wasm::bindings::v2::{Change, Edit, Message, Update};
+use crate::plugins::wasm::bindings::v2::{self, Change, Edit, Message, Update};
 use crate::plugins::wasm::bindings::{cut_of, fields_size};
 use crate::plugins::wasm::stats::FailureKind;
 
@@ -84,7 +82,7 @@ pub(super) fn apply(
                 }
                 let size = size(&r);
                 within(m, size, max_output)?;
-                Fate::Replaced(Box::new(replace(m, cut_of(m, max_body), r)))
+                Fate::Replaced(Box::new(v2::apply(m, cut_of(m, max_body), r)))
             }
         };
     }
@@ -163,15 +161,6 @@ impl Checked {
     }
 }
 
-/// The body to store for a body the plugin handed back: the full original
-/// when the host had cut it and the plugin returned the cut text as is.
-fn body_back(original: &domain::Message, cut: Option<&str>, new: Option<String>) -> Option<String> {
-    match cut.is_some() && new.as_deref() == cut {
-        true => original.body.clone(),
-        false => new,
-    }
-}
-
 /// Applies an update to `m` in place; `cut` is the length of the body the
 /// plugin saw when the host cut it. Returns the size of the result as the
 /// plugin wrote it (a body it handed back as it saw it counted at that
@@ -238,31 +227,11 @@ fn size(m: &Message) -> usize {
             .sum::<usize>()
 }
 
-/// A replacement as it is stored (see [`body_back`]).
-fn replace(original: &domain::Message, cut: Option<&str>, new: Message) -> domain::Message {
-    domain::Message {
-        body: body_back(original, cut, new.body),
-        id: new.id,
-        chat_id: new.chat_id,
-        from: new.sender,
-        to: new.recipient,
-        author: new.author,
-        kind: new.kind,
-        timestamp: new.timestamp_ms,
-        from_me: new.from_me,
-        has_media: new.has_media,
-        ack: new.ack,
-        quoted_id: new.quoted_id,
-        tags: new.tags,
-        attributes: new.attributes.into_iter().collect::<BTreeMap<_, _>>(),
-        changes: original.changes.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use crate::plugins::wasm::bindings::v2;
 
     fn msg(id: &str, body: &str) -> (domain::Message, bool) {
         let m = domain::Message {
