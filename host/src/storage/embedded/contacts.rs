@@ -6,7 +6,7 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::tables::{DbResult, dec, enc};
+use super::tables::{DbResult, dec, enc, page_after};
 use super::{CHATS, EmbeddedStore, Lane};
 use crate::domain::{Contact, GroupParticipants, SessionId, StoredChat, StoredContact};
 use crate::storage::StoreResult;
@@ -117,29 +117,8 @@ impl EmbeddedStore {
         let sid = id.to_string();
         let after = after.map(str::to_owned);
         self.blocking(Lane::Read, move |db| {
-            use std::ops::Bound;
             let txn = db.begin_read().db()?;
-            let table = txn.open_table(CONTACTS).db()?;
-            let s = sid.as_str();
-            let start = match &after {
-                Some(a) => Bound::Excluded((s, a.as_str())),
-                None => Bound::Included((s, "")),
-            };
-            let mut out = Vec::new();
-            for row in table
-                .range::<(&str, &str)>((start, Bound::Unbounded))
-                .db()?
-            {
-                if out.len() as u32 >= limit {
-                    break;
-                }
-                let (k, v) = row.db()?;
-                if k.value().0 != s {
-                    break;
-                }
-                out.push(dec(v.value())?);
-            }
-            Ok(out)
+            page_after(&txn, CONTACTS, &sid, limit, after.as_deref())
         })
         .await
     }

@@ -2,8 +2,6 @@
 //! as JSON under `(sessionId, messageId)`, and the pruning of published
 //! events and old quarantine in small steps.
 
-use std::ops::Bound;
-
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::tables::*;
@@ -51,24 +49,7 @@ impl EmbeddedStore {
         let after = after.map(str::to_owned);
         self.blocking(Lane::Read, move |db| {
             let txn = db.begin_read().db()?;
-            let q = txn.open_table(QUARANTINE).db()?;
-            let s = sid.as_str();
-            let start = match &after {
-                Some(a) => Bound::Excluded((s, a.as_str())),
-                None => Bound::Included((s, "")),
-            };
-            let mut out = Vec::new();
-            for row in q.range((start, Bound::Unbounded)).db()? {
-                if out.len() as u32 >= limit {
-                    break;
-                }
-                let (k, v) = row.db()?;
-                if k.value().0 != s {
-                    break;
-                }
-                out.push(dec(v.value())?);
-            }
-            Ok(out)
+            page_after(&txn, QUARANTINE, &sid, limit, after.as_deref())
         })
         .await
     }

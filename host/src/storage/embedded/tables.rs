@@ -94,3 +94,36 @@ pub(super) fn enc<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
 pub(super) fn dec<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("decode: {e}")))
 }
+
+/// Up to `limit` JSON documents of session `sid` in a table keyed
+/// `(sessionId, id)`, by id, strictly after `after`: the pages keyed by an
+/// id (contacts, quarantine).
+pub(super) fn page_after<T: DeserializeOwned>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<(&str, &str), &[u8]>,
+    sid: &str,
+    limit: u32,
+    after: Option<&str>,
+) -> StoreResult<Vec<T>> {
+    use std::ops::Bound;
+    let table = txn.open_table(table).db()?;
+    let start = match after {
+        Some(a) => Bound::Excluded((sid, a)),
+        None => Bound::Included((sid, "")),
+    };
+    let mut out = Vec::new();
+    for row in table
+        .range::<(&str, &str)>((start, Bound::Unbounded))
+        .db()?
+    {
+        if out.len() as u32 >= limit {
+            break;
+        }
+        let (k, v) = row.db()?;
+        if k.value().0 != sid {
+            break;
+        }
+        out.push(dec(v.value())?);
+    }
+    Ok(out)
+}
