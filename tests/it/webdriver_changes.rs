@@ -4,10 +4,16 @@
 //! room follow.
 
 use serde_json::Value;
-use wasync::domain::SessionId;
+use wasync::domain::{Message, SessionId};
+use wasync::storage::Store;
 use wasync_tests::whatsapp_fixture::WhatsAppFixture;
 
 use crate::webdriver::{LONG, is, log_in, require_browser, wait_for};
+
+/// The stored message `id`.
+async fn stored(store: &dyn Store, sid: &SessionId, id: &str) -> Message {
+    store.get_message(sid, id).await.unwrap().unwrap().message
+}
 
 fn updated(kind: &'static str, id: String) -> impl Fn(&Value) -> bool {
     move |e| {
@@ -37,12 +43,7 @@ async fn webdriver_edits_revokes_acks_and_reactions_reach_the_store() {
     let change = &evs.last().unwrap()["data"]["change"];
     assert_eq!(change["body"], "edited on the phone");
     assert_eq!(change["at"], at);
-    let m = store
-        .get_message(&sid, &a.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .message;
+    let m = stored(&*store, &sid, &a.id).await;
     assert_eq!(m.body.as_deref(), Some("edited on the phone"));
     assert_eq!(m.changes.edited_at, Some(at));
 
@@ -53,12 +54,7 @@ async fn webdriver_edits_revokes_acks_and_reactions_reach_the_store() {
     wait_for(&mut ws, 30, "reaction", updated("reaction", a.id.clone())).await;
     fixture.ack(&a.id, 3).await;
     wait_for(&mut ws, 30, "ack", updated("ack", a.id.clone())).await;
-    let m = store
-        .get_message(&sid, &a.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .message;
+    let m = stored(&*store, &sid, &a.id).await;
     assert_eq!(m.changes.reactions.len(), 1, "{m:?}");
     assert_eq!(m.changes.reactions[0].emoji, "👍");
     assert_eq!(m.ack, 3);
@@ -68,12 +64,7 @@ async fn webdriver_edits_revokes_acks_and_reactions_reach_the_store() {
     // clearing that follows is no edit).
     fixture.revoke(&b.id).await;
     wait_for(&mut ws, 30, "revoke", updated("revoke", b.id.clone())).await;
-    let m = store
-        .get_message(&sid, &b.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .message;
+    let m = stored(&*store, &sid, &b.id).await;
     assert!(m.changes.revoked && m.changes.revoked_at.is_some(), "{m:?}");
     assert_eq!(m.body, None);
     assert_eq!(m.changes.edited_at, None, "a revoke is no edit");
@@ -87,20 +78,10 @@ async fn webdriver_edits_revokes_acks_and_reactions_reach_the_store() {
         .await;
     assert_eq!(status, 202);
     wait_for(&mut ws, LONG, "sync_complete", is("sync_complete")).await;
-    let m = store
-        .get_message(&sid, &a.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .message;
+    let m = stored(&*store, &sid, &a.id).await;
     assert_eq!(m.body.as_deref(), Some("edited on the phone"));
     assert_eq!(m.changes.reactions.len(), 1);
-    let m = store
-        .get_message(&sid, &b.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .message;
+    let m = stored(&*store, &sid, &b.id).await;
     assert!(m.changes.revoked && m.body.is_none());
     host.delete(&format!("/whatsapp-web/session/{id}")).await;
 }
