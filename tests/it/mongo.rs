@@ -313,24 +313,36 @@ async fn mongo_creates_design_indexes_idempotently() {
 }
 
 /// A database an earlier version made keeps working: its paging index
-/// without the message id is replaced at start.
+/// without the message id is replaced at start, and its redundant
+/// `(sessionId, messageId, rev)` index is dropped.
 #[tokio::test]
-async fn mongo_the_old_paging_index_is_replaced() {
+async fn mongo_the_old_indexes_are_replaced() {
     let db = fresh_db_name("oldidx");
     let raw = raw_db(&db).await;
-    raw.collection::<Document>("messages")
-        .create_index(
-            mongodb::IndexModel::builder()
-                .keys(doc! {"sessionId": 1, "chatId": 1, "timestamp": -1})
-                .options(
-                    mongodb::options::IndexOptions::builder()
-                        .name("session_chat_time".to_owned())
-                        .build(),
-                )
-                .build(),
-        )
-        .await
-        .unwrap();
+    for (name, keys) in [
+        (
+            "session_chat_time",
+            doc! {"sessionId": 1, "chatId": 1, "timestamp": -1},
+        ),
+        (
+            "session_message_rev",
+            doc! {"sessionId": 1, "messageId": 1, "rev": 1},
+        ),
+    ] {
+        raw.collection::<Document>("messages")
+            .create_index(
+                mongodb::IndexModel::builder()
+                    .keys(keys)
+                    .options(
+                        mongodb::options::IndexOptions::builder()
+                            .name(name.to_owned())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .unwrap();
+    }
     MongoStore::connect(&test_mongodb_uri(), &db)
         .await
         .expect("opens a database of the earlier schema");
@@ -345,6 +357,10 @@ async fn mongo_the_old_paging_index_is_replaced() {
     );
     assert!(
         !names.contains(&"session_chat_time".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"session_message_rev".to_string()),
         "{names:?}"
     );
 }

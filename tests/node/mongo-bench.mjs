@@ -58,7 +58,6 @@ try {
   const messages = db.collection("messages");
   const chatColl = db.collection("chats");
   await messages.createIndex({ sessionId: 1, messageId: 1 }, { unique: true, name: "uniq_session_message" });
-  await messages.createIndex({ sessionId: 1, messageId: 1, rev: 1 }, { name: "session_message_rev" });
   await messages.createIndex(
     { sessionId: 1, chatId: 1, timestamp: -1, messageId: 1 },
     { name: "session_chat_time_id" },
