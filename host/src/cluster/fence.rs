@@ -215,7 +215,19 @@ impl Store for FencedStore {
 
     async fn put_messages(&self, id: &SessionId, messages: &[Message]) -> StoreResult<WriteStats> {
         self.fence.check()?;
-        self.inner.put_messages(id, messages).await
+        self.inner
+            .put_messages_fenced(id, messages, self.fence.epoch())
+            .await
+    }
+
+    async fn put_messages_fenced(
+        &self,
+        id: &SessionId,
+        messages: &[Message],
+        _epoch: u64,
+    ) -> StoreResult<WriteStats> {
+        // This store's own lease decides, whatever the caller passed.
+        self.put_messages(id, messages).await
     }
 
     async fn list_chats(

@@ -231,6 +231,22 @@ pub trait Store: Send + Sync + 'static {
         messages: &[crate::domain::Message],
     ) -> StoreResult<WriteStats>;
 
+    /// [`Store::put_messages`] by the holder of the session's lease at
+    /// `epoch` (0: no lease). A store several hosts share refuses to let a
+    /// writer whose lease a newer epoch took over touch the chat counters
+    /// the new holder keeps ([`StoreError::Fenced`]); a store of one
+    /// process has no other writer, and the default writes as
+    /// `put_messages` does.
+    async fn put_messages_fenced(
+        &self,
+        id: &SessionId,
+        messages: &[crate::domain::Message],
+        epoch: u64,
+    ) -> StoreResult<WriteStats> {
+        let _ = epoch;
+        self.put_messages(id, messages).await
+    }
+
     /// Chats, newest activity first (`lastMessageAt` desc, chats without
     /// activity last, ties by chat id).
     async fn list_chats(

@@ -1,7 +1,9 @@
 //! `messageCount` stays exact while commits increment it: a lost
 //! acknowledgement of the insert or of the counter update, a commit that
-//! meets duplicates, and a live message racing a sync's commit of the same
-//! chat.
+//! meets duplicates, a live message racing a sync's commit of the same
+//! chat, and a host frozen past its lease racing the host that took over.
+
+use std::sync::Arc;
 
 use super::*;
 
@@ -201,5 +203,121 @@ async fn mongo_a_live_message_racing_a_commit_of_its_chat_keeps_the_count_exact(
         .unwrap();
     commit_task.await.unwrap().unwrap();
     assert_eq!(count_of(&store, &s, "a@c.us").await, 50);
+    let _ = raw_db(&db).await.drop().await;
+}
+
+/// Holds the `n`-th `update` (from 1) of connections of `app` on the
+/// server for `ms`; the ones before it run normally.
+async fn hold_update(app: &str, n: u32, ms: i32) {
+    raw_db("admin")
+        .await
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "skip": n - 1, "times": 1 },
+            "data": {
+                "failCommands": ["update"],
+                "appName": app,
+                "blockConnection": true,
+                "blockTimeMS": ms,
+            },
+        })
+        .await
+        .expect("configureFailPoint (is the server started with --enable-test-commands?)");
+}
+
+/// Two hosts on one database, each with connections of its own app name:
+/// `(old holder, new holder, database, old holder's app, new holder's app)`.
+async fn two_hosts(tag: &str) -> (Arc<MongoStore>, Arc<MongoStore>, String, String, String) {
+    let (old, db, old_app) = named_store(tag).await;
+    let new_app = format!("{old_app}-new");
+    let uri = format!(
+        "{}/?appName={new_app}",
+        test_mongodb_uri().trim_end_matches('/')
+    );
+    let new = MongoStore::connect(&uri, &db).await.unwrap();
+    (Arc::new(old), Arc::new(new), db, old_app, new_app)
+}
+
+async fn until_stored(store: &MongoStore, s: &SessionId, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.count_messages(s, None).await.unwrap() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} messages never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The host holding the lease at epoch 1 is frozen between its insert and
+/// its increment (its counter update held on the server) while the host
+/// that took over at epoch 2 re-commits the same group: it meets the
+/// messages as duplicates and recounts them. The late increment must not
+/// count them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_a_late_increment_of_a_taken_over_host_is_refused() {
+    let (old, new, db, old_app, _) = two_hosts("lateinc").await;
+    let s = sid("lateinc");
+    old.upsert_chats(&s, &[chat("a@c.us", Some(1))])
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
+    let mut run = run_for(&s);
+    run.epoch = 1;
+    // The old holder's first `update` is its claim of the chat; the second,
+    // its counter update, waits on the server.
+    hold_update(&old_app, 2, 3000).await;
+    let frozen = {
+        let (old, s, run, m) = (old.clone(), s.clone(), run.clone(), messages.clone());
+        tokio::spawn(async move { old.commit_chats(&s, &[commit("a@c.us", m)], &run).await })
+    };
+    until_stored(&new, &s, 50).await;
+    let mut taken_over = run.clone();
+    taken_over.epoch = 2;
+    let stats = new
+        .commit_chats(&s, &[commit("a@c.us", messages.clone())], &taken_over)
+        .await
+        .unwrap();
+    assert_eq!((stats[0].inserted, stats[0].unchanged), (0, 50));
+    assert_eq!(count_of(&new, &s, "a@c.us").await, 50);
+    let late = frozen.await.unwrap();
+    assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
+    assert_eq!(count_of(&new, &s, "a@c.us").await, 50);
+    // A live message of the old holder is refused before it is written.
+    let live = msg("a@c.us", 99);
+    let refused = old.put_messages_fenced(&s, &[live], 1).await;
+    assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+    assert_eq!(new.count_messages(&s, None).await.unwrap(), 50);
+    let _ = raw_db(&db).await.drop().await;
+}
+
+/// The host that took over (epoch 2) is held between its insert and its
+/// increment while the host it took over from (epoch 1) commits the same
+/// group: the old holder meets duplicates and would recount, counting the
+/// new holder's documents before its increment does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_a_taken_over_host_cannot_recount_inside_the_new_holders_commit() {
+    let (old, new, db, _, new_app) = two_hosts("laterecount").await;
+    let s = sid("laterecount");
+    old.upsert_chats(&s, &[chat("a@c.us", Some(1))])
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
+    let mut run = run_for(&s);
+    run.epoch = 2;
+    hold_update(&new_app, 2, 3000).await;
+    let holder = {
+        let (new, s, run, m) = (new.clone(), s.clone(), run.clone(), messages.clone());
+        tokio::spawn(async move { new.commit_chats(&s, &[commit("a@c.us", m)], &run).await })
+    };
+    until_stored(&old, &s, 50).await;
+    let mut stale = run.clone();
+    stale.epoch = 1;
+    let refused = old
+        .commit_chats(&s, &[commit("a@c.us", messages.clone())], &stale)
+        .await;
+    assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+    holder.await.unwrap().unwrap();
+    assert_eq!(count_of(&new, &s, "a@c.us").await, 50);
     let _ = raw_db(&db).await.drop().await;
 }

@@ -55,7 +55,10 @@ impl MongoStore {
             chat_ids.push(&c.chat_id);
             chat_ids.extend(c.messages.iter().map(|m| m.chat_id.as_str()));
         }
-        let locked = self.chat_locks.lock(sid, chat_ids).await;
+        let locked = self.chat_locks.lock(sid, chat_ids.clone()).await;
+        // The chats' counters are this epoch's from here on: a writer whose
+        // lease this one took over can no longer touch them (see `counts`).
+        self.claim_counters(sid, &chat_ids, run.epoch).await?;
         // 1. Messages of every chat in one bulk write.
         let all: Vec<Message> = chats
             .iter()
@@ -90,7 +93,7 @@ impl MongoStore {
         }
         tokio::try_join!(
             self.write_quarantine(sid, &quarantined),
-            self.refresh_chats(sid, &refresh)
+            self.refresh_chats(sid, &refresh, run.epoch)
         )?;
         drop(locked);
         let counted = started.elapsed();
@@ -111,17 +114,21 @@ impl MongoStore {
         Ok(stats)
     }
 
+    /// Live messages by the holder of the session's lease at `epoch` (0:
+    /// no lease).
     pub(super) async fn put_messages_impl(
         &self,
         id: &SessionId,
         messages: &[Message],
+        epoch: u64,
     ) -> StoreResult<WriteStats> {
         let sid = id.as_str();
         let chat_ids: Vec<&str> = messages.iter().map(|m| m.chat_id.as_str()).collect();
-        let locked = self.chat_locks.lock(sid, chat_ids).await;
+        let locked = self.chat_locks.lock(sid, chat_ids.clone()).await;
+        self.claim_counters(sid, &chat_ids, epoch).await?;
         let outcomes = self.write_messages(sid, messages).await?;
         let touched = ChatTouch::of(messages, outcomes.iter().map(|o| o.0 == Outcome::Inserted));
-        self.refresh_chats(sid, &touched).await?;
+        self.refresh_chats(sid, &touched, epoch).await?;
         drop(locked);
         Ok(sum_stats(&outcomes))
     }

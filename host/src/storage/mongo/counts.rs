@@ -23,15 +23,37 @@
 //! writer holds its chats' locks ([`ChatLocks`]) from before its insert
 //! until its counters are written; the writers of one session live in the
 //! process holding its lease (a sync's commits and its live messages), so
-//! a process-local lock covers them. A writer that lost the lease is
-//! stopped before its insert (`check_run_epoch`, the fenced store) and its
-//! run write fails after it.
+//! a process-local lock covers them.
+//!
+//! # A writer whose lease was taken over
+//!
+//! A host frozen past its lease (`SIGSTOP`, a partition) between its insert
+//! and its increment would otherwise race the host that took over: the new
+//! holder meets the frozen host's documents as duplicates and recounts
+//! them, and the late increment counts them again; or the frozen host
+//! recounts between the new holder's insert and its increment. So the
+//! counters carry the epoch of the lease that keeps them (`countEpoch` on
+//! the chat): before its insert a writer claims its chats for its epoch
+//! (one multi-update over the chats not claimed by a newer epoch; finding
+//! one is [`StoreError::Fenced`], before anything is written), and every
+//! counter update it makes matches only a chat whose `countEpoch` is not
+//! newer than its own. A counter update of the taken-over host that
+//! reaches the server after the new holder's claim matches nothing, and
+//! the writer gets `Fenced`; one that reaches it before the claim happened
+//! before the new holder's insert, so increments and recounts never
+//! interleave across the two: a count is never too high. What is left: a
+//! taken-over host frozen between its claim and its insert stores messages
+//! it can no longer count; the new holder counts them when it meets them as
+//! duplicates (it re-syncs the group whose checkpoint failed), and a live
+//! message it never re-inserts leaves the count one short until the chat
+//! is next recounted. Epoch 0 (no lease: one process, tools) claims nothing
+//! and is never refused.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{Bson, DateTime, doc};
+use mongodb::bson::{Bson, DateTime, Document, doc};
 use tokio::sync::OwnedMutexGuard;
 
 use super::schema::CHATS;
@@ -150,13 +172,96 @@ impl Drop for ChatGuards<'_> {
     }
 }
 
+/// Matches a chat whose counters are not claimed by an epoch newer than
+/// `epoch` (a chat claimed by none has no `countEpoch`).
+fn not_claimed_after(epoch: u64) -> Document {
+    doc! { "$or": [
+        { "countEpoch": { "$lte": epoch as i64 } },
+        { "countEpoch": { "$exists": false } },
+    ] }
+}
+
 impl MongoStore {
+    /// Claims the counters of chats `chat_ids` of session `sid` for the
+    /// lease at `epoch`, before this writer's insert (see the module docs):
+    /// one statement over the chats not claimed by a newer epoch. Where it
+    /// matched fewer chats than it named, a newer claim (and not a chat
+    /// that does not exist) is [`StoreError::Fenced`], so a writer that
+    /// lost the lease normally writes nothing. Nothing for epoch 0.
+    pub(super) async fn claim_counters(
+        &self,
+        sid: &str,
+        chat_ids: &[&str],
+        epoch: u64,
+    ) -> StoreResult<()> {
+        if epoch == 0 || chat_ids.is_empty() {
+            return Ok(());
+        }
+        let chats: Vec<&str> = chat_ids
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let statement = doc! {
+            "q": { "sessionId": sid, "chatId": { "$in": &chats }, "$and": [not_claimed_after(epoch)] },
+            "u": { "$set": { "countEpoch": epoch as i64 } },
+            "multi": true,
+        };
+        let reply = self
+            .update_statements(CHATS, vec![statement], false)
+            .await?;
+        if let Some((_, code, msg)) = reply.write_errors.first() {
+            return Err(StoreError::Backend(format!(
+                "claim of chat counters failed ({code}): {msg}"
+            )));
+        }
+        if reply.matched < chats.len() as u64 {
+            self.fail_if_claimed_after(sid, &chats, epoch).await?;
+        }
+        Ok(())
+    }
+
+    /// [`StoreError::Fenced`] if a lease newer than `epoch` claimed the
+    /// counters of any of `chat_ids`.
+    async fn fail_if_claimed_after(
+        &self,
+        sid: &str,
+        chat_ids: &[&str],
+        epoch: u64,
+    ) -> StoreResult<()> {
+        let newer = self
+            .chats
+            .count_documents(doc! {
+                "sessionId": sid,
+                "chatId": { "$in": chat_ids },
+                "countEpoch": { "$gt": epoch as i64 },
+            })
+            .await
+            .map_err(map_err)?;
+        match newer {
+            0 => Ok(()),
+            n => Err(StoreError::Fenced(format!(
+                "the message counts of {n} chat(s) of session {sid} are kept by a lease \
+                 newer than epoch {epoch}"
+            ))),
+        }
+    }
+
     /// Raises each chat's `messageCount` by what the write added (or to
     /// its recount), its `newestMessageAt` to the newest message written,
     /// and sets `syncedAt` where given: one aggregation over the chats to
     /// recount (none on a first sync) and one `update` command. Chats that
     /// do not exist are left alone, as in the embedded store.
-    pub(super) async fn refresh_chats(&self, sid: &str, chats: &[ChatTouch]) -> StoreResult<()> {
+    ///
+    /// A writer whose lease (`epoch`) a newer one took over changes no
+    /// counter and gets [`StoreError::Fenced`].
+    pub(super) async fn refresh_chats(
+        &self,
+        sid: &str,
+        chats: &[ChatTouch],
+        epoch: u64,
+    ) -> StoreResult<()> {
         let recount: Vec<&str> = chats
             .iter()
             .filter(|c| c.added == Added::Recount)
@@ -214,21 +319,29 @@ impl MongoStore {
             if update.is_empty() {
                 continue;
             }
-            statements.push(doc! {
-                "q": { "sessionId": sid, "chatId": &c.chat_id },
-                "u": update,
-            });
+            let mut q = doc! { "sessionId": sid, "chatId": &c.chat_id };
+            if epoch > 0 {
+                q.insert("$and", vec![not_claimed_after(epoch)]);
+            }
+            statements.push(doc! { "q": q, "u": update });
         }
         if statements.is_empty() {
             return Ok(());
         }
+        let expected = statements.len() as u64;
         let reply = self.update_statements(CHATS, statements, false).await?;
-        match reply.write_errors.first() {
-            None => Ok(()),
-            Some((_, code, msg)) => Err(StoreError::Backend(format!(
+        if let Some((_, code, msg)) = reply.write_errors.first() {
+            return Err(StoreError::Backend(format!(
                 "update of chat counters failed ({code}): {msg}"
-            ))),
+            )));
         }
+        if epoch > 0 && reply.matched < expected {
+            // A chat that does not exist matches nothing either; only a
+            // newer claim means the lease was taken over.
+            let chat_ids: Vec<&str> = chats.iter().map(|c| c.chat_id.as_str()).collect();
+            self.fail_if_claimed_after(sid, &chat_ids, epoch).await?;
+        }
+        Ok(())
     }
 }
 
