@@ -144,6 +144,9 @@ impl Transformer for KeywordTagger {
 
 wasync_plugin::export_transformer!(KeywordTagger);
 
+#[global_allocator]
+static ALLOC: wasync_plugin::SmallAlloc = wasync_plugin::SmallAlloc::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;
