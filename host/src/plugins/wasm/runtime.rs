@@ -520,3 +520,16 @@ impl v1::Host for StoreData {
         self.plugin_config(&key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lifting_budget_grows_with_the_batch_up_to_wasmtimes_cap() {
+        assert_eq!(lift_budget(0, 262_144), LIFT_BASE_BYTES);
+        assert_eq!(lift_budget(2, 262_144), 1_581_056);
+        assert_eq!(lift_budget(10_000, 4 << 20), LIFT_MAX_BYTES);
+        assert_eq!(lift_budget(usize::MAX, usize::MAX), LIFT_MAX_BYTES);
+    }
+}
