@@ -372,3 +372,40 @@ async fn reads_that_break_the_rules_trap_or_hit_the_deadline() {
         started.elapsed()
     );
 }
+
+/// An answer whose tags all point at one 64 KiB buffer in the plugin's
+/// memory, 1,024 times: the canonical ABI would copy 64 MiB into the host
+/// (under wasmtime's own 128 MiB cap) before the output cap could refuse
+/// it. The call's lifting budget (for a batch of 2 with the default 256 KiB
+/// `max_output_bytes`: 1 MiB + 2 × (256 + 4) KiB) refuses it while it is
+/// copied: a fault per batch, nothing applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_of_strings_sharing_one_buffer_is_refused_while_copied() {
+    let dir = PluginDir::new().with_edited("fixture-lift-flood", |m| {
+        with_limits(&m, "max_batch_messages = 2")
+    });
+    let mgr = dir.manager();
+    let mut s = mgr
+        .chain()
+        .chat_scope(&context("abi"), &chat("c1", "Ana"))
+        .await;
+    let msgs: Vec<Message> = (0..4).map(|n| message("c1", n, "hello")).collect();
+    let out = s.transform(msgs.clone()).await;
+    assert!(out.keep.is_empty(), "{:?}", out.keep);
+    assert_eq!(out.quarantined.len(), 4);
+    for (q, m) in out.quarantined.iter().zip(&msgs) {
+        assert_eq!(&q.message, m, "the originals are quarantined");
+        assert!(
+            q.reason
+                .contains("copied more than 1581056 bytes to the host in one transfer"),
+            "{}",
+            q.reason
+        );
+    }
+    let c = counters(&mgr, "fixture-lift-flood");
+    assert_eq!(
+        (c.failures.fault, c.failures.total(), c.instantiations),
+        (2, 2, 2),
+        "a fault per batch, each on a fresh instance"
+    );
+}

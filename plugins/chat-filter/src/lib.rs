@@ -94,6 +94,9 @@ impl ChatHook for ChatFilter {
 
 wasync_plugin::export_chat_hook!(ChatFilter);
 
+#[global_allocator]
+static ALLOC: wasync_plugin::SmallAlloc = wasync_plugin::SmallAlloc::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;

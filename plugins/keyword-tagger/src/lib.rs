@@ -62,26 +62,53 @@ fn read_rules() -> Result<Vec<Rule>, PluginError> {
 }
 
 /// True when `kw` occurs in `hay` with no letter or digit right before or
-/// after it. Both are lower-case.
+/// after it. Both are lower-case; `kw` is not empty (`parse_rules` leaves
+/// empty keywords out).
+///
+/// One pass over the bytes per keyword, comparing only where its first
+/// byte is: `str::find` would set up a two-way searcher per keyword and
+/// message, which costs more than the search on short bodies. A match
+/// starts and ends on character boundaries (the first byte of a UTF-8
+/// keyword is never a continuation byte), as `find`'s do.
 fn contains_word(hay: &str, kw: &str) -> bool {
-    let mut from = 0;
-    while let Some(pos) = hay[from..].find(kw) {
-        let start = from + pos;
-        let end = start + kw.len();
-        let before_ok = hay[..start]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !c.is_alphanumeric());
-        let after_ok = hay[end..]
-            .chars()
-            .next()
-            .is_none_or(|c| !c.is_alphanumeric());
-        if before_ok && after_ok {
-            return true;
+    let (h, k) = (hay.as_bytes(), kw.as_bytes());
+    let Some(&first) = k.first() else {
+        return false;
+    };
+    let Some(last) = h.len().checked_sub(k.len()) else {
+        return false;
+    };
+    let mut i = 0;
+    while i <= last {
+        match h[i..=last].iter().position(|&b| b == first) {
+            Some(p) => i += p,
+            None => return false,
         }
-        from = start + hay[start..].chars().next().map_or(1, char::len_utf8);
+        if &h[i..i + k.len()] == k {
+            let before_ok = hay[..i]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !c.is_alphanumeric());
+            let after_ok = hay[i + k.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_alphanumeric());
+            if before_ok && after_ok {
+                return true;
+            }
+        }
+        i += 1;
     }
     false
+}
+
+/// `str::to_lowercase`, without its per-character Unicode tables for an
+/// ASCII body (the same result).
+fn lower(body: &str) -> String {
+    match body.is_ascii() {
+        true => body.to_ascii_lowercase(),
+        false => body.to_lowercase(),
+    }
 }
 
 struct KeywordTagger;
@@ -97,7 +124,7 @@ impl Transformer for KeywordTagger {
             return Ok(edits);
         }
         for i in 0..batch.len() {
-            let Some(body) = batch.body(i).map(str::to_lowercase) else {
+            let Some(body) = batch.body(i).map(lower) else {
                 continue;
             };
             let mut tags: Option<Vec<String>> = None;
@@ -116,6 +143,9 @@ impl Transformer for KeywordTagger {
 }
 
 wasync_plugin::export_transformer!(KeywordTagger);
+
+#[global_allocator]
+static ALLOC: wasync_plugin::SmallAlloc = wasync_plugin::SmallAlloc::new();
 
 #[cfg(test)]
 mod tests {

@@ -91,6 +91,9 @@ fn redact_message(batch: &Batch, i: usize, s: &Settings, edits: &mut Edits) {
 
 wasync_plugin::export_transformer!(RedactPii);
 
+#[global_allocator]
+static ALLOC: wasync_plugin::SmallAlloc = wasync_plugin::SmallAlloc::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;

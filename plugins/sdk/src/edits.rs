@@ -1,7 +1,5 @@
 //! [`Edits`]: what a transformer answers, the changes only.
 
-use std::collections::BTreeMap;
-
 use crate::{Change, Edit, Message, Update};
 
 /// The changes a transformer makes to its batch, at most one [`Change`] per
@@ -16,7 +14,11 @@ use crate::{Change, Edit, Message, Update};
 /// ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Edits {
-    changes: BTreeMap<u32, Change>,
+    /// By index, ascending, one per message. A plugin usually goes through
+    /// its batch in order, so a change is appended or finds its message
+    /// last: no search, no tree, and the list is what `transform-batch`
+    /// returns as it is.
+    changes: Vec<Edit>,
 }
 
 impl Edits {
@@ -37,23 +39,51 @@ impl Edits {
 
     /// The change for message `i`, if any.
     pub fn get(&self, i: usize) -> Option<&Change> {
-        self.changes.get(&(i as u32))
+        let at = self.find(i as u32).ok()?;
+        Some(&self.changes[at].change)
     }
 
     /// The changes, by index.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &Change)> {
-        self.changes.iter().map(|(i, c)| (*i as usize, c))
+        self.changes.iter().map(|e| (e.index as usize, &e.change))
+    }
+
+    /// Where message `index`'s change is (`Ok`) or goes (`Err`): the last
+    /// one is looked at first.
+    fn find(&self, index: u32) -> Result<usize, usize> {
+        match self.changes.last() {
+            None => Err(0),
+            Some(e) if e.index == index => Ok(self.changes.len() - 1),
+            Some(e) if e.index < index => Err(self.changes.len()),
+            Some(_) => self.changes.binary_search_by_key(&index, |e| e.index),
+        }
+    }
+
+    /// Sets message `i`'s change, whatever it had.
+    fn put(&mut self, i: usize, change: Change) {
+        let index = i as u32;
+        match self.find(index) {
+            Ok(at) => self.changes[at].change = change,
+            Err(at) => self.changes.insert(at, Edit { index, change }),
+        }
     }
 
     /// The change of message `i`, an empty update when it has none.
     fn entry(&mut self, i: usize) -> &mut Change {
-        self.changes.entry(i as u32).or_insert_with(|| {
-            Change::Update(Update {
-                body: None,
-                add_tags: Vec::new(),
-                set_attributes: Vec::new(),
-            })
-        })
+        let index = i as u32;
+        let at = match self.find(index) {
+            Ok(at) => at,
+            Err(at) => {
+                let change = Change::Update(Update {
+                    body: None,
+                    add_tags: Vec::new(),
+                    set_attributes: Vec::new(),
+                });
+                self.changes.insert(at, Edit { index, change });
+                at
+            }
+        };
+        &mut self.changes[at].change
     }
 
     /// Stores message `i` with this body.
@@ -96,20 +126,17 @@ impl Edits {
     /// Stores `m` instead of message `i` (same `id` and `chat-id`; get it
     /// with [`Batch::message`](crate::Batch::message) and change it).
     pub fn replace(&mut self, i: usize, m: Message) {
-        self.changes.insert(i as u32, Change::Replace(m));
+        self.put(i, Change::Replace(m));
     }
 
     /// Leaves message `i` out, for `reason`; later plugins do not see it.
     pub fn drop(&mut self, i: usize, reason: impl Into<String>) {
-        self.changes.insert(i as u32, Change::Drop(reason.into()));
+        self.put(i, Change::Drop(reason.into()));
     }
 
     /// The list `transform-batch` returns.
     pub fn into_list(self) -> Vec<Edit> {
         self.changes
-            .into_iter()
-            .map(|(index, change)| Edit { index, change })
-            .collect()
     }
 }
 

@@ -83,6 +83,7 @@
 
 #![warn(missing_docs)]
 
+mod alloc;
 mod batch;
 pub mod bindings;
 pub mod config;
@@ -93,6 +94,7 @@ mod records;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
+pub use alloc::SmallAlloc;
 pub use batch::Batch;
 pub use bindings::transformer::wasync::plugin::host::Level;
 pub use bindings::transformer::wasync::plugin::types::{

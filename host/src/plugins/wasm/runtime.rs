@@ -73,6 +73,42 @@ impl Default for RuntimeOptions {
 /// with a trap, instead of at wasmtime's default of a million.
 pub const MAX_RESOURCES: usize = 4096;
 
+/// What the host may copy out of a plugin's memory in one transfer (a
+/// call's answer, or the arguments of one host call the plugin makes) with
+/// nothing but the call's fixed parts: errors, drop and skip reasons, log
+/// lines (cut to 1 KiB afterwards, but copied whole first).
+pub const LIFT_BASE_BYTES: usize = 1024 * 1024;
+
+/// What one transfer may copy per message of the batch on top of
+/// `max_output_bytes`: the host-side records of the answer's lists (an
+/// edit, a tag, an attribute) count their size in host memory.
+pub const LIFT_PER_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// Wasmtime's own cap on one transfer, which the budget never exceeds.
+pub const LIFT_MAX_BYTES: usize = 128 * 1024 * 1024;
+
+/// The lifting budget of a call on `messages` messages whose changed
+/// messages may be `max_output` bytes each: an honest answer names each
+/// message at most once, so it fits; an answer whose strings all point at
+/// one large buffer (copied once each by the canonical ABI) does not, and
+/// the call fails while it is being copied, before the host holds more
+/// than this (wasmtime's "hostcall fuel", counted per transfer).
+pub fn lift_budget(messages: usize, max_output: usize) -> usize {
+    messages
+        .saturating_mul(max_output.saturating_add(LIFT_PER_MESSAGE_BYTES))
+        .saturating_add(LIFT_BASE_BYTES)
+        .min(LIFT_MAX_BYTES)
+}
+
+/// Whether `e` is wasmtime refusing a transfer over the store's lifting
+/// budget (its error type is private; its message is what it has).
+pub(crate) fn over_lift_budget(e: &wasmtime::Error) -> bool {
+    e.chain().any(|c| {
+        c.to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
+}
+
 /// Bytes of each pooled linear memory kept resident between instances.
 const KEEP_RESIDENT: usize = 4 * 1024 * 1024;
 
@@ -267,6 +303,9 @@ impl PluginRuntime {
             )
         });
         store.set_epoch_deadline(1);
+        // Instantiation and hooks answer small records; a batch call sets
+        // its own budget (`lift_budget`).
+        store.set_hostcall_fuel(LIFT_BASE_BYTES);
         if self.counts_instructions {
             // Counted, not limited: deadlines stay the only bound.
             let _ = store.set_fuel(u64::MAX);
@@ -479,5 +518,18 @@ impl v1::Host for StoreData {
 
     fn config_get(&mut self, key: String) -> Option<String> {
         self.plugin_config(&key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lifting_budget_grows_with_the_batch_up_to_wasmtimes_cap() {
+        assert_eq!(lift_budget(0, 262_144), LIFT_BASE_BYTES);
+        assert_eq!(lift_budget(2, 262_144), 1_581_056);
+        assert_eq!(lift_budget(10_000, 4 << 20), LIFT_MAX_BYTES);
+        assert_eq!(lift_budget(usize::MAX, usize::MAX), LIFT_MAX_BYTES);
     }
 }

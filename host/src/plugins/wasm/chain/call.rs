@@ -14,7 +14,7 @@ use super::{ChainInner, Failure, HooksExport, Offload, TransformExport, failure,
 use crate::domain;
 use crate::plugins::wasm::bindings::v2::BatchData;
 use crate::plugins::wasm::bindings::{GuestError, v1, v2};
-use crate::plugins::wasm::runtime::StoreData;
+use crate::plugins::wasm::runtime::{self, StoreData};
 use crate::plugins::wasm::stats::FailureKind;
 use crate::plugins::{ChatDecision, ChatSummary, SyncContext};
 
@@ -208,6 +208,11 @@ async fn attempt(
     let started = Instant::now();
     let until = started + deadline;
     let stop = &inner.stop;
+    let p = &inner.plugins[i];
+    let lift = match call.messages() {
+        0 => runtime::LIFT_BASE_BYTES,
+        n => runtime::lift_budget(n, p.manifest.limits.max_output_bytes as usize),
+    };
     let work = async {
         let (mut live, made) = match live {
             Some(l) => (l, None),
@@ -218,6 +223,7 @@ async fn attempt(
         };
         live.store.data_mut().begin_call(until, stop.clone());
         live.store.set_epoch_deadline(1);
+        live.store.set_hostcall_fuel(lift);
         let fuel = live.store.get_fuel().ok();
         let r = invoke(&mut live, subject, call).await;
         Ok::<_, Failure>((live, r, made, fuel))
@@ -229,7 +235,6 @@ async fn attempt(
         r = work => Ok(r),
     };
     let took = started.elapsed();
-    let p = &inner.plugins[i];
     p.stats.call(took);
     let past_deadline = || {
         failure(
@@ -269,6 +274,17 @@ async fn attempt(
                 failure(
                     FailureKind::Memory,
                     format!("ran out of its {} MiB memory", p.manifest.limits.memory_mib),
+                )
+            } else if runtime::over_lift_budget(&e) {
+                // All or nothing: the answer is refused as it is copied,
+                // before any of it is applied.
+                failure(
+                    FailureKind::Fault,
+                    format!(
+                        "copied more than {lift} bytes to the host in one transfer \
+                         (its answer or a host call's arguments): over the call's \
+                         lifting budget"
+                    ),
                 )
             } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                 match stop.is_cancelled() {

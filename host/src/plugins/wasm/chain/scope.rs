@@ -183,6 +183,12 @@ impl ChatScope for WasmScope {
                 continue;
             }
             let limits = self.inner.plugins[i].manifest.limits;
+            if fits_one_call(&pending, &limits) {
+                // The usual chat: one call, and the messages are not moved
+                // into a sub-batch and back.
+                pending = self.transform_part(i, pending, &mut out).await;
+                continue;
+            }
             let mut next = Vec::with_capacity(pending.len());
             let mut rest = pending.into_iter().peekable();
             while rest.peek().is_some() {
@@ -224,6 +230,27 @@ impl ChatScope for WasmScope {
     }
 }
 
+/// True when `msgs` make one sub-batch (as [`sub_batch`] would cut it).
+fn fits_one_call(msgs: &[(domain::Message, bool)], limits: &Limits) -> bool {
+    let max_n = limits.max_batch_messages.max(1) as usize;
+    let max_bytes = limits.max_batch_bytes as usize;
+    if msgs.len() > max_n {
+        return false;
+    }
+    if msgs.len() <= 1 {
+        return true;
+    }
+    let max_body = limits.max_body_bytes as usize;
+    let mut bytes = 0usize;
+    for (m, _) in msgs {
+        bytes += seen_size(m, max_body);
+        if bytes > max_bytes {
+            return false;
+        }
+    }
+    true
+}
+
 /// Takes the next sub-batch off `rest`: at most `max_batch_messages`
 /// messages and, past the first, at most `max_batch_bytes` as the plugin
 /// sees them (bodies cut to `max_body_bytes`).
@@ -233,7 +260,7 @@ fn sub_batch(
 ) -> Vec<(domain::Message, bool)> {
     let max_n = limits.max_batch_messages.max(1) as usize;
     let max_bytes = limits.max_batch_bytes as usize;
-    let mut part = Vec::new();
+    let mut part = Vec::with_capacity(max_n.min(rest.len()));
     let mut bytes = 0usize;
     while part.len() < max_n
         && let Some((m, _)) = rest.peek()
