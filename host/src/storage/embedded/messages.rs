@@ -14,12 +14,14 @@
 //! had, so a new message costs two inserts and no read, and only a message
 //! stored before is read (and rewritten only when it changed).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::record;
+use super::runs::insert_rows;
 use super::tables::*;
 use super::writes::bump_chat;
 use super::{EmbeddedStore, Lane};
@@ -81,10 +83,13 @@ pub(super) fn read_message(
 /// ([`Message::merge_stored`]); pending changes of a message are applied to
 /// it and dropped.
 ///
-/// Messages are written in key order (chat, newest first, id), so each
-/// leaf of `chat_messages` is visited once per call. A call that names one
-/// message id twice is written in the caller's order instead, where the
-/// last copy wins as it always did.
+/// The ids go into `message_ids` in id order and the new messages into
+/// `chat_messages` in key order (chat, newest first, id), each through
+/// [`insert_rows`]: a chat's messages fall into a gap or two of each
+/// table, so a new chat costs a descent per gap, not two per message. A
+/// call that names one message id twice is written in the caller's order
+/// instead, one message at a time, where the last copy wins as it always
+/// did.
 pub(super) fn write_messages(
     txn: &redb::WriteTransaction,
     sid: &str,
@@ -97,11 +102,13 @@ pub(super) fn write_messages(
     let mut pending = txn.open_table(PENDING_CHANGES).db()?;
     // An empty table (the usual case) is not asked once per message.
     let any_pending = !pending.is_empty().db()?;
-    let order = key_order(messages);
-    let mut buf = Vec::with_capacity(256);
+    let (order, distinct) = key_order(messages);
+    // Each message as it is written (its pending changes applied), its
+    // time key and its record (a range of `records`), in `order`.
+    let mut rows: Vec<(Cow<'_, Message>, u64, Range<usize>)> = Vec::with_capacity(order.len());
+    let mut records = Vec::with_capacity(order.len() * 128);
     for i in order {
-        let m = &messages[i];
-        let mut owned: Option<Message> = None;
+        let mut m = Cow::Borrowed(&messages[i]);
         if any_pending {
             let waiting = pending
                 .remove((sid, m.id.as_str()))
@@ -109,83 +116,162 @@ pub(super) fn write_messages(
                 .map(|g| g.value().to_vec());
             if let Some(waiting) = waiting {
                 let waiting: Vec<PendingChange> = dec(&waiting)?;
-                let mut changed = m.clone();
+                let changed = m.to_mut();
                 for p in &waiting {
                     if changed.apply_change(&p.update.change, p.keep_revoked_bodies) {
                         stats.changes_applied += 1;
                     }
                 }
-                owned = Some(changed);
             }
         }
-        let m = owned.as_ref().unwrap_or(m);
+        let start = records.len();
+        record::encode_into(&m, &mut records)?;
         let t = desc(Some(m.timestamp));
-        buf.clear();
-        record::encode_into(m, &mut buf)?;
-        let before = ids
-            .insert((sid, m.id.as_str()), (m.chat_id.as_str(), t))
-            .db()?
-            .map(|g| {
-                let (c, t) = g.value();
-                (c.to_owned(), t)
-            });
-        let key = (sid, m.chat_id.as_str(), t, m.id.as_str());
-        let Some((old_chat, old_t)) = before else {
-            docs.insert(key, buf.as_slice()).db()?;
-            stats.inserted += 1;
-            match inserted_per_chat.last_mut() {
-                Some((c, n)) if *c == m.chat_id => *n += 1,
-                _ => inserted_per_chat.push((m.chat_id.clone(), 1)),
+        rows.push((m, t, start..records.len()));
+    }
+    let mut scratch = Vec::new();
+    let mut count_new = |chat: &str| match inserted_per_chat.last_mut() {
+        Some((c, n)) if c == chat => *n += 1,
+        _ => inserted_per_chat.push((chat.to_owned(), 1)),
+    };
+    if !distinct {
+        for (m, t, rec) in &rows {
+            let rec = &records[rec.clone()];
+            let before = ids
+                .insert((sid, m.id.as_str()), (m.chat_id.as_str(), *t))
+                .db()?
+                .map(|g| {
+                    let (c, t) = g.value();
+                    (c.to_owned(), t)
+                });
+            match before {
+                None => {
+                    docs.insert((sid, m.chat_id.as_str(), *t, m.id.as_str()), rec)
+                        .db()?;
+                    stats.inserted += 1;
+                    count_new(&m.chat_id);
+                }
+                Some(place) => {
+                    rewrite(&mut docs, sid, m, *t, rec, place, &mut stats, &mut scratch)?
+                }
             }
-            continue;
-        };
-        let moved = old_chat != m.chat_id || old_t != t;
-        let old_key = (sid, old_chat.as_str(), old_t, m.id.as_str());
-        let old_bytes = if moved {
-            docs.remove(old_key).db()?.map(|g| g.value().to_vec())
-        } else {
-            docs.get(old_key).db()?.map(|g| g.value().to_vec())
-        };
-        let Some(old_bytes) = old_bytes else {
-            return Err(crate::storage::StoreError::Corrupt(format!(
-                "message {}: the id index points at {old_chat}/{old_t}, where nothing is stored",
-                m.id
-            )));
-        };
-        if !moved && old_bytes == buf {
-            stats.unchanged += 1;
-            continue;
         }
-        let old = record::decode(&old_chat, time_of(old_t), &m.id, &old_bytes)?;
-        if !old.changes.is_empty() {
-            // Written before and changed since: the newer of each. (A
-            // merge keeps the message's chat and time, so a merged message
-            // equal to the stored one was not moved.)
-            let mut merged = m.clone();
-            merged.merge_stored(&old);
-            if merged == old {
-                stats.unchanged += 1;
-                continue;
-            }
-            buf.clear();
-            record::encode_into(&merged, &mut buf)?;
+        return Ok((stats, inserted_per_chat));
+    }
+    // Ids in id order; where a message was before, by row.
+    let mut by_id: Vec<usize> = (0..rows.len()).collect();
+    by_id.sort_unstable_by(|&a, &b| rows[a].0.id.cmp(&rows[b].0.id));
+    let id_rows: Vec<_> = by_id
+        .iter()
+        .map(|&r| {
+            let (m, t, _) = &rows[r];
+            ((sid, m.id.as_str()), (m.chat_id.as_str(), *t))
+        })
+        .collect();
+    let mut before: Vec<Option<(String, u64)>> = vec![None; rows.len()];
+    insert_rows(&mut ids, &id_rows, |i, (c, t)| {
+        before[by_id[i]] = Some((c.to_owned(), t));
+        Ok(())
+    })?;
+    // The new messages in key order (a record found under a new message's
+    // key, with no id pointing at it, is replaced, as `insert` did).
+    let new_rows: Vec<_> = rows
+        .iter()
+        .zip(&before)
+        .filter(|(_, b)| b.is_none())
+        .map(|((m, t, rec), _)| {
+            (
+                (sid, m.chat_id.as_str(), *t, m.id.as_str()),
+                &records[rec.clone()],
+            )
+        })
+        .collect();
+    insert_rows(&mut docs, &new_rows, |_, _| Ok(()))?;
+    for ((_, chat, _, _), _) in &new_rows {
+        stats.inserted += 1;
+        count_new(chat);
+    }
+    for ((m, t, rec), place) in rows.iter().zip(before) {
+        if let Some(place) = place {
+            rewrite(
+                &mut docs,
+                sid,
+                m,
+                *t,
+                &records[rec.clone()],
+                place,
+                &mut stats,
+                &mut scratch,
+            )?;
         }
-        docs.insert(key, buf.as_slice()).db()?;
-        stats.updated += 1;
     }
     Ok((stats, inserted_per_chat))
 }
 
+/// Writes message `m` (time key `t`, record `rec`) that was stored before
+/// at `(old_chat, old_t)`: unchanged, it is left alone; changed since it
+/// was written, the newer of each field is kept.
+#[allow(clippy::too_many_arguments)]
+fn rewrite(
+    docs: &mut Docs<'_>,
+    sid: &str,
+    m: &Message,
+    t: u64,
+    rec: &[u8],
+    (old_chat, old_t): (String, u64),
+    stats: &mut WriteStats,
+    scratch: &mut Vec<u8>,
+) -> StoreResult<()> {
+    let key = (sid, m.chat_id.as_str(), t, m.id.as_str());
+    let moved = old_chat != m.chat_id || old_t != t;
+    let old_key = (sid, old_chat.as_str(), old_t, m.id.as_str());
+    let old_bytes = if moved {
+        docs.remove(old_key).db()?.map(|g| g.value().to_vec())
+    } else {
+        docs.get(old_key).db()?.map(|g| g.value().to_vec())
+    };
+    let Some(old_bytes) = old_bytes else {
+        return Err(crate::storage::StoreError::Corrupt(format!(
+            "message {}: the id index points at {old_chat}/{old_t}, where nothing is stored",
+            m.id
+        )));
+    };
+    if !moved && old_bytes == rec {
+        stats.unchanged += 1;
+        return Ok(());
+    }
+    let old = record::decode(&old_chat, time_of(old_t), &m.id, &old_bytes)?;
+    let mut rec = rec;
+    if !old.changes.is_empty() {
+        // Written before and changed since: the newer of each. (A merge
+        // keeps the message's chat and time, so a merged message equal to
+        // the stored one was not moved.)
+        let mut merged = m.clone();
+        merged.merge_stored(&old);
+        if merged == old {
+            stats.unchanged += 1;
+            return Ok(());
+        }
+        scratch.clear();
+        record::encode_into(&merged, scratch)?;
+        rec = scratch;
+    }
+    docs.insert(key, rec).db()?;
+    stats.updated += 1;
+    Ok(())
+}
+
 /// The order to write `messages` in: by key, unless an id comes twice
-/// (then as given, so the last copy wins).
-fn key_order(messages: &[Message]) -> Vec<usize> {
+/// (then as given, so the last copy wins); and whether the ids are
+/// distinct.
+fn key_order(messages: &[Message]) -> (Vec<usize>, bool) {
     let mut order: Vec<usize> = (0..messages.len()).collect();
     if messages.len() < 2 {
-        return order;
+        return (order, true);
     }
     let mut seen = std::collections::HashSet::with_capacity(messages.len());
     if !messages.iter().all(|m| seen.insert(m.id.as_str())) {
-        return order;
+        return (order, false);
     }
     order.sort_unstable_by(|&a, &b| {
         let (a, b) = (&messages[a], &messages[b]);
@@ -195,7 +281,7 @@ fn key_order(messages: &[Message]) -> Vec<usize> {
             b.id.as_str(),
         ))
     });
-    order
+    (order, true)
 }
 
 /// The first key of chat `c` of session `s` and the first key after it.
@@ -441,5 +527,72 @@ impl EmbeddedStore {
             )
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Store;
+    use crate::storage::contract::msg;
+
+    /// One call mixing new messages (in two chats, so two runs in each
+    /// table) with stored ones (unchanged, changed, moved in time, moved to
+    /// another chat), in no particular order, lands as one write per
+    /// message would have: the right stats, every message once, where its
+    /// id says.
+    #[tokio::test]
+    async fn a_mixed_write_lands_each_message_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("wasync.redb")).unwrap();
+        let s = SessionId::parse("mixed").unwrap();
+        let first: Vec<Message> = (0..10).map(|n| msg("a@c.us", n)).collect();
+        store.put_messages(&s, &first).await.unwrap();
+
+        let mut body = first[5].clone();
+        body.body = Some("edited".into());
+        let mut later = first[7].clone();
+        later.timestamp += 60_000;
+        let mut elsewhere = first[8].clone();
+        elsewhere.chat_id = "b@c.us".into();
+        let mut call = vec![first[3].clone(), body, later.clone(), elsewhere];
+        call.extend((10..15).map(|n| msg("a@c.us", n)));
+        call.extend((0..5).map(|n| msg("b@c.us", n)));
+        call.reverse();
+        call.swap(1, 8);
+        let stats = store.put_messages(&s, &call).await.unwrap();
+        assert_eq!((stats.inserted, stats.updated, stats.unchanged), (10, 3, 1));
+
+        assert_eq!(store.count_messages(&s, None).await.unwrap(), 20);
+        let listed = |chat: &'static str| {
+            let store = &store;
+            let s = &s;
+            async move {
+                store
+                    .list_messages(s, chat, 100, None)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| m.message)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let a = listed("a@c.us").await;
+        let b = listed("b@c.us").await;
+        assert_eq!((a.len(), b.len()), (14, 6));
+        for chat in [&a, &b] {
+            assert!(chat.windows(2).all(|w| {
+                (desc(Some(w[0].timestamp)), &w[0].id) < (desc(Some(w[1].timestamp)), &w[1].id)
+            }));
+        }
+        assert_eq!(a[0].id, later.id);
+        assert_eq!(a[0].timestamp, later.timestamp);
+        assert!(b.iter().any(|m| m.id == first[8].id));
+        for m in a.iter().chain(&b) {
+            let stored = store.get_message(&s, &m.id).await.unwrap().unwrap();
+            assert_eq!(&stored.message, m);
+        }
+        let edited = store.get_message(&s, &first[5].id).await.unwrap().unwrap();
+        assert_eq!(edited.message.body.as_deref(), Some("edited"));
     }
 }

@@ -59,6 +59,7 @@ mod messages;
 mod outbox;
 mod quarantine;
 mod record;
+mod runs;
 mod sessions;
 mod tables;
 mod webhooks;
