@@ -105,6 +105,20 @@ async fn sync_once(http: &reqwest::Client, base: &str, id: &str) -> f64 {
     (run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()) as f64
 }
 
+/// CPU time this process has used, user and system, all threads (ms; the
+/// kernel counts in ticks of 10 ms).
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime
+    // are the 14th and 15th of the line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11..13).map_or(0.0, |t| {
+        t.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks * 10.0
+}
+
 /// Microseconds since the Unix epoch, on the wall clock.
 fn wall_us() -> u64 {
     std::time::SystemTime::now()
@@ -112,13 +126,34 @@ fn wall_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// Each client's read buffer (bytes). tungstenite zero-fills its whole read
+/// buffer before every read, so its default (128 KiB) made the load
+/// generator spend about half of its CPU in `memset` on these two cores, CPU
+/// the server then did not have. A browser does no such thing; 16 KiB holds
+/// a read's worth of frames here. `WASYNC_BENCH_P4_READ_BUFFER` overrides it
+/// (131072: the old behaviour).
+fn client_read_buffer() -> usize {
+    std::env::var("WASYNC_BENCH_P4_READ_BUFFER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16 * 1024)
+}
+
 /// The child side of P4: `n` WebSocket clients join `session` at `ws_url`,
 /// say `joined` on a line, read until `sync_complete` and print, as one
-/// JSON line, each progress event's read times (`{"seq": [µs, ...]}`).
-pub async fn clients(ws_url: &str, session: &str, n: usize) -> Value {
+/// JSON line, each progress event's read times: `reads` (`{"seq": [µs,
+/// ...]}`) for the frames read, and `covered` for the events a client never
+/// read because the server replaced them with a newer progress frame
+/// (coalescing), timed at the read of the frame that superseded them: that
+/// is when the client held that state or a newer one.
+pub async fn clients(ws_url: &str, session: &str, n: usize, read_buffer: usize) -> Value {
+    let mut cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+    cfg.read_buffer_size = read_buffer;
     let mut joined = Vec::new();
     for _ in 0..n {
-        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("ws");
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(ws_url, Some(cfg), false)
+            .await
+            .expect("ws");
         ws.send(Message::Text(
             json!({"event": "join-session", "data": {"sessionId": session}})
                 .to_string()
@@ -147,13 +182,22 @@ pub async fn clients(ws_url: &str, session: &str, n: usize) -> Value {
         }));
     }
     println!("joined");
-    let mut by_seq: HashMap<u64, Vec<u64>> = HashMap::new();
+    let cpu_before = cpu_ms();
+    let mut reads: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut covered: HashMap<u64, Vec<u64>> = HashMap::new();
     for t in tasks {
+        // Progress frames arrive in order; a gap is events coalesced away.
+        let mut next = 0;
         for (seq, at) in t.await.expect("client") {
-            by_seq.entry(seq).or_default().push(at);
+            for skipped in next..seq {
+                covered.entry(skipped).or_default().push(at);
+            }
+            reads.entry(seq).or_default().push(at);
+            next = next.max(seq + 1);
         }
     }
-    json!(by_seq)
+    let cpu = cpu_ms() - cpu_before;
+    json!({"reads": reads, "covered": covered, "cpuMs": cpu})
 }
 
 /// P4 results.
@@ -162,7 +206,15 @@ pub struct FanOut {
     pub events: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// CPU used during the sync (and its delivery) by the server's process
+    /// and by the clients' process.
+    pub server_cpu_ms: f64,
+    pub clients_cpu_ms: f64,
+    /// Events a client never got, not even as a newer progress frame.
     pub missed: u64,
+    /// Events a client got only as a newer progress frame (coalesced by
+    /// the server); their latency counts to that frame's read.
+    pub coalesced: u64,
     pub baseline_ms: f64,
     pub stalled_ms: f64,
 }
@@ -210,6 +262,7 @@ pub async fn p4(quick: bool) -> FanOut {
             &ws_url,
             "fan",
             &n_clients.to_string(),
+            &client_read_buffer().to_string(),
         ])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -219,8 +272,10 @@ pub async fn p4(quick: bool) -> FanOut {
     let first = lines.next_line().await.expect("read").unwrap_or_default();
     assert_eq!(first, "joined", "the clients' process did not join");
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let cpu_before = cpu_ms();
     sync_once(&http, &base, "fan").await;
     let at = ref_task.await.expect("reference");
+    let server_cpu_ms = cpu_ms() - cpu_before;
     let mut result = String::new();
     while let Some(l) = lines.next_line().await.expect("read") {
         result = l;
@@ -229,20 +284,29 @@ pub async fn p4(quick: bool) -> FanOut {
         child.wait().await.expect("clients").success(),
         "the clients' process failed"
     );
-    let reads: HashMap<String, Vec<u64>> = serde_json::from_str(&result).expect("clients' JSON");
+    #[derive(serde::Deserialize)]
+    struct Reads {
+        reads: HashMap<String, Vec<u64>>,
+        covered: HashMap<String, Vec<u64>>,
+        #[serde(rename = "cpuMs")]
+        cpu_ms: f64,
+    }
+    let got: Reads = serde_json::from_str(&result).expect("clients' JSON");
+    let published = |seq: &String| seq.parse().ok().and_then(|s: u64| at.get(&s)).copied();
     let mut lat = Vec::new();
-    let mut missed = 0u64;
-    let mut per_client_reads = 0usize;
-    for (seq, times) in &reads {
-        let Some(published) = seq.parse().ok().and_then(|s: u64| at.get(&s)) else {
-            continue;
-        };
-        per_client_reads += times.len();
-        for t in times {
-            lat.push(t.saturating_sub(*published) as f64 / 1000.0);
+    let (mut read, mut coalesced) = (0u64, 0u64);
+    for (map, count) in [(&got.reads, &mut read), (&got.covered, &mut coalesced)] {
+        for (seq, times) in map {
+            let Some(published) = published(seq) else {
+                continue;
+            };
+            *count += times.len() as u64;
+            for t in times {
+                lat.push(t.saturating_sub(published) as f64 / 1000.0);
+            }
         }
     }
-    missed += (at.len() * n_clients).saturating_sub(per_client_reads) as u64;
+    let missed = (at.len() as u64 * n_clients as u64).saturating_sub(read + coalesced);
     lat.sort_by(|a, b| a.total_cmp(b));
 
     // Sync time with one client that never reads, against none.
@@ -282,6 +346,9 @@ pub async fn p4(quick: bool) -> FanOut {
         p50_ms: percentile(&lat, 0.5),
         p99_ms: percentile(&lat, 0.99),
         missed,
+        coalesced,
+        server_cpu_ms,
+        clients_cpu_ms: got.cpu_ms,
         baseline_ms,
         stalled_ms,
     }

@@ -181,10 +181,16 @@ fn main() {
                 let rows = rt.block_on(mongo_row_sized(chats, per));
                 json!(rows.iter().map(|row| json!({"measure": row.measure, "baseline": row.baseline, "result": row.result})).collect::<Vec<_>>())
             }
-            // P4's clients: `bench --child fanout-clients WS_URL SESSION N`.
+            // P4's clients: `bench --child fanout-clients WS_URL SESSION N READ_BUFFER`.
             Some("fanout-clients") => {
                 let n: usize = child_args[3].parse().expect("clients");
-                rt.block_on(fanout::clients(&child_args[1], &child_args[2], n))
+                let read_buffer: usize = child_args[4].parse().expect("read buffer");
+                rt.block_on(fanout::clients(
+                    &child_args[1],
+                    &child_args[2],
+                    n,
+                    read_buffer,
+                ))
             }
             // One batch at the size a plugin's limits allow, limits lifted:
             // `bench --child batch PLUGIN MESSAGES BODY_BYTES`.
@@ -489,15 +495,31 @@ fn main() {
         // P4: 1,000 WebSocket clients on one syncing session; a stalled client.
         let f = rt.block_on(fanout::p4(args.quick));
         eprintln!(
-            "P4 fan-out: {} clients, {} events, p50 {:.2} ms p99 {:.2} ms, missed {}; sync {:.0} ms alone, {:.0} ms with a stalled client",
-            f.clients, f.events, f.p50_ms, f.p99_ms, f.missed, f.baseline_ms, f.stalled_ms
+            "P4 fan-out: {} clients, {} events, p50 {:.2} ms p99 {:.2} ms, coalesced {}, missed {}; CPU during the sync: server {:.0} ms, clients {:.0} ms; sync {:.0} ms alone, {:.0} ms with a stalled client",
+            f.clients,
+            f.events,
+            f.p50_ms,
+            f.p99_ms,
+            f.coalesced,
+            f.missed,
+            f.server_cpu_ms,
+            f.clients_cpu_ms,
+            f.baseline_ms,
+            f.stalled_ms
         );
         let stall_ratio = f.stalled_ms / f.baseline_ms.max(1.0);
         rows.push(Row {
             id: "P4",
             measure: format!(
-                "{} WebSocket clients joined to one syncing session, {} progress events each: delivery latency p50 {:.2} ms, p99 {:.2} ms ({} events coalesced away in total); sync with one client that never reads: {:.0} ms",
-                f.clients, f.events, f.p50_ms, f.p99_ms, f.missed, f.stalled_ms
+                "{} WebSocket clients joined to one syncing session, {} progress events each: delivery latency p50 {:.2} ms, p99 {:.2} ms ({} of {} client-events coalesced into a newer progress frame, timed at that frame's read; {} never delivered); sync with one client that never reads: {:.0} ms",
+                f.clients,
+                f.events,
+                f.p50_ms,
+                f.p99_ms,
+                f.coalesced,
+                f.clients * f.events,
+                f.missed,
+                f.stalled_ms
             ),
             baseline: format!(
                 "latency from the moment the sync published each event (the hub's stamp) to the client's read; the same sync with no client: {:.0} ms",
@@ -505,7 +527,7 @@ fn main() {
             ),
             result: format!("p99 {:.2} ms; stalled {:.2}×", f.p99_ms, stall_ratio),
             target: "p99 ≤ 20 ms; stalled ≤ 1.05×",
-            met: Some(f.p99_ms <= 20.0 && stall_ratio <= 1.05),
+            met: Some(f.p99_ms <= 20.0 && stall_ratio <= 1.05 && f.missed == 0),
         });
     }
 

@@ -129,13 +129,10 @@ pub(super) fn is_upgrade(headers: &http::HeaderMap) -> bool {
 /// Most frames written per flush.
 const WRITE_BATCH: usize = 64;
 
-/// The frame as a text message over the hub's one buffer: serialized once
-/// per event, shared by every client (the check is UTF-8 validation of
-/// text that is a `str` already, so it cannot fail).
+/// The frame as a text message over the hub's one buffer: serialized and
+/// checked once per event, shared by every client.
 fn text_message(frame: &crate::hub::Frame) -> Message {
-    Message::Text(
-        Utf8Bytes::try_from(frame.bytes()).unwrap_or_else(|_| Utf8Bytes::from(frame.text.as_ref())),
-    )
+    Message::Text(frame.payload())
 }
 
 #[tracing::instrument(name = "gateway.ws", skip_all)]
@@ -231,33 +228,49 @@ async fn write_frames<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let stall = c.limits().stall_timeout;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut next_ping = tokio::time::Instant::now() + ping_every;
     loop {
-        let frame = tokio::select! {
-            f = c.next() => f,
-            _ = ping.tick() => None,
-            _ = shutdown.cancelled() => {
-                c.close("server shutting down");
-                None
+        // Frames already queued go out at once, without a wait: the ping
+        // deadline and the shutdown are only waited on while the queue is
+        // empty (polling them for every batch of a burst cost more than
+        // the frames), and looked at once per batch otherwise.
+        if c.drain_into(&mut batch, WRITE_BATCH) == 0 {
+            let frame = tokio::select! {
+                f = c.next() => f,
+                _ = tokio::time::sleep_until(next_ping) => None,
+                _ = shutdown.cancelled() => {
+                    c.close("server shutting down");
+                    None
+                }
+            };
+            match frame {
+                Some(f) => {
+                    batch.push(f);
+                    c.drain_into(&mut batch, WRITE_BATCH - 1);
+                }
+                None if c.is_closed() => break,
+                None => {}
             }
-        };
-        if frame.is_none() && c.closed().is_cancelled() {
+        } else if shutdown.is_cancelled() {
+            c.close("server shutting down");
             break;
         }
-        // Frames that queued up behind this one go out in the same
-        // write: one flush (one syscall) per wake-up, not per frame.
-        // No frame: the ping is due.
+        // A client that is sent frames without a pause still gets its
+        // pings, so its pongs keep showing it is there.
+        let now = tokio::time::Instant::now();
+        let ping_due = now >= next_ping;
+        if ping_due {
+            next_ping = now + ping_every;
+        }
+        // Everything drained goes out in one write: one flush (one
+        // syscall) per batch, not per frame.
         let send = async {
-            match frame {
-                Some(frame) => {
-                    sink.feed(text_message(&frame)).await?;
-                    for _ in 1..WRITE_BATCH {
-                        let Some(more) = c.try_next() else { break };
-                        sink.feed(text_message(&more)).await?;
-                    }
-                }
-                None => sink.feed(Message::Ping(Default::default())).await?,
+            for f in batch.drain(..) {
+                sink.feed(text_message(&f)).await?;
+            }
+            if ping_due {
+                sink.feed(Message::Ping(Default::default())).await?;
             }
             sink.flush().await
         };
@@ -363,5 +376,90 @@ mod tests {
             Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Normal),
             other => panic!("expected the close answer, got {other:?}"),
         }
+    }
+
+    /// A writer with `n` pongs queued, over a pipe of `pipe` bytes.
+    async fn busy_writer(
+        n: usize,
+        pipe: usize,
+        shutdown: tokio_util::sync::CancellationToken,
+        ping_every: std::time::Duration,
+    ) -> (
+        WebSocketStream<tokio::io::DuplexStream>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (server_io, client_io) = tokio::io::duplex(pipe);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let (sink, stream) = server.split();
+        let hub = Hub::new(QueueLimits {
+            max_frames: n + 1,
+            ..Default::default()
+        });
+        let queue = hub.connect().unwrap();
+        for _ in 0..n {
+            queue.push(Frame::new(None, &ServerEvent::Pong {}));
+        }
+        let writer = tokio::spawn(async move {
+            write_frames(sink, queue, shutdown, ping_every).await;
+            drop(stream);
+        });
+        (client, writer)
+    }
+
+    /// A client sent frames without a pause (its queue never empties) is
+    /// still pinged, so its pongs keep it from being closed as silent.
+    #[tokio::test]
+    async fn a_client_kept_busy_is_still_pinged() {
+        let n = 5_000;
+        let (mut client, writer) = busy_writer(
+            n,
+            1024,
+            tokio_util::sync::CancellationToken::new(),
+            std::time::Duration::from_millis(10),
+        )
+        .await;
+        let (mut frames, mut pings) = (0, 0);
+        while frames < n {
+            match client.next().await {
+                Some(Ok(Message::Text(_))) => {
+                    frames += 1;
+                    if frames % 250 == 0 {
+                        // A slow reader: the writer waits on the pipe with
+                        // frames still queued.
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                }
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(pings > 0, "no ping in {frames} frames over ~100 ms");
+        writer.abort();
+    }
+
+    /// The shutdown ends a writer in the middle of a backlog, with the
+    /// "going away" close, not after the whole backlog.
+    #[tokio::test]
+    async fn shutdown_ends_a_busy_writer_at_the_next_batch() {
+        let n = 5_000;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        shutdown.cancel();
+        let (mut client, writer) =
+            busy_writer(n, 1024 * 1024, shutdown, std::time::Duration::from_secs(60)).await;
+        let mut frames = 0;
+        let close = loop {
+            match client.next().await {
+                Some(Ok(Message::Text(_))) => frames += 1,
+                Some(Ok(Message::Close(c))) => break c,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(close.map(|c| c.code), Some(CloseCode::Away));
+        assert!(frames <= WRITE_BATCH, "{frames} frames after the shutdown");
+        tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+            .await
+            .expect("the writer ends")
+            .unwrap();
     }
 }
