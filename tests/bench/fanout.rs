@@ -309,16 +309,25 @@ pub async fn p4(quick: bool) -> FanOut {
     let missed = (at.len() as u64 * n_clients as u64).saturating_sub(read + coalesced);
     lat.sort_by(|a, b| a.total_cmp(b));
 
-    // Sync time with one client that never reads, against none.
-    create(
-        &http,
-        &base,
-        "stall",
-        json!({"autoSync": false, "simulator": {"chats": chats * 5, "messagesPerChat": 20, "fetchLatencyMs": 0, "qrEveryMs": 50, "scanAfterMs": 10}}),
-    )
-    .await;
-    wait_ready(&http, &base, "stall").await;
-    let baseline_ms = sync_once(&http, &base, "stall").await;
+    // Sync time with one client that never reads, against none: each the
+    // first sync of a session of its own with the same account, so both
+    // insert every message (a second sync of one session would only
+    // compare what is stored, a different amount of work). Three of each,
+    // interleaved; the medians are compared (one sync is ~0.2 s, so a
+    // single pair moves by ±10 % with the machine).
+    const PAIRS: usize = 3;
+    let none: Vec<String> = (0..PAIRS).map(|i| format!("stall-none-{i}")).collect();
+    let stall: Vec<String> = (0..PAIRS).map(|i| format!("stall-{i}")).collect();
+    for id in none.iter().chain(&stall) {
+        create(
+            &http,
+            &base,
+            id,
+            json!({"autoSync": false, "simulator": {"chats": chats * 5, "messagesPerChat": 20, "fetchLatencyMs": 0, "qrEveryMs": 50, "scanAfterMs": 10}}),
+        )
+        .await;
+        wait_ready(&http, &base, id).await;
+    }
     let addr = base.trim_start_matches("http://").to_owned();
     let mut stalled = tokio::net::TcpStream::connect(&addr)
         .await
@@ -330,14 +339,37 @@ pub async fn p4(quick: bool) -> FanOut {
         .expect("handshake");
     let mut buf = [0u8; 512];
     let _ = stalled.read(&mut buf).await;
-    let payload = br#"{"event":"join-session","data":"stall"}"#;
-    let mask = [7u8, 1, 3, 9];
-    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    stalled.write_all(&frame).await.expect("join frame");
+    // The client joins every session of the `stall` side, then reads
+    // nothing more.
+    for id in &stall {
+        let payload = format!(r#"{{"event":"join-session","data":"{id}"}}"#);
+        let payload = payload.as_bytes();
+        let mask = [7u8, 1, 3, 9];
+        let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        stalled.write_all(&frame).await.expect("join frame");
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let stalled_ms = sync_once(&http, &base, "stall").await;
+    let (mut base_runs, mut stall_runs) = (Vec::new(), Vec::new());
+    // ABA order (none, stall; stall, none; ...): each sync writes into a
+    // store that holds more than before, which would favour whichever
+    // side always went first.
+    for (i, (n, s)) in none.iter().zip(&stall).enumerate() {
+        if i % 2 == 0 {
+            base_runs.push(sync_once(&http, &base, n).await);
+            stall_runs.push(sync_once(&http, &base, s).await);
+        } else {
+            stall_runs.push(sync_once(&http, &base, s).await);
+            base_runs.push(sync_once(&http, &base, n).await);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let baseline_ms = median(&mut base_runs);
+    let stalled_ms = median(&mut stall_runs);
     drop(stalled);
     host.stop().await;
     FanOut {

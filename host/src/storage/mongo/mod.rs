@@ -187,8 +187,6 @@ impl std::fmt::Debug for MongoStore {
 struct UpdateReply {
     /// `(statement index, error code, message)` of statements that failed.
     write_errors: Vec<(usize, i32, String)>,
-    /// Documents the statements matched (the replies' `n`).
-    matched: u64,
 }
 
 /// Maps a driver error onto the storage boundary.
@@ -399,11 +397,6 @@ impl MongoStore {
                         "write concern failed on {collection}: {wce}"
                     )));
                 }
-                reply.matched += match out.get("n") {
-                    Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
-                    Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
-                    _ => 0,
-                };
                 if let Ok(errors) = out.get_array("writeErrors") {
                     for e in errors.iter().filter_map(Bson::as_document) {
                         let index = match e.get("index") {
