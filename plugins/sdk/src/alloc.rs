@@ -8,7 +8,7 @@
 //! those, as much as scanning a short message; a free list takes about
 //! twenty. Opt in with
 //!
-//! ```ignore
+//! ```no_run
 //! #[global_allocator]
 //! static ALLOC: wasync_plugin::SmallAlloc = wasync_plugin::SmallAlloc::new();
 //! ```
