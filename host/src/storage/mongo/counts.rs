@@ -173,20 +173,65 @@ impl Drop for ChatGuards<'_> {
     }
 }
 
-/// The update of one chat's counters for a writer at `epoch`, as a
-/// pipeline whose `messageCount` changes only where `countEpoch` is not
-/// newer than `epoch` (absent counts as 0): the check and the change are
-/// one document update. The filter stays a plain key match, which every
-/// server answers on its unique index (a condition on `countEpoch` in the
-/// filter made SecantusDB scan the collection, ~20 ms a statement).
-fn fenced_counters(
+/// How a write changes one chat's `messageCount`.
+#[derive(Debug, Clone, Copy)]
+enum CountChange {
+    /// By this many documents the write inserted.
+    Add(i64),
+    /// To a recount, if that is higher.
+    Raise(i64),
+}
+
+/// The update of one chat's counters: `count` to `messageCount` (with
+/// `$inc`, or a recount with `$max`: two writers at once never lower what
+/// the other raised), `newestMessageAt` raised to `newest` (it only ever
+/// follows messages already written, so it is never ahead of the data),
+/// `syncedAt` set. `None` when there is nothing to change.
+///
+/// A writer holding a lease (`epoch` > 0) sends it as a pipeline whose
+/// `messageCount` changes only where `countEpoch` is not newer than
+/// `epoch` (absent counts as 0): the check and the change are one document
+/// update. The filter stays a plain key match, which every server answers
+/// on its unique index (a condition on `countEpoch` in the filter made
+/// SecantusDB scan the collection, ~20 ms a statement).
+fn counter_update(
     epoch: u64,
-    count: Option<Bson>,
+    count: Option<CountChange>,
     newest: Option<DateTime>,
     synced_at: Option<DateTime>,
-) -> Vec<Document> {
+) -> Option<Bson> {
+    if count.is_none() && newest.is_none() && synced_at.is_none() {
+        return None;
+    }
+    if epoch == 0 {
+        let (mut update, mut raise) = (doc! {}, doc! {});
+        match count {
+            Some(CountChange::Raise(n)) => {
+                raise.insert("messageCount", n);
+            }
+            Some(CountChange::Add(n)) => {
+                update.insert("$inc", doc! { "messageCount": n });
+            }
+            None => {}
+        }
+        if let Some(t) = newest {
+            raise.insert("newestMessageAt", t);
+        }
+        if !raise.is_empty() {
+            update.insert("$max", raise);
+        }
+        if let Some(at) = synced_at {
+            update.insert("$set", doc! { "syncedAt": at });
+        }
+        return Some(Bson::Document(update));
+    }
     let mut set = doc! {};
-    if let Some(count) = count {
+    if let Some(change) = count {
+        let stored = doc! { "$ifNull": ["$messageCount", 0_i64] };
+        let count = match change {
+            CountChange::Raise(n) => doc! { "$max": [stored, n] },
+            CountChange::Add(n) => doc! { "$add": [stored, n] },
+        };
         let kept = doc! { "$lte": [ { "$ifNull": ["$countEpoch", 0_i64] }, epoch as i64 ] };
         set.insert(
             "messageCount",
@@ -199,7 +244,7 @@ fn fenced_counters(
     if let Some(at) = synced_at {
         set.insert("syncedAt", doc! { "$literal": at });
     }
-    vec![doc! { "$set": set }]
+    Some(Bson::Array(vec![Bson::Document(doc! { "$set": set })]))
 }
 
 impl MongoStore {
@@ -321,57 +366,22 @@ impl MongoStore {
         };
         let mut statements = Vec::with_capacity(chats.len());
         for c in chats {
-            // `$max` on the recount and the newest time: two writers at
-            // once never lower what the other raised. The newest time only
-            // ever follows messages that are written already, so it is
-            // never ahead of the data.
-            let mut raise = doc! {};
-            let mut update = doc! {};
-            match c.added {
-                Added::Recount => {
-                    raise.insert("messageCount", counts.get(&c.chat_id).copied().unwrap_or(0));
-                }
-                Added::Exactly(0) => {}
-                Added::Exactly(n) => {
-                    update.insert("$inc", doc! { "messageCount": n });
-                }
+            let count = match c.added {
+                Added::Recount => Some(CountChange::Raise(
+                    counts.get(&c.chat_id).copied().unwrap_or(0),
+                )),
+                Added::Exactly(0) => None,
+                Added::Exactly(n) => Some(CountChange::Add(n)),
+            };
+            let update = counter_update(
+                epoch,
+                count,
+                c.newest.map(DateTime::from_millis),
+                c.synced_at.map(DateTime::from_millis),
+            );
+            if let Some(u) = update {
+                statements.push(doc! { "q": { "sessionId": sid, "chatId": &c.chat_id }, "u": u });
             }
-            if let Some(t) = c.newest {
-                raise.insert("newestMessageAt", DateTime::from_millis(t));
-            }
-            if !raise.is_empty() {
-                update.insert("$max", raise);
-            }
-            if let Some(at) = c.synced_at {
-                update.insert("$set", doc! { "syncedAt": DateTime::from_millis(at) });
-            }
-            if update.is_empty() {
-                continue;
-            }
-            let q = doc! { "sessionId": sid, "chatId": &c.chat_id };
-            if epoch > 0 {
-                let count = match c.added {
-                    Added::Recount => {
-                        let n = counts.get(&c.chat_id).copied().unwrap_or(0);
-                        Some(Bson::Document(
-                            doc! { "$max": [ { "$ifNull": ["$messageCount", 0_i64] }, n ] },
-                        ))
-                    }
-                    Added::Exactly(0) => None,
-                    Added::Exactly(n) => Some(Bson::Document(
-                        doc! { "$add": [ { "$ifNull": ["$messageCount", 0_i64] }, n ] },
-                    )),
-                };
-                let u = fenced_counters(
-                    epoch,
-                    count,
-                    c.newest.map(DateTime::from_millis),
-                    c.synced_at.map(DateTime::from_millis),
-                );
-                statements.push(doc! { "q": q, "u": u });
-                continue;
-            }
-            statements.push(doc! { "q": q, "u": update });
         }
         if statements.is_empty() {
             return Ok(());
