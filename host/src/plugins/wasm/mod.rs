@@ -601,3 +601,26 @@ impl PluginHost for PluginManager {
 
 #[cfg(test)]
 mod tests;
+
+/// A message with one tag and one attribute, for the unit tests of the
+/// conversions and of applying a plugin's edits.
+#[cfg(test)]
+fn test_message(id: &str, body: &str) -> crate::domain::Message {
+    crate::domain::Message {
+        id: id.into(),
+        chat_id: "c1".into(),
+        from: "a@c.us".into(),
+        to: "b@c.us".into(),
+        author: None,
+        body: Some(body.into()),
+        kind: "chat".into(),
+        timestamp: 1,
+        from_me: false,
+        has_media: false,
+        ack: 1,
+        quoted_id: None,
+        tags: vec!["t".into()],
+        attributes: std::collections::BTreeMap::from([("k".into(), "v".into())]),
+        changes: Default::default(),
+    }
+}

@@ -63,29 +63,11 @@ shared_conversions!();
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::domain;
 
     fn msg(body: &str) -> domain::Message {
-        domain::Message {
-            id: "m1".into(),
-            chat_id: "c1".into(),
-            from: "a@c.us".into(),
-            to: "b@c.us".into(),
-            author: None,
-            body: Some(body.into()),
-            kind: "chat".into(),
-            timestamp: 1,
-            from_me: false,
-            has_media: false,
-            ack: 1,
-            quoted_id: None,
-            tags: vec!["t".into()],
-            attributes: BTreeMap::from([("k".into(), "v".into())]),
-            changes: Default::default(),
-        }
+        crate::plugins::wasm::test_message("m1", body)
     }
 
     #[test]

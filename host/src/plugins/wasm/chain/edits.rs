@@ -229,29 +229,10 @@ fn size(m: &Message) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     fn msg(id: &str, body: &str) -> (domain::Message, bool) {
-        let m = domain::Message {
-            id: id.into(),
-            chat_id: "c1".into(),
-            from: "a@c.us".into(),
-            to: "b@c.us".into(),
-            author: None,
-            body: Some(body.into()),
-            kind: "chat".into(),
-            timestamp: 1,
-            from_me: false,
-            has_media: false,
-            ack: 1,
-            quoted_id: None,
-            tags: vec!["t".into()],
-            attributes: BTreeMap::from([("k".into(), "v".into())]),
-            changes: Default::default(),
-        };
-        (m, false)
+        (crate::plugins::wasm::test_message(id, body), false)
     }
 
     fn upd(body: Option<&str>, tags: &[&str], attrs: &[(&str, &str)]) -> Change {
