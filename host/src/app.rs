@@ -46,6 +46,25 @@ pub struct Tuning {
     pub webhooks: WebhookTuning,
 }
 
+/// Turns transparent huge pages off for this process, before it serves.
+///
+/// The host's memory is many small allocations freed within a group
+/// commit, and mimalloc gives freed pages back to the kernel after a few
+/// milliseconds. On huge pages each give-back splits or drops a 2 MiB page
+/// and the next allocation there faults a whole one in again, zeroed: the
+/// 100k-message embedded sync spent most of its kernel time in
+/// `clear_page_erms` under `do_huge_pmd_anonymous_page`, ran 0.85× as fast
+/// and peaked at 1.6× the resident memory of the same sync on 4 KiB pages
+/// (BENCHMARKS.md, P2). The flag holds for the whole process whatever the
+/// system's THP mode (`always` or `madvise`), and is inherited by the
+/// processes it starts. A kernel without the call only logs a warning
+/// when logging starts: the host runs as before.
+pub fn small_pages() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    rustix::thread::disable_transparent_huge_pages(true)?;
+    Ok(())
+}
+
 /// A running host.
 pub struct App {
     addr: SocketAddr,

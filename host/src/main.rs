@@ -34,6 +34,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(file: Option<&Path>) -> ExitCode {
+    let pages = wasync::app::small_pages();
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match Config::load(&env, file) {
         Ok(c) => c,
@@ -43,6 +44,9 @@ fn serve(file: Option<&Path>) -> ExitCode {
         }
     };
     wasync::telemetry::init_logging(&config.log);
+    if let Err(e) = pages {
+        tracing::warn!(error = %e, "transparent huge pages stay on (prctl PR_SET_THP_DISABLE failed)");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

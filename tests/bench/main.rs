@@ -140,6 +140,8 @@ struct Row {
 }
 
 fn main() {
+    // As the `wasync` binary does before it serves.
+    wasync::app::small_pages().expect("prctl(PR_SET_THP_DISABLE)");
     let args = parse_args();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -173,6 +175,15 @@ fn main() {
                 let r = rt.block_on(wasync_tests::plugins::bench_redaction(n, batch, offload));
                 eprintln!("{r}");
                 json!({"pluginUsPerMsg": r.plugin_per_message.as_secs_f64() * 1e6, "nativeUsPerMsg": r.native_per_message.as_secs_f64() * 1e6})
+            }
+            // P3's chain sync alone, for profiling:
+            // `bench --child chain-sync CHATS PER_CHAT plugins|none`.
+            Some("chain-sync") => {
+                let chats: u32 = child_args[1].parse().expect("chats");
+                let per: u32 = child_args[2].parse().expect("per chat");
+                let with = child_args.get(3).map(String::as_str) == Some("plugins");
+                let (n, ms) = rt.block_on(wasync_tests::plugins::bench_chain_sync(chats, per, with));
+                json!({"messages": n, "ms": ms, "msgsPerSec": n as f64 * 1000.0 / ms as f64})
             }
             // The MongoDB row at another size: `bench --child mongo CHATS PER_CHAT`.
             Some("mongo") => {

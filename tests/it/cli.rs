@@ -42,3 +42,38 @@ fn bad_configuration_is_reported_by_variable_name() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
+
+/// The server turns transparent huge pages off for its process before it
+/// serves (`wasync::app::small_pages`; BENCHMARKS.md, P2).
+#[test]
+fn the_server_runs_on_small_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .env_clear()
+        .env("WASYNC_LISTEN", "127.0.0.1:0")
+        .env("WASYNC_DATA_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let started = std::time::Instant::now();
+    let thp = loop {
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        let thp = text
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_owned());
+        if thp.as_deref() == Some("0") || started.elapsed() > std::time::Duration::from_secs(10) {
+            break thp;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        thp.as_deref(),
+        Some("0"),
+        "THP_enabled in {status} (the kernel shows it since 6.0)"
+    );
+}
