@@ -40,21 +40,18 @@ pub(crate) use generated::wasync::plugin::types::{
 /// back. Shared (`Arc`) so that the messages survive a store dropped in the
 /// middle of the call: the chain still needs them for `on_error`.
 pub struct BatchData {
-    pub(crate) msgs: Arc<Vec<(domain::Message, bool)>>,
+    pub(crate) msgs: Arc<Vec<domain::Message>>,
     pub(crate) max_body: usize,
 }
 
 impl BatchData {
     fn get(&self, index: u32) -> wasmtime::Result<&domain::Message> {
-        self.msgs
-            .get(index as usize)
-            .map(|(m, _)| m)
-            .ok_or_else(|| {
-                wasmtime::format_err!(
-                    "batch index {index} out of range (the batch has {} messages)",
-                    self.msgs.len()
-                )
-            })
+        self.msgs.get(index as usize).ok_or_else(|| {
+            wasmtime::format_err!(
+                "batch index {index} out of range (the batch has {} messages)",
+                self.msgs.len()
+            )
+        })
     }
 
     /// A text field as the plugin sees it (the body cut to `max_body`).
@@ -94,7 +91,7 @@ impl generated::wasync::plugin::types::HostBatch for StoreData {
         let mut text = String::new();
         let mut ends = Vec::with_capacity(n);
         let mut absent = Vec::new();
-        for (i, (m, _)) in b.msgs.iter().enumerate() {
+        for (i, m) in b.msgs.iter().enumerate() {
             match b.text(m, field) {
                 Some(t) => text.push_str(t),
                 None => absent.push(i as u32),
@@ -111,7 +108,7 @@ impl generated::wasync::plugin::types::HostBatch for StoreData {
         Ok(b.msgs
             .iter()
             .enumerate()
-            .filter(|(_, (m, _))| m.body.as_ref().is_some_and(|x| x.len() > b.max_body))
+            .filter(|(_, m)| m.body.as_ref().is_some_and(|x| x.len() > b.max_body))
             .map(|(i, _)| i as u32)
             .collect())
     }

@@ -63,7 +63,7 @@ pub(super) enum Call {
     /// A 0.2 batch: the messages themselves (bodies cut to `max_body` as
     /// the plugin reads them), lent to the plugin as a resource.
     Edits {
-        msgs: Arc<Vec<(domain::Message, bool)>>,
+        msgs: Arc<Vec<domain::Message>>,
         max_body: usize,
     },
     Before,

@@ -9,6 +9,7 @@
 //! written.
 
 use super::failure;
+use super::part::Part;
 use super::scope::Applied;
 use super::trace::TracedOutcome;
 use crate::domain;
@@ -35,7 +36,7 @@ pub(super) struct Checked {
 /// Checks `edits` against `part` and works out each message's fate;
 /// `Err` names the first rule broken.
 pub(super) fn apply(
-    part: &[(domain::Message, bool)],
+    part: &[domain::Message],
     edits: Vec<Edit>,
     max_body: usize,
     max_output: usize,
@@ -53,7 +54,7 @@ pub(super) fn apply(
     let mut fates: Vec<Fate> = (0..n).map(|_| Fate::Keep).collect();
     for Edit { index, change } in edits {
         let i = index as usize;
-        let Some((m, _)) = part.get(i) else {
+        let Some(m) = part.get(i) else {
             return Err(format!(
                 "edit names message {index} of a batch of {n} messages"
             ));
@@ -100,52 +101,44 @@ fn within(m: &domain::Message, size: usize, max_output: usize) -> Result<(), Str
 }
 
 impl Checked {
-    /// The batch after the answer: kept and changed messages in order
-    /// (changed ones marked), dropped ones counted.
-    pub(super) fn commit(self, part: Vec<(domain::Message, bool)>) -> Applied {
+    /// Applies the answer to `part` in place: kept and changed messages
+    /// stay in order (changed ones marked), dropped ones go.
+    pub(super) fn commit(self, part: &mut Part) -> Applied {
         let n = part.len() as u64;
-        if self.fates.is_empty() {
-            return Applied {
-                next: part,
-                kept: n,
-                replaced: 0,
-                dropped: 0,
-            };
+        let (mut replaced, mut dropped) = (0, 0);
+        if !self.fates.is_empty() {
+            debug_assert_eq!(self.fates.len(), part.len());
+            let mut fates = self.fates.into_iter();
+            part.retain(|m, changed| match fates.next() {
+                None | Some(Fate::Keep) => true,
+                Some(Fate::Update(u)) => {
+                    let cut = cut_of(m, self.max_body).map(str::len);
+                    update(m, cut, u);
+                    (*changed, replaced) = (true, replaced + 1);
+                    true
+                }
+                Some(Fate::Replaced(new)) => {
+                    (*m, *changed, replaced) = (*new, true, replaced + 1);
+                    true
+                }
+                Some(Fate::Drop(_)) => {
+                    dropped += 1;
+                    false
+                }
+            });
         }
-        let mut a = Applied {
-            next: Vec::with_capacity(part.len()),
-            kept: 0,
-            replaced: 0,
-            dropped: 0,
-        };
-        for ((m, modified), fate) in part.into_iter().zip(self.fates) {
-            match fate {
-                Fate::Keep => {
-                    a.kept += 1;
-                    a.next.push((m, modified));
-                }
-                Fate::Update(u) => {
-                    a.replaced += 1;
-                    let mut m = m;
-                    let cut = cut_of(&m, self.max_body).map(str::len);
-                    update(&mut m, cut, u);
-                    a.next.push((m, true));
-                }
-                Fate::Replaced(new) => {
-                    a.replaced += 1;
-                    a.next.push((*new, true));
-                }
-                Fate::Drop(_) => a.dropped += 1,
-            }
+        Applied {
+            kept: n - replaced - dropped,
+            replaced,
+            dropped,
         }
-        a
     }
 
     /// Per message, what the plugin answered, for the developer kit's trace.
-    pub(super) fn traced(&self, part: &[(domain::Message, bool)]) -> Vec<TracedOutcome> {
+    pub(super) fn traced(&self, part: &[domain::Message]) -> Vec<TracedOutcome> {
         part.iter()
             .enumerate()
-            .map(|(i, (m, _))| {
+            .map(|(i, m)| {
                 let (outcome, reason) = match self.fates.get(i) {
                     None | Some(Fate::Keep) => ("keep", None),
                     Some(Fate::Update(_) | Fate::Replaced(_)) => ("replace", None),
@@ -231,8 +224,8 @@ fn size(m: &Message) -> usize {
 mod tests {
     use super::*;
 
-    fn msg(id: &str, body: &str) -> (domain::Message, bool) {
-        (crate::plugins::wasm::test_message(id, body), false)
+    fn msg(id: &str, body: &str) -> domain::Message {
+        crate::plugins::wasm::test_message(id, body)
     }
 
     fn upd(body: Option<&str>, tags: &[&str], attrs: &[(&str, &str)]) -> Change {
@@ -252,18 +245,19 @@ mod tests {
 
     #[test]
     fn no_edits_keep_the_batch_as_is() {
-        let part = vec![msg("a", "x"), msg("b", "y")];
-        let a = apply(&part, Vec::new(), 64, 1024)
+        let part = Part::new(vec![msg("a", "x"), msg("b", "y")]);
+        let mut next = part.clone();
+        let a = apply(&part.msgs, Vec::new(), 64, 1024)
             .unwrap()
-            .commit(part.clone());
+            .commit(&mut next);
         assert_eq!((a.kept, a.replaced, a.dropped), (2, 0, 0));
-        assert_eq!(a.next, part);
+        assert_eq!(next, part);
     }
 
     #[test]
     fn updates_drops_and_replaces_apply_in_place() {
-        let part = vec![msg("a", "x"), msg("b", "y"), msg("c", "z")];
-        let mut r = v2::message(&part[2].0, 64);
+        let mut part = Part::new(vec![msg("a", "x"), msg("b", "y"), msg("c", "z")]);
+        let mut r = v2::message(&part.msgs[2], 64);
         r.body = None;
         r.tags.clear();
         let edits = vec![
@@ -271,37 +265,45 @@ mod tests {
             edit(0, upd(Some("X"), &["t", "new"], &[("k", "w"), ("j", "1")])),
             edit(1, Change::Drop("spam".into())),
         ];
-        let a = apply(&part, edits, 64, 1024).unwrap().commit(part);
+        let a = apply(&part.msgs, edits, 64, 1024)
+            .unwrap()
+            .commit(&mut part);
         assert_eq!((a.kept, a.replaced, a.dropped), (0, 2, 1));
-        let (m, changed) = &a.next[0];
-        assert!(changed);
+        assert_eq!(part.changed, [true, true]);
+        let m = &part.msgs[0];
         assert_eq!(m.body.as_deref(), Some("X"));
         assert_eq!(m.tags, ["t", "new"], "tags already there are not repeated");
         assert_eq!(m.attributes["k"], "w");
         assert_eq!(m.attributes["j"], "1");
-        assert_eq!(a.next[1].0.id, "c");
-        assert_eq!(a.next[1].0.body, None);
-        assert!(a.next[1].0.tags.is_empty());
+        assert_eq!(part.msgs[1].id, "c");
+        assert_eq!(part.msgs[1].body, None);
+        assert!(part.msgs[1].tags.is_empty());
     }
 
     #[test]
     fn a_cut_body_handed_back_keeps_the_original() {
-        let part = vec![msg("a", &"é".repeat(100)), msg("b", &"é".repeat(100))];
-        let seen = cut_of(&part[0].0, 51).unwrap().to_owned();
+        let part = Part::new(vec![msg("a", &"é".repeat(100)), msg("b", &"é".repeat(100))]);
+        let seen = cut_of(&part.msgs[0], 51).unwrap().to_owned();
         assert_eq!(seen.len(), 50);
-        let mut r = v2::message(&part[1].0, 51);
+        let mut r = v2::message(&part.msgs[1], 51);
         assert!(r.truncated);
         r.tags.push("x".into());
         let edits = vec![
             edit(0, upd(Some(&seen), &["x"], &[])),
             edit(1, Change::Replace(r)),
         ];
-        let a = apply(&part, edits, 51, 1024).unwrap().commit(part.clone());
-        assert_eq!(a.next[0].0.body, part[0].0.body);
-        assert_eq!(a.next[1].0.body, part[1].0.body);
+        let mut next = part.clone();
+        apply(&part.msgs, edits, 51, 1024)
+            .unwrap()
+            .commit(&mut next);
+        assert_eq!(next.msgs[0].body, part.msgs[0].body);
+        assert_eq!(next.msgs[1].body, part.msgs[1].body);
         let edits = vec![edit(0, upd(Some("cut"), &[], &[]))];
-        let a = apply(&part, edits, 51, 1024).unwrap().commit(part);
-        assert_eq!(a.next[0].0.body.as_deref(), Some("cut"));
+        let mut next = part.clone();
+        apply(&part.msgs, edits, 51, 1024)
+            .unwrap()
+            .commit(&mut next);
+        assert_eq!(next.msgs[0].body.as_deref(), Some("cut"));
     }
 
     #[test]
@@ -316,10 +318,10 @@ mod tests {
             ])
             .contains("twice")
         );
-        let mut r = v2::message(&part[0].0, 64);
+        let mut r = v2::message(&part[0], 64);
         r.id = "other".into();
         assert!(err(vec![edit(0, Change::Replace(r))]).contains("replace changed"));
-        let mut r = v2::message(&part[0].0, 64);
+        let mut r = v2::message(&part[0], 64);
         r.chat_id = "c2".into();
         assert!(err(vec![edit(0, Change::Replace(r))]).contains("replace changed"));
         let big = "x".repeat(300);

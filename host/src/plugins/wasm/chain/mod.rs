@@ -12,6 +12,7 @@
 
 mod call;
 mod edits;
+mod part;
 mod scope;
 pub mod trace;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::call::{Answer, Call, Live, Subject};
+use super::part::Part;
 use super::trace::TracedOutcome;
 use super::{ChainInner, Failure, TransformExport, edits, failure};
 use crate::domain::{self, QuarantinedMessage, now_ms};
@@ -68,9 +69,9 @@ impl WasmScope {
         &self,
         i: usize,
         reason: &str,
-        pending: Vec<(domain::Message, bool)>,
+        mut pending: Part,
         out: &mut Transformed,
-    ) -> Vec<(domain::Message, bool)> {
+    ) -> Part {
         let p = &self.inner.plugins[i];
         let n = pending.len() as u64;
         match p.manifest.on_error {
@@ -79,7 +80,7 @@ impl WasmScope {
                 let at = now_ms();
                 out.quarantined
                     .extend(
-                        pending.into_iter().map(|(message, _)| QuarantinedMessage {
+                        pending.msgs.into_iter().map(|message| QuarantinedMessage {
                             session_id: self.subject.session_id.clone(),
                             sync_id: (!self.subject.sync_id.is_empty())
                                 .then(|| self.subject.sync_id.clone()),
@@ -89,20 +90,17 @@ impl WasmScope {
                             message,
                         }),
                     );
-                Vec::new()
+                Part::default()
             }
             OnError::FailOpen => {
                 p.stats.skipped_open(n);
                 let tag = format!("plugin-skipped:{}", p.manifest.name);
+                for m in &mut pending.msgs {
+                    if !m.tags.contains(&tag) {
+                        m.tags.push(tag.clone());
+                    }
+                }
                 pending
-                    .into_iter()
-                    .map(|(mut m, modified)| {
-                        if !m.tags.contains(&tag) {
-                            m.tags.push(tag.clone());
-                        }
-                        (m, modified)
-                    })
-                    .collect()
             }
         }
     }
@@ -172,9 +170,7 @@ impl ChatScope for WasmScope {
 
     async fn transform(&mut self, messages: Vec<domain::Message>) -> Transformed {
         let mut out = Transformed::default();
-        // Each message with whether a plugin replaced it.
-        let mut pending: Vec<(domain::Message, bool)> =
-            messages.into_iter().map(|m| (m, false)).collect();
+        let mut pending = Part::new(messages);
         for i in 0..self.inner.plugins.len() {
             if pending.is_empty() {
                 break;
@@ -183,23 +179,20 @@ impl ChatScope for WasmScope {
                 continue;
             }
             let limits = self.inner.plugins[i].manifest.limits;
-            if fits_one_call(&pending, &limits) {
+            if fits_one_call(&pending.msgs, &limits) {
                 // The usual chat: one call, and the messages are not moved
                 // into a sub-batch and back.
                 pending = self.transform_part(i, pending, &mut out).await;
                 continue;
             }
-            let mut next = Vec::with_capacity(pending.len());
-            let mut rest = pending.into_iter().peekable();
-            while rest.peek().is_some() {
-                let part = sub_batch(&mut rest, &limits);
-                let survivors = self.transform_part(i, part, &mut out).await;
-                next.extend(survivors);
+            let mut next = Part::default();
+            for part in pending.split(|rest| sub_batch_len(rest, &limits)) {
+                next.append(self.transform_part(i, part, &mut out).await);
             }
             pending = next;
         }
-        out.modified = pending.iter().filter(|(_, m)| *m).count() as u64;
-        out.keep = pending.into_iter().map(|(m, _)| m).collect();
+        out.modified = pending.changed_count();
+        out.keep = pending.msgs;
         out
     }
 
@@ -231,7 +224,7 @@ impl ChatScope for WasmScope {
 }
 
 /// True when `msgs` make one sub-batch (as [`sub_batch`] would cut it).
-fn fits_one_call(msgs: &[(domain::Message, bool)], limits: &Limits) -> bool {
+fn fits_one_call(msgs: &[domain::Message], limits: &Limits) -> bool {
     let max_n = limits.max_batch_messages.max(1) as usize;
     let max_bytes = limits.max_batch_bytes as usize;
     if msgs.len() > max_n {
@@ -242,7 +235,7 @@ fn fits_one_call(msgs: &[(domain::Message, bool)], limits: &Limits) -> bool {
     }
     let max_body = limits.max_body_bytes as usize;
     let mut bytes = 0usize;
-    for (m, _) in msgs {
+    for m in msgs {
         bytes += seen_size(m, max_body);
         if bytes > max_bytes {
             return false;
@@ -251,34 +244,25 @@ fn fits_one_call(msgs: &[(domain::Message, bool)], limits: &Limits) -> bool {
     true
 }
 
-/// Takes the next sub-batch off `rest`: at most `max_batch_messages`
-/// messages and, past the first, at most `max_batch_bytes` as the plugin
-/// sees them (bodies cut to `max_body_bytes`).
-fn sub_batch(
-    rest: &mut std::iter::Peekable<std::vec::IntoIter<(domain::Message, bool)>>,
-    limits: &Limits,
-) -> Vec<(domain::Message, bool)> {
+/// How many of `rest`'s first messages make the next sub-batch: at most
+/// `max_batch_messages` and, past the first, at most `max_batch_bytes` as
+/// the plugin sees them (bodies cut to `max_body_bytes`).
+fn sub_batch_len(rest: &[domain::Message], limits: &Limits) -> usize {
     let max_n = limits.max_batch_messages.max(1) as usize;
     let max_bytes = limits.max_batch_bytes as usize;
-    let mut part = Vec::with_capacity(max_n.min(rest.len()));
     let mut bytes = 0usize;
-    while part.len() < max_n
-        && let Some((m, _)) = rest.peek()
-    {
+    for (n, m) in rest.iter().take(max_n).enumerate() {
         let size = seen_size(m, limits.max_body_bytes as usize);
-        if !part.is_empty() && bytes + size > max_bytes {
-            break;
+        if n > 0 && bytes + size > max_bytes {
+            return n;
         }
         bytes += size;
-        part.extend(rest.next());
     }
-    part
+    rest.len().min(max_n)
 }
 
-/// What a plugin answered for a sub-batch, checked: the messages that go
-/// on down the chain (with whether a plugin changed them) and the counts.
+/// What a plugin's answer did to a sub-batch.
 pub(super) struct Applied {
-    pub next: Vec<(domain::Message, bool)>,
     pub kept: u64,
     pub replaced: u64,
     pub dropped: u64,
@@ -287,12 +271,7 @@ pub(super) struct Applied {
 impl WasmScope {
     /// Runs plugin `i` on one sub-batch; returns the messages that go on
     /// down the chain (kept, replaced, or passed by a fail-open policy).
-    async fn transform_part(
-        &mut self,
-        i: usize,
-        part: Vec<(domain::Message, bool)>,
-        out: &mut Transformed,
-    ) -> Vec<(domain::Message, bool)> {
+    async fn transform_part(&mut self, i: usize, mut part: Part, out: &mut Transformed) -> Part {
         let p = self.inner.plugins[i].clone();
         if self.tripped(i) {
             let reason = format!("plugin {} is tripped off for this sync", p.manifest.name);
@@ -302,9 +281,9 @@ impl WasmScope {
         let deadline = Duration::from_millis(limits.deadline_ms.into());
         let max_body = limits.max_body_bytes as usize;
         let max_output = limits.max_output_bytes as usize;
-        let (part, result) = match &p.transform {
+        let (mut part, result) = match &p.transform {
             Some(TransformExport::V2(_)) => {
-                let shared = Arc::new(part);
+                let shared = Arc::new(std::mem::take(&mut part.msgs));
                 let call = Call::Edits {
                     msgs: shared.clone(),
                     max_body,
@@ -312,10 +291,10 @@ impl WasmScope {
                 let answer = self.run(i, call, deadline).await;
                 // The store gave its reference back (the call deleted the
                 // batch from its table, or the store is gone).
-                let part = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
+                part.msgs = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
                 let result = match answer {
                     Ok(Answer::Edits(Ok(list))) => {
-                        edits::apply(&part, list, max_body, max_output).map_err(|reason| {
+                        edits::apply(&part.msgs, list, max_body, max_output).map_err(|reason| {
                             // Output the host refuses also means the
                             // instance is not to be trusted with the next
                             // batch.
@@ -329,16 +308,18 @@ impl WasmScope {
             }
             _ => {
                 let seen: Vec<Message> =
-                    part.iter().map(|(m, _)| v1::message(m, max_body)).collect();
+                    part.msgs.iter().map(|m| v1::message(m, max_body)).collect();
                 let cuts: Vec<Option<String>> = seen.iter().map(v1::cut_body).collect();
                 let result = match self.run(i, Call::Batch(seen), deadline).await {
-                    Ok(Answer::Batch(Ok(outcomes))) => match check(&outcomes, &part, max_output) {
-                        Ok(()) => Ok(Answer2::Outcomes(outcomes, cuts)),
-                        Err(reason) => {
-                            self.live[i] = None;
-                            Err(failure(FailureKind::Fault, reason))
+                    Ok(Answer::Batch(Ok(outcomes))) => {
+                        match check(&outcomes, &part.msgs, max_output) {
+                            Ok(()) => Ok(Answer2::Outcomes(outcomes, cuts)),
+                            Err(reason) => {
+                                self.live[i] = None;
+                                Err(failure(FailureKind::Fault, reason))
+                            }
                         }
-                    },
+                    }
                     other => Err(answer_failure(other)),
                 };
                 (part, result)
@@ -350,21 +331,21 @@ impl WasmScope {
                 let applied = match answer {
                     Answer2::Outcomes(outcomes, cuts) => {
                         if let (Some(trace), Some(at)) = (&self.inner.trace, self.traced) {
-                            trace.annotate(at, traced(&part, &outcomes));
+                            trace.annotate(at, traced(&part.msgs, &outcomes));
                         }
-                        apply_outcomes(part, outcomes, cuts)
+                        apply_outcomes(&mut part, outcomes, cuts)
                     }
                     Answer2::Edits(changes) => {
                         if let (Some(trace), Some(at)) = (&self.inner.trace, self.traced) {
-                            trace.annotate(at, changes.traced(&part));
+                            trace.annotate(at, changes.traced(&part.msgs));
                         }
-                        changes.commit(part)
+                        changes.commit(&mut part)
                     }
                 };
                 out.dropped += applied.dropped;
                 p.stats
                     .outcomes(n, applied.kept, applied.replaced, applied.dropped);
-                applied.next
+                part
             }
             Err(f) => {
                 self.record(i, &f);
@@ -399,39 +380,36 @@ fn guest_failure(ge: GuestError) -> Failure {
     failure(FailureKind::Error, format!("{}: {}", ge.code, ge.message))
 }
 
-/// A 0.1 answer (checked) applied: one outcome per message, in order.
-fn apply_outcomes(
-    part: Vec<(domain::Message, bool)>,
-    outcomes: Vec<Outcome>,
-    cuts: Vec<Option<String>>,
-) -> Applied {
-    let mut a = Applied {
-        next: Vec::with_capacity(part.len()),
-        kept: 0,
-        replaced: 0,
-        dropped: 0,
-    };
-    for (((m, modified), o), cut) in part.into_iter().zip(outcomes).zip(cuts) {
-        match o {
-            Outcome::Keep => {
-                a.kept += 1;
-                a.next.push((m, modified));
-            }
-            Outcome::Replace(r) => {
-                a.replaced += 1;
-                a.next.push((v1::apply(&m, cut.as_deref(), r), true));
-            }
-            Outcome::Drop(_reason) => a.dropped += 1,
+/// A 0.1 answer (checked) applied in place: one outcome per message, in
+/// order.
+fn apply_outcomes(part: &mut Part, outcomes: Vec<Outcome>, cuts: Vec<Option<String>>) -> Applied {
+    let n = part.len() as u64;
+    let (mut replaced, mut dropped) = (0, 0);
+    let mut answers = outcomes.into_iter().zip(cuts);
+    part.retain(|m, changed| match answers.next() {
+        None | Some((Outcome::Keep, _)) => true,
+        Some((Outcome::Replace(r), cut)) => {
+            *m = v1::apply(m, cut.as_deref(), r);
+            (*changed, replaced) = (true, replaced + 1);
+            true
         }
+        Some((Outcome::Drop(_reason), _)) => {
+            dropped += 1;
+            false
+        }
+    });
+    Applied {
+        kept: n - replaced - dropped,
+        replaced,
+        dropped,
     }
-    a
 }
 
 /// A checked batch's answers, for the trace.
-fn traced(part: &[(domain::Message, bool)], outcomes: &[Outcome]) -> Vec<TracedOutcome> {
+fn traced(part: &[domain::Message], outcomes: &[Outcome]) -> Vec<TracedOutcome> {
     part.iter()
         .zip(outcomes)
-        .map(|((m, _), o)| {
+        .map(|(m, o)| {
             let (outcome, reason) = match o {
                 Outcome::Keep => ("keep", None),
                 Outcome::Replace(_) => ("replace", None),
@@ -450,7 +428,7 @@ fn traced(part: &[(domain::Message, bool)], outcomes: &[Outcome]) -> Vec<TracedO
 /// that moves a message to another id or chat, an oversized replacement.
 fn check(
     outcomes: &[Outcome],
-    pending: &[(domain::Message, bool)],
+    pending: &[domain::Message],
     max_output: usize,
 ) -> Result<(), String> {
     if outcomes.len() != pending.len() {
@@ -460,7 +438,7 @@ fn check(
             pending.len()
         ));
     }
-    for (o, (m, _)) in outcomes.iter().zip(pending) {
+    for (o, m) in outcomes.iter().zip(pending) {
         if let Outcome::Replace(r) = o {
             if r.id != m.id || r.chat_id != m.chat_id {
                 return Err(format!(
