@@ -182,7 +182,8 @@ fn main() {
                 let chats: u32 = child_args[1].parse().expect("chats");
                 let per: u32 = child_args[2].parse().expect("per chat");
                 let with = child_args.get(3).map(String::as_str) == Some("plugins");
-                let (n, ms) = rt.block_on(wasync_tests::plugins::bench_chain_sync(chats, per, with));
+                let (n, ms) =
+                    rt.block_on(wasync_tests::plugins::bench_chain_sync(chats, per, with));
                 json!({"messages": n, "ms": ms, "msgsPerSec": n as f64 * 1000.0 / ms as f64})
             }
             // The MongoDB row at another size: `bench --child mongo CHATS PER_CHAT`.

@@ -466,3 +466,50 @@ fn help_lists_the_commands_and_completions_are_printed() {
     let out = wasync(&["--version"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("wasync "));
 }
+
+/// The examples start with the memory a chat needs (2 MiB of initial
+/// memory, `plugins/.cargo/config.toml`): an instance that grows costs the
+/// host two `mprotect` calls and TLB shootdowns per chat (docs/plugins.md §3).
+#[test]
+fn the_examples_handle_a_chat_without_growing_their_memory() {
+    let bodies = [
+        "call me on +44 7700 900123 tomorrow, urgent",
+        "mail bob@example.com the invoice asap",
+        "lunch at noon? bring the report and the slides please",
+        "ok",
+    ];
+    let messages: Vec<Value> = (0..200)
+        .map(|i| {
+            serde_json::json!({
+                "sessionId": "s1", "id": format!("m{i}"), "chatId": "c1@c.us", "from": "a@c.us",
+                "to": "b@c.us", "author": null, "body": bodies[i % bodies.len()], "type": "chat",
+                "timestamp": 1_700_000_000_000i64 + i as i64, "fromMe": false, "hasMedia": false,
+                "ack": 3, "quotedId": null, "tags": [], "attributes": {}
+            })
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("chat.json");
+    std::fs::write(&input, Value::from(messages).to_string()).unwrap();
+    for name in ["redact-pii", "keyword-tagger"] {
+        let (wasm, _) = built(name);
+        let out = wasync(&["plugin", "run", s(&wasm), "--input", s(&input)]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let r = stdout_json(&out);
+        let call = &r["chats"][0]["calls"][0];
+        assert_eq!(call["messages"], 200, "{name}: one call for the chat");
+        assert!(
+            call["outcomes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["outcome"] == "replace"),
+            "{name} changed messages"
+        );
+        assert_eq!(
+            call["memoryBytes"].as_u64(),
+            Some(2 * 1024 * 1024),
+            "{name}: its initial 2 MiB, never grown"
+        );
+    }
+}
