@@ -141,7 +141,9 @@ struct Row {
 
 fn main() {
     // As the `wasync` binary does before it serves.
-    wasync::app::small_pages().expect("prctl(PR_SET_THP_DISABLE)");
+    if let Err(e) = wasync::app::small_pages() {
+        eprintln!("bench: transparent huge pages stay on (prctl PR_SET_THP_DISABLE failed: {e})");
+    }
     let args = parse_args();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -74,6 +74,6 @@ fn the_server_runs_on_small_pages() {
     assert_eq!(
         thp.as_deref(),
         Some("0"),
-        "THP_enabled in {status} (the kernel shows it since 6.0)"
+        "THP_enabled in {status} (Linux shows it from 5.0 on)"
     );
 }

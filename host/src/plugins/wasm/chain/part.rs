@@ -44,6 +44,7 @@ impl Part {
     /// first message dropped.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut Message, &mut bool) -> bool) {
         let Part { msgs, changed } = self;
+        debug_assert_eq!(msgs.len(), changed.len(), "a flag per message");
         let mut i = 0;
         let mut dropped = Vec::new();
         msgs.retain_mut(|m| {

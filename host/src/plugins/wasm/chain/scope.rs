@@ -223,7 +223,7 @@ impl ChatScope for WasmScope {
     }
 }
 
-/// True when `msgs` make one sub-batch (as [`sub_batch`] would cut it).
+/// True when `msgs` make one sub-batch (as [`sub_batch_len`] would cut it).
 fn fits_one_call(msgs: &[domain::Message], limits: &Limits) -> bool {
     let max_n = limits.max_batch_messages.max(1) as usize;
     let max_bytes = limits.max_batch_bytes as usize;
@@ -456,4 +456,72 @@ fn check(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::wasm::test_message;
+
+    #[test]
+    fn a_0_1_answer_applies_in_place_with_each_flag_on_its_message() {
+        let mut part = Part::new(vec![
+            test_message("a", "x"),
+            test_message("b", "y"),
+            test_message("c", "z"),
+            test_message("d", "w"),
+        ]);
+        let mut c = v1::message(&part.msgs[2], 64);
+        c.body = Some("Z".into());
+        let mut a = v1::message(&part.msgs[0], 64);
+        a.body = Some("X".into());
+        let outcomes = vec![
+            Outcome::Replace(a),
+            Outcome::Drop("spam".into()),
+            Outcome::Replace(c),
+            Outcome::Keep,
+        ];
+        let applied = apply_outcomes(&mut part, outcomes, vec![None; 4]);
+        assert_eq!((applied.kept, applied.replaced, applied.dropped), (1, 2, 1));
+        let ids: Vec<&str> = part.msgs.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c", "d"]);
+        assert_eq!(part.changed, [true, true, false]);
+        assert_eq!(part.msgs[1].body.as_deref(), Some("Z"));
+    }
+
+    #[test]
+    fn a_sub_batch_ends_at_its_byte_budget_but_takes_at_least_one() {
+        let msgs: Vec<domain::Message> = (0..5)
+            .map(|i| test_message(&format!("m{i}"), &"x".repeat(100)))
+            .collect();
+        let size = seen_size(&msgs[0], 1 << 20);
+        let limits = |n: u32, bytes: usize| Limits {
+            max_batch_messages: n,
+            max_batch_bytes: bytes as u32,
+            ..Limits::default()
+        };
+        assert_eq!(
+            sub_batch_len(&msgs, &limits(10, 3 * size)),
+            3,
+            "exactly at the cap"
+        );
+        assert_eq!(
+            sub_batch_len(&msgs, &limits(10, 3 * size - 1)),
+            2,
+            "a byte short"
+        );
+        assert_eq!(
+            sub_batch_len(&msgs, &limits(2, 100 * size)),
+            2,
+            "the count cap"
+        );
+        assert_eq!(
+            sub_batch_len(&msgs, &limits(10, 1)),
+            1,
+            "one over the cap still goes"
+        );
+        assert_eq!(sub_batch_len(&msgs, &limits(10, 100 * size)), 5);
+        assert!(!fits_one_call(&msgs, &limits(10, 3 * size)));
+        assert!(fits_one_call(&msgs, &limits(10, 5 * size)));
+    }
 }
