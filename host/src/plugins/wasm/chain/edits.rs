@@ -9,8 +9,7 @@
 //! written.
 
 use super::failure;
-use super::part::Part;
-use super::scope::Applied;
+use super::part::{Applied, Part, Verdict};
 use super::trace::TracedOutcome;
 use crate::domain;
 use crate::plugins::wasm::bindings::v2::{self, Change, Edit, Message, Update};
@@ -104,34 +103,27 @@ impl Checked {
     /// Applies the answer to `part` in place: kept and changed messages
     /// stay in order (changed ones marked), dropped ones go.
     pub(super) fn commit(self, part: &mut Part) -> Applied {
-        let n = part.len() as u64;
-        let (mut replaced, mut dropped) = (0, 0);
-        if !self.fates.is_empty() {
-            debug_assert_eq!(self.fates.len(), part.len());
-            let mut fates = self.fates.into_iter();
-            part.retain(|m, changed| match fates.next() {
-                None | Some(Fate::Keep) => true,
-                Some(Fate::Update(u)) => {
-                    let cut = cut_of(m, self.max_body).map(str::len);
-                    update(m, cut, u);
-                    (*changed, replaced) = (true, replaced + 1);
-                    true
-                }
-                Some(Fate::Replaced(new)) => {
-                    (*m, *changed, replaced) = (*new, true, replaced + 1);
-                    true
-                }
-                Some(Fate::Drop(_)) => {
-                    dropped += 1;
-                    false
-                }
-            });
+        if self.fates.is_empty() {
+            return Applied {
+                kept: part.len() as u64,
+                ..Applied::default()
+            };
         }
-        Applied {
-            kept: n - replaced - dropped,
-            replaced,
-            dropped,
-        }
+        debug_assert_eq!(self.fates.len(), part.len());
+        let mut fates = self.fates.into_iter();
+        part.apply(|m| match fates.next() {
+            None | Some(Fate::Keep) => Verdict::Kept,
+            Some(Fate::Update(u)) => {
+                let cut = cut_of(m, self.max_body).map(str::len);
+                update(m, cut, u);
+                Verdict::Changed
+            }
+            Some(Fate::Replaced(new)) => {
+                *m = *new;
+                Verdict::Changed
+            }
+            Some(Fate::Drop(_)) => Verdict::Dropped,
+        })
     }
 
     /// Per message, what the plugin answered, for the developer kit's trace.

@@ -13,6 +13,22 @@ pub(crate) struct Part {
     pub(crate) changed: Vec<bool>,
 }
 
+/// What a plugin's answer did to one message.
+pub(crate) enum Verdict {
+    Kept,
+    /// Edited or replaced.
+    Changed,
+    Dropped,
+}
+
+/// What a plugin's answer did to a part.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Applied {
+    pub(crate) kept: u64,
+    pub(crate) replaced: u64,
+    pub(crate) dropped: u64,
+}
+
 impl Part {
     /// Messages as fetched: none changed yet.
     pub(crate) fn new(msgs: Vec<Message>) -> Self {
@@ -39,10 +55,33 @@ impl Part {
         self.changed.append(&mut other.changed);
     }
 
+    /// Applies a plugin's answer in place, message by message in order:
+    /// `verdict` may change the message and says what the answer did to
+    /// it; a changed message is marked, a dropped one goes.
+    pub(crate) fn apply(&mut self, mut verdict: impl FnMut(&mut Message) -> Verdict) -> Applied {
+        let mut a = Applied::default();
+        self.retain(|m, changed| match verdict(m) {
+            Verdict::Kept => {
+                a.kept += 1;
+                true
+            }
+            Verdict::Changed => {
+                *changed = true;
+                a.replaced += 1;
+                true
+            }
+            Verdict::Dropped => {
+                a.dropped += 1;
+                false
+            }
+        });
+        a
+    }
+
     /// Keeps the messages `keep` says yes to, in order. `keep` sees each
     /// message with its flag and may change both. Nothing moves before the
     /// first message dropped.
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut Message, &mut bool) -> bool) {
+    fn retain(&mut self, mut keep: impl FnMut(&mut Message, &mut bool) -> bool) {
         let Part { msgs, changed } = self;
         debug_assert_eq!(msgs.len(), changed.len(), "a flag per message");
         let mut i = 0;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::call::{Answer, Call, Live, Subject};
-use super::part::Part;
+use super::part::{Applied, Part, Verdict};
 use super::trace::TracedOutcome;
 use super::{ChainInner, Failure, TransformExport, edits, failure};
 use crate::domain::{self, QuarantinedMessage, now_ms};
@@ -261,13 +261,6 @@ fn sub_batch_len(rest: &[domain::Message], limits: &Limits) -> usize {
     rest.len().min(max_n)
 }
 
-/// What a plugin's answer did to a sub-batch.
-pub(super) struct Applied {
-    pub kept: u64,
-    pub replaced: u64,
-    pub dropped: u64,
-}
-
 impl WasmScope {
     /// Runs plugin `i` on one sub-batch; returns the messages that go on
     /// down the chain (kept, replaced, or passed by a fail-open policy).
@@ -383,26 +376,15 @@ fn guest_failure(ge: GuestError) -> Failure {
 /// A 0.1 answer (checked) applied in place: one outcome per message, in
 /// order.
 fn apply_outcomes(part: &mut Part, outcomes: Vec<Outcome>, cuts: Vec<Option<String>>) -> Applied {
-    let n = part.len() as u64;
-    let (mut replaced, mut dropped) = (0, 0);
     let mut answers = outcomes.into_iter().zip(cuts);
-    part.retain(|m, changed| match answers.next() {
-        None | Some((Outcome::Keep, _)) => true,
+    part.apply(|m| match answers.next() {
+        None | Some((Outcome::Keep, _)) => Verdict::Kept,
         Some((Outcome::Replace(r), cut)) => {
             *m = v1::apply(m, cut.as_deref(), r);
-            (*changed, replaced) = (true, replaced + 1);
-            true
+            Verdict::Changed
         }
-        Some((Outcome::Drop(_reason), _)) => {
-            dropped += 1;
-            false
-        }
-    });
-    Applied {
-        kept: n - replaced - dropped,
-        replaced,
-        dropped,
-    }
+        Some((Outcome::Drop(_reason), _)) => Verdict::Dropped,
+    })
 }
 
 /// A checked batch's answers, for the trace.
