@@ -36,6 +36,39 @@ pub fn test_mongodb_uri() -> String {
     }
 }
 
+/// Held by a test while it relies on the server's `failCommand` failpoint.
+///
+/// A server has one `failCommand`: arming it replaces what another test
+/// armed, and turning it off turns theirs off, whatever `appName` each
+/// gave (a late-increment test once saw its held update run at once, the
+/// failpoint re-armed by a test beside it). Tests run in parallel, as
+/// threads of one binary or, under nextest, as processes, so the lock is
+/// on a file named after the server: taken before arming, released when
+/// the value is dropped (the end of the test).
+pub struct FailCommandLock(#[allow(dead_code)] std::fs::File);
+
+/// Waits for and takes [`FailCommandLock`] for the server at `uri`.
+pub async fn fail_command_lock(uri: &str) -> FailCommandLock {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uri.hash(&mut h);
+    let path = std::env::temp_dir().join(format!("wasync-failcommand-{:016x}.lock", h.finish()));
+    let file = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+        file
+    })
+    .await
+    .expect("the failpoint lock");
+    FailCommandLock(file)
+}
+
 /// A database name no other test uses.
 pub fn fresh_db_name(tag: &str) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();

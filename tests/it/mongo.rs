@@ -477,7 +477,7 @@ async fn mongo_documents_match_design() {
 // ---- faults ---------------------------------------------------------------
 
 /// Arms `failCommand` for the given commands, `times` times, only for
-/// connections of `app_name` (the server is shared with parallel tests).
+/// connections of `app_name`; the caller holds `fail_command_lock`.
 async fn arm_failpoint(commands: &[&str], times: i32, app_name: &str) {
     let admin = mongodb::Client::with_uri_str(test_mongodb_uri())
         .await
@@ -509,6 +509,7 @@ async fn disarm_failpoint() {
 
 #[tokio::test]
 async fn mongo_failpoints_fail_writes_and_a_repeat_is_exact() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
     let db = fresh_db_name("fp");
     let app = format!("wasync-{db}");
     let uri = format!(
@@ -874,6 +875,7 @@ async fn mongo_unchanged_chats_contacts_and_members_are_not_rewritten() {
     use futures_util::StreamExt;
     use wasync::domain::{Contact, GroupParticipants, Participant};
 
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
     let db = fresh_db_name("unchanged");
     let app = format!("wasync-{db}");
     let uri = format!(

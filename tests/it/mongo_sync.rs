@@ -232,7 +232,8 @@ async fn mongo_sync_flow_stores_design_documents() {
     let _ = raw.drop().await;
 }
 
-/// Arms `failCommand` on the shared server for connections of `app` only.
+/// Arms `failCommand` on the shared server for connections of `app` only;
+/// the caller holds `fail_command_lock`.
 async fn arm(uri: &str, commands: &[&str], times: i32, app: &str) {
     raw_db(uri, "admin")
         .await
@@ -266,6 +267,7 @@ async fn until_first_commit(ws: &mut wasync_tests::WsClient) {
 
 #[tokio::test]
 async fn mongo_failpoints_mid_sync_then_resync_is_exact() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
     let uri = test_mongodb_uri();
     let db = fresh_db_name("fpsync");
     let app = format!("wasync-{db}");

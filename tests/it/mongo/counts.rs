@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use wasync::storage::{StoreResult, WriteStats};
+
 use super::*;
 
 /// Arms `failCommand` so that `commands` of connections of `app` run
@@ -51,6 +53,7 @@ async fn count_of(store: &MongoStore, s: &SessionId, chat_id: &str) -> u64 {
 
 #[tokio::test]
 async fn mongo_a_lost_insert_acknowledgement_ends_with_an_exact_count() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
     let (store, db, app) = named_store("lostins").await;
     let s = sid("lostins");
     store
@@ -89,6 +92,7 @@ async fn mongo_a_lost_insert_acknowledgement_ends_with_an_exact_count() {
 
 #[tokio::test]
 async fn mongo_a_lost_counter_acknowledgement_is_not_counted_twice() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
     let (store, db, app) = named_store("lostinc").await;
     let s = sid("lostinc");
     store
@@ -165,6 +169,7 @@ async fn mongo_a_commit_with_duplicates_recounts_and_a_clean_one_increments() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongo_a_live_message_racing_a_commit_of_its_chat_keeps_the_count_exact() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
     let (store, db, app) = named_store("race").await;
     let store = std::sync::Arc::new(store);
     let s = sid("race");
@@ -238,6 +243,21 @@ async fn two_hosts(tag: &str) -> (Arc<MongoStore>, Arc<MongoStore>, String, Stri
     (Arc::new(old), Arc::new(new), db, old_app, new_app)
 }
 
+/// `store` (connections of `app`) commits `messages` to chat `a@c.us`
+/// under `run`, in the background. Its first `update` is its claim of the
+/// chat; the second, its counter update, waits on the server for 3 s.
+async fn commit_with_held_count(
+    store: &Arc<MongoStore>,
+    app: &str,
+    s: &SessionId,
+    run: &SyncRun,
+    messages: &[Message],
+) -> tokio::task::JoinHandle<StoreResult<Vec<WriteStats>>> {
+    hold_update(app, 2, 3000).await;
+    let (store, s, run, m) = (store.clone(), s.clone(), run.clone(), messages.to_vec());
+    tokio::spawn(async move { store.commit_chats(&s, &[commit("a@c.us", m)], &run).await })
+}
+
 async fn until_stored(store: &MongoStore, s: &SessionId, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while store.count_messages(s, None).await.unwrap() < n {
@@ -256,6 +276,7 @@ async fn until_stored(store: &MongoStore, s: &SessionId, n: u64) {
 /// count them again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongo_a_late_increment_of_a_taken_over_host_is_refused() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
     let (old, new, db, old_app, _) = two_hosts("lateinc").await;
     let s = sid("lateinc");
     old.upsert_chats(&s, &[chat("a@c.us", Some(1))])
@@ -264,13 +285,7 @@ async fn mongo_a_late_increment_of_a_taken_over_host_is_refused() {
     let messages: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
     let mut run = run_for(&s);
     run.epoch = 1;
-    // The old holder's first `update` is its claim of the chat; the second,
-    // its counter update, waits on the server.
-    hold_update(&old_app, 2, 3000).await;
-    let frozen = {
-        let (old, s, run, m) = (old.clone(), s.clone(), run.clone(), messages.clone());
-        tokio::spawn(async move { old.commit_chats(&s, &[commit("a@c.us", m)], &run).await })
-    };
+    let frozen = commit_with_held_count(&old, &old_app, &s, &run, &messages).await;
     until_stored(&new, &s, 50).await;
     let mut taken_over = run.clone();
     taken_over.epoch = 2;
@@ -297,6 +312,7 @@ async fn mongo_a_late_increment_of_a_taken_over_host_is_refused() {
 /// new holder's documents before its increment does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongo_a_taken_over_host_cannot_recount_inside_the_new_holders_commit() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
     let (old, new, db, _, new_app) = two_hosts("laterecount").await;
     let s = sid("laterecount");
     old.upsert_chats(&s, &[chat("a@c.us", Some(1))])
@@ -305,11 +321,7 @@ async fn mongo_a_taken_over_host_cannot_recount_inside_the_new_holders_commit() 
     let messages: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
     let mut run = run_for(&s);
     run.epoch = 2;
-    hold_update(&new_app, 2, 3000).await;
-    let holder = {
-        let (new, s, run, m) = (new.clone(), s.clone(), run.clone(), messages.clone());
-        tokio::spawn(async move { new.commit_chats(&s, &[commit("a@c.us", m)], &run).await })
-    };
+    let holder = commit_with_held_count(&new, &new_app, &s, &run, &messages).await;
     until_stored(&old, &s, 50).await;
     let mut stale = run.clone();
     stale.epoch = 1;
