@@ -55,10 +55,11 @@ impl MongoStore {
             chat_ids.push(&c.chat_id);
             chat_ids.extend(c.messages.iter().map(|m| m.chat_id.as_str()));
         }
-        let locked = self.chat_locks.lock(sid, chat_ids.clone()).await;
+        let locked = self.chat_locks.lock(sid, chat_ids).await;
         // The chats' counters are this epoch's from here on: a writer whose
         // lease this one took over can no longer touch them (see `counts`).
-        self.claim_counters(sid, &chat_ids, run.epoch).await?;
+        self.claim_counters(sid, &locked.chat_ids(), run.epoch)
+            .await?;
         // 1. Messages of every chat in one bulk write.
         let all: Vec<Message> = chats
             .iter()
@@ -124,8 +125,8 @@ impl MongoStore {
     ) -> StoreResult<WriteStats> {
         let sid = id.as_str();
         let chat_ids: Vec<&str> = messages.iter().map(|m| m.chat_id.as_str()).collect();
-        let locked = self.chat_locks.lock(sid, chat_ids.clone()).await;
-        self.claim_counters(sid, &chat_ids, epoch).await?;
+        let locked = self.chat_locks.lock(sid, chat_ids).await;
+        self.claim_counters(sid, &locked.chat_ids(), epoch).await?;
         let outcomes = self.write_messages(sid, messages).await?;
         let touched = ChatTouch::of(messages, outcomes.iter().map(|o| o.0 == Outcome::Inserted));
         self.refresh_chats(sid, &touched, epoch).await?;

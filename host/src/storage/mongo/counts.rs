@@ -50,7 +50,7 @@
 //! is next recounted. Epoch 0 (no lease: one process, tools) claims nothing
 //! and is never refused.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::TryStreamExt;
@@ -159,6 +159,13 @@ impl ChatLocks {
     }
 }
 
+impl ChatGuards<'_> {
+    /// The chats locked, each once, in order.
+    pub fn chat_ids(&self) -> Vec<&str> {
+        self.keys.iter().map(|(_, chat)| chat.as_str()).collect()
+    }
+}
+
 impl Drop for ChatGuards<'_> {
     fn drop(&mut self) {
         self.guards.clear();
@@ -248,7 +255,8 @@ fn counter_update(
 }
 
 impl MongoStore {
-    /// Claims the counters of chats `chat_ids` of session `sid` for the
+    /// Claims the counters of chats `chat_ids` (each once: the ones the
+    /// write locked, [`ChatGuards::chat_ids`]) of session `sid` for the
     /// lease at `epoch`, before this writer's insert (see the module docs):
     /// one multi-update raising `countEpoch` to `epoch` with `$max` (a newer
     /// claim stays), then one read of the claims; a newer one is
@@ -263,14 +271,8 @@ impl MongoStore {
         if epoch == 0 || chat_ids.is_empty() {
             return Ok(());
         }
-        let chats: Vec<&str> = chat_ids
-            .iter()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
         let statement = doc! {
-            "q": { "sessionId": sid, "chatId": { "$in": &chats } },
+            "q": { "sessionId": sid, "chatId": { "$in": chat_ids } },
             "u": { "$max": { "countEpoch": epoch as i64 } },
             "multi": true,
         };
@@ -282,7 +284,7 @@ impl MongoStore {
                 "claim of chat counters failed ({code}): {msg}"
             )));
         }
-        self.fail_if_claimed_after(sid, &chats, epoch).await
+        self.fail_if_claimed_after(sid, chat_ids, epoch).await
     }
 
     /// [`StoreError::Fenced`] if a lease newer than `epoch` claimed the
