@@ -525,3 +525,66 @@ async fn mongo_incremental_resync_writes_only_new_messages() {
     host.stop().await;
     server.stop().await;
 }
+
+/// A host stopped right after its sync completed, while the session is
+/// still recording the run's summary: the lease stays the host's until its
+/// sessions stopped, so the summary (`lastSync`) lands. Every `find` of the
+/// host is held on the server for 1 s from the first commit on, so the
+/// stop reliably falls between the summary's read of the session and its
+/// write (which a stopping host's fence used to refuse).
+#[tokio::test]
+async fn mongo_a_host_stopped_as_its_sync_completes_records_the_summary() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
+    let uri = test_mongodb_uri();
+    let db = fresh_db_name("stoplast");
+    let app = format!("wasync-{db}");
+    let host = mongo_host(&with_options(&uri, &format!("appName={app}")), &db).await;
+    let raw = raw_db(&uri, &db).await;
+    // Slow fetches, so the first chat is a commit of its own.
+    let sim = fast(json!({"chats": 2, "messagesPerChat": [5, 4], "fetchLatencyMs": 150}));
+    let mut ws = host.ws().await;
+    host.create_sim("stop", sim).await;
+    ws.join("stop").await;
+    until_first_commit(&mut ws).await;
+    raw_db(&uri, "admin")
+        .await
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {
+                "failCommands": ["find"],
+                "appName": &app,
+                "blockConnection": true,
+                "blockTimeMS": 1000,
+            },
+        })
+        .await
+        .expect("configureFailPoint (is the server started with --enable-test-commands?)");
+    ws.until("sync_complete").await;
+    host.stop().await;
+    disarm(&uri).await;
+
+    let runs = docs(&raw, "sync_runs", doc! {"sessionId": "stop"}).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0].get_str("status").unwrap(),
+        "completed",
+        "{:?}",
+        runs[0]
+    );
+    let sync_id = runs[0].get_str("_id").unwrap().to_owned();
+    let session = docs(&raw, "sessions", doc! {"sessionId": "stop"}).await;
+    assert_eq!(session.len(), 1, "{session:?}");
+    let last = session[0]
+        .get_document("lastSync")
+        .unwrap_or_else(|_| panic!("no sync summary recorded: {:?}", session[0]));
+    assert_eq!(last.get_str("syncId").unwrap(), sync_id);
+    assert_eq!(last.get_str("status").unwrap(), "completed");
+    let synced = match last.get("totalMessagesSynced") {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        other => panic!("totalMessagesSynced: {other:?}"),
+    };
+    assert_eq!(synced, 9);
+    let _ = raw.drop().await;
+}

@@ -10,6 +10,7 @@
 //! partition) cannot overwrite the state of the host that took over.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -33,6 +34,12 @@ struct Inner {
     /// Cancelled when the lease is lost or the host shuts down: the
     /// session's actor and sync stop on it.
     revoked: CancellationToken,
+    /// Set when the lease is lost (taken, not renewed in time, replaced).
+    /// A host's shutdown does not set it: the lease stays this host's until
+    /// it is given back after the actors stopped, so what they write while
+    /// stopping (a run's last step, its summary) still lands, within the
+    /// deadline.
+    lost: AtomicBool,
 }
 
 /// A held lease as its session sees it.
@@ -62,6 +69,7 @@ impl Fence {
             host_id: host_id.to_owned(),
             deadline: Mutex::new(deadline),
             revoked,
+            lost: AtomicBool::new(false),
         }))
     }
 
@@ -83,12 +91,13 @@ impl Fence {
         *self.0.deadline.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The lease is held and its local deadline has not passed.
+    /// The lease is held and its local deadline has not passed (a host
+    /// that is stopping still holds its leases until its actors stopped).
     pub fn is_valid(&self) -> bool {
-        !self.0.revoked.is_cancelled() && Instant::now() < self.deadline()
+        !self.0.lost.load(Ordering::Acquire) && Instant::now() < self.deadline()
     }
 
-    /// Fires when the lease is lost or the host stops.
+    /// Fires when the lease is lost or the host stops: the session stops.
     pub fn revoked(&self) -> &CancellationToken {
         &self.0.revoked
     }
@@ -100,7 +109,10 @@ impl Fence {
         }
     }
 
+    /// The lease is lost: writes are refused from now on, and the session
+    /// stops.
     pub(super) fn revoke(&self) {
+        self.0.lost.store(true, Ordering::Release);
         self.0.revoked.cancel();
     }
 

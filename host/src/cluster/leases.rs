@@ -283,7 +283,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn renewal_extends_and_shutdown_revokes() {
+    async fn renewal_extends_and_shutdown_stops_the_session_but_keeps_the_lease() {
         let shutdown = CancellationToken::new();
         let t = LeaseTable::new(
             Arc::new(SoloCoordinator::default()),
@@ -300,6 +300,39 @@ mod tests {
         }
         assert!(fence.is_valid(), "renewed past the first deadline");
         shutdown.cancel();
-        assert!(!fence.is_valid(), "the host's shutdown ends every fence");
+        assert!(
+            fence.revoked().is_cancelled(),
+            "the host's shutdown stops the session"
+        );
+        assert!(
+            fence.is_valid(),
+            "a stopping host keeps its leases until its actors stopped: what they write \
+             while stopping lands"
+        );
+        assert!(t.holds("s"));
+        // Renewals stopped with the host: the lease runs out at its deadline
+        // (ttl 1 s, margin 500 ms), and writes with it.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            !fence.is_valid(),
+            "past its deadline a stopping host writes nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_refuses_writes_at_once() {
+        let t = LeaseTable::new(
+            Arc::new(SoloCoordinator::default()),
+            settings(60_000),
+            Arc::new(crate::telemetry::Metrics::new()),
+            CancellationToken::new(),
+        );
+        let Acquired::Granted { fence, .. } = t.acquire("s").await.unwrap() else {
+            panic!("solo grants")
+        };
+        fence.revoke();
+        assert!(fence.revoked().is_cancelled());
+        assert!(!fence.is_valid(), "well before its deadline");
+        assert!(!t.holds("s"));
     }
 }

@@ -265,8 +265,15 @@ impl Actor {
                     // Host shutdown or lost lease: the sync stops between
                     // batches and its run stays `running`, to resume at the
                     // next start or on the host that took the session.
+                    // A run that ended just before the stop, its end not
+                    // yet taken here, gets its summary at a clean stop: the
+                    // lease is still this host's until the actors stopped.
+                    // A lost lease writes nothing more.
                     if let Some(r) = running.take() {
-                        let _ = r.task.await;
+                        let end = r.task.await.unwrap_or(SyncEnd::Interrupted);
+                        if self.host_shutdown.is_cancelled() {
+                            self.sync_ended(end).await;
+                        }
                     }
                     if self.host_shutdown.is_cancelled() {
                         client.stop(false).await;
