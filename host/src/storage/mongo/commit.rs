@@ -60,6 +60,7 @@ impl MongoStore {
         // lease this one took over can no longer touch them (see `counts`).
         self.claim_counters(sid, &locked.chat_ids(), run.epoch)
             .await?;
+        let claimed = started.elapsed();
         // 1. Messages of every chat in one bulk write.
         let all: Vec<Message> = chats
             .iter()
@@ -107,7 +108,8 @@ impl MongoStore {
             chats = chats.len(),
             recounted = refresh.iter().filter(|t| t.added == Added::Recount).count(),
             epoch_ms = checked.as_millis() as u64,
-            messages_ms = (written - checked).as_millis() as u64,
+            claim_ms = (claimed - checked).as_millis() as u64,
+            messages_ms = (written - claimed).as_millis() as u64,
             counters_ms = (counted - written).as_millis() as u64,
             checkpoint_ms = (started.elapsed() - counted).as_millis() as u64,
             "mongo commit"
