@@ -317,7 +317,7 @@ pub async fn bench_insert(
         run.total_messages_synced += batch.len() as u64;
         group.push(ChatCommit {
             chat_id,
-            messages: batch,
+            messages: batch.into(),
             quarantined: vec![],
             synced_at: now_ms(),
         });

@@ -97,7 +97,7 @@ fn run_for(s: &SessionId) -> SyncRun {
 fn commit(chat_id: &str, messages: Vec<Message>) -> ChatCommit {
     ChatCommit {
         chat_id: chat_id.into(),
-        messages,
+        messages: messages.into(),
         quarantined: vec![],
         synced_at: now_ms(),
     }

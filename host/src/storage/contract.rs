@@ -124,7 +124,7 @@ pub async fn marks_are_the_newest_stored_messages(store: &dyn Store) {
         },
         ChatCommit {
             chat_id: b.into(),
-            messages: burst,
+            messages: burst.into(),
             synced_at: now_ms(),
             ..Default::default()
         },
@@ -306,7 +306,7 @@ pub async fn a_burst_in_one_second_pages_whole(store: &dyn Store) {
             &s,
             &[ChatCommit {
                 chat_id: "b@c.us".into(),
-                messages,
+                messages: messages.into(),
                 quarantined: vec![],
                 synced_at: 1,
             }],
@@ -392,7 +392,7 @@ pub async fn stale_epochs_are_fenced_off(store: &dyn Store) {
     stale.checkpoint = 1;
     let commit = ChatCommit {
         chat_id: "a@c.us".into(),
-        messages: vec![msg("a@c.us", 1)],
+        messages: vec![msg("a@c.us", 1)].into(),
         quarantined: vec![],
         synced_at: 5,
     };
@@ -577,7 +577,7 @@ pub async fn chats_upsert_and_page(store: &dyn Store) {
             &s,
             &[ChatCommit {
                 chat_id: "c@c.us".into(),
-                messages: vec![msg("c@c.us", 1)],
+                messages: vec![msg("c@c.us", 1)].into(),
                 quarantined: vec![],
                 synced_at: 42,
             }],
@@ -620,13 +620,13 @@ pub async fn messages_are_idempotent_and_paged(store: &dyn Store) {
     let commits = [
         ChatCommit {
             chat_id: "a@c.us".into(),
-            messages: a.clone(),
+            messages: a.clone().into(),
             quarantined: vec![],
             synced_at: 1,
         },
         ChatCommit {
             chat_id: "b@c.us".into(),
-            messages: b.clone(),
+            messages: b.clone().into(),
             quarantined: vec![],
             synced_at: 1,
         },
@@ -742,7 +742,7 @@ pub async fn sync_runs_and_checkpoints(store: &dyn Store) {
             &s,
             &[ChatCommit {
                 chat_id: "a@c.us".into(),
-                messages: vec![msg("a@c.us", 1), msg("a@c.us", 2)],
+                messages: vec![msg("a@c.us", 1), msg("a@c.us", 2)].into(),
                 quarantined: vec![],
                 synced_at: 5,
             }],
@@ -840,7 +840,7 @@ pub async fn quarantine_and_purge(store: &dyn Store) {
             &s,
             &[ChatCommit {
                 chat_id: "a@c.us".into(),
-                messages: vec![msg("a@c.us", 1)],
+                messages: vec![msg("a@c.us", 1)].into(),
                 quarantined: vec![QuarantinedMessage {
                     session_id: s.to_string(),
                     sync_id: Some(run.sync_id.clone()),
@@ -886,7 +886,7 @@ pub async fn quarantine_and_purge(store: &dyn Store) {
             &neighbour,
             &[ChatCommit {
                 chat_id: "a@c.us".into(),
-                messages: vec![msg("a@c.us", 1), msg("a@c.us", 2)],
+                messages: vec![msg("a@c.us", 1), msg("a@c.us", 2)].into(),
                 quarantined: vec![],
                 synced_at: 1,
             }],

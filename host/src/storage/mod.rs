@@ -75,11 +75,13 @@ pub struct SessionRecord {
 }
 
 /// One chat's share of a sync commit: the chat (with its new counters) and
-/// its messages, already through the plugin chain.
+/// its messages, already through the plugin chain. The messages are shared,
+/// so a store that hands the commit to another thread (the embedded store's
+/// blocking task) takes them along without copying each one.
 #[derive(Debug, Clone, Default)]
 pub struct ChatCommit {
     pub chat_id: String,
-    pub messages: Vec<crate::domain::Message>,
+    pub messages: std::sync::Arc<[crate::domain::Message]>,
     pub quarantined: Vec<QuarantinedMessage>,
     pub synced_at: i64,
 }

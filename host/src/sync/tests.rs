@@ -226,7 +226,7 @@ async fn cancellation_reports_cancelled_and_shutdown_leaves_a_resumable_run() {
                 &f.sid,
                 &[ChatCommit {
                     chat_id: c.id.clone(),
-                    messages: msgs,
+                    messages: msgs.into(),
                     quarantined: vec![],
                     synced_at: now_ms(),
                 }],
@@ -387,7 +387,7 @@ async fn a_resumed_run_syncs_by_membership_when_the_chat_order_changed() {
                 &f.sid,
                 &[ChatCommit {
                     chat_id: c.id.clone(),
-                    messages: msgs,
+                    messages: msgs.into(),
                     quarantined: vec![],
                     synced_at,
                 }],
@@ -408,7 +408,7 @@ async fn a_resumed_run_syncs_by_membership_when_the_chat_order_changed() {
             &f.sid,
             &[ChatCommit {
                 chat_id: c4.id.clone(),
-                messages: account.fetch_messages(&c4, 100).await.unwrap(),
+                messages: account.fetch_messages(&c4, 100).await.unwrap().into(),
                 quarantined: vec![],
                 synced_at: now_ms(),
             }],

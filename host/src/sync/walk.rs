@@ -151,7 +151,7 @@ pub(super) async fn walk_chats(
                     if run.mode == SyncMode::Full || !nothing {
                         group.commits.push(ChatCommit {
                             chat_id: chat.id.clone(),
-                            messages: out.keep,
+                            messages: out.keep.into(),
                             quarantined: out.quarantined,
                             synced_at: now_ms(),
                         });

@@ -188,7 +188,7 @@ pub async fn a_change_before_its_message_waits_for_it(store: &dyn Store) {
             &s,
             &[ChatCommit {
                 chat_id: c.into(),
-                messages: vec![synced.clone()],
+                messages: vec![synced.clone()].into(),
                 synced_at: now_ms(),
                 ..Default::default()
             }],
@@ -215,7 +215,7 @@ pub async fn a_resync_keeps_what_changed_after_the_sync(store: &dyn Store) {
     let m = msg(c, 1);
     let commit = |messages: Vec<Message>| ChatCommit {
         chat_id: c.into(),
-        messages,
+        messages: messages.into(),
         synced_at: now_ms(),
         ..Default::default()
     };

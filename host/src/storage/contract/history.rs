@@ -27,7 +27,7 @@ pub async fn oldest_marks_are_the_oldest_stored_messages(store: &dyn Store) {
         },
         ChatCommit {
             chat_id: b.into(),
-            messages: burst,
+            messages: burst.into(),
             synced_at: now_ms(),
             ..Default::default()
         },

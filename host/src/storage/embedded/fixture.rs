@@ -225,13 +225,13 @@ pub async fn write(store: &dyn Store) {
             &[
                 ChatCommit {
                     chat_id: a.into(),
-                    messages: a_msgs.clone(),
+                    messages: a_msgs.clone().into(),
                     quarantined: vec![],
                     synced_at: T0 + 200_000,
                 },
                 ChatCommit {
                     chat_id: g.into(),
-                    messages: g_msgs.clone(),
+                    messages: g_msgs.clone().into(),
                     quarantined: vec![QuarantinedMessage {
                         session_id: s.to_string(),
                         sync_id: Some(r.sync_id.clone()),
