@@ -69,6 +69,49 @@ pub async fn fail_command_lock(uri: &str) -> FailCommandLock {
     FailCommandLock(file)
 }
 
+/// Arms the `failCommand` failpoint of the server at `uri`: `mode` is
+/// `{ "times": n }`, `{ "skip": n, "times": m }` or `"alwaysOn"`; `data`
+/// names the commands, the connections (`appName`) and what they do. The
+/// caller holds [`fail_command_lock`].
+pub async fn fail_command(uri: &str, mode: impl Into<mongodb::bson::Bson>, data: Document) {
+    admin_db(uri)
+        .await
+        .run_command(mongodb::bson::doc! {
+            "configureFailPoint": "failCommand",
+            "mode": mode.into(),
+            "data": data,
+        })
+        .await
+        .expect("configureFailPoint (is the server started with --enable-test-commands?)");
+}
+
+/// Makes `commands` of connections of `app` fail `times` times with error
+/// 2 (BadValue: neither a state change nor retryable, so the driver hands
+/// it to the store); the caller holds [`fail_command_lock`].
+pub async fn fail_commands(uri: &str, commands: &[&str], times: i32, app: &str) {
+    fail_command(
+        uri,
+        mongodb::bson::doc! { "times": times },
+        mongodb::bson::doc! { "failCommands": commands, "errorCode": 2, "appName": app },
+    )
+    .await;
+}
+
+/// Turns the `failCommand` failpoint of the server at `uri` off.
+pub async fn fail_command_off(uri: &str) {
+    let _ = admin_db(uri)
+        .await
+        .run_command(mongodb::bson::doc! { "configureFailPoint": "failCommand", "mode": "off" })
+        .await;
+}
+
+async fn admin_db(uri: &str) -> mongodb::Database {
+    mongodb::Client::with_uri_str(uri)
+        .await
+        .expect("connect to the MongoDB-wire server")
+        .database("admin")
+}
+
 /// A database name no other test uses.
 pub fn fresh_db_name(tag: &str) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();

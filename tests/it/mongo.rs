@@ -16,7 +16,8 @@ use wasync::domain::{Chat, Message, SessionId, SyncRun, SyncStatus, SyncTrigger,
 use wasync::storage::mongo::{MongoOptions, MongoStore};
 use wasync::storage::{ChatCommit, Store, StoreError, contract};
 use wasync_tests::mongo::{
-    BenchServers, MongoServer, bench_insert, bench_sync_paths, fresh_db_name, test_mongodb_uri,
+    BenchServers, MongoServer, bench_insert, bench_sync_paths, fail_command, fail_command_off,
+    fail_commands, fresh_db_name, test_mongodb_uri,
 };
 
 mod counts;
@@ -476,37 +477,6 @@ async fn mongo_documents_match_design() {
 
 // ---- faults ---------------------------------------------------------------
 
-/// Arms `failCommand` for the given commands, `times` times, only for
-/// connections of `app_name`; the caller holds `fail_command_lock`.
-async fn arm_failpoint(commands: &[&str], times: i32, app_name: &str) {
-    let admin = mongodb::Client::with_uri_str(test_mongodb_uri())
-        .await
-        .unwrap()
-        .database("admin");
-    admin
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": { "times": times },
-            "data": {
-                "failCommands": commands,
-                "errorCode": 2,
-                "appName": app_name,
-            },
-        })
-        .await
-        .expect("configureFailPoint (is the server started with --enable-test-commands?)");
-}
-
-async fn disarm_failpoint() {
-    let admin = mongodb::Client::with_uri_str(test_mongodb_uri())
-        .await
-        .unwrap()
-        .database("admin");
-    let _ = admin
-        .run_command(doc! { "configureFailPoint": "failCommand", "mode": "off" })
-        .await;
-}
-
 #[tokio::test]
 async fn mongo_failpoints_fail_writes_and_a_repeat_is_exact() {
     let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
@@ -532,7 +502,7 @@ async fn mongo_failpoints_fail_writes_and_a_repeat_is_exact() {
         .unwrap();
 
     // Inserts fail twice: both attempts error, nothing half-counted.
-    arm_failpoint(&["insert"], 2, &app).await;
+    fail_commands(&test_mongodb_uri(), &["insert"], 2, &app).await;
     for _ in 0..2 {
         let err = store
             .commit_chats(&s, &[commit("b@c.us", b.clone())], &run)
@@ -541,7 +511,7 @@ async fn mongo_failpoints_fail_writes_and_a_repeat_is_exact() {
         assert!(!err.to_string().is_empty());
     }
     // Then updates fail: the messages land, the counters do not.
-    arm_failpoint(&["update"], 1, &app).await;
+    fail_commands(&test_mongodb_uri(), &["update"], 1, &app).await;
     assert!(
         store
             .commit_chats(&s, &[commit("b@c.us", b.clone())], &run)
@@ -563,7 +533,7 @@ async fn mongo_failpoints_fail_writes_and_a_repeat_is_exact() {
     assert_eq!(stats[0].inserted, 0);
     assert_eq!(stats[0].unchanged, 60);
     assert_eq!(stats[1].inserted + stats[1].unchanged, 40);
-    disarm_failpoint().await;
+    fail_command_off(&test_mongodb_uri()).await;
     assert_eq!(assert_no_duplicate_messages(&raw, &s).await, 100);
     assert_eq!(store.count_messages(&s, None).await.unwrap(), 100);
     for (c, n) in [("a@c.us", 60), ("b@c.us", 40)] {
@@ -931,9 +901,9 @@ async fn mongo_unchanged_chats_contacts_and_members_are_not_rewritten() {
         .await
         .expect("a change stream on the test database");
     // Unchanged: nothing is written (any write would fail).
-    arm_failpoint(&["update", "delete"], 1_000, &app).await;
+    fail_commands(&test_mongodb_uri(), &["update", "delete"], 1_000, &app).await;
     write(chats.clone(), contacts.clone(), groups.clone()).await;
-    disarm_failpoint().await;
+    fail_command_off(&test_mongodb_uri()).await;
     // One chat renamed, one contact's push name, one member promoted.
     chats[3].name = Some("Renamed".into());
     contacts[5].pushname = Some("Five".into());

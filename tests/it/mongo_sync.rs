@@ -10,7 +10,9 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Value, json};
 use wasync::config::{MONGODB_DB, MONGODB_URI};
-use wasync_tests::mongo::{MongoServer, fresh_db_name, test_mongodb_uri};
+use wasync_tests::mongo::{
+    MongoServer, fail_command, fail_command_off, fail_commands, fresh_db_name, test_mongodb_uri,
+};
 use wasync_tests::{HostOptions, TestHost, fast_tuning};
 
 fn fast(mut sim: Value) -> Value {
@@ -232,27 +234,6 @@ async fn mongo_sync_flow_stores_design_documents() {
     let _ = raw.drop().await;
 }
 
-/// Arms `failCommand` on the shared server for connections of `app` only;
-/// the caller holds `fail_command_lock`.
-async fn arm(uri: &str, commands: &[&str], times: i32, app: &str) {
-    raw_db(uri, "admin")
-        .await
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": { "times": times },
-            "data": { "failCommands": commands, "errorCode": 2, "appName": app },
-        })
-        .await
-        .expect("configureFailPoint (is the server started with --enable-test-commands?)");
-}
-
-async fn disarm(uri: &str) {
-    let _ = raw_db(uri, "admin")
-        .await
-        .run_command(doc! { "configureFailPoint": "failCommand", "mode": "off" })
-        .await;
-}
-
 /// Waits for the first `messages` progress event, so a failpoint armed
 /// after it lands in the middle of the sync.
 async fn until_first_commit(ws: &mut wasync_tests::WsClient) {
@@ -282,9 +263,9 @@ async fn mongo_failpoints_mid_sync_then_resync_is_exact() {
     host.create_sim("fp", sim).await;
     ws.join("fp").await;
     until_first_commit(&mut ws).await;
-    arm(&uri, &["insert", "update"], 2, &app).await;
+    fail_commands(&uri, &["insert", "update"], 2, &app).await;
     ws.until("sync_complete").await;
-    disarm(&uri).await;
+    fail_command_off(&uri).await;
     let run = host.wait_sync_done("fp").await;
     assert_eq!(run["status"], "completed", "{run}");
     let expect = chat_counts(&host, "fp", &per_chat).await;
@@ -298,9 +279,9 @@ async fn mongo_failpoints_mid_sync_then_resync_is_exact() {
     until_first_commit(&mut ws).await;
     // Only message inserts fail, as often as the engine tries (3 times):
     // recording the failed run itself still works.
-    arm(&uri, &["insert"], 3, &app).await;
+    fail_commands(&uri, &["insert"], 3, &app).await;
     let events = ws.until("sync_failed").await;
-    disarm(&uri).await;
+    fail_command_off(&uri).await;
     let failed = &events.last().unwrap()["data"];
     assert!(failed["reason"].as_str().is_some(), "{failed}");
     let run = host.wait_sync_done("fp").await;
@@ -546,23 +527,20 @@ async fn mongo_a_host_stopped_as_its_sync_completes_records_the_summary() {
     host.create_sim("stop", sim).await;
     ws.join("stop").await;
     until_first_commit(&mut ws).await;
-    raw_db(&uri, "admin")
-        .await
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": "alwaysOn",
-            "data": {
-                "failCommands": ["find"],
-                "appName": &app,
-                "blockConnection": true,
-                "blockTimeMS": 1000,
-            },
-        })
-        .await
-        .expect("configureFailPoint (is the server started with --enable-test-commands?)");
+    fail_command(
+        &uri,
+        "alwaysOn",
+        doc! {
+            "failCommands": ["find"],
+            "appName": &app,
+            "blockConnection": true,
+            "blockTimeMS": 1000,
+        },
+    )
+    .await;
     ws.until("sync_complete").await;
     host.stop().await;
-    disarm(&uri).await;
+    fail_command_off(&uri).await;
 
     let runs = docs(&raw, "sync_runs", doc! {"sessionId": "stop"}).await;
     assert_eq!(runs.len(), 1, "{runs:?}");

@@ -261,17 +261,24 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_lease_not_renewed_is_revoked_at_its_local_deadline() {
+    /// A solo lease table (lease TTL `ttl_ms`, stopping with `shutdown`)
+    /// and the fence of the lease it grants on session `s`.
+    async fn granted(ttl_ms: u64, shutdown: CancellationToken) -> (LeaseTable, Fence) {
         let t = LeaseTable::new(
             Arc::new(SoloCoordinator::default()),
-            settings(1000),
+            settings(ttl_ms),
             Arc::new(crate::telemetry::Metrics::new()),
-            CancellationToken::new(),
+            shutdown,
         );
         let Acquired::Granted { fence, .. } = t.acquire("s").await.unwrap() else {
             panic!("solo grants")
         };
+        (t, fence)
+    }
+
+    #[tokio::test]
+    async fn a_lease_not_renewed_is_revoked_at_its_local_deadline() {
+        let (t, fence) = granted(1000, CancellationToken::new()).await;
         assert!(fence.is_valid());
         assert!(t.holds("s"));
         // ttl 1 s, margin 500 ms: invalid after ~500 ms without renewal.
@@ -285,15 +292,7 @@ mod tests {
     #[tokio::test]
     async fn renewal_extends_and_shutdown_stops_the_session_but_keeps_the_lease() {
         let shutdown = CancellationToken::new();
-        let t = LeaseTable::new(
-            Arc::new(SoloCoordinator::default()),
-            settings(1000),
-            Arc::new(crate::telemetry::Metrics::new()),
-            shutdown.clone(),
-        );
-        let Acquired::Granted { fence, .. } = t.acquire("s").await.unwrap() else {
-            panic!("solo grants")
-        };
+        let (t, fence) = granted(1000, shutdown.clone()).await;
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(200)).await;
             assert!(t.renew().await.unwrap().is_empty());
@@ -321,15 +320,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_lease_refuses_writes_at_once() {
-        let t = LeaseTable::new(
-            Arc::new(SoloCoordinator::default()),
-            settings(60_000),
-            Arc::new(crate::telemetry::Metrics::new()),
-            CancellationToken::new(),
-        );
-        let Acquired::Granted { fence, .. } = t.acquire("s").await.unwrap() else {
-            panic!("solo grants")
-        };
+        let (t, fence) = granted(60_000, CancellationToken::new()).await;
         fence.revoke();
         assert!(fence.revoked().is_cancelled());
         assert!(!fence.is_valid(), "well before its deadline");

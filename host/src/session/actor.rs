@@ -269,13 +269,14 @@ impl Actor {
                     // yet taken here, gets its summary at a clean stop: the
                     // lease is still this host's until the actors stopped.
                     // A lost lease writes nothing more.
-                    if let Some(r) = running.take() {
-                        let end = r.task.await.unwrap_or(SyncEnd::Interrupted);
-                        if self.host_shutdown.is_cancelled() {
+                    let end = match running.take() {
+                        Some(r) => Some(r.task.await.unwrap_or(SyncEnd::Interrupted)),
+                        None => None,
+                    };
+                    if self.host_shutdown.is_cancelled() {
+                        if let Some(end) = end {
                             self.sync_ended(end).await;
                         }
-                    }
-                    if self.host_shutdown.is_cancelled() {
                         client.stop(false).await;
                     } else {
                         client.abandon().await;

@@ -14,19 +14,16 @@ use super::*;
 /// WriteConcernFailed: not a state change, so the driver keeps the
 /// server): the write is applied, its acknowledgement is lost.
 async fn lose_acknowledgement(commands: &[&str], app: &str) {
-    raw_db("admin")
-        .await
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": { "times": 1 },
-            "data": {
-                "failCommands": commands,
-                "appName": app,
-                "writeConcernError": { "code": 64, "errmsg": "test: acknowledgement lost" },
-            },
-        })
-        .await
-        .expect("configureFailPoint (is the server started with --enable-test-commands?)");
+    fail_command(
+        &test_mongodb_uri(),
+        doc! { "times": 1 },
+        doc! {
+            "failCommands": commands,
+            "appName": app,
+            "writeConcernError": { "code": 64, "errmsg": "test: acknowledgement lost" },
+        },
+    )
+    .await;
 }
 
 /// A store whose connections carry an app name of their own, for
@@ -180,20 +177,7 @@ async fn mongo_a_live_message_racing_a_commit_of_its_chat_keeps_the_count_exact(
     let messages: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
     // The commit's counter update (its first `update`) is held up on the
     // server, after its insert landed.
-    raw_db("admin")
-        .await
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": { "times": 1 },
-            "data": {
-                "failCommands": ["update"],
-                "appName": &app,
-                "blockConnection": true,
-                "blockTimeMS": 1500,
-            },
-        })
-        .await
-        .expect("configureFailPoint (is the server started with --enable-test-commands?)");
+    hold_update(&app, 1, 1500).await;
     let commit_task = {
         let (store, s, run, m) = (store.clone(), s.clone(), run_for(&s), messages.clone());
         tokio::spawn(async move { store.commit_chats(&s, &[commit("a@c.us", m)], &run).await })
@@ -214,20 +198,17 @@ async fn mongo_a_live_message_racing_a_commit_of_its_chat_keeps_the_count_exact(
 /// Holds the `n`-th `update` (from 1) of connections of `app` on the
 /// server for `ms`; the ones before it run normally.
 async fn hold_update(app: &str, n: u32, ms: i32) {
-    raw_db("admin")
-        .await
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": { "skip": n - 1, "times": 1 },
-            "data": {
-                "failCommands": ["update"],
-                "appName": app,
-                "blockConnection": true,
-                "blockTimeMS": ms,
-            },
-        })
-        .await
-        .expect("configureFailPoint (is the server started with --enable-test-commands?)");
+    fail_command(
+        &test_mongodb_uri(),
+        doc! { "skip": n - 1, "times": 1 },
+        doc! {
+            "failCommands": ["update"],
+            "appName": app,
+            "blockConnection": true,
+            "blockTimeMS": ms,
+        },
+    )
+    .await;
 }
 
 /// Two hosts on one database, each with connections of its own app name:
