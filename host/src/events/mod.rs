@@ -15,6 +15,7 @@ pub mod local;
 pub mod relay;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -144,7 +145,10 @@ pub struct EventGate {
 #[derive(Debug, Default)]
 struct GateInner {
     broker: EventSwitches,
-    hooks: RwLock<Interest>,
+    /// What the webhooks want, with the ticket of the read it came from.
+    hooks: RwLock<(u64, Interest)>,
+    /// The last ticket handed out ([`EventGate::interest_ticket`]).
+    tickets: AtomicU64,
 }
 
 impl EventGate {
@@ -153,6 +157,7 @@ impl EventGate {
             inner: Arc::new(GateInner {
                 broker,
                 hooks: RwLock::default(),
+                tickets: AtomicU64::new(0),
             }),
         }
     }
@@ -173,12 +178,28 @@ impl EventGate {
                 .hooks
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
+                .1
                 .wants(pattern, session)
     }
 
-    /// Replaces what the webhooks want.
-    pub fn set_interest(&self, interest: Interest) {
-        *self.inner.hooks.write().unwrap_or_else(|p| p.into_inner()) = interest;
+    /// A ticket for an update of the interest: taken before the endpoints
+    /// are read, and handed to [`EventGate::set_interest`] with what the
+    /// read found.
+    pub fn interest_ticket(&self) -> u64 {
+        self.inner.tickets.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Replaces what the webhooks want with what a read that began at
+    /// `ticket` found, unless a read that began later was applied already:
+    /// several tasks refresh the interest (the dispatcher's loop, a
+    /// create or delete, the fan-out), and a slow read of the endpoints
+    /// from before a create must not undo the create's own refresh (its
+    /// endpoint's first events would be dropped until the next look).
+    pub fn set_interest(&self, ticket: u64, interest: Interest) {
+        let mut hooks = self.inner.hooks.write().unwrap_or_else(|p| p.into_inner());
+        if ticket >= hooks.0 {
+            *hooks = (ticket, interest);
+        }
     }
 }
 
@@ -196,4 +217,34 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Reachability for `/readyz`.
     async fn ping(&self) -> Result<(), EventError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanting(event: &str) -> Interest {
+        Interest {
+            global: [event.to_owned()].into(),
+            sessions: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_slow_read_of_the_endpoints_does_not_undo_a_newer_one() {
+        let gate = EventGate::new(EventSwitches::default());
+        // The dispatcher starts reading before an endpoint is created...
+        let stale = gate.interest_ticket();
+        // ...the create's own refresh reads after it and lands first...
+        let fresh = gate.interest_ticket();
+        gate.set_interest(fresh, wanting(READY));
+        assert!(gate.wants(READY, "s"));
+        // ...and the dispatcher's older read, landing last, is dropped.
+        gate.set_interest(stale, Interest::default());
+        assert!(gate.wants(READY, "s"), "the newer interest stays");
+        // A later read applies, even one that found nothing.
+        let later = gate.interest_ticket();
+        gate.set_interest(later, Interest::default());
+        assert!(!gate.wants(READY, "s"));
+    }
 }

@@ -57,6 +57,7 @@ impl OutboxTap for Fanout {
         {
             return Ok(());
         }
+        let ticket = self.0.gate.interest_ticket();
         let hooks = self
             .0
             .store
@@ -65,7 +66,7 @@ impl OutboxTap for Fanout {
             .map_err(|e| e.to_string())?;
         // The producers' view of what is wanted follows the endpoints
         // without waiting for the dispatcher's next look.
-        self.0.gate.set_interest(super::interest_of(&hooks));
+        self.0.gate.set_interest(ticket, super::interest_of(&hooks));
         if hooks.is_empty() {
             return Ok(());
         }

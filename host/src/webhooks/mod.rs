@@ -453,8 +453,9 @@ impl Webhooks {
     /// Tells the producers which events the endpoints want now. A store
     /// that does not answer keeps the previous interest.
     pub async fn refresh_interest(&self) {
+        let ticket = self.gate.interest_ticket();
         match self.store.list_webhooks().await {
-            Ok(hooks) => self.gate.set_interest(interest_of(&hooks)),
+            Ok(hooks) => self.gate.set_interest(ticket, interest_of(&hooks)),
             Err(e) => {
                 tracing::warn!(target: "wasync::webhooks", error = %e, "cannot list webhooks; keeping the previous event interest")
             }
