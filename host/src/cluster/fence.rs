@@ -212,7 +212,19 @@ impl Store for FencedStore {
 
     async fn upsert_chats(&self, id: &SessionId, chats: &[Chat]) -> StoreResult<()> {
         self.fence.check()?;
-        self.inner.upsert_chats(id, chats).await
+        self.inner
+            .upsert_chats_fenced(id, chats, self.fence.epoch())
+            .await
+    }
+
+    async fn upsert_chats_fenced(
+        &self,
+        id: &SessionId,
+        chats: &[Chat],
+        _epoch: u64,
+    ) -> StoreResult<()> {
+        // This store's own lease decides, whatever the caller passed.
+        self.upsert_chats(id, chats).await
     }
 
     async fn commit_chats(

@@ -210,6 +210,21 @@ pub trait Store: Send + Sync + 'static {
     /// `messageCount` of chats that already exist.
     async fn upsert_chats(&self, id: &SessionId, chats: &[Chat]) -> StoreResult<()>;
 
+    /// [`Store::upsert_chats`] by the holder of the session's lease at
+    /// `epoch`: a store that keeps counters per lease (MongoDB's
+    /// `countEpoch`) creates the chats it stores first already claimed for
+    /// `epoch`, so the sync's commits need not claim them again. The
+    /// default writes as `upsert_chats` does.
+    async fn upsert_chats_fenced(
+        &self,
+        id: &SessionId,
+        chats: &[Chat],
+        epoch: u64,
+    ) -> StoreResult<()> {
+        let _ = epoch;
+        self.upsert_chats(id, chats).await
+    }
+
     /// Writes the messages (idempotent on `(sessionId, messageId)`; a
     /// message stored before keeps what changed about it after it was
     /// written, newest per field: see [`crate::domain::Message::merge_stored`];

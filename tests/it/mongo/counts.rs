@@ -314,3 +314,90 @@ async fn mongo_a_taken_over_host_cannot_recount_inside_the_new_holders_commit() 
     assert_eq!(count_of(&new, &s, "a@c.us").await, 50);
     let _ = raw_db(&db).await.drop().await;
 }
+
+/// A chat the chat list of the lease at epoch 2 stored first is claimed
+/// for epoch 2 from its creation: a commit of the host that lost the
+/// lease (epoch 1) is refused before it writes, although no commit of the
+/// new holder claimed the chat yet.
+#[tokio::test]
+async fn mongo_a_chat_a_newer_lease_listed_first_refuses_an_older_commit() {
+    let (old, new, db, _, _) = two_hosts("listclaim").await;
+    let s = sid("listclaim");
+    new.upsert_chats_fenced(&s, &[chat("a@c.us", Some(1))], 2)
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
+    let mut stale = run_for(&s);
+    stale.epoch = 1;
+    let refused = old
+        .commit_chats(&s, &[commit("a@c.us", messages.clone())], &stale)
+        .await;
+    assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+    assert_eq!(new.count_messages(&s, None).await.unwrap(), 0);
+    let mut holder = stale.clone();
+    holder.epoch = 2;
+    new.commit_chats(&s, &[commit("a@c.us", messages)], &holder)
+        .await
+        .unwrap();
+    assert_eq!(count_of(&new, &s, "a@c.us").await, 50);
+    let _ = raw_db(&db).await.drop().await;
+}
+
+/// Two writers store the same new chats at once: both read them absent,
+/// one's insert is held on the server while the other inserts them and
+/// commits messages to one. The held insert meets the unique key and
+/// upserts instead: one document a chat, the later writer's fields, and
+/// the count the commit made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_a_chat_list_racing_another_writer_ends_as_its_upserts_would() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
+    let (late, early, db, late_app, _) = two_hosts("listrace").await;
+    let s = sid("listrace");
+    let named = |id: &str, name: &str| Chat {
+        name: Some(name.into()),
+        ..chat(id, Some(1))
+    };
+    fail_command(
+        &test_mongodb_uri(),
+        doc! { "times": 1 },
+        doc! {
+            "failCommands": ["insert"],
+            "appName": &late_app,
+            "blockConnection": true,
+            "blockTimeMS": 3000,
+        },
+    )
+    .await;
+    let held = {
+        let (late, s) = (late.clone(), s.clone());
+        let chats = [named("a@c.us", "late"), named("b@c.us", "late")];
+        tokio::spawn(async move { late.upsert_chats(&s, &chats).await })
+    };
+    // The late writer has read the chats absent and waits in its insert.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    early
+        .upsert_chats(&s, &[named("a@c.us", "early"), named("b@c.us", "early")])
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..5).map(|n| msg("a@c.us", n)).collect();
+    early
+        .commit_chats(&s, &[commit("a@c.us", messages)], &run_for(&s))
+        .await
+        .unwrap();
+    held.await.unwrap().unwrap();
+    fail_command_off(&test_mongodb_uri()).await;
+
+    let raw = raw_db(&db).await;
+    for id in ["a@c.us", "b@c.us"] {
+        let n = raw
+            .collection::<Document>("chats")
+            .count_documents(doc! { "sessionId": s.as_str(), "chatId": id })
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "documents of chat {id}");
+        let stored = late.get_chat(&s, id).await.unwrap().unwrap();
+        assert_eq!(stored.chat.name.as_deref(), Some("late"), "{id}");
+    }
+    assert_eq!(count_of(&late, &s, "a@c.us").await, 5);
+    let _ = raw.drop().await;
+}

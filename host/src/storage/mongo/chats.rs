@@ -9,7 +9,6 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 
 use super::marks::End;
 use super::schema::{CHATS, ChatDoc};
-use super::unchanged::same_fields;
 use super::{MARK_READS_IN_FLIGHT, MongoStore, map_err};
 use crate::domain::{Chat, MessageMark, SessionId, StoredChat};
 use crate::storage::{ChatPage, StoreResult, decode_chat_cursor, encode_chat_cursor};
@@ -19,17 +18,21 @@ impl MongoStore {
     /// with exactly these fields already: a re-sync of an unchanged
     /// account reads its chat list once and writes none of it (one read
     /// of the session's chats costs far less than a durable upsert of
-    /// each).
+    /// each). A chat stored for the first time is inserted (see
+    /// `unchanged`), its counters claimed for the writer's lease at `epoch`
+    /// (`countEpoch`; none for 0), so the commits of the sync that lists it
+    /// find it claimed already (see `counts`).
     pub(super) async fn upsert_chats_impl(
         &self,
         id: &SessionId,
         chats: &[Chat],
+        epoch: u64,
     ) -> StoreResult<()> {
         if chats.is_empty() {
             return Ok(());
         }
         let sid = id.as_str();
-        let mut fields: Vec<(&str, Document)> = chats
+        let fields: Vec<(&str, Document)> = chats
             .iter()
             .map(|c| (c.id.as_str(), ChatDoc::provider_fields(c)))
             .collect();
@@ -38,28 +41,12 @@ impl MongoStore {
             .map(|(_, set)| set.keys().cloned().collect())
             .unwrap_or_default();
         let stored = self.stored_fields(CHATS, sid, "chatId", &keys).await?;
-        fields.retain(|(chat_id, set)| {
-            stored
-                .get(*chat_id)
-                .is_none_or(|have| !same_fields(set, have))
-        });
-        let statements: Vec<Document> = fields
-            .into_iter()
-            .map(|(chat_id, set)| {
-                doc! {
-                    "q": { "sessionId": sid, "chatId": chat_id },
-                    "u": {
-                        "$set": set,
-                        "$setOnInsert": { "syncedAt": Bson::Null, "messageCount": 0_i64 },
-                    },
-                    "upsert": true,
-                }
-            })
-            .collect();
-        if statements.is_empty() {
-            return Ok(());
+        let mut created = doc! { "syncedAt": Bson::Null, "messageCount": 0_i64 };
+        if epoch > 0 {
+            created.insert("countEpoch", epoch as i64);
         }
-        self.upsert_statements(CHATS, statements).await
+        self.write_differing(CHATS, (sid, "chatId"), &stored, fields, &created)
+            .await
     }
 
     /// The time of the newest stored message of each of `chat_ids` that

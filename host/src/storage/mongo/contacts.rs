@@ -78,21 +78,18 @@ impl MongoStore {
         let stored = self
             .stored_fields(CONTACTS, sid, "contactId", &keys)
             .await?;
-        let statements: Vec<Document> = contacts
+        let wanted: Vec<(&str, Document)> = contacts
             .iter()
-            .map(|c| (c, fields(c)))
-            .filter(|(c, set)| stored.get(&c.id).is_none_or(|have| !same_fields(set, have)))
-            .map(|(c, set)| {
-                doc! {
-                    "q": { "sessionId": sid, "contactId": &c.id },
-                    "u": { "$set": set },
-                    "upsert": true,
-                }
-            })
+            .map(|c| (c.id.as_str(), fields(c)))
             .collect();
-        if !statements.is_empty() {
-            self.upsert_statements(CONTACTS, statements).await?;
-        }
+        self.write_differing(
+            CONTACTS,
+            (sid, "contactId"),
+            &stored,
+            wanted,
+            &Document::new(),
+        )
+        .await?;
         // A person stored by their `@lid` before their number was known is
         // replaced by the contact that carries that lid (after it is
         // written, so a failure between the two loses nobody).

@@ -35,7 +35,9 @@
 //! counters carry the epoch of the lease that keeps them (`countEpoch` on
 //! the chat): before its insert a writer claims its chats for its epoch
 //! (`$max` on `countEpoch`, then a read: a newer claim is
-//! [`StoreError::Fenced`], before anything is written), and every counter
+//! [`StoreError::Fenced`], before anything is written; a chat its lease
+//! claimed already, by an earlier write or because the sync's chat list
+//! created it claimed, needs only the read), and every counter
 //! update it makes changes `messageCount` only where `countEpoch` is not
 //! newer than its own (an update pipeline, so the check and the change are
 //! one document update). A counter update of the taken-over host that
@@ -257,11 +259,13 @@ fn counter_update(
 impl MongoStore {
     /// Claims the counters of chats `chat_ids` (each once: the ones the
     /// write locked, [`ChatGuards::chat_ids`]) of session `sid` for the
-    /// lease at `epoch`, before this writer's insert (see the module docs):
-    /// one multi-update raising `countEpoch` to `epoch` with `$max` (a newer
-    /// claim stays), then one read of the claims; a newer one is
-    /// [`StoreError::Fenced`], so a writer that lost the lease normally
-    /// writes nothing. Nothing for epoch 0.
+    /// lease at `epoch`, before this writer's insert (see the module docs).
+    /// One read of the claims first: a newer one is [`StoreError::Fenced`],
+    /// so a writer that lost the lease normally writes nothing, and chats
+    /// this lease claimed already (an earlier commit's claim, or a chat its
+    /// sync's chat list created) need no write. The others are claimed with
+    /// one multi-update raising `countEpoch` to `epoch` with `$max` (a
+    /// newer claim stays) and read again. Nothing for epoch 0.
     pub(super) async fn claim_counters(
         &self,
         sid: &str,
@@ -271,8 +275,17 @@ impl MongoStore {
         if epoch == 0 || chat_ids.is_empty() {
             return Ok(());
         }
+        let claims = self.claims(sid, chat_ids, epoch).await?;
+        let unclaimed: Vec<&str> = chat_ids
+            .iter()
+            .copied()
+            .filter(|c| claims.get(*c) != Some(&(epoch as i64)))
+            .collect();
+        if unclaimed.is_empty() {
+            return Ok(());
+        }
         let statement = doc! {
-            "q": { "sessionId": sid, "chatId": { "$in": chat_ids } },
+            "q": { "sessionId": sid, "chatId": { "$in": &unclaimed } },
             "u": { "$max": { "countEpoch": epoch as i64 } },
             "multi": true,
         };
@@ -284,39 +297,39 @@ impl MongoStore {
                 "claim of chat counters failed ({code}): {msg}"
             )));
         }
-        self.fail_if_claimed_after(sid, chat_ids, epoch).await
+        self.claims(sid, &unclaimed, epoch).await.map(drop)
     }
 
-    /// [`StoreError::Fenced`] if a lease newer than `epoch` claimed the
-    /// counters of any of `chat_ids`.
-    async fn fail_if_claimed_after(
+    /// The claims (`countEpoch`) on the stored chats of `chat_ids`, or
+    /// [`StoreError::Fenced`] if a lease newer than `epoch` claimed any.
+    async fn claims(
         &self,
         sid: &str,
         chat_ids: &[&str],
         epoch: u64,
-    ) -> StoreResult<()> {
-        let newer = self
+    ) -> StoreResult<HashMap<String, i64>> {
+        let claims: HashMap<String, i64> = self
             .chats
             .clone_with_type::<Document>()
             .find(doc! { "sessionId": sid, "chatId": { "$in": chat_ids } })
-            .projection(doc! { "_id": 0, "countEpoch": 1 })
+            .projection(doc! { "_id": 0, "chatId": 1, "countEpoch": 1 })
             .await
             .map_err(map_err)?
             .try_collect::<Vec<Document>>()
             .await
             .map_err(map_err)?
-            .iter()
-            .filter(|d| {
+            .into_iter()
+            .filter_map(|d| {
                 let e = match d.get("countEpoch") {
                     Some(Bson::Int64(e)) => *e,
                     Some(Bson::Int32(e)) => i64::from(*e),
                     _ => 0,
                 };
-                e > epoch as i64
+                Some((d.get_str("chatId").ok()?.to_owned(), e))
             })
-            .count();
-        match newer {
-            0 => Ok(()),
+            .collect();
+        match claims.values().filter(|e| **e > epoch as i64).count() {
+            0 => Ok(claims),
             n => Err(StoreError::Fenced(format!(
                 "the message counts of {n} chat(s) of session {sid} are kept by a lease \
                  newer than epoch {epoch}"
@@ -398,7 +411,7 @@ impl MongoStore {
             // The pipeline left the count alone where a newer lease keeps
             // it: say so.
             let chat_ids: Vec<&str> = chats.iter().map(|c| c.chat_id.as_str()).collect();
-            self.fail_if_claimed_after(sid, &chat_ids, epoch).await?;
+            self.claims(sid, &chat_ids, epoch).await?;
         }
         Ok(())
     }

@@ -44,7 +44,9 @@
 //! - **What is stored already is not written again.** The chat list,
 //!   contacts and group members a sync stores on every run are read first
 //!   (one projected read per collection) and only the documents that differ
-//!   are upserted ([`unchanged`]); each chat records the time of its newest
+//!   are written ([`unchanged`]): the new ones in one insert (a first
+//!   sync's chat list and contacts), the changed ones upserted; each chat
+//!   records the time of its newest
 //!   written message (`newestMessageAt`, raised with `$max` after the
 //!   messages are written, so never ahead of them), so an incremental sync
 //!   of an unchanged account costs a few reads, not a query per chat.
@@ -575,7 +577,16 @@ impl Store for MongoStore {
     }
 
     async fn upsert_chats(&self, id: &SessionId, chats: &[Chat]) -> StoreResult<()> {
-        self.upsert_chats_impl(id, chats).await
+        self.upsert_chats_impl(id, chats, 0).await
+    }
+
+    async fn upsert_chats_fenced(
+        &self,
+        id: &SessionId,
+        chats: &[Chat],
+        epoch: u64,
+    ) -> StoreResult<()> {
+        self.upsert_chats_impl(id, chats, epoch).await
     }
 
     async fn commit_chats(

@@ -11,14 +11,23 @@
 //! A concurrent writer that changes a document between the read and the
 //! (skipped) write is no different from one that writes just after this
 //! write: the later write wins either way.
+//!
+//! The same read tells which documents are not stored at all (every one,
+//! on a first sync). Those are inserted, not upserted: an insert has no
+//! query to run before it writes, and on the test server it costs a
+//! fraction of an upsert (1,000 chats: 0.2–0.4 s against 1.3–1.5 s). A
+//! document another writer created between the read and the insert
+//! fails the insert on the unique key and is upserted instead, so what is
+//! stored is what the upserts alone would store.
 
 use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
+use mongodb::error::ErrorKind;
 
-use super::{MongoStore, map_err};
-use crate::storage::StoreResult;
+use super::{DUPLICATE_KEY, MongoStore, map_err};
+use crate::storage::{StoreError, StoreResult};
 
 impl MongoStore {
     /// `fields` of every document of session `sid` in `collection`, by the
@@ -48,6 +57,91 @@ impl MongoStore {
             }
         }
         Ok(out)
+    }
+
+    /// Writes the documents of session `sid` in `collection` whose `fields`
+    /// (by the value of their `key`) differ from `stored` (what
+    /// [`Self::stored_fields`] read): the absent ones inserted, with
+    /// `created` (the fields a new document starts with), the changed
+    /// ones upserted, the others left alone (see the module docs).
+    pub(super) async fn write_differing(
+        &self,
+        collection: &str,
+        (sid, key): (&str, &str),
+        stored: &HashMap<String, Document>,
+        fields: Vec<(&str, Document)>,
+        created: &Document,
+    ) -> StoreResult<()> {
+        let (mut absent, mut changed) = (Vec::new(), Vec::new());
+        for (id, set) in fields {
+            let have = stored.get(id);
+            if have.is_some_and(|have| same_fields(&set, have)) {
+                continue;
+            }
+            let mut update = doc! { "$set": &set };
+            if !created.is_empty() {
+                update.insert("$setOnInsert", created.clone());
+            }
+            let upsert = doc! {
+                "q": { "sessionId": sid, key: id },
+                "u": update,
+                "upsert": true,
+            };
+            if have.is_some() {
+                changed.push(upsert);
+                continue;
+            }
+            let mut document = doc! { "sessionId": sid, key: id };
+            document.extend(set);
+            document.extend(created.clone());
+            absent.push((document, upsert));
+        }
+        self.insert_absent(collection, absent).await?;
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.upsert_statements(collection, changed).await
+    }
+
+    /// Inserts `absent` (each a new document and its upsert) into
+    /// `collection` with one unordered insert; the ones another writer
+    /// stored meanwhile (a duplicate key) run their upserts instead.
+    async fn insert_absent(
+        &self,
+        collection: &str,
+        absent: Vec<(Document, Document)>,
+    ) -> StoreResult<()> {
+        if absent.is_empty() {
+            return Ok(());
+        }
+        let (documents, upserts): (Vec<Document>, Vec<Document>) = absent.into_iter().unzip();
+        let taken: Vec<usize> = match self
+            .database()
+            .collection::<Document>(collection)
+            .insert_many(documents)
+            .ordered(false)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(f) if f.write_concern_error.is_none() => {
+                    let errors = f.write_errors.as_deref().unwrap_or_default();
+                    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
+                        return Err(StoreError::Backend(format!(
+                            "insert into {collection} failed ({}): {}",
+                            other.code, other.message
+                        )));
+                    }
+                    errors.iter().map(|w| w.index).collect()
+                }
+                _ => return Err(map_err(e)),
+            },
+        };
+        let again: Vec<Document> = taken
+            .into_iter()
+            .filter_map(|i| upserts.get(i).cloned())
+            .collect();
+        self.upsert_statements(collection, again).await
     }
 }
 
