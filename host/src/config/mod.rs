@@ -135,7 +135,7 @@ pub struct StorageConfig {
     /// Database name (`MONGODB_DB`, default `wasync`).
     pub mongodb_db: String,
     /// The embedded store's page cache in MiB (`WASYNC_STORE_CACHE_MIB`,
-    /// default 4): the host's memory stays flat with the account's size;
+    /// default 2): the host's memory stays flat with the account's size;
     /// the kernel's page cache serves what it does not hold.
     pub store_cache_mib: usize,
     /// How long published outbox events are kept
@@ -392,7 +392,7 @@ impl Config {
             store_cache_mib: s.parse(
                 WASYNC_STORE_CACHE_MIB,
                 &f.storage.cache_mib,
-                4,
+                crate::storage::embedded::CACHE_BYTES >> 20,
                 "a size in MiB between 1 and 65536",
                 |v| (1..=65_536).contains(v),
             ),

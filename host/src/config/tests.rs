@@ -20,7 +20,7 @@ fn defaults_are_the_embedded_setup() {
     assert_eq!(c.browser.default_provider, "simulator");
     assert_eq!(c.browser.whatsapp_web_url, "https://web.whatsapp.com/");
     assert_eq!(c.server.max_body_bytes, 1 << 20);
-    assert_eq!(c.storage.store_cache_mib, 4);
+    assert_eq!(c.storage.store_cache_mib, 2);
     assert_eq!(
         c.browser.login_save_every,
         std::time::Duration::from_secs(300)

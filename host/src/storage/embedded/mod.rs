@@ -66,6 +66,7 @@ mod webhooks;
 mod writes;
 
 use self::quarantine::PRUNE_STEP;
+pub use self::tables::CACHE_BYTES;
 use self::tables::*;
 
 /// Write calls running at once: one in redb's write transaction, one
