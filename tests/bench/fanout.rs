@@ -432,7 +432,11 @@ async fn hammer(http: &reqwest::Client, base: &str, sessions: usize, requests: u
 
 pub async fn p6(quick: bool) -> Busy {
     let (sessions, requests, chats) = if quick { (10, 200, 5) } else { (200, 4000, 50) };
-    let host = host().await;
+    // More sessions than a host takes by default (100).
+    let host = TestHost::spawn_with(
+        HostOptions::default().var(wasync::config::WASYNC_MAX_SESSIONS, sessions.to_string()),
+    )
+    .await;
     let base = host.base.clone();
     let http = reqwest::Client::new();
     for s in 0..sessions {

@@ -88,7 +88,14 @@ fn peak_rss_kib() -> u64 {
 /// Runs one simulator sync of `chats × per_chat` messages through a real
 /// host (embedded store, no plugins, no clients) and reports it.
 async fn sync_embedded(chats: u32, per_chat: u32) -> Value {
-    let run = wasync_tests::bench_sync(Default::default(), chats, per_chat).await;
+    // The store's page cache can be set for a trial run of the child
+    // (`WASYNC_STORE_CACHE_MIB=2 bench --child sync-embedded …`).
+    let mut opts = wasync_tests::HostOptions::default();
+    let cache = wasync::config::WASYNC_STORE_CACHE_MIB;
+    if let Ok(mib) = std::env::var(cache) {
+        opts.env.insert(cache.into(), mib);
+    }
+    let run = wasync_tests::bench_sync(opts, chats, per_chat).await;
     let ms = wasync_tests::run_ms(&run);
     let messages = run["totalMessagesSynced"].as_u64().unwrap();
     assert_eq!(messages, chats as u64 * per_chat as u64);
