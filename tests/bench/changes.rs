@@ -102,10 +102,10 @@ pub async fn row(quick: bool) -> Row {
         "insert the same {n} messages ({BATCH} per call), same store: embedded {e_ins:.0} msgs/s"
     );
     let mut ratios = vec![e_chg / e_ins];
-    // MongoDB when a server is configured (the bench never starts one for this row).
-    if let Ok(uri) = std::env::var("WASYNC_BENCH_MONGODB_URI")
-        .or_else(|_| std::env::var(wasync_tests::mongo::URI_ENV))
-    {
+    // MongoDB when a server is at hand: a fresh one where one can be
+    // started (see `BenchServers`).
+    if let Some(servers) = wasync_tests::mongo::BenchServers::from_env() {
+        let (uri, _server) = servers.server().await;
         let db = wasync_tests::mongo::fresh_db_name("bench_changes");
         match wasync::storage::mongo::MongoStore::connect(&uri, &db).await {
             Ok(mongo) => {

@@ -233,20 +233,26 @@ fn main() {
             Some("incremental") => {
                 let chats: u32 = child_args[2].parse().expect("chats");
                 let per: u32 = child_args[3].parse().expect("per chat");
-                let opts = match child_args[1].as_str() {
-                    "mongo" => match bench_mongo_uri() {
-                        Some(uri) => wasync_tests::HostOptions::default()
-                            .var(wasync::config::MONGODB_URI, uri)
-                            .var(
-                                wasync::config::MONGODB_DB,
-                                wasync_tests::mongo::fresh_db_name("bench-i1"),
-                            ),
+                // A fresh server where one can be started (see `BenchServers`),
+                // kept until the measure ends.
+                let (opts, _server) = match child_args[1].as_str() {
+                    "mongo" => match wasync_tests::mongo::BenchServers::from_env() {
+                        Some(servers) => {
+                            let (uri, server) = rt.block_on(servers.server());
+                            let opts = wasync_tests::HostOptions::default()
+                                .var(wasync::config::MONGODB_URI, uri)
+                                .var(
+                                    wasync::config::MONGODB_DB,
+                                    wasync_tests::mongo::fresh_db_name("bench-i1"),
+                                );
+                            (opts, server)
+                        }
                         None => {
                             println!("null");
                             return;
                         }
                     },
-                    _ => wasync_tests::HostOptions::default(),
+                    _ => (wasync_tests::HostOptions::default(), None),
                 };
                 rt.block_on(incremental_vs_full(opts, chats, per))
             }
@@ -323,7 +329,7 @@ fn main() {
             eprintln!("I1 {store}: {r}");
             if r.is_null() {
                 eprintln!(
-                    "I1 mongo skipped: no MongoDB server (WASYNC_BENCH_MONGODB_URI or WASYNC_TEST_MONGODB_URI)"
+                    "I1 mongo skipped: no MongoDB server (WASYNC_BENCH_MONGODB_URI, scripts/setup.sh's SecantusDB or WASYNC_TEST_MONGODB_URI)"
                 );
                 continue;
             }
@@ -943,16 +949,6 @@ fn date() -> String {
         .unwrap_or_default()
 }
 
-/// The MongoDB measure: against `WASYNC_BENCH_MONGODB_URI` (or the test
-/// server's `WASYNC_TEST_MONGODB_URI`), else a private SecantusDB from
-/// `.venv` (scripts/setup.sh). Without either the row says so.
-/// The MongoDB server a bench child should use, if one is named.
-fn bench_mongo_uri() -> Option<String> {
-    std::env::var("WASYNC_BENCH_MONGODB_URI")
-        .or_else(|_| std::env::var(wasync_tests::mongo::URI_ENV))
-        .ok()
-}
-
 /// I1: a host on `opts` syncs a simulated `chats × per_chat` account (its
 /// first sync: full), then re-syncs the unchanged account incrementally
 /// (`POST .../sync-chats {"mode": "incremental"}`); both timed by the runs'
@@ -1005,31 +1001,21 @@ async fn mongo_row(quick: bool) -> Vec<Row> {
 /// P1: the host's sync into MongoDB beside the fastest raw driver path for
 /// the same documents and beside the seed's storage path, each on a fresh
 /// private SecantusDB (`WASYNC_SECANTUSD`, else `.venv`), or all on
-/// `WASYNC_BENCH_MONGODB_URI` when that is set.
+/// `WASYNC_BENCH_MONGODB_URI` when that is set (`BenchServers::from_env`).
 async fn mongo_row_sized(chats: u32, per: u32) -> Vec<Row> {
     use wasync_tests::mongo::{BenchServers, bench_sync_paths};
-    let bin = std::env::var(wasync_tests::mongo::SERVER_BIN_ENV)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(".venv/bin/secantusd-py"));
-    let servers = match std::env::var("WASYNC_BENCH_MONGODB_URI") {
-        Ok(uri) => BenchServers::Shared(uri),
-        Err(_) if bin.exists() => BenchServers::Fresh(bin),
-        Err(_) => match std::env::var(wasync_tests::mongo::URI_ENV) {
-            Ok(uri) => BenchServers::Shared(uri),
-            Err(_) => {
-                eprintln!(
-                    "P1 skipped: no MongoDB server (set WASYNC_BENCH_MONGODB_URI or run scripts/setup.sh)"
-                );
-                return vec![Row {
-                    id: "P1",
-                    measure: "sync into MongoDB: not run (no server; run scripts/setup.sh)".into(),
-                    baseline: "–".into(),
-                    result: "–".into(),
-                    target: "≤ 1.15× the fastest raw path",
-                    met: None,
-                }];
-            }
-        },
+    let Some(servers) = BenchServers::from_env() else {
+        eprintln!(
+            "P1 skipped: no MongoDB server (set WASYNC_BENCH_MONGODB_URI or run scripts/setup.sh)"
+        );
+        return vec![Row {
+            id: "P1",
+            measure: "sync into MongoDB: not run (no server; run scripts/setup.sh)".into(),
+            baseline: "–".into(),
+            result: "–".into(),
+            target: "≤ 1.15× the fastest raw path",
+            met: None,
+        }];
     };
     // Batch shapes for the raw driver: the seed's per-chat size with
     // batches in flight at once, and larger single and paired batches.

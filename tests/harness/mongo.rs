@@ -428,6 +428,22 @@ pub enum BenchServers {
 }
 
 impl BenchServers {
+    /// The servers the benchmarks measure on: `WASYNC_BENCH_MONGODB_URI`
+    /// when set (one for every measurement); else a fresh private
+    /// SecantusDB per measurement ([`SERVER_BIN_ENV`], else
+    /// `.venv/bin/secantusd-py`); else the test suite's server
+    /// ([`URI_ENV`]). `None` without any.
+    pub fn from_env() -> Option<Self> {
+        let bin = std::env::var(SERVER_BIN_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(".venv/bin/secantusd-py"));
+        match std::env::var("WASYNC_BENCH_MONGODB_URI") {
+            Ok(uri) => Some(Self::Shared(uri)),
+            Err(_) if bin.exists() => Some(Self::Fresh(bin)),
+            Err(_) => std::env::var(URI_ENV).ok().map(Self::Shared),
+        }
+    }
+
     /// A server for one measurement; keep the handle while it runs.
     pub async fn server(&self) -> (String, Option<MongoServer>) {
         match self {
