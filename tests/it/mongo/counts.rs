@@ -225,16 +225,18 @@ async fn two_hosts(tag: &str) -> (Arc<MongoStore>, Arc<MongoStore>, String, Stri
 }
 
 /// `store` (connections of `app`) commits `messages` to chat `a@c.us`
-/// under `run`, in the background. Its first `update` is its claim of the
-/// chat; the second, its counter update, waits on the server for 3 s.
+/// under `run`, in the background, its counter update (its `update`
+/// number `counter_update`: 2 after a claim's update, 1 where the chat was
+/// claimed already) held on the server for 3 s.
 async fn commit_with_held_count(
     store: &Arc<MongoStore>,
     app: &str,
     s: &SessionId,
     run: &SyncRun,
     messages: &[Message],
+    counter_update: u32,
 ) -> tokio::task::JoinHandle<StoreResult<Vec<WriteStats>>> {
-    hold_update(app, 2, 3000).await;
+    hold_update(app, counter_update, 3000).await;
     let (store, s, run, m) = (store.clone(), s.clone(), run.clone(), messages.to_vec());
     tokio::spawn(async move { store.commit_chats(&s, &[commit("a@c.us", m)], &run).await })
 }
@@ -266,7 +268,7 @@ async fn mongo_a_late_increment_of_a_taken_over_host_is_refused() {
     let messages: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
     let mut run = run_for(&s);
     run.epoch = 1;
-    let frozen = commit_with_held_count(&old, &old_app, &s, &run, &messages).await;
+    let frozen = commit_with_held_count(&old, &old_app, &s, &run, &messages, 2).await;
     until_stored(&new, &s, 50).await;
     let mut taken_over = run.clone();
     taken_over.epoch = 2;
@@ -287,6 +289,37 @@ async fn mongo_a_late_increment_of_a_taken_over_host_is_refused() {
     let _ = raw_db(&db).await.drop().await;
 }
 
+/// As above, where the chat was created claimed by the old holder's chat
+/// list (a cluster's first sync): its commit writes no claim, so its first
+/// `update` is its counter update, held while the new holder (epoch 2)
+/// re-commits the group. The late increment must still be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_a_late_increment_into_a_chat_listed_claimed_is_refused() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
+    let (old, new, db, old_app, _) = two_hosts("lateclaimed").await;
+    let s = sid("lateclaimed");
+    old.upsert_chats_fenced(&s, &[chat("a@c.us", Some(1))], 1)
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
+    let mut run = run_for(&s);
+    run.epoch = 1;
+    let frozen = commit_with_held_count(&old, &old_app, &s, &run, &messages, 1).await;
+    until_stored(&new, &s, 50).await;
+    let mut taken_over = run.clone();
+    taken_over.epoch = 2;
+    let stats = new
+        .commit_chats(&s, &[commit("a@c.us", messages.clone())], &taken_over)
+        .await
+        .unwrap();
+    assert_eq!((stats[0].inserted, stats[0].unchanged), (0, 50));
+    assert_eq!(count_of(&new, &s, "a@c.us").await, 50);
+    let late = frozen.await.unwrap();
+    assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
+    assert_eq!(count_of(&new, &s, "a@c.us").await, 50);
+    let _ = raw_db(&db).await.drop().await;
+}
+
 /// The host that took over (epoch 2) is held between its insert and its
 /// increment while the host it took over from (epoch 1) commits the same
 /// group: the old holder meets duplicates and would recount, counting the
@@ -302,7 +335,7 @@ async fn mongo_a_taken_over_host_cannot_recount_inside_the_new_holders_commit() 
     let messages: Vec<Message> = (0..50).map(|n| msg("a@c.us", n)).collect();
     let mut run = run_for(&s);
     run.epoch = 2;
-    let holder = commit_with_held_count(&new, &new_app, &s, &run, &messages).await;
+    let holder = commit_with_held_count(&new, &new_app, &s, &run, &messages, 2).await;
     until_stored(&old, &s, 50).await;
     let mut stale = run.clone();
     stale.epoch = 1;
@@ -344,10 +377,11 @@ async fn mongo_a_chat_a_newer_lease_listed_first_refuses_an_older_commit() {
 }
 
 /// Two writers store the same new chats at once: both read them absent,
-/// one's insert is held on the server while the other inserts them and
-/// commits messages to one. The held insert meets the unique key and
-/// upserts instead: one document a chat, the later writer's fields, and
-/// the count the commit made.
+/// one's insert is held on the server while the other (the lease at epoch
+/// 2) inserts them and commits messages to one. The held insert (a writer
+/// at epoch 1) meets the unique key and upserts instead: one document a
+/// chat, the later writer's fields, and the count and the claim the first
+/// writer made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongo_a_chat_list_racing_another_writer_ends_as_its_upserts_would() {
     let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
@@ -371,17 +405,19 @@ async fn mongo_a_chat_list_racing_another_writer_ends_as_its_upserts_would() {
     let held = {
         let (late, s) = (late.clone(), s.clone());
         let chats = [named("a@c.us", "late"), named("b@c.us", "late")];
-        tokio::spawn(async move { late.upsert_chats(&s, &chats).await })
+        tokio::spawn(async move { late.upsert_chats_fenced(&s, &chats, 1).await })
     };
     // The late writer has read the chats absent and waits in its insert.
     tokio::time::sleep(Duration::from_millis(500)).await;
     early
-        .upsert_chats(&s, &[named("a@c.us", "early"), named("b@c.us", "early")])
+        .upsert_chats_fenced(&s, &[named("a@c.us", "early"), named("b@c.us", "early")], 2)
         .await
         .unwrap();
     let messages: Vec<Message> = (0..5).map(|n| msg("a@c.us", n)).collect();
+    let mut run = run_for(&s);
+    run.epoch = 2;
     early
-        .commit_chats(&s, &[commit("a@c.us", messages)], &run_for(&s))
+        .commit_chats(&s, &[commit("a@c.us", messages)], &run)
         .await
         .unwrap();
     held.await.unwrap().unwrap();
@@ -395,6 +431,15 @@ async fn mongo_a_chat_list_racing_another_writer_ends_as_its_upserts_would() {
             .await
             .unwrap();
         assert_eq!(n, 1, "documents of chat {id}");
+        let claim = raw
+            .collection::<Document>("chats")
+            .find_one(doc! { "sessionId": s.as_str(), "chatId": id })
+            .await
+            .unwrap()
+            .unwrap()
+            .get_i64("countEpoch")
+            .unwrap();
+        assert_eq!(claim, 2, "the claim on chat {id}");
         let stored = late.get_chat(&s, id).await.unwrap().unwrap();
         assert_eq!(stored.chat.name.as_deref(), Some("late"), "{id}");
     }

@@ -34,10 +34,11 @@
 //! recounts between the new holder's insert and its increment. So the
 //! counters carry the epoch of the lease that keeps them (`countEpoch` on
 //! the chat): before its insert a writer claims its chats for its epoch
-//! (`$max` on `countEpoch`, then a read: a newer claim is
-//! [`StoreError::Fenced`], before anything is written; a chat its lease
-//! claimed already, by an earlier write or because the sync's chat list
-//! created it claimed, needs only the read), and every counter
+//! (a read of the claims: a newer one is [`StoreError::Fenced`], before
+//! anything is written; chats its lease has not claimed yet then get
+//! `$max` on `countEpoch` and a second read, while a chat it claimed
+//! already, by an earlier write or because the sync's chat list created it
+//! claimed, needs only the first read), and every counter
 //! update it makes changes `messageCount` only where `countEpoch` is not
 //! newer than its own (an update pipeline, so the check and the change are
 //! one document update). A counter update of the taken-over host that
