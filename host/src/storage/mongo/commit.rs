@@ -6,11 +6,10 @@ use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{DateTime, doc};
-use mongodb::error::ErrorKind;
 
 use super::counts::{Added, ChatTouch};
-use super::schema::{MessageDoc, QUARANTINE};
-use super::{CAS_ATTEMPTS, DUPLICATE_KEY, MongoStore, map_err, quarantine_doc};
+use super::schema::{MESSAGES, MessageDoc, QUARANTINE};
+use super::{CAS_ATTEMPTS, MongoStore, duplicate_indexes, map_err, quarantine_doc};
 use crate::domain::{Message, QuarantinedMessage, SessionId, SyncRun};
 use crate::storage::{ChatCommit, StoreError, StoreResult, WriteStats};
 
@@ -148,22 +147,10 @@ impl MongoStore {
         }
         let docs: Vec<MessageDoc> = messages.iter().map(|m| MessageDoc::new(sid, m)).collect();
         let mut outcomes = vec![(Outcome::Inserted, 0u64); docs.len()];
-        let duplicates: Vec<usize> = match self.messages.insert_many(&docs).ordered(false).await {
-            Ok(_) => Vec::new(),
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::InsertMany(f) if f.write_concern_error.is_none() => {
-                    let errors = f.write_errors.as_deref().unwrap_or_default();
-                    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
-                        return Err(StoreError::Backend(format!(
-                            "insert into messages failed ({}): {}",
-                            other.code, other.message
-                        )));
-                    }
-                    errors.iter().map(|w| w.index).collect()
-                }
-                _ => return Err(map_err(e)),
-            },
-        };
+        let duplicates = duplicate_indexes(
+            MESSAGES,
+            self.messages.insert_many(&docs).ordered(false).await,
+        )?;
 
         // Changes that came before their message: applied to it now.
         let is_duplicate: HashSet<usize> = duplicates.iter().copied().collect();

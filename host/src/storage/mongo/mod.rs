@@ -210,6 +210,31 @@ fn map_err(e: mongodb::error::Error) -> StoreError {
     }
 }
 
+/// The documents an unordered `insert_many` into `collection` found stored
+/// already (a duplicate key), by index; any other failure is an error.
+fn duplicate_indexes<T>(
+    collection: &str,
+    inserted: Result<T, mongodb::error::Error>,
+) -> StoreResult<Vec<usize>> {
+    let e = match inserted {
+        Ok(_) => return Ok(Vec::new()),
+        Err(e) => e,
+    };
+    match e.kind.as_ref() {
+        ErrorKind::InsertMany(f) if f.write_concern_error.is_none() => {
+            let errors = f.write_errors.as_deref().unwrap_or_default();
+            if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
+                return Err(StoreError::Backend(format!(
+                    "insert into {collection} failed ({}): {}",
+                    other.code, other.message
+                )));
+            }
+            Ok(errors.iter().map(|w| w.index).collect())
+        }
+        _ => Err(map_err(e)),
+    }
+}
+
 fn command_code(e: &mongodb::error::Error) -> Option<i32> {
     match e.kind.as_ref() {
         ErrorKind::Command(c) => Some(c.code),

@@ -24,10 +24,9 @@ use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::error::ErrorKind;
 
-use super::{DUPLICATE_KEY, MongoStore, map_err};
-use crate::storage::{StoreError, StoreResult};
+use super::{MongoStore, duplicate_indexes, map_err};
+use crate::storage::StoreResult;
 
 impl MongoStore {
     /// `fields` of every document of session `sid` in `collection`, by the
@@ -115,28 +114,14 @@ impl MongoStore {
             return Ok(());
         }
         let (documents, upserts): (Vec<Document>, Vec<Document>) = absent.into_iter().unzip();
-        let taken: Vec<usize> = match self
-            .database()
-            .collection::<Document>(collection)
-            .insert_many(documents)
-            .ordered(false)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::InsertMany(f) if f.write_concern_error.is_none() => {
-                    let errors = f.write_errors.as_deref().unwrap_or_default();
-                    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
-                        return Err(StoreError::Backend(format!(
-                            "insert into {collection} failed ({}): {}",
-                            other.code, other.message
-                        )));
-                    }
-                    errors.iter().map(|w| w.index).collect()
-                }
-                _ => return Err(map_err(e)),
-            },
-        };
+        let taken = duplicate_indexes(
+            collection,
+            self.database()
+                .collection::<Document>(collection)
+                .insert_many(documents)
+                .ordered(false)
+                .await,
+        )?;
         let again: Vec<Document> = taken
             .into_iter()
             .filter_map(|i| upserts.get(i).cloned())
