@@ -8,6 +8,7 @@
 //! private one.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
@@ -20,6 +21,7 @@ use wasync_tests::mongo::{
     fail_commands, fresh_db_name, test_mongodb_uri,
 };
 
+mod changes;
 mod counts;
 
 async fn store() -> (MongoStore, String) {
@@ -28,6 +30,32 @@ async fn store() -> (MongoStore, String) {
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the test MongoDB server: {e}"));
     (store, db)
+}
+
+/// A store whose connections carry an app name of their own, for
+/// failpoints that must not hit parallel tests.
+async fn named_store(tag: &str) -> (MongoStore, String, String) {
+    let db = fresh_db_name(tag);
+    let app = format!("wasync-{db}");
+    let uri = format!(
+        "{}/?appName={app}",
+        test_mongodb_uri().trim_end_matches('/')
+    );
+    let store = MongoStore::connect(&uri, &db).await.unwrap();
+    (store, db, app)
+}
+
+/// Two hosts on one database, each with connections of its own app name:
+/// `(old holder, new holder, database, old holder's app, new holder's app)`.
+async fn two_hosts(tag: &str) -> (Arc<MongoStore>, Arc<MongoStore>, String, String, String) {
+    let (old, db, old_app) = named_store(tag).await;
+    let new_app = format!("{old_app}-new");
+    let uri = format!(
+        "{}/?appName={new_app}",
+        test_mongodb_uri().trim_end_matches('/')
+    );
+    let new = MongoStore::connect(&uri, &db).await.unwrap();
+    (Arc::new(old), Arc::new(new), db, old_app, new_app)
 }
 
 fn sid(tag: &str) -> SessionId {

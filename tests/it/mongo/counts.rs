@@ -3,8 +3,6 @@
 //! meets duplicates, a live message racing a sync's commit of the same
 //! chat, and a host frozen past its lease racing the host that took over.
 
-use std::sync::Arc;
-
 use wasync::storage::{StoreResult, WriteStats};
 
 use super::*;
@@ -24,19 +22,6 @@ async fn lose_acknowledgement(commands: &[&str], app: &str) {
         },
     )
     .await;
-}
-
-/// A store whose connections carry an app name of their own, for
-/// failpoints that must not hit parallel tests.
-async fn named_store(tag: &str) -> (MongoStore, String, String) {
-    let db = fresh_db_name(tag);
-    let app = format!("wasync-{db}");
-    let uri = format!(
-        "{}/?appName={app}",
-        test_mongodb_uri().trim_end_matches('/')
-    );
-    let store = MongoStore::connect(&uri, &db).await.unwrap();
-    (store, db, app)
 }
 
 async fn count_of(store: &MongoStore, s: &SessionId, chat_id: &str) -> u64 {
@@ -209,19 +194,6 @@ async fn hold_update(app: &str, n: u32, ms: i32) {
         },
     )
     .await;
-}
-
-/// Two hosts on one database, each with connections of its own app name:
-/// `(old holder, new holder, database, old holder's app, new holder's app)`.
-async fn two_hosts(tag: &str) -> (Arc<MongoStore>, Arc<MongoStore>, String, String, String) {
-    let (old, db, old_app) = named_store(tag).await;
-    let new_app = format!("{old_app}-new");
-    let uri = format!(
-        "{}/?appName={new_app}",
-        test_mongodb_uri().trim_end_matches('/')
-    );
-    let new = MongoStore::connect(&uri, &db).await.unwrap();
-    (Arc::new(old), Arc::new(new), db, old_app, new_app)
 }
 
 /// `store` (connections of `app`) commits `messages` to chat `a@c.us`

@@ -7,11 +7,24 @@
 //! is a re-sync of a message that changed since it was written. Without a
 //! transaction the two could overwrite each other (a sync reads, a change
 //! lands, the sync writes back what it read), so every such write is
-//! conditional on the document's `rev`, the version it read, and bumps it:
-//! "update if `rev` is still what I read, else insert", where the insert
-//! hits the unique `(sessionId, messageId)` index (E11000), which reports
-//! the conflict per statement; those messages are read again and retried.
-//! Documents written before `rev` existed have none (matched as such).
+//! conditional on the document's `rev`, the version it read: "if `rev` is
+//! still what I read, write my version, else leave the document".
+//!
+//! The condition is inside the update (a pipeline whose `$cond` keeps
+//! `$$ROOT` when `rev` moved), and the statement's filter is the unique
+//! key alone. A filter with `rev` in it would be the same on MongoDB, but
+//! a server whose planner treats a filter beyond the unique key as a scan
+//! (SecantusDB does) pays a collection scan per statement (BENCHMARKS U1).
+//! The reply counts the documents changed; when all statements changed
+//! one, all landed. Otherwise the store reads the documents back, and a
+//! statement landed when the document holds its version. A version is a
+//! random token, new for each write, not a counter: two writers that read
+//! the same `r` would both write `r + 1`, and neither could tell whose
+//! landed. A document also keeps the tokens of its last [`PRIOR_REVS`]
+//! versions (`priorRevs`), so a write that landed and was rewritten again
+//! before its writer read back is still known as landed. Those that did
+//! not land are read again and retried. Documents written before `rev`
+//! existed have none (matched as such).
 //!
 //! A change whose message is not stored is kept in `pending_changes`, one
 //! document per change (its id a digest of session, message and change, so
@@ -31,12 +44,16 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::ErrorKind;
 
 use super::schema::{MESSAGES, MessageDoc, to_document};
-use super::{CAS_ATTEMPTS, DUPLICATE_KEY, MongoStore, map_err};
+use super::{CAS_ATTEMPTS, DUPLICATE_KEY, MongoStore, map_err, number};
 use crate::domain::{ChangeOutcome, Message, MessageChange, MessageUpdate, now_ms};
 use crate::storage::{StoreError, StoreResult};
 
 /// Message ids per `$in` read.
 const IDS_PER_READ: usize = 500;
+
+/// The versions before its current one that a rewritten message document
+/// keeps (`priorRevs`).
+const PRIOR_REVS: i32 = 8;
 
 /// A pending change as read back.
 struct Waiting {
@@ -86,31 +103,81 @@ impl MongoStore {
             return Ok(Vec::new());
         }
         let mut statements = Vec::with_capacity(writes.len());
+        let mut versions = Vec::with_capacity(writes.len());
         for (rev, m) in writes {
+            // 0 is an inserted document's version: a token is never 0.
+            let version = fastrand::i64(1..);
             let mut d = MessageDoc::new(sid, m);
-            d.rev = Some(rev.unwrap_or(0) + 1);
-            // An equality on the unique key plus one field: a plain
-            // indexed update on every server.
-            let mut q = doc! { "sessionId": sid, "messageId": &m.id };
-            match rev {
-                Some(r) => q.insert("rev", *r),
-                None => q.insert("rev", doc! { "$exists": false }),
+            d.rev = Some(version);
+            let unchanged = match rev {
+                Some(r) => doc! { "$eq": ["$rev", *r] },
+                None => doc! { "$in": [{ "$type": "$rev" }, ["missing", "null"]] },
             };
-            statements.push(doc! { "q": q, "u": { "$set": d.update_set()? }, "upsert": true });
+            let prior = doc! { "$slice": [
+                { "$concatArrays": [
+                    [{ "$ifNull": ["$rev", 0_i64] }],
+                    { "$ifNull": ["$priorRevs", []] },
+                ] },
+                PRIOR_REVS,
+            ] };
+            // `$literal`: a body may start with `$`.
+            let written = doc! { "$mergeObjects": [
+                "$$ROOT",
+                { "$literal": d.update_set()? },
+                { "priorRevs": prior },
+            ] };
+            statements.push(doc! {
+                "q": { "sessionId": sid, "messageId": &m.id },
+                "u": [{ "$replaceWith": { "$cond": [unchanged, written, "$$ROOT"] } }],
+            });
+            versions.push(version);
         }
         let reply = self.update_statements(MESSAGES, statements, false).await?;
-        let mut moved = Vec::new();
-        for (i, code, msg) in reply.write_errors {
-            if code != DUPLICATE_KEY {
-                return Err(StoreError::Backend(format!(
-                    "update of messages failed ({code}): {msg}"
-                )));
-            }
-            if let Some((_, m)) = writes.get(i) {
-                moved.push(m.id.clone());
+        if let Some((_, code, msg)) = reply.write_errors.first() {
+            return Err(StoreError::Backend(format!(
+                "update of messages failed ({code}): {msg}"
+            )));
+        }
+        if reply.modified >= writes.len() as u64 {
+            return Ok(Vec::new());
+        }
+        // Some did not land: those whose document holds another version.
+        let ids: Vec<&str> = writes.iter().map(|(_, m)| m.id.as_str()).collect();
+        let stored = self.read_versions(sid, &ids).await?;
+        Ok(writes
+            .iter()
+            .zip(versions)
+            .filter(|((_, m), version)| {
+                !stored.get(&m.id).is_some_and(|held| held.contains(version))
+            })
+            .map(|((_, m), _)| m.id.clone())
+            .collect())
+    }
+
+    /// The versions each stored message of `ids` holds: its `rev` and its
+    /// `priorRevs`, by message id.
+    async fn read_versions(
+        &self,
+        sid: &str,
+        ids: &[&str],
+    ) -> StoreResult<HashMap<String, Vec<i64>>> {
+        let messages = self.messages.clone_with_type::<Document>();
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_READ) {
+            let mut cursor = messages
+                .find(doc! { "sessionId": sid, "messageId": { "$in": chunk } })
+                .projection(doc! { "_id": 0, "messageId": 1, "rev": 1, "priorRevs": 1 })
+                .await
+                .map_err(map_err)?;
+            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+                let mut held: Vec<i64> = number(d.get("rev")).into_iter().collect();
+                if let Ok(prior) = d.get_array("priorRevs") {
+                    held.extend(prior.iter().filter_map(|v| number(Some(v))));
+                }
+                out.insert(d.get_str("messageId").unwrap_or_default().to_owned(), held);
             }
         }
-        Ok(moved)
+        Ok(out)
     }
 
     /// Applies `changes` (message id → its changes, each with the session's
@@ -133,6 +200,14 @@ impl MongoStore {
                 let Some(d) = stored.get(*id) else {
                     if attempt == 0 {
                         absent.push((*id).to_owned());
+                    } else {
+                        // Deleted since the last read (a purge): not
+                        // brought back, and nothing was applied.
+                        for (i, _, _) in &changes[*id] {
+                            if let Some(o) = outcomes.get_mut(*i) {
+                                *o = ChangeOutcome::Unchanged;
+                            }
+                        }
                     }
                     continue;
                 };

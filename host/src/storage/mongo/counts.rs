@@ -61,7 +61,7 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use tokio::sync::OwnedMutexGuard;
 
 use super::schema::CHATS;
-use super::{MongoStore, map_err};
+use super::{MongoStore, map_err, number};
 use crate::domain::Message;
 use crate::storage::{StoreError, StoreResult};
 
@@ -321,11 +321,7 @@ impl MongoStore {
             .map_err(map_err)?
             .into_iter()
             .filter_map(|d| {
-                let e = match d.get("countEpoch") {
-                    Some(Bson::Int64(e)) => *e,
-                    Some(Bson::Int32(e)) => i64::from(*e),
-                    _ => 0,
-                };
+                let e = number(d.get("countEpoch")).unwrap_or(0);
                 Some((d.get_str("chatId").ok()?.to_owned(), e))
             })
             .collect();
@@ -368,12 +364,7 @@ impl MongoStore {
                 .await
                 .map_err(map_err)?
                 .map_ok(|d| {
-                    let n = match d.get("n") {
-                        Some(Bson::Int32(n)) => i64::from(*n),
-                        Some(Bson::Int64(n)) => *n,
-                        Some(Bson::Double(n)) => *n as i64,
-                        _ => 0,
-                    };
+                    let n = number(d.get("n")).unwrap_or(0);
                     (d.get_str("_id").unwrap_or_default().to_owned(), n)
                 })
                 .try_collect()

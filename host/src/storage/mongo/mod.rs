@@ -189,6 +189,19 @@ impl std::fmt::Debug for MongoStore {
 struct UpdateReply {
     /// `(statement index, error code, message)` of statements that failed.
     write_errors: Vec<(usize, i32, String)>,
+    /// Documents the statements changed (the server's `nModified`).
+    modified: u64,
+}
+
+/// A number in a document the server made, whichever of its numeric types
+/// the server chose for it.
+fn number(b: Option<&Bson>) -> Option<i64> {
+    match b? {
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Int64(n) => Some(*n),
+        Bson::Double(n) => Some(*n as i64),
+        _ => None,
+    }
 }
 
 /// Maps a driver error onto the storage boundary.
@@ -419,6 +432,9 @@ impl MongoStore {
                     "writeConcern": self.write_concern.clone(),
                 };
                 let out = self.db.run_command(cmd).await.map_err(map_err)?;
+                reply.modified += number(out.get("nModified"))
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0);
                 if let Ok(wce) = out.get_document("writeConcernError") {
                     return Err(StoreError::Backend(format!(
                         "write concern failed on {collection}: {wce}"
@@ -426,16 +442,8 @@ impl MongoStore {
                 }
                 if let Ok(errors) = out.get_array("writeErrors") {
                     for e in errors.iter().filter_map(Bson::as_document) {
-                        let index = match e.get("index") {
-                            Some(Bson::Int32(i)) => *i as usize,
-                            Some(Bson::Int64(i)) => *i as usize,
-                            _ => 0,
-                        };
-                        let code = match e.get("code") {
-                            Some(Bson::Int32(c)) => *c,
-                            Some(Bson::Int64(c)) => *c as i32,
-                            _ => 0,
-                        };
+                        let index = number(e.get("index")).unwrap_or(0) as usize;
+                        let code = number(e.get("code")).unwrap_or(0) as i32;
                         let msg = e.get_str("errmsg").unwrap_or_default().to_owned();
                         reply.write_errors.push((offset + index, code, msg));
                     }

@@ -104,8 +104,8 @@ pub const RETIRED_INDEXES: &[(&str, &str)] = &[
     // Replaced by `session_chat_time_id`, whose message id orders a burst of
     // one second the way the paging cursor needs.
     (MESSAGES, "session_chat_time"),
-    // The conditional rewrite matches `(sessionId, messageId, rev)`: the
-    // unique `(sessionId, messageId)` index already pins it to one document,
+    // The conditional rewrite once matched `(sessionId, messageId, rev)`;
+    // the unique `(sessionId, messageId)` index already pins one document,
     // so this index only cost every insert a fourth index entry (about a
     // fifth of SecantusDB's CPU per inserted message, BENCHMARKS P1).
     (MESSAGES, "session_message_rev"),
@@ -250,9 +250,12 @@ pub struct MessageDoc {
     pub reactions: Vec<ReactionDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions_removed: Vec<ReactionDoc>,
-    /// Bumped by every rewrite of the document, so a read-modify-write
-    /// (a change, a merged re-sync) only lands on the version it read;
-    /// `None` for a document written before it existed.
+    /// The document's version: 0 when inserted, a new random token with
+    /// every rewrite, so a read-modify-write (a change, a merged re-sync)
+    /// only lands on the version it read (`changes`); `None` for a
+    /// document written before it existed. A rewritten document also
+    /// keeps its last versions in `priorRevs`, which this type leaves to
+    /// the server.
     #[serde(default)]
     pub rev: Option<i64>,
 }
