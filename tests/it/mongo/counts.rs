@@ -282,6 +282,42 @@ async fn late_increment_is_refused(tag: &str, listed_claimed: bool) {
     let _ = raw_db(&db).await.drop().await;
 }
 
+/// A live message of the host at epoch 1 whose counter update is held on
+/// the server while the host at epoch 2 commits the same message: a live
+/// write has no checkpoint after it to be refused at, so its counter
+/// update itself must report that it was kept out (`Fenced`), and the
+/// count stays the new holder's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_a_late_live_increment_of_a_taken_over_host_is_refused() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
+    let (old, new, db, old_app, _) = two_hosts("latelive").await;
+    let s = sid("latelive");
+    old.upsert_chats_fenced(&s, &[chat("a@c.us", Some(1))], 1)
+        .await
+        .unwrap();
+    let live = msg("a@c.us", 7);
+    // The chat is claimed already: the write's first `update` is its
+    // counter update.
+    hold_update(&old_app, 1, 3000).await;
+    let frozen = {
+        let (old, s, live) = (old.clone(), s.clone(), live.clone());
+        tokio::spawn(async move { old.put_messages_fenced(&s, &[live], 1).await })
+    };
+    until_stored(&new, &s, 1).await;
+    let mut run = run_for(&s);
+    run.epoch = 2;
+    let stats = new
+        .commit_chats(&s, &[commit("a@c.us", vec![live])], &run)
+        .await
+        .unwrap();
+    assert_eq!(stats[0].unchanged, 1);
+    assert_eq!(count_of(&new, &s, "a@c.us").await, 1);
+    let late = frozen.await.unwrap();
+    assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
+    assert_eq!(count_of(&new, &s, "a@c.us").await, 1);
+    let _ = raw_db(&db).await.drop().await;
+}
+
 /// The host that took over (epoch 2) is held between its insert and its
 /// increment while the host it took over from (epoch 1) commits the same
 /// group: the old holder meets duplicates and would recount, counting the

@@ -39,11 +39,12 @@
 //! `$max` on `countEpoch` and a second read, while a chat it claimed
 //! already, by an earlier write or because the sync's chat list created it
 //! claimed, needs only the first read), and every counter
-//! update it makes changes `messageCount` only where `countEpoch` is not
-//! newer than its own (an update pipeline, so the check and the change are
-//! one document update). A counter update of the taken-over host that
+//! update it makes changes a chat only where `countEpoch` is not newer
+//! than its own (an update pipeline, so the check and the change are one
+//! document update). A counter update of the taken-over host that
 //! reaches the server after the new holder's claim changes nothing, and
-//! the writer gets `Fenced`; one that reaches it before the claim happened
+//! the writer gets `Fenced` (an update that changed fewer chats than it
+//! matched reads the claims); one that reaches it before the claim happened
 //! before the new holder's insert, so increments and recounts never
 //! interleave across the two: a count is never too high. What is left: a
 //! taken-over host frozen between its claim and its insert stores messages
@@ -183,78 +184,88 @@ impl Drop for ChatGuards<'_> {
     }
 }
 
-/// How a write changes one chat's `messageCount`.
-#[derive(Debug, Clone, Copy)]
-enum CountChange {
-    /// By this many documents the write inserted.
-    Add(i64),
-    /// To a recount, if that is higher.
-    Raise(i64),
-}
+/// Chats per counter update statement: the statement finds each chat's
+/// values by its place in lists of this length.
+const CHATS_PER_UPDATE: usize = 100;
 
-/// The update of one chat's counters: `count` to `messageCount` (with
-/// `$inc`, or a recount with `$max`: two writers at once never lower what
-/// the other raised), `newestMessageAt` raised to `newest` (it only ever
-/// follows messages already written, so it is never ahead of the data),
-/// `syncedAt` set. `None` when there is nothing to change.
+/// The updates of the chats' counters, one statement per
+/// [`CHATS_PER_UPDATE`] chats: `messageCount` raised by what the write
+/// inserted, or to a recount if that is higher (two writers at once never
+/// lower what the other raised), `newestMessageAt` raised to the newest
+/// message written (it only ever follows messages already written, so it
+/// is never ahead of the data), `syncedAt` set where given.
 ///
-/// A writer holding a lease (`epoch` > 0) sends it as a pipeline whose
-/// `messageCount` changes only where `countEpoch` is not newer than
-/// `epoch` (absent counts as 0): the check and the change are one document
-/// update. The filter stays a plain key match, which every server answers
-/// on its unique index (a condition on `countEpoch` in the filter made
-/// SecantusDB scan the collection, ~20 ms a statement).
-fn counter_update(
+/// A statement matches its chats on the unique key (`chatId` in the
+/// list) and finds each chat's values in lists by the chat's place
+/// (`$indexOfArray`): one statement for many chats costs the server far
+/// less than one each (SecantusDB: 20 statements of 50 chats took 1.3 s
+/// against 2.3 s for 1,000 statements of one).
+///
+/// A writer holding a lease (`epoch` > 0) changes a chat only where
+/// `countEpoch` is not newer than `epoch` (absent counts as 0); elsewhere
+/// the pipeline keeps the document as it is. The check and the change are
+/// one document update, and the filter stays a key match, which every
+/// server answers on its unique index (a condition on `countEpoch` in the
+/// filter made SecantusDB scan the collection, ~20 ms a statement).
+fn counter_updates(
+    sid: &str,
     epoch: u64,
-    count: Option<CountChange>,
-    newest: Option<DateTime>,
-    synced_at: Option<DateTime>,
-) -> Option<Bson> {
-    if count.is_none() && newest.is_none() && synced_at.is_none() {
-        return None;
-    }
-    if epoch == 0 {
-        let (mut update, mut raise) = (doc! {}, doc! {});
-        match count {
-            Some(CountChange::Raise(n)) => {
-                raise.insert("messageCount", n);
-            }
-            Some(CountChange::Add(n)) => {
-                update.insert("$inc", doc! { "messageCount": n });
-            }
-            None => {}
+    chats: &[ChatTouch],
+    counts: &HashMap<String, i64>,
+) -> Vec<Document> {
+    let mut statements = Vec::new();
+    for part in chats.chunks(CHATS_PER_UPDATE) {
+        let mut ids = Vec::with_capacity(part.len());
+        let (mut add, mut raise) = (Vec::new(), Vec::new());
+        let (mut newest, mut synced) = (Vec::new(), Vec::new());
+        for c in part {
+            let (a, r) = match c.added {
+                Added::Exactly(n) => (n, 0),
+                Added::Recount => (0, counts.get(&c.chat_id).copied().unwrap_or(0)),
+            };
+            ids.push(Bson::from(c.chat_id.as_str()));
+            add.push(Bson::Int64(a));
+            raise.push(Bson::Int64(r));
+            newest.push(
+                c.newest
+                    .map_or(Bson::Null, |t| Bson::DateTime(DateTime::from_millis(t))),
+            );
+            synced.push(
+                c.synced_at
+                    .map_or(Bson::Null, |t| Bson::DateTime(DateTime::from_millis(t))),
+            );
         }
-        if let Some(t) = newest {
-            raise.insert("newestMessageAt", t);
-        }
-        if !raise.is_empty() {
-            update.insert("$max", raise);
-        }
-        if let Some(at) = synced_at {
-            update.insert("$set", doc! { "syncedAt": at });
-        }
-        return Some(Bson::Document(update));
-    }
-    let mut set = doc! {};
-    if let Some(change) = count {
+        let at = |values: Vec<Bson>| doc! { "$arrayElemAt": [{ "$literal": values }, "$$i"] };
+        let (add, raise, newest, synced) = (at(add), at(raise), at(newest), at(synced));
         let stored = doc! { "$ifNull": ["$messageCount", 0_i64] };
-        let count = match change {
-            CountChange::Raise(n) => doc! { "$max": [stored, n] },
-            CountChange::Add(n) => doc! { "$add": [stored, n] },
+        let changed = doc! {
+            "messageCount": { "$cond": [
+                { "$and": [{ "$eq": [add.clone(), 0_i64] }, { "$eq": [raise.clone(), 0_i64] }] },
+                "$messageCount",
+                { "$max": [{ "$add": [stored, add] }, raise] },
+            ] },
+            "newestMessageAt": { "$cond": [
+                { "$eq": [newest.clone(), Bson::Null] },
+                "$newestMessageAt",
+                { "$max": ["$newestMessageAt", newest] },
+            ] },
+            "syncedAt": { "$ifNull": [synced, "$syncedAt"] },
         };
-        let kept = doc! { "$lte": [ { "$ifNull": ["$countEpoch", 0_i64] }, epoch as i64 ] };
-        set.insert(
-            "messageCount",
-            doc! { "$cond": [kept, count, "$messageCount"] },
-        );
+        let written = doc! { "$mergeObjects": ["$$ROOT", changed] };
+        let result = if epoch == 0 {
+            Bson::Document(written)
+        } else {
+            let kept = doc! { "$lte": [{ "$ifNull": ["$countEpoch", 0_i64] }, epoch as i64] };
+            Bson::Document(doc! { "$cond": [kept, written, "$$ROOT"] })
+        };
+        let place = doc! { "$indexOfArray": [{ "$literal": ids.clone() }, "$chatId"] };
+        statements.push(doc! {
+            "q": { "sessionId": sid, "chatId": { "$in": ids } },
+            "u": [{ "$replaceWith": { "$let": { "vars": { "i": place }, "in": result } } }],
+            "multi": true,
+        });
     }
-    if let Some(t) = newest {
-        set.insert("newestMessageAt", doc! { "$max": ["$newestMessageAt", t] });
-    }
-    if let Some(at) = synced_at {
-        set.insert("syncedAt", doc! { "$literal": at });
-    }
-    Some(Bson::Array(vec![Bson::Document(doc! { "$set": set })]))
+    statements
 }
 
 impl MongoStore {
@@ -371,37 +382,16 @@ impl MongoStore {
                 .await
                 .map_err(map_err)?
         };
-        let mut statements = Vec::with_capacity(chats.len());
-        for c in chats {
-            let count = match c.added {
-                Added::Recount => Some(CountChange::Raise(
-                    counts.get(&c.chat_id).copied().unwrap_or(0),
-                )),
-                Added::Exactly(0) => None,
-                Added::Exactly(n) => Some(CountChange::Add(n)),
-            };
-            let update = counter_update(
-                epoch,
-                count,
-                c.newest.map(DateTime::from_millis),
-                c.synced_at.map(DateTime::from_millis),
-            );
-            if let Some(u) = update {
-                statements.push(doc! { "q": { "sessionId": sid, "chatId": &c.chat_id }, "u": u });
-            }
-        }
-        if statements.is_empty() {
-            return Ok(());
-        }
+        let statements = counter_updates(sid, epoch, chats, &counts);
         let reply = self.update_statements(CHATS, statements, false).await?;
         if let Some((_, code, msg)) = reply.write_errors.first() {
             return Err(StoreError::Backend(format!(
                 "update of chat counters failed ({code}): {msg}"
             )));
         }
-        if epoch > 0 {
-            // The pipeline left the count alone where a newer lease keeps
-            // it: say so.
+        if epoch > 0 && reply.modified < reply.matched {
+            // The pipeline left a chat alone: where a newer lease keeps
+            // it, say so. (Every chat it matched changed: none was kept.)
             let chat_ids: Vec<&str> = chats.iter().map(|c| c.chat_id.as_str()).collect();
             self.claims(sid, &chat_ids, epoch).await?;
         }

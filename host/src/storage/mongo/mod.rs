@@ -189,6 +189,8 @@ impl std::fmt::Debug for MongoStore {
 struct UpdateReply {
     /// `(statement index, error code, message)` of statements that failed.
     write_errors: Vec<(usize, i32, String)>,
+    /// Documents the statements matched (the server's `n`).
+    matched: u64,
     /// Documents the statements changed (the server's `nModified`).
     modified: u64,
 }
@@ -432,6 +434,9 @@ impl MongoStore {
                     "writeConcern": self.write_concern.clone(),
                 };
                 let out = self.db.run_command(cmd).await.map_err(map_err)?;
+                reply.matched += number(out.get("n"))
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0);
                 reply.modified += number(out.get("nModified"))
                     .and_then(|n| u64::try_from(n).ok())
                     .unwrap_or(0);
