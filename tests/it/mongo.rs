@@ -863,6 +863,94 @@ async fn mongo_rewrites_only_changed_messages_even_when_the_time_moved() {
     );
 }
 
+/// A large write goes out as two inserts at once: messages stored already
+/// in either half are reported and rewritten as themselves (not as their
+/// neighbours), and the chat's count is exact.
+#[tokio::test]
+async fn mongo_a_large_write_in_two_inserts_reports_each_message() {
+    let (store, db) = store().await;
+    let s = sid("halves");
+    store
+        .upsert_chats(&s, &[chat("a@c.us", Some(1))])
+        .await
+        .unwrap();
+    let ms: Vec<Message> = (0..1_500).map(|n| msg("a@c.us", n)).collect();
+    // Two stored already, one in each half, with an older ack.
+    let early: Vec<Message> = [100, 1_200].iter().map(|&i| ms[i].clone()).collect();
+    store.put_messages(&s, &early).await.unwrap();
+    let mut next = ms.clone();
+    for i in [100, 1_200] {
+        next[i].ack = 3;
+    }
+    let stats = store.put_messages(&s, &next).await.unwrap();
+    assert_eq!(
+        (stats.inserted, stats.updated, stats.unchanged),
+        (1_498, 2, 0)
+    );
+    for i in [99, 100, 101, 1_199, 1_200, 1_201] {
+        let got = store.get_message(&s, &ms[i].id).await.unwrap().unwrap();
+        assert_eq!(got.message, next[i], "message {i}");
+    }
+    let raw = raw_db(&db).await;
+    assert_eq!(assert_no_duplicate_messages(&raw, &s).await, 1_500);
+    assert_eq!(
+        store
+            .get_chat(&s, "a@c.us")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        1_500
+    );
+    let _ = raw.drop().await;
+}
+
+/// A large write that holds one message twice (its copies far apart)
+/// ends as the last copy, stored once, even when the server takes the
+/// write's first insert late (held 1 s): such a write is not split.
+#[tokio::test]
+async fn mongo_a_large_write_holding_a_message_twice_ends_as_its_last_copy() {
+    let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
+    let (store, db, app) = named_store("twice").await;
+    let s = sid("twice");
+    store
+        .upsert_chats(&s, &[chat("a@c.us", Some(1))])
+        .await
+        .unwrap();
+    let mut twice: Vec<Message> = (0..1_200).map(|n| msg("a@c.us", n)).collect();
+    let mut last = twice[10].clone();
+    last.body = Some("the last copy".into());
+    twice.push(last.clone());
+    fail_command(
+        &test_mongodb_uri(),
+        doc! { "times": 1 },
+        doc! {
+            "failCommands": ["insert"],
+            "appName": &app,
+            "blockConnection": true,
+            "blockTimeMS": 1000,
+        },
+    )
+    .await;
+    let stored = store.put_messages(&s, &twice).await;
+    fail_command_off(&test_mongodb_uri()).await;
+    stored.unwrap();
+    let got = store.get_message(&s, &last.id).await.unwrap().unwrap();
+    assert_eq!(got.message.body.as_deref(), Some("the last copy"));
+    let raw = raw_db(&db).await;
+    assert_eq!(assert_no_duplicate_messages(&raw, &s).await, 1_200);
+    assert_eq!(
+        store
+            .get_chat(&s, "a@c.us")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        1_200
+    );
+    let _ = raw.drop().await;
+}
+
 /// A sync stores the chat list, the contacts and the group members on
 /// every run; what is stored already is not written again: with every
 /// `update` and `delete` of this store failing, an unchanged re-write still
