@@ -13,11 +13,6 @@ use super::{CAS_ATTEMPTS, MongoStore, duplicate_indexes, map_err, quarantine_doc
 use crate::domain::{Message, QuarantinedMessage, SessionId, SyncRun};
 use crate::storage::{ChatCommit, StoreError, StoreResult, WriteStats};
 
-/// A write of at least this many messages is inserted in
-/// [`INSERTS_IN_FLIGHT`] parts at once.
-const SPLIT_INSERTS_FROM: usize = 1_000;
-const INSERTS_IN_FLIGHT: usize = 2;
-
 /// What one message of a write turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Outcome {
@@ -140,38 +135,6 @@ impl MongoStore {
         Ok(sum_stats(&outcomes))
     }
 
-    /// Inserts `docs` unordered and returns the indexes of those stored
-    /// already (a duplicate key). A large write goes out as
-    /// [`INSERTS_IN_FLIGHT`] inserts at once, so the server works on one
-    /// while it makes another durable (SecantusDB: 40,000 documents in
-    /// groups of 5,000 took 22–25 s as one insert each, 20–21 s as two
-    /// halves at once). Unordered, the halves mean what one insert does:
-    /// every document is tried, each duplicate reported. A write that
-    /// holds a message twice goes out whole, so that its first copy is
-    /// the one inserted (and the last rewrites it).
-    async fn insert_messages(&self, docs: &[MessageDoc]) -> StoreResult<Vec<usize>> {
-        let distinct = || {
-            let mut seen = HashSet::with_capacity(docs.len());
-            docs.iter().all(|d| seen.insert(d.message_id.as_str()))
-        };
-        if docs.len() < SPLIT_INSERTS_FROM || !distinct() {
-            return duplicate_indexes(
-                MESSAGES,
-                self.messages.insert_many(docs).ordered(false).await,
-            );
-        }
-        let part = docs.len().div_ceil(INSERTS_IN_FLIGHT);
-        let inserts = docs.chunks(part).enumerate().map(|(n, chunk)| async move {
-            let found = duplicate_indexes(
-                MESSAGES,
-                self.messages.insert_many(chunk).ordered(false).await,
-            )?;
-            Ok::<_, StoreError>(found.into_iter().map(move |i| n * part + i))
-        });
-        let found = futures_util::future::try_join_all(inserts).await?;
-        Ok(found.into_iter().flatten().collect())
-    }
-
     /// Writes messages of one session; see the module docs for the scheme.
     /// Returns one outcome per input message, in order.
     pub(super) async fn write_messages(
@@ -184,7 +147,10 @@ impl MongoStore {
         }
         let docs: Vec<MessageDoc> = messages.iter().map(|m| MessageDoc::new(sid, m)).collect();
         let mut outcomes = vec![(Outcome::Inserted, 0u64); docs.len()];
-        let duplicates = self.insert_messages(&docs).await?;
+        let duplicates = duplicate_indexes(
+            MESSAGES,
+            self.messages.insert_many(&docs).ordered(false).await,
+        )?;
 
         // Changes that came before their message: applied to it now.
         let is_duplicate: HashSet<usize> = duplicates.iter().copied().collect();
