@@ -1029,7 +1029,9 @@ async fn mongo_row_sized(chats: u32, per: u32) -> Vec<Row> {
     for p in r.raw.iter().chain(&r.seed) {
         eprintln!("P1 {}: {}", p.what, ms(p.took));
     }
-    eprintln!("P1 host: {}", ms(r.host));
+    for (i, t) in r.host_runs.iter().enumerate() {
+        eprintln!("P1 host, run {}: {}", i + 1, ms(*t));
+    }
     let raw = r.fastest_raw();
     let others: Vec<String> = r
         .raw
@@ -1038,10 +1040,12 @@ async fn mongo_row_sized(chats: u32, per: u32) -> Vec<Row> {
         .map(|p| format!("{} {:.0} msgs/s", p.what, r.rate(p.took)))
         .collect();
     let vs_raw = r.host.as_secs_f64() / raw.took.as_secs_f64();
+    let runs: Vec<String> = r.host_runs.iter().map(|t| format!("{:.2?}", t)).collect();
     let host = format!(
-        "{} messages ({chats} chats × {per}) synced through the host into MongoDB: {}",
+        "{} messages ({chats} chats × {per}) synced through the host into MongoDB: {} (mean of a run before the baselines and one after: {})",
         r.messages,
-        ms(r.host)
+        ms(r.host),
+        runs.join(", ")
     );
     let mut rows = vec![Row {
         id: "P1",

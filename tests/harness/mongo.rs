@@ -470,8 +470,13 @@ pub struct PathTime {
 pub struct SyncPathsReport {
     pub messages: usize,
     pub chats: usize,
-    /// The host's whole sync (`finishedAt - startedAt`).
+    /// The host's whole sync (`finishedAt - startedAt`): the mean of
+    /// [`Self::host_runs`].
     pub host: Duration,
+    /// The host's sync, run first and again after the baselines, so that
+    /// a machine whose speed drifts during the bench (a shared VM) moves
+    /// the host's figure as it moves the baselines'.
+    pub host_runs: Vec<Duration>,
     /// The raw driver (`insert_many` batches), each batch shape tried.
     pub raw: Vec<PathTime>,
     /// The seed's path (Node driver) at `w: majority, j: true`, then at
@@ -505,7 +510,8 @@ impl SyncPathsReport {
 /// - with `seed`, the seed's storage path (`tests/node/mongo-bench.mjs`,
 ///   the official Node driver in a process of its own: per chat one
 ///   `updateOne` upsert and one `insertMany`) at the host's durability and
-///   at the driver's default.
+///   at the driver's default;
+/// - the host's sync once more, last.
 pub async fn bench_sync_paths(
     servers: &BenchServers,
     chats: u32,
@@ -518,12 +524,7 @@ pub async fn bench_sync_paths(
     let messages = (chats * per_chat) as usize;
     let (uri, server) = servers.server().await;
     let db_name = fresh_db_name("bench_sync");
-    let opts = crate::HostOptions::default()
-        .var(wasync::config::MONGODB_URI, uri.clone())
-        .var(wasync::config::MONGODB_DB, db_name.clone());
-    let run = crate::bench_sync(opts, chats, per_chat).await;
-    let host = Duration::from_millis(crate::run_ms(&run));
-    assert_eq!(run["totalMessagesSynced"], messages as u64);
+    let first = host_sync(&uri, &db_name, chats, per_chat).await;
 
     // The same documents, as stored, minus their ids.
     let client = mongodb::Client::with_uri_str(&uri)
@@ -589,13 +590,29 @@ pub async fn bench_sync_paths(
             drop(server);
         }
     }
+    let (uri, server) = servers.server().await;
+    let again = host_sync(&uri, &fresh_db_name("bench_sync"), chats, per_chat).await;
+    drop(server);
+    let host_runs = vec![first, again];
     SyncPathsReport {
         messages,
         chats: chats as usize,
-        host,
+        host: host_runs.iter().sum::<Duration>() / host_runs.len() as u32,
+        host_runs,
         raw,
         seed: seed_paths,
     }
+}
+
+/// One sync of `chats * per_chat` messages through a real host into
+/// database `db` on `uri`: the run's `finishedAt - startedAt`.
+async fn host_sync(uri: &str, db: &str, chats: u32, per_chat: u32) -> Duration {
+    let opts = crate::HostOptions::default()
+        .var(wasync::config::MONGODB_URI, uri.to_owned())
+        .var(wasync::config::MONGODB_DB, db.to_owned());
+    let run = crate::bench_sync(opts, chats, per_chat).await;
+    assert_eq!(run["totalMessagesSynced"], u64::from(chats * per_chat));
+    Duration::from_millis(crate::run_ms(&run))
 }
 
 /// Runs the seed's storage path (`tests/node/mongo-bench.mjs seed`) in a
