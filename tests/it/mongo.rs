@@ -876,7 +876,7 @@ async fn mongo_a_large_write_reports_each_message() {
         .await
         .unwrap();
     let ms: Vec<Message> = (0..1_500).map(|n| msg("a@c.us", n)).collect();
-    // Two stored already, one in each half, with an older ack.
+    // Two stored already, one early and one late, with an older ack.
     let early: Vec<Message> = [100, 1_200].iter().map(|&i| ms[i].clone()).collect();
     store.put_messages(&s, &early).await.unwrap();
     let mut next = ms.clone();
