@@ -258,6 +258,9 @@ fn counter_updates(
             let kept = doc! { "$lte": [{ "$ifNull": ["$countEpoch", 0_i64] }, epoch as i64] };
             Bson::Document(doc! { "$cond": [kept, written, "$$ROOT"] })
         };
+        // A chat matched but not in the lists (-1) would take the last
+        // one's values: left alone instead.
+        let result = doc! { "$cond": [{ "$lt": ["$$i", 0] }, "$$ROOT", result] };
         let place = doc! { "$indexOfArray": [{ "$literal": ids.clone() }, "$chatId"] };
         statements.push(doc! {
             "q": { "sessionId": sid, "chatId": { "$in": ids } },
