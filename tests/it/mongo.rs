@@ -58,6 +58,31 @@ async fn two_hosts(tag: &str) -> (Arc<MongoStore>, Arc<MongoStore>, String, Stri
     (Arc::new(old), Arc::new(new), db, old_app, new_app)
 }
 
+/// Holds the `n`-th `command` (from 1) of connections of `app` on the
+/// server for `ms` milliseconds; the ones before it run normally.
+async fn hold_command(command: &str, app: &str, n: u32, ms: i32) {
+    fail_command(
+        &test_mongodb_uri(),
+        doc! { "skip": n - 1, "times": 1 },
+        doc! {
+            "failCommands": [command],
+            "appName": app,
+            "blockConnection": true,
+            "blockTimeMS": ms,
+        },
+    )
+    .await;
+}
+
+async fn count_of(store: &MongoStore, s: &SessionId, chat_id: &str) -> u64 {
+    store
+        .get_chat(s, chat_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .message_count
+}
+
 fn sid(tag: &str) -> SessionId {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     SessionId::parse(&format!("{tag}-{}", &suffix[..10])).unwrap()
@@ -894,15 +919,7 @@ async fn mongo_a_large_write_reports_each_message() {
     }
     let raw = raw_db(&db).await;
     assert_eq!(assert_no_duplicate_messages(&raw, &s).await, 1_500);
-    assert_eq!(
-        store
-            .get_chat(&s, "a@c.us")
-            .await
-            .unwrap()
-            .unwrap()
-            .message_count,
-        1_500
-    );
+    assert_eq!(count_of(&store, &s, "a@c.us").await, 1_500);
     let _ = raw.drop().await;
 }
 
@@ -922,17 +939,7 @@ async fn mongo_a_large_write_holding_a_message_twice_ends_as_its_last_copy() {
     let mut last = twice[10].clone();
     last.body = Some("the last copy".into());
     twice.push(last.clone());
-    fail_command(
-        &test_mongodb_uri(),
-        doc! { "times": 1 },
-        doc! {
-            "failCommands": ["insert"],
-            "appName": &app,
-            "blockConnection": true,
-            "blockTimeMS": 1000,
-        },
-    )
-    .await;
+    hold_command("insert", &app, 1, 1000).await;
     let stored = store.put_messages(&s, &twice).await;
     fail_command_off(&test_mongodb_uri()).await;
     stored.unwrap();
@@ -940,15 +947,7 @@ async fn mongo_a_large_write_holding_a_message_twice_ends_as_its_last_copy() {
     assert_eq!(got.message.body.as_deref(), Some("the last copy"));
     let raw = raw_db(&db).await;
     assert_eq!(assert_no_duplicate_messages(&raw, &s).await, 1_200);
-    assert_eq!(
-        store
-            .get_chat(&s, "a@c.us")
-            .await
-            .unwrap()
-            .unwrap()
-            .message_count,
-        1_200
-    );
+    assert_eq!(count_of(&store, &s, "a@c.us").await, 1_200);
     let _ = raw.drop().await;
 }
 

@@ -30,22 +30,6 @@ fn edit(m: &Message, body: &str, at: i64) -> MessageUpdate {
     }
 }
 
-/// Holds the next `command` of connections of `app` on the server for
-/// `ms` milliseconds.
-async fn hold(command: &str, app: &str, ms: i32) {
-    fail_command(
-        &test_mongodb_uri(),
-        doc! { "times": 1 },
-        doc! {
-            "failCommands": [command],
-            "appName": app,
-            "blockConnection": true,
-            "blockTimeMS": ms,
-        },
-    )
-    .await;
-}
-
 /// One writer reacts to two messages. While its update is held, another
 /// writer edits the second message, so the update lands on the first only
 /// and the writer reads back. While that read is held, the other writer
@@ -63,7 +47,7 @@ async fn mongo_a_change_rewritten_before_its_writer_reads_back_counts_as_applied
     let ms: Vec<Message> = (0..2).map(|n| msg(c, n)).collect();
     first.put_messages(&s, &ms).await.unwrap();
 
-    hold("update", &first_app, 1500).await;
+    hold_command("update", &first_app, 1, 1500).await;
     let reacting = {
         let (first, s) = (first.clone(), s.clone());
         let updates = vec![
@@ -79,7 +63,7 @@ async fn mongo_a_change_rewritten_before_its_writer_reads_back_counts_as_applied
         .await
         .unwrap();
     assert_eq!(out, [ChangeOutcome::Applied]);
-    hold("find", &first_app, 2000).await;
+    hold_command("find", &first_app, 1, 2000).await;
     // Its update lands on the first message, then its read back waits.
     let raw = raw_db(&db).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -187,7 +171,7 @@ async fn mongo_a_message_deleted_under_a_change_stays_deleted() {
         .await
         .unwrap();
     let store = Arc::new(store);
-    hold("update", &app, 1000).await;
+    hold_command("update", &app, 1, 1000).await;
     let reacting = {
         let (store, s, u) = (store.clone(), s.clone(), reaction(&m, "a@c.us", 100));
         tokio::spawn(async move { store.apply_changes(&s, &[u], false).await })

@@ -24,15 +24,6 @@ async fn lose_acknowledgement(commands: &[&str], app: &str) {
     .await;
 }
 
-async fn count_of(store: &MongoStore, s: &SessionId, chat_id: &str) -> u64 {
-    store
-        .get_chat(s, chat_id)
-        .await
-        .unwrap()
-        .unwrap()
-        .message_count
-}
-
 #[tokio::test]
 async fn mongo_a_lost_insert_acknowledgement_ends_with_an_exact_count() {
     let _failpoint = wasync_tests::mongo::fail_command_lock(&test_mongodb_uri()).await;
@@ -183,17 +174,7 @@ async fn mongo_a_live_message_racing_a_commit_of_its_chat_keeps_the_count_exact(
 /// Holds the `n`-th `update` (from 1) of connections of `app` on the
 /// server for `ms`; the ones before it run normally.
 async fn hold_update(app: &str, n: u32, ms: i32) {
-    fail_command(
-        &test_mongodb_uri(),
-        doc! { "skip": n - 1, "times": 1 },
-        doc! {
-            "failCommands": ["update"],
-            "appName": app,
-            "blockConnection": true,
-            "blockTimeMS": ms,
-        },
-    )
-    .await;
+    hold_command("update", app, n, ms).await;
 }
 
 /// `store` (connections of `app`) commits `messages` to chat `a@c.us`
@@ -389,17 +370,7 @@ async fn mongo_a_chat_list_racing_another_writer_ends_as_its_upserts_would() {
         name: Some(name.into()),
         ..chat(id, Some(1))
     };
-    fail_command(
-        &test_mongodb_uri(),
-        doc! { "times": 1 },
-        doc! {
-            "failCommands": ["insert"],
-            "appName": &late_app,
-            "blockConnection": true,
-            "blockTimeMS": 3000,
-        },
-    )
-    .await;
+    hold_command("insert", &late_app, 1, 3000).await;
     let held = {
         let (late, s) = (late.clone(), s.clone());
         let chats = [named("a@c.us", "late"), named("b@c.us", "late")];
