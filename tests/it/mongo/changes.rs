@@ -66,6 +66,16 @@ async fn mongo_a_change_rewritten_before_its_writer_reads_back_counts_as_applied
     hold_command("find", &first_app, 1, 2000).await;
     // Its update lands on the first message, then its read back waits.
     let raw = raw_db(&db).await;
+    let first_doc = raw
+        .collection::<Document>("messages")
+        .find_one(doc! { "sessionId": s.as_str(), "messageId": &ms[0].id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        first_doc.get_array("reactions").is_ok_and(|r| r.is_empty()),
+        "the update landed before its read back was held: the test would not reach it"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let d = raw
@@ -83,11 +93,16 @@ async fn mongo_a_change_rewritten_before_its_writer_reads_back_counts_as_applied
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let landed = Instant::now();
     let out = other
         .apply_changes(&s, &[edit(&ms[0], "edited 0", 200)], false)
         .await
         .unwrap();
     assert_eq!(out, [ChangeOutcome::Applied]);
+    assert!(
+        landed.elapsed() < Duration::from_millis(1500),
+        "the rewrite came after the held read back: the test would not reach the race"
+    );
 
     let outcomes = reacting.await.unwrap().unwrap();
     fail_command_off(&test_mongodb_uri()).await;
@@ -193,4 +208,111 @@ async fn mongo_a_message_deleted_under_a_change_stays_deleted() {
         .unwrap();
     assert_eq!(left, 0, "the deleted message came back");
     let _ = raw.drop().await;
+}
+
+/// The store checks at start that the server counts only the documents an
+/// update changed (what lets a conditional write skip its read back), and
+/// leaves nothing of the check behind; a store told to read back every
+/// write does not rely on it.
+#[tokio::test]
+async fn mongo_the_store_checks_how_the_server_counts_modified_documents() {
+    let (store, db) = store().await;
+    assert!(
+        store.trusts_modified_counts(),
+        "the test server counts only changed documents"
+    );
+    let raw = raw_db(&db).await;
+    let left = raw
+        .collection::<Document>("serverChecks")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the check's document is deleted");
+    let reading = MongoStore::connect_with(
+        &test_mongodb_uri(),
+        &db,
+        MongoOptions {
+            read_back_every_write: true,
+            ..MongoOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!reading.trusts_modified_counts());
+    let _ = raw.drop().await;
+}
+
+/// Two writers apply changes to the same 120 messages at once, several
+/// rounds, each change a statement of its own kind (reactions from one,
+/// edits from the other): every change is stored, none overwritten by the
+/// other writer's read-modify-write, with the count of modified documents
+/// trusted and with every write read back. 120 messages take three
+/// statements, one of them with a body that starts with `$` and one whose
+/// body alone fills a statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_two_writers_changing_the_same_messages_lose_nothing() {
+    for read_back in [false, true] {
+        let db = fresh_db_name("casmany");
+        let uri = test_mongodb_uri();
+        let connect = || {
+            MongoStore::connect_with(
+                &uri,
+                &db,
+                MongoOptions {
+                    read_back_every_write: read_back,
+                    ..MongoOptions::default()
+                },
+            )
+        };
+        let (a, b) = (
+            Arc::new(connect().await.unwrap()),
+            Arc::new(connect().await.unwrap()),
+        );
+        let s = sid("casmany");
+        let c = "many@c.us";
+        a.upsert_chats(&s, &[chat(c, Some(1))]).await.unwrap();
+        let mut ms: Vec<Message> = (0..120).map(|n| msg(c, n)).collect();
+        ms[7].body = Some("$literal body".into());
+        ms[60].body = Some("x".repeat(1_100_000));
+        a.put_messages(&s, &ms).await.unwrap();
+        for round in 0..3_i64 {
+            let reactions: Vec<MessageUpdate> = ms
+                .iter()
+                .map(|m| reaction(m, &format!("r{round}@c.us"), 100 + round))
+                .collect();
+            let edits: Vec<MessageUpdate> = ms
+                .iter()
+                .map(|m| edit(m, &format!("{} edited {round}", m.id), 100 + round))
+                .collect();
+            let (ra, rb) = tokio::join!(
+                {
+                    let (a, s) = (a.clone(), s.clone());
+                    async move { a.apply_changes(&s, &reactions, false).await }
+                },
+                {
+                    let (b, s) = (b.clone(), s.clone());
+                    async move { b.apply_changes(&s, &edits, false).await }
+                },
+            );
+            assert!(ra.unwrap().iter().all(|o| *o == ChangeOutcome::Applied));
+            assert!(rb.unwrap().iter().all(|o| *o == ChangeOutcome::Applied));
+        }
+        for m in &ms {
+            let got = b.get_message(&s, &m.id).await.unwrap().unwrap().message;
+            assert_eq!(
+                got.body.as_deref(),
+                Some(format!("{} edited 2", m.id).as_str()),
+                "read back {read_back}"
+            );
+            assert_eq!(
+                got.changes.reactions.len(),
+                3,
+                "read back {read_back}, {}: {:?}",
+                m.id,
+                got.changes.reactions
+            );
+        }
+        assert_eq!(count_of(&a, &s, c).await, 120);
+        let _ = raw_db(&db).await.drop().await;
+    }
 }

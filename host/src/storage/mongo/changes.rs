@@ -48,12 +48,24 @@ use super::{CAS_ATTEMPTS, DUPLICATE_KEY, MongoStore, map_err, number};
 use crate::domain::{ChangeOutcome, Message, MessageChange, MessageUpdate, now_ms};
 use crate::storage::{StoreError, StoreResult};
 
-/// Message ids per `$in` read.
-const IDS_PER_READ: usize = 500;
+/// Message ids per `$in` read. A server may match `$in` in time that
+/// grows faster than the list (SecantusDB: 18 ms for 100 ids, 1.3 s for
+/// 1,000), so long lists are read in short ones.
+pub(super) const IDS_PER_READ: usize = 100;
 
 /// The versions before its current one that a rewritten message document
 /// keeps (`priorRevs`).
 const PRIOR_REVS: i32 = 8;
+
+/// Messages per conditional update statement: one statement for many
+/// messages costs the server less than one each (SecantusDB: 1,000
+/// messages in statements of 50 took 1.0 s, as 1,000 statements 2.0 s),
+/// and its `$in` stays short.
+const MESSAGES_PER_UPDATE: usize = 50;
+
+/// New fields per statement, bytes, so that a statement of large messages
+/// stays far below the server's 16 MiB limit on a command.
+const BYTES_PER_UPDATE: usize = 1 << 20;
 
 /// A pending change as read back.
 struct Waiting {
@@ -68,6 +80,61 @@ fn pending_id(sid: &str, u: &MessageUpdate) -> String {
     let change = serde_json::to_string(&u.change).unwrap_or_default();
     let digest = sha2::Sha256::digest(format!("{sid}\0{}\0{change}", u.message_id).as_bytes());
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new version token: random, never 0 (an inserted document's
+/// version) and never negative.
+fn new_version() -> i64 {
+    let (high, _) = uuid::Uuid::new_v4().as_u64_pair();
+    ((high >> 1) as i64).max(1)
+}
+
+/// One update statement writing `part` (message id, the version it was
+/// read at or null for a document without one, its new fields): each
+/// document matched on the unique key (`messageId` in the list) finds its
+/// entry by its place in the lists (`$indexOfArray`) and takes the new
+/// fields, and its old version goes to `priorRevs`, if its `rev` is still
+/// the one read; otherwise it stays as it is.
+fn conditional_update(sid: &str, part: Vec<(&str, Bson, Document)>) -> Document {
+    let mut ids = Vec::with_capacity(part.len());
+    let mut revs = Vec::with_capacity(part.len());
+    let mut sets = Vec::with_capacity(part.len());
+    for (id, rev, set) in part {
+        ids.push(Bson::from(id));
+        revs.push(rev);
+        sets.push(Bson::Document(set));
+    }
+    let read = doc! { "$arrayElemAt": [{ "$literal": revs }, "$$i"] };
+    let unchanged = doc! { "$cond": [
+        { "$eq": [read.clone(), Bson::Null] },
+        { "$in": [{ "$type": "$rev" }, ["missing", "null"]] },
+        { "$eq": ["$rev", read] },
+    ] };
+    let prior = doc! { "$slice": [
+        { "$concatArrays": [
+            [{ "$ifNull": ["$rev", 0_i64] }],
+            { "$ifNull": ["$priorRevs", []] },
+        ] },
+        PRIOR_REVS,
+    ] };
+    // `$literal`: a body may start with `$`.
+    let written = doc! { "$mergeObjects": [
+        "$$ROOT",
+        { "$arrayElemAt": [{ "$literal": sets }, "$$i"] },
+        { "priorRevs": prior },
+    ] };
+    // A document matched but not in the list (-1) is left alone.
+    let result = doc! { "$cond": [
+        { "$and": [{ "$gte": ["$$i", 0] }, unchanged] },
+        written,
+        "$$ROOT",
+    ] };
+    let place = doc! { "$indexOfArray": [{ "$literal": ids.clone() }, "$messageId"] };
+    doc! {
+        "q": { "sessionId": sid, "messageId": { "$in": ids } },
+        "u": [{ "$replaceWith": { "$let": { "vars": { "i": place }, "in": result } } }],
+        "multi": true,
+    }
 }
 
 impl MongoStore {
@@ -91,9 +158,9 @@ impl MongoStore {
         Ok(out)
     }
 
-    /// Writes each message over the version it was read at (`rev`), in as
-    /// few commands as the size limits allow; returns the ids of those
-    /// whose stored version moved on meanwhile (not written).
+    /// Writes each message over the version it was read at (`rev`), up to
+    /// [`MESSAGES_PER_UPDATE`] messages a statement; returns the ids of
+    /// those whose stored version moved on meanwhile (not written).
     pub(super) async fn write_if_unchanged(
         &self,
         sid: &str,
@@ -102,35 +169,32 @@ impl MongoStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut statements = Vec::with_capacity(writes.len());
+        debug_assert!(
+            writes
+                .iter()
+                .map(|(_, m)| m.id.as_str())
+                .collect::<HashSet<_>>()
+                .len()
+                == writes.len(),
+            "one write per message"
+        );
+        let mut statements = Vec::new();
         let mut versions = Vec::with_capacity(writes.len());
-        for (rev, m) in writes {
-            // 0 is an inserted document's version: a token is never 0.
-            let version = fastrand::i64(1..);
+        let mut part = Vec::new();
+        let mut bytes = 0;
+        for (i, (rev, m)) in writes.iter().enumerate() {
+            let version = new_version();
             let mut d = MessageDoc::new(sid, m);
             d.rev = Some(version);
-            let unchanged = match rev {
-                Some(r) => doc! { "$eq": ["$rev", *r] },
-                None => doc! { "$in": [{ "$type": "$rev" }, ["missing", "null"]] },
-            };
-            let prior = doc! { "$slice": [
-                { "$concatArrays": [
-                    [{ "$ifNull": ["$rev", 0_i64] }],
-                    { "$ifNull": ["$priorRevs", []] },
-                ] },
-                PRIOR_REVS,
-            ] };
-            // `$literal`: a body may start with `$`.
-            let written = doc! { "$mergeObjects": [
-                "$$ROOT",
-                { "$literal": d.update_set()? },
-                { "priorRevs": prior },
-            ] };
-            statements.push(doc! {
-                "q": { "sessionId": sid, "messageId": &m.id },
-                "u": [{ "$replaceWith": { "$cond": [unchanged, written, "$$ROOT"] } }],
-            });
+            let set = d.update_set()?;
+            bytes += mongodb::bson::to_vec(&set).map_or(0, |v| v.len());
+            part.push((m.id.as_str(), rev.map_or(Bson::Null, Bson::Int64), set));
             versions.push(version);
+            let last = i + 1 == writes.len();
+            if last || part.len() >= MESSAGES_PER_UPDATE || bytes >= BYTES_PER_UPDATE {
+                statements.push(conditional_update(sid, std::mem::take(&mut part)));
+                bytes = 0;
+            }
         }
         let reply = self.update_statements(MESSAGES, statements, false).await?;
         if let Some((_, code, msg)) = reply.write_errors.first() {
@@ -138,7 +202,7 @@ impl MongoStore {
                 "update of messages failed ({code}): {msg}"
             )));
         }
-        if reply.modified >= writes.len() as u64 {
+        if reply.modified >= writes.len() as u64 && self.trusts_modified_counts() {
             return Ok(Vec::new());
         }
         // Some did not land: those whose document holds another version.

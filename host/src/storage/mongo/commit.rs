@@ -268,14 +268,7 @@ impl MongoStore {
             .filter(|id| !stored.contains_key(*id))
             .collect();
         if !missing.is_empty() {
-            let mut cursor = self
-                .messages
-                .find(doc! { "sessionId": sid, "messageId": { "$in": missing } })
-                .await
-                .map_err(map_err)?;
-            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-                stored.insert(d.message_id.clone(), d);
-            }
+            stored.extend(self.read_messages(sid, &missing).await?);
         }
         Ok(stored)
     }

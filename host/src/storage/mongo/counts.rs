@@ -213,19 +213,29 @@ fn counter_updates(
     chats: &[ChatTouch],
     counts: &HashMap<String, i64>,
 ) -> Vec<Document> {
+    debug_assert!(
+        chats
+            .iter()
+            .map(|c| c.chat_id.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == chats.len(),
+        "one touch per chat: a chat listed twice would take only its first"
+    );
     let mut statements = Vec::new();
     for part in chats.chunks(CHATS_PER_UPDATE) {
         let mut ids = Vec::with_capacity(part.len());
         let (mut add, mut raise) = (Vec::new(), Vec::new());
         let (mut newest, mut synced) = (Vec::new(), Vec::new());
         for c in part {
+            // A recount (0 too: no message stored) or null for none.
             let (a, r) = match c.added {
-                Added::Exactly(n) => (n, 0),
-                Added::Recount => (0, counts.get(&c.chat_id).copied().unwrap_or(0)),
+                Added::Exactly(n) => (n, Bson::Null),
+                Added::Recount => (0, Bson::Int64(counts.get(&c.chat_id).copied().unwrap_or(0))),
             };
             ids.push(Bson::from(c.chat_id.as_str()));
             add.push(Bson::Int64(a));
-            raise.push(Bson::Int64(r));
+            raise.push(r);
             newest.push(
                 c.newest
                     .map_or(Bson::Null, |t| Bson::DateTime(DateTime::from_millis(t))),
@@ -240,9 +250,13 @@ fn counter_updates(
         let stored = doc! { "$ifNull": ["$messageCount", 0_i64] };
         let changed = doc! {
             "messageCount": { "$cond": [
-                { "$and": [{ "$eq": [add.clone(), 0_i64] }, { "$eq": [raise.clone(), 0_i64] }] },
-                "$messageCount",
-                { "$max": [{ "$add": [stored, add] }, raise] },
+                { "$ne": [raise.clone(), Bson::Null] },
+                { "$max": [{ "$add": [stored.clone(), add.clone()] }, raise] },
+                { "$cond": [
+                    { "$eq": [add.clone(), 0_i64] },
+                    "$messageCount",
+                    { "$add": [stored, add] },
+                ] },
             ] },
             "newestMessageAt": { "$cond": [
                 { "$eq": [newest.clone(), Bson::Null] },
@@ -392,7 +406,7 @@ impl MongoStore {
                 "update of chat counters failed ({code}): {msg}"
             )));
         }
-        if epoch > 0 && reply.modified < reply.matched {
+        if epoch > 0 && (reply.modified < reply.matched || !self.trusts_modified_counts()) {
             // The pipeline left a chat alone: where a newer lease keeps
             // it, say so. (Every chat it matched changed: none was kept.)
             let chat_ids: Vec<&str> = chats.iter().map(|c| c.chat_id.as_str()).collect();

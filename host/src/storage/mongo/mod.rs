@@ -67,6 +67,7 @@ mod counts;
 mod fencing;
 mod marks;
 mod outbox;
+mod probe;
 pub mod schema;
 mod unchanged;
 mod webhooks;
@@ -144,6 +145,11 @@ pub struct MongoOptions {
     pub server_selection_timeout: Duration,
     /// TCP/TLS connect timeout for one connection attempt.
     pub connect_timeout: Duration,
+    /// Read back every conditional write rather than trust the server's
+    /// count of modified documents (`probe` module). The store does so by
+    /// itself when its start-up check finds the server counting documents
+    /// an update left as they were.
+    pub read_back_every_write: bool,
 }
 
 impl Default for MongoOptions {
@@ -151,6 +157,7 @@ impl Default for MongoOptions {
         Self {
             server_selection_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(3),
+            read_back_every_write: false,
         }
     }
 }
@@ -173,6 +180,10 @@ pub struct MongoStore {
     pending: Collection<Document>,
     /// Held by a write from its insert to its chats' counter update.
     chat_locks: counts::ChatLocks,
+    /// The server's `nModified` counts only documents an update changed
+    /// (checked at start, `probe` module): a conditional write whose
+    /// statements all count as modified all landed.
+    exact_modified_counts: bool,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -331,7 +342,7 @@ impl MongoStore {
         let client = Client::with_options(opts)
             .map_err(|e| StoreError::Backend(format!("invalid MONGODB_URI: {e}")))?;
         let db = client.database(db);
-        let store = Self {
+        let mut store = Self {
             sessions: db.collection(SESSIONS),
             chats: db.collection(CHATS),
             messages: db.collection(MESSAGES),
@@ -342,16 +353,32 @@ impl MongoStore {
             deliveries: db.collection(schema::WEBHOOK_DELIVERIES),
             pending: db.collection(schema::PENDING_CHANGES),
             chat_locks: counts::ChatLocks::default(),
+            exact_modified_counts: false,
             write_concern,
             db,
         };
         store.ensure_schema().await?;
+        if !options.read_back_every_write {
+            store.exact_modified_counts = store.counts_only_changed_documents().await?;
+            if !store.exact_modified_counts {
+                tracing::warn!(
+                    "the MongoDB server counts documents an update left as they were as \
+                     modified; every conditional write is read back"
+                );
+            }
+        }
         Ok(store)
     }
 
     /// The database this store writes to.
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// Whether a conditional write whose statements all count as modified
+    /// all landed, with no read back (`probe` module).
+    pub fn trusts_modified_counts(&self) -> bool {
+        self.exact_modified_counts
     }
 
     /// Creates missing collections and indexes. Creating what exists is a
