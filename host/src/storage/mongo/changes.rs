@@ -12,11 +12,15 @@
 //!
 //! The condition is inside the update (a pipeline whose `$cond` keeps
 //! `$$ROOT` when `rev` moved), and the statement's filter is the unique
-//! key alone. A filter with `rev` in it would be the same on MongoDB, but
-//! a server whose planner treats a filter beyond the unique key as a scan
+//! key alone (`messageId` in a list: one statement writes up to
+//! [`MESSAGES_PER_UPDATE`] messages, each finding its entry by its place).
+//! A filter with `rev` in it would be the same on MongoDB, but a server
+//! whose planner treats a filter beyond the unique key as a scan
 //! (SecantusDB does) pays a collection scan per statement (BENCHMARKS U1).
-//! The reply counts the documents changed; when all statements changed
-//! one, all landed. Otherwise the store reads the documents back, and a
+//! The reply counts the documents changed; when it counts every message,
+//! all landed (the store checked at start that the server counts only
+//! documents an update changed: `probe` module; where it does not, every
+//! write is read back). Otherwise the store reads the documents back, and a
 //! statement landed when the document holds its version. A version is a
 //! random token, new for each write, not a counter: two writers that read
 //! the same `r` would both write `r + 1`, and neither could tell whose
