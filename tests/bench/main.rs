@@ -294,29 +294,63 @@ fn main() {
 
     if args.wants("P5") {
         // P5: peak memory, 1M messages against 10k messages (100 per chat).
+        // A child's peak moves by a fifth between runs (the 10k baseline
+        // 32-41 MiB on one machine), so the full bench runs three
+        // interleaved pairs and compares the medians; every run is shown.
         let (small, big) = if args.quick { (10, 100) } else { (100, 10_000) };
-        let s = child(&["sync-embedded", &small.to_string(), "100"]);
-        let b = child(&["sync-embedded", &big.to_string(), "100"]);
-        let (s_rss, b_rss) = (
-            s["peakRssKiB"].as_f64().unwrap() / 1024.0,
-            b["peakRssKiB"].as_f64().unwrap() / 1024.0,
-        );
-        let ratio = b_rss / s_rss;
-        eprintln!("P5 peak RSS: small {s} big {b}");
+        let pairs = if args.quick { 1 } else { 3 };
+        let (mut s_rss, mut b_rss, mut rates) = (Vec::new(), Vec::new(), Vec::new());
+        // And as many messages as the baseline in as many chats as the big
+        // run (one each): what the chat count alone adds.
+        let mut wide_rss = Vec::new();
+        let mut counts = (Value::Null, Value::Null);
+        for _ in 0..pairs {
+            let s = child(&["sync-embedded", &small.to_string(), "100"]);
+            let b = child(&["sync-embedded", &big.to_string(), "100"]);
+            let w = child(&["sync-embedded", &(small * 100).to_string(), "1"]);
+            eprintln!("P5 peak RSS: small {s} big {b} wide {w}");
+            s_rss.push(s["peakRssKiB"].as_f64().unwrap() / 1024.0);
+            b_rss.push(b["peakRssKiB"].as_f64().unwrap() / 1024.0);
+            wide_rss.push(w["peakRssKiB"].as_f64().unwrap() / 1024.0);
+            rates.push(b["msgsPerSec"].as_f64().unwrap());
+            counts = (s["messages"].clone(), b["messages"].clone());
+        }
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (s_med, b_med) = (cluster::median(&s_rss), cluster::median(&b_rss));
+        let ratio = b_med / s_med;
+        let b_max = b_rss.iter().copied().fold(0.0, f64::max);
+        let runs = if pairs > 1 {
+            format!(" (median of {pairs} runs, interleaved with the baseline's")
+        } else {
+            " (one run".to_owned()
+        };
         rows.push(Row {
             id: "P5",
             measure: format!(
-                "peak RSS syncing {} messages: {b_rss:.1} MiB ({:.0} msgs/s)",
-                b["messages"],
-                b["msgsPerSec"].as_f64().unwrap()
+                "peak RSS syncing {} messages ({big} chats × 100): {b_med:.1} MiB{runs}: {} MiB; {:.0} msgs/s)",
+                counts.1,
+                list(&b_rss),
+                cluster::median(&rates)
             ),
             baseline: format!(
-                "peak RSS syncing {} messages: {s_rss:.1} MiB",
-                s["messages"]
+                "peak RSS syncing {} messages ({small} chats × 100): {s_med:.1} MiB ({} MiB); \
+                 the same messages in {} chats × 1, as many chats as the measure: {:.1} MiB \
+                 ({} MiB; the measure is {:.2}× that)",
+                counts.0,
+                list(&s_rss),
+                small * 100,
+                cluster::median(&wide_rss),
+                list(&wide_rss),
+                b_med / cluster::median(&wide_rss)
             ),
             result: format!("{ratio:.2}×"),
             target: "≤ 1.5× and < 150 MB",
-            met: Some(ratio <= 1.5 && b_rss < 150.0),
+            met: Some(ratio <= 1.5 && b_max < 150.0),
         });
     }
 
