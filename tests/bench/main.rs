@@ -303,11 +303,12 @@ fn main() {
         // And as many messages as the baseline in as many chats as the big
         // run (one each): what the chat count alone adds.
         let mut wide_rss = Vec::new();
+        let wide_per = (small * 100 / big).max(1);
         let mut counts = (Value::Null, Value::Null);
         for _ in 0..pairs {
             let s = child(&["sync-embedded", &small.to_string(), "100"]);
             let b = child(&["sync-embedded", &big.to_string(), "100"]);
-            let w = child(&["sync-embedded", &(small * 100).to_string(), "1"]);
+            let w = child(&["sync-embedded", &big.to_string(), &wide_per.to_string()]);
             eprintln!("P5 peak RSS: small {s} big {b} wide {w}");
             s_rss.push(s["peakRssKiB"].as_f64().unwrap() / 1024.0);
             b_rss.push(b["peakRssKiB"].as_f64().unwrap() / 1024.0);
@@ -339,11 +340,10 @@ fn main() {
             ),
             baseline: format!(
                 "peak RSS syncing {} messages ({small} chats × 100): {s_med:.1} MiB ({} MiB); \
-                 the same messages in {} chats × 1, as many chats as the measure: {:.1} MiB \
+                 the same messages in {big} chats × {wide_per}, as many chats as the measure: {:.1} MiB \
                  ({} MiB; the measure is {:.2}× that)",
                 counts.0,
                 list(&s_rss),
-                small * 100,
                 cluster::median(&wide_rss),
                 list(&wide_rss),
                 b_med / cluster::median(&wide_rss)

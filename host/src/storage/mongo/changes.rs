@@ -99,7 +99,7 @@ fn new_version() -> i64 {
 /// entry by its place in the lists (`$indexOfArray`) and takes the new
 /// fields, and its old version goes to `priorRevs`, if its `rev` is still
 /// the one read; otherwise it stays as it is.
-fn conditional_update(sid: &str, part: Vec<(&str, Bson, Document)>) -> Document {
+pub(super) fn conditional_update(sid: &str, part: Vec<(&str, Bson, Document)>) -> Document {
     let mut ids = Vec::with_capacity(part.len());
     let mut revs = Vec::with_capacity(part.len());
     let mut sets = Vec::with_capacity(part.len());
@@ -186,19 +186,28 @@ impl MongoStore {
         let mut versions = Vec::with_capacity(writes.len());
         let mut part = Vec::new();
         let mut bytes = 0;
-        for (i, (rev, m)) in writes.iter().enumerate() {
+        for (rev, m) in writes {
             let version = new_version();
             let mut d = MessageDoc::new(sid, m);
             d.rev = Some(version);
             let set = d.update_set()?;
-            bytes += mongodb::bson::to_vec(&set).map_or(0, |v| v.len());
-            part.push((m.id.as_str(), rev.map_or(Bson::Null, Bson::Int64), set));
-            versions.push(version);
-            let last = i + 1 == writes.len();
-            if last || part.len() >= MESSAGES_PER_UPDATE || bytes >= BYTES_PER_UPDATE {
+            let size = mongodb::bson::to_vec(&set).map_or(0, |v| v.len());
+            // A message that would take the statement over its bytes
+            // starts the next one (alone, if it is that large itself).
+            if !part.is_empty() && bytes + size > BYTES_PER_UPDATE {
                 statements.push(conditional_update(sid, std::mem::take(&mut part)));
                 bytes = 0;
             }
+            bytes += size;
+            part.push((m.id.as_str(), rev.map_or(Bson::Null, Bson::Int64), set));
+            versions.push(version);
+            if part.len() >= MESSAGES_PER_UPDATE {
+                statements.push(conditional_update(sid, std::mem::take(&mut part)));
+                bytes = 0;
+            }
+        }
+        if !part.is_empty() {
+            statements.push(conditional_update(sid, part));
         }
         let reply = self.update_statements(MESSAGES, statements, false).await?;
         if let Some((_, code, msg)) = reply.write_errors.first() {

@@ -146,9 +146,10 @@ pub struct MongoOptions {
     /// TCP/TLS connect timeout for one connection attempt.
     pub connect_timeout: Duration,
     /// Read back every conditional write rather than trust the server's
-    /// count of modified documents (`probe` module). The store does so by
-    /// itself when its start-up check finds the server counting documents
-    /// an update left as they were.
+    /// count of modified documents (`probe` module), and skip the start-up
+    /// check of it. The store does so by itself when the check finds the
+    /// server counting documents an update kept as they were, or cannot
+    /// run. Set by tests; the server's configuration has no variable for it.
     pub read_back_every_write: bool,
 }
 
@@ -359,13 +360,7 @@ impl MongoStore {
         };
         store.ensure_schema().await?;
         if !options.read_back_every_write {
-            store.exact_modified_counts = store.counts_only_changed_documents().await?;
-            if !store.exact_modified_counts {
-                tracing::warn!(
-                    "the MongoDB server counts documents an update left as they were as \
-                     modified; every conditional write is read back"
-                );
-            }
+            store.exact_modified_counts = store.counts_only_changed_documents().await;
         }
         Ok(store)
     }
@@ -443,49 +438,61 @@ impl MongoStore {
         statements: Vec<Document>,
         ordered: bool,
     ) -> StoreResult<UpdateReply> {
+        // Commands of up to UPDATE_BATCH_STATEMENTS statements and
+        // UPDATE_BATCH_BYTES; a statement that would take a command over
+        // its bytes starts the next one.
+        let mut batches: Vec<Vec<Document>> = Vec::new();
+        let mut bytes = 0;
+        for stmt in statements {
+            let size = mongodb::bson::to_vec(&stmt).map_or(0, |v| v.len());
+            match batches.last_mut() {
+                Some(batch)
+                    if batch.len() < UPDATE_BATCH_STATEMENTS
+                        && bytes + size <= UPDATE_BATCH_BYTES =>
+                {
+                    batch.push(stmt);
+                    bytes += size;
+                }
+                _ => {
+                    batches.push(vec![stmt]);
+                    bytes = size;
+                }
+            }
+        }
         let mut reply = UpdateReply::default();
         let mut offset = 0;
-        let mut batch: Vec<Document> = Vec::new();
-        let mut bytes = 0;
-        let mut it = statements.into_iter().peekable();
-        while let Some(stmt) = it.next() {
-            bytes += mongodb::bson::to_vec(&stmt).map(|v| v.len()).unwrap_or(0);
-            batch.push(stmt);
-            let full = batch.len() >= UPDATE_BATCH_STATEMENTS || bytes >= UPDATE_BATCH_BYTES;
-            if full || it.peek().is_none() {
-                let n = batch.len();
-                let cmd = doc! {
-                    "update": collection,
-                    "updates": std::mem::take(&mut batch),
-                    "ordered": ordered,
-                    "writeConcern": self.write_concern.clone(),
-                };
-                let out = self.db.run_command(cmd).await.map_err(map_err)?;
-                reply.matched += number(out.get("n"))
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(0);
-                reply.modified += number(out.get("nModified"))
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(0);
-                if let Ok(wce) = out.get_document("writeConcernError") {
-                    return Err(StoreError::Backend(format!(
-                        "write concern failed on {collection}: {wce}"
-                    )));
-                }
-                if let Ok(errors) = out.get_array("writeErrors") {
-                    for e in errors.iter().filter_map(Bson::as_document) {
-                        let index = number(e.get("index")).unwrap_or(0) as usize;
-                        let code = number(e.get("code")).unwrap_or(0) as i32;
-                        let msg = e.get_str("errmsg").unwrap_or_default().to_owned();
-                        reply.write_errors.push((offset + index, code, msg));
-                    }
-                    if ordered && !reply.write_errors.is_empty() {
-                        return Ok(reply);
-                    }
-                }
-                offset += n;
-                bytes = 0;
+        for batch in batches {
+            let n = batch.len();
+            let cmd = doc! {
+                "update": collection,
+                "updates": batch,
+                "ordered": ordered,
+                "writeConcern": self.write_concern.clone(),
+            };
+            let out = self.db.run_command(cmd).await.map_err(map_err)?;
+            reply.matched += number(out.get("n"))
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0);
+            reply.modified += number(out.get("nModified"))
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0);
+            if let Ok(wce) = out.get_document("writeConcernError") {
+                return Err(StoreError::Backend(format!(
+                    "write concern failed on {collection}: {wce}"
+                )));
             }
+            if let Ok(errors) = out.get_array("writeErrors") {
+                for e in errors.iter().filter_map(Bson::as_document) {
+                    let index = number(e.get("index")).unwrap_or(0) as usize;
+                    let code = number(e.get("code")).unwrap_or(0) as i32;
+                    let msg = e.get_str("errmsg").unwrap_or_default().to_owned();
+                    reply.write_errors.push((offset + index, code, msg));
+                }
+                if ordered && !reply.write_errors.is_empty() {
+                    return Ok(reply);
+                }
+            }
+            offset += n;
         }
         Ok(reply)
     }
