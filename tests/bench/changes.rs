@@ -129,6 +129,9 @@ async fn raw_updates(db: &mongodb::Database, sid: &SessionId, n: usize) -> f64 {
 }
 
 pub async fn row(quick: bool) -> Row {
+    // The store's own log (`RUST_LOG=wasync::storage=debug`: where a
+    // call's time goes) when asked for.
+    wasync_tests::init_logs();
     let n = if quick { 500 } else { 10_000 };
     let dir = tempfile::tempdir().unwrap();
     let embedded =

@@ -270,8 +270,13 @@ impl MongoStore {
         let mut todo: Vec<&str> = changes.keys().map(String::as_str).collect();
         todo.sort_unstable();
         let mut absent = Vec::new();
+        // Where the time goes, for `RUST_LOG=wasync::storage=debug`.
+        let (mut read, mut written) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+        let mut n_written = 0;
         for attempt in 0..CAS_ATTEMPTS {
+            let started = std::time::Instant::now();
             let stored = self.read_messages(sid, &todo).await?;
+            read += started.elapsed();
             let mut writes = Vec::new();
             for id in &todo {
                 let Some(d) = stored.get(*id) else {
@@ -305,8 +310,19 @@ impl MongoStore {
                     writes.push((d.rev, m));
                 }
             }
+            let started = std::time::Instant::now();
             let moved = self.write_if_unchanged(sid, &writes).await?;
+            written += started.elapsed();
+            n_written += writes.len();
             if moved.is_empty() {
+                tracing::debug!(
+                    messages = changes.len(),
+                    written = n_written,
+                    attempts = attempt + 1,
+                    read_ms = read.as_millis() as u64,
+                    write_ms = written.as_millis() as u64,
+                    "mongo changes"
+                );
                 return Ok(absent);
             }
             let moved: HashSet<String> = moved.into_iter().collect();
