@@ -66,24 +66,24 @@ async fn mongo_a_change_rewritten_before_its_writer_reads_back_counts_as_applied
     hold_command("find", &first_app, 1, 4000).await;
     // Its update lands on the first message, then its read back waits.
     let raw = raw_db(&db).await;
-    let first_doc = raw
-        .collection::<Document>("messages")
-        .find_one(doc! { "sessionId": s.as_str(), "messageId": &ms[0].id })
-        .await
-        .unwrap()
-        .unwrap();
+    let messages = raw.collection::<Document>("messages");
+    let first_stored = || async {
+        messages
+            .find_one(doc! { "sessionId": s.as_str(), "messageId": &ms[0].id })
+            .await
+            .unwrap()
+            .unwrap()
+    };
     assert!(
-        first_doc.get_array("reactions").is_ok_and(|r| r.is_empty()),
+        first_stored()
+            .await
+            .get_array("reactions")
+            .is_ok_and(|r| r.is_empty()),
         "the update landed before its read back was held: the test would not reach it"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let d = raw
-            .collection::<Document>("messages")
-            .find_one(doc! { "sessionId": s.as_str(), "messageId": &ms[0].id })
-            .await
-            .unwrap()
-            .unwrap();
+        let d = first_stored().await;
         if d.get_array("reactions").is_ok_and(|r| !r.is_empty()) {
             break;
         }
@@ -227,7 +227,7 @@ async fn mongo_the_store_checks_how_the_server_counts_modified_documents() {
         .count_documents(doc! {})
         .await
         .unwrap();
-    assert_eq!(left, 0, "the check's document is deleted");
+    assert_eq!(left, 0, "the check's documents are deleted");
     let reading = MongoStore::connect_with(
         &test_mongodb_uri(),
         &db,

@@ -47,6 +47,7 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::ErrorKind;
 
+use super::places::{at_place, update_by_place};
 use super::schema::{MESSAGES, MessageDoc, to_document};
 use super::{CAS_ATTEMPTS, DUPLICATE_KEY, MongoStore, map_err, number};
 use crate::domain::{ChangeOutcome, Message, MessageChange, MessageUpdate, now_ms};
@@ -55,7 +56,7 @@ use crate::storage::{StoreError, StoreResult};
 /// Message ids per `$in` read. A server may match `$in` in time that
 /// grows faster than the list (SecantusDB: 18 ms for 100 ids, 1.3 s for
 /// 1,000), so long lists are read in short ones.
-pub(super) const IDS_PER_READ: usize = 100;
+const IDS_PER_READ: usize = 100;
 
 /// The versions before its current one that a rewritten message document
 /// keeps (`priorRevs`).
@@ -94,11 +95,10 @@ fn new_version() -> i64 {
 }
 
 /// One update statement writing `part` (message id, the version it was
-/// read at or null for a document without one, its new fields): each
-/// document matched on the unique key (`messageId` in the list) finds its
-/// entry by its place in the lists (`$indexOfArray`) and takes the new
-/// fields, and its old version goes to `priorRevs`, if its `rev` is still
-/// the one read; otherwise it stays as it is.
+/// read at or null for a document without one, its new fields), by place
+/// ([`update_by_place`]): each document takes its new fields, and its old
+/// version goes to `priorRevs`, if its `rev` is still the one read;
+/// otherwise it stays as it is.
 pub(super) fn conditional_update(sid: &str, part: Vec<(&str, Bson, Document)>) -> Document {
     let mut ids = Vec::with_capacity(part.len());
     let mut revs = Vec::with_capacity(part.len());
@@ -108,7 +108,7 @@ pub(super) fn conditional_update(sid: &str, part: Vec<(&str, Bson, Document)>) -
         revs.push(rev);
         sets.push(Bson::Document(set));
     }
-    let read = doc! { "$arrayElemAt": [{ "$literal": revs }, "$$i"] };
+    let read = at_place(revs);
     let unchanged = doc! { "$cond": [
         { "$eq": [read.clone(), Bson::Null] },
         { "$in": [{ "$type": "$rev" }, ["missing", "null"]] },
@@ -121,24 +121,9 @@ pub(super) fn conditional_update(sid: &str, part: Vec<(&str, Bson, Document)>) -
         ] },
         PRIOR_REVS,
     ] };
-    // `$literal`: a body may start with `$`.
-    let written = doc! { "$mergeObjects": [
-        "$$ROOT",
-        { "$arrayElemAt": [{ "$literal": sets }, "$$i"] },
-        { "priorRevs": prior },
-    ] };
-    // A document matched but not in the list (-1) is left alone.
-    let result = doc! { "$cond": [
-        { "$and": [{ "$gte": ["$$i", 0] }, unchanged] },
-        written,
-        "$$ROOT",
-    ] };
-    let place = doc! { "$indexOfArray": [{ "$literal": ids.clone() }, "$messageId"] };
-    doc! {
-        "q": { "sessionId": sid, "messageId": { "$in": ids } },
-        "u": [{ "$replaceWith": { "$let": { "vars": { "i": place }, "in": result } } }],
-        "multi": true,
-    }
+    let written = doc! { "$mergeObjects": ["$$ROOT", at_place(sets), { "priorRevs": prior }] };
+    let result = doc! { "$cond": [unchanged, written, "$$ROOT"] };
+    update_by_place(sid, "messageId", ids, result)
 }
 
 impl MongoStore {

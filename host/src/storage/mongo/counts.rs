@@ -61,6 +61,7 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use tokio::sync::OwnedMutexGuard;
 
+use super::places::{at_place, update_by_place};
 use super::schema::CHATS;
 use super::{MongoStore, map_err, number};
 use crate::domain::Message;
@@ -245,8 +246,8 @@ fn counter_updates(
                     .map_or(Bson::Null, |t| Bson::DateTime(DateTime::from_millis(t))),
             );
         }
-        let at = |values: Vec<Bson>| doc! { "$arrayElemAt": [{ "$literal": values }, "$$i"] };
-        let (add, raise, newest, synced) = (at(add), at(raise), at(newest), at(synced));
+        let (add, raise) = (at_place(add), at_place(raise));
+        let (newest, synced) = (at_place(newest), at_place(synced));
         let stored = doc! { "$ifNull": ["$messageCount", 0_i64] };
         let changed = doc! {
             "messageCount": { "$cond": [
@@ -267,20 +268,12 @@ fn counter_updates(
         };
         let written = doc! { "$mergeObjects": ["$$ROOT", changed] };
         let result = if epoch == 0 {
-            Bson::Document(written)
+            written
         } else {
             let kept = doc! { "$lte": [{ "$ifNull": ["$countEpoch", 0_i64] }, epoch as i64] };
-            Bson::Document(doc! { "$cond": [kept, written, "$$ROOT"] })
+            doc! { "$cond": [kept, written, "$$ROOT"] }
         };
-        // A chat matched but not in the lists (-1) would take the last
-        // one's values: left alone instead.
-        let result = doc! { "$cond": [{ "$lt": ["$$i", 0] }, "$$ROOT", result] };
-        let place = doc! { "$indexOfArray": [{ "$literal": ids.clone() }, "$chatId"] };
-        statements.push(doc! {
-            "q": { "sessionId": sid, "chatId": { "$in": ids } },
-            "u": [{ "$replaceWith": { "$let": { "vars": { "i": place }, "in": result } } }],
-            "multi": true,
-        });
+        statements.push(update_by_place(sid, "chatId", ids, result));
     }
     statements
 }

@@ -67,6 +67,7 @@ mod counts;
 mod fencing;
 mod marks;
 mod outbox;
+mod places;
 mod probe;
 pub mod schema;
 mod unchanged;
