@@ -61,7 +61,9 @@
 
 mod changes;
 mod chats;
+mod commands;
 mod commit;
+mod connect;
 mod contacts;
 mod counts;
 mod fencing;
@@ -73,56 +75,34 @@ pub mod schema;
 mod unchanged;
 mod webhooks;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
-use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
-use mongodb::{Client, Collection, Database};
+use mongodb::{Collection, Database};
 
+use self::commands::{DUPLICATE_KEY, duplicate_indexes, map_err, number};
 use self::marks::End;
 use self::schema::{
-    CHATS, COLLECTIONS, ChatDoc, MESSAGES, MessageDoc, OUTBOX, OUTBOX_DATES, QUARANTINE,
-    QUARANTINE_DATES, RUN_DATES, SESSION_DATES, SESSIONS, SYNC_RUNS, date, decode, encode,
+    ChatDoc, MessageDoc, OUTBOX_DATES, QUARANTINE_DATES, RUN_DATES, SESSION_DATES, date, decode,
+    encode,
 };
 use super::{
-    ChatCommit, ChatPage, MessageCursor, Pruned, SessionRecord, Store, StoreError, StoreResult,
-    WriteStats,
+    ChatCommit, ChatPage, MessageCursor, Pruned, SessionRecord, Store, StoreResult, WriteStats,
 };
 use crate::domain::{
     ChangeOutcome, Chat, Contact, GroupParticipants, Message, MessageMark, MessageUpdate,
     OutboxEvent, QuarantinedMessage, SessionId, StoredChat, StoredContact, StoredMessage, SyncRun,
 };
 
-/// Server error codes that mean "the server is going away or not primary
-/// right now": a retry later may succeed, so they map to `Unavailable`.
-const UNAVAILABLE_CODES: &[i32] = &[
-    6,     // HostUnreachable
-    7,     // HostNotFound
-    89,    // NetworkTimeout
-    91,    // ShutdownInProgress
-    189,   // PrimarySteppedDown
-    9001,  // SocketException
-    10107, // NotWritablePrimary
-    11600, // InterruptedAtShutdown
-    11602, // InterruptedDueToReplStateChange
-    13435, // NotPrimaryNoSecondaryOk
-    13436, // NotPrimaryOrSecondary
-];
-
-const DUPLICATE_KEY: i32 = 11000;
 /// Rounds of "read, merge, write if unchanged" of a re-written message
 /// before the write fails (see `changes`).
 const CAS_ATTEMPTS: usize = 8;
 /// Mark reads (one indexed query per chat) an incremental sync keeps in
 /// flight: enough to hide the round trip, few enough not to crowd the pool.
 const MARK_READS_IN_FLIGHT: usize = 16;
-const NAMESPACE_EXISTS: i32 = 48;
-const INDEX_OPTIONS_CONFLICT: i32 = 85;
-const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
 
 /// Messages a sync commits at once (see `Store::group_messages`). A
 /// commit costs a few round trips and durable writes besides its insert
@@ -130,12 +110,6 @@ const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
 /// checkpoint); larger groups spread them over more messages, and the sync
 /// keeps fetching into the next group while one commits.
 const GROUP_MESSAGES: usize = 5_000;
-
-/// Statements per `update` command, and their byte budget: well under the
-/// server's 100,000-statement and 16 MiB limits, so a batch never has to be
-/// split by the server.
-const UPDATE_BATCH_STATEMENTS: usize = 1_000;
-const UPDATE_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// Knobs a deployment may want to change; the URI's own options win.
 #[derive(Debug, Clone)]
@@ -197,175 +171,7 @@ impl std::fmt::Debug for MongoStore {
     }
 }
 
-/// The parts of an `update` command reply the store acts on.
-#[derive(Debug, Default)]
-struct UpdateReply {
-    /// `(statement index, error code, message)` of statements that failed.
-    write_errors: Vec<(usize, i32, String)>,
-    /// Documents the statements matched (the server's `n`).
-    matched: u64,
-    /// Documents the statements changed (the server's `nModified`).
-    modified: u64,
-}
-
-/// A number in a document the server made, whichever of its numeric types
-/// the server chose for it.
-fn number(b: Option<&Bson>) -> Option<i64> {
-    match b? {
-        Bson::Int32(n) => Some(i64::from(*n)),
-        Bson::Int64(n) => Some(*n),
-        Bson::Double(n) => Some(*n as i64),
-        _ => None,
-    }
-}
-
-/// Maps a driver error onto the storage boundary.
-fn map_err(e: mongodb::error::Error) -> StoreError {
-    match e.kind.as_ref() {
-        ErrorKind::ServerSelection { .. }
-        | ErrorKind::Io(_)
-        | ErrorKind::ConnectionPoolCleared { .. }
-        | ErrorKind::DnsResolve { .. }
-        | ErrorKind::Shutdown => StoreError::Unavailable(e.to_string()),
-        ErrorKind::Command(c) if UNAVAILABLE_CODES.contains(&c.code) => {
-            StoreError::Unavailable(e.to_string())
-        }
-        ErrorKind::Write(WriteFailure::WriteError(w)) if UNAVAILABLE_CODES.contains(&w.code) => {
-            StoreError::Unavailable(e.to_string())
-        }
-        ErrorKind::BsonDeserialization(_) => StoreError::Corrupt(e.to_string()),
-        _ => StoreError::Backend(e.to_string()),
-    }
-}
-
-/// The documents an unordered `insert_many` into `collection` found stored
-/// already (a duplicate key), by index; any other failure is an error.
-fn duplicate_indexes<T>(
-    collection: &str,
-    inserted: Result<T, mongodb::error::Error>,
-) -> StoreResult<Vec<usize>> {
-    let e = match inserted {
-        Ok(_) => return Ok(Vec::new()),
-        Err(e) => e,
-    };
-    match e.kind.as_ref() {
-        ErrorKind::InsertMany(f) if f.write_concern_error.is_none() => {
-            let errors = f.write_errors.as_deref().unwrap_or_default();
-            if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
-                return Err(StoreError::Backend(format!(
-                    "insert into {collection} failed ({}): {}",
-                    other.code, other.message
-                )));
-            }
-            Ok(errors.iter().map(|w| w.index).collect())
-        }
-        _ => Err(map_err(e)),
-    }
-}
-
-fn command_code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        ErrorKind::Command(c) => Some(c.code),
-        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
-        _ => None,
-    }
-}
-
-/// MongoDB's rules for database names, checked up front so a bad
-/// `MONGODB_DB` is a clear start-up error rather than a driver message.
-fn validate_db_name(name: &str) -> StoreResult<()> {
-    if name.is_empty() || name.len() > 63 {
-        return Err(StoreError::Backend(format!(
-            "invalid MongoDB database name {name:?}: must be 1 to 63 bytes"
-        )));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| matches!(c, '/' | '\\' | '.' | ' ' | '"' | '$' | '\0'))
-    {
-        return Err(StoreError::Backend(format!(
-            "invalid MongoDB database name {name:?}: it must not contain {bad:?}"
-        )));
-    }
-    Ok(())
-}
-
-/// The durability the port promises, or the URI's own choice if it made
-/// one that still waits for an acknowledgement.
-fn durable_write_concern(from_uri: Option<WriteConcern>) -> StoreResult<WriteConcern> {
-    let mut wc = from_uri.unwrap_or_default();
-    if wc.w == Some(Acknowledgment::Nodes(0)) {
-        return Err(StoreError::Backend(
-            "MONGODB_URI asks for w=0 (unacknowledged writes); wasync needs acknowledged, \
-             journaled writes to report only durable data"
-                .into(),
-        ));
-    }
-    if wc.w.is_none() {
-        wc.w = Some(Acknowledgment::Majority);
-    }
-    if wc.journal.is_none() {
-        wc.journal = Some(true);
-    }
-    Ok(wc)
-}
-
 impl MongoStore {
-    /// Connects with default [`MongoOptions`] and makes sure the collections
-    /// and indexes of DESIGN §6 exist (idempotent).
-    ///
-    /// Fails with `Unavailable` if the server cannot be reached within the
-    /// server-selection timeout, and with a message naming the collection if
-    /// a unique index cannot be built because the data already holds
-    /// duplicates.
-    pub async fn connect(uri: &str, db: &str) -> StoreResult<Self> {
-        Self::connect_with(uri, db, MongoOptions::default()).await
-    }
-
-    /// [`connect`](Self::connect) with explicit options.
-    pub async fn connect_with(uri: &str, db: &str, options: MongoOptions) -> StoreResult<Self> {
-        validate_db_name(db)?;
-        let mut opts = ClientOptions::parse(uri)
-            .await
-            .map_err(|e| match e.kind.as_ref() {
-                ErrorKind::DnsResolve { .. } => {
-                    StoreError::Unavailable(format!("cannot resolve MONGODB_URI: {e}"))
-                }
-                _ => StoreError::Backend(format!("invalid MONGODB_URI: {e}")),
-            })?;
-        opts.server_selection_timeout
-            .get_or_insert(options.server_selection_timeout);
-        opts.connect_timeout.get_or_insert(options.connect_timeout);
-        opts.app_name.get_or_insert_with(|| "wasync".to_owned());
-        let wc = durable_write_concern(opts.write_concern.take())?;
-        opts.write_concern = Some(wc.clone());
-        let write_concern = mongodb::bson::to_document(&wc)
-            .map_err(|e| StoreError::Backend(format!("encode write concern: {e}")))?;
-        let client = Client::with_options(opts)
-            .map_err(|e| StoreError::Backend(format!("invalid MONGODB_URI: {e}")))?;
-        let db = client.database(db);
-        let mut store = Self {
-            sessions: db.collection(SESSIONS),
-            chats: db.collection(CHATS),
-            messages: db.collection(MESSAGES),
-            runs: db.collection(SYNC_RUNS),
-            outbox: db.collection(OUTBOX),
-            quarantine: db.collection(QUARANTINE),
-            webhooks: db.collection(schema::WEBHOOKS),
-            deliveries: db.collection(schema::WEBHOOK_DELIVERIES),
-            pending: db.collection(schema::PENDING_CHANGES),
-            chat_locks: counts::ChatLocks::default(),
-            exact_modified_counts: false,
-            write_concern,
-            db,
-        };
-        store.ensure_schema().await?;
-        if !options.read_back_every_write {
-            store.exact_modified_counts = store.counts_only_changed_documents().await;
-        }
-        Ok(store)
-    }
-
     /// The database this store writes to.
     pub fn database(&self) -> &Database {
         &self.db
@@ -375,168 +181,6 @@ impl MongoStore {
     /// all landed, with no read back (`probe` module).
     pub fn trusts_modified_counts(&self) -> bool {
         self.exact_modified_counts
-    }
-
-    /// Creates missing collections and indexes. Creating what exists is a
-    /// no-op on the server, so every start runs it.
-    async fn ensure_schema(&self) -> StoreResult<()> {
-        let existing: HashSet<String> = self
-            .db
-            .list_collection_names()
-            .await
-            .map_err(map_err)?
-            .into_iter()
-            .collect();
-        for name in COLLECTIONS {
-            if existing.contains(name) {
-                continue;
-            }
-            if let Err(e) = self.db.create_collection(name).await
-                && command_code(&e) != Some(NAMESPACE_EXISTS)
-            {
-                return Err(map_err(e));
-            }
-        }
-        for (collection, name) in schema::RETIRED_INDEXES {
-            // Absent (a new database, or dropped already) is the goal.
-            let _ = self
-                .db
-                .collection::<Document>(collection)
-                .drop_index(*name)
-                .await;
-        }
-        for spec in schema::indexes() {
-            let coll = self.db.collection::<Document>(spec.collection);
-            if let Err(e) = coll.create_index(spec.model()).await {
-                return Err(match command_code(&e) {
-                    Some(DUPLICATE_KEY) => StoreError::Corrupt(format!(
-                        "cannot build the unique index {} on collection `{}`: the collection \
-                         already holds documents with the same {}; remove the duplicates and \
-                         start again ({e})",
-                        spec.name, spec.collection, spec.keys
-                    )),
-                    Some(INDEX_OPTIONS_CONFLICT | INDEX_KEY_SPECS_CONFLICT) => {
-                        StoreError::Corrupt(format!(
-                            "collection `{}` already has an index that conflicts with {} {} \
-                             (unique: {}); drop it and start again ({e})",
-                            spec.collection, spec.name, spec.keys, spec.unique
-                        ))
-                    }
-                    _ => map_err(e),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs `update` statements on `collection` in as few commands as the
-    /// size limits allow. Statement errors are returned (indexes into
-    /// `statements`), not raised, so callers can decide what a duplicate
-    /// key means for them; a write-concern failure is an error.
-    async fn update_statements(
-        &self,
-        collection: &str,
-        statements: Vec<Document>,
-        ordered: bool,
-    ) -> StoreResult<UpdateReply> {
-        // Commands of up to UPDATE_BATCH_STATEMENTS statements and
-        // UPDATE_BATCH_BYTES; a statement that would take a command over
-        // its bytes starts the next one.
-        let mut batches: Vec<Vec<Document>> = Vec::new();
-        let mut bytes = 0;
-        for stmt in statements {
-            let size = mongodb::bson::to_vec(&stmt).map_or(0, |v| v.len());
-            match batches.last_mut() {
-                Some(batch)
-                    if batch.len() < UPDATE_BATCH_STATEMENTS
-                        && bytes + size <= UPDATE_BATCH_BYTES =>
-                {
-                    batch.push(stmt);
-                    bytes += size;
-                }
-                _ => {
-                    batches.push(vec![stmt]);
-                    bytes = size;
-                }
-            }
-        }
-        let mut reply = UpdateReply::default();
-        let mut offset = 0;
-        for batch in batches {
-            let n = batch.len();
-            let cmd = doc! {
-                "update": collection,
-                "updates": batch,
-                "ordered": ordered,
-                "writeConcern": self.write_concern.clone(),
-            };
-            let out = self.db.run_command(cmd).await.map_err(map_err)?;
-            reply.matched += number(out.get("n"))
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0);
-            reply.modified += number(out.get("nModified"))
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0);
-            if let Ok(wce) = out.get_document("writeConcernError") {
-                return Err(StoreError::Backend(format!(
-                    "write concern failed on {collection}: {wce}"
-                )));
-            }
-            if let Ok(errors) = out.get_array("writeErrors") {
-                for e in errors.iter().filter_map(Bson::as_document) {
-                    let index = number(e.get("index")).unwrap_or(0) as usize;
-                    let code = number(e.get("code")).unwrap_or(0) as i32;
-                    let msg = e.get_str("errmsg").unwrap_or_default().to_owned();
-                    reply.write_errors.push((offset + index, code, msg));
-                }
-                if ordered && !reply.write_errors.is_empty() {
-                    return Ok(reply);
-                }
-            }
-            offset += n;
-        }
-        Ok(reply)
-    }
-
-    /// Upserts whose only possible failure is the race of two writers
-    /// creating the same new document: the loser hits the unique index, and
-    /// running its statement again updates the winner's document.
-    async fn upsert_statements(
-        &self,
-        collection: &str,
-        statements: Vec<Document>,
-    ) -> StoreResult<()> {
-        let reply = self
-            .update_statements(collection, statements.clone(), false)
-            .await?;
-        if reply.write_errors.is_empty() {
-            return Ok(());
-        }
-        if let Some((_, code, msg)) = reply.write_errors.iter().find(|e| e.1 != DUPLICATE_KEY) {
-            return Err(StoreError::Backend(format!(
-                "upsert into {collection} failed ({code}): {msg}"
-            )));
-        }
-        let again: Vec<Document> = reply
-            .write_errors
-            .iter()
-            .filter_map(|(i, _, _)| statements.get(*i).cloned())
-            .collect();
-        let reply = self.update_statements(collection, again, false).await?;
-        match reply.write_errors.first() {
-            None => Ok(()),
-            Some((_, code, msg)) => Err(StoreError::Backend(format!(
-                "upsert into {collection} failed ({code}): {msg}"
-            ))),
-        }
-    }
-
-    async fn collect_docs<T: serde::de::DeserializeOwned>(
-        cursor: mongodb::Cursor<Document>,
-        dates: &[&str],
-    ) -> StoreResult<Vec<T>> {
-        let docs: Vec<Document> = cursor.try_collect().await.map_err(map_err)?;
-        docs.into_iter().map(|d| decode(d, dates)).collect()
     }
 }
 
@@ -1029,39 +673,5 @@ impl Store for MongoStore {
             events,
             quarantined,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_names_are_checked() {
-        assert!(validate_db_name("wasync").is_ok());
-        assert!(validate_db_name("wasync_test-1").is_ok());
-        for bad in ["", "a.b", "a/b", "a b", "a$b", &"x".repeat(64)] {
-            let err = validate_db_name(bad).unwrap_err();
-            assert!(err.to_string().contains("database name"), "{bad:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn write_concern_is_durable_unless_the_uri_says_otherwise() {
-        let wc = durable_write_concern(None).unwrap();
-        assert_eq!(wc.w, Some(Acknowledgment::Majority));
-        assert_eq!(wc.journal, Some(true));
-        let wc = durable_write_concern(Some(WriteConcern::nodes(1))).unwrap();
-        assert_eq!(wc.w, Some(Acknowledgment::Nodes(1)));
-        assert_eq!(wc.journal, Some(true));
-        assert!(durable_write_concern(Some(WriteConcern::nodes(0))).is_err());
-    }
-
-    #[tokio::test]
-    async fn a_bad_uri_is_a_clear_error() {
-        let err = MongoStore::connect("http://nope", "wasync")
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("invalid MONGODB_URI"), "{err}");
     }
 }
