@@ -28,6 +28,12 @@ use wasync::storage::embedded::EmbeddedStore;
 pub const AMQP_URL_ENV: &str = "WASYNC_TEST_AMQP_URL";
 const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// The body a NestJS consumer reads for `ev`, parsed (what the test
+/// consumers compare a delivery's body with).
+pub fn envelope(ev: &OutboxEvent) -> serde_json::Value {
+    serde_json::from_slice(&ev.envelope().expect("envelope")).expect("envelope is JSON")
+}
+
 /// The test broker's URL (`WASYNC_TEST_AMQP_URL`, else the local default).
 pub fn amqp_url() -> String {
     std::env::var(AMQP_URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_owned())

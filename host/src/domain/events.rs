@@ -67,9 +67,20 @@ impl OutboxEvent {
         }
     }
 
-    /// The body a NestJS `@EventPattern(pattern)` consumer reads.
-    pub fn envelope(&self) -> serde_json::Value {
-        serde_json::json!({ "pattern": self.pattern, "data": self.data })
+    /// The body a NestJS `@EventPattern(pattern)` consumer reads, as JSON
+    /// bytes: `{"pattern": …, "data": …}`. Serialized straight from the
+    /// event, so a large `data` (a `session_ready` of 10,000 chats) is not
+    /// copied into a second tree on the way.
+    pub fn envelope(&self) -> serde_json::Result<Vec<u8>> {
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            pattern: &'a str,
+            data: &'a serde_json::Value,
+        }
+        serde_json::to_vec(&Envelope {
+            pattern: &self.pattern,
+            data: &self.data,
+        })
     }
 }
 

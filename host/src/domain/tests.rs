@@ -140,8 +140,9 @@ fn envelope_is_what_nestjs_reads() {
         &sid,
         serde_json::json!({"sessionId": "s1"}),
     );
+    let body: serde_json::Value = serde_json::from_slice(&ev.envelope().unwrap()).unwrap();
     assert_eq!(
-        ev.envelope(),
+        body,
         serde_json::json!({"pattern": "session_ready", "data": {"sessionId": "s1"}})
     );
 }

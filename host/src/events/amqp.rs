@@ -317,7 +317,7 @@ impl Inner {
             // Fill the window.
             while in_flight.len() < window {
                 let Some(ev) = next.next() else { break };
-                let body = match serde_json::to_vec(&ev.envelope()) {
+                let body = match ev.envelope() {
                     Ok(b) => b,
                     Err(e) => {
                         // Cannot happen for a `Value`; kept pending, not dropped.

@@ -495,6 +495,10 @@ async fn walk(
             "failedChats": run.failed_chats.iter().map(|f| f.chat_id.as_str()).collect::<Vec<_>>(),
         }),
     );
+    // What the walk needed goes before the completion's writes and the
+    // relay's read of the event allocate theirs: for a large account the
+    // chat list alone is a few MB (10,000 chats), and the event as large.
+    drop((chats, done, marks, reads));
     // A webhook that wants `sync_complete` gets it from the same step, with
     // the data the WebSocket's `sync_complete` carries.
     let mut events = vec![event];
@@ -534,6 +538,9 @@ async fn walk(
         Err(Stop::Failed(e)) => return Err(Stop::StoreDown(e)),
         Err(other) => return Err(other),
     }
+    // Stored: the relay reads the events back from the store, so this copy
+    // goes before it does.
+    drop(events);
     deps.relay.kick();
     emit(deps, run, done_seq, SyncPhase::Done, None, 0);
     Ok(())

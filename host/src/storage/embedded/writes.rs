@@ -75,16 +75,35 @@ pub(super) fn put_run(txn: &redb::WriteTransaction, run: &SyncRun) -> StoreResul
     Ok(())
 }
 
+/// An outbox event encoded for [`put_event`], before the write
+/// transaction: the transaction's closure takes the bytes, not a copy of
+/// the event (whose `data` may be large).
+pub(super) struct EncodedEvent {
+    event_id: String,
+    pending: bool,
+    bytes: Vec<u8>,
+}
+
+impl EncodedEvent {
+    pub(super) fn new(ev: &OutboxEvent) -> StoreResult<Self> {
+        Ok(Self {
+            event_id: ev.event_id.clone(),
+            pending: ev.published_at.is_none(),
+            bytes: enc(ev)?,
+        })
+    }
+}
+
 /// Queues an event unless one with its id is already there.
-pub(super) fn put_event(txn: &redb::WriteTransaction, ev: &OutboxEvent) -> StoreResult<()> {
+pub(super) fn put_event(txn: &redb::WriteTransaction, ev: &EncodedEvent) -> StoreResult<()> {
     let mut outbox = txn.open_table(OUTBOX).db()?;
     if outbox.get(ev.event_id.as_str()).db()?.is_some() {
         return Ok(());
     }
     outbox
-        .insert(ev.event_id.as_str(), enc(ev)?.as_slice())
+        .insert(ev.event_id.as_str(), ev.bytes.as_slice())
         .db()?;
-    if ev.published_at.is_none() {
+    if ev.pending {
         let mut pending = txn.open_table(OUTBOX_PENDING).db()?;
         pending.insert(ev.event_id.as_str(), ()).db()?;
     }
