@@ -367,12 +367,11 @@ async fn walk(
     // business of the account's syncs, not of it.
     let with_contacts = run.mode != SyncMode::History;
     let began = Instant::now();
-    let book = if with_contacts {
+    let (n_contacts, groups) = if with_contacts {
         contacts::fetch_and_store(deps, &sid, cancel, shutdown).await?
     } else {
-        crate::domain::AddressBook::default()
+        (0, Vec::new())
     };
-    let n_contacts = book.contacts.len() as u64;
 
     let mut chats: Vec<Chat> =
         match with_retry(deps, cancel, shutdown, || deps.client.list_chats()).await? {
@@ -387,8 +386,7 @@ async fn walk(
         deps.store.upsert_chats(&sid, &chats)
     })
     .await?;
-    contacts::store_participants(deps, &sid, &book, &chats, cancel, shutdown).await?;
-    drop(book);
+    contacts::store_participants(deps, &sid, groups, &chats, cancel, shutdown).await?;
     tracing::debug!(
         elapsed_ms = began.elapsed().as_millis() as u64,
         "contacts, chat list and members stored"
