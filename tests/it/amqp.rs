@@ -78,7 +78,7 @@ fn assert_complete(consumer: &QueueConsumer, events: &[OutboxEvent]) {
             .unwrap_or_else(|| panic!("event {} lost", ev.event_id));
         assert_eq!(
             copies[0].body,
-            wasync_tests::amqp::envelope(&ev),
+            wasync_tests::amqp::envelope(ev),
             "body of {}",
             ev.event_id
         );

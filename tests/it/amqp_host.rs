@@ -80,7 +80,7 @@ async fn amqp_host_publishes_session_ready_after_a_sync_once() {
         Value::Array(chats),
         "exact chat ids"
     );
-    assert_eq!(got.body, wasync_tests::amqp::envelope(&ev));
+    assert_eq!(got.body, wasync_tests::amqp::envelope(ev));
     assert_eq!(got.message_id.as_deref(), Some(ev.event_id.as_str()));
     assert_eq!(got.content_type.as_deref(), Some("application/json"));
     assert_eq!(got.delivery_mode, Some(2));
@@ -156,7 +156,7 @@ async fn amqp_host_syncs_through_a_broker_outage_and_every_session_ready_arrives
         for c in copies {
             assert_eq!(
                 c.body,
-                wasync_tests::amqp::envelope(&ev),
+                wasync_tests::amqp::envelope(ev),
                 "duplicates carry the same event"
             );
         }
