@@ -63,6 +63,7 @@ mod runs;
 mod sessions;
 mod tables;
 mod webhooks;
+mod writer;
 mod writes;
 
 use self::quarantine::PRUNE_STEP;
@@ -93,6 +94,8 @@ pub struct EmbeddedStore {
     /// Calls on a blocking thread now, and the most there have been.
     running: Arc<std::sync::atomic::AtomicUsize>,
     most_running: Arc<std::sync::atomic::AtomicUsize>,
+    /// The thread every write call runs on ([`writer`]).
+    writer: writer::Writer,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -169,6 +172,7 @@ impl EmbeddedStore {
             writes: Arc::new(tokio::sync::Semaphore::new(WRITERS)),
             running: Arc::default(),
             most_running: Arc::default(),
+            writer: writer::Writer::start()?,
         })
     }
 
@@ -178,9 +182,10 @@ impl EmbeddedStore {
         self.most_running.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Runs `f` on the blocking pool once `lane` has room. The permit is
-    /// held by the blocking task itself, so a caller that gives up (a
-    /// dropped future) does not free the lane while `f` still runs.
+    /// Runs `f` once `lane` has room: a read on the blocking pool, a write
+    /// on the store's writer thread. The permit is held by the call itself,
+    /// so a caller that gives up (a dropped future) does not free the lane
+    /// while `f` still runs.
     async fn blocking<T, F>(&self, lane: Lane, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -198,16 +203,23 @@ impl EmbeddedStore {
             .map_err(|_| StoreError::Unavailable("store closed".into()))?;
         let db = self.db.clone();
         let (running, most) = (self.running.clone(), self.most_running.clone());
-        tokio::task::spawn_blocking(move || {
+        let call = move || {
             let now = running.fetch_add(1, Ordering::Relaxed) + 1;
             most.fetch_max(now, Ordering::Relaxed);
             let out = f(&db);
             running.fetch_sub(1, Ordering::Relaxed);
+            // The database handle goes before the caller hears back, so a
+            // store dropped right after its last call closes the file.
+            drop(db);
             drop(permit);
             out
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        };
+        match lane {
+            Lane::Read => tokio::task::spawn_blocking(call)
+                .await
+                .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?,
+            Lane::Write => self.writer.run(call).await,
+        }
     }
 }
 
