@@ -41,9 +41,9 @@ impl EmbeddedStore {
 
     /// `Store::prune_pending_changes`: found in a read, deleted in steps.
     pub(super) async fn prune_pending(&self, before: i64) -> StoreResult<u64> {
-        self.blocking(Lane::Write, move |db| {
-            // Found in a read, deleted in small steps (as `prune` does).
-            let old: Vec<(String, String)> = {
+        // Found in a read, deleted in small steps (as `prune` does).
+        let old = self
+            .blocking(Lane::Read, move |db| {
                 let txn = db.begin_read().db()?;
                 let t = txn.open_table(PENDING_CHANGES).db()?;
                 let mut v = Vec::new();
@@ -55,20 +55,16 @@ impl EmbeddedStore {
                         v.push((s.to_owned(), m.to_owned()));
                     }
                 }
-                v
-            };
+                Ok(v)
+            })
+            .await?;
+        self.delete_in_steps(old, PRUNE_STEP, |txn, step: &[(String, String)]| {
+            let mut t = txn.open_table(PENDING_CHANGES).db()?;
             let mut n = 0u64;
-            for step in old.chunks(PRUNE_STEP) {
-                let txn = db.begin_write().db()?;
-                {
-                    let mut t = txn.open_table(PENDING_CHANGES).db()?;
-                    for (s, m) in step {
-                        if let Some(g) = t.remove((s.as_str(), m.as_str())).db()? {
-                            n += dec::<Vec<PendingChange>>(g.value())?.len() as u64;
-                        }
-                    }
+            for (s, m) in step {
+                if let Some(g) = t.remove((s.as_str(), m.as_str())).db()? {
+                    n += dec::<Vec<PendingChange>>(g.value())?.len() as u64;
                 }
-                txn.commit().db()?;
             }
             Ok(n)
         })

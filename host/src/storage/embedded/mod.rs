@@ -22,9 +22,14 @@
 //!   measurable. Secondary orderings are extra tables whose keys sort the
 //!   way the reads need them.
 //! - **Blocking calls in lanes.** All redb calls are blocking, so each
-//!   store method runs on tokio's blocking pool, after waiting for a lane:
-//!   at most [`WRITERS`] write calls and [`READERS`] read calls run at
-//!   once, the rest wait as futures. redb runs one write transaction at a
+//!   store method runs off the runtime, after waiting for a lane: reads on
+//!   tokio's blocking pool, writes on the store's own writer thread
+//!   ([`writer`]: one thread keeps a write's buffers in one allocator
+//!   heap). At most [`WRITERS`] write calls (one running, one queued) and
+//!   [`READERS`] read calls are let through at once, the rest wait as
+//!   futures. A long maintenance write (pruning) is a read that finds the
+//!   keys and one write call per step, so a sync's commit waits for one
+//!   step at most. redb runs one write transaction at a
 //!   time, so without the lanes every session with a write due held a
 //!   thread of its own blocked in `begin_write`: under the soak's 100
 //!   sessions the blocking pool grew with the queue (80 → 114 threads in
@@ -91,7 +96,8 @@ pub struct EmbeddedStore {
     path: PathBuf,
     reads: Arc<tokio::sync::Semaphore>,
     writes: Arc<tokio::sync::Semaphore>,
-    /// Calls on a blocking thread now, and the most there have been.
+    /// Calls running now (on the blocking pool or the writer), and the
+    /// most there have been.
     running: Arc<std::sync::atomic::AtomicUsize>,
     most_running: Arc<std::sync::atomic::AtomicUsize>,
     /// The thread every write call runs on ([`writer`]).
@@ -180,6 +186,36 @@ impl EmbeddedStore {
     /// (at most [`READERS`] + [`WRITERS`]).
     pub fn most_running(&self) -> usize {
         self.most_running.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Deletes `keys` in write calls of at most `step` keys each, one
+    /// transaction per call (`delete` removes one step's keys and says how
+    /// many things it removed), so other writes get in between steps.
+    async fn delete_in_steps<K, F>(
+        &self,
+        mut keys: Vec<K>,
+        step: usize,
+        delete: F,
+    ) -> StoreResult<u64>
+    where
+        K: Send + 'static,
+        F: Fn(&redb::WriteTransaction, &[K]) -> StoreResult<u64> + Clone + Send + 'static,
+    {
+        let mut n = 0;
+        while !keys.is_empty() {
+            let rest = keys.split_off(step.min(keys.len()));
+            let chunk = std::mem::replace(&mut keys, rest);
+            let delete = delete.clone();
+            n += self
+                .blocking(Lane::Write, move |db| {
+                    let txn = db.begin_write().db()?;
+                    let n = delete(&txn, &chunk)?;
+                    txn.commit().db()?;
+                    Ok(n)
+                })
+                .await?;
+        }
+        Ok(n)
     }
 
     /// Runs `f` once `lane` has room: a read on the blocking pool, a write

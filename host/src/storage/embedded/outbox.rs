@@ -222,6 +222,17 @@ mod tests {
             &sid,
             serde_json::json!({"chats": ["1@c.us", "a\"b\\c"], "n": 2, "nested": {"x": [1.5, null]}}),
         );
+        // `StoredEvent` mirrors every field: a field added to the event
+        // stops this from compiling until the mirror has it too.
+        let OutboxEvent {
+            event_id: _,
+            pattern: _,
+            session_id: _,
+            data: _,
+            created_at: _,
+            published_at: _,
+            attempts: _,
+        } = &ev;
         let stored = enc(&ev).unwrap();
         // Not yet published: one attempt, still pending.
         let tried: OutboxEvent = dec(&count_attempt(&stored, None).unwrap()).unwrap();

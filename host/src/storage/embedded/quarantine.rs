@@ -84,59 +84,52 @@ impl EmbeddedStore {
         published_before: i64,
         quarantined_before: i64,
     ) -> StoreResult<Pruned> {
-        self.blocking(Lane::Write, move |db| {
-            let mut pruned = Pruned::default();
-            let events: Vec<String> = {
+        let (events, quarantined) = self
+            .blocking(Lane::Read, move |db| {
                 let txn = db.begin_read().db()?;
                 let outbox = txn.open_table(OUTBOX).db()?;
-                let mut v = Vec::new();
+                let mut events = Vec::new();
                 for row in outbox.iter().db()? {
                     let (k, val) = row.db()?;
                     let ev: OutboxEvent = dec(val.value())?;
                     if ev.published_at.is_some_and(|t| t < published_before) {
-                        v.push(k.value().to_owned());
+                        events.push(k.value().to_owned());
                     }
                 }
-                v
-            };
-            for step in events.chunks(PRUNE_STEP) {
-                let txn = db.begin_write().db()?;
-                {
-                    let mut outbox = txn.open_table(OUTBOX).db()?;
-                    for id in step {
-                        outbox.remove(id.as_str()).db()?;
-                    }
-                }
-                txn.commit().db()?;
-                pruned.events += step.len() as u64;
-            }
-            let quarantined: Vec<(String, String)> = {
-                let txn = db.begin_read().db()?;
                 let q = txn.open_table(QUARANTINE).db()?;
-                let mut v = Vec::new();
+                let mut quarantined = Vec::new();
                 for row in q.iter().db()? {
                     let (k, val) = row.db()?;
                     let item: QuarantinedMessage = dec(val.value())?;
                     if item.quarantined_at < quarantined_before {
                         let (s, m) = k.value();
-                        v.push((s.to_owned(), m.to_owned()));
+                        quarantined.push((s.to_owned(), m.to_owned()));
                     }
                 }
-                v
-            };
-            for step in quarantined.chunks(PRUNE_STEP) {
-                let txn = db.begin_write().db()?;
-                {
-                    let mut q = txn.open_table(QUARANTINE).db()?;
-                    for (s, m) in step {
-                        q.remove((s.as_str(), m.as_str())).db()?;
-                    }
+                Ok((events, quarantined))
+            })
+            .await?;
+        let events = self
+            .delete_in_steps(events, PRUNE_STEP, |txn, step: &[String]| {
+                let mut outbox = txn.open_table(OUTBOX).db()?;
+                for id in step {
+                    outbox.remove(id.as_str()).db()?;
                 }
-                txn.commit().db()?;
-                pruned.quarantined += step.len() as u64;
-            }
-            Ok(pruned)
+                Ok(step.len() as u64)
+            })
+            .await?;
+        let quarantined = self
+            .delete_in_steps(quarantined, PRUNE_STEP, |txn, step: &[(String, String)]| {
+                let mut q = txn.open_table(QUARANTINE).db()?;
+                for (s, m) in step {
+                    q.remove((s.as_str(), m.as_str())).db()?;
+                }
+                Ok(step.len() as u64)
+            })
+            .await?;
+        Ok(Pruned {
+            events,
+            quarantined,
         })
-        .await
     }
 }

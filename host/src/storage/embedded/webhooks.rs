@@ -285,10 +285,10 @@ impl WebhookStore for EmbeddedStore {
     }
 
     async fn prune_deliveries(&self, before: i64) -> StoreResult<u64> {
-        self.blocking(Lane::Write, move |db| {
-            // Keys are found in a read, then deleted in small write
-            // transactions, like the outbox's pruning.
-            let doomed: Vec<(String, String, u64, String)> = {
+        // Keys are found in a read, then deleted in small write calls, like
+        // the outbox's pruning.
+        let doomed: Vec<(String, String, u64, String)> = self
+            .blocking(Lane::Read, move |db| {
                 let txn = db.begin_read().db()?;
                 let hooks = txn.open_table(WEBHOOKS).db()?;
                 let index = txn.open_table(DELIVERIES_BY_STATUS).db()?;
@@ -309,24 +309,24 @@ impl WebhookStore for EmbeddedStore {
                         }
                     }
                 }
-                v
-            };
-            for step in doomed.chunks(1_000) {
-                let txn = db.begin_write().db()?;
-                {
-                    let mut rows = txn.open_table(DELIVERIES).db()?;
-                    let mut index = txn.open_table(DELIVERIES_BY_STATUS).db()?;
-                    for (w, s, t, e) in step {
-                        index
-                            .remove((w.as_str(), s.as_str(), *t, e.as_str()))
-                            .db()?;
-                        rows.remove((w.as_str(), e.as_str())).db()?;
-                    }
+                Ok(v)
+            })
+            .await?;
+        self.delete_in_steps(
+            doomed,
+            1_000,
+            |txn, step: &[(String, String, u64, String)]| {
+                let mut rows = txn.open_table(DELIVERIES).db()?;
+                let mut index = txn.open_table(DELIVERIES_BY_STATUS).db()?;
+                for (w, s, t, e) in step {
+                    index
+                        .remove((w.as_str(), s.as_str(), *t, e.as_str()))
+                        .db()?;
+                    rows.remove((w.as_str(), e.as_str())).db()?;
                 }
-                txn.commit().db()?;
-            }
-            Ok(doomed.len() as u64)
-        })
+                Ok(step.len() as u64)
+            },
+        )
         .await
     }
 }

@@ -16,18 +16,23 @@ use crate::storage::{StoreError, StoreResult};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The sending end of the writer thread's queue. The thread ends once the
-/// last `Writer` is dropped and the queue is empty.
+/// The sending end of the writer thread's queue, and the thread. Dropping
+/// the `Writer` (with the store) closes the queue and waits for the thread
+/// to finish what is queued, so a write that a caller gave up on (a sync
+/// stopped by the host's shutdown) completes and the database is closed
+/// before the host's `stop` returns and the process exits, as it did when
+/// the runtime's blocking pool ran the writes.
 #[derive(Debug)]
 pub(super) struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
     /// Starts the thread.
     pub(super) fn start() -> StoreResult<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("wasync-store-writer".into())
             .spawn(move || {
                 for job in queue {
@@ -40,7 +45,10 @@ impl Writer {
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the store's writer: {e}"))
             })?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
     }
 
     /// Runs `f` on the writer thread after the calls queued before it and
@@ -52,12 +60,27 @@ impl Writer {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("store closed".into()))?
             .send(Box::new(move || {
                 let _ = tx.send(f());
             }))
             .map_err(|_| StoreError::Unavailable("store closed".into()))?;
         rx.await
             .map_err(|_| StoreError::Backend("store task failed: the write panicked".into()))?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take()
+            // Never the case (a job holds the database, not the store), but
+            // a thread cannot wait for itself.
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -93,6 +116,23 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("store task failed"), "{err}");
         assert_eq!(w.run(|| Ok(7)).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_writer_waits_for_what_is_queued() {
+        let w = Writer::start().unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let call = w.run(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+        // Queued, then given up on, then the writer goes: its drop returns
+        // only once the call has run.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(1), call).await;
+        drop(w);
+        assert!(done.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test]
