@@ -329,7 +329,14 @@ pub async fn p4(quick: bool) -> FanOut {
         wait_ready(&http, &base, id).await;
     }
     let addr = base.trim_start_matches("http://").to_owned();
-    let mut stalled = tokio::net::TcpStream::connect(&addr)
+    // A small receive window, so the client holds the server back within
+    // the sync: with the system's default buffers (up to 32 MiB here) a
+    // sync's few hundred KB of frames would all fit in them, and the
+    // client that never reads would cost what any client costs.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    let mut stalled = socket
+        .connect(addr.parse().expect("host address"))
         .await
         .expect("connect");
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
