@@ -329,10 +329,12 @@ pub async fn p4(quick: bool) -> FanOut {
         wait_ready(&http, &base, id).await;
     }
     let addr = base.trim_start_matches("http://").to_owned();
-    // A small receive window, so the client holds the server back within
-    // the sync: with the system's default buffers (up to 32 MiB here) a
-    // sync's few hundred KB of frames would all fit in them, and the
-    // client that never reads would cost what any client costs.
+    // A small receive window, so the client's socket is full within the
+    // sync: with the system's default buffers (up to 32 MiB here) it took
+    // every frame, and the client that never reads cost what any client
+    // costs. The server's kernel send buffer (up to `tcp_wmem`, 4 MiB
+    // here) still takes a sync's few hundred KB, so its writer does not
+    // block (BENCHMARKS.md, P4).
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("receive buffer");
     let mut stalled = socket

@@ -191,20 +191,18 @@ impl EmbeddedStore {
     /// Deletes `keys` in write calls of at most `step` keys each, one
     /// transaction per call (`delete` removes one step's keys and says how
     /// many things it removed), so other writes get in between steps.
-    async fn delete_in_steps<K, F>(
-        &self,
-        mut keys: Vec<K>,
-        step: usize,
-        delete: F,
-    ) -> StoreResult<u64>
+    async fn delete_in_steps<K, F>(&self, keys: Vec<K>, step: usize, delete: F) -> StoreResult<u64>
     where
         K: Send + 'static,
         F: Fn(&redb::WriteTransaction, &[K]) -> StoreResult<u64> + Clone + Send + 'static,
     {
         let mut n = 0;
-        while !keys.is_empty() {
-            let rest = keys.split_off(step.min(keys.len()));
-            let chunk = std::mem::replace(&mut keys, rest);
+        let mut keys = keys.into_iter();
+        loop {
+            let chunk: Vec<K> = keys.by_ref().take(step).collect();
+            if chunk.is_empty() {
+                break;
+            }
             let delete = delete.clone();
             n += self
                 .blocking(Lane::Write, move |db| {
@@ -561,5 +559,52 @@ mod tests {
         let _first = EmbeddedStore::open(&path).unwrap();
         let err = EmbeddedStore::open(&path).unwrap_err();
         assert!(err.to_string().contains("already open"), "{err}");
+    }
+
+    /// Pruning deletes in steps: every key, one write call (and
+    /// transaction) per step, the last step short.
+    #[tokio::test]
+    async fn deletes_run_in_steps_of_at_most_the_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("wasync.redb")).unwrap();
+        let keys: Vec<String> = (0..2_500).map(|i| format!("ev-{i:05}")).collect();
+        let stored = keys.clone();
+        store
+            .blocking(Lane::Write, move |db| {
+                let txn = db.begin_write().db()?;
+                {
+                    let mut outbox = txn.open_table(OUTBOX).db()?;
+                    for k in &stored {
+                        outbox.insert(k.as_str(), b"{}".as_slice()).db()?;
+                    }
+                }
+                txn.commit().db()
+            })
+            .await
+            .unwrap();
+        let steps = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = steps.clone();
+        let n = store
+            .delete_in_steps(keys, 1_000, move |txn, step: &[String]| {
+                seen.lock().unwrap().push(step.len());
+                let mut outbox = txn.open_table(OUTBOX).db()?;
+                for k in step {
+                    outbox.remove(k.as_str()).db()?;
+                }
+                Ok(step.len() as u64)
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 2_500);
+        assert_eq!(*steps.lock().unwrap(), [1_000, 1_000, 500]);
+        let left = store
+            .blocking(Lane::Read, |db| {
+                use redb::{ReadableDatabase, ReadableTableMetadata};
+                let txn = db.begin_read().db()?;
+                txn.open_table(OUTBOX).db()?.len().db()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 }
