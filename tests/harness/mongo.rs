@@ -394,24 +394,33 @@ pub async fn bench_insert(
 /// and write concern, so the comparison measures the adapter, not the
 /// schema.
 async fn raw_messages<T: Send + Sync>(db: &mongodb::Database) -> mongodb::Collection<T> {
+    raw_collection(db, schema::MESSAGES).await
+}
+
+/// A fresh collection `name` for a raw baseline, with the store's indexes
+/// on it and its write concern (`w: majority, j: true`).
+async fn raw_collection<T: Send + Sync>(
+    db: &mongodb::Database,
+    name: &str,
+) -> mongodb::Collection<T> {
     let wc = WriteConcern::builder()
         .w(Acknowledgment::Majority)
         .journal(true)
         .build();
-    db.create_collection(schema::MESSAGES)
+    db.create_collection(name)
         .await
         .expect("create the raw collection");
     for spec in schema::indexes()
         .into_iter()
-        .filter(|s| s.collection == schema::MESSAGES)
+        .filter(|s| s.collection == name)
     {
-        db.collection::<Document>(schema::MESSAGES)
+        db.collection::<Document>(name)
             .create_index(spec.model())
             .await
             .expect("create the raw indexes");
     }
     db.collection_with_options::<T>(
-        schema::MESSAGES,
+        name,
         mongodb::options::CollectionOptions::builder()
             .write_concern(wc)
             .build(),
@@ -456,12 +465,37 @@ impl BenchServers {
     }
 }
 
-/// One way of putting the documents into the server.
+/// One way of putting the documents into the server, measured in every
+/// round.
 #[derive(Debug, Clone)]
 pub struct PathTime {
     /// What it is, for the row.
     pub what: String,
+    /// The median of [`Self::runs`].
     pub took: Duration,
+    /// Each round's time, in order.
+    pub runs: Vec<Duration>,
+}
+
+impl PathTime {
+    fn new(what: String, runs: Vec<Duration>) -> Self {
+        Self {
+            what,
+            took: median(&runs),
+            runs,
+        }
+    }
+}
+
+/// The median of `runs` (the mean of the middle two for an even count).
+pub fn median(runs: &[Duration]) -> Duration {
+    let mut sorted = runs.to_vec();
+    sorted.sort_unstable();
+    match sorted.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
+    }
 }
 
 /// What [`bench_sync_paths`] measured: the host's sync beside the raw
@@ -470,17 +504,17 @@ pub struct PathTime {
 pub struct SyncPathsReport {
     pub messages: usize,
     pub chats: usize,
-    /// The host's whole sync (`finishedAt - startedAt`): the mean of
-    /// [`Self::host_runs`].
-    pub host: Duration,
-    /// The host's sync, run first and again after the baselines, so that
-    /// a machine whose speed drifts during the bench (a shared VM) moves
-    /// the host's figure as it moves the baselines'.
-    pub host_runs: Vec<Duration>,
+    /// The contacts the sync stored (the raw paths insert them too).
+    pub contacts: usize,
+    /// The host's whole sync (`finishedAt - startedAt`), one run per
+    /// round, each round's before its raw paths, so that a machine whose
+    /// speed drifts during the bench (a shared VM) moves the host's
+    /// figure as it moves the baselines'.
+    pub host: PathTime,
     /// The raw driver (`insert_many` batches), each batch shape tried.
     pub raw: Vec<PathTime>,
     /// The seed's path (Node driver) at `w: majority, j: true`, then at
-    /// the driver's default write concern.
+    /// the driver's default write concern, one run each after the rounds.
     pub seed: Vec<PathTime>,
 }
 
@@ -489,7 +523,10 @@ impl SyncPathsReport {
         self.messages as f64 / d.as_secs_f64().max(f64::EPSILON)
     }
 
-    /// The fastest raw path: the baseline.
+    /// The raw path with the lowest median: the baseline. A median per
+    /// shape, not the lowest single run of any: identical runs of one
+    /// shape spread by ±8 % on SecantusDB, and the lowest of many noisy
+    /// runs would be a baseline no path reaches on average.
     pub fn fastest_raw(&self) -> &PathTime {
         self.raw
             .iter()
@@ -500,80 +537,103 @@ impl SyncPathsReport {
 
 /// The whole sync through a real host into MongoDB (simulator account of
 /// `chats * per_chat` messages, no plugins, no clients; timed by the run's
-/// own `finishedAt - startedAt`), then, each on a server of its own when
-/// `servers` gives fresh ones:
-///
-/// - the raw driver inserting exactly the documents that sync stored,
-///   `w: majority, j: true`, the store's indexes, once per
-///   `(batch, in flight)` shape of `raw_shapes` (unordered `insert_many`
-///   batches of `batch` documents, `in flight` at a time);
-/// - with `seed`, the seed's storage path (`tests/node/mongo-bench.mjs`,
-///   the official Node driver in a process of its own: per chat one
-///   `updateOne` upsert and one `insertMany`) at the host's durability and
-///   at the driver's default;
-/// - the host's sync once more, last.
+/// own `finishedAt - startedAt`) beside the raw driver, in `rounds`
+/// interleaved rounds, each measurement on a server of its own when
+/// `servers` gives fresh ones. A round is the host's sync, then the raw
+/// driver inserting exactly the account's documents the first sync
+/// stored (its chats and contacts, one command each, then its messages),
+/// `w: majority, j: true`, the store's indexes, once per
+/// `(batch, in flight)` shape of `raw_shapes` (the messages in unordered
+/// `insert_many` batches of `batch` documents, `in flight` at a time); the
+/// host's own records (the session, the run, the outbox) are not part of
+/// the account, and what they cost is what the host adds. After the rounds,
+/// with `seed`, the seed's storage path once (`tests/node/mongo-bench.mjs`,
+/// the official Node driver in a process of its own: per chat one
+/// `updateOne` upsert and one `insertMany`) at the host's durability and
+/// at the driver's default.
 pub async fn bench_sync_paths(
     servers: &BenchServers,
     chats: u32,
     per_chat: u32,
     raw_shapes: &[(usize, usize)],
+    rounds: usize,
     seed: bool,
 ) -> SyncPathsReport {
     use futures_util::{StreamExt, TryStreamExt};
 
     let messages = (chats * per_chat) as usize;
-    let (uri, server) = servers.server().await;
-    let db_name = fresh_db_name("bench_sync");
-    let first = host_sync(&uri, &db_name, chats, per_chat).await;
-
-    // The same documents, as stored, minus their ids.
-    let client = mongodb::Client::with_uri_str(&uri)
-        .await
-        .expect("connect to the bench server");
-    let sync_db = client.database(&db_name);
-    let docs: Vec<Document> = sync_db
-        .collection::<Document>(schema::MESSAGES)
-        .find(mongodb::bson::doc! {})
-        .projection(mongodb::bson::doc! {"_id": 0})
-        .await
-        .expect("read back")
-        .try_collect()
-        .await
-        .expect("read back");
-    assert_eq!(docs.len(), messages);
-    let _ = sync_db.drop().await;
-    drop(server);
-
-    let mut raw = Vec::new();
-    for &(batch, in_flight) in raw_shapes {
+    let mut host_runs = Vec::new();
+    let mut raw_runs: Vec<Vec<Duration>> = vec![Vec::new(); raw_shapes.len()];
+    let mut docs: Vec<Document> = Vec::new();
+    let mut account: Vec<(&str, Vec<Document>)> = Vec::new();
+    for round in 0..rounds.max(1) {
         let (uri, server) = servers.server().await;
+        let db_name = fresh_db_name("bench_sync");
+        host_runs.push(host_sync(&uri, &db_name, chats, per_chat).await);
         let client = mongodb::Client::with_uri_str(&uri)
             .await
             .expect("connect to the bench server");
-        let raw_db = client.database(&fresh_db_name("bench_raw"));
-        let coll = raw_messages::<Document>(&raw_db).await;
-        let t = Instant::now();
-        let _: Vec<_> = futures_util::stream::iter(docs.chunks(batch.max(1)))
-            .map(|chunk| {
-                let coll = coll.clone();
-                async move { coll.insert_many(chunk).ordered(false).await }
-            })
-            .buffer_unordered(in_flight.max(1))
-            .try_collect()
-            .await
-            .expect("raw insert_many");
-        let took = t.elapsed();
-        assert_eq!(
-            coll.count_documents(mongodb::bson::doc! {}).await.unwrap(),
-            messages as u64
-        );
-        raw.push(PathTime {
-            what: format!("batches of {batch}, {in_flight} in flight"),
-            took,
-        });
-        let _ = raw_db.drop().await;
+        let sync_db = client.database(&db_name);
+        if round == 0 {
+            // The same documents, as stored, minus their ids: the account's
+            // chats and contacts, and its messages.
+            for name in [schema::CHATS, schema::CONTACTS] {
+                account.push((name, read_back(&sync_db, name).await));
+            }
+            docs = read_back(&sync_db, schema::MESSAGES).await;
+            assert_eq!(docs.len(), messages);
+            assert_eq!(account[0].1.len(), chats as usize);
+        }
+        let _ = sync_db.drop().await;
         drop(server);
+
+        for (&(batch, in_flight), runs) in raw_shapes.iter().zip(&mut raw_runs) {
+            let (uri, server) = servers.server().await;
+            let client = mongodb::Client::with_uri_str(&uri)
+                .await
+                .expect("connect to the bench server");
+            let raw_db = client.database(&fresh_db_name("bench_raw"));
+            let mut others = Vec::new();
+            for (name, docs) in &account {
+                others.push((raw_collection::<Document>(&raw_db, name).await, docs));
+            }
+            let coll = raw_messages::<Document>(&raw_db).await;
+            let t = Instant::now();
+            // The chats and contacts first, each in one command (as the
+            // host writes them before the messages), then the messages.
+            for (coll, docs) in &others {
+                if !docs.is_empty() {
+                    coll.insert_many(docs.iter())
+                        .ordered(false)
+                        .await
+                        .expect("raw insert_many of the chats and contacts");
+                }
+            }
+            let _: Vec<_> = futures_util::stream::iter(docs.chunks(batch.max(1)))
+                .map(|chunk| {
+                    let coll = coll.clone();
+                    async move { coll.insert_many(chunk).ordered(false).await }
+                })
+                .buffer_unordered(in_flight.max(1))
+                .try_collect()
+                .await
+                .expect("raw insert_many");
+            runs.push(t.elapsed());
+            assert_eq!(
+                coll.count_documents(mongodb::bson::doc! {}).await.unwrap(),
+                messages as u64
+            );
+            let _ = raw_db.drop().await;
+            drop(server);
+        }
     }
+    let raw = raw_shapes
+        .iter()
+        .zip(raw_runs)
+        .map(|(&(batch, in_flight), runs)| {
+            PathTime::new(format!("batches of {batch}, {in_flight} in flight"), runs)
+        })
+        .collect();
 
     let mut seed_paths = Vec::new();
     if seed {
@@ -583,25 +643,34 @@ pub async fn bench_sync_paths(
         ] {
             let (uri, server) = servers.server().await;
             let took = seed_path(&uri, chats, per_chat, durability).await;
-            seed_paths.push(PathTime {
-                what: what.into(),
-                took,
-            });
+            seed_paths.push(PathTime::new(what.into(), vec![took]));
             drop(server);
         }
     }
-    let (uri, server) = servers.server().await;
-    let again = host_sync(&uri, &fresh_db_name("bench_sync"), chats, per_chat).await;
-    drop(server);
-    let host_runs = vec![first, again];
     SyncPathsReport {
         messages,
         chats: chats as usize,
-        host: host_runs.iter().sum::<Duration>() / host_runs.len() as u32,
-        host_runs,
+        contacts: account
+            .iter()
+            .find(|(name, _)| *name == schema::CONTACTS)
+            .map_or(0, |(_, docs)| docs.len()),
+        host: PathTime::new("the host's sync".into(), host_runs),
         raw,
         seed: seed_paths,
     }
+}
+
+/// Every document of collection `name` in `db`, minus its `_id`.
+async fn read_back(db: &mongodb::Database, name: &str) -> Vec<Document> {
+    use futures_util::TryStreamExt;
+    db.collection::<Document>(name)
+        .find(mongodb::bson::doc! {})
+        .projection(mongodb::bson::doc! {"_id": 0})
+        .await
+        .expect("read back")
+        .try_collect()
+        .await
+        .expect("read back")
 }
 
 /// One sync of `chats * per_chat` messages through a real host into

@@ -823,11 +823,13 @@ async fn mongo_bench_smoke() {
         5,
         40,
         &[(50, 2), (200, 1)],
+        2,
         true,
     )
     .await;
     assert_eq!(r.messages, 200);
-    assert_eq!((r.raw.len(), r.seed.len(), r.host_runs.len()), (2, 2, 2));
+    assert_eq!((r.raw.len(), r.seed.len(), r.host.runs.len()), (2, 2, 2));
+    assert!(r.raw.iter().all(|p| p.runs.len() == 2));
     eprintln!("{r:?}");
 }
 

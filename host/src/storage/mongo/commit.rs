@@ -147,10 +147,12 @@ impl MongoStore {
         }
         let docs: Vec<MessageDoc> = messages.iter().map(|m| MessageDoc::new(sid, m)).collect();
         let mut outcomes = vec![(Outcome::Inserted, 0u64); docs.len()];
+        let started = std::time::Instant::now();
         let duplicates = duplicate_indexes(
             MESSAGES,
             self.messages.insert_many(&docs).ordered(false).await,
         )?;
+        let insert_ms = started.elapsed().as_millis() as u64;
 
         // Changes that came before their message: applied to it now.
         let is_duplicate: HashSet<usize> = duplicates.iter().copied().collect();
@@ -164,6 +166,12 @@ impl MongoStore {
                 .map(|&i| docs[i].message_id.as_str())
                 .collect();
             let applied = self.apply_pending(sid, &chats, &wanted).await?;
+            tracing::debug!(
+                messages = docs.len(),
+                insert_ms,
+                pending_ms = started.elapsed().as_millis() as u64 - insert_ms,
+                "mongo insert"
+            );
             if !applied.is_empty() {
                 for &i in &inserted {
                     if let Some(n) = applied.get(&docs[i].message_id) {
