@@ -96,12 +96,15 @@ impl Host {
         let mut host = tokio::process::Command::new(wasync_tests::wasync_binary());
         host.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
-        // The allocator's settings pass through, for allocator experiments
-        // (`MIMALLOC_PURGE_DELAY=0 just bench --only soak`; glibc's
-        // `MALLOC_*` for a build without mimalloc).
-        for (k, v) in
-            std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_") || k.starts_with("MALLOC_"))
-        {
+        // The allocator's settings and the embedded store's cache size pass
+        // through, for memory experiments (`MIMALLOC_PURGE_DELAY=0 just
+        // bench --only soak`; glibc's `MALLOC_*` for a build without
+        // mimalloc; `WASYNC_STORE_CACHE_MIB=1`).
+        for (k, v) in std::env::vars().filter(|(k, _)| {
+            k.starts_with("MIMALLOC_")
+                || k.starts_with("MALLOC_")
+                || k == wasync::config::WASYNC_STORE_CACHE_MIB
+        }) {
             host.env(k, v);
         }
         let child = host
