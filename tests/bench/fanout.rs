@@ -373,12 +373,8 @@ pub async fn p4(quick: bool) -> FanOut {
             base_runs.push(sync_once(&http, &base, n).await);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    let baseline_ms = median(&mut base_runs);
-    let stalled_ms = median(&mut stall_runs);
+    let baseline_ms = crate::cluster::median(&base_runs);
+    let stalled_ms = crate::cluster::median(&stall_runs);
     drop(stalled);
     host.stop().await;
     FanOut {

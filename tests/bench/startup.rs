@@ -76,9 +76,10 @@ async fn start_once(data: &Path, plugins: &Path) -> Duration {
     took
 }
 
-fn median(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1e3
+/// The median of `v`, in ms.
+fn median(v: Vec<Duration>) -> f64 {
+    let ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    crate::cluster::median(&ms)
 }
 
 pub async fn p7(quick: bool) -> Startup {

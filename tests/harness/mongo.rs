@@ -488,7 +488,7 @@ impl PathTime {
 }
 
 /// The median of `runs` (the mean of the middle two for an even count).
-pub fn median(runs: &[Duration]) -> Duration {
+fn median(runs: &[Duration]) -> Duration {
     let mut sorted = runs.to_vec();
     sorted.sort_unstable();
     match sorted.len() {

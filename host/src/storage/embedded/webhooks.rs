@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::tables::*;
-use super::{EmbeddedStore, Lane};
+use super::{EmbeddedStore, Lane, PRUNE_STEP};
 use crate::storage::StoreResult;
 use crate::storage::webhooks::{
     DeliveryCursor, DeliveryRecord, DeliveryStatus, WebhookRecord, WebhookStore,
@@ -314,7 +314,7 @@ impl WebhookStore for EmbeddedStore {
             .await?;
         self.delete_in_steps(
             doomed,
-            1_000,
+            PRUNE_STEP,
             |txn, step: &[(String, String, u64, String)]| {
                 let mut rows = txn.open_table(DELIVERIES).db()?;
                 let mut index = txn.open_table(DELIVERIES_BY_STATUS).db()?;

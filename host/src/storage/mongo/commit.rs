@@ -166,12 +166,6 @@ impl MongoStore {
                 .map(|&i| docs[i].message_id.as_str())
                 .collect();
             let applied = self.apply_pending(sid, &chats, &wanted).await?;
-            tracing::debug!(
-                messages = docs.len(),
-                insert_ms,
-                pending_ms = started.elapsed().as_millis() as u64 - insert_ms,
-                "mongo insert"
-            );
             if !applied.is_empty() {
                 for &i in &inserted {
                     if let Some(n) = applied.get(&docs[i].message_id) {
@@ -180,6 +174,13 @@ impl MongoStore {
                 }
             }
         }
+        tracing::debug!(
+            messages = docs.len(),
+            duplicates = duplicates.len(),
+            insert_ms,
+            pending_ms = started.elapsed().as_millis() as u64 - insert_ms,
+            "mongo insert"
+        );
         if duplicates.is_empty() {
             return Ok(outcomes);
         }
