@@ -243,9 +243,25 @@ impl ServerEvent {
     /// the host that produced it and the session's metadata (when it has
     /// any and the event does not carry it already).
     pub fn to_frame_with(&self, host_id: Option<&str>, metadata: Option<&Metadata>) -> String {
-        if host_id.is_none() && metadata.is_none_or(|m| m.is_empty()) {
-            return self.to_frame();
+        match (host_id, metadata.filter(|m| !m.is_empty())) {
+            (None, None) => self.to_frame(),
+            // Every event of a host with an id, most with no metadata: the
+            // plain frame with `hostId` appended to its data, byte for
+            // byte what the general path gives, without building and
+            // dropping a JSON tree per event (~3 µs of ~3.5 for a
+            // `sync_chats`, on the sync's own task).
+            (Some(h), None) => append_host_id(self.to_frame(), h)
+                .unwrap_or_else(|| self.to_frame_by_value(host_id, None)),
+            (_, metadata) => self.to_frame_by_value(host_id, metadata),
         }
+    }
+
+    /// [`Self::to_frame_with`] through a JSON tree: any event, any stamps.
+    pub(super) fn to_frame_by_value(
+        &self,
+        host_id: Option<&str>,
+        metadata: Option<&Metadata>,
+    ) -> String {
         match serde_json::to_value(self) {
             Ok(mut v) => {
                 if let Some(data) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
@@ -270,4 +286,27 @@ impl ServerEvent {
                 .to_owned()
         })
     }
+}
+
+/// `frame` (`{"event":NAME,"data":{...}}`, as [`ServerEvent::to_frame`]
+/// writes it) with `"hostId": host_id` as the last field of its data
+/// object; `None` for a frame of another shape. No event's data has a
+/// `hostId` of its own (the tests compare every variant with the general
+/// path).
+pub(super) fn append_host_id(mut frame: String, host_id: &str) -> Option<String> {
+    if !frame.starts_with(r#"{"event":"#) || !frame.ends_with("}}") {
+        return None;
+    }
+    // The data object closes just before the frame does; it is empty
+    // exactly when the frame ends `"data":{}}` (a last field holding an
+    // empty object ends with three braces).
+    let empty = frame.ends_with(r#""data":{}}"#);
+    frame.truncate(frame.len() - 2);
+    if !empty {
+        frame.push(',');
+    }
+    frame.push_str(r#""hostId":"#);
+    frame.push_str(&serde_json::to_string(host_id).ok()?);
+    frame.push_str("}}");
+    Some(frame)
 }

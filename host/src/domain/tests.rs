@@ -179,3 +179,200 @@ fn progress_serializes_with_design_field_names() {
     }
     assert_eq!(v["phase"], "chat");
 }
+
+/// One event of every kind, with the fields a frame may carry filled in.
+fn every_server_event() -> Vec<ServerEvent> {
+    let message = Message {
+        id: "true_1@c.us_3EB0".into(),
+        chat_id: "1@c.us".into(),
+        from: "1@c.us".into(),
+        to: "me@c.us".into(),
+        author: None,
+        body: Some("a \"quoted\" line\nwith ünïcode and \\ back".into()),
+        kind: "chat".into(),
+        timestamp: 1_700_000_000_000,
+        from_me: false,
+        has_media: false,
+        ack: 2,
+        quoted_id: None,
+        tags: vec!["t".into()],
+        attributes: [("k".to_owned(), "v".to_owned())].into(),
+        changes: ChangeState::default(),
+    };
+    let progress = SyncProgress {
+        session_id: "s".into(),
+        sync_id: "y".into(),
+        seq: 7,
+        n_chats: 10,
+        current_chat: 3,
+        chat_id: Some("1@c.us".into()),
+        messages_synced: 20,
+        total_messages_synced: 60,
+        phase: SyncPhase::Messages,
+        done: false,
+        contacts: None,
+    };
+    let events = vec![
+        ServerEvent::SessionState(SessionSnapshot {
+            session_id: "s".into(),
+            status: SessionStatus::Ready,
+            provider: "simulator".into(),
+            qr: None,
+            pairing_code: None,
+            me: Some(Me {
+                id: "me@c.us".into(),
+                push_name: None,
+            }),
+            sync: Some(SyncView {
+                status: SyncStatus::Running,
+                progress: progress.clone(),
+            }),
+            metadata: [("team".to_owned(), "a".to_owned())].into(),
+        }),
+        ServerEvent::Qr {
+            session_id: "s".into(),
+            qr: "q".into(),
+            attempt: 1,
+            expires_at: 5,
+        },
+        ServerEvent::PairingCode {
+            session_id: "s".into(),
+            code: "ABCD-EFGH".into(),
+            attempt: 1,
+            expires_at: 5,
+        },
+        ServerEvent::Authenticated {
+            session_id: "s".into(),
+        },
+        ServerEvent::AuthFailure {
+            session_id: "s".into(),
+            reason: "r".into(),
+        },
+        ServerEvent::Ready {
+            session_id: "s".into(),
+        },
+        ServerEvent::SyncChats(progress),
+        ServerEvent::SyncComplete(SyncComplete {
+            session_id: "s".into(),
+            sync_id: "y".into(),
+            n_chats: 10,
+            total_messages_synced: 100,
+            duration_ms: 5,
+        }),
+        ServerEvent::SyncFailed(SyncFailed {
+            session_id: "s".into(),
+            sync_id: "y".into(),
+            reason: "r".into(),
+            current_chat: 3,
+        }),
+        ServerEvent::Message(StoredMessage {
+            session_id: "s".into(),
+            message,
+        }),
+        ServerEvent::MessageUpdated {
+            session_id: "s".into(),
+            chat_id: "1@c.us".into(),
+            message_id: "m".into(),
+            change: MessageChange::Reaction {
+                reactor: "2@c.us".into(),
+                emoji: None,
+                at: 9,
+            },
+        },
+        ServerEvent::Disconnected {
+            session_id: "s".into(),
+            reason: "r".into(),
+        },
+        ServerEvent::Error {
+            code: "bad_json".into(),
+            message: "m".into(),
+        },
+        ServerEvent::Pong {},
+        ServerEvent::Left {
+            session_id: "s".into(),
+        },
+    ];
+    // Fails to compile when a kind is added, so it is added above too.
+    for e in &events {
+        match e {
+            ServerEvent::SessionState(_)
+            | ServerEvent::Qr { .. }
+            | ServerEvent::PairingCode { .. }
+            | ServerEvent::Authenticated { .. }
+            | ServerEvent::AuthFailure { .. }
+            | ServerEvent::Ready { .. }
+            | ServerEvent::SyncChats(_)
+            | ServerEvent::SyncComplete(_)
+            | ServerEvent::SyncFailed(_)
+            | ServerEvent::Message(_)
+            | ServerEvent::MessageUpdated { .. }
+            | ServerEvent::Disconnected { .. }
+            | ServerEvent::Error { .. }
+            | ServerEvent::Pong {}
+            | ServerEvent::Left { .. } => {}
+        }
+    }
+    events
+}
+
+#[test]
+fn a_host_stamp_appended_to_the_frame_is_the_stamp_through_a_json_tree() {
+    for host in ["h1", "host \"quoted\" \\ ü\n"] {
+        for e in every_server_event() {
+            let fast = e.to_frame_with(Some(host), None);
+            assert_eq!(fast, e.to_frame_by_value(Some(host), None), "{e:?}");
+            let v: serde_json::Value = serde_json::from_str(&fast).unwrap();
+            assert_eq!(v["data"]["hostId"], host, "{fast}");
+        }
+    }
+    // With metadata, and with neither, the frames are as before.
+    let metadata: Metadata = [("team".to_owned(), "b".to_owned())].into();
+    for e in every_server_event() {
+        assert_eq!(
+            e.to_frame_with(Some("h1"), Some(&metadata)),
+            e.to_frame_by_value(Some("h1"), Some(&metadata))
+        );
+        assert_eq!(e.to_frame_with(None, None), e.to_frame());
+        assert_eq!(e.to_frame_with(None, Some(&Metadata::new())), e.to_frame());
+    }
+}
+
+#[test]
+fn a_host_stamp_goes_inside_the_data_object_whatever_its_last_field() {
+    for (frame, want) in [
+        (
+            r#"{"event":"pong","data":{}}"#,
+            r#"{"event":"pong","data":{"hostId":"h"}}"#,
+        ),
+        (
+            r#"{"event":"x","data":{"a":{}}}"#,
+            r#"{"event":"x","data":{"a":{},"hostId":"h"}}"#,
+        ),
+        (
+            r#"{"event":"x","data":{"data":{}}}"#,
+            r#"{"event":"x","data":{"data":{},"hostId":"h"}}"#,
+        ),
+        (
+            r#"{"event":"x","data":{"a":[{}]}}"#,
+            r#"{"event":"x","data":{"a":[{}],"hostId":"h"}}"#,
+        ),
+    ] {
+        assert_eq!(
+            super::events::append_host_id(frame.to_owned(), "h").as_deref(),
+            Some(want)
+        );
+    }
+    // Not a frame of that shape: the caller takes the general path.
+    for other in [
+        r#"{"data":{},"event":"x"}"#,
+        "[]",
+        "",
+        r#"{"event":"x","data":1}"#,
+    ] {
+        assert_eq!(
+            super::events::append_host_id(other.to_owned(), "h"),
+            None,
+            "{other}"
+        );
+    }
+}
