@@ -243,17 +243,33 @@ impl ServerEvent {
     /// the host that produced it and the session's metadata (when it has
     /// any and the event does not carry it already).
     pub fn to_frame_with(&self, host_id: Option<&str>, metadata: Option<&Metadata>) -> String {
-        match (host_id, metadata.filter(|m| !m.is_empty())) {
-            (None, None) => self.to_frame(),
-            // Every event of a host with an id, most with no metadata: the
-            // plain frame with `hostId` appended to its data, byte for
-            // byte what the general path gives, without building and
-            // dropping a JSON tree per event (~3 µs of ~3.5 for a
-            // `sync_chats`, on the sync's own task).
-            (Some(h), None) => append_host_id(self.to_frame(), h)
-                .unwrap_or_else(|| self.to_frame_by_value(host_id, None)),
-            (_, metadata) => self.to_frame_by_value(host_id, metadata),
+        let metadata = metadata.filter(|m| !m.is_empty());
+        if host_id.is_none() && metadata.is_none() {
+            return self.to_frame();
         }
+        // A session's snapshot may carry its metadata itself, which the
+        // general path keeps.
+        if metadata.is_some() && matches!(self, ServerEvent::SessionState(_)) {
+            return self.to_frame_by_value(host_id, metadata);
+        }
+        // Otherwise the plain frame with the stamps appended to its data,
+        // byte for byte what the general path gives, without building and
+        // dropping a JSON tree per event (~3 µs of ~3.5 for a
+        // `sync_chats`, on the sync's own task).
+        let mut fields = String::new();
+        if let Some(h) = host_id {
+            fields.push_str(r#""hostId":"#);
+            fields.push_str(&serde_json::to_string(h).unwrap_or_default());
+        }
+        if let Some(m) = metadata {
+            if !fields.is_empty() {
+                fields.push(',');
+            }
+            fields.push_str(r#""metadata":"#);
+            fields.push_str(&serde_json::to_string(m).unwrap_or_default());
+        }
+        append_to_data(self.to_frame(), &fields)
+            .unwrap_or_else(|| self.to_frame_by_value(host_id, metadata))
     }
 
     /// [`Self::to_frame_with`] through a JSON tree: any event, any stamps.
@@ -289,11 +305,11 @@ impl ServerEvent {
 }
 
 /// `frame` (`{"event":NAME,"data":{...}}`, as [`ServerEvent::to_frame`]
-/// writes it) with `"hostId": host_id` as the last field of its data
-/// object; `None` for a frame of another shape. No event's data has a
-/// `hostId` of its own (the tests compare every variant with the general
-/// path).
-pub(super) fn append_host_id(mut frame: String, host_id: &str) -> Option<String> {
+/// writes it) with `fields` (`"key":value,...`) as the last fields of its
+/// data object; `None` for a frame of another shape. No event's data has a
+/// `hostId` of its own, nor one but the session snapshot a `metadata` (the
+/// tests compare every kind with the general path).
+pub(super) fn append_to_data(mut frame: String, fields: &str) -> Option<String> {
     if !frame.starts_with(r#"{"event":"#) || !frame.ends_with("}}") {
         return None;
     }
@@ -305,8 +321,7 @@ pub(super) fn append_host_id(mut frame: String, host_id: &str) -> Option<String>
     if !empty {
         frame.push(',');
     }
-    frame.push_str(r#""hostId":"#);
-    frame.push_str(&serde_json::to_string(host_id).ok()?);
+    frame.push_str(fields);
     frame.push_str("}}");
     Some(frame)
 }

@@ -325,13 +325,19 @@ fn a_host_stamp_appended_to_the_frame_is_the_stamp_through_a_json_tree() {
             assert_eq!(v["data"]["hostId"], host, "{fast}");
         }
     }
-    // With metadata, and with neither, the frames are as before.
-    let metadata: Metadata = [("team".to_owned(), "b".to_owned())].into();
+    // With metadata (the snapshot's own kept), and with neither, the same.
+    let metadata: Metadata = [
+        ("team".to_owned(), "b \"q\"".to_owned()),
+        ("a".to_owned(), "ü".to_owned()),
+    ]
+    .into();
     for e in every_server_event() {
-        assert_eq!(
-            e.to_frame_with(Some("h1"), Some(&metadata)),
-            e.to_frame_by_value(Some("h1"), Some(&metadata))
-        );
+        for host in [Some("h1"), None] {
+            let fast = e.to_frame_with(host, Some(&metadata));
+            assert_eq!(fast, e.to_frame_by_value(host, Some(&metadata)), "{e:?}");
+            let v: serde_json::Value = serde_json::from_str(&fast).unwrap();
+            assert!(v["data"]["metadata"].is_object(), "{fast}");
+        }
         assert_eq!(e.to_frame_with(None, None), e.to_frame());
         assert_eq!(e.to_frame_with(None, Some(&Metadata::new())), e.to_frame());
     }
@@ -358,7 +364,7 @@ fn a_host_stamp_goes_inside_the_data_object_whatever_its_last_field() {
         ),
     ] {
         assert_eq!(
-            super::events::append_host_id(frame.to_owned(), "h").as_deref(),
+            super::events::append_to_data(frame.to_owned(), r#""hostId":"h""#).as_deref(),
             Some(want)
         );
     }
@@ -370,7 +376,7 @@ fn a_host_stamp_goes_inside_the_data_object_whatever_its_last_field() {
         r#"{"event":"x","data":1}"#,
     ] {
         assert_eq!(
-            super::events::append_host_id(other.to_owned(), "h"),
+            super::events::append_to_data(other.to_owned(), r#""hostId":"h""#),
             None,
             "{other}"
         );
