@@ -316,7 +316,7 @@ fn every_server_event() -> Vec<ServerEvent> {
 }
 
 #[test]
-fn a_host_stamp_appended_to_the_frame_is_the_stamp_through_a_json_tree() {
+fn stamps_appended_to_the_frame_are_the_stamps_through_a_json_tree() {
     for host in ["h1", "host \"quoted\" \\ ü\n"] {
         for e in every_server_event() {
             let fast = e.to_frame_with(Some(host), None);
